@@ -1,0 +1,32 @@
+"""The appliance's implementation of `netservices.backend` over the state DB."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netservices.backend import HostRecord
+
+from . import events, hosts
+from .db import Store
+
+
+class SqliteBackend:
+    """HostDirectory + EventSink over a Store (a connection per thread)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def host_by_mac(self, mac: str) -> HostRecord | None:
+        h = hosts.find_by_mac(self.store.conn(), mac)
+        if h is None:
+            return None
+        return HostRecord(name=h["name"], id=h["id"], macs=tuple(h["macs"]), mode=h["mode"],
+                          state=h["state"], ip=h["ip"],
+                          extra={"flake": h["flake"], "attr": h["attr"],
+                                 "current_generation": h["current_generation"]})
+
+    def event(self, kind: str, message: str = "", *, level: str = "info",
+              host_id: int | None = None, mac: str | None = None, ip: str | None = None,
+              data: dict[str, Any] | None = None) -> None:
+        events.record(self.store.conn(), kind, message, level=level, host_id=host_id, mac=mac,
+                      ip=ip, data=data)

@@ -1,0 +1,35 @@
+"""The error types appliance services raise; the CLI, API and UI map them to answers."""
+
+
+class NixieError(Exception):
+    """Base of every error the appliance reports to a user."""
+
+    exit_code = 1
+    http_status = 400
+
+
+class InvalidInput(NixieError):
+    """The caller gave a value that cannot be used (bad MAC, bad name...)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class NotFound(NixieError):
+    http_status = 404
+
+
+class Conflict(NixieError):
+    http_status = 409
+
+
+class ConfigError(NixieError):
+    """The configuration file is unusable; `key` names the offending key."""
+
+    exit_code = 2
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"config: {key}: {problem}" if key else f"config: {problem}")
+        self.key = key
+        self.problem = problem

@@ -1,0 +1,47 @@
+"""The event log: every lease change, boot step, build and state change."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from .db import now
+
+
+def record(conn: sqlite3.Connection, kind: str, message: str = "", *, level: str = "info",
+           host_id: int | None = None, mac: str | None = None, ip: str | None = None,
+           data: dict[str, Any] | None = None) -> int:
+    cur = conn.execute(
+        "INSERT INTO events (ts, kind, level, message, host_id, mac, ip, data) VALUES (?,?,?,?,?,?,?,?)",
+        (now(), kind, level, message, host_id, mac, ip, json.dumps(data) if data else None),
+    )
+    return cur.lastrowid
+
+
+def recent(conn: sqlite3.Connection, *, limit: int = 100, host_id: int | None = None,
+           kind: str | None = None, before_id: int | None = None) -> list[dict[str, Any]]:
+    where, args = [], []
+    if host_id is not None:
+        where.append("e.host_id = ?")
+        args.append(host_id)
+    if kind:
+        if kind.endswith("*"):
+            where.append("e.kind LIKE ?")
+            args.append(kind[:-1] + "%")
+        else:
+            where.append("e.kind = ?")
+            args.append(kind)
+    if before_id is not None:
+        where.append("e.id < ?")
+        args.append(before_id)
+    sql = ("SELECT e.*, h.name AS host FROM events e LEFT JOIN hosts h ON h.id = e.host_id"
+           + (" WHERE " + " AND ".join(where) if where else "")
+           + " ORDER BY e.id DESC LIMIT ?")
+    rows = conn.execute(sql, (*args, limit)).fetchall()
+    out = []
+    for r in rows:
+        d = dict(r)
+        d["data"] = json.loads(d["data"]) if d["data"] else None
+        out.append(d)
+    return out

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the appliance, its lab and its tests need.
+# Idempotent; run as root. Services the packages ship are kept from starting
+# on the host (the lab and the tests start their own, inside namespaces).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+mapfile -t wanted < <(grep -v '^\s*#' "$here/apt-packages.txt" | grep -v '^\s*$')
+missing=()
+for p in "${wanted[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup-system: all ${#wanted[@]} packages present"
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "setup-system: need root to install: ${missing[*]}" >&2
+  exit 1
+fi
+echo "setup-system: installing ${missing[*]}"
+policy=/usr/sbin/policy-rc.d
+made_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; made_policy=1
+fi
+trap '[ $made_policy = 1 ] && rm -f "$policy"' EXIT
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
+# Packaged daemons must not hold the host's ports 53/67/69/80.
+for svc in tftpd-hpa nginx kea-dhcp4-server dnsmasq; do
+  pkill -x "$(basename "$svc")" 2>/dev/null || true
+done
+pkill -x in.tftpd 2>/dev/null || true
+pkill -x kea-dhcp4 2>/dev/null || true
+pkill -x nginx 2>/dev/null || true

@@ -1,0 +1,73 @@
+"""Shared fixtures. Tests live in a folder per tier (unit/, netns/, vm/, browser/);
+the folder sets the marker, and a tier this machine cannot run is skipped with
+its reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.tiers import TIERS
+
+ROOT = Path(__file__).resolve().parent.parent
+NIXIE = [sys.executable, "-m", "appliance.cli"]
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
+        tier = parts[0] if parts[0] in TIERS else "unit"
+        item.add_marker(getattr(pytest.mark, tier))
+        reason = TIERS[tier]()
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=f"tier {tier}: {reason}"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if TIERS["netns"]() is None:
+        from appliance.netlab import cleanup_stale
+
+        cleanup_stale()
+
+
+@pytest.fixture
+def state_dir(tmp_path):
+    d = tmp_path / "state"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def config_file(tmp_path, state_dir):
+    """A minimal valid config on loopback with free-ish ports; returns its path."""
+    from appliance.config import example_config
+
+    cfg = example_config(state_dir=str(state_dir), interface="lo", address="127.0.0.1/8")
+    cfg["dhcp"]["mode"] = "off"
+    cfg["dhcp"]["range"] = ["127.0.0.100", "127.0.0.199"]
+    cfg["dns"]["enable"] = False
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def run_nixie(*args: str, config: Path | None = None, input: str | None = None,
+              ns=None, timeout: float = 60) -> subprocess.CompletedProcess:
+    cmd = [*NIXIE, *args]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    if ns is not None:
+        cmd = ns.argv(*cmd)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=timeout,
+                          cwd=ROOT, env=env)
+
+
+@pytest.fixture
+def nixie():
+    return run_nixie

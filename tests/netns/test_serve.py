@@ -1,0 +1,98 @@
+"""`nixie serve` in its own network namespace: health, concurrent CLI, clean SIGTERM."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from appliance.config import example_config
+from appliance.netlab import Netns, bridge, wait_port
+from tests.conftest import ROOT, run_nixie
+
+
+@pytest.fixture
+def lan(tmp_path):
+    with Netns() as ns:
+        bridge(ns, "br-lan", "10.77.0.1/24")
+        cfg = example_config(state_dir=str(tmp_path / "state"), interface="br-lan")
+        cfg["dhcp"]["mode"] = "off"
+        cfg["dns"]["enable"] = False
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps(cfg))
+        yield ns, path
+
+
+def http_get(ns, url):
+    code = ("import urllib.request,sys\n"
+            "try:\n r=urllib.request.urlopen(sys.argv[1], timeout=5); print(r.status); print(r.read().decode())\n"
+            "except urllib.error.HTTPError as e: print(e.code); print(e.read().decode())\n")
+    r = ns.run(sys.executable, "-c", code, url)
+    status, _, body = r.stdout.partition("\n")
+    return int(status), body
+
+
+def test_serve_concurrent_cli_and_sigterm(lan, tmp_path):
+    ns, cfg = lan
+    log = open(tmp_path / "serve.log", "w+")
+    proc = ns.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(cfg),
+                    stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        assert wait_port(ns, "10.77.0.1", 8080, timeout=20), open(tmp_path / "serve.log").read()
+        status, body = http_get(ns, "http://10.77.0.1:8080/healthz")
+        health = json.loads(body)
+        assert status == 200 and health["ok"], body
+        assert {"web", "tftp", "httpboot", "builder"} <= set(health["services"])
+
+        # CLI verbs against the live DB, many at once, while serve writes heartbeats
+        def add(i):
+            return run_nixie("host", "add", f"node{i}", "--mac", f"bc:24:11:00:01:{i:02x}",
+                             "--flake", "github:me/infra", config=cfg, ns=ns)
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(add, range(16)))
+            reads = list(pool.map(lambda _: run_nixie("host", "list", "--json", config=cfg, ns=ns),
+                                  range(8)))
+        assert all(r.returncode == 0 for r in results), [r.stderr for r in results if r.returncode]
+        assert all(r.returncode == 0 for r in reads), [r.stderr for r in reads if r.returncode]
+        names = {h["name"] for h in json.loads(run_nixie("host", "list", "--json", config=cfg, ns=ns).stdout)}
+        assert names == {f"node{i}" for i in range(16)}
+
+        time.sleep(2.5)  # one heartbeat
+        st = json.loads(run_nixie("status", "--json", config=cfg, ns=ns).stdout)
+        assert st["serve"]["running"] and st["serve"]["pid"] == proc.pid
+
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=10)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = open(tmp_path / "serve.log").read()
+    assert rc == 0, out
+    assert took < 2.0, f"SIGTERM took {took:.2f}s"
+    assert "nixie serve stopped" in out and "clean=True" in out
+    for line in out.strip().splitlines():
+        assert line.startswith("ts="), f"not a structured line: {line}"
+    st = json.loads(run_nixie("status", "--json", config=cfg, ns=ns).stdout)
+    assert st["serve"]["running"] is False
+
+
+def test_service_listens_only_on_configured_address(lan, tmp_path):
+    ns, cfg = lan
+    proc = ns.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(cfg),
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        assert wait_port(ns, "10.77.0.1", 8080, timeout=20)
+        listening = ns.run("ss", "-Htln").stdout
+        local = {line.split()[3] for line in listening.strip().splitlines()}
+        assert local == {"10.77.0.1:8080"}, local
+        assert not wait_port(ns, "127.0.0.1", 8080, timeout=0.5)
+    finally:
+        proc.terminate()
+        proc.wait(10)
