@@ -31,3 +31,68 @@ class EventSink(Protocol):
     def event(self, kind: str, message: str = "", *, level: str = "info",
               host_id: int | None = None, mac: str | None = None, ip: str | None = None,
               data: dict[str, Any] | None = None) -> None: ...
+
+
+# ---------------------------------------------------------------- boot artifacts
+# The contract between HTTP boot (netservices/httpboot) and the image builder
+# (appliance: per-store-path CPIO cache). An artifact is a concatenation of
+# byte ranges of files on disk, so the server can sendfile() each segment and
+# knows the total size before the first byte (Content-Length, HEAD, Range).
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A byte range of a file on disk."""
+
+    path: str
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file the boot server streams: its segments in order."""
+
+    name: str  # "kernel", "initrd", ...
+    segments: tuple[Segment, ...]
+    size: int  # == sum(s.length for s in segments)
+    etag: str  # stable for identical content (e.g. a hash of the segment list)
+    content_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class BootTarget:
+    """One bootable system of a host (a generation), as a boot script names it."""
+
+    toplevel: str  # /nix/store/...-nixos-system-NAME-...
+    label: str  # shown in the boot menu, e.g. "generation 3 (2026-11-22 12:00)"
+    generation_id: int | None = None
+    number: int | None = None
+    kernel_params: tuple[str, ...] = ()  # the system's own kernel-params file
+
+
+class Pending(Exception):
+    """The artifact or target is being built; the client should retry in `retry_after` s."""
+
+    def __init__(self, message: str = "building", retry_after: int = 5):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BootArtifacts(Protocol):
+    """Implemented by the appliance (issue 5's image builder)."""
+
+    def boot_targets(self, host: HostRecord) -> list[BootTarget]:
+        """The host's generations, newest (current) first; [] if never built."""
+        ...
+
+    def artifact(self, toplevel: str, name: str) -> Artifact | None:
+        """`kernel` or `initrd` of a toplevel. The initrd is the system's stage-1
+        initrd followed by one zstd newc CPIO per closure path (built on first
+        request, cached, built once under concurrency). None if unknown.
+        May raise Pending."""
+        ...
+
+    def issue_boot_token(self, host: HostRecord, target: BootTarget) -> str:
+        """A per-boot agent token bound to the host and the generation booted."""
+        ...
