@@ -93,6 +93,14 @@ class BootArtifacts(Protocol):
         May raise Pending."""
         ...
 
+    def resolve(self, kind: str, args: list[str]) -> BootTarget:
+        """nix-netboot-serve's dispatch kinds: "closure" ([store path basename]),
+        "profile" ([name]: state_dir/profiles/NAME, resolved on every boot),
+        "configuration" ([name]: built from state_dir/configurations/NAME),
+        "hydra" ([host, project, jobset, job]). Raises Pending while building,
+        LookupError if there is no such thing."""
+        ...
+
     def issue_boot_token(self, host: HostRecord, target: BootTarget) -> str:
         """A per-boot agent token bound to the host and the generation booted."""
         ...
