@@ -74,8 +74,28 @@ def cmd_serve(ctx: Ctx) -> int:
     from .serve import serve
 
     cfg = ctx.cfg  # a bad config exits 2 before anything starts
-    setup_logging(ctx.args.log_level or cfg.log_level)
-    return serve(cfg)
+    a = ctx.args
+    setup_logging(a.log_level or cfg.log_level)
+    if not a.hosts:
+        return serve(cfg)
+    from . import stateless
+    from .db import Store
+
+    try:
+        text = open(a.hosts).read()
+    except OSError as e:
+        print(f"nixie: cannot read {a.hosts}: {e.strerror}", file=sys.stderr)
+        return 2
+    cfg = stateless.stateless_config(cfg, a.state_dir)
+    try:
+        run = stateless.prepare(Store(cfg.db_path).conn(), text, a.flake)
+        run.timeout = a.timeout
+        code = serve(cfg, until=run.check, wake=run.names if a.wake else None)
+        print(f"nixie: {run.reason or 'stopped'}", file=sys.stderr if code else sys.stdout)
+        return code
+    finally:
+        if not a.state_dir:
+            stateless.cleanup(cfg)
 
 
 def cmd_config_example(ctx: Ctx) -> int:
@@ -326,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = leaf(sub, "serve", cmd_serve, "run DHCP, TFTP, DNS, HTTP boot, the web UI and the build worker",
              [common])
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    st = s.add_argument_group("stateless mode (proxy-DHCP, temporary state; exits when done)")
+    st.add_argument("--hosts", metavar="HOSTS_JSON", help="install/boot these hosts, then exit")
+    st.add_argument("--flake", metavar="REF", help="flake for hosts.json entries that name none")
+    st.add_argument("--timeout", type=float, default=1800, help="give up after this many seconds")
+    st.add_argument("--state-dir", help="keep state here instead of a temporary directory")
+    st.add_argument("--no-wake", dest="wake", action="store_false", help="do not send Wake-on-LAN")
 
     cfgp = sub.add_parser("config", help="configuration file helpers").add_subparsers(dest="sub", required=True)
     s = leaf(cfgp, "example", cmd_config_example, "print a config that works in the lab", [])

@@ -19,6 +19,7 @@ from typing import Any
 from .backend import SqliteBackend
 from .config import Config
 from .db import Store, now
+from .discovery import DiscoveryService
 from .supervisor import IdleService, Supervisor
 
 log = logging.getLogger("nixie.serve")
@@ -90,6 +91,7 @@ def build_services(cfg: Config, store: Store, health) -> list[Any]:
     services.append(IdleService("builder", "not built yet"))
     app = create_app(WebContext(store=store, config=cfg, health=health, secret_key=secret_key(cfg)))
     services.append(WebService(app, cfg.web.listen))
+    services.append(DiscoveryService(store, cfg.lan.interface))
     return [s for s in services if s is not None]
 
 
@@ -100,10 +102,14 @@ def write_status(store: Store, health: dict[str, Any], state: str = "running") -
         "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (value,))
 
 
-def serve(cfg: Config) -> int:
+def serve(cfg: Config, *, until=None, wake: list[str] | None = None) -> int:
+    """Run every service until SIGTERM/SIGINT. `until(conn)` (stateless mode) is
+    asked every heartbeat and ends the run with the exit code it returns.
+    `wake`: host names to send Wake-on-LAN to once the services run."""
     Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)
     store = Store(cfg.db_path)
     supervisor: Supervisor | None = None
+    exit_code = 0
 
     def health() -> dict[str, Any]:
         return supervisor.health() if supervisor else {"ok": False, "services": {}}
@@ -120,16 +126,39 @@ def serve(cfg: Config) -> int:
     log.info("nixie serve starting", extra={"config": cfg.path, "state_dir": cfg.state_dir,
                                              "services": ",".join(s.name for s in supervisor.services)})
     supervisor.start()
+    if wake:
+        _wake(cfg, store, wake)
     while not stopping.wait(HEARTBEAT_SECONDS):
         try:
             write_status(store, supervisor.health())
         except Exception:  # noqa: BLE001 - a locked DB must not stop the appliance
             log.warning("could not write status heartbeat", exc_info=True)
+        if until is not None:
+            code = until(store.conn())
+            if code is not None:
+                exit_code = code
+                break
     t0 = time.monotonic()
     clean = supervisor.stop(timeout=1.5)
     try:
         write_status(store, supervisor.health(), state="stopped")
     except Exception:  # noqa: BLE001
         pass
-    log.info("nixie serve stopped", extra={"clean": clean, "seconds": f"{time.monotonic() - t0:.2f}"})
-    return 0
+    log.info("nixie serve stopped", extra={"clean": clean, "seconds": f"{time.monotonic() - t0:.2f}",
+                                           "exit_code": exit_code})
+    return exit_code
+
+
+def _wake(cfg: Config, store: Store, names: list[str]) -> None:
+    from . import events, hosts
+    from .wol import send_magic_packet
+
+    conn = store.conn()
+    for name in names:
+        h = hosts.get_host(conn, name)
+        for mac in h["macs"]:
+            try:
+                send_magic_packet(mac, interface=cfg.lan.interface)
+                events.record(conn, "host.wol", f"Wake-on-LAN sent to {mac}", host_id=h["id"], mac=mac)
+            except OSError as e:
+                log.warning("Wake-on-LAN failed", extra={"host": name, "error": str(e)})

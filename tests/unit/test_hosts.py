@@ -106,3 +106,14 @@ def test_export_round_trips(conn, tmp_path):
     assert hosts.export_hosts(other) == text
     r = hosts.import_hosts(other, text, replace=True)
     assert r["updated"] == ["a", "b"]
+
+
+def test_wol_magic_packet_with_secureon():
+    from appliance.wol import magic_packet
+
+    p = magic_packet("bc:24:11:aa:bb:cc", password="01:02:03:04:05:06")
+    assert p[:6] == b"\xff" * 6 and p[6:102] == bytes.fromhex("bc2411aabbcc") * 16
+    assert p[102:] == bytes([1, 2, 3, 4, 5, 6])
+    assert len(magic_packet("bc:24:11:aa:bb:cc", password="abcd")) == 106
+    with pytest.raises(ValueError):
+        magic_packet("bc:24:11:aa:bb:cc", password="toolong")

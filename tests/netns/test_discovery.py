@@ -1,0 +1,29 @@
+"""A host's address learned from the real neighbour table of the LAN bridge."""
+
+import sys
+
+from appliance import db, discovery, hosts
+from appliance.netlab import Netns, bridge, enslave, veth
+
+
+def test_neighbour_table_gives_host_ip(tmp_path):
+    conn = db.connect(tmp_path / "nixie.db")
+    with Netns() as router, Netns() as machine:
+        bridge(router, "br-lan", "10.77.0.1/24")
+        veth(router, "lan0", machine, "eth0")
+        enslave(router, "lan0", "br-lan")
+        mac = machine.run("cat", "/sys/class/net/eth0/address").stdout.strip()
+        hosts.add_host(conn, "m1", [mac], "f")
+        hosts.add_host(conn, "m2", ["bc:24:11:00:00:99"], "f")
+        machine.run("ip", "addr", "add", "10.77.0.57/24", "dev", "eth0")
+        machine.run("ping", "-c", "1", "-W", "2", "10.77.0.1")
+        table = router.run(sys.executable, "-c",
+                           "import json,appliance.discovery as d;print(json.dumps(d.read_neighbours('br-lan')))",
+                           check=True).stdout
+    import json
+
+    neighbours = json.loads(table)
+    assert neighbours.get(mac) == "10.77.0.57"
+    assert discovery.apply(conn, neighbours) == 1
+    assert hosts.get_host(conn, "m1")["ip"] == "10.77.0.57"
+    assert hosts.get_host(conn, "m2")["ip"] is None
