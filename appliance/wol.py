@@ -10,7 +10,11 @@ from .macs import mac_to_bytes, normalize_mac
 def magic_packet(mac: str, password: str | None = None) -> bytes:
     payload = b"\xff" * 6 + mac_to_bytes(mac) * 16
     if password:
-        pw = mac_to_bytes(password) if len(password) > 6 else password.encode()
+        hexpw = password.replace(":", "").replace("-", "")
+        if len(password) > 6 and all(c in "0123456789abcdefABCDEF" for c in hexpw):
+            pw = bytes.fromhex(hexpw)  # written like a MAC: 6 bytes
+        else:
+            pw = password.encode()
         if len(pw) not in (4, 6):
             raise ValueError("SecureOn password must be 4 or 6 bytes")
         payload += pw
