@@ -266,6 +266,16 @@ SCHEMA = Section(
             },
             "LAN DNS.",
         ),
+        "vpn": Section(
+            {
+                "enable": Key(check_bool, False, "Run the WireGuard server for remote administration."),
+                "interface": Key(check_str, "wg-nixie", "Name of the WireGuard interface (unique on the machine)."),
+                "listen_port": Key(int_range(1, 65535), 51820, "UDP port WireGuard listens on."),
+                "address": Key(check_cidr, "10.99.0.1/24", "The router's tunnel address with prefix; peers get addresses in this network."),
+                "endpoint": Key(check_opt_str, None, "HOST:PORT peers dial (the router's public address); null derives it from wan.address."),
+            },
+            "WireGuard remote access.",
+        ),
         "builder": Section(
             {
                 "kind": Key(one_of("local", "remote"), "local", "local: this router builds; remote: an SSH Nix builder."),

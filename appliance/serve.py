@@ -6,6 +6,7 @@ backend over the state DB); `netservices` and `webui` never import each other.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -76,6 +77,15 @@ def secret_key(cfg: Config) -> bytes:
     return path.read_bytes()
 
 
+def dns_service(cfg: Config, backend: SqliteBackend):
+    from netservices.dns import make_dns_service
+
+    vpn = [str(ipaddress.IPv4Interface(cfg.vpn.address).network)] if cfg.vpn.enable else []
+    return make_dns_service(listen=cfg.dns.listen, domain=cfg.lan.domain,
+                            network=str(cfg.lan_interface.network), directory=backend,
+                            upstreams=cfg.dns.upstream, clients=vpn)
+
+
 def build_services(cfg: Config, store: Store, health) -> list[Any]:
     """Every service `serve` supervises, each built by its room's factory."""
     from webui import create_app
@@ -85,7 +95,7 @@ def build_services(cfg: Config, store: Store, health) -> list[Any]:
     services: list[Any] = []
     services.append(IdleService("dhcp", "not built yet") if cfg.dhcp.mode != "off" else None)
     services.append(IdleService("tftp", "not built yet"))
-    services.append(IdleService("dns", "not built yet") if cfg.dns.enable else None)
+    services.append(dns_service(cfg, backend) if cfg.dns.enable else None)
     services.append(IdleService("httpboot", "not built yet"))
     services.append(IdleService("builder", "not built yet"))
     app = create_app(WebContext(store=store, config=cfg, health=health, secret_key=secret_key(cfg)))
