@@ -294,6 +294,18 @@ def cmd_admin_create_user(ctx: Ctx) -> int:
     return 0
 
 
+def cmd_firewall(ctx: Ctx) -> int:
+    from . import firewall
+
+    text = firewall.render(firewall.FirewallSpec.from_config(ctx.cfg))
+    if ctx.args.action == "apply":
+        firewall.apply(text)
+    elif ctx.args.action == "current":
+        text = firewall.current()
+    print(text, end="")
+    return 0
+
+
 def cmd_lab(ctx: Ctx) -> int:
     from . import lab
 
@@ -386,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = leaf(ad, "create-user", cmd_admin_create_user, "create an admin user")
     s.add_argument("username")
     s.add_argument("--password-stdin", action="store_true")
+
+    s = leaf(sub, "firewall", cmd_firewall, "the nftables ruleset: show the generated text, "
+             "apply it (nft -f, atomic), or print what the kernel holds", [common])
+    s.add_argument("action", choices=["show", "apply", "current"])
 
     s = leaf(sub, "lab", cmd_lab, "the lab: a LAN in network namespaces with the appliance on it", [common])
     s.add_argument("action", choices=["up", "down", "status"])
