@@ -20,6 +20,7 @@ from typing import Any
 from .backend import SqliteBackend
 from .config import Config
 from .db import Store, now
+from .network import NetworkWatchdog
 from .supervisor import IdleService, Supervisor
 
 log = logging.getLogger("nixie.serve")
@@ -100,6 +101,7 @@ def build_services(cfg: Config, store: Store, health) -> list[Any]:
     services.append(IdleService("builder", "not built yet"))
     app = create_app(WebContext(store=store, config=cfg, health=health, secret_key=secret_key(cfg)))
     services.append(WebService(app, cfg.web.listen))
+    services.append(NetworkWatchdog(store, cfg.state_dir))
     return [s for s in services if s is not None]
 
 

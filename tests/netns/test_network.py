@@ -1,0 +1,130 @@
+"""Network transactions on real links, with a real `nixie serve` web listener on the LAN:
+a bad address change rolls back by itself within its window and the admin UI is back;
+a confirmed bridge over two ports stays; a change left pending by a process that died
+is rolled back when serve starts again."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from appliance import network
+from appliance.config import example_config
+from appliance.db import Store
+from appliance.netlab import Netns, veth, wait_port
+from tests.conftest import ROOT, run_nixie
+from tests.netns.routerlab import RouterLab
+
+ADMIN = ("10.77.0.1", 8080)
+
+
+@pytest.fixture
+def lab(tmp_path):
+    nss, procs = [], []
+    try:
+        router, c1, c2 = Netns(), Netns(), Netns()
+        nss += [router, c1, c2]
+        veth(router, "lan0", c1, "eth0")
+        veth(router, "lan1", c2, "eth0")
+        router.run("ip", "link", "set", "lan1", "down")
+        router.run("ip", "addr", "add", "10.77.0.1/24", "dev", "lan0")
+        c1.run("ip", "addr", "add", "10.77.0.50/24", "dev", "eth0")
+        c2.run("ip", "addr", "add", "10.77.0.51/24", "dev", "eth0")
+        state = tmp_path / "state"
+        cfg = example_config(state_dir=str(state), interface="lan0")
+        cfg["dhcp"]["mode"] = "off"
+        cfg["dns"]["enable"] = False
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps(cfg))
+
+        def start_serve():
+            log = open(tmp_path / "serve.log", "a")
+            p = router.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(path),
+                             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            procs.append(p)
+            assert wait_port(router, *ADMIN, timeout=20), (tmp_path / "serve.log").read_text()
+            return p
+
+        yield router, c1, c2, path, state, start_serve
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for ns in nss:
+            ns.close()
+
+
+def up(ns, timeout=1.0):
+    return RouterLab.http_status(ns, *ADMIN, timeout=timeout) is not None
+
+
+def addrs(ns, dev):
+    return ns.run("ip", "-4", "-o", "addr", "show", "dev", dev).stdout
+
+
+def txn_state(state, txn_id):
+    conn = Store(state / "nixie.db").conn()
+    return conn.execute("SELECT state FROM net_transactions WHERE id = ?", (txn_id,)).fetchone()[0]
+
+
+def test_rollback_confirm_and_crash_recovery(lab):
+    router, c1, c2, cfg, state, start_serve = lab
+    serve = start_serve()
+    assert up(c1) and not up(c2)
+
+    # a bad change: the LAN address moves away; nobody confirms
+    t0 = time.monotonic()
+    r = run_nixie("net", "apply", "--lan-address", "10.88.0.1/24", "--confirm-seconds", "5",
+                  "--json", config=cfg, ns=router)
+    assert r.returncode == 0, r.stderr
+    txn = json.loads(r.stdout)
+    assert "10.88.0.1/24" in addrs(router, "lan0") and "10.77.0.1/24" not in addrs(router, "lan0")
+    assert not up(c1)  # locked out
+    while not up(c1) and time.monotonic() - t0 < 12:
+        time.sleep(0.2)
+    back = time.monotonic() - t0
+    assert up(c1), addrs(router, "lan0")
+    assert back < 9, f"admin UI back only after {back:.1f}s"
+    assert "10.77.0.1/24" in addrs(router, "lan0") and "10.88.0.1" not in addrs(router, "lan0")
+    assert txn_state(state, txn["id"]) == "rolled_back"
+
+    # a good change: bridge both LAN ports, confirmed, still there after its window
+    r = run_nixie("net", "apply", "--lan-interface", "br-lan", "--lan-port", "lan0",
+                  "--lan-port", "lan1", "--confirm-seconds", "5", "--json", config=cfg, ns=router)
+    assert r.returncode == 0, r.stderr
+    txn = json.loads(r.stdout)
+    assert wait_port(c2, *ADMIN, timeout=5)
+    r = run_nixie("net", "confirm", txn["id"], config=cfg, ns=router)
+    assert r.returncode == 0, r.stderr
+    time.sleep(6)
+    assert up(c1) and up(c2)
+    assert "master br-lan" in router.run("ip", "link", "show", "lan1").stdout
+    assert "10.77.0.1/24" in addrs(router, "br-lan")
+    assert txn_state(state, txn["id"]) == "confirmed"
+    st = json.loads(run_nixie("net", "status", "--json", config=cfg, ns=router).stdout)
+    assert st["settings"]["lan_interface"] == "br-lan" and st["pending"] is None
+    assert st["links"]["lan1"]["master"] == "br-lan"
+
+    # a process applies a change and dies before anyone could roll it back
+    serve.send_signal(signal.SIGKILL)
+    serve.wait()
+    conn = Store(state / "nixie.db").conn()
+    settings = network.load_settings(conn, None)
+    kernel = network.Kernel(router.name, state)
+    import dataclasses
+    txn = network.begin(conn, kernel, dataclasses.replace(settings, lan_address="10.66.0.1/24"), 5,
+                        timer=False)
+    assert "10.66.0.1/24" in addrs(router, "br-lan")
+    time.sleep(5.5)
+    assert "10.66.0.1/24" in addrs(router, "br-lan")  # nobody watching
+    start_serve()  # its watchdog finds the overdue change
+    deadline = time.monotonic() + 5
+    while txn_state(state, txn["id"]) != "rolled_back" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert txn_state(state, txn["id"]) == "rolled_back"
+    assert "10.77.0.1/24" in addrs(router, "br-lan") and "10.66.0.1" not in addrs(router, "br-lan")
+    assert up(c1) and up(c2)
