@@ -396,6 +396,41 @@ def cmd_net_watchdog(ctx: Ctx) -> int:
     return 0
 
 
+def cmd_vpn_add(ctx: Ctx) -> int:
+    from . import vpn
+
+    peer = vpn.add_peer(ctx.conn, ctx.cfg, ctx.args.name, ctx.args.public_key)
+    emit(ctx.args, peer, lambda: print(f"peer {peer['name']} at {peer['address']}; "
+                                       f"its config: nixie vpn config {peer['name']}"))
+    return 0
+
+
+def cmd_vpn_list(ctx: Ctx) -> int:
+    from . import vpn
+
+    peers = vpn.list_peers(ctx.conn)
+    emit(ctx.args, peers, lambda: print_table(peers, [("NAME", "name"), ("ADDRESS", "address"),
+                                                      ("PUBLIC KEY", "public_key")]))
+    return 0
+
+
+def cmd_vpn_remove(ctx: Ctx) -> int:
+    from . import vpn
+
+    vpn.remove_peer(ctx.conn, ctx.args.name)
+    return 0
+
+
+def cmd_vpn_config(ctx: Ctx) -> int:
+    from . import vpn
+
+    text = vpn.client_config(ctx.conn, ctx.cfg, ctx.args.name)
+    if ctx.args.qr:
+        Path(ctx.args.qr).write_text(vpn.qr_svg(text))
+    print(text, end="")
+    return 0
+
+
 def cmd_lab(ctx: Ctx) -> int:
     from . import lab
 
@@ -510,6 +545,16 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(ne, "confirm", cmd_net_confirm, "keep a pending change").add_argument("txn")
     leaf(ne, "rollback", cmd_net_rollback, "undo a pending change now").add_argument("txn")
     leaf(ne, "watchdog", cmd_net_watchdog, "roll back unconfirmed changes when due", [common])
+
+    vp = sub.add_parser("vpn", help="WireGuard peers").add_subparsers(dest="sub", required=True)
+    s = leaf(vp, "add", cmd_vpn_add, "add a peer (keys generated unless --public-key)")
+    s.add_argument("name")
+    s.add_argument("--public-key", help="the peer's own public key (then no config to download)")
+    leaf(vp, "list", cmd_vpn_list, "list peers")
+    leaf(vp, "remove", cmd_vpn_remove, "remove a peer").add_argument("name")
+    s = leaf(vp, "config", cmd_vpn_config, "print a peer's client config (holds its private key)")
+    s.add_argument("name")
+    s.add_argument("--qr", metavar="FILE.svg", help="also write it as a QR code (SVG)")
 
     s = leaf(sub, "lab", cmd_lab, "the lab: a LAN in network namespaces with the appliance on it", [common])
     s.add_argument("action", choices=["up", "down", "status"])

@@ -22,6 +22,7 @@ from .config import Config
 from .db import Store, now
 from .network import NetworkWatchdog
 from .supervisor import IdleService, Supervisor
+from .vpn import VpnService
 
 log = logging.getLogger("nixie.serve")
 HEARTBEAT_SECONDS = 2.0
@@ -102,6 +103,7 @@ def build_services(cfg: Config, store: Store, health) -> list[Any]:
     app = create_app(WebContext(store=store, config=cfg, health=health, secret_key=secret_key(cfg)))
     services.append(WebService(app, cfg.web.listen))
     services.append(NetworkWatchdog(store, cfg.state_dir))
+    services.append(VpnService(cfg, store) if cfg.vpn.enable else None)
     return [s for s in services if s is not None]
 
 

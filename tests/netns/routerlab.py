@@ -13,7 +13,7 @@ from appliance.netlab import Netns, veth, wait_port
 
 HTTP_PROBE = ("import socket,sys\n"
               "s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=float(sys.argv[3]))\n"
-              "s.sendall(b'GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n')\n"
+              "s.sendall(b'GET '+sys.argv[4].encode()+b' HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n')\n"
               "data=b''\n"
               "while True:\n"
               "    c=s.recv(65536)\n"
@@ -60,9 +60,10 @@ class RouterLab:
         return p
 
     @staticmethod
-    def http_status(ns: Netns, host: str, port: int, timeout: float = 2.0) -> str | None:
-        """The status line of GET / or None if nothing answered."""
-        r = ns.run(sys.executable, "-c", HTTP_PROBE, host, str(port), str(timeout), check=False,
+    def http_status(ns: Netns, host: str, port: int, timeout: float = 2.0, path: str = "/"
+                    ) -> str | None:
+        """The status line of GET `path`, or None if nothing answered."""
+        r = ns.run(sys.executable, "-c", HTTP_PROBE, host, str(port), str(timeout), path, check=False,
                    timeout=timeout + 10)
         return r.stdout.strip() if r.returncode == 0 else None
 
