@@ -1,14 +1,14 @@
 """A cache of upstream answers that honours their TTLs.
 
-An entry keeps the parsed upstream reply (without its OPT record) and its wire
-form re-packed once per elapsed second with the TTLs counted down, so a hit is
-a few slices. Negative answers are kept for the SOA's minimum TTL; answers
-without a TTL to honour (SERVFAIL, truncated) are not kept.
+An entry keeps the upstream reply's wire form (its OPT record removed) and
+where each record's TTL sits in it; once per elapsed second the TTLs are
+counted down in place, so a hit is a few slices. Negative answers are kept for
+the SOA's minimum TTL; answers without a TTL to honour (SERVFAIL, truncated)
+are not kept.
 """
 
 from __future__ import annotations
 
-import copy
 import struct
 import threading
 from collections import OrderedDict
@@ -21,12 +21,27 @@ from . import wire
 
 @dataclass
 class Entry:
-    record: DNSRecord
     stored_at: int
     expires_at: float
-    packed: bytes
+    original: bytes
+    ttl_offsets: tuple[tuple[int, int], ...]  # (offset of a TTL field, its value when stored)
+    packed: bytes  # `original` with TTLs counted down to `packed_at`
     packed_at: int
-    ar_extra: int  # additional records kept (OPT removed)
+
+
+def ttl_offsets(packed: bytes) -> tuple[tuple[int, int], ...]:
+    """Where each record's TTL sits in a response's wire form."""
+    _, _, qd, an, ns, ar = wire.HEADER.unpack_from(packed)
+    i = 12
+    for _ in range(qd):
+        i = wire.skip_name(packed, i) + 4
+    out = []
+    for _ in range(an + ns + ar):
+        j = wire.skip_name(packed, i)
+        _rtype, _rclass, ttl, rdlen = wire.RR_FIXED.unpack_from(packed, j)
+        out.append((j + 4, ttl))
+        i = j + 10 + rdlen
+    return tuple(out)
 
 
 def reply_ttl(record: DNSRecord) -> int | None:
@@ -64,7 +79,12 @@ class ForwardCache:
             return False
         record.ar = [r for r in record.ar if r.rtype != QTYPE.OPT]
         sec = int(now)
-        entry = Entry(record, sec, now + min(ttl, self.max_ttl), record.pack(), sec, len(record.ar))
+        try:
+            packed = bytes(record.pack())
+            offsets = ttl_offsets(packed)
+        except Exception:  # noqa: BLE001 - what dnslib cannot re-pack is not cached
+            return False
+        entry = Entry(sec, now + min(ttl, self.max_ttl), packed, offsets, packed, sec)
         with self._lock:
             self._entries[key] = entry
             self._entries.move_to_end(key)
@@ -87,10 +107,10 @@ class ForwardCache:
         packed = entry.packed
         if sec != entry.packed_at:
             elapsed = sec - entry.stored_at
-            rec = copy.deepcopy(entry.record)
-            for r in (*rec.rr, *rec.auth, *rec.ar):
-                r.ttl = max(0, r.ttl - elapsed)
-            packed = rec.pack()
+            buf = bytearray(entry.original)
+            for off, ttl in entry.ttl_offsets:
+                struct.pack_into("!I", buf, off, max(0, ttl - elapsed))
+            packed = bytes(buf)
             entry.packed, entry.packed_at = packed, sec
         qlen = len(query.question)
         if packed[12:12 + qlen].lower() != query.question.lower():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass
 
 HEADER = struct.Struct("!HHHHHH")
 RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
@@ -29,16 +28,21 @@ class Malformed(ValueError):
     """Not a DNS query this server can read: count it and drop it."""
 
 
-@dataclass(frozen=True, slots=True)
 class Query:
-    id: int
-    flags: int
-    opcode: int
-    question: bytes  # name + qtype + qclass, exactly as the client sent it
-    key: bytes  # the name in wire form, lower-cased
-    qtype: int
-    qclass: int
-    edns_size: int | None  # the client's UDP payload size, None without EDNS
+    """A parsed query (a plain slotted class: built once per query, so kept cheap)."""
+
+    __slots__ = ("id", "flags", "opcode", "question", "key", "qtype", "qclass", "edns_size")
+
+    def __init__(self, id: int, flags: int, opcode: int, question: bytes, key: bytes, qtype: int,
+                 qclass: int, edns_size: int | None):
+        self.id = id
+        self.flags = flags
+        self.opcode = opcode
+        self.question = question  # name + qtype + qclass, exactly as the client sent it
+        self.key = key  # the name in wire form, lower-cased
+        self.qtype = qtype
+        self.qclass = qclass
+        self.edns_size = edns_size  # the client's UDP payload size, None without EDNS
 
     @property
     def rd(self) -> int:

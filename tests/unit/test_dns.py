@@ -272,3 +272,22 @@ def test_parse_query_reads_edns_size():
     assert wire.parse_query(q("a.b").pack()).udp_limit() == 512
     with pytest.raises(wire.Malformed):
         wire.parse_query(struct.pack("!HHHHHH", 1, 0, 2, 0, 0, 0) + b"\x00\x00\x01\x00\x01")
+
+
+def test_response_memo_follows_zone_swaps_ttls_and_clients():
+    r = resolver(upstreams=["10.0.0.53"])
+    data = bytes(q("node1.lab.nixie").pack())
+    first = DNSRecord.parse(r.handle(data, "10.77.0.50", 0))
+    again = DNSRecord.parse(r.handle(data, "10.77.0.50", 0))
+    assert first.rr == again.rr and r.counters.local == 2
+    outsider = DNSRecord.parse(r.handle(data, "192.168.9.9", 0))  # memo is not a way around it
+    assert outsider.header.rcode == RCODE.REFUSED and not outsider.rr
+    r.zone = build_zone("lab.nixie", [("node1", "10.77.0.9")], network="10.77.0.0/24")
+    assert [str(x.rdata) for x in DNSRecord.parse(r.handle(data, "10.77.0.50", 0)).rr] == ["10.77.0.9"]
+
+    fq = bytes(q("www.example.org").pack())
+    pq = wire.parse_query(fq)
+    r.cache.put((pq.key, pq.qtype, pq.qclass), upstream_reply("www.example.org", "192.0.2.1", 30), 100.0)
+    ttls = [DNSRecord.parse(r.handle(fq, "10.77.0.50", t)).rr[0].ttl for t in (100.2, 100.7, 101.1, 105.0)]
+    assert ttls == [30, 30, 29, 25]
+    assert r.handle(fq, "10.77.0.50", 131.0)[0] is FORWARD  # expired: asks upstream again
