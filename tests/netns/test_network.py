@@ -128,3 +128,54 @@ def test_rollback_confirm_and_crash_recovery(lab):
     assert txn_state(state, txn["id"]) == "rolled_back"
     assert "10.77.0.1/24" in addrs(router, "br-lan") and "10.66.0.1" not in addrs(router, "br-lan")
     assert up(c1) and up(c2)
+
+
+def test_wan_dhcp_client_and_its_rollback(tmp_path):
+    """The WAN as a DHCP client (real udhcpc) against dnsmasq on the 'ISP' side; unconfirmed,
+    the client is stopped and its address and default route go with it."""
+    nss, procs = [], []
+    try:
+        router, isp = Netns(), Netns()
+        nss += [router, isp]
+        veth(router, "wan0", isp, "eth0")
+        router.run("ip", "link", "add", "lan0", "type", "bridge")
+        router.run("ip", "addr", "add", "10.77.0.1/24", "dev", "lan0")
+        isp.run("ip", "addr", "add", "192.0.2.254/24", "dev", "eth0")
+        procs.append(isp.popen("dnsmasq", "--no-daemon", "--port=0", "--interface=eth0",
+                               "--bind-interfaces", "--dhcp-range=192.0.2.100,192.0.2.150,1h",
+                               "--dhcp-option=3,192.0.2.254", "--pid-file=", "--user=root",
+                               f"--dhcp-leasefile={tmp_path / 'isp.leases'}",
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        cfg = example_config(state_dir=str(tmp_path / "state"), interface="lan0")
+        cfg["dhcp"]["mode"] = "off"
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps(cfg))
+
+        r = run_nixie("net", "apply", "--wan-interface", "wan0", "--wan-mode", "dhcp",
+                      "--confirm-seconds", "8", "--json", config=path, ns=router)
+        assert r.returncode == 0, r.stderr
+        txn = json.loads(r.stdout)
+        assert txn["ops"] == ["up lan0", "dhcp_start wan0"]
+        deadline = time.monotonic() + 8
+        while "192.0.2.1" not in addrs(router, "wan0") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "inet 192.0.2.1" in addrs(router, "wan0"), addrs(router, "wan0")
+        assert "default via 192.0.2.254 dev wan0" in router.run("ip", "route").stdout
+        assert "192.0.2.1" in (tmp_path / "isp.leases").read_text()  # dnsmasq handed it out
+        assert router.run("pgrep", "-f", "udhcpc -f -R -i wan0", check=False).returncode == 0
+
+        deadline = time.monotonic() + 12
+        state = tmp_path / "state"
+        while txn_state(state, txn["id"]) != "rolled_back" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert txn_state(state, txn["id"]) == "rolled_back"
+        assert "192.0.2.1" not in addrs(router, "wan0")
+        assert "default" not in router.run("ip", "route").stdout
+        assert router.run("pgrep", "-f", "udhcpc -f -R -i wan0", check=False).returncode != 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait()
+        for ns in nss:
+            ns.close()
