@@ -299,8 +299,9 @@ def cmd_admin_create_user(ctx: Ctx) -> int:
 
 def cmd_firewall(ctx: Ctx) -> int:
     from . import firewall
+    from .network import load_settings
 
-    text = firewall.render(firewall.FirewallSpec.from_config(ctx.cfg))
+    text = firewall.render(firewall.spec_for(ctx.cfg, load_settings(ctx.conn, ctx.cfg)))
     if ctx.args.action == "apply":
         firewall.apply(text)
     elif ctx.args.action == "current":
@@ -357,7 +358,8 @@ def cmd_net_apply(ctx: Ctx) -> int:
             routes.append(network.StaticRoute(dst, via or None))
         changes["routes"] = tuple(routes)
     s = dataclasses.replace(s, **changes)
-    txn = network.begin(ctx.conn, _kernel(ctx), s, a.confirm_seconds, timer=False)
+    txn = network.begin(ctx.conn, _kernel(ctx), s, a.confirm_seconds, timer=False,
+                        firewall_text=network.firewall_for(ctx.cfg, s))
     # a detached watchdog rolls it back if nobody confirms (nixie serve also watches)
     subprocess.Popen([sys.executable, "-m", "appliance.cli", "net", "watchdog",
                       *(["--config", ctx.args.config] if ctx.args.config else [])],

@@ -276,6 +276,13 @@ SCHEMA = Section(
             },
             "WireGuard remote access.",
         ),
+        "firewall": Section(
+            {
+                "enable": Key(check_bool, False, "Apply the generated nftables ruleset when serve starts and with every network change (the NixOS router module turns it on)."),
+                "ssh_port": Key(int_range(1, 65535), 22, "SSH port the firewall opens to the LAN and the VPN."),
+            },
+            "nftables firewall and NAT.",
+        ),
         "builder": Section(
             {
                 "kind": Key(one_of("local", "remote"), "local", "local: this router builds; remote: an SSH Nix builder."),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import NixieError
 
@@ -55,8 +55,9 @@ class FirewallSpec:
     vpn_to_lan: bool = True
 
     @classmethod
-    def from_config(cls, cfg, *, ssh_port: int = 22) -> FirewallSpec:
+    def from_config(cls, cfg, *, ssh_port: int | None = None) -> FirewallSpec:
         vpn = cfg.vpn
+        ssh_port = ssh_port or cfg.firewall.ssh_port
         dns_ports = sorted({_port(x) for x in cfg.dns.listen}) if cfg.dns.enable else []
         return cls(
             lan_if=cfg.lan.interface,
@@ -72,6 +73,15 @@ class FirewallSpec:
             if cfg.dhcp.mode != "off" else tuple(sorted({_port(x) for x in cfg.tftp.listen})),
             dns_port=dns_ports[0] if dns_ports else None,
         )
+
+
+def spec_for(cfg, settings) -> FirewallSpec:
+    """The spec for the config with the (confirmed or pending) network settings' LAN and WAN
+    interfaces, which may differ from the config's (a bridge made in the UI)."""
+    base = FirewallSpec.from_config(cfg)
+    return replace(base, lan_if=settings.lan_interface,
+                   lan_net=str(ipaddress.IPv4Interface(settings.lan_address).network),
+                   wan_if=settings.wan_interface if settings.wan_mode != "none" else None)
 
 
 def _set(values) -> str:
@@ -177,3 +187,30 @@ def apply_config(cfg, **kw) -> str:
     text = render(FirewallSpec.from_config(cfg))
     apply(text, **kw)
     return text
+
+
+class FirewallService:
+    """Applies the ruleset when `nixie serve` starts (firewall.enable), then idles.
+    Stopping serve leaves the rules in place: a router does not open up when it stops."""
+
+    name = "firewall"
+
+    def __init__(self, cfg, store):
+        self.cfg = cfg
+        self.store = store
+        self._stats: dict = {}
+
+    def run(self, stop) -> None:
+        import hashlib
+        import time
+
+        from .network import load_settings
+
+        text = render(spec_for(self.cfg, load_settings(self.store.conn(), self.cfg)))
+        apply(text)
+        self._stats = {"applied_at": time.time(),
+                       "ruleset_sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
+        stop.wait()
+
+    def stats(self) -> dict:
+        return dict(self._stats)

@@ -142,6 +142,7 @@ CREATE TABLE net_transactions (
     desired TEXT NOT NULL,                  -- JSON: the network settings applied
     ops TEXT NOT NULL,                      -- JSON: the operations applied
     netns TEXT,                             -- network namespace it was applied in (null: ours)
+    firewall_before TEXT,                   -- nft ruleset to restore ('' none; null: not touched)
     finished_at REAL,
     error TEXT
 );

@@ -583,9 +583,11 @@ def pending(conn: sqlite3.Connection) -> dict[str, Any] | None:
 
 
 def begin(conn: sqlite3.Connection, kernel: Kernel, settings: NetworkSettings,
-          confirm_seconds: float = DEFAULT_CONFIRM_SECONDS, *, timer: bool = True) -> dict[str, Any]:
+          confirm_seconds: float = DEFAULT_CONFIRM_SECONDS, *, timer: bool = True,
+          firewall_text: str | None = None) -> dict[str, Any]:
     """Apply `settings` now; it rolls back by itself after `confirm_seconds` unless
-    `confirm`ed. One transaction at a time (Conflict otherwise)."""
+    `confirm`ed. One transaction at a time (Conflict otherwise). With `firewall_text`
+    (see `firewall_for`), the ruleset is replaced too, and restored on rollback."""
     settings = _validate(settings)
     if not 5 <= confirm_seconds <= 3600 and confirm_seconds != 0:
         raise InvalidInput("confirm window must be 5..3600 seconds", field="confirm_seconds")
@@ -597,19 +599,29 @@ def begin(conn: sqlite3.Connection, kernel: Kernel, settings: NetworkSettings,
         ops = plan(before, target)
         txn_id = uuid.uuid4().hex[:12]
         t = now()
+        fw_before = None
+        if firewall_text is not None:
+            from . import firewall
+
+            fw_before = firewall.current(netns=kernel.netns)
         with transaction(conn):
             if conn.execute("SELECT 1 FROM net_transactions WHERE state IN ('pending', 'rolling_back')"
                             ).fetchone():
                 raise Conflict("another network change is waiting for confirmation")
             conn.execute("INSERT INTO net_transactions (id, state, created_at, deadline, before, "
-                         "desired, ops, netns) VALUES (?, 'pending', ?, ?, ?, ?, ?, ?)",
+                         "desired, ops, netns, firewall_before) "
+                         "VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
                          (txn_id, t, t + confirm_seconds, before.to_json(),
                           json.dumps(settings.to_dict()), json.dumps([str(o) for o in ops]),
-                          kernel.netns))
+                          kernel.netns, fw_before))
         log.info("network change applied; confirm or it rolls back",
                  extra={"txn": txn_id, "ops": len(ops), "seconds": confirm_seconds})
         try:
             kernel.apply(ops)
+            if firewall_text is not None:
+                from . import firewall
+
+                firewall.apply(firewall_text, netns=kernel.netns)
         except Exception as e:
             _rollback(conn, kernel, txn_id, reason=f"apply failed: {e}")
             raise
@@ -677,6 +689,17 @@ def _rollback(conn, kernel: Kernel, txn_id: str, reason: str) -> bool:
         k.apply(ops)
     except Exception as e:  # noqa: BLE001 - recorded; state 'failed' needs the admin
         error = str(e)
+    if row["firewall_before"] is not None:
+        from . import firewall
+
+        try:
+            if row["firewall_before"].strip():
+                firewall.apply(f"table inet {firewall.TABLE}\ndelete table inet {firewall.TABLE}\n"
+                               + row["firewall_before"], netns=k.netns)
+            else:
+                firewall.remove(netns=k.netns)
+        except Exception as e:  # noqa: BLE001
+            error = f"{error + '; ' if error else ''}firewall: {e}"
     conn.execute("UPDATE net_transactions SET state = ?, finished_at = ?, error = ? WHERE id = ?",
                  ("failed" if error else "rolled_back", now(), error or reason, txn_id))
     log.warning("network change rolled back", extra={"txn": txn_id, "reason": reason,
@@ -703,6 +726,15 @@ def rollback_due(conn: sqlite3.Connection, kernel: Kernel | None = None) -> list
             if _rollback(conn, k, row["id"], reason="not confirmed in time"):
                 done.append(row["id"])
     return done
+
+
+def firewall_for(cfg, settings: NetworkSettings) -> str | None:
+    """The ruleset to apply with `settings` (None when firewall.enable is off)."""
+    if cfg is None or not cfg.firewall.enable:
+        return None
+    from . import firewall
+
+    return firewall.render(firewall.spec_for(cfg, settings))
 
 
 def status(conn: sqlite3.Connection, kernel: Kernel, cfg) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 from .backend import SqliteBackend
 from .config import Config
 from .db import Store, now
+from .firewall import FirewallService
 from .network import NetworkWatchdog
 from .supervisor import IdleService, Supervisor
 from .vpn import VpnService
@@ -104,6 +105,7 @@ def build_services(cfg: Config, store: Store, health) -> list[Any]:
     services.append(WebService(app, cfg.web.listen))
     services.append(NetworkWatchdog(store, cfg.state_dir))
     services.append(VpnService(cfg, store) if cfg.vpn.enable else None)
+    services.append(FirewallService(cfg, store) if cfg.firewall.enable else None)
     return [s for s in services if s is not None]
 
 

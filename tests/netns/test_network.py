@@ -37,6 +37,7 @@ def lab(tmp_path):
         cfg = example_config(state_dir=str(state), interface="lan0")
         cfg["dhcp"]["mode"] = "off"
         cfg["dns"]["enable"] = False
+        cfg["firewall"] = {"enable": True}
         path = tmp_path / "config.json"
         path.write_text(json.dumps(cfg))
 
@@ -75,14 +76,18 @@ def test_rollback_confirm_and_crash_recovery(lab):
     router, c1, c2, cfg, state, start_serve = lab
     serve = start_serve()
     assert up(c1) and not up(c2)
+    assert 'iifname "lan0" udp dport' in router.run("nft", "list", "table", "inet", "nixie").stdout
 
     # a bad change: the LAN address moves away; nobody confirms
     t0 = time.monotonic()
-    r = run_nixie("net", "apply", "--lan-address", "10.88.0.1/24", "--confirm-seconds", "5",
+    # (onto a new bridge, so the firewall changes with it)
+    r = run_nixie("net", "apply", "--lan-interface", "br-bad", "--lan-port", "lan0",
+                  "--lan-address", "10.88.0.1/24", "--confirm-seconds", "5",
                   "--json", config=cfg, ns=router)
     assert r.returncode == 0, r.stderr
     txn = json.loads(r.stdout)
-    assert "10.88.0.1/24" in addrs(router, "lan0") and "10.77.0.1/24" not in addrs(router, "lan0")
+    assert "10.88.0.1/24" in addrs(router, "br-bad") and "10.77.0.1/24" not in addrs(router, "lan0")
+    assert '"br-bad"' in router.run("nft", "list", "table", "inet", "nixie").stdout
     assert not up(c1)  # locked out
     while not up(c1) and time.monotonic() - t0 < 12:
         time.sleep(0.2)
@@ -91,6 +96,9 @@ def test_rollback_confirm_and_crash_recovery(lab):
     assert back < 9, f"admin UI back only after {back:.1f}s"
     assert "10.77.0.1/24" in addrs(router, "lan0") and "10.88.0.1" not in addrs(router, "lan0")
     assert txn_state(state, txn["id"]) == "rolled_back"
+    assert router.run("ip", "link", "show", "br-bad", check=False).returncode != 0  # bridge gone
+    rules = router.run("nft", "list", "table", "inet", "nixie").stdout
+    assert '"br-bad"' not in rules and 'iifname "lan0" udp dport' in rules
 
     # a good change: bridge both LAN ports, confirmed, still there after its window
     r = run_nixie("net", "apply", "--lan-interface", "br-lan", "--lan-port", "lan0",
@@ -105,6 +113,9 @@ def test_rollback_confirm_and_crash_recovery(lab):
     assert "master br-lan" in router.run("ip", "link", "show", "lan1").stdout
     assert "10.77.0.1/24" in addrs(router, "br-lan")
     assert txn_state(state, txn["id"]) == "confirmed"
+    # the firewall followed the LAN onto the bridge (else c2 would have been locked out)
+    rules = router.run("nft", "list", "table", "inet", "nixie").stdout
+    assert 'iifname "br-lan" udp dport' in rules and '"lan0"' not in rules
     st = json.loads(run_nixie("net", "status", "--json", config=cfg, ns=router).stdout)
     assert st["settings"]["lan_interface"] == "br-lan" and st["pending"] is None
     assert st["links"]["lan1"]["master"] == "br-lan"
