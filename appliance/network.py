@@ -772,3 +772,26 @@ class NetworkWatchdog:
 
     def stats(self) -> dict[str, Any]:
         return {"rolled_back": self.rolled_back}
+
+
+# ------------------------------------------------------------------ for the web UI
+
+
+def apply_settings(conn: sqlite3.Connection, cfg, settings: NetworkSettings | dict[str, Any],
+                   confirm_seconds: float = DEFAULT_CONFIRM_SECONDS) -> dict[str, Any]:
+    """What the UI's "apply" calls: validate (InvalidInput names the field), apply with the
+    firewall following, and roll back by itself unless `confirm`ed within `confirm_seconds`."""
+    if isinstance(settings, dict):
+        settings = NetworkSettings.from_dict(settings)
+    return begin(conn, Kernel(None, cfg.state_dir), settings, confirm_seconds,
+                 firewall_text=firewall_for(cfg, settings))
+
+
+def revert(conn: sqlite3.Connection, cfg, txn_id: str) -> dict[str, Any]:
+    """What the UI's "revert now" calls."""
+    return rollback(conn, Kernel(None, cfg.state_dir), txn_id)
+
+
+def current_status(conn: sqlite3.Connection, cfg) -> dict[str, Any]:
+    """What the UI's network page shows."""
+    return status(conn, Kernel(None, cfg.state_dir), cfg)

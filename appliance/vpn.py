@@ -165,6 +165,21 @@ def endpoint(cfg) -> str:
                        field="vpn.endpoint")
 
 
+def dns_server_for_peers(cfg) -> str:
+    """The DNS address a peer can reach through the tunnel: a dns.listen address inside
+    the LAN or VPN network, else the LAN address (the DNS server binds only dns.listen)."""
+    nets = [cfg.lan_interface.network, ipaddress.IPv4Interface(cfg.vpn.address).network]
+    for listen in cfg.dns.listen:
+        host = listen.rpartition(":")[0].strip("[]")
+        try:
+            ip = ipaddress.IPv4Address(host)
+        except ValueError:
+            continue
+        if any(ip in n for n in nets):
+            return str(ip)
+    return cfg.lan_ip
+
+
 def client_config(conn: sqlite3.Connection, cfg, name: str) -> str:
     """The peer's wg-quick configuration (it holds the peer's private key: show it to the
     admin only, never log it)."""
@@ -173,13 +188,13 @@ def client_config(conn: sqlite3.Connection, cfg, name: str) -> str:
         raise Conflict(f"peer {name!r} brought its own key; there is no config to download")
     private = Path(row["key_file"]).read_text().strip()
     net = ipaddress.IPv4Interface(cfg.vpn.address).network
-    server_ip = ipaddress.IPv4Interface(cfg.vpn.address).ip
     allowed = [str(net), str(cfg.lan_interface.network)]
+    dns = dns_server_for_peers(cfg)
     return (
         "[Interface]\n"
         f"PrivateKey = {private}\n"
         f"Address = {row['address']}/{net.prefixlen}\n"
-        f"DNS = {server_ip}, {cfg.lan.domain}\n"
+        f"DNS = {dns}, {cfg.lan.domain}\n"
         "\n"
         "[Peer]\n"
         f"PublicKey = {server_public_key(cfg)}\n"

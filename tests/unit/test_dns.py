@@ -291,3 +291,16 @@ def test_response_memo_follows_zone_swaps_ttls_and_clients():
     ttls = [DNSRecord.parse(r.handle(fq, "10.77.0.50", t)).rr[0].ttl for t in (100.2, 100.7, 101.1, 105.0)]
     assert ttls == [30, 30, 29, 25]
     assert r.handle(fq, "10.77.0.50", 131.0)[0] is FORWARD  # expired: asks upstream again
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=700))
+def test_fuzz_upstream_replies_never_raise(data):
+    """Whatever an upstream sends, the cache keeps it only if it can serve it back."""
+    c = ForwardCache()
+    query = wire.parse_query(q("x.example").pack())
+    kept = c.put((query.key, 1, 1), data, 0.0)
+    out = c.get(query, 0.5, 512)
+    assert kept or out is None
+    if out is not None:
+        assert out[:2] == struct.pack("!H", query.id) and out[2] & 0x80

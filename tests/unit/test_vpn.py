@@ -40,6 +40,7 @@ def test_peers_keys_and_client_config(env, caplog):
     assert f"PublicKey = {vpn.server_public_key(cfg)}" in text
     assert "Endpoint = 203.0.113.5:51820" in text
     assert "AllowedIPs = 10.99.0.0/29, 10.77.0.0/24" in text
+    assert "DNS = 10.77.0.1, lab.nixie" in text  # where the DNS server listens (dns.listen)
 
     logged = "\n".join(r.getMessage() + str(r.__dict__) for r in caplog.records)
     assert private not in logged and server.read_text().strip() not in logged
