@@ -589,7 +589,7 @@ def begin(conn: sqlite3.Connection, kernel: Kernel, settings: NetworkSettings,
     `confirm`ed. One transaction at a time (Conflict otherwise). With `firewall_text`
     (see `firewall_for`), the ruleset is replaced too, and restored on rollback."""
     settings = _validate(settings)
-    if not 5 <= confirm_seconds <= 3600 and confirm_seconds != 0:
+    if not 5 <= confirm_seconds <= 3600:
         raise InvalidInput("confirm window must be 5..3600 seconds", field="confirm_seconds")
     with _lock:
         current = kernel.read()

@@ -241,8 +241,13 @@ class WireGuardInterface:
     def create(self) -> str:
         from pyroute2 import NetlinkError
 
-        if self._exists():
-            raise VpnError(f"interface {self.name} already exists")
+        if self._exists():  # left behind by a serve that died: it is ours, start clean
+            log.warning("vpn interface exists; recreating it", extra={"interface": self.name})
+            with self._ipr() as ipr:
+                ipr.link("del", index=ipr.link_lookup(ifname=self.name)[0])
+            deadline = time.monotonic() + 5
+            while self._exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
         try:
             with self._ipr() as ipr:
                 ipr.link("add", ifname=self.name, kind="wireguard")

@@ -108,6 +108,7 @@ class DnsService:
     def run(self, stop: threading.Event) -> None:
         self._stop = stop
         self.bound = []
+        self._pending = {}
         try:
             self.refresh()
         except Exception:  # noqa: BLE001

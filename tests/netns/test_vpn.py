@@ -74,9 +74,15 @@ def test_peer_reaches_admin_ui_through_the_tunnel_only(lab):
     assert (tmp / "laptop.svg").read_text().startswith("<svg")
     assert conf["Peer.Endpoint"] == "192.0.2.1:51820"
 
-    log = open(tmp / "serve.log", "w")
-    procs.append(router.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(cfg),
-                              stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
+    log = open(tmp / "serve.log", "a")
+
+    def start_serve():
+        p = router.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(cfg),
+                         stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        procs.append(p)
+        return p
+
+    serve = start_serve()
     (tmp / "www").mkdir()
     (tmp / "www" / "index.html").write_text("boot")
     procs.append(router.popen(sys.executable, "-m", "http.server", "--bind", "0.0.0.0", "8081",
@@ -116,6 +122,17 @@ def test_peer_reaches_admin_ui_through_the_tunnel_only(lab):
     assert RouterLab.http_status(peer, "10.77.0.1", 8081, timeout=1.5) is None  # boot: LAN only
     handshake = peer.run("wg", "show", wgc, "latest-handshakes").stdout.split()
     assert len(handshake) == 2 and int(handshake[1]) > 0
+
+    # serve dies hard (its wireguard-go is left behind); a new serve takes the interface over
+    serve.kill()
+    serve.wait()
+    start_serve()
+    assert wait_port(router, "10.77.0.1", 8080, timeout=20), (tmp / "serve.log").read_text()
+    status = None
+    deadline = time.monotonic() + 15
+    while status is None and time.monotonic() < deadline:
+        status = RouterLab.http_status(peer, "10.77.0.1", 8080, timeout=1, path="/healthz")
+    assert status is not None and " 200 " in status + " ", (tmp / "serve.log").read_text()
 
     r = run_nixie("vpn", "remove", "laptop", config=cfg, ns=router)
     assert r.returncode == 0, r.stderr
