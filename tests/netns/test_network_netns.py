@@ -67,6 +67,11 @@ def addrs(ns, dev):
     return ns.run("ip", "-4", "-o", "addr", "show", "dev", dev).stdout
 
 
+def txn_row(state, txn_id):
+    conn = Store(state / "nixie.db").conn()
+    return conn.execute("SELECT * FROM net_transactions WHERE id = ?", (txn_id,)).fetchone()
+
+
 def txn_state(state, txn_id):
     conn = Store(state / "nixie.db").conn()
     return conn.execute("SELECT state FROM net_transactions WHERE id = ?", (txn_id,)).fetchone()[0]
@@ -82,18 +87,20 @@ def test_rollback_confirm_and_crash_recovery(lab):
     t0 = time.monotonic()
     # (onto a new bridge, so the firewall changes with it)
     r = run_nixie("net", "apply", "--lan-interface", "br-bad", "--lan-port", "lan0",
-                  "--lan-address", "10.88.0.1/24", "--confirm-seconds", "5",
+                  "--lan-address", "10.88.0.1/24", "--confirm-seconds", "8",
                   "--json", config=cfg, ns=router)
     assert r.returncode == 0, r.stderr
     txn = json.loads(r.stdout)
     assert "10.88.0.1/24" in addrs(router, "br-bad") and "10.77.0.1/24" not in addrs(router, "lan0")
     assert '"br-bad"' in router.run("nft", "list", "table", "inet", "nixie").stdout
     assert not up(c1)  # locked out
-    while not up(c1) and time.monotonic() - t0 < 12:
+    while txn_state(state, txn["id"]) != "rolled_back" and time.monotonic() - t0 < 20:
         time.sleep(0.2)
-    back = time.monotonic() - t0
-    assert up(c1), addrs(router, "lan0")
-    assert back < 9, f"admin UI back only after {back:.1f}s"
+    row = txn_row(state, txn["id"])
+    assert row["state"] == "rolled_back", dict(row)
+    # rolled back when its window closed (the watchdog polls every 0.2 s; slack for a busy box)
+    assert row["deadline"] <= row["finished_at"] < row["deadline"] + 3, dict(row)
+    assert up(c1, timeout=3), addrs(router, "lan0")
     assert "10.77.0.1/24" in addrs(router, "lan0") and "10.88.0.1" not in addrs(router, "lan0")
     assert txn_state(state, txn["id"]) == "rolled_back"
     assert router.run("ip", "link", "show", "br-bad", check=False).returncode != 0  # bridge gone
@@ -102,13 +109,13 @@ def test_rollback_confirm_and_crash_recovery(lab):
 
     # a good change: bridge both LAN ports, confirmed, still there after its window
     r = run_nixie("net", "apply", "--lan-interface", "br-lan", "--lan-port", "lan0",
-                  "--lan-port", "lan1", "--confirm-seconds", "5", "--json", config=cfg, ns=router)
+                  "--lan-port", "lan1", "--confirm-seconds", "12", "--json", config=cfg, ns=router)
     assert r.returncode == 0, r.stderr
     txn = json.loads(r.stdout)
     assert wait_port(c2, *ADMIN, timeout=5)
     r = run_nixie("net", "confirm", txn["id"], config=cfg, ns=router)
     assert r.returncode == 0, r.stderr
-    time.sleep(6)
+    time.sleep(max(0.0, txn["deadline"] + 1 - time.time()))  # past its window: it stays
     assert up(c1) and up(c2)
     assert "master br-lan" in router.run("ip", "link", "show", "lan1").stdout
     assert "10.77.0.1/24" in addrs(router, "br-lan")
