@@ -12,6 +12,7 @@ Run: python -m bench.dns.run [--seconds 8] [--names 1000]
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -40,6 +41,12 @@ signal.signal(signal.SIGTERM, lambda *a: (stop.set(), svc.shutdown()))
 svc.run(stop)
 print(svc.stats(), file=sys.stderr, flush=True)
 """
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (the machine is shared: CPU per query is the fair figure)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def dnsperf(client: Netns, port: int, datafile: Path, seconds: float, warm: bool = False) -> dict:
@@ -89,15 +96,18 @@ def main() -> int:
         procs.append(upstream.popen(*common, f"--listen-address={UPSTREAM}", "--port=53",
                                     f"--addn-hosts={up_hosts}", "--local-ttl=3600",
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        procs.append(server.popen(*common, f"--listen-address={SERVER}", "--port=5353",
+        ref = server.popen(*common, f"--listen-address={SERVER}", "--port=5353",
                                   f"--addn-hosts={local_hosts}", "--local-ttl=60",
                                   f"--server={UPSTREAM}", "--cache-size=10000",
                                   "--dns-forward-max=1000",
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(ref)
         ours_log = open(tmp / "ours.log", "w")
-        procs.append(server.popen(sys.executable, "-c", OURS.format(
+        ours = server.popen(sys.executable, "-c", OURS.format(
             root=str(ROOT), n=n, server=SERVER, domain=DOMAIN, upstream=UPSTREAM),
-            stdout=ours_log, stderr=subprocess.STDOUT))
+            stdout=ours_log, stderr=subprocess.STDOUT)
+        procs.append(ours)
+        # `ip netns exec` execs the server: the Popen pid is the server's own
         for port in (53, 5353):
             if not wait_port(server, SERVER, port, timeout=15):
                 print(f"server on port {port} did not start", file=sys.stderr)
@@ -107,19 +117,25 @@ def main() -> int:
         results = {}
         for load in ("local", "forward"):
             q = tmp / f"{load}.q"
-            for name, port in (("ours", 53), ("dnsmasq", 5353)):
+            for name, port, proc in (("ours", 53, ours), ("dnsmasq", 5353, ref)):
                 if load == "forward":
                     dnsperf(client, port, q, args.seconds, warm=True)  # fill the cache
-                results[(load, name)] = dnsperf(client, port, q, args.seconds)
+                cpu0 = cpu_seconds(proc.pid)
+                res = dnsperf(client, port, q, args.seconds)
+                res["cpu"] = cpu_seconds(proc.pid) - cpu0
+                results[(load, name)] = res
 
         print(f"DNS, dnsperf (16 clients, 128 in flight, {args.seconds:.0f} s per run, "
               f"{n} names), namespaces over veth:")
-        print(f"{'load':<16}{'ours q/s':>12}{'dnsmasq q/s':>14}{'ratio':>8}{'lost ours/ref':>16}")
+        print(f"{'load':<16}{'ours q/s':>12}{'dnsmasq q/s':>14}{'ratio':>8}"
+              f"{'ours q/cpu-s':>15}{'dnsmasq q/cpu-s':>17}{'ratio':>8}{'lost ours/ref':>16}")
         for load, label in (("local", "local names"), ("forward", "cached forwards")):
             o, d = results[(load, "ours")], results[(load, "dnsmasq")]
             ratio = o["qps"] / d["qps"] if d["qps"] else float("nan")
+            o_eff = o["completed"] / o["cpu"] if o["cpu"] else float("nan")
+            d_eff = d["completed"] / d["cpu"] if d["cpu"] else float("nan")
             print(f"{label:<16}{o['qps']:>12.0f}{d['qps']:>14.0f}{ratio:>8.2f}"
-                  f"{o['lost']:>9}/{d['lost']}")
+                  f"{o_eff:>15.0f}{d_eff:>17.0f}{o_eff / d_eff:>8.2f}{o['lost']:>9}/{d['lost']}")
             for r in (o, d):
                 if r["raw"]:
                     print(r["raw"], file=sys.stderr)
