@@ -358,7 +358,8 @@ def cmd_net_apply(ctx: Ctx) -> int:
             routes.append(network.StaticRoute(dst, via or None))
         changes["routes"] = tuple(routes)
     s = dataclasses.replace(s, **changes)
-    txn = network.begin(ctx.conn, _kernel(ctx), s, a.confirm_seconds, timer=False,
+    seconds = a.confirm_seconds or ctx.cfg.network.confirm_seconds
+    txn = network.begin(ctx.conn, _kernel(ctx), s, seconds, timer=False,
                         firewall_text=network.firewall_for(ctx.cfg, s))
     # a detached watchdog rolls it back if nobody confirms (nixie serve also watches)
     subprocess.Popen([sys.executable, "-m", "appliance.cli", "net", "watchdog",
@@ -367,7 +368,7 @@ def cmd_net_apply(ctx: Ctx) -> int:
                      start_new_session=True)
     emit(ctx.args, txn, lambda: print(
         f"applied {len(txn['ops'])} changes as {txn['id']}; confirm within "
-        f"{a.confirm_seconds:.0f}s: nixie net confirm {txn['id']}"))
+        f"{seconds:.0f}s: nixie net confirm {txn['id']}"))
     return 0
 
 
@@ -543,7 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wan-address")
     s.add_argument("--wan-gateway")
     s.add_argument("--route", action="append", metavar="DST[,VIA]", help="static route (repeat)")
-    s.add_argument("--confirm-seconds", type=float, default=60)
+    s.add_argument("--confirm-seconds", type=float, default=None,
+                   help="default: network.confirm_seconds")
     leaf(ne, "confirm", cmd_net_confirm, "keep a pending change").add_argument("txn")
     leaf(ne, "rollback", cmd_net_rollback, "undo a pending change now").add_argument("txn")
     leaf(ne, "watchdog", cmd_net_watchdog, "roll back unconfirmed changes when due", [common])

@@ -276,6 +276,13 @@ SCHEMA = Section(
             },
             "WireGuard remote access.",
         ),
+        "network": Section(
+            {
+                "manage": Key(check_bool, False, "Set up the interfaces (LAN bridge and address, WAN static or DHCP client, routes) from this file and the confirmed UI changes when serve starts."),
+                "confirm_seconds": Key(int_range(5, 3600), 60, "How long a network change waits for confirmation before it rolls back by itself."),
+            },
+            "Interfaces managed by the appliance.",
+        ),
         "firewall": Section(
             {
                 "enable": Key(check_bool, False, "Apply the generated nftables ruleset when serve starts and with every network change (the NixOS router module turns it on)."),

@@ -749,41 +749,68 @@ def status(conn: sqlite3.Connection, kernel: Kernel, cfg) -> dict[str, Any]:
             "routes": [asdict(r) for r in sorted(st.routes)], "dhcp": sorted(st.dhcp)}
 
 
+def apply_saved(conn: sqlite3.Connection, kernel: Kernel, cfg) -> list[str]:
+    """Bring the interfaces to the saved settings (config, then confirmed UI changes), as
+    at boot; no transaction: this is the confirmed state. Returns the operations run."""
+    settings = load_settings(conn, cfg)
+    with _lock:
+        current = kernel.read()
+        target = target_state(settings, current)
+        ops = plan(current.restrict(managed_names(settings, current)), target)
+        kernel.apply(ops)
+    text = firewall_for(cfg, settings)
+    if text is not None:
+        from . import firewall
+
+        firewall.apply(text, netns=kernel.netns)
+    if ops:
+        log.info("network settings applied", extra={"ops": len(ops)})
+    return [str(o) for o in ops]
+
+
 class NetworkWatchdog:
     """`nixie serve`'s service: rolls back unconfirmed changes when their time is up,
-    including those left pending by a process that died."""
+    including those left pending by a process that died; with `network.manage`, first
+    sets the interfaces up from the saved settings."""
 
     name = "network"
 
-    def __init__(self, store, state_dir: str, interval: float = 0.5):
+    def __init__(self, store, state_dir: str, interval: float = 0.5, cfg=None):
         self.store = store
         self.state_dir = state_dir
         self.interval = interval
+        self.cfg = cfg
         self.rolled_back = 0
+        self.applied_at_start: list[str] | None = None
 
     def run(self, stop: threading.Event) -> None:
+        first = True
         while True:
             conn = self.store.conn()
             for row in conn.execute("SELECT netns FROM net_transactions WHERE state IN "
                                     "('pending', 'rolling_back') GROUP BY netns").fetchall():
                 self.rolled_back += len(rollback_due(conn, Kernel(row["netns"], self.state_dir)))
+            if first and self.cfg is not None and self.cfg.network.manage and pending(conn) is None:
+                self.applied_at_start = apply_saved(conn, Kernel(None, self.state_dir), self.cfg)
+            first = False
             if stop.wait(self.interval):
                 return
 
     def stats(self) -> dict[str, Any]:
-        return {"rolled_back": self.rolled_back}
+        return {"rolled_back": self.rolled_back, "applied_at_start": self.applied_at_start}
 
 
 # ------------------------------------------------------------------ for the web UI
 
 
 def apply_settings(conn: sqlite3.Connection, cfg, settings: NetworkSettings | dict[str, Any],
-                   confirm_seconds: float = DEFAULT_CONFIRM_SECONDS) -> dict[str, Any]:
+                   confirm_seconds: float | None = None) -> dict[str, Any]:
     """What the UI's "apply" calls: validate (InvalidInput names the field), apply with the
     firewall following, and roll back by itself unless `confirm`ed within `confirm_seconds`."""
     if isinstance(settings, dict):
         settings = NetworkSettings.from_dict(settings)
-    return begin(conn, Kernel(None, cfg.state_dir), settings, confirm_seconds,
+    return begin(conn, Kernel(None, cfg.state_dir), settings,
+                 confirm_seconds or cfg.network.confirm_seconds,
                  firewall_text=firewall_for(cfg, settings))
 
 

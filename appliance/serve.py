@@ -103,7 +103,7 @@ def build_services(cfg: Config, store: Store, health) -> list[Any]:
     services.append(IdleService("builder", "not built yet"))
     app = create_app(WebContext(store=store, config=cfg, health=health, secret_key=secret_key(cfg)))
     services.append(WebService(app, cfg.web.listen))
-    services.append(NetworkWatchdog(store, cfg.state_dir))
+    services.append(NetworkWatchdog(store, cfg.state_dir, cfg=cfg))
     services.append(VpnService(cfg, store) if cfg.vpn.enable else None)
     services.append(FirewallService(cfg, store) if cfg.firewall.enable else None)
     return [s for s in services if s is not None]

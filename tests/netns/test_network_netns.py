@@ -197,3 +197,22 @@ def test_wan_dhcp_client_and_its_rollback(tmp_path):
                 p.wait()
         for ns in nss:
             ns.close()
+
+
+def test_serve_sets_up_saved_settings_at_start(lab):
+    """As after a reboot: the confirmed settings (a bridge over both LAN ports) are in the DB,
+    the kernel has plain ports; serve with network.manage builds the bridge and the firewall
+    for it."""
+    router, c1, c2, cfg, state, start_serve = lab
+    data = json.loads(cfg.read_text())
+    data["network"] = {"manage": True}
+    cfg.write_text(json.dumps(data))
+    conn = Store(state / "nixie.db").conn()
+    network._save_settings(conn, network.NetworkSettings(
+        lan_interface="br-lan", lan_address="10.77.0.1/24", lan_ports=("lan0", "lan1")))
+    start_serve()
+    assert wait_port(c2, *ADMIN, timeout=10) and up(c1)
+    assert "master br-lan" in router.run("ip", "link", "show", "lan0").stdout
+    assert "master br-lan" in router.run("ip", "link", "show", "lan1").stdout
+    assert "10.77.0.1/24" in addrs(router, "br-lan") and "10.77.0.1" not in addrs(router, "lan0")
+    assert 'iifname "br-lan" tcp dport' in router.run("nft", "list", "table", "inet", "nixie").stdout
