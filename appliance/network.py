@@ -359,6 +359,9 @@ def rollback_target(before: NetState, now_state: NetState) -> NetState:
 # ------------------------------------------------------------------ the applier
 
 
+_children: dict[int, subprocess.Popen] = {}  # DHCP clients this process started
+
+
 class Kernel:
     """pyroute2 over this process's namespace, or a named one (`NetNS`)."""
 
@@ -417,6 +420,10 @@ class Kernel:
     def dhcp_pid(self, dev: str) -> int | None:
         try:
             pid = int(self._pidfile(dev).read_text().strip())
+            child = _children.get(pid)
+            if child is not None and child.poll() is not None:  # our child, exited (reaped)
+                _children.pop(pid, None)
+                return None
             os.kill(pid, 0)
             return pid
         except (OSError, ValueError):
@@ -450,9 +457,10 @@ class Kernel:
         if self.dhcp_pid(dev):
             return
         logf = open(self._net_dir() / f"dhcp-{dev}.log", "ab")
-        subprocess.Popen(self.dhcp_command(dev), stdin=subprocess.DEVNULL, stdout=logf,
-                         stderr=subprocess.STDOUT, start_new_session=True)
+        child = subprocess.Popen(self.dhcp_command(dev), stdin=subprocess.DEVNULL, stdout=logf,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
         logf.close()
+        _children[child.pid] = child  # so a long-lived process (serve) reaps it
         deadline = time.monotonic() + 5
         while not self.dhcp_pid(dev) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -461,6 +469,13 @@ class Kernel:
         pid = self.dhcp_pid(dev)
         if pid:
             os.kill(pid, signal.SIGTERM)
+            child = _children.pop(pid, None)
+            if child is not None:
+                try:
+                    child.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
                 try:

@@ -3,6 +3,7 @@ a bad address change rolls back by itself within its window and the admin UI is 
 a confirmed bridge over two ports stays; a change left pending by a process that died
 is rolled back when serve starts again."""
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -133,7 +134,6 @@ def test_rollback_confirm_and_crash_recovery(lab):
     conn = Store(state / "nixie.db").conn()
     settings = network.load_settings(conn, None)
     kernel = network.Kernel(router.name, state)
-    import dataclasses
     txn = network.begin(conn, kernel, dataclasses.replace(settings, lan_address="10.66.0.1/24"), 5,
                         timer=False)
     assert "10.66.0.1/24" in addrs(router, "br-lan")
@@ -216,3 +216,34 @@ def test_serve_sets_up_saved_settings_at_start(lab):
     assert "master br-lan" in router.run("ip", "link", "show", "lan1").stdout
     assert "10.77.0.1/24" in addrs(router, "br-lan") and "10.77.0.1" not in addrs(router, "lan0")
     assert 'iifname "br-lan" tcp dport' in router.run("nft", "list", "table", "inet", "nixie").stdout
+
+
+def test_in_process_change_rolls_back_on_its_timer(tmp_path):
+    """The web UI's path: `begin` in a long-lived process, nobody else watching."""
+    with Netns() as router, Netns() as other:
+        veth(router, "lan0", other, "eth0")
+        router.run("ip", "addr", "add", "10.77.0.1/24", "dev", "lan0")
+        conn = Store(tmp_path / "nixie.db").conn()
+        kernel = network.Kernel(router.name, tmp_path)
+        settings = network.NetworkSettings("lan0", "10.77.0.1/24",
+                                           routes=(network.StaticRoute("10.200.0.0/16", "10.77.0.9"),))
+        # a change the kernel refuses (the gateway is off the new network) is undone at once
+        with pytest.raises(network.NetworkError, match="unreachable"):
+            network.begin(conn, kernel, dataclasses.replace(settings, lan_address="10.88.0.1/24"), 5)
+        assert "10.77.0.1/24" in addrs(router, "lan0") and "10.88" not in addrs(router, "lan0")
+        assert network.pending(conn) is None
+        # an applicable bad change rolls back when its timer fires
+        txn = network.begin(conn, kernel, network.NetworkSettings("lan0", "10.88.0.1/24"), 5)
+        assert "10.88.0.1/24" in addrs(router, "lan0")
+        deadline = time.monotonic() + 15
+        while network._row(conn, txn["id"])["state"] != "rolled_back" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert network._row(conn, txn["id"])["state"] == "rolled_back"
+        assert "10.77.0.1/24" in addrs(router, "lan0") and "10.88" not in addrs(router, "lan0")
+        # and a good one, confirmed through the UI entry point's pieces
+        txn = network.begin(conn, kernel, settings, 5)
+        assert "10.200.0.0/16 via 10.77.0.9 dev lan0" in router.run("ip", "route").stdout
+        network.confirm(conn, txn["id"])
+        time.sleep(5.5)
+        assert "10.200.0.0/16 via 10.77.0.9 dev lan0" in router.run("ip", "route").stdout
+        assert network._row(conn, txn["id"])["state"] == "confirmed"
