@@ -214,3 +214,13 @@ class FirewallService:
 
     def stats(self) -> dict:
         return dict(self._stats)
+
+
+def for_ui(conn, cfg) -> dict:
+    """What the UI's firewall page shows: the ruleset generated from the config and the
+    saved network settings, and what the kernel holds now ('' if none)."""
+    from .network import load_settings
+
+    return {"enabled": cfg.firewall.enable,
+            "generated": render(spec_for(cfg, load_settings(conn, cfg))),
+            "applied": current()}

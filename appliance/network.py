@@ -84,15 +84,26 @@ class NetworkSettings:
         if unknown:
             raise InvalidInput(f"unknown network setting {unknown[0]!r}", field=unknown[0])
         d = dict(d)
-        d["lan_ports"] = tuple(d.get("lan_ports") or ())
+        for req in ("lan_interface", "lan_address"):
+            if req not in d:
+                raise InvalidInput(f"{req} is required", field=req)
+        for k in ("lan_interface", "lan_address", "wan_mode"):
+            if k in d and not isinstance(d[k], str):
+                raise InvalidInput(f"{k} must be a string", field=k)
+        for k in ("wan_interface", "wan_address", "wan_gateway"):
+            if d.get(k) is not None and not isinstance(d[k], str):
+                raise InvalidInput(f"{k} must be a string or null", field=k)
+        ports = d.get("lan_ports") or ()
+        if not isinstance(ports, list | tuple) or not all(isinstance(p, str) for p in ports):
+            raise InvalidInput("lan_ports must be a list of interface names", field="lan_ports")
+        d["lan_ports"] = tuple(ports)
         routes = d.get("routes") or ()
-        if not isinstance(routes, list | tuple) or not all(isinstance(r, dict) for r in routes):
-            raise InvalidInput("routes must be a list of {dst, via, dev}", field="routes")
-        try:
-            d["routes"] = tuple(StaticRoute(**r) for r in routes)
-            return cls(**d).validated()
-        except TypeError as e:
-            raise InvalidInput(f"bad network settings: {e}") from None
+        if not isinstance(routes, list | tuple) or not all(
+                isinstance(r, dict) and set(r) <= {"dst", "via", "dev"} and "dst" in r
+                and all(v is None or isinstance(v, str) for v in r.values()) for r in routes):
+            raise InvalidInput("routes must be a list of {dst, via, dev} strings", field="routes")
+        d["routes"] = tuple(StaticRoute(**r) for r in routes)
+        return _validate(cls(**d))
 
 
 def _check_ifname(name: Any, fld: str) -> str:
@@ -156,8 +167,6 @@ def _validate(s: NetworkSettings) -> NetworkSettings:
         routes.append(StaticRoute(dst, via, dev))
     return replace(s, lan_address=lan, wan_address=wan_addr, wan_gateway=gw, routes=tuple(routes))
 
-
-NetworkSettings.validated = _validate  # type: ignore[attr-defined]
 
 
 def settings_from_config(cfg) -> NetworkSettings:

@@ -4,6 +4,9 @@ and the transaction store's rules (one pending change, confirm before the deadli
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from appliance import network
 from appliance.db import Store
@@ -154,3 +157,22 @@ def test_transaction_rules(state_dir, monkeypatch):
     assert network.rollback_due(conn, k) == []
     with pytest.raises(Conflict):
         network.confirm(conn, txn2["id"])
+
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20),
+                    st.lists(st.text(max_size=8), max_size=3),
+                    st.lists(st.dictionaries(st.sampled_from(["dst", "via", "dev", "x"]),
+                                             st.one_of(st.none(), st.text(max_size=12))), max_size=2))
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["lan_interface", "lan_address", "lan_ports", "wan_interface",
+                                        "wan_mode", "wan_address", "wan_gateway", "routes", "junk"]),
+                       _values))
+def test_settings_from_ui_input_either_parse_or_name_the_problem(data):
+    try:
+        s = NetworkSettings.from_dict(data)
+    except InvalidInput as e:
+        assert str(e)
+        return
+    assert NetworkSettings.from_dict(s.to_dict()) == s
