@@ -159,7 +159,10 @@ def _nft(args: list[str], text: str | None, nft: str, netns: str | None) -> str:
     cmd = [nft, *args]
     if netns:
         cmd = ["ip", "netns", "exec", netns, *cmd]
-    r = subprocess.run(cmd, input=text, capture_output=True, text=True, timeout=30)
+    try:
+        r = subprocess.run(cmd, input=text, capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        raise FirewallError(f"{cmd[0]} is not installed (package nftables)") from None
     if r.returncode != 0:
         raise FirewallError(f"nft {' '.join(args)} failed: {r.stderr.strip()}")
     return r.stdout
