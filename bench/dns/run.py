@@ -34,8 +34,9 @@ names = [(f"host{{i}}", f"10.60.{{i // 250}}.{{i % 250 + 1}}") for i in range({n
 class Directory:
     def name_records(self):
         return names
-svc = make_dns_service(listen=["{server}:53"], domain="{domain}", network="10.53.0.0/16",
-                       directory=Directory(), upstreams=["{upstream}"], clients=["10.60.0.0/16"])
+svc = make_dns_service(listen=["{server}:{port}"], domain="{domain}", network="10.53.0.0/16",
+                       directory=Directory(), upstreams=["{upstream}"], clients=["10.60.0.0/16"],
+                       workers={workers})
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *a: (stop.set(), svc.shutdown()))
 svc.run(stop)
@@ -103,12 +104,15 @@ def main() -> int:
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(ref)
         ours_log = open(tmp / "ours.log", "w")
-        ours = server.popen(sys.executable, "-c", OURS.format(
-            root=str(ROOT), n=n, server=SERVER, domain=DOMAIN, upstream=UPSTREAM),
-            stdout=ours_log, stderr=subprocess.STDOUT)
-        procs.append(ours)
-        # `ip netns exec` execs the server: the Popen pid is the server's own
-        for port in (53, 5353):
+        servers = []  # (label, port, process); `ip netns exec` execs: the pid is the server's
+        for workers, port in ((1, 53), (2, 54)):
+            p = server.popen(sys.executable, "-c", OURS.format(
+                root=str(ROOT), n=n, server=SERVER, domain=DOMAIN, upstream=UPSTREAM, port=port,
+                workers=workers), stdout=ours_log, stderr=subprocess.STDOUT)
+            procs.append(p)
+            servers.append((f"ours x{workers}", port, p))
+        servers.append(("dnsmasq", 5353, ref))
+        for port in (53, 54, 5353):
             if not wait_port(server, SERVER, port, timeout=15):
                 print(f"server on port {port} did not start", file=sys.stderr)
                 return 1
@@ -117,7 +121,7 @@ def main() -> int:
         results = {}
         for load in ("local", "forward"):
             q = tmp / f"{load}.q"
-            for name, port, proc in (("ours", 53, ours), ("dnsmasq", 5353, ref)):
+            for name, port, proc in servers:
                 if load == "forward":
                     dnsperf(client, port, q, args.seconds, warm=True)  # fill the cache
                 cpu0 = cpu_seconds(proc.pid)
@@ -126,17 +130,18 @@ def main() -> int:
                 results[(load, name)] = res
 
         print(f"DNS, dnsperf (16 clients, 128 in flight, {args.seconds:.0f} s per run, "
-              f"{n} names), namespaces over veth:")
-        print(f"{'load':<16}{'ours q/s':>12}{'dnsmasq q/s':>14}{'ratio':>8}"
-              f"{'ours q/cpu-s':>15}{'dnsmasq q/cpu-s':>17}{'ratio':>8}{'lost ours/ref':>16}")
+              f"{n} names), namespaces over veth; ratio = ours / dnsmasq:")
+        print(f"{'load':<16}{'server':<10}{'q/s':>10}{'ratio':>8}{'q/cpu-s':>10}{'ratio':>8}"
+              f"{'lost':>6}")
         for load, label in (("local", "local names"), ("forward", "cached forwards")):
-            o, d = results[(load, "ours")], results[(load, "dnsmasq")]
-            ratio = o["qps"] / d["qps"] if d["qps"] else float("nan")
-            o_eff = o["completed"] / o["cpu"] if o["cpu"] else float("nan")
+            d = results[(load, "dnsmasq")]
             d_eff = d["completed"] / d["cpu"] if d["cpu"] else float("nan")
-            print(f"{label:<16}{o['qps']:>12.0f}{d['qps']:>14.0f}{ratio:>8.2f}"
-                  f"{o_eff:>15.0f}{d_eff:>17.0f}{o_eff / d_eff:>8.2f}{o['lost']:>9}/{d['lost']}")
-            for r in (o, d):
+            for name, _, _ in servers:
+                r = results[(load, name)]
+                eff = r["completed"] / r["cpu"] if r["cpu"] else float("nan")
+                ratio = r["qps"] / d["qps"] if d["qps"] else float("nan")
+                print(f"{label:<16}{name:<10}{r['qps']:>10.0f}{ratio:>8.2f}{eff:>10.0f}"
+                      f"{eff / d_eff:>8.2f}{r['lost']:>6}")
                 if r["raw"]:
                     print(r["raw"], file=sys.stderr)
         return 0

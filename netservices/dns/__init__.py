@@ -15,9 +15,10 @@ __all__ = ["DnsService", "Resolver", "make_dns_service"]
 def make_dns_service(*, listen: list[str], domain: str, network: str,
                      directory: NameDirectory | None, upstreams: Iterable[str] = (),
                      clients: Iterable[str] = (), refresh_seconds: float = 2.0,
-                     ttl: int = 60) -> DnsService:
+                     ttl: int = 60, workers: int = 1) -> DnsService:
     """The DNS service. `network` is the LAN (CIDR): its clients may recurse and its
-    reverse names are ours; `clients` adds more networks allowed to query (the VPN)."""
+    reverse names are ours; `clients` adds more networks allowed to query (the VPN);
+    `workers` UDP loops share each listen address through SO_REUSEPORT."""
     resolver = Resolver.create(domain, network, clients=clients, upstreams=upstreams)
     return DnsService(resolver, listen, directory, domain=domain, network=network,
-                      refresh_seconds=refresh_seconds, ttl=ttl)
+                      refresh_seconds=refresh_seconds, ttl=ttl, workers=workers)

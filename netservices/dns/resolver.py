@@ -43,7 +43,7 @@ class Resolver:
     def __init__(self, zone: LocalZone, clients, upstreams=(), cache: ForwardCache | None = None):
         self.clients = tuple(clients)
         self.upstreams = tuple(upstreams)
-        self.cache = cache or ForwardCache()
+        self.cache = cache if cache is not None else ForwardCache()
         self.counters = Counters()
         self._allowed: dict[str, bool] = {}
         self._memo: dict[bytes, bytes] = {}  # local answers, valid for this zone

@@ -221,12 +221,13 @@ def loopback_upstream():
         sock.close()
 
 
-def test_server_on_loopback_udp_tcp_forward_cache_refresh(loopback_upstream):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_server_on_loopback_udp_tcp_forward_cache_refresh(loopback_upstream, workers):
     (uhost, uport), seen = loopback_upstream
     directory = Directory()
     svc = make_dns_service(listen=["127.0.0.1:0"], domain="lab.nixie", network="10.77.0.0/24",
                            directory=directory, upstreams=[f"{uhost}:{uport}"],
-                           refresh_seconds=0.1)
+                           refresh_seconds=0.1, workers=workers)
     stop = threading.Event()
     t = threading.Thread(target=svc.run, args=(stop,), daemon=True)
     t.start()
@@ -259,6 +260,7 @@ def test_server_on_loopback_udp_tcp_forward_cache_refresh(loopback_upstream):
         assert ans.rr
         st_ = svc.stats()
         assert st_["malformed"] == 1 and st_["cache_hits"] == 1 and st_["forwarded"] == 1
+        assert st_["workers"] == workers
     finally:
         stop.set()
         svc.shutdown()
