@@ -7,11 +7,11 @@ from typing import Any
 from netservices.backend import HostRecord
 
 from . import events, hosts
-from .db import Store
+from .db import Store, now
 
 
 class SqliteBackend:
-    """HostDirectory + EventSink over a Store (a connection per thread)."""
+    """HostDirectory + NameDirectory + EventSink over a Store (a connection per thread)."""
 
     def __init__(self, store: Store):
         self.store = store
@@ -30,3 +30,24 @@ class SqliteBackend:
               data: dict[str, Any] | None = None) -> None:
         events.record(self.store.conn(), kind, message, level=level, host_id=host_id, mac=mac,
                       ip=ip, data=data)
+
+    # ------------------------------------------------------------ NameDirectory
+    def name_records(self) -> list[tuple[str, str]]:
+        """Hosts with an address (a reservation if the DHCP room adds one, else the last
+        seen IP), then bound unexpired leases with a hostname."""
+        conn = self.store.conn()
+        cols = {r["name"] for r in conn.execute("PRAGMA table_info(hosts)")}
+        ip_expr = "coalesce(ip_reservation, ip)" if "ip_reservation" in cols else "ip"
+        out = [(r["name"], r["ip"]) for r in conn.execute(
+            f"SELECT name, {ip_expr} AS ip FROM hosts WHERE {ip_expr} IS NOT NULL ORDER BY id")]
+        out += [(r["hostname"], r["ip"]) for r in conn.execute(
+            "SELECT hostname, ip FROM leases WHERE state = 'bound' AND expires > ? "
+            "AND hostname IS NOT NULL AND hostname != '' ORDER BY starts", (now(),))]
+        return out
+
+    def lookup_name(self, name: str) -> list[str]:
+        want = name.lower()
+        return [ip for n, ip in self.name_records() if n.lower() == want]
+
+    def lookup_ip(self, ip: str) -> str | None:
+        return next((n for n, i in self.name_records() if i == ip), None)

@@ -266,6 +266,30 @@ SCHEMA = Section(
             },
             "LAN DNS.",
         ),
+        "vpn": Section(
+            {
+                "enable": Key(check_bool, False, "Run the WireGuard server for remote administration."),
+                "interface": Key(check_str, "wg-nixie", "Name of the WireGuard interface (unique on the machine)."),
+                "listen_port": Key(int_range(1, 65535), 51820, "UDP port WireGuard listens on."),
+                "address": Key(check_cidr, "10.99.0.1/24", "The router's tunnel address with prefix; peers get addresses in this network."),
+                "endpoint": Key(check_opt_str, None, "HOST:PORT peers dial (the router's public address); null derives it from wan.address."),
+            },
+            "WireGuard remote access.",
+        ),
+        "network": Section(
+            {
+                "manage": Key(check_bool, False, "Set up the interfaces (LAN bridge and address, WAN static or DHCP client, routes) from this file and the confirmed UI changes when serve starts."),
+                "confirm_seconds": Key(int_range(5, 3600), 60, "How long a network change waits for confirmation before it rolls back by itself."),
+            },
+            "Interfaces managed by the appliance.",
+        ),
+        "firewall": Section(
+            {
+                "enable": Key(check_bool, False, "Apply the generated nftables ruleset when serve starts and with every network change (the NixOS router module turns it on)."),
+                "ssh_port": Key(int_range(1, 65535), 22, "SSH port the firewall opens to the LAN and the VPN."),
+            },
+            "nftables firewall and NAT.",
+        ),
         "builder": Section(
             {
                 "kind": Key(one_of("local", "remote"), "local", "local: this router builds; remote: an SSH Nix builder."),

@@ -131,4 +131,31 @@ CREATE TABLE boot_tokens (
 );
 CREATE INDEX boot_tokens_host ON boot_tokens(host_id);
 """,
+    8: """
+CREATE TABLE net_transactions (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL
+        CHECK (state IN ('pending', 'confirmed', 'rolling_back', 'rolled_back', 'failed')),
+    created_at REAL NOT NULL,
+    deadline REAL NOT NULL,
+    before TEXT NOT NULL,                   -- JSON: kernel state of the links it touches
+    desired TEXT NOT NULL,                  -- JSON: the network settings applied
+    ops TEXT NOT NULL,                      -- JSON: the operations applied
+    netns TEXT,                             -- network namespace it was applied in (null: ours)
+    firewall_before TEXT,                   -- nft ruleset to restore ('' none; null: not touched)
+    finished_at REAL,
+    error TEXT
+);
+CREATE INDEX net_transactions_state ON net_transactions(state, deadline);
+
+CREATE TABLE vpn_peers (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    public_key TEXT NOT NULL UNIQUE,
+    address TEXT NOT NULL UNIQUE,           -- the peer's tunnel IPv4
+    key_file TEXT,                          -- its private key (0600) under state_dir/vpn
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+""",
 }

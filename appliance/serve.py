@@ -6,6 +6,7 @@ backend over the state DB); `netservices` and `webui` never import each other.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -20,7 +21,10 @@ from .backend import SqliteBackend
 from .config import Config
 from .db import Store, now
 from .discovery import DiscoveryService
+from .firewall import FirewallService
+from .network import NetworkWatchdog
 from .supervisor import IdleService, Supervisor
+from .vpn import VpnService
 
 log = logging.getLogger("nixie.serve")
 HEARTBEAT_SECONDS = 2.0
@@ -77,6 +81,15 @@ def secret_key(cfg: Config) -> bytes:
     return path.read_bytes()
 
 
+def dns_service(cfg: Config, backend: SqliteBackend):
+    from netservices.dns import make_dns_service
+
+    vpn = [str(ipaddress.IPv4Interface(cfg.vpn.address).network)] if cfg.vpn.enable else []
+    return make_dns_service(listen=cfg.dns.listen, domain=cfg.lan.domain,
+                            network=str(cfg.lan_interface.network), directory=backend,
+                            upstreams=cfg.dns.upstream, clients=vpn)
+
+
 def build_services(cfg: Config, store: Store, health) -> list[Any]:
     """Every service `serve` supervises, each built by its room's factory."""
     from webui import create_app
@@ -86,12 +99,15 @@ def build_services(cfg: Config, store: Store, health) -> list[Any]:
     services: list[Any] = []
     services.append(IdleService("dhcp", "not built yet") if cfg.dhcp.mode != "off" else None)
     services.append(IdleService("tftp", "not built yet"))
-    services.append(IdleService("dns", "not built yet") if cfg.dns.enable else None)
+    services.append(dns_service(cfg, backend) if cfg.dns.enable else None)
     services.append(IdleService("httpboot", "not built yet"))
     services.append(IdleService("builder", "not built yet"))
     app = create_app(WebContext(store=store, config=cfg, health=health, secret_key=secret_key(cfg)))
     services.append(WebService(app, cfg.web.listen))
     services.append(DiscoveryService(store, cfg.lan.interface))
+    services.append(NetworkWatchdog(store, cfg.state_dir, cfg=cfg))
+    services.append(VpnService(cfg, store) if cfg.vpn.enable else None)
+    services.append(FirewallService(cfg, store) if cfg.firewall.enable else None)
     return [s for s in services if s is not None]
 
 

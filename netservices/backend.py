@@ -27,6 +27,23 @@ class HostDirectory(Protocol):
     def host_by_mac(self, mac: str) -> HostRecord | None: ...
 
 
+class NameDirectory(Protocol):
+    """The LAN's names for DNS (implemented over hosts and bound leases)."""
+
+    def name_records(self) -> list[tuple[str, str]]:
+        """Every (hostname, ipv4) the LAN domain answers for: static hosts first, then
+        bound unexpired leases. DNS rebuilds its zone from this every few seconds."""
+        ...
+
+    def lookup_name(self, name: str) -> list[str]:
+        """IPv4 addresses of a bare hostname (no domain); [] if unknown."""
+        ...
+
+    def lookup_ip(self, ip: str) -> str | None:
+        """The hostname for an IPv4 address, or None."""
+        ...
+
+
 class EventSink(Protocol):
     def event(self, kind: str, message: str = "", *, level: str = "info",
               host_id: int | None = None, mac: str | None = None, ip: str | None = None,

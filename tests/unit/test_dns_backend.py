@@ -1,0 +1,32 @@
+"""SqliteBackend as the DNS NameDirectory: hosts with an address, bound unexpired leases."""
+
+import time
+
+from appliance import hosts
+from appliance.backend import SqliteBackend
+from appliance.db import Store
+
+
+def lease(conn, ip, hostname, state="bound", expires_in=600):
+    t = time.time()
+    conn.execute("INSERT INTO leases (ip, mac, hostname, state, starts, expires, updated_at) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 (ip, "02:00:00:00:00:" + ip.split(".")[-1].zfill(2)[-2:], hostname, state, t,
+                  t + expires_in, t))
+
+
+def test_name_records_from_hosts_and_leases(state_dir):
+    store = Store(state_dir / "nixie.db")
+    conn = store.conn()
+    h = hosts.add_host(conn, "node1", ["bc:24:11:00:00:01"], "github:me/infra")
+    hosts.add_host(conn, "node2", ["bc:24:11:00:00:02"], "github:me/infra")  # no address
+    hosts.set_state(conn, h["id"], "booted", ip="10.77.0.5")
+    lease(conn, "10.77.0.150", "laptop")
+    lease(conn, "10.77.0.151", "gone", expires_in=-5)
+    lease(conn, "10.77.0.152", "offered", state="offered")
+    lease(conn, "10.77.0.153", None)
+    b = SqliteBackend(store)
+    assert b.name_records() == [("node1", "10.77.0.5"), ("laptop", "10.77.0.150")]
+    assert b.lookup_name("LAPTOP") == ["10.77.0.150"]
+    assert b.lookup_ip("10.77.0.5") == "node1"
+    assert b.lookup_ip("10.77.0.151") is None
