@@ -275,8 +275,20 @@ SCHEMA = Section(
                 "max_jobs": Key(int_range(1, 256), 1, "Builds run at once."),
                 "substituters": Key(check_str_list, [], "Extra binary caches."),
                 "trusted_public_keys": Key(check_str_list, [], "Keys of the extra binary caches."),
+                "keep_generations": Key(int_range(1, 1000), 10, "Generations kept per host (rows and GC roots); older ones are dropped."),
+                "flake_refresh_seconds": Key(int_range(0, 7 * 86400), 900, "How often the build worker evaluates every flake again; 0 never."),
             },
             "Where host systems are built.",
+        ),
+        "netboot": Section(
+            {
+                "cache_max_bytes": Key(int_range(1 << 20, 1 << 50), 20 << 30, "Size limit of state_dir/cpio-cache (per-store-path archives); least recently used go first."),
+                "zstd_level": Key(int_range(1, 19), 3, "zstd level of the per-store-path archives."),
+                "workers": Key(int_range(0, 256), 0, "Threads compressing archives; 0 means one per CPU."),
+                "wait_seconds": Key(int_range(0, 3600), 20, "How long an initrd request waits for missing archives before answering 'retry later'."),
+                "hydra_urls": Key(check_str_list, [], "Hydra instances the `hydra` boot dispatch may ask (base URLs); empty disables it."),
+            },
+            "Netboot images (per-store-path CPIO cache).",
         ),
         "nix": Section(
             {
