@@ -257,12 +257,22 @@ class ImageBuilder:
         self.prelude_dir.mkdir(exist_ok=True)
 
     def closure(self, toplevel: str) -> list[str]:
+        """The toplevel's closure: asked of Nix once, then remembered in memory and
+        on disk (a store path's closure never changes)."""
         paths = self._closures.get(toplevel)
-        if paths is None:
+        if paths is not None:
+            return paths
+        saved = self.prelude_dir / f"{store_basename(toplevel)}.closure"
+        try:
+            paths = saved.read_text().split("\n")
+        except FileNotFoundError:
             paths = sorted(self._closure_fn(toplevel))
             for p in paths:
                 store_basename(p)  # refuse anything Nix would not print
-            self._closures[toplevel] = paths
+            tmp = saved.with_suffix(f".tmp{threading.get_ident()}")
+            tmp.write_text("\n".join(paths))
+            os.replace(tmp, saved)
+        self._closures[toplevel] = paths
         return paths
 
     def _member(self, toplevel: str, name: str) -> str:
