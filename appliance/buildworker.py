@@ -24,6 +24,7 @@ Nix's own remote building (`--builders`, `--max-jobs 0`) with
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -128,7 +129,10 @@ def builder_args(cfg) -> list[str]:
     b = cfg.builder
     if b.kind != "remote":
         return []
-    spec = " ".join([b.uri, ",".join(b.systems), b.ssh_key or "-", str(b.max_jobs)])
+    host_key = base64.b64encode(b.host_key.encode()).decode() if b.host_key else "-"
+    # URI, systems, SSH key, max jobs, speed factor, features, mandatory features, host key
+    spec = " ".join([b.uri, ",".join(b.systems), b.ssh_key or "-", str(b.max_jobs), "1", "-", "-",
+                     host_key])
     return ["--builders", spec, "--max-jobs", "0", "--option", "builders-use-substitutes", "true"]
 
 

@@ -271,6 +271,7 @@ SCHEMA = Section(
                 "kind": Key(one_of("local", "remote"), "local", "local: this router builds; remote: an SSH Nix builder."),
                 "uri": Key(check_opt_str, None, "Remote store URI, e.g. ssh-ng://nix@builder (kind remote)."),
                 "ssh_key": Key(check_opt_path, None, "SSH private key for the remote builder."),
+                "host_key": Key(check_opt_str, None, "The remote builder's SSH host public key (e.g. \"ssh-ed25519 AAAA...\"); null uses the system's known_hosts."),
                 "systems": Key(check_str_list, ["x86_64-linux"], "Systems the builder builds."),
                 "max_jobs": Key(int_range(1, 256), 1, "Builds run at once."),
                 "substituters": Key(check_str_list, [], "Extra binary caches."),

@@ -45,6 +45,7 @@ def make_pool(path: Path, size: int) -> None:
     nibbles = bytes.maketrans(bytes(range(256)), bytes(b"abcdefghijklmnop"[i % 16] for i in range(256)))
     words = [b"nix", b"store", b"lib", b"share", b"bin", b"\x00\x00\x00\x00", b"ELF", b"x86_64",
              b"linux", b"GLIBC_2.34", b"\n", b"    ", b"return", b"static"]
+    vocab = words + [rng.randbytes(4) for _ in range(2048)]
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as f:
         written, i = 0, 0
@@ -56,11 +57,7 @@ def make_pool(path: Path, size: int) -> None:
             elif kind == 1:
                 chunk = rng.randbytes(n).translate(nibbles)
             else:
-                out = bytearray()
-                while len(out) < n:
-                    out += rng.choice(words)
-                    out += rng.randbytes(rng.randrange(0, 6))
-                chunk = bytes(out[:n])
+                chunk = b"".join(rng.choices(vocab, k=n // 5 + 16))[:n]
             f.write(chunk)
             written += n
             i += 1
