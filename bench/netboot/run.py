@@ -57,7 +57,8 @@ def make_pool(path: Path, size: int) -> None:
             elif kind == 1:
                 chunk = rng.randbytes(n).translate(nibbles)
             else:
-                chunk = b"".join(rng.choices(vocab, k=n // 5 + 16))[:n]
+                chunk = b"".join(rng.choices(vocab, k=n // 3 + 16))[:n]
+            assert len(chunk) == n
             f.write(chunk)
             written += n
             i += 1
