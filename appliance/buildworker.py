@@ -149,6 +149,35 @@ def claim_next(conn) -> dict[str, Any] | None:
     return dict(r)
 
 
+def claim(conn, build_id: int) -> dict[str, Any] | None:
+    """Claim one particular queued build (None if a worker took it first)."""
+    with transaction(conn):
+        r = conn.execute("SELECT * FROM builds WHERE id = ? AND status = 'queued'",
+                         (build_id,)).fetchone()
+        if r is None:
+            return None
+        conn.execute("UPDATE builds SET status = 'running', started_at = ? WHERE id = ?",
+                     (now(), build_id))
+        events.record(conn, "build.started", f"build {build_id} of {r['host_name']} started",
+                      host_id=r["host_id"], data={"build": build_id})
+    return dict(r)
+
+
+def build_here(cfg, store: Store, build_id: int) -> dict[str, Any]:
+    """Run one queued build in the calling process (`nixie build --here`)."""
+    from .builds import get_build, wait
+
+    conn = store.conn()
+    b = claim(conn, build_id)
+    if b is None:  # a running serve took it: follow that instead
+        return wait(conn, build_id)
+    worker = BuildWorker(cfg, store)
+    worker.log_dir.mkdir(parents=True, exist_ok=True)
+    worker.root_dir.mkdir(parents=True, exist_ok=True)
+    worker.build_one(conn, b)
+    return get_build(conn, build_id)
+
+
 def record_success(conn, build: dict[str, Any], toplevel: str, gc_root: str, keep: int
                    ) -> tuple[dict[str, Any], list[str]]:
     """The generation, made current atomically; returns it and the GC roots to drop."""

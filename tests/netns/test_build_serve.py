@@ -59,3 +59,16 @@ def test_build_wait_with_serve_running(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_build_here_without_serve(tmp_path):
+    flake = labflake.materialise(tmp_path / "flake", release=f"here-test {uuid.uuid4()}")
+    cfg_path, _cfg = lab_config(tmp_path)
+    assert run_nixie("host", "add", "demo2", "--mac", "52:54:00:5e:00:02", "--flake", str(flake),
+                     config=cfg_path).returncode == 0
+    r = run_nixie("build", "demo2", "--here", "--json", config=cfg_path, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    b = json.loads(r.stdout)
+    assert b["status"] == "succeeded" and b["toplevel"].endswith("-nixos-system-demo2")
+    host = json.loads(run_nixie("host", "show", "demo2", "--json", config=cfg_path).stdout)
+    assert host["current_generation"] == 1
