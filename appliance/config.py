@@ -284,7 +284,7 @@ SCHEMA = Section(
         "netboot": Section(
             {
                 "cache_max_bytes": Key(int_range(1 << 20, 1 << 50), 20 << 30, "Size limit of state_dir/cpio-cache (per-store-path archives); least recently used go first."),
-                "zstd_level": Key(int_range(1, 19), 3, "zstd level of the per-store-path archives."),
+                "zstd_level": Key(int_range(1, 19), 1, "zstd level of the per-store-path archives (1 is several times faster than 3 for nearly the same size)."),
                 "workers": Key(int_range(0, 256), 0, "Threads compressing archives; 0 means one per CPU."),
                 "wait_seconds": Key(int_range(0, 3600), 20, "How long an initrd request waits for missing archives before answering 'retry later'."),
                 "hydra_urls": Key(check_str_list, [], "Hydra instances the `hydra` boot dispatch may ask (base URLs); empty disables it."),

@@ -135,7 +135,7 @@ class CpioCache:
     """The on-disk cache of per-store-path archives."""
 
     def __init__(self, cache_dir: str | os.PathLike, *, max_bytes: int = 20 << 30,
-                 level: int = 3, workers: int = 0, grace_seconds: float = 300,
+                 level: int = 1, workers: int = 0, grace_seconds: float = 300,
                  store_dir: str = STORE_DIR):
         self.store_dir = store_dir
         self.dir = Path(cache_dir)
@@ -155,6 +155,7 @@ class CpioCache:
             st = p.stat()
             self._sizes[p.name] = st.st_size
             self._used[p.name] = st.st_mtime
+        self._total = sum(self._sizes.values())
         for p in self.dir.glob("*.tmp*"):  # a crash mid-build
             p.unlink(missing_ok=True)
 
@@ -164,31 +165,59 @@ class CpioCache:
     @property
     def total_bytes(self) -> int:
         with self._lock:
-            return sum(self._sizes.values())
+            return self._total
 
     def get(self, store_path: str) -> Future[str]:
         """A future of the archive's file path; built at most once at a time."""
-        target = self.file_for(store_path)
-        with self._lock:
-            fut = self._inflight.get(target.name)
-            if fut is not None:
-                return fut
-            if target.name in self._sizes and target.exists():
-                self._touch(target)
-                done: Future[str] = Future()
-                done.set_result(str(target))
-                return done
-            fut = self.pool.submit(self._build, store_path, target)
-            self._inflight[target.name] = fut
-        return fut
+        ready, pending = self.acquire([store_path])
+        if pending:
+            return next(iter(pending.values()))
+        done: Future[str] = Future()
+        done.set_result(str(self.dir / next(iter(ready))))
+        return done
 
-    def _touch(self, target: Path) -> None:
-        t = time.time()
-        self._used[target.name] = t
-        try:
-            os.utime(target, (t, t))
-        except FileNotFoundError:
-            self._sizes.pop(target.name, None)
+    def acquire(self, store_paths: list[str]) -> tuple[dict[str, int], dict[str, Future[str]]]:
+        """For each path: its cached archive's size (by file name), or a future of
+        the archive being built (started here if nobody builds it yet).
+
+        The in-memory index is the truth on the hot path; a file's mtime (the
+        recency that survives a restart) is refreshed at most once a minute."""
+        now = time.time()
+        names = [self.file_for(p).name for p in store_paths]
+        ready: dict[str, int] = {}
+        pending: dict[str, Future[str]] = {}
+        touch: list[tuple[str, str]] = []
+        with self._lock:
+            for p, name in zip(store_paths, names, strict=True):
+                fut = self._inflight.get(name)
+                if fut is None and name in self._sizes:
+                    ready[name] = self._sizes[name]
+                    if now - self._used.get(name, 0) > 60:
+                        touch.append((p, name))
+                    self._used[name] = now
+                    continue
+                if fut is None:
+                    fut = self.pool.submit(self._build, p, self.dir / name)
+                    self._inflight[name] = fut
+                pending[name] = fut
+        for p, name in touch:
+            try:
+                os.utime(self.dir / name, (now, now))
+            except FileNotFoundError:  # removed behind our back: build it again
+                with self._lock:
+                    if self._sizes.pop(name, None) is not None:
+                        self._total -= ready.pop(name)
+                    fut = self._inflight.get(name)
+                    if fut is None:
+                        fut = self.pool.submit(self._build, p, self.dir / name)
+                        self._inflight[name] = fut
+                ready.pop(name, None)
+                pending[name] = fut
+        return ready, pending
+
+    def size_of(self, name: str) -> int:
+        with self._lock:
+            return self._sizes[name]
 
     def _build(self, store_path: str, target: Path) -> str:
         try:
@@ -207,6 +236,7 @@ class CpioCache:
                 raise
             with self._lock:
                 self.built[target.name.removesuffix(".cpio.zst")] += 1
+                self._total += size - self._sizes.get(target.name, 0)
                 self._sizes[target.name] = size
                 self._used[target.name] = time.time()
             return str(target)
@@ -219,7 +249,7 @@ class CpioCache:
         freed = 0
         now = time.time()
         with self._lock:
-            total = sum(self._sizes.values())
+            total = self._total
             if total <= self.max_bytes:
                 return 0
             for name in sorted(self._sizes, key=lambda n: self._used.get(n, 0)):
@@ -233,6 +263,7 @@ class CpioCache:
                 self._used.pop(name, None)
                 (self.dir / name).unlink(missing_ok=True)
                 total -= size
+                self._total -= size
                 freed += size
                 self.evicted += 1
         if freed:
@@ -301,25 +332,26 @@ class ImageBuilder:
                 os.replace(tmp, target)
         return str(target)
 
-    def start(self, toplevel: str) -> list[Future[str]]:
-        """Start (or join) building every archive of the image."""
-        return [self.cache.get(p) for p in self.closure(toplevel)]
-
     def initrd(self, toplevel: str, timeout: float | None = None) -> Artifact:
         """The full image; waits up to `timeout` s for missing archives
         (raises concurrent.futures.TimeoutError, the builds go on)."""
         stage1 = self._member(toplevel, "initrd")
-        futures = self.start(toplevel)
-        prelude = self.prelude(toplevel)
+        closure = self.closure(toplevel)
+        ready, pending = self.cache.acquire(closure)
+        prelude = self.prelude(toplevel)  # meanwhile the pool builds what is missing
         deadline = None if timeout is None else time.monotonic() + timeout
-        files = []
-        for fut in futures:
+        for name, fut in pending.items():
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            files.append(fut.result(timeout=left))
+            fut.result(timeout=left)
+            ready[name] = self.cache.size_of(name)
+        d = str(self.cache.dir)
         segs = [Segment(stage1, 0, os.path.getsize(stage1)),
                 Segment(prelude, 0, os.path.getsize(prelude))]
-        segs += [Segment(f, 0, os.path.getsize(f)) for f in files]
-        self.cache.evict(keep={os.path.basename(f) for f in files})
+        for p in closure:
+            name = f"{store_basename(p, self.cache.store_dir)}.cpio.zst"
+            segs.append(Segment(f"{d}/{name}", 0, ready[name]))
+        if self.cache.total_bytes > self.cache.max_bytes:
+            self.cache.evict(keep=set(ready))
         size = sum(s.length for s in segs)
         etag = hashlib.sha256(("\n".join(f"{s.path}:{s.length}" for s in segs)
                                + f"\nlevel={self.cache.level}").encode()).hexdigest()[:32]
