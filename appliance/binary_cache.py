@@ -23,6 +23,7 @@ import re
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,21 +116,37 @@ class BinaryCache:
         self.secret_key, self.public_key = ensure_signing_key(nix, key_dir, key_name)
         self.key_name = self.public_key.split(":", 1)[0]
         self._lock = threading.Lock()
+        self._index: dict[str, str] = {}
+        self._index_time = 0.0
         self.stats = {"requests": 0, "narinfo": 0, "narinfo_missing": 0, "nar": 0,
                       "nar_bytes": 0, "bad_requests": 0}
 
     # ------------------------------------------------------------ lookups
     def path_for_hash(self, hash_part: str) -> str | None:
+        """The store path with this hash part. The store's listing is kept in
+        memory and read again on a miss at most once a second, so clients
+        probing for paths we lack (most narinfo requests) cost no rescans."""
         if not _HASH.match(hash_part):
             return None
+        name = self._index.get(hash_part)
+        if name is None and time.monotonic() - self._index_time > 1.0:
+            self._rescan()
+            name = self._index.get(hash_part)
+        if name is None:
+            return None
+        path = os.path.join(self.store_dir, name)
+        return path if os.path.lexists(path) else None
+
+    def _rescan(self) -> None:
+        index = {}
         try:
             with os.scandir(self.store_dir) as it:
                 for e in it:
-                    if e.name.startswith(hash_part + "-") and not e.name.endswith(".lock"):
-                        return os.path.join(self.store_dir, e.name)
+                    if len(e.name) > 33 and e.name[32] == "-" and not e.name.endswith(".lock"):
+                        index[e.name[:32]] = e.name
         except FileNotFoundError:
-            return None
-        return None
+            pass
+        self._index, self._index_time = index, time.monotonic()
 
     def path_info(self, path: str) -> dict[str, Any] | None:
         try:
