@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import socket
 import subprocess
 import threading
@@ -68,7 +69,8 @@ def ensure_signing_key(nix: Nix, key_dir: str | os.PathLike, name: str | None = 
     os.chmod(d, 0o700)
     secret, public = d / "secret", d / "public"
     if not (secret.exists() and public.exists()):
-        name = name or f"{socket.gethostname()}-nixie-1"
+        # a name of its own: a path already signed under our name is signed by this key
+        name = name or f"{socket.gethostname()}-nixie-{secrets.token_hex(4)}"
         tmp_s, tmp_p = d / "secret.tmp", d / "public.tmp"
         tmp_s.unlink(missing_ok=True)
         tmp_p.unlink(missing_ok=True)

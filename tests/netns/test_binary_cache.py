@@ -83,7 +83,9 @@ def cache_server(tmp_path):
 def nix_copy(client: Netns, url: str, dest, path: str, public_key: str):
     env = {**os.environ, "NIX_CONFIG": "\n".join([
         "experimental-features = nix-command flakes", NIX_EXTRA,
-        "require-sigs = true", f"trusted-public-keys = {public_key}"])}
+        "require-sigs = true", f"trusted-public-keys = {public_key}",
+        # every run makes a new key: no narinfo from an earlier run's cache
+        "narinfo-cache-positive-ttl = 0", "narinfo-cache-negative-ttl = 0"])}
     return subprocess.run(client.argv("nix", "copy", "--from", url, "--to",
                                       f"local?root={dest}", path),
                           capture_output=True, text=True, env=env, timeout=300)
