@@ -280,6 +280,7 @@ class ImageBuilder:
     def __init__(self, cache: CpioCache, *, closure: Callable[[str], list[str]],
                  dump_db: Callable[[list[str]], bytes]):
         self.cache = cache
+        self.store_dir = cache.store_dir
         self._closure_fn = closure
         self._dump_db = dump_db
         self._closures: dict[str, list[str]] = {}  # toplevel -> closure (immutable)
@@ -293,13 +294,13 @@ class ImageBuilder:
         paths = self._closures.get(toplevel)
         if paths is not None:
             return paths
-        saved = self.prelude_dir / f"{store_basename(toplevel)}.closure"
+        saved = self.prelude_dir / f"{store_basename(toplevel, self.store_dir)}.closure"
         try:
             paths = saved.read_text().split("\n")
         except FileNotFoundError:
             paths = sorted(self._closure_fn(toplevel))
             for p in paths:
-                store_basename(p)  # refuse anything Nix would not print
+                store_basename(p, self.store_dir)  # refuse anything Nix would not print
             tmp = saved.with_suffix(f".tmp{threading.get_ident()}")
             tmp.write_text("\n".join(paths))
             os.replace(tmp, saved)
@@ -307,10 +308,10 @@ class ImageBuilder:
         return paths
 
     def _member(self, toplevel: str, name: str) -> str:
-        store_basename(toplevel)
+        store_basename(toplevel, self.store_dir)
         link = os.path.join(toplevel, name)
         real = os.path.realpath(link)
-        if not real.startswith(STORE_DIR + "/") or not os.path.isfile(real):
+        if not real.startswith(self.store_dir + "/") or not os.path.isfile(real):
             raise FileNotFoundError(f"{toplevel} has no {name}")
         return real
 
@@ -321,7 +322,7 @@ class ImageBuilder:
                         etag=hashlib.sha256(f"{real}:{size}".encode()).hexdigest()[:32])
 
     def prelude(self, toplevel: str) -> str:
-        target = self.prelude_dir / f"{store_basename(toplevel)}.cpio.zst"
+        target = self.prelude_dir / f"{store_basename(toplevel, self.store_dir)}.cpio.zst"
         if target.exists():
             return str(target)
         with self._prelude_lock:

@@ -19,8 +19,10 @@ from hypothesis import strategies as st
 from appliance import cpio
 from appliance.netboot import (
     CpioCache,
+    ImageBuilder,
     NotAStorePath,
     prelude_archive,
+    read_artifact,
     split_zstd_frames,
     store_basename,
     write_tree_archive,
@@ -244,3 +246,69 @@ def test_touch_updates_recency(tmp_path):
         assert cache._used[os.path.basename(f)] > time.time() - 60
     finally:
         cache.close()
+
+
+def _fake_system(tmp_path: Path):
+    """A store with a NixOS-shaped toplevel and two more paths, and an ImageBuilder over it."""
+    store, paths = _fake_store(tmp_path, 2, size=70000)
+    top = Path(store) / f"{'z' * 32}-system"
+    top.mkdir()
+    (Path(paths[0]) / "bzImage").write_bytes(b"kernel")
+    (Path(paths[1]) / "initrd").write_bytes(b"stage1 cpio")
+    (top / "kernel").symlink_to(Path(paths[0]) / "bzImage")
+    (top / "initrd").symlink_to(Path(paths[1]) / "initrd")
+    closure = sorted([str(top), *paths])
+    calls = []
+
+    def closure_fn(t):
+        calls.append(t)
+        return closure
+
+    cache = CpioCache(tmp_path / "cache", store_dir=store, workers=1)
+    images = ImageBuilder(cache, closure=closure_fn,
+                          dump_db=lambda ps: "".join(f"{p}\nsha256:x\n1\n\n0\n" for p in ps).encode())
+    return images, str(top), closure, calls
+
+
+def test_image_is_stage1_prelude_then_one_archive_per_path(tmp_path):
+    images, top, closure, calls = _fake_system(tmp_path)
+    try:
+        art = images.initrd(top)
+        assert [os.path.basename(s.path) for s in art.segments[2:]] == [
+            os.path.basename(p) + ".cpio.zst" for p in closure]
+        assert art.segments[0].path == os.path.realpath(f"{top}/initrd")
+        assert art.size == sum(s.length for s in art.segments) == len(read_artifact(art))
+        frames = split_zstd_frames(read_artifact(art)[art.segments[0].length:])
+        names = [n for f in frames for n, _m, _d in cpio.parse(f)]
+        assert names[:3] == ["nix", "nix/store", "nix/.nix-netboot-serve-db"]
+        again = images.initrd(top)
+        assert again == art and again.etag == art.etag  # same content, same etag
+        # a fresh builder over the same cache asks Nix nothing: closures are kept on disk
+        fresh = ImageBuilder(images.cache, closure=lambda t: 1 / 0, dump_db=lambda ps: 1 / 0)
+        assert fresh.initrd(top) == art
+        assert calls == [top]
+        kernel = images.kernel(top)
+        assert kernel.size == len(b"kernel")
+        with pytest.raises(FileNotFoundError):
+            images.kernel(closure[0])  # a store path that is not a system
+    finally:
+        images.cache.close()
+
+
+def test_image_waits_at_most_the_timeout_then_finishes_in_the_background(tmp_path):
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    images, top, closure, _ = _fake_system(tmp_path)
+    gate = threading.Event()
+    try:
+        images.cache.pool.submit(gate.wait)  # the one worker is busy
+        with pytest.raises(FutureTimeout):
+            images.initrd(top, timeout=0.05)
+        assert not images.cache.built
+        gate.set()
+        art = images.initrd(top, timeout=30)
+        assert len(art.segments) == 2 + len(closure)
+        assert set(images.cache.built.values()) == {1}  # the waiting request built nothing twice
+    finally:
+        gate.set()
+        images.cache.close()
