@@ -241,6 +241,10 @@ class BuildWorker:
         self._lock = threading.Lock()
         self.counts = {"succeeded": 0, "failed": 0, "refreshes": 0}
 
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.counts[key] += 1
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {"running": sorted(self._procs), **self.counts}
@@ -302,7 +306,7 @@ class BuildWorker:
                 refresh_flake(conn, self.nix, f["id"])
             except StopIteration:  # removed meanwhile
                 continue
-            self.counts["refreshes"] += 1
+            self._count("refreshes")
 
     # ------------------------------------------------------------- one build
     def build_one(self, conn, b: dict[str, Any], stop: threading.Event | None = None) -> None:
@@ -315,7 +319,7 @@ class BuildWorker:
             except NixFailed as e:
                 logf.write(str(e) + "\n")
                 record_failure(conn, b, str(e))
-                self.counts["failed"] += 1
+                self._count("failed")
                 return
             locked = meta.get("url") or b["flake"]
             conn.execute("UPDATE builds SET locked_url = ? WHERE id = ?", (locked, b["id"]))
@@ -331,19 +335,19 @@ class BuildWorker:
             if stop is not None and stop.is_set():
                 err = "interrupted: the build worker stopped while it ran\n" + err
             record_failure(conn, b, err)
-            self.counts["failed"] += 1
+            self._count("failed")
             return
         missing = [m for m in FINISHED_TOP_MARKERS if not os.path.lexists(f"{toplevel}/{m}")]
         if missing and not self.nix.store:
             link.unlink(missing_ok=True)
             record_failure(conn, b, f"{toplevel} is not a bootable NixOS system: it has no "
                                     + ", ".join(missing))
-            self.counts["failed"] += 1
+            self._count("failed")
             return
         gen, drop = record_success(conn, b, toplevel, str(link), self.keep)
         for root in drop:
             self._drop_root(root)
-        self.counts["succeeded"] += 1
+        self._count("succeeded")
         log.info("build succeeded", extra={"build": b["id"], "host": b["host_name"],
                                            "generation": gen.get("number"), "toplevel": toplevel})
 

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 import uuid
 
 import pytest
@@ -282,3 +283,33 @@ def test_dispatch_kinds_closure_and_profile(lab, tmp_path):
             ba.resolve("profile", [bad])
     with pytest.raises(LookupError):
         ba.resolve("profile", ["missing"])
+
+
+def test_service_refreshes_flakes_on_schedule_and_takes_queued_builds(tmp_path):
+    """The supervised service itself: its refresh timer and its worker threads."""
+    flake = labflake.materialise(tmp_path / "flake", release=f"service-test {uuid.uuid4()}")
+    _path, cfg = lab_config(tmp_path, flake_refresh_seconds=1, max_jobs=2)
+    store = Store(cfg.db_path)
+    conn = store.conn()
+    f = flakes.add_flake(conn, str(flake))
+    hosts.add_host(conn, "demo", ["52:54:00:5e:00:01"], str(flake), None, "netboot")
+    hosts.add_host(conn, "demo2", ["52:54:00:5e:00:02"], str(flake), None, "netboot")
+    queued = [builds.enqueue(conn, "demo"), builds.enqueue(conn, "demo2")]
+    worker = BuildWorker(cfg, store)
+    stop = threading.Event()
+    t = threading.Thread(target=worker.run, args=(stop,))
+    t.start()
+    try:
+        done = [builds.wait(conn, b["id"], timeout=120) for b in queued]
+        deadline = time.monotonic() + 30
+        while flakes.get_flake(conn, f["url"])["last_refresh"] is None:
+            assert time.monotonic() < deadline, "no scheduled refresh"
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        t.join(timeout=10)
+    assert not t.is_alive()
+    assert [b["status"] for b in done] == ["succeeded", "succeeded"], [b["error"] for b in done]
+    assert flakes.get_flake(conn, f["url"])["configurations"] == ["demo", "demo2"]
+    assert worker.stats()["succeeded"] == 2 and worker.stats()["refreshes"] >= 1
+    assert {hosts.get_host(conn, n)["current_generation"] for n in ("demo", "demo2")} == {1}
