@@ -129,7 +129,7 @@ S
       config = {
         system.build.toplevel = toplevel;
         networking.hostName = hostName;
-        nixie.macs = macs;
+        nixie.netboot.macs = macs;
         boot.kernelParams = kernelParams;
       };
     };

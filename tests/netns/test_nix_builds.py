@@ -68,6 +68,7 @@ def test_flake_add_lists_hosts_and_keeps_listing_when_broken(lab):
     r = refresh_flake(conn, lab["nix"], f["id"])
     assert r["configurations"] == ["demo", "demo2"]
     assert r["last_error"] is None and r["locked_url"].startswith("git+file://")
+    assert r["macs"] == {"demo": ["52:54:00:5e:00:01"], "demo2": ["52:54:00:5e:00:02"]}
     labflake.break_flake(lab["dir"])
     try:
         r = refresh_flake(conn, lab["nix"], f["id"])
