@@ -119,6 +119,7 @@ class BinaryCache:
         self.key_name = self.public_key.split(":", 1)[0]
         self._lock = threading.Lock()
         self._index: dict[str, str] = {}
+        self._infos: dict[str, dict[str, Any]] = {}  # basename -> signed path info
         self._index_time = 0.0
         self.stats = {"requests": 0, "narinfo": 0, "narinfo_missing": 0, "nar": 0,
                       "nar_bytes": 0, "bad_requests": 0}
@@ -150,19 +151,35 @@ class BinaryCache:
             pass
         self._index, self._index_time = index, time.monotonic()
 
+    def _signed(self, info: dict[str, Any]) -> bool:
+        return any(sig.startswith(self.key_name + ":") for sig in info.get("signatures", []))
+
     def path_info(self, path: str) -> dict[str, Any] | None:
+        """`nix path-info` of a valid path, signed with our key. The first time a
+        path is asked for, its whole closure is signed and read in one go
+        (a client copying a closure asks for every member next); path info
+        of a valid path never changes, so it is kept in memory."""
+        base = os.path.basename(path)
+        info = self._infos.get(base)
+        if info is not None:
+            return info
         try:
-            infos = json.loads(self.nix.run(["nix", "path-info", "--json", path]))
+            infos = json.loads(self.nix.run(["nix", "path-info", "--json", "-r", path]))
         except NixFailed:
             return None  # not valid in the store (e.g. a half-built output)
-        if not infos or not infos[0].get("valid", True):
-            return None
-        info = infos[0]
-        if not any(s.startswith(self.key_name + ":") for s in info.get("signatures", [])):
+        unsigned = [i["path"] for i in infos if i.get("valid", True) and not self._signed(i)]
+        if unsigned:
             with self._lock:
-                self.nix.run(["nix", "store", "sign", "--key-file", str(self.secret_key), path])
-            info = json.loads(self.nix.run(["nix", "path-info", "--json", path]))[0]
-        return info
+                for k in range(0, len(unsigned), 200):
+                    self.nix.run(["nix", "store", "sign", "--key-file", str(self.secret_key),
+                                  *unsigned[k:k + 200]])
+            infos = json.loads(self.nix.run(["nix", "path-info", "--json", "-r", path]))
+        if len(self._infos) > 200_000:
+            self._infos.clear()
+        for i in infos:
+            if i.get("valid", True) and self._signed(i):
+                self._infos[os.path.basename(i["path"])] = i
+        return self._infos.get(base)
 
     # ------------------------------------------------------------ WSGI
     def __call__(self, environ, start_response):
