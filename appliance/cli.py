@@ -234,12 +234,16 @@ def cmd_lease_list(ctx: Ctx) -> int:
 def cmd_build(ctx: Ctx) -> int:
     a = ctx.args
     b = builds.enqueue(ctx.conn, a.host)
-    if a.wait:
+    if a.here:  # no serve running: build in this process
+        from .buildworker import build_here
+
+        b = build_here(ctx.cfg, ctx._store, b["id"])
+    elif a.wait:
         b = builds.wait(ctx.conn, b["id"], timeout=a.timeout)
     emit(a, b, lambda: print(f"build {b['id']} of {b['host_name']}: {b['status']}"
                              + (f" -> {b['toplevel']}" if b.get("toplevel") else "")
                              + (f"\n{b['error']}" if b.get("error") else "")))
-    if a.wait and b["status"] != "succeeded":
+    if (a.wait or a.here) and b["status"] != "succeeded":
         return 1
     return 0
 
@@ -536,6 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("host")
     s.add_argument("--wait", action="store_true", help="wait until it finishes")
     s.add_argument("--timeout", type=float, default=None)
+    s.add_argument("--here", action="store_true",
+                   help="run the build in this process (when no serve is running)")
     leaf(sub, "builds", cmd_build_list, "list builds").add_argument("--host")
 
     s = leaf(sub, "wol", cmd_wol, "send Wake-on-LAN to a host")

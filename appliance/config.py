@@ -295,12 +295,25 @@ SCHEMA = Section(
                 "kind": Key(one_of("local", "remote"), "local", "local: this router builds; remote: an SSH Nix builder."),
                 "uri": Key(check_opt_str, None, "Remote store URI, e.g. ssh-ng://nix@builder (kind remote)."),
                 "ssh_key": Key(check_opt_path, None, "SSH private key for the remote builder."),
+                "host_key": Key(check_opt_str, None, "The remote builder's SSH host public key (e.g. \"ssh-ed25519 AAAA...\"); null uses the system's known_hosts."),
                 "systems": Key(check_str_list, ["x86_64-linux"], "Systems the builder builds."),
                 "max_jobs": Key(int_range(1, 256), 1, "Builds run at once."),
                 "substituters": Key(check_str_list, [], "Extra binary caches."),
                 "trusted_public_keys": Key(check_str_list, [], "Keys of the extra binary caches."),
+                "keep_generations": Key(int_range(1, 1000), 10, "Generations kept per host (rows and GC roots); older ones are dropped."),
+                "flake_refresh_seconds": Key(int_range(0, 7 * 86400), 900, "How often the build worker evaluates every flake again; 0 never."),
             },
             "Where host systems are built.",
+        ),
+        "netboot": Section(
+            {
+                "cache_max_bytes": Key(int_range(1 << 20, 1 << 50), 20 << 30, "Size limit of state_dir/cpio-cache (per-store-path archives); least recently used go first."),
+                "zstd_level": Key(int_range(1, 19), 1, "zstd level of the per-store-path archives (1 is several times faster than 3 for nearly the same size)."),
+                "workers": Key(int_range(0, 256), 0, "Threads compressing archives; 0 means one per CPU."),
+                "wait_seconds": Key(int_range(0, 3600), 20, "How long an initrd request waits for missing archives before answering 'retry later'."),
+                "hydra_urls": Key(check_str_list, [], "Hydra instances the `hydra` boot dispatch may ask (base URLs); empty disables it."),
+            },
+            "Netboot images (per-store-path CPIO cache).",
         ),
         "nix": Section(
             {

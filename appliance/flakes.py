@@ -28,6 +28,7 @@ def validate_url(url: object) -> str:
 def _row(r: sqlite3.Row) -> dict[str, Any]:
     d = dict(r)
     d["configurations"] = json.loads(d.get("configurations") or "[]")
+    d["macs"] = json.loads(d.get("macs") or "{}")
     return d
 
 

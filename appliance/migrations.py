@@ -131,6 +131,11 @@ CREATE TABLE boot_tokens (
 );
 CREATE INDEX boot_tokens_host ON boot_tokens(host_id);
 """,
+    # issue 5: MACs each nixosConfiguration declares (config.nixie.netboot.macs),
+    # JSON {"configuration name": ["mac", ...]}
+    5: """
+ALTER TABLE flakes ADD COLUMN macs TEXT NOT NULL DEFAULT '{}';
+""",
     8: """
 CREATE TABLE net_transactions (
     id TEXT PRIMARY KEY,

@@ -115,6 +115,8 @@ def cleanup_stale() -> list[str]:
             pid = int(mark.read_text().strip())
             os.kill(pid, 0)
             continue
+        except FileNotFoundError:
+            continue  # its owner cleaned up while we looked
         except (ValueError, ProcessLookupError):
             pass
         except PermissionError:

@@ -101,7 +101,7 @@ def build_services(cfg: Config, store: Store, health) -> list[Any]:
     services.append(IdleService("tftp", "not built yet"))
     services.append(dns_service(cfg, backend) if cfg.dns.enable else None)
     services.append(IdleService("httpboot", "not built yet"))
-    services.append(IdleService("builder", "not built yet"))
+    services.append(_build_worker(cfg, store))
     app = create_app(WebContext(store=store, config=cfg, health=health, secret_key=secret_key(cfg)))
     services.append(WebService(app, cfg.web.listen))
     services.append(DiscoveryService(store, cfg.lan.interface))
@@ -109,6 +109,12 @@ def build_services(cfg: Config, store: Store, health) -> list[Any]:
     services.append(VpnService(cfg, store) if cfg.vpn.enable else None)
     services.append(FirewallService(cfg, store) if cfg.firewall.enable else None)
     return [s for s in services if s is not None]
+
+
+def _build_worker(cfg: Config, store: Store):
+    from .buildworker import BuildWorker
+
+    return BuildWorker(cfg, store)
 
 
 def write_status(store: Store, health: dict[str, Any], state: str = "running") -> None:

@@ -1,0 +1,74 @@
+"""`nixie build HOST --wait` against a running `nixie serve`: the builder
+service takes the queued build, runs the real nix, and the CLI sees the
+generation; a broken flake fails with Nix's message and keeps it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import uuid
+
+from appliance import labflake
+from appliance.netlab import Netns, bridge, wait_port
+from tests.conftest import ROOT, run_nixie
+from tests.nixlab import lab_config
+
+
+def test_build_wait_with_serve_running(tmp_path):
+    flake = labflake.materialise(tmp_path / "flake", release=f"serve-test {uuid.uuid4()}")
+    cfg_path, _cfg = lab_config(tmp_path)
+    with Netns() as ns:
+        bridge(ns, "br-lan", "10.77.0.1/24")
+        log = open(tmp_path / "serve.log", "w+")
+        proc = ns.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(cfg_path),
+                        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            assert wait_port(ns, "10.77.0.1", 8080, timeout=20), open(tmp_path / "serve.log").read()
+
+            def nixie(*args, timeout=120):
+                return run_nixie(*args, config=cfg_path, ns=ns, timeout=timeout)
+
+            assert nixie("flake", "add", str(flake)).returncode == 0
+            r = nixie("flake", "refresh", "--json")
+            assert r.returncode == 0, r.stderr
+            assert json.loads(r.stdout)[0]["configurations"] == ["demo", "demo2"]
+            assert nixie("host", "add", "demo", "--mac", "52:54:00:5e:00:01",
+                         "--flake", str(flake)).returncode == 0
+
+            r = nixie("build", "demo", "--wait", "--timeout", "120", "--json")
+            assert r.returncode == 0, r.stdout + r.stderr
+            b = json.loads(r.stdout)
+            assert b["status"] == "succeeded" and b["toplevel"].endswith("-nixos-system-demo")
+            host = json.loads(nixie("host", "show", "demo", "--json").stdout)
+            assert host["current_generation"] == 1
+            assert [g["toplevel"] for g in host["generations"]] == [b["toplevel"]]
+
+            labflake.break_flake(flake)
+            r = nixie("build", "demo", "--wait", "--timeout", "120", "--json")
+            assert r.returncode == 1
+            failed = json.loads(r.stdout)
+            assert failed["status"] == "failed" and "error:" in failed["error"]
+            host = json.loads(nixie("host", "show", "demo", "--json").stdout)
+            assert host["current_generation"] == 1
+
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_build_here_without_serve(tmp_path):
+    flake = labflake.materialise(tmp_path / "flake", release=f"here-test {uuid.uuid4()}")
+    cfg_path, _cfg = lab_config(tmp_path)
+    assert run_nixie("host", "add", "demo2", "--mac", "52:54:00:5e:00:02", "--flake", str(flake),
+                     config=cfg_path).returncode == 0
+    r = run_nixie("build", "demo2", "--here", "--json", config=cfg_path, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    b = json.loads(r.stdout)
+    assert b["status"] == "succeeded" and b["toplevel"].endswith("-nixos-system-demo2")
+    host = json.loads(run_nixie("host", "show", "demo2", "--json", config=cfg_path).stdout)
+    assert host["current_generation"] == 1

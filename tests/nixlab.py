@@ -1,0 +1,23 @@
+"""Helpers for tests that run the real `nix` (single-user, as root, offline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from appliance.config import example_config, load_config
+
+# what LAB.md says nix-bin needs on this machine (no nixbld group, no sandbox, offline)
+NIX_EXTRA = "build-users-group =\nsandbox = false\nsubstituters =\nwarn-dirty = false"
+
+
+def lab_config(tmp_path: Path, **builder) -> tuple[Path, object]:
+    """A config file for a router on 10.77.0.1/24 that builds with the real nix."""
+    cfg = example_config(state_dir=str(tmp_path / "state"), interface="br-lan")
+    cfg["dhcp"]["mode"] = "off"
+    cfg["dns"]["enable"] = False
+    cfg["nix"] = {"extra_config": NIX_EXTRA}
+    cfg["builder"] = {"kind": "local", "flake_refresh_seconds": 0, **builder}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    return path, load_config(path)
