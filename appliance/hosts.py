@@ -187,7 +187,13 @@ def list_hosts(conn: sqlite3.Connection, *, search: str | None = None, limit: in
     return [dict(r) | {"macs": macs.get(r["id"], [])} for r in rows]
 
 
-def count_hosts(conn: sqlite3.Connection) -> int:
+def count_hosts(conn: sqlite3.Connection, *, search: str | None = None) -> int:
+    if search:
+        pat = f"%{search.lower()}%"
+        return conn.execute(
+            "SELECT count(*) FROM hosts WHERE name LIKE ? OR id IN "
+            "(SELECT host_id FROM host_macs WHERE mac LIKE ?) OR ip LIKE ?", (pat, pat, pat)
+        ).fetchone()[0]
     return conn.execute("SELECT count(*) FROM hosts").fetchone()[0]
 
 
