@@ -37,7 +37,8 @@ def create_app(ctx: WebContext) -> Flask:
         SESSION_COOKIE_NAME="nixie_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),  # from login; not slid per request
+        SESSION_REFRESH_EACH_REQUEST=False,
         MAX_CONTENT_LENGTH=8 * 1024 * 1024,
         WTF_CSRF_CHECK_DEFAULT=False,  # security.guard() decides, so API tokens skip it
         WTF_CSRF_TIME_LIMIT=None,      # the token lives as long as the session

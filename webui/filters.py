@@ -72,12 +72,31 @@ def page_url(**changes: Any) -> str:
     return url_for(request.endpoint, **(request.view_args or {}), **args)
 
 
+NAV = [("dashboard.index", "Dashboard", "▦"), ("hosts.index", "Hosts", "▤"),
+       ("flakes.index", "Flakes", "❄"), ("builds.index", "Builds", "⚙"),
+       ("leases.index", "Leases", "⇄"), ("network.index", "Network", "⌁"),
+       ("events.index", "Events", "☰"), ("settings.index", "Settings", "✎"),
+       ("tokens.index", "API tokens", "◈")]
+
+
+def nav_links() -> list[tuple[str, str, str, str]]:
+    """(area, url, label, icon) of the sidebar, built once per app."""
+    from flask import current_app
+
+    links = current_app.extensions.get("nixie_nav")
+    if links is None:
+        links = [(ep.split(".")[0], url_for(ep), label, icon) for ep, label, icon in NAV]
+        current_app.extensions["nixie_nav"] = links
+    return links
+
+
 def init_app(app: Flask) -> None:
     app.jinja_env.filters["ts"] = ts
     app.jinja_env.filters["ago"] = ago
     app.jinja_env.filters["badge"] = lambda s: STATE_BADGE.get(str(s), "muted")
     app.jinja_env.filters["progress"] = progress_fraction
     app.jinja_env.globals["page_url"] = page_url
+    app.jinja_env.globals["nav_links"] = nav_links
 
     @app.context_processor
     def inject():
