@@ -27,6 +27,7 @@ from appliance import (
     nix,
     overview,
     settings,
+    wol,
 )
 from appliance.errors import InvalidInput
 
@@ -284,9 +285,8 @@ def set_host_generation(name: str):
        params=[NAME], response={"type": "object", "properties": {"host": STR, "macs": arr(STR)}},
        errors=(404, 502))
 def wake_host(name: str):
-    from .views.hosts import wake_host as wake
-
-    return jsonify({"host": name, "macs": wake(name)})
+    return jsonify({"host": name, "macs": wol.wake_host(conn(), name,
+                                                       interface=config().lan.interface)})
 
 
 @route("/hosts/<name>/builds", "POST", "Queue a build of the host", tag="builds", params=[NAME],

@@ -13,7 +13,7 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from appliance import apitokens, settings, users
-from appliance.errors import Conflict, InvalidInput, NixieError, NotFound
+from appliance.errors import NixieError
 
 from .context import conn
 
@@ -233,7 +233,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(NixieError)
     def nixie_error(e):
-        status = e.http_status if isinstance(e, NotFound | Conflict | InvalidInput) else 400
+        status = e.http_status
         if is_api():
             return api_error(status, str(e), getattr(e, "field", None))
         return render_template("error.html", code=status, title="That did not work",

@@ -114,23 +114,8 @@ def wake(name: str):
 
 
 def wake_host(name: str) -> list[str]:
-    """Send the magic packet to every MAC of the host on the LAN interface."""
-    c = conn()
-    h = hosts.get_host(c, name)
-    iface = config().lan.interface
-    for mac in h["macs"]:
-        try:
-            wol.send_magic_packet(mac, interface=iface)
-        except OSError as e:
-            events.record(c, "host.wol_failed", f"Wake-on-LAN to {mac} on {iface} failed: {e.strerror}",
-                          level="error", host_id=h["id"], mac=mac)
-            raise WakeFailed(f"Wake-on-LAN on {iface} failed: {e.strerror}") from None
-        events.record(c, "host.wol", f"Wake-on-LAN sent to {mac} on {iface}", host_id=h["id"], mac=mac)
-    return h["macs"]
-
-
-class WakeFailed(NixieError):
-    http_status = 502
+    """Wake-on-LAN on the LAN interface (of the effective config)."""
+    return wol.wake_host(conn(), name, interface=config().lan.interface)
 
 
 @bp.post("/<name>/build")
