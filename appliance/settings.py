@@ -97,19 +97,32 @@ def _field_of(key: str) -> str:
     return key.split("[", 1)[0]
 
 
+def _file_value(cfg: Config, key: str) -> Any:
+    node: Any = cfg.to_dict()
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
 def update(cfg: Config, conn: sqlite3.Connection, values: dict[str, Any],
            *, who: str | None = None) -> dict[str, Any]:
-    """Validate and store overrides, all or nothing. Returns the effective values."""
+    """Validate and store overrides, all or nothing. A value equal to the config
+    file's drops the override. Returns the effective values."""
     clean = validate(cfg, conn, values)
+    current = effective_values(cfg, conn)
+    changed = sorted(k for k, v in clean.items() if current.get(k) != v)
     with transaction(conn):
-        for key, value in clean.items():
-            conn.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
-                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                         (PREFIX + key, json.dumps(value)))
-        if clean:
+        for key in changed:
+            if clean[key] == _file_value(cfg, key):
+                conn.execute("DELETE FROM settings WHERE key = ?", (PREFIX + key,))
+            else:
+                conn.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
+                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                             (PREFIX + key, json.dumps(clean[key])))
+        if changed:
             events.record(conn, "settings.changed",
-                          f"settings changed{f' by {who}' if who else ''}: {', '.join(sorted(clean))}",
-                          data={"keys": sorted(clean)})
+                          f"settings changed{f' by {who}' if who else ''}: {', '.join(changed)}",
+                          data={"keys": changed})
     return effective_values(cfg, conn)
 
 

@@ -355,3 +355,13 @@ def test_events_filters_and_pages(client, web):
     page = client.get("/events/?kind=lease.bound").data.decode()
     assert "Older" in page and "host.booting</code>" not in page
     assert client.get("/api/v1/events?level=loud").status_code == 400
+
+
+def test_settings_store_only_what_differs_from_the_file(web):
+    _, store, cfg = web
+    conn = store.conn()
+    settings.update(cfg, conn, {"dhcp.lease_seconds": 600, "boot.menu": True})
+    assert settings.overrides(conn) == {"dhcp.lease_seconds": 600}  # boot.menu is the file's
+    settings.update(cfg, conn, {"dhcp.lease_seconds": cfg.dhcp.lease_seconds})
+    assert settings.overrides(conn) == {}
+    assert settings.effective_config(cfg, conn).dhcp.lease_seconds == cfg.dhcp.lease_seconds
