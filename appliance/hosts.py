@@ -310,3 +310,8 @@ def export_hosts(conn: sqlite3.Connection) -> str:
             "mode": h["mode"],
         }
     return json.dumps(out, indent=2, sort_keys=True) + "\n"
+
+
+def list_host_names(conn: sqlite3.Connection, *, limit: int = 1000) -> list[str]:
+    """Just the names, sorted (for pickers)."""
+    return [r[0] for r in conn.execute("SELECT name FROM hosts ORDER BY name LIMIT ?", (limit,))]

@@ -31,7 +31,7 @@ def index():
     host = (request.args.get("filter") or "").strip()[:63] or None
     return render_template("builds/index.html", form=form,
                            builds=builds.list_builds(conn(), host_name=host, limit=100),
-                           host_names=[h["name"] for h in hosts.list_hosts(conn(), limit=1000)],
+                           host_names=hosts.list_host_names(conn()),
                            filter=host), (400 if form.errors else 200)
 
 
