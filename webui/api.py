@@ -32,7 +32,7 @@ from appliance import (
 from appliance.errors import InvalidInput
 
 from .context import config, conn, ctx
-from .filters import progress_fraction
+from .filters import progress_fraction, progress_phase
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 ROUTES: list[dict[str, Any]] = []
@@ -171,6 +171,7 @@ SCHEMAS = {
     "BuildLog": {"type": "object", "required": ["offset", "text", "status"], "properties": {
         "offset": INT, "text": STR, "more": {"type": "boolean"}, "final": {"type": "boolean"},
         "status": STR, "progress": {"type": ["number", "null"], "description": "0..1"},
+        "phase": {"type": ["string", "null"], "description": "what the build is doing now"},
         "toplevel": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]}}},
     "Lease": {"type": "object", "properties": {
         "ip": STR, "mac": STR, "host": {"type": ["string", "null"]}, "hostname": {"type": ["string", "null"]},
@@ -411,6 +412,7 @@ def build_log(build_id: int):
             pass
     return jsonify({"offset": new_offset, "text": text, "more": more, "status": b["status"],
                     "final": b["status"] in builds.FINAL, "progress": progress_fraction(b["progress"]),
+                    "phase": progress_phase(b["progress"]),
                     "toplevel": b["toplevel"], "error": b["error"], "started_at": b["started_at"],
                     "finished_at": b["finished_at"]})
 

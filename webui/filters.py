@@ -43,8 +43,9 @@ def ago(t: float | None) -> str:
 
 
 def progress_fraction(progress: Any) -> float | None:
-    """0..1 from a build's progress JSON, whichever shape the worker writes
-    ({"percent": n}, {"done": n, "total": m}, {"built": n, "expected": m})."""
+    """0..1 from a build's progress JSON. The build worker writes
+    {"builds_done", "builds_expected", "paths_fetched", "paths_expected", ...};
+    {"percent": n} and {"done": n, "total": m} are understood too."""
     if isinstance(progress, str):
         try:
             progress = json.loads(progress)
@@ -52,12 +53,32 @@ def progress_fraction(progress: Any) -> float | None:
             return None
     if not isinstance(progress, dict):
         return None
-    if isinstance(progress.get("percent"), int | float):
-        return max(0.0, min(1.0, progress["percent"] / 100))
-    for done_k, total_k in (("done", "total"), ("built", "expected"), ("done", "expected")):
-        d, t = progress.get(done_k), progress.get(total_k)
-        if isinstance(d, int | float) and isinstance(t, int | float) and t > 0:
-            return max(0.0, min(1.0, d / t))
+
+    def num(k: str) -> float:
+        v = progress.get(k)
+        return v if isinstance(v, int | float) and not isinstance(v, bool) and v > 0 else 0
+
+    if num("percent") or progress.get("percent") == 0:
+        return max(0.0, min(1.0, num("percent") / 100))
+    done = num("builds_done") + num("paths_fetched") + num("done")
+    total = num("builds_expected") + num("paths_expected") + num("total")
+    if total > 0:
+        return max(0.0, min(1.0, done / total))
+    return None
+
+
+def progress_phase(progress: Any) -> str | None:
+    if isinstance(progress, str):
+        try:
+            progress = json.loads(progress)
+        except ValueError:
+            return None
+    if isinstance(progress, dict):
+        running = progress.get("running") or []
+        parts = [str(progress["phase"])] if progress.get("phase") else []
+        if isinstance(running, list) and running:
+            parts.append(str(running[-1]))
+        return " · ".join(parts) or None
     return None
 
 
@@ -95,6 +116,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["ago"] = ago
     app.jinja_env.filters["badge"] = lambda s: STATE_BADGE.get(str(s), "muted")
     app.jinja_env.filters["progress"] = progress_fraction
+    app.jinja_env.filters["phase"] = progress_phase
     app.jinja_env.globals["page_url"] = page_url
     app.jinja_env.globals["nav_links"] = nav_links
 

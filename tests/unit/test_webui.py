@@ -365,3 +365,16 @@ def test_settings_store_only_what_differs_from_the_file(web):
     settings.update(cfg, conn, {"dhcp.lease_seconds": cfg.dhcp.lease_seconds})
     assert settings.overrides(conn) == {}
     assert settings.effective_config(cfg, conn).dhcp.lease_seconds == cfg.dhcp.lease_seconds
+
+
+def test_progress_from_the_build_workers_json():
+    from webui.filters import progress_fraction, progress_phase
+
+    worker = {"builds_done": 1, "builds_expected": 2, "paths_fetched": 1, "paths_expected": 2,
+              "running": ["building '/nix/store/x-demo.drv'"], "phase": "buildPhase"}
+    assert progress_fraction(json.dumps(worker)) == 0.5
+    assert progress_fraction({"builds_done": 0, "builds_expected": 0}) is None
+    assert progress_fraction({"percent": 40}) == 0.4
+    assert progress_fraction({"done": 3, "total": 4}) == 0.75
+    assert progress_fraction("not json") is None and progress_fraction(None) is None
+    assert progress_phase(worker) == "buildPhase · building '/nix/store/x-demo.drv'"

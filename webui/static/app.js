@@ -49,7 +49,9 @@
           }
           if (bar && typeof d.progress === "number") {
             bar.value = Math.round(d.progress * 100);
-            if (barText) barText.textContent = Math.round(d.progress * 100) + " %";
+            if (barText) barText.textContent = Math.round(d.progress * 100) + " %" + (d.phase ? " · " + d.phase : "");
+          } else if (barText && d.phase) {
+            barText.textContent = d.phase;
           }
           setText("build-started", fmt(d.started_at));
           setText("build-finished", fmt(d.finished_at));
