@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,7 @@ FLAKE = r"""{
       system = "x86_64-linux";
       builder = "${bb}/bin/busybox";
       inherit bb;
+      nonce = "@NONCE@";  # a fresh derivation per run, so the build really runs
       args = [ "sh" "-c" ''
         set -e
         echo "building the demo system"
@@ -80,7 +82,7 @@ def flake_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("flake")
     (d / "bbdir" / "bin").mkdir(parents=True)
     shutil.copy(shutil.which("busybox") or "/bin/busybox", d / "bbdir" / "bin" / "busybox")
-    (d / "flake.nix").write_text(FLAKE)
+    (d / "flake.nix").write_text(FLAKE.replace("@NONCE@", uuid.uuid4().hex))
     return d
 
 
@@ -351,7 +353,7 @@ def test_build_page_follows_the_columns_the_worker_writes(page, server):
         conn.close()
 
 
-def test_build_and_follow_its_log(page, server):
+def test_build_and_follow_its_log(page, server, flake_dir):
     page.goto("/hosts/demo")
     page.click("button:has-text('Build now')")
     page.wait_for_url(re.compile(r"/builds/\d+$"))
@@ -377,3 +379,22 @@ def test_build_and_follow_its_log(page, server):
     assert page.get_attribute("#build-progress", "value") == "100"
     assert "/nix/store/" in page.inner_text("#build-toplevel")
     shot(page, "19-build-succeeded")
+    # the success is a generation of the host; a second build makes another, and the
+    # generation picker rolls the host back to the first
+    page.goto("/hosts/demo")
+    assert page.locator("#number option").count() == 1
+    flake = flake_dir / "flake.nix"  # a changed system, so a new generation
+    flake.write_text(re.sub(r'nonce = "[0-9a-f]+"', f'nonce = "{uuid.uuid4().hex}"', flake.read_text()))
+    page.click("button:has-text('Build now')")
+    page.wait_for_url(re.compile(r"/builds/\d+$"))
+    wait_js(page, "document.getElementById('build-status').dataset.status === 'succeeded'", timeout=180)
+    page.goto("/hosts/demo")
+    options = page.locator("#number option").all_inner_texts()
+    assert len(options) == 2, options
+    page.select_option("#number", label=options[-1])
+    page.click("button:has-text('Set as default')")
+    page.wait_for_selector(".flash-ok")
+    assert "now boots generation" in page.inner_text(".flash-ok")
+    assert "current" in page.inner_text("tr.current")
+    assert page.locator("tr.current td").first.inner_text().startswith(options[-1].lstrip("#"))
+    shot(page, "20-host-rolled-back")
