@@ -207,6 +207,10 @@ def safe_next(target: str | None) -> str | None:
 
 
 def add_headers(resp):
+    if request.method in UNSAFE_METHODS:  # this app changed something: fresh dashboard figures
+        from .views.dashboard import forget
+
+        forget()
     for k, v in HEADERS.items():
         resp.headers.setdefault(k, v)
     if behind_tls():

@@ -378,3 +378,12 @@ def test_progress_from_the_build_workers_json():
     assert progress_fraction({"done": 3, "total": 4}) == 0.75
     assert progress_fraction("not json") is None and progress_fraction(None) is None
     assert progress_phase(worker) == "buildPhase · building '/nix/store/x-demo.drv'"
+
+
+def test_dashboard_figures_refresh_after_a_change_through_the_app(client):
+    assert "No hosts yet" in client.get("/").data.decode()  # figures cached now
+    r = post_form(client, "/hosts/_new", {"name": "fresh1", "macs": "52:54:00:00:00:0f",
+                                          "flake": "/srv/fleet", "mode": "netboot"})
+    assert r.status_code == 302
+    page = client.get("/").data.decode()
+    assert "fresh1" in page and 'id="stat-hosts">1<' in page
