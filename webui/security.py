@@ -207,10 +207,10 @@ def safe_next(target: str | None) -> str | None:
 
 
 def add_headers(resp):
-    if request.method in UNSAFE_METHODS:  # this app changed something: fresh dashboard figures
-        from .views.dashboard import forget
+    if request.method in UNSAFE_METHODS:  # this app may have changed something
+        from .fragments import forget_all
 
-        forget()
+        forget_all()
     for k, v in HEADERS.items():
         resp.headers.setdefault(k, v)
     if behind_tls():

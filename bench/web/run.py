@@ -94,7 +94,7 @@ def login(host: str, port: int) -> str:
     return r.getheader("Set-Cookie").split(";")[0]
 
 
-def client_main(host: str, port: int, clients: int, requests: int) -> dict:
+def client_main(host: str, port: int, clients: int, requests: int, bust: bool = False) -> dict:
     cookies = [login(host, port) for _ in range(clients)]  # one session per client
     results: dict[str, list[float]] = {name: [] for name in PAGES}
     errors = [0]
@@ -113,6 +113,8 @@ def client_main(host: str, port: int, clients: int, requests: int) -> dict:
         barrier.wait()
         for _ in range(requests):
             name, path = rnd.choice(order)
+            if bust:  # a URL no one asked for yet: the shared fragment cache cannot answer
+                path += ("&" if "?" in path else "?") + f"_={rnd.getrandbits(48)}"
             t0 = time.perf_counter()
             conn.request("GET", path, headers={"Cookie": cookie})
             r = conn.getresponse()
@@ -162,9 +164,10 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--requests", type=int, default=60, help="per client")
     ap.add_argument("--client", nargs=2, metavar=("HOST", "PORT"), help=argparse.SUPPRESS)
+    ap.add_argument("--bust", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.client:  # the load generator, run inside the namespace
-        out = client_main(a.client[0], int(a.client[1]), a.clients, a.requests)
+        out = client_main(a.client[0], int(a.client[1]), a.clients, a.requests, a.bust)
         json.dump(out, sys.stdout)
         return 0
 
@@ -207,17 +210,20 @@ def main() -> int:
         if subprocess.call(argv(*probe)) != 0:
             print((tmp / "serve.log").read_text())
             return 1
-        def load(clients: int, requests: int) -> tuple[dict, float]:
+        def load(clients: int, requests: int, bust: bool = False) -> tuple[dict, float]:
             cpu0 = cpu_seconds(proc.pid)
             r = subprocess.run(argv(sys.executable, "-m", "bench.web.run", "--client", host, str(port),
-                                    "--clients", str(clients), "--requests", str(requests)),
+                                    "--clients", str(clients), "--requests", str(requests),
+                                    *(["--bust"] if bust else [])),
                                capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
             if r.returncode != 0:
                 raise RuntimeError(r.stderr)
             return json.loads(r.stdout), cpu_seconds(proc.pid) - cpu0
 
-        single, _ = load(1, 100)
-        out, cpu = load(a.clients, a.requests)
+        single, _ = load(1, 100, bust=True)
+        runs = [("pages as served (shared fragments at most 1 s old)", *load(a.clients, a.requests)),
+                ("every request rendered (unique URLs defeat the fragment cache)",
+                 *load(a.clients, a.requests, bust=True))]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -227,22 +233,25 @@ def main() -> int:
         log.close()
         if ns:
             ns.close()
-    total = sum(len(v) for v in out["results"].values())
-    print(f"{a.clients} concurrent clients, {total} requests in {out['wall']:.1f} s "
-          f"({total / out['wall']:.0f} pages/s), {out['errors']} errors; "
-          f"{'namespace ' + ns.name if ns else 'loopback'}")
-    print(f"server CPU per page under load: {cpu / total * 1000:.1f} ms "
-          f"(includes {a.clients} logins; load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
-    print("one client alone: " + ", ".join(
+    print(f"{'namespace ' + ns.name if ns else 'loopback'}; load average now "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (shared machine)")
+    print("one client alone, rendered each time: " + ", ".join(
         f"{name} p50 {pct(v, 50):.1f} ms" for name, v in single["results"].items()))
-    print(f"{'page':<14}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}   p99 / target ({TARGET_P99_MS:.0f} ms)")
-    worst = 0.0
-    for name, vals in out["results"].items():
-        p99 = pct(vals, 99)
-        worst = max(worst, p99)
-        print(f"{name:<14}{len(vals):>6}{pct(vals, 50):>9.1f}{p99:>9.1f}{max(vals) * 1000:>9.1f}   "
-              f"{p99 / TARGET_P99_MS:.2f}")
-    print(f"worst p99 {worst:.1f} ms: {'meets' if worst < TARGET_P99_MS else 'MISSES'} the target")
+    worst_all = 0.0
+    for title, out, cpu in runs:
+        total = sum(len(v) for v in out["results"].values())
+        print(f"\n{title}: {a.clients} concurrent clients (a session each), {total} requests in "
+              f"{out['wall']:.1f} s ({total / out['wall']:.0f} pages/s), {out['errors']} errors, "
+              f"server CPU {cpu / total * 1000:.1f} ms/page (with the logins)")
+        print(f"{'page':<14}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}   p99 / target ({TARGET_P99_MS:.0f} ms)")
+        worst = 0.0
+        for name, vals in out["results"].items():
+            p99 = pct(vals, 99)
+            worst = max(worst, p99)
+            print(f"{name:<14}{len(vals):>6}{pct(vals, 50):>9.1f}{p99:>9.1f}{max(vals) * 1000:>9.1f}   "
+                  f"{p99 / TARGET_P99_MS:.2f}")
+        print(f"worst p99 {worst:.1f} ms: {'meets' if worst < TARGET_P99_MS else 'MISSES'} the target")
+        worst_all = max(worst_all, worst)
     return 0
 
 

@@ -1,53 +1,27 @@
 """The dashboard: counters, hosts by state, recent boots, the build queue, service health.
 
-Its figures are computed at most once a second for all viewers (a wall screen
-or many admins polling it cost one set of queries), so they may be up to 1 s old.
-"""
+Its body is a shared fragment (webui/fragments.py): at most a second old."""
 
 from __future__ import annotations
 
-import threading
-import time
-
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, render_template, request
 
 from appliance import overview
 
+from .. import fragments
 from ..context import conn, ctx
 
 bp = Blueprint("dashboard", __name__)
-FRESH_SECONDS = 1.0
-_lock = threading.Lock()
 
 
-def _cache() -> dict:
-    return current_app.extensions.setdefault("nixie_dashboard", {"at": 0.0, "data": None})
-
-
-def figures() -> dict:
-    cache = _cache()
-    with _lock:
-        if cache["data"] is not None and time.monotonic() - cache["at"] < FRESH_SECONDS:
-            return cache["data"]
+def _body() -> str:
     c = conn()
-    data = {
-        "counters": overview.counters(c),
-        "hosts": overview.active_hosts(c),
-        "boots": overview.recent_boots(c),
-        "queue": overview.build_queue(c),
-        "recent": overview.recent_events(c),
-    }
-    with _lock:
-        cache.update(at=time.monotonic(), data=data)
-    return data
-
-
-def forget() -> None:
-    """Drop the cached figures (after this app changed something)."""
-    with _lock:
-        _cache()["data"] = None
+    return render_template("_dashboard_body.html", health=ctx().health(),
+                           counters=overview.counters(c), hosts=overview.active_hosts(c),
+                           boots=overview.recent_boots(c), queue=overview.build_queue(c),
+                           recent=overview.recent_events(c))
 
 
 @bp.get("/")
 def index():
-    return render_template("dashboard.html", health=ctx().health(), **figures())
+    return render_template("dashboard.html", body=fragments.cached(request.full_path, _body))

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, flash, redirect, render_template, request
 from appliance import builds, events, flakes, generations, hosts, wol
 from appliance.errors import NixieError
 
+from .. import fragments
 from ..context import config, conn
 from ..forms import ActionForm, GenerationForm, HostForm, ImportForm
 from .common import PAGE_SIZE, attach_error, page_arg
@@ -20,12 +21,16 @@ FIELDS = {"mac": "macs"}
 def index():
     q = (request.args.get("q") or "").strip()[:100]
     page = page_arg(request.args.get("page"))
-    c = conn()
-    total = hosts.count_hosts(c, search=q or None)
-    rows = hosts.list_hosts(c, search=q or None, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
-    pages = max(1, -(-total // PAGE_SIZE))
-    return render_template("hosts/index.html", hosts=rows, q=q, page=page, pages=pages,
-                           total=total, import_form=ImportForm(), action=ActionForm())
+
+    def table() -> str:
+        c = conn()
+        total = hosts.count_hosts(c, search=q or None)
+        rows = hosts.list_hosts(c, search=q or None, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+        return render_template("hosts/_table.html", hosts=rows, q=q, page=page, total=total,
+                               pages=max(1, -(-total // PAGE_SIZE)))
+
+    return render_template("hosts/index.html", q=q, import_form=ImportForm(),
+                           table=fragments.cached(request.full_path, table))
 
 
 def _flake_choices():
