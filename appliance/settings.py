@@ -109,21 +109,26 @@ def update(cfg: Config, conn: sqlite3.Connection, values: dict[str, Any],
     """Validate and store overrides, all or nothing. A value equal to the config
     file's drops the override. Returns the effective values."""
     clean = validate(cfg, conn, values)
+    with transaction(conn):
+        _store(cfg, conn, clean, who)
+    return effective_values(cfg, conn)
+
+
+def _store(cfg: Config, conn: sqlite3.Connection, clean: dict[str, Any], who: str | None) -> None:
+    """Write checked values inside the caller's transaction."""
     current = effective_values(cfg, conn)
     changed = sorted(k for k, v in clean.items() if current.get(k) != v)
-    with transaction(conn):
-        for key in changed:
-            if clean[key] == _file_value(cfg, key):
-                conn.execute("DELETE FROM settings WHERE key = ?", (PREFIX + key,))
-            else:
-                conn.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
-                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                             (PREFIX + key, json.dumps(clean[key])))
-        if changed:
-            events.record(conn, "settings.changed",
-                          f"settings changed{f' by {who}' if who else ''}: {', '.join(changed)}",
-                          data={"keys": changed})
-    return effective_values(cfg, conn)
+    for key in changed:
+        if clean[key] == _file_value(cfg, key):
+            conn.execute("DELETE FROM settings WHERE key = ?", (PREFIX + key,))
+        else:
+            conn.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                         (PREFIX + key, json.dumps(clean[key])))
+    if changed:
+        events.record(conn, "settings.changed",
+                      f"settings changed{f' by {who}' if who else ''}: {', '.join(changed)}",
+                      data={"keys": changed})
 
 
 def is_setup_complete(conn: sqlite3.Connection) -> bool:
@@ -132,21 +137,23 @@ def is_setup_complete(conn: sqlite3.Connection) -> bool:
 
 def complete_setup(cfg: Config, conn: sqlite3.Connection, *, username: str, password: str,
                    values: dict[str, Any]) -> int:
-    """The setup wizard: first admin user plus the network/builder answers, at once.
+    """The setup wizard: the first admin user plus the network/builder answers, in one
+    transaction (two browsers racing through the wizard cannot both win).
 
     Raises Conflict when setup was already done, InvalidInput for a bad answer
     (nothing is stored then)."""
     from . import users
     from .errors import Conflict
 
-    if is_setup_complete(conn) or users.count_users(conn):
-        raise Conflict("setup is already complete")
     clean = validate(cfg, conn, values)
     users.check_new_user(username, password)
-    uid = users.create_user(conn, username, password)
-    update(cfg, conn, clean, who=username)
+    pw_hash = users.hash_password(password)
     with transaction(conn):
-        conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+        if is_setup_complete(conn) or users.count_users(conn):
+            raise Conflict("setup is already complete")
+        uid = users.insert_user(conn, username, pw_hash)
+        _store(cfg, conn, clean, username)
+        conn.execute("INSERT INTO settings (key, value) VALUES (?, ?)",
                      (SETUP_KEY, json.dumps({"at": now(), "by": username})))
         events.record(conn, "setup.completed", f"setup wizard completed by {username}")
     return uid

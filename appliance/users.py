@@ -29,13 +29,22 @@ def check_new_user(username: str, password: str) -> None:
 
 def create_user(conn: sqlite3.Connection, username: str, password: str) -> int:
     check_new_user(username, password)
-    pw_hash = _hasher.hash(password)
+    pw_hash = hash_password(password)
     with transaction(conn):
-        if conn.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone():
-            raise Conflict(f"user {username} already exists")
-        uid = conn.execute("INSERT INTO users (username, password_hash, created_at) VALUES (?,?,?)",
-                           (username, pw_hash, now())).lastrowid
-        events.record(conn, "user.created", f"user {username} created")
+        return insert_user(conn, username, pw_hash)
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def insert_user(conn: sqlite3.Connection, username: str, pw_hash: str) -> int:
+    """Add a checked user inside the caller's transaction."""
+    if conn.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone():
+        raise Conflict(f"user {username} already exists")
+    uid = conn.execute("INSERT INTO users (username, password_hash, created_at) VALUES (?,?,?)",
+                       (username, pw_hash, now())).lastrowid
+    events.record(conn, "user.created", f"user {username} created")
     return uid
 
 

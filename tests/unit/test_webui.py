@@ -387,3 +387,26 @@ def test_dashboard_figures_refresh_after_a_change_through_the_app(client):
     assert r.status_code == 302
     page = client.get("/").data.decode()
     assert "fresh1" in page and 'id="stat-hosts">1<' in page
+
+
+def test_setup_wizard_runs_once_even_when_raced(web):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from appliance.db import connect
+    from appliance.errors import Conflict
+
+    _, store, cfg = web
+
+    def attempt(name):
+        conn = connect(store.path, migrate=False)
+        try:
+            return settings.complete_setup(cfg, conn, username=name, password=PASSWORD, values={})
+        except Conflict:
+            return None
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(attempt, ["alice", "bob", "carol", "dave"]))
+    assert sum(r is not None for r in results) == 1
+    assert users.count_users(store.conn()) == 1
