@@ -132,7 +132,10 @@ def _store(cfg: Config, conn: sqlite3.Connection, clean: dict[str, Any], who: st
 
 
 def is_setup_complete(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM settings WHERE key = ?", (SETUP_KEY,)).fetchone() is not None
+    """The wizard ran, or an admin was made another way (`nixie admin create-user`:
+    a headless install keeps the config file's answers and skips the wizard)."""
+    return (conn.execute("SELECT 1 FROM settings WHERE key = ?", (SETUP_KEY,)).fetchone() is not None
+            or conn.execute("SELECT 1 FROM users LIMIT 1").fetchone() is not None)
 
 
 def complete_setup(cfg: Config, conn: sqlite3.Connection, *, username: str, password: str,

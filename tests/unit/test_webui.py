@@ -410,3 +410,14 @@ def test_setup_wizard_runs_once_even_when_raced(web):
         results = list(pool.map(attempt, ["alice", "bob", "carol", "dave"]))
     assert sum(r is not None for r in results) == 1
     assert users.count_users(store.conn()) == 1
+
+
+def test_an_admin_made_with_the_cli_skips_the_wizard(web):
+    app, store, _ = web
+    users.create_user(store.conn(), "ops", PASSWORD)  # what `nixie admin create-user` does
+    c = app.test_client()
+    r = c.get("/hosts/")
+    assert r.status_code == 302 and "/login" in r.headers["Location"]
+    assert c.get("/setup").status_code == 302
+    r = post_form(c, "/login", {"username": "ops", "password": PASSWORD})
+    assert r.status_code == 302 and c.get("/hosts/").status_code == 200
