@@ -240,8 +240,8 @@ def init_app(app: Flask) -> None:
         status = e.http_status
         if is_api():
             return api_error(status, str(e), getattr(e, "field", None))
-        return render_template("error.html", code=status, title="That did not work",
-                               message=str(e)), status
+        title = {404: "Not found", 409: "Already there"}.get(status, "That did not work")
+        return render_template("error.html", code=status, title=title, message=str(e)), status
 
     @app.errorhandler(404)
     def not_found(e):

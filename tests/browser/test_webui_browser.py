@@ -299,6 +299,9 @@ def test_every_page(page, server):
     req = urllib.request.Request(server["base"] + "/api/v1/hosts/demo",
                                  headers={"Authorization": f"Bearer {secret}"})
     assert json.loads(urllib.request.urlopen(req, timeout=5).read())["macs"] == [MAC]
+    resp = page.goto("/hosts/no-such-host")
+    assert resp.status == 404 and "no host named" in page.inner_text("main")
+    shot(page, "14b-not-found")
     # narrow screen: the layout folds its menu
     page.set_viewport_size({"width": 420, "height": 900})
     page.goto("/")
