@@ -45,3 +45,43 @@ def recent(conn: sqlite3.Connection, *, limit: int = 100, host_id: int | None = 
         d["data"] = json.loads(d["data"]) if d["data"] else None
         out.append(d)
     return out
+
+
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def search(conn: sqlite3.Connection, *, kind: str | None = None, host_id: int | None = None,
+           level: str | None = None, before_id: int | None = None,
+           limit: int = 50) -> list[dict[str, Any]]:
+    """Newest first, filtered; page on with `before_id` = the last id seen.
+    `kind` is exact or a `prefix*`; `level` keeps that level and above."""
+    where, args = [], []
+    if level:
+        if level not in LEVELS:
+            from .errors import InvalidInput
+
+            raise InvalidInput(f"level must be one of {', '.join(LEVELS)}", field="level")
+        wanted = LEVELS[LEVELS.index(level):]
+        where.append(f"e.level IN ({','.join('?' * len(wanted))})")
+        args += wanted
+    if host_id is not None:
+        where.append("e.host_id = ?")
+        args.append(host_id)
+    if kind:
+        if kind.endswith("*"):
+            where.append("e.kind LIKE ?")
+            args.append(kind[:-1].replace("%", "").replace("_", "") + "%")
+        else:
+            where.append("e.kind = ?")
+            args.append(kind)
+    if before_id is not None:
+        where.append("e.id < ?")
+        args.append(before_id)
+    sql = ("SELECT e.*, h.name AS host FROM events e LEFT JOIN hosts h ON h.id = e.host_id"
+           + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY e.id DESC LIMIT ?")
+    out = []
+    for r in conn.execute(sql, (*args, max(1, min(int(limit), 500)))):
+        d = dict(r)
+        d["data"] = json.loads(d["data"]) if d["data"] else None
+        out.append(d)
+    return out

@@ -187,7 +187,13 @@ def list_hosts(conn: sqlite3.Connection, *, search: str | None = None, limit: in
     return [dict(r) | {"macs": macs.get(r["id"], [])} for r in rows]
 
 
-def count_hosts(conn: sqlite3.Connection) -> int:
+def count_hosts(conn: sqlite3.Connection, *, search: str | None = None) -> int:
+    if search:
+        pat = f"%{search.lower()}%"
+        return conn.execute(
+            "SELECT count(*) FROM hosts WHERE name LIKE ? OR id IN "
+            "(SELECT host_id FROM host_macs WHERE mac LIKE ?) OR ip LIKE ?", (pat, pat, pat)
+        ).fetchone()[0]
     return conn.execute("SELECT count(*) FROM hosts").fetchone()[0]
 
 
@@ -304,3 +310,8 @@ def export_hosts(conn: sqlite3.Connection) -> str:
             "mode": h["mode"],
         }
     return json.dumps(out, indent=2, sort_keys=True) + "\n"
+
+
+def list_host_names(conn: sqlite3.Connection, *, limit: int = 1000) -> list[str]:
+    """Just the names, sorted (for pickers)."""
+    return [r[0] for r in conn.execute("SELECT name FROM hosts ORDER BY name LIMIT ?", (limit,))]

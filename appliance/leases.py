@@ -28,3 +28,10 @@ def list_leases(conn: sqlite3.Connection, *, include_expired: bool = False,
             d["state"] = "expired"
         out.append(d)
     return out
+
+
+def count_leases(conn: sqlite3.Connection, *, include_expired: bool = False) -> int:
+    if include_expired:
+        return conn.execute("SELECT count(*) FROM leases").fetchone()[0]
+    return conn.execute("SELECT count(*) FROM leases WHERE state = 'bound' AND expires > ?",
+                        (now(),)).fetchone()[0]

@@ -18,18 +18,33 @@ _USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 MIN_PASSWORD = 8
 
 
-def create_user(conn: sqlite3.Connection, username: str, password: str) -> int:
-    if not _USERNAME.match(username or ""):
-        raise InvalidInput(f"{username!r} is not a valid user name", field="username")
-    if len(password or "") < MIN_PASSWORD:
+def check_new_user(username: str, password: str) -> None:
+    """InvalidInput (with the field) unless the name and password are acceptable."""
+    if not isinstance(username, str) or not _USERNAME.match(username):
+        raise InvalidInput(f"{username!r} is not a valid user name (lower-case letters, digits, "
+                           "'_', '.', '-'; at most 32)", field="username")
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
         raise InvalidInput(f"the password needs at least {MIN_PASSWORD} characters", field="password")
-    pw_hash = _hasher.hash(password)
+
+
+def create_user(conn: sqlite3.Connection, username: str, password: str) -> int:
+    check_new_user(username, password)
+    pw_hash = hash_password(password)
     with transaction(conn):
-        if conn.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone():
-            raise Conflict(f"user {username} already exists")
-        uid = conn.execute("INSERT INTO users (username, password_hash, created_at) VALUES (?,?,?)",
-                           (username, pw_hash, now())).lastrowid
-        events.record(conn, "user.created", f"user {username} created")
+        return insert_user(conn, username, pw_hash)
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def insert_user(conn: sqlite3.Connection, username: str, pw_hash: str) -> int:
+    """Add a checked user inside the caller's transaction."""
+    if conn.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone():
+        raise Conflict(f"user {username} already exists")
+    uid = conn.execute("INSERT INTO users (username, password_hash, created_at) VALUES (?,?,?)",
+                       (username, pw_hash, now())).lastrowid
+    events.record(conn, "user.created", f"user {username} created")
     return uid
 
 
@@ -59,3 +74,9 @@ def count_users(conn: sqlite3.Connection) -> int:
 
 
 
+
+
+def get_user(conn: sqlite3.Connection, user_id: int) -> dict | None:
+    row = conn.execute("SELECT id, username, role, created_at, last_login FROM users WHERE id = ?",
+                       (user_id,)).fetchone()
+    return dict(row) if row else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+from .errors import NixieError
 from .macs import mac_to_bytes, normalize_mac
 
 
@@ -32,3 +33,28 @@ def send_magic_packet(mac: str, *, interface: str | None = None, broadcast: str 
             s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
         s.sendto(payload, (broadcast, port))
     return payload
+
+
+def wake_host(conn, name: str, *, interface: str | None,
+              broadcast: str = "255.255.255.255") -> list[str]:
+    """Send the magic packet to every MAC of host `name` on `interface`, each an event.
+    Raises NotFound for an unknown host, WakeFailed when the kernel refuses to send."""
+    from . import events, hosts
+
+    h = hosts.get_host(conn, name)
+    for mac in h["macs"]:
+        try:
+            send_magic_packet(mac, interface=interface, broadcast=broadcast)
+        except OSError as e:
+            events.record(conn, "host.wol_failed",
+                          f"Wake-on-LAN to {mac} on {interface or 'default route'} failed: {e.strerror}",
+                          level="error", host_id=h["id"], mac=mac)
+            raise WakeFailed(f"Wake-on-LAN on {interface or 'the default route'} failed: "
+                             f"{e.strerror}") from None
+        events.record(conn, "host.wol", f"Wake-on-LAN sent to {mac} on {interface or 'default route'}",
+                      host_id=h["id"], mac=mac)
+    return h["macs"]
+
+
+class WakeFailed(NixieError):
+    http_status = 502

@@ -1,9 +1,15 @@
-"""Flask application factory. Everything the app needs comes in through `WebContext`."""
+"""Flask application factory. Everything the app needs comes in through `WebContext`.
+
+Blueprints, one per area, live in `webui/views/`; forms in `webui/forms.py`;
+the REST API (with its OpenAPI document) in `webui/api.py`; authentication,
+the first-run gate, CSRF and security headers in `webui/security.py`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask, jsonify
@@ -22,8 +28,22 @@ class WebContext:
 
 
 def create_app(ctx: WebContext) -> Flask:
+    from . import api, filters, security
+    from .views import ALL_BLUEPRINTS
+
     app = Flask(__name__)
-    app.config["SECRET_KEY"] = ctx.secret_key or b"dev-only"
+    app.config.update(
+        SECRET_KEY=ctx.secret_key or b"dev-only",
+        SESSION_COOKIE_NAME="nixie_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),  # from login; not slid per request
+        SESSION_REFRESH_EACH_REQUEST=False,
+        MAX_CONTENT_LENGTH=8 * 1024 * 1024,
+        WTF_CSRF_CHECK_DEFAULT=False,  # security.guard() decides, so API tokens skip it
+        WTF_CSRF_TIME_LIMIT=None,      # the token lives as long as the session
+        JSON_SORT_KEYS=False,
+    )
     app.extensions["nixie"] = ctx
 
     @app.get("/healthz")
@@ -31,4 +51,9 @@ def create_app(ctx: WebContext) -> Flask:
         h = ctx.health()
         return jsonify(h), (200 if h.get("ok") else 503)
 
+    security.init_app(app)
+    filters.init_app(app)
+    for bp in ALL_BLUEPRINTS:
+        app.register_blueprint(bp)
+    app.register_blueprint(api.bp)
     return app

@@ -1,0 +1,403 @@
+"""The admin UI in the real Chromium against the real `nixie serve` on loopback:
+setup wizard, login, a flake evaluated by the real `nix`, a host bound to one of
+its configurations, a build followed live, and a screenshot of every page
+(test-artifacts/screenshots/)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from appliance.config import example_config
+from tests.conftest import ROOT
+
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+PASSWORD = "browser-test-pw-1"
+MAC = "52:54:00:7e:57:01"
+HAVE_BUILD_WORKER = importlib.util.find_spec("appliance.buildworker") is not None
+NIX_TEST_CONFIG = "build-users-group =\nsandbox = false\nsubstituters ="
+
+FLAKE = r"""{
+  outputs = { self }: let
+    bb = builtins.path { path = ./bbdir; name = "busybox"; };
+    toplevel = derivation {
+      name = "nixos-system-demo";
+      system = "x86_64-linux";
+      builder = "${bb}/bin/busybox";
+      inherit bb;
+      nonce = "@NONCE@";  # a fresh derivation per run, so the build really runs
+      args = [ "sh" "-c" ''
+        set -e
+        echo "building the demo system"
+        $bb/bin/busybox mkdir -p $out
+        $bb/bin/busybox echo kernel > $out/kernel
+        $bb/bin/busybox echo initrd > $out/initrd
+        $bb/bin/busybox printf '#!%s/bin/busybox sh\n' $bb > $out/init
+        $bb/bin/busybox chmod +x $out/init
+        $bb/bin/busybox echo "console=ttyS0" > $out/kernel-params
+        echo "done"
+      '' ];
+    };
+  in {
+    nixosConfigurations.demo = { config.system.build.toplevel = toplevel; };
+  };
+}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return True
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+@pytest.fixture(scope="module")
+def flake_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("flake")
+    (d / "bbdir" / "bin").mkdir(parents=True)
+    shutil.copy(shutil.which("busybox") or "/bin/busybox", d / "bbdir" / "bin" / "busybox")
+    (d / "flake.nix").write_text(FLAKE.replace("@NONCE@", uuid.uuid4().hex))
+    return d
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`nixie serve` on loopback ports of its own, with a fresh state dir."""
+    if not shutil.which("nix"):
+        pytest.skip("nix is not installed")
+    tmp = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    cfg = example_config(state_dir=str(tmp / "state"), interface="lo", address="127.0.0.1/8")
+    cfg["dhcp"].update(mode="off", range=["127.0.0.100", "127.0.0.199"])
+    cfg["dns"]["enable"] = False
+    cfg["tftp"]["listen"] = [f"127.0.0.1:{free_port()}"]
+    cfg["boot"]["http_listen"] = f"127.0.0.1:{free_port()}"
+    cfg["web"]["listen"] = [f"127.0.0.1:{port}"]
+    cfg["nix"] = {"extra_config": NIX_TEST_CONFIG}
+    path = tmp / "config.json"
+    path.write_text(json.dumps(cfg))
+    log = open(tmp / "serve.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "serve", "--config", str(path)],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_http(base + "/healthz"), (tmp / "serve.log").read_text()
+        yield {"base": base, "log": tmp / "serve.log", "proc": proc, "tmp": tmp,
+               "db": tmp / "state" / "nixie.db"}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path="/usr/bin/chromium",
+                               args=["--headless", "--no-sandbox", "--disable-gpu",
+                                     "--disable-background-networking"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(base_url=server["base"], viewport={"width": 1360, "height": 900})
+    p = context.new_page()
+    p.set_default_timeout(20_000)
+    problems: list[str] = []
+    p.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    p.on("pageerror", lambda e: problems.append(str(e)))
+    p.problems = problems
+    try:
+        yield p
+    finally:
+        context.close()
+
+
+def wait_js(page, expression: str, timeout: float = 20) -> None:
+    """Poll a JS expression from here (the page's CSP forbids the eval that
+    page.wait_for_function needs)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.1)
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_wizard_then_login(page, server):
+    page.goto("/hosts/")
+    assert page.url.endswith("/setup")
+    shot(page, "01-setup")
+    # a wrong answer comes back with the field's error and the input kept
+    page.fill("#username", "admin")
+    page.fill("#password", PASSWORD)
+    page.fill("#password2", PASSWORD)
+    page.fill("#lan_interface", "lo")
+    page.select_option("#dhcp_mode", "authoritative")
+    page.fill("#dhcp_first", "10.1.2.3")
+    page.fill("#dhcp_last", "127.0.0.199")
+    page.click("button[type=submit]")
+    assert "outside the LAN network" in page.inner_text(".has-error")
+    assert page.input_value("#dhcp_first") == "10.1.2.3"
+    shot(page, "02-setup-error")
+    page.fill("#password", PASSWORD)
+    page.fill("#password2", PASSWORD)
+    page.fill("#dhcp_first", "127.0.0.100")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/\?welcome=1$"))
+    assert "Setup complete" in page.inner_text("main")
+    # log out, then in again
+    page.click("text=Log out")
+    page.wait_for_url(re.compile(r"/login"))
+    shot(page, "03-login")
+    page.fill("#username", "admin")
+    page.fill("#password", "not-the-password")
+    page.click("button[type=submit]")
+    assert "Wrong user name or password" in page.inner_text("form")
+    assert page.input_value("#username") == "admin"
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:has-text('Dashboard')")
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    assert cookies["nixie_session"]["httpOnly"] and cookies["nixie_session"]["sameSite"] == "Lax"
+
+
+def test_add_flake_evaluated_by_nix(page, flake_dir):
+    page.goto("/flakes/")
+    page.fill("#url", f"path:{flake_dir}")
+    page.click("button:has-text('Add and evaluate')")
+    page.wait_for_selector(".flake")
+    card = page.inner_text(".flake")
+    assert f"path:{flake_dir}" in card
+    assert "demo" in card and "Last refresh failed" not in card, card
+    assert "1 configuration(s) found" in page.inner_text(".flash")
+    shot(page, "04-flakes")
+    # refresh with the button: real nix again
+    page.click(".flake button:has-text('Refresh')")
+    page.wait_for_selector(".flash-ok")
+    assert "demo" in page.inner_text(".flake table")
+
+
+def test_bind_host_from_flake(page, flake_dir):
+    page.goto("/flakes/")
+    page.click("a:has-text('Bind a host')")
+    page.wait_for_url(re.compile(r"/hosts/_new"))
+    assert page.input_value("#name") == "demo"
+    assert page.input_value("#attr") == "nixosConfigurations.demo"
+    page.fill("#macs", "not-a-mac")
+    page.click("button:has-text('Add host')")
+    assert page.locator(".has-error").count() == 1
+    assert page.input_value("#macs") == "not-a-mac"
+    assert page.input_value("#flake") == f"path:{flake_dir}"
+    shot(page, "05-host-form-error")
+    page.fill("#macs", MAC)
+    page.click("button:has-text('Add host')")
+    page.wait_for_url(re.compile(r"/hosts/demo$"))
+    assert MAC in page.inner_text("main")
+    assert "host.added" in page.inner_text(".timeline")
+    # Wake-on-LAN (out on loopback, the test config's LAN interface)
+    page.click("button:has-text('Wake-on-LAN')")
+    page.wait_for_selector(".flash-ok")
+    assert MAC in page.inner_text(".flash-ok")
+    assert "host.wol" in page.inner_text(".timeline")
+    shot(page, "06-host")
+    page.click("a:has-text('Edit')")
+    page.select_option("#mode", "install")
+    page.click("button:has-text('Save')")
+    page.wait_for_url(re.compile(r"/hosts/demo$"))
+    assert "install" in page.inner_text(".props")
+
+
+def test_every_page(page, server):
+    page.goto("/")
+    assert page.locator(".stat").count() >= 6
+    assert "demo" in page.inner_text(".host-tiles")
+    shot(page, "07-dashboard")
+    page.goto("/hosts/")
+    assert "demo" in page.inner_text("#hosts-table")
+    shot(page, "08-hosts")
+    page.fill(".toolbar input[name=q]", "7e:57")
+    page.click(".toolbar button:has-text('Search')")
+    assert page.locator("#hosts-table tbody tr").count() == 1
+    page.goto("/hosts/demo/edit")
+    shot(page, "09-host-edit")
+    with page.expect_download() as dl:
+        page.goto("/hosts/")
+        page.click("a:has-text('Export hosts.json')")
+    exported = json.loads(Path(dl.value.path()).read_text())
+    assert exported["demo"]["mac_address"] == MAC
+    for view in ("active", "all", "reservations"):
+        page.goto(f"/leases/?view={view}")
+        page.wait_for_selector("h1:has-text('Leases')")
+        shot(page, f"10-leases-{view}")
+    assert "demo" in page.inner_text("main")  # reservations list the bound host
+    page.goto("/network/")
+    assert "lo" in page.inner_text("#interfaces-table")
+    assert "LAN" in page.inner_text("#interfaces-table")
+    shot(page, "11-network")
+    page.goto("/settings/")
+    page.fill("#builder_substituters", "https://cache.example.org")
+    page.fill("#dhcp_lease_seconds", "10")
+    page.click("button:has-text('Save settings')")
+    assert page.locator(".has-error").count() == 1
+    assert page.input_value("#builder_substituters") == "https://cache.example.org"
+    page.fill("#dhcp_lease_seconds", "7200")
+    page.click("button:has-text('Save settings')")
+    page.wait_for_selector(".flash-ok")
+    assert page.input_value("#dhcp_lease_seconds") == "7200"
+    shot(page, "12-settings")
+    page.goto("/events/?kind=host.*")
+    assert "host.added" in page.inner_text("#events-table")
+    shot(page, "13-events")
+    page.goto("/tokens/")
+    page.fill("#name", "ci")
+    page.click("button:has-text('Create token')")
+    secret = page.inner_text("#new-token").strip()
+    assert secret.startswith("nxt_")
+    shot(page, "14-tokens")
+    # the token works against the API of the same server
+    req = urllib.request.Request(server["base"] + "/api/v1/hosts/demo",
+                                 headers={"Authorization": f"Bearer {secret}"})
+    assert json.loads(urllib.request.urlopen(req, timeout=5).read())["macs"] == [MAC]
+    resp = page.goto("/hosts/no-such-host")
+    assert resp.status == 404 and "no host named" in page.inner_text("main")
+    shot(page, "14b-not-found")
+    # narrow screen: the layout folds its menu
+    page.set_viewport_size({"width": 420, "height": 900})
+    page.goto("/")
+    assert not page.is_visible("#sidebar a:has-text('Hosts')")
+    page.click(".nav-toggle")
+    page.wait_for_selector("#sidebar.open")
+    shot(page, "15-dashboard-mobile")
+    page.set_viewport_size({"width": 1360, "height": 900})
+    assert not [m for m in page.problems if "Content Security Policy" in m or "Refused" in m], \
+        page.problems
+
+
+def test_build_page_follows_the_columns_the_worker_writes(page, server):
+    """The build page's live log and progress bar, driven through the contract with the
+    build worker (issue 5): it appends `builds.log_path` and updates `status`,
+    `progress`, `toplevel`. The row is inserted as already running, so a real worker
+    (when merged) leaves it alone."""
+    from appliance.db import connect, now
+
+    conn = connect(server["db"], migrate=False)
+    log = server["tmp"] / "contract-build.log"
+    log.write_text("")
+    host_id = conn.execute("SELECT id FROM hosts WHERE name = 'demo'").fetchone()[0]
+    build_id = conn.execute(
+        "INSERT INTO builds (host_id, host_name, flake, attr, status, log_path, progress, queued_at, "
+        "started_at) VALUES (?, 'demo', 'path:/x', 'nixosConfigurations.demo', 'running', ?, ?, ?, ?)",
+        (host_id, str(log), json.dumps({"builds_done": 0, "builds_expected": 4, "phase": "unpackPhase"}),
+         now(), now())).lastrowid
+    try:
+        page.goto(f"/builds/{build_id}")
+        page.wait_for_selector("#build-status[data-status=running]")
+        with open(log, "a") as f:
+            f.write("these derivations will be built:\n  /nix/store/abc-demo.drv\n")
+        wait_js(page, "document.getElementById('build-log').textContent.includes('abc-demo.drv')")
+        conn.execute("UPDATE builds SET progress = ? WHERE id = ?",
+                     (json.dumps({"builds_done": 2, "builds_expected": 4, "phase": "buildPhase"}), build_id))
+        wait_js(page, "document.getElementById('build-progress').value === 50")
+        assert "buildPhase" in page.inner_text("#build-progress-text")
+        with open(log, "a") as f:
+            f.write("ünïcode line\n" + "x" * 300_000 + "\nthe end\n")  # more than one poll's chunk
+        conn.execute("UPDATE builds SET status = 'succeeded', toplevel = '/nix/store/abc-demo', "
+                     "finished_at = ?, progress = ? WHERE id = ?",
+                     (now(), json.dumps({"builds_done": 4, "builds_expected": 4}), build_id))
+        wait_js(page, "document.getElementById('log-state').textContent.includes('succeeded')")
+        text = page.inner_text("#build-log")
+        assert "ünïcode line" in text and text.rstrip().endswith("the end")
+        assert page.get_attribute("#build-status", "data-status") == "succeeded"
+        assert page.inner_text("#build-toplevel") == "/nix/store/abc-demo"
+        assert page.evaluate("document.getElementById('build-progress').value") == 100
+        shot(page, "16-build-log-followed")
+    finally:
+        conn.close()
+
+
+def test_build_and_follow_its_log(page, server, flake_dir):
+    page.goto("/hosts/demo")
+    page.click("button:has-text('Build now')")
+    page.wait_for_url(re.compile(r"/builds/\d+$"))
+    assert page.locator("#build-log").count() == 1
+    page.wait_for_selector("#build-status[data-status]")
+    shot(page, "17-build-queued")
+    page.goto("/builds/")
+    assert "demo" in page.inner_text("#builds-table")
+    shot(page, "18-builds")
+    page.go_back()
+    if not HAVE_BUILD_WORKER:
+        # this branch has no build worker (issue 5 builds it): the build stays queued
+        status = page.get_attribute("#build-status", "data-status")
+        assert status == "queued"
+        pytest.xfail("appliance.buildworker is not on this branch: the build stays queued; "
+                     "at merge this test must pass with the worker (status succeeded, log followed)")
+    wait_js(page, "['succeeded', 'failed'].includes(document.getElementById('build-status').dataset.status)",
+            timeout=180)
+    assert page.get_attribute("#build-status", "data-status") == "succeeded", page.inner_text("main")
+    wait_js(page, "document.getElementById('log-state').textContent.includes('finished')")
+    log = page.inner_text("#build-log")
+    assert "building the demo system" in log, log
+    assert page.get_attribute("#build-progress", "value") == "100"
+    assert "/nix/store/" in page.inner_text("#build-toplevel")
+    shot(page, "19-build-succeeded")
+    # the success is a generation of the host; a second build makes another, and the
+    # generation picker rolls the host back to the first
+    page.goto("/hosts/demo")
+    assert page.locator("#number option").count() == 1
+    flake = flake_dir / "flake.nix"  # a changed system, so a new generation
+    flake.write_text(re.sub(r'nonce = "[0-9a-f]+"', f'nonce = "{uuid.uuid4().hex}"', flake.read_text()))
+    page.click("button:has-text('Build now')")
+    page.wait_for_url(re.compile(r"/builds/\d+$"))
+    wait_js(page, "document.getElementById('build-status').dataset.status === 'succeeded'", timeout=180)
+    page.goto("/hosts/demo")
+    options = page.locator("#number option").all_inner_texts()
+    assert len(options) == 2, options
+    page.select_option("#number", label=options[-1])
+    page.click("button:has-text('Set as default')")
+    page.wait_for_selector(".flash-ok")
+    assert "now boots generation" in page.inner_text(".flash-ok")
+    assert "current" in page.inner_text("tr.current")
+    assert page.locator("tr.current td").first.inner_text().startswith(options[-1].lstrip("#"))
+    shot(page, "20-host-rolled-back")

@@ -1,0 +1,148 @@
+"""flask-wtf forms, one per thing an admin submits. Views turn them into calls
+to appliance services; an appliance InvalidInput lands on the field it names."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from wtforms import (
+    BooleanField,
+    IntegerField,
+    PasswordField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional
+
+from appliance.hosts import MODES
+
+
+class ActionForm(FlaskForm):
+    """A button that changes something: only the CSRF token."""
+
+
+class SetupForm(FlaskForm):
+    username = StringField("Admin user name", default="admin",
+                           validators=[DataRequired(), Length(max=32)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(min=8, max=1024)])
+    password2 = PasswordField("Password again", validators=[
+        DataRequired(), EqualTo("password", message="the two passwords differ")])
+    lan_interface = StringField("LAN interface", validators=[DataRequired(), Length(max=15)])
+    wan_interface = StringField("WAN interface (optional)", validators=[Optional(), Length(max=15)])
+    dhcp_mode = SelectField("DHCP", choices=[
+        ("authoritative", "Authoritative: hand out addresses"),
+        ("proxy", "Proxy: boot information next to another DHCP server"),
+        ("off", "Off")])
+    dhcp_first = StringField("First address", validators=[Optional()])
+    dhcp_last = StringField("Last address", validators=[Optional()])
+    builder_kind = SelectField("Builder", choices=[
+        ("local", "This router builds"), ("remote", "A remote Nix builder over SSH")])
+    builder_uri = StringField("Remote builder URI", validators=[Optional(), Length(max=512)],
+                              description="e.g. ssh-ng://nix@builder.lan")
+
+
+class LoginForm(FlaskForm):
+    username = StringField("User name", validators=[DataRequired(), Length(max=64)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+
+
+class FlakeForm(FlaskForm):
+    url = StringField("Flake URL", validators=[DataRequired(), Length(max=2048)],
+                      description="e.g. github:me/fleet, git+https://…, /srv/fleet")
+
+
+class HostForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=63)])
+    macs = TextAreaField("MAC addresses", validators=[DataRequired()],
+                         description="One or more, separated by spaces, commas or new lines")
+    flake = StringField("Flake", validators=[DataRequired(), Length(max=2048)],
+                        render_kw={"list": "flake-list", "autocomplete": "off"})
+    attr = StringField("Attribute", validators=[Optional(), Length(max=256)],
+                       description="Default: nixosConfigurations.NAME",
+                       render_kw={"list": "attr-list", "autocomplete": "off"})
+    mode = SelectField("Boot mode", choices=[(m, m) for m in MODES], default="netboot")
+
+    def mac_list(self) -> list[str]:
+        return [m for m in self.macs.data.replace(",", " ").split() if m]
+
+
+class GenerationForm(FlaskForm):
+    number = SelectField("Generation", coerce=int, choices=[])
+
+
+class BuildForm(FlaskForm):
+    host = StringField("Host", validators=[DataRequired(), Length(max=63)],
+                       render_kw={"list": "host-list", "autocomplete": "off"})
+
+
+class ImportForm(FlaskForm):
+    file = FileField("hosts.json", validators=[FileRequired()])
+    flake = StringField("Flake for entries without one", validators=[Optional(), Length(max=2048)])
+    replace = BooleanField("Update hosts that already exist")
+
+
+class TokenForm(FlaskForm):
+    name = StringField("Token name", validators=[DataRequired(), Length(max=64)],
+                       description="Where it will be used, e.g. 'ci' or 'terraform'")
+
+
+class SettingsForm(FlaskForm):
+    lan_interface = StringField("LAN interface", validators=[DataRequired(), Length(max=15)])
+    wan_interface = StringField("WAN interface", validators=[Optional(), Length(max=15)])
+    dhcp_mode = SelectField("DHCP mode", choices=[(m, m) for m in ("authoritative", "proxy", "off")])
+    dhcp_first = StringField("Range: first", validators=[DataRequired()])
+    dhcp_last = StringField("Range: last", validators=[DataRequired()])
+    dhcp_lease_seconds = IntegerField("Lease time (s)", validators=[
+        DataRequired(), NumberRange(60, 365 * 86400)])
+    dhcp_unknown_clients = SelectField("Unknown PXE clients", choices=[
+        ("menu", "boot menu"), ("local", "boot local disk"), ("ignore", "ignore")])
+    boot_menu = BooleanField("Show a boot menu of generations")
+    boot_menu_timeout_seconds = IntegerField("Menu timeout (s)", validators=[NumberRange(0, 3600)])
+    boot_cmdline = StringField("Extra kernel parameters", validators=[Optional(), Length(max=1024)])
+    builder_kind = SelectField("Builder", choices=[("local", "local"), ("remote", "remote")])
+    builder_uri = StringField("Remote builder URI", validators=[Optional(), Length(max=512)])
+    builder_max_jobs = IntegerField("Parallel builds", validators=[DataRequired(), NumberRange(1, 256)])
+    builder_substituters = TextAreaField("Substituters", description="One URL per line")
+    builder_trusted_public_keys = TextAreaField("Trusted public keys", description="One per line")
+
+    # form field <-> settings key
+    KEYS = {
+        "lan_interface": "lan.interface", "wan_interface": "wan.interface",
+        "dhcp_mode": "dhcp.mode", "dhcp_lease_seconds": "dhcp.lease_seconds",
+        "dhcp_unknown_clients": "dhcp.unknown_clients", "boot_menu": "boot.menu",
+        "boot_menu_timeout_seconds": "boot.menu_timeout_seconds", "boot_cmdline": "boot.cmdline",
+        "builder_kind": "builder.kind", "builder_uri": "builder.uri",
+        "builder_max_jobs": "builder.max_jobs", "builder_substituters": "builder.substituters",
+        "builder_trusted_public_keys": "builder.trusted_public_keys",
+    }
+    LISTS = ("builder_substituters", "builder_trusted_public_keys")
+    NULLABLE = ("wan_interface", "boot_cmdline", "builder_uri")
+
+    def fill(self, values: dict) -> None:
+        for fname, key in self.KEYS.items():
+            v = values.get(key)
+            getattr(self, fname).data = "\n".join(v) if fname in self.LISTS else ("" if v is None else v)
+        self.dhcp_first.data, self.dhcp_last.data = values["dhcp.range"]
+
+    def values(self) -> dict:
+        out = {}
+        for fname, key in self.KEYS.items():
+            v = getattr(self, fname).data
+            if fname in self.LISTS:
+                v = [x.strip() for x in (v or "").splitlines() if x.strip()]
+            elif fname in self.NULLABLE:
+                v = (v or "").strip() or None
+            elif isinstance(v, str):
+                v = v.strip()
+            out[key] = v
+        out["dhcp.range"] = [(self.dhcp_first.data or "").strip(), (self.dhcp_last.data or "").strip()]
+        return out
+
+    def field_for(self, key: str):
+        if key == "dhcp.range":
+            return self.dhcp_first
+        for fname, k in self.KEYS.items():
+            if k == key:
+                return getattr(self, fname)
+        return None

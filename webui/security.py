@@ -1,0 +1,272 @@
+"""Who may do what: the first-run gate, sessions, API tokens, CSRF, login
+rate limits and the security headers every response carries."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from urllib.parse import urlsplit
+
+from flask import Flask, g, jsonify, redirect, render_template, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from appliance import apitokens, settings, users
+from appliance.errors import NixieError
+
+from .context import conn
+
+csrf = CSRFProtect()
+
+# reachable before login (and, for the first two, before setup)
+PUBLIC_ENDPOINTS = {"static", "healthz"}
+SETUP_ENDPOINTS = {"setup.wizard"}
+LOGIN_ENDPOINTS = {"auth.login"}
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; "
+       "form-action 'self'; frame-ancestors 'none'")
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+def is_api() -> bool:
+    return request.path.startswith("/api/")
+
+
+def behind_tls() -> bool:
+    return request.is_secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
+class NixieSessionInterface(SecureCookieSessionInterface):
+    """Signed cookie sessions; the cookie is Secure when the request came over TLS
+    (directly or through a proxy that says so)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        try:
+            return behind_tls()
+        except RuntimeError:  # outside a request
+            return bool(app.config.get("SESSION_COOKIE_SECURE"))
+
+
+# ---------------------------------------------------------------- rate limits
+
+
+class SlidingWindow:
+    """At most `limit` failures per key within `seconds` (in memory, per process)."""
+
+    def __init__(self, limit: int, seconds: float):
+        self.limit = limit
+        self.seconds = seconds
+        self._hits: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _trim(self, key: str, t: float) -> deque[float]:
+        q = self._hits.setdefault(key, deque())
+        while q and q[0] <= t - self.seconds:
+            q.popleft()
+        return q
+
+    def retry_after(self, key: str) -> float:
+        """Seconds until `key` may try again; 0 when it may now."""
+        t = time.monotonic()
+        with self._lock:
+            q = self._trim(key, t)
+            if len(q) < self.limit:
+                if not q:
+                    self._hits.pop(key, None)
+                return 0.0
+            return q[0] + self.seconds - t
+
+    def hit(self, key: str) -> None:
+        t = time.monotonic()
+        with self._lock:
+            self._trim(key, t).append(t)
+            if len(self._hits) > 100_000:  # bound memory under a spray of keys
+                for k in [k for k, q in self._hits.items() if not q or q[-1] <= t - self.seconds]:
+                    del self._hits[k]
+
+    def reset(self, key: str) -> None:
+        with self._lock:
+            self._hits.pop(key, None)
+
+
+class LoginLimiter:
+    def __init__(self, per_ip: int = 20, per_user: int = 5, seconds: float = 300):
+        self.ip = SlidingWindow(per_ip, seconds)
+        self.user = SlidingWindow(per_user, seconds)
+
+    def retry_after(self, ip: str, username: str) -> float:
+        return max(self.ip.retry_after(ip), self.user.retry_after(username.lower()))
+
+    def failed(self, ip: str, username: str) -> None:
+        self.ip.hit(ip)
+        self.user.hit(username.lower())
+
+    def succeeded(self, username: str) -> None:
+        self.user.reset(username.lower())
+
+
+# ---------------------------------------------------------------- the guard
+
+
+def _setup_done(app: Flask) -> bool:
+    if app.extensions.get("nixie_setup_done"):
+        return True
+    done = settings.is_setup_complete(conn())
+    if done:
+        app.extensions["nixie_setup_done"] = True
+    return done
+
+
+def api_error(status: int, message: str, field: str | None = None, **extra):
+    body = {"error": message, **({"field": field} if field else {}), **extra}
+    return jsonify(body), status
+
+
+def _bearer() -> str | None:
+    h = request.headers.get("Authorization", "")
+    if h[:7].lower() == "bearer ":
+        return h[7:].strip()
+    return None
+
+
+def login_user(uid: int, username: str) -> None:
+    session.clear()
+    session.permanent = True
+    session["uid"] = uid
+    session["user"] = username
+
+
+def guard():
+    """Runs before every request: setup gate, authentication, CSRF."""
+    from flask import current_app
+
+    endpoint = request.endpoint or ""
+    if endpoint in PUBLIC_ENDPOINTS:
+        return None
+    if not _setup_done(current_app):
+        if endpoint in SETUP_ENDPOINTS:
+            return _csrf_check()
+        if is_api():
+            return api_error(503, "setup is not complete: open the web UI and run the setup wizard")
+        return redirect(url_for("setup.wizard"))
+
+    token = _bearer() if is_api() else None
+    if token is not None:
+        user = apitokens.verify_token(conn(), token)
+        if user is None:
+            return api_error(401, "the API token is wrong or revoked")
+        g.user = user
+        g.auth = "token"
+        return None  # a bearer token is not sent by browsers on their own: no CSRF needed
+
+    resp = _csrf_check()
+    if resp is not None:
+        return resp
+    uid = session.get("uid")
+    user = users.get_user(conn(), uid) if isinstance(uid, int) else None
+    if user is not None:
+        g.user = user
+        g.auth = "session"
+        return None
+    if endpoint in LOGIN_ENDPOINTS or endpoint in SETUP_ENDPOINTS:
+        return None
+    session.pop("uid", None)
+    if is_api():
+        return api_error(401, "log in or send Authorization: Bearer <API token>")
+    nxt = request.full_path if request.method == "GET" else None
+    return redirect(url_for("auth.login", next=nxt.rstrip("?") if nxt else None))
+
+
+def _csrf_check():
+    from flask import current_app
+
+    if request.method in UNSAFE_METHODS and current_app.config.get("WTF_CSRF_ENABLED", True):
+        csrf.protect()  # raises CSRFError
+    return None
+
+
+def safe_next(target: str | None) -> str | None:
+    """Only local paths: no scheme, no host, no //evil."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") \
+            or "\\" in target:
+        return None
+    return target
+
+
+def add_headers(resp):
+    if request.method in UNSAFE_METHODS:  # this app may have changed something
+        from .fragments import forget_all
+
+        forget_all()
+    for k, v in HEADERS.items():
+        resp.headers.setdefault(k, v)
+    if behind_tls():
+        resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    if request.endpoint != "static":
+        resp.headers.setdefault("Cache-Control", "no-store")
+    return resp
+
+
+def init_app(app: Flask) -> None:
+    app.session_interface = NixieSessionInterface()
+    app.extensions["nixie_login_limiter"] = LoginLimiter()
+    csrf.init_app(app)
+    app.before_request(guard)
+    app.after_request(add_headers)
+
+    @app.errorhandler(CSRFError)
+    def csrf_failed(e):
+        if is_api():
+            return api_error(400, f"CSRF check failed: {e.description} "
+                                  "(send X-CSRFToken, or use an API token)")
+        return render_template("error.html", code=400, title="Form expired or forged",
+                               message=f"{e.description} Go back, reload the page and try again."), 400
+
+    @app.errorhandler(NixieError)
+    def nixie_error(e):
+        status = e.http_status
+        if is_api():
+            return api_error(status, str(e), getattr(e, "field", None))
+        title = {404: "Not found", 409: "Already there"}.get(status, "That did not work")
+        return render_template("error.html", code=status, title=title, message=str(e)), status
+
+    @app.errorhandler(404)
+    def not_found(e):
+        if is_api():
+            return api_error(404, "no such API endpoint or object")
+        return render_template("error.html", code=404, title="Not found",
+                               message="There is no page at this address."), 404
+
+    @app.errorhandler(405)
+    def method_not_allowed(e):
+        if is_api():
+            return api_error(405, f"method {request.method} is not allowed here")
+        return render_template("error.html", code=405, title="Method not allowed",
+                               message="This page does not accept that request."), 405
+
+    @app.errorhandler(413)
+    def too_large(e):
+        if is_api():
+            return api_error(413, "request body too large")
+        return render_template("error.html", code=413, title="Too large",
+                               message="The upload is larger than 8 MB."), 413
+
+    @app.errorhandler(500)
+    def server_error(e):
+        if is_api():
+            return api_error(500, "internal error; see the appliance log")
+        return render_template("error.html", code=500, title="Internal error",
+                               message="Something broke; the appliance log has the details."), 500

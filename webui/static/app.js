@@ -1,0 +1,72 @@
+// Nixie Router UI behaviour. Served as a file: the CSP forbids inline scripts.
+"use strict";
+(function () {
+  const csrf = () => (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+
+  // confirm before destructive buttons
+  document.addEventListener("submit", (ev) => {
+    const msg = ev.target.getAttribute && ev.target.getAttribute("data-confirm");
+    if (msg && !window.confirm(msg)) ev.preventDefault();
+  });
+
+  // mobile navigation
+  const toggle = document.querySelector(".nav-toggle");
+  const side = document.getElementById("sidebar");
+  if (toggle && side) {
+    toggle.addEventListener("click", () => {
+      const open = side.classList.toggle("open");
+      toggle.setAttribute("aria-expanded", open ? "true" : "false");
+    });
+  }
+
+  // build page: follow the log and the progress by polling the API
+  const log = document.getElementById("build-log");
+  if (log) {
+    const url = log.dataset.logUrl;
+    let offset = 0;
+    let finished = false;
+    const statusEl = document.getElementById("build-status");
+    const bar = document.getElementById("build-progress");
+    const barText = document.getElementById("build-progress-text");
+    const state = document.getElementById("log-state");
+    const setText = (id, v) => { const el = document.getElementById(id); if (el && v) el.textContent = v; };
+    const fmt = (t) => t ? new Date(t * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC" : "";
+    async function poll() {
+      try {
+        const r = await fetch(url + "?offset=" + offset, { headers: { "Accept": "application/json", "X-CSRFToken": csrf() }, credentials: "same-origin" });
+        if (r.ok) {
+          const d = await r.json();
+          if (d.text) {
+            const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+            log.append(document.createTextNode(d.text));
+            if (atBottom) log.scrollTop = log.scrollHeight;
+          }
+          offset = d.offset;
+          if (statusEl && statusEl.dataset.status !== d.status) {
+            statusEl.dataset.status = d.status;
+            const b = statusEl.querySelector(".badge");
+            if (b) { b.textContent = d.status; b.className = "badge badge-" + ({queued: "muted", running: "info", succeeded: "ok", failed: "bad", cancelled: "muted"}[d.status] || "muted"); }
+          }
+          if (bar && typeof d.progress === "number") {
+            bar.value = Math.round(d.progress * 100);
+            if (barText) barText.textContent = Math.round(d.progress * 100) + " %" + (d.phase ? " · " + d.phase : "");
+          } else if (barText && d.phase) {
+            barText.textContent = d.phase;
+          }
+          setText("build-started", fmt(d.started_at));
+          setText("build-finished", fmt(d.finished_at));
+          setText("build-toplevel", d.toplevel);
+          const err = document.getElementById("build-error");
+          if (err && d.error) { err.textContent = d.error; err.hidden = false; }
+          finished = d.final && !d.more;
+          if (finished) {
+            if (bar && d.status === "succeeded") { bar.value = 100; if (barText) barText.textContent = "100 %"; }
+            if (state) state.textContent = "finished: " + d.status;
+          }
+        }
+      } catch (e) { /* keep polling: the appliance may be restarting */ }
+      if (!finished) setTimeout(poll, offset && !finished ? 700 : 1000);
+    }
+    poll();
+  }
+})();

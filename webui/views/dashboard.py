@@ -1,0 +1,27 @@
+"""The dashboard: counters, hosts by state, recent boots, the build queue, service health.
+
+Its body is a shared fragment (webui/fragments.py): at most a second old."""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template, request
+
+from appliance import overview
+
+from .. import fragments
+from ..context import conn, ctx
+
+bp = Blueprint("dashboard", __name__)
+
+
+def _body() -> str:
+    c = conn()
+    return render_template("_dashboard_body.html", health=ctx().health(),
+                           counters=overview.counters(c), hosts=overview.active_hosts(c),
+                           boots=overview.recent_boots(c), queue=overview.build_queue(c),
+                           recent=overview.recent_events(c))
+
+
+@bp.get("/")
+def index():
+    return render_template("dashboard.html", body=fragments.cached(request.full_path, _body))

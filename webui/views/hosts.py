@@ -1,0 +1,157 @@
+"""Hosts: list with search and pages, add/edit/remove, generations, Wake-on-LAN,
+boot timeline, hosts.json import and export."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+
+from appliance import builds, events, flakes, generations, hosts, wol
+from appliance.errors import NixieError
+
+from .. import fragments
+from ..context import config, conn
+from ..forms import ActionForm, GenerationForm, HostForm, ImportForm
+from .common import PAGE_SIZE, attach_error, page_arg
+
+bp = Blueprint("hosts", __name__, url_prefix="/hosts")
+FIELDS = {"mac": "macs"}
+
+
+@bp.get("/")
+def index():
+    q = (request.args.get("q") or "").strip()[:100]
+    page = page_arg(request.args.get("page"))
+
+    def table() -> str:
+        c = conn()
+        total = hosts.count_hosts(c, search=q or None)
+        rows = hosts.list_hosts(c, search=q or None, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+        return render_template("hosts/_table.html", hosts=rows, q=q, page=page, total=total,
+                               pages=max(1, -(-total // PAGE_SIZE)))
+
+    return render_template("hosts/index.html", q=q, import_form=ImportForm(),
+                           table=fragments.cached(request.full_path, table))
+
+
+def _flake_choices():
+    return flakes.list_flakes(conn())
+
+
+@bp.route("/_new", methods=["GET", "POST"])
+def new():
+    form = HostForm()
+    if not form.is_submitted():
+        for k in ("name", "flake", "attr"):
+            if request.args.get(k):
+                getattr(form, k).data = request.args[k][:2048]
+    if form.validate_on_submit():
+        try:
+            h = hosts.add_host(conn(), form.name.data.strip(), form.mac_list(), form.flake.data,
+                               (form.attr.data or "").strip() or None, form.mode.data)
+        except NixieError as e:
+            attach_error(form, e, FIELDS)
+        else:
+            flash(f"Host {h['name']} added.", "ok")
+            return redirect(url_for("hosts.show", name=h["name"]))
+    return render_template("hosts/form.html", form=form, host=None, flakes=_flake_choices()), \
+        (400 if form.errors else 200)
+
+
+@bp.get("/<name>")
+def show(name: str):
+    c = conn()
+    h = hosts.get_host(c, name)
+    gens = generations.list_generations(c, name)
+    gen_form = GenerationForm()
+    gen_form.number.choices = [(g["number"], f"#{g['number']}") for g in gens]
+    gen_form.number.data = h["current_generation"]
+    form = HostForm(data={"name": h["name"], "macs": "\n".join(h["macs"]), "flake": h["flake"],
+                          "attr": h["attr"], "mode": h["mode"]})
+    return render_template("hosts/show.html", host=h, gens=gens, gen_form=gen_form, form=form,
+                           timeline=events.recent(c, host_id=h["id"], limit=50),
+                           builds=builds.list_builds(c, host_name=name, limit=10),
+                           action=ActionForm(), flakes=_flake_choices())
+
+
+@bp.route("/<name>/edit", methods=["GET", "POST"])
+def edit(name: str):
+    h = hosts.get_host(conn(), name)
+    form = HostForm(data={"name": h["name"], "macs": "\n".join(h["macs"]), "flake": h["flake"],
+                          "attr": h["attr"], "mode": h["mode"]})
+    if form.validate_on_submit():
+        try:
+            hosts.update_host(conn(), name, macs=form.mac_list(), flake=form.flake.data,
+                              attr=(form.attr.data or "").strip() or None, mode=form.mode.data)
+        except NixieError as e:
+            attach_error(form, e, FIELDS)
+        else:
+            flash(f"Host {name} saved.", "ok")
+            return redirect(url_for("hosts.show", name=name))
+    return render_template("hosts/form.html", form=form, host=h, flakes=_flake_choices()), \
+        (400 if form.errors else 200)
+
+
+@bp.post("/<name>/remove")
+def remove(name: str):
+    hosts.remove_host(conn(), name)
+    flash(f"Host {name} removed.", "ok")
+    return redirect(url_for("hosts.index"))
+
+
+@bp.post("/<name>/generation")
+def set_generation(name: str):
+    form = GenerationForm()
+    form.number.choices = [(g["number"], str(g["number"]))
+                           for g in generations.list_generations(conn(), name)]
+    if form.validate_on_submit():
+        generations.set_current_generation(conn(), name, form.number.data)
+        flash(f"{name} now boots generation {form.number.data}.", "ok")
+    else:
+        flash("Pick one of the host's generations.", "error")
+    return redirect(url_for("hosts.show", name=name))
+
+
+@bp.post("/<name>/wol")
+def wake(name: str):
+    sent = wake_host(name)
+    flash(f"Wake-on-LAN sent to {', '.join(sent)}.", "ok")
+    return redirect(url_for("hosts.show", name=name))
+
+
+def wake_host(name: str) -> list[str]:
+    """Wake-on-LAN on the LAN interface (of the effective config)."""
+    return wol.wake_host(conn(), name, interface=config().lan.interface)
+
+
+@bp.post("/<name>/build")
+def build(name: str):
+    b = builds.enqueue(conn(), name)
+    flash(f"Build {b['id']} of {name} queued.", "ok")
+    return redirect(url_for("builds.show", build_id=b["id"]))
+
+
+@bp.get("/hosts.json")
+def export():
+    text = hosts.export_hosts(conn())
+    return Response(text, mimetype="application/json",
+                    headers={"Content-Disposition": "attachment; filename=hosts.json"})
+
+
+@bp.post("/_import")
+def import_():
+    form = ImportForm()
+    if form.validate_on_submit():
+        raw = form.file.data.read(8 * 1024 * 1024 + 1)
+        try:
+            text = raw.decode("utf-8")
+            r = hosts.import_hosts(conn(), text, default_flake=(form.flake.data or "").strip() or None,
+                                   replace=form.replace.data)
+        except UnicodeDecodeError:
+            flash("hosts.json must be UTF-8 text.", "error")
+        except NixieError as e:
+            flash(f"Import refused, nothing changed: {e}", "error")
+        else:
+            flash(f"Imported hosts.json: {len(r['added'])} added, {len(r['updated'])} updated.", "ok")
+    else:
+        flash("Choose a hosts.json file to import.", "error")
+    return redirect(url_for("hosts.index"))
