@@ -1,9 +1,8 @@
 """nixos-image/agent/nixie-agent, run for real (busybox sh + busybox wget, and dash + curl)
 against a recording HTTP server inside a namespace this test made.
 
-The recorder answers each request with the next status of its plan and writes every
-request (method, path, headers, body) as one JSON line, so the test checks what the
-router's endpoint would receive: the bearer header, the JSON body, the retries.
+The recorder (tests/agent_recorder.py) shows what the router's endpoint would receive:
+the bearer header, the JSON body, the retries.
 """
 
 from __future__ import annotations
@@ -12,86 +11,26 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
-from appliance.netlab import Netns, wait_port
-from tests.conftest import ROOT
+from tests.agent_recorder import AGENT, PORT, busybox_bin, recording_router
 
-AGENT = ROOT / "nixos-image" / "agent" / "nixie-agent"
 TOKEN = "tok-3Fq9_zZ~a.b+c/d="  # every character class a bearer token may hold
-PORT = 8081
-
-RECORDER = r'''
-import http.server, json, sys
-plan_file, log_file, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-
-class Recorder(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        with open(log_file, "a") as log:
-            log.write(json.dumps({"method": "POST", "path": self.path,
-                                  "headers": dict(self.headers.items()),
-                                  "body": body.decode("utf-8", "replace")}) + "\n")
-        with open(log_file) as log:
-            n = sum(1 for _ in log)
-        plan = json.load(open(plan_file))
-        status = plan[min(n, len(plan)) - 1]
-        reply = json.dumps({"status": status}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, *args):
-        pass
-
-http.server.HTTPServer(("127.0.0.1", port), Recorder).serve_forever()
-'''
-
-BUSYBOX_APPLETS = ("sh", "wget", "cat", "head", "sed", "awk", "tr", "mktemp", "rm", "sleep",
-                   "timeout", "printf")
 
 
 @pytest.fixture
 def busybox_path(tmp_path):
-    """A PATH holding busybox applets only: no curl, no coreutils."""
-    bb = shutil.which("busybox")
-    if bb is None:
+    if shutil.which("busybox") is None:
         pytest.skip("busybox is not installed")
-    d = tmp_path / "bb"
-    d.mkdir()
-    for applet in BUSYBOX_APPLETS:
-        (d / applet).symlink_to(bb)
-    return str(d)
+    return str(busybox_bin(tmp_path / "bb"))
 
 
 @pytest.fixture
 def recorder(tmp_path):
-    """(ns, set_plan, requests): a recording server on 127.0.0.1:8081 in a fresh namespace."""
-    script = tmp_path / "recorder.py"
-    script.write_text(RECORDER)
-    plan, log = tmp_path / "plan.json", tmp_path / "requests.jsonl"
-    plan.write_text("[200]")
-    log.touch()
-    with Netns() as ns:
-        proc = ns.popen(sys.executable, str(script), str(plan), str(log), str(PORT),
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            assert wait_port(ns, "127.0.0.1", PORT)
-
-            def set_plan(statuses):
-                plan.write_text(json.dumps(statuses))
-
-            def requests():
-                return [json.loads(line) for line in log.read_text().splitlines()]
-
-            yield ns, set_plan, requests
-        finally:
-            proc.terminate()
-            proc.wait(5)
+    """(ns, set_plan, requests) of a recording router in a fresh namespace."""
+    with recording_router(tmp_path) as rec:
+        yield rec.ns, rec.set_plan, rec.requests
 
 
 def run_agent(ns, client, busybox_path, tmp_path, *args, env=None):
