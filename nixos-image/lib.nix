@@ -32,14 +32,15 @@ let
       tcp = sort (unique (dns ++ web ++ http));
     };
 
-  # builder.uri "ssh-ng://nix@builder:2222" -> an entry of nix.buildMachines, or null
-  # when the router builds itself.
+  # builder.uri "ssh-ng://nix@builder" -> an entry of nix.buildMachines, or null
+  # when the router builds itself (or the uri is missing: the module's
+  # assertion reports that).
   buildMachineOf = b:
     let
       m = if b.uri == null then null else builtins.match "(ssh|ssh-ng)://(([^@/]+)@)?([^/?]+).*" b.uri;
     in
-    if b.kind != "remote" then null
-    else if m == null then throw "nixie: builder.uri ${toString b.uri} is not ssh://[user@]host or ssh-ng://[user@]host"
+    if b.kind != "remote" || b.uri == null then null
+    else if m == null then throw "nixie: builder.uri ${b.uri} is not ssh://[user@]host or ssh-ng://[user@]host"
     else {
       protocol = builtins.elemAt m 0;
       sshUser = builtins.elemAt m 2;

@@ -33,12 +33,12 @@ let
   pkgsArm64 = if pkgs.stdenv.hostPlatform.isAarch64 then pkgs else pkgs.pkgsCross.aarch64-multiplatform;
   ipxeX86 = pkgsX86.ipxe.override { additionalTargets = { "bin-x86_64-efi/snponly.efi" = null; }; };
   ipxeArm64 = pkgsArm64.ipxe.override { additionalTargets = { "bin-arm64-efi/snponly.efi" = "snponly-arm64.efi"; }; };
-  defaultIpxe = pkgs.runCommand "nixie-ipxe" { } ''
+  defaultIpxe = pkgs.runCommand "nixie-ipxe" { } (''
     mkdir -p $out
     ln -s ${ipxeX86}/undionly.kpxe ${ipxeX86}/ipxe.efi ${ipxeX86}/snponly.efi $out/
   '' + lib.optionalString cfg.ipxe.arm64 ''
     ln -s ${ipxeArm64}/snponly-arm64.efi $out/
-  '';
+  '');
 
   cacheKeyDir = "/var/lib/nixie-cache-key";
 in
@@ -216,6 +216,8 @@ in
           ${lib.escapeShellArg cfg.cacheKey.name} \
           ${lib.escapeShellArg cfg.cacheKey.secretKeyFile} \
           "$(dirname ${lib.escapeShellArg cfg.cacheKey.secretKeyFile})/cache-key.pub"
+        # the public half is for everyone (the web UI shows it, installers get it)
+        chmod 0755 "$(dirname ${lib.escapeShellArg cfg.cacheKey.secretKeyFile})"
         chmod 0644 "$(dirname ${lib.escapeShellArg cfg.cacheKey.secretKeyFile})/cache-key.pub"
       '';
     };
