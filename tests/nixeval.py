@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +24,35 @@ NIX_CONFIG = ("experimental-features = nix-command flakes\nbuild-users-group =\n
               "sandbox = false\nsubstituters =")
 
 
+def nix_env() -> dict[str, str]:
+    """The environment for Nix commands that use this machine's store (builds)."""
+    return {**os.environ, "NIX_CONFIG": NIX_CONFIG}
+
+
+@functools.cache
+def _eval_state_dir() -> str:
+    d = tempfile.mkdtemp(prefix="nixie-nix-eval-")
+    atexit.register(shutil.rmtree, d, True)
+    return d
+
+
+def nix_eval_env() -> dict[str, str]:
+    """For evaluation only: a private state directory, so no root is needed and nothing
+    under /nix/var is touched (with --readonly-mode, nothing is added to the store)."""
+    d = _eval_state_dir()
+    return {**os.environ, "NIX_CONFIG": NIX_CONFIG, "NIX_STATE_DIR": f"{d}/state", "HOME": d,
+            "XDG_CACHE_HOME": f"{d}/cache"}
+
+
+@functools.cache
 def nix_reason() -> str | None:
     if shutil.which("nix-instantiate") is None:
         return "nix-instantiate is not installed (package nix-bin)"
+    r = subprocess.run(["nix-instantiate", "--readonly-mode", "--eval", "--expr", "1 + 1"],
+                       capture_output=True, text=True, env=nix_eval_env(), timeout=60)
+    if r.returncode != 0 or r.stdout.strip() != "2":
+        return f"nix-instantiate cannot evaluate here: {r.stderr.strip()[:200]}"
     return None
-
-
-def nix_env() -> dict[str, str]:
-    return {**os.environ, "NIX_CONFIG": NIX_CONFIG}
 
 
 def nix_str(path: Path) -> str:
@@ -40,16 +64,18 @@ def nix_str(path: Path) -> str:
 
 def nix_eval(expr: str, timeout: float = 60) -> Any:
     """`nix-instantiate --eval --strict --json --expr EXPR`, parsed."""
-    r = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "--expr", expr],
-                       capture_output=True, text=True, timeout=timeout, env=nix_env(), cwd=ROOT)
+    r = subprocess.run(["nix-instantiate", "--readonly-mode", "--eval", "--strict", "--json",
+                        "--expr", expr],
+                       capture_output=True, text=True, timeout=timeout, env=nix_eval_env(), cwd=ROOT)
     if r.returncode != 0:
         raise AssertionError(f"nix-instantiate failed:\n{r.stderr}\nexpression:\n{expr}")
     return json.loads(r.stdout)
 
 
 def nix_parse(path: Path, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(["nix-instantiate", "--parse", str(path)], capture_output=True,
-                          text=True, timeout=timeout, env=nix_env(), cwd=ROOT)
+    return subprocess.run(["nix-instantiate", "--readonly-mode", "--parse", str(path)],
+                          capture_output=True, text=True, timeout=timeout, env=nix_eval_env(),
+                          cwd=ROOT)
 
 
 def nix_files() -> list[Path]:

@@ -223,3 +223,26 @@ def test_image_module_calls_make_disk_image_for_its_partition_table(table, loade
     else:
         assert c["boot"]["loader"]["grub"] == {"enable": True, "device": "/dev/sda"}
         assert "/boot" not in c["fileSystems"]
+
+
+# ------------------------------------------------------------------------ hw/
+
+
+@pytest.mark.parametrize("profile", ["generic-x86_64", "apu2", "n100", "qemu"])
+def test_hw_profile_evaluates_whole(profile):
+    got = module_config(f"hw/{profile}.nix")
+    c = got["config"]
+    assert set(c["services"]["nixie"]["settings"]) == {"lan", "wan"}
+    params = c["boot"]["kernelParams"]
+    if profile == "apu2":
+        assert "console=ttyS0,115200n8" in params and "igb" in c["boot"]["initrd"]["kernelModules"]
+        grub = c["boot"]["loader"]["grub"]
+        assert grub["device"] == "/dev/sda" and "serial --unit=0 --speed=115200" in grub["extraConfig"]
+    elif profile == "n100":
+        assert "igc" in c["boot"]["initrd"]["kernelModules"]
+        assert "nvme" in c["boot"]["initrd"]["availableKernelModules"]
+    elif profile == "qemu":
+        assert got["imports"] == [str(ROOT / "tests/data/nix/stub-nixos/modules/profiles/qemu-guest.nix")]
+        assert "console=ttyS0,115200n8" in params
+    if profile in ("generic-x86_64", "qemu"):
+        assert c["networking"]["usePredictableInterfaceNames"] is False

@@ -44,14 +44,17 @@ let
   };
 
   m = import module { inherit config lib pkgs; modulesPath = ./stub-nixos/modules; };
-  ownSettings = (m.config.content or m.config).services.nixie.settings or { };
-  config = update (update (defaultsOf m.options) base) (update { services.nixie.settings = ownSettings; } extra);
+  # a module is { options; config; imports } or, without options, its config itself
+  body = if m ? config || m ? options then m.config or { } else builtins.removeAttrs m [ "imports" ];
+  ownSettings = (body.content or body).services.nixie.settings or { };
+  config = update (update (defaultsOf (m.options or { })) base) (update { services.nixie.settings = ownSettings; } extra);
 in
 {
-  config = resolve m.config;
+  config = resolve body;
   # a value under the config before resolving, e.g. a writeText's text
-  inspected = resolve (inspect (m.config.content or m.config));
+  inspected = resolve (inspect (body.content or body));
   # a value of the whole configuration, e.g. an option default the module set
   inspectedConfig = resolve (inspectConfig config);
   imports = map toString (m.imports or [ ]);
+  hasOptions = m ? options;
 }
