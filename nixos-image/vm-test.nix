@@ -116,7 +116,7 @@ pkgs.testers.runNixOSTest {
         assert "${clientSystem}" in shown, shown
 
     with subtest("the client PXE-boots and its agent reports booted"):
-        client = create_machine("${clientStart}")
+        client = create_machine(${builtins.toJSON clientStart})
         client.start()
         router.wait_until_succeeds(
             f"{NIXIE} host show client --json | jq -e '.state == \"booted\"'",
