@@ -88,6 +88,8 @@ in
 
     boot.initrd.postMountCommands = mkIf (!config.boot.initrd.systemd.enable) (keepStore "$targetRoot");
 
+    # cp -a, chown, chmod for the unit below (on PATH in systemd's stage 1)
+    boot.initrd.systemd.initrdBin = mkIf config.boot.initrd.systemd.enable [ pkgs.coreutils ];
     boot.initrd.systemd.services.nixie-keep-store = mkIf config.boot.initrd.systemd.enable {
       description = "Keep the netbooted Nix store under the new root";
       wantedBy = [ "initrd-fs.target" ];

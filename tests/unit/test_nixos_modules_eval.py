@@ -192,6 +192,7 @@ def test_netboot_client_systemd_stage1_uses_a_unit_instead():
     assert 'cp -a "$p" /sysroot/nix/store/' in unit["script"]
     assert unit["after"] == ["sysroot.mount"] and "initrd-fs.target" in unit["before"]
     assert unit["unitConfig"] == {"DefaultDependencies": False}
+    assert c["boot"]["initrd"]["systemd"]["initrdBin"] == ["/nix/store/stub-coreutils"]
 
 
 def test_installer_wraps_its_script_with_the_tools_and_keys():
