@@ -60,7 +60,8 @@ def busybox_bin(directory: Path) -> Path:
     assert bb is not None, "busybox is not installed"
     directory.mkdir(parents=True, exist_ok=True)
     for applet in BUSYBOX_APPLETS:
-        (directory / applet).symlink_to(bb)
+        if not (directory / applet).is_symlink():
+            (directory / applet).symlink_to(bb)
     return directory
 
 
