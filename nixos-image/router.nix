@@ -41,6 +41,13 @@ let
   '');
 
   cacheKeyDir = "/var/lib/nixie-cache-key";
+
+  # Sections other rooms add to the config (the appliance's own nftables
+  # ruleset, WireGuard). Read only when settings.nix has them, so this module
+  # evaluates with and without them.
+  has = section: settingsLib.options ? ${section};
+  appFirewall = has "firewall" && s.firewall.enable;
+  vpnOn = has "vpn" && s.vpn.enable;
 in
 {
   options.services.nixie = {
@@ -114,7 +121,14 @@ in
   };
 
   config = mkIf cfg.enable {
-    services.nixie.settings.tftp.ipxe_dir = mkDefault "${cfg.ipxe.package}";
+    services.nixie.settings = {
+      tftp.ipxe_dir = mkDefault "${cfg.ipxe.package}";
+    } // lib.optionalAttrs (has "firewall") {
+      # the appliance keeps its own table (inet nixie) in step with its
+      # network changes; NixOS's firewall stays in front of it
+      firewall.enable = mkDefault true;
+      firewall.ssh_port = mkDefault (builtins.head (config.services.openssh.ports ++ [ 22 ]));
+    };
 
     assertions = [
       {
@@ -242,15 +256,25 @@ in
     };
 
     networking.nftables.enable = true;
+    # reloading NixOS's tables must not wipe the appliance's own (inet nixie)
+    networking.nftables.flushRuleset = mkDefault false;
     networking.firewall = {
       enable = mkDefault true;
-      interfaces.${s.lan.interface} = mkIf cfg.openFirewall {
-        allowedTCPPorts = ports.tcp;
-        allowedUDPPorts = ports.udp;
-      };
+      # the boot services on the LAN only; the web UI also from the VPN
+      interfaces = mkIf cfg.openFirewall ({
+        ${s.lan.interface} = {
+          allowedTCPPorts = ports.tcp;
+          allowedUDPPorts = ports.udp;
+        };
+      } // lib.optionalAttrs vpnOn {
+        ${s.vpn.interface}.allowedTCPPorts = map nixieLib.portOf s.web.listen;
+      });
+      # WireGuard answers on every interface (peers come in through the WAN)
+      allowedUDPPorts = lib.optional vpnOn s.vpn.listen_port;
     };
 
-    networking.nat = mkIf (s.wan.interface != null && s.wan.nat) {
+    # NAT by NixOS unless the appliance's own ruleset does it
+    networking.nat = mkIf (s.wan.interface != null && s.wan.nat && !appFirewall) {
       enable = true;
       internalInterfaces = [ s.lan.interface ];
       externalInterface = s.wan.interface;

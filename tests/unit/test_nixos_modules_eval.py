@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 
@@ -156,6 +157,46 @@ def test_router_nix_builders_substituters_and_cache_key():
     assert key["unitConfig"]["ConditionPathExists"] == "!/var/lib/nixie-cache-key/cache-key.sec"
     assert "nix-daemon.service" in key["before"]
     assert router()["config"]["nix"]["distributedBuilds"] is False
+
+
+# the sections issue 8 adds to SCHEMA (vpn, firewall), as the lines settings.nix will get
+LATER_SECTIONS = """
+    vpn = {
+      enable = opt types.bool false "Run the WireGuard server.";
+      interface = opt str "wg-nixie" "WireGuard interface.";
+      listen_port = opt (between 1 65535) 51820 "UDP port.";
+      address = opt cidr "10.99.0.1/24" "Tunnel address.";
+      endpoint = opt optStr null "HOST:PORT peers dial.";
+    };
+    firewall = {
+      enable = opt types.bool false "Apply the generated nftables ruleset.";
+      ssh_port = opt (between 1 65535) 22 "SSH port.";
+    };
+"""
+
+
+def test_router_follows_the_firewall_and_vpn_sections_once_they_exist(tmp_path):
+    copy = tmp_path / "nixos-image"
+    shutil.copytree(ROOT / "nixos-image", copy)
+    settings = (copy / "settings.nix").read_text()
+    assert "    builder = {" in settings
+    (copy / "settings.nix").write_text(settings.replace("    builder = {", LATER_SECTIONS + "    builder = {", 1))
+    args = (f"module = {nix_str(copy / 'router.nix')}; extra = {{ services.nixie.enable = true; "
+            f'services.nixie.settings = {{ wan.interface = "enp1s0"; vpn.enable = true; }}; }}; '
+            f"inspectConfig = c: c.services.nixie.settings;")
+    got = nix_eval(f"import {nix_str(EVAL)} {{ {args} }}")
+    c, settings_seen = got["config"], got["inspectedConfig"]
+    # the appliance's own ruleset is turned on, with the SSH port NixOS's sshd uses
+    assert settings_seen["firewall"] == {"enable": True, "ssh_port": 2222}
+    assert "nat" not in c["networking"]  # the appliance's ruleset does the NAT
+    fw = c["networking"]["firewall"]
+    assert fw["allowedUDPPorts"] == [51820]
+    assert fw["interfaces"]["wg-nixie"] == {"allowedTCPPorts": [8080]}
+    assert set(fw["interfaces"]) == {"eth0", "wg-nixie"}
+    assert c["networking"]["nftables"]["flushRuleset"] is False
+    # and without them (this branch): NixOS does the NAT, no WireGuard port
+    plain = router('{ wan.interface = "enp1s0"; }')["config"]["networking"]
+    assert plain["nat"]["externalInterface"] == "enp1s0" and plain["firewall"]["allowedUDPPorts"] == []
 
 
 def test_router_on_aarch64_cross_builds_the_x86_ipxe():

@@ -40,6 +40,7 @@ let
     ids.gids.nixbld = 30;
     boot.initrd.systemd.enable = false;
     services.dnsmasq.enable = false;
+    services.openssh.ports = [ 2222 ];
     system.build.nixos-install = pkgs.nix // { name = "nixos-install"; outPath = "/nix/store/stub-nixos-install"; };
   };
 
