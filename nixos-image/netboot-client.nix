@@ -23,6 +23,8 @@ let
   cfg = config.nixie.netboot;
   agent = pkgs.callPackage ./agent/package.nix { };
   nixbldGid = toString config.ids.gids.nixbld;
+  # where the registration may be: ours, and nix-netboot-serve's layout
+  registrations = lib.unique [ cfg.registration "/nix/.nix-netboot-serve-db/registration" ];
 
   # copy the initramfs store (and the registration) under the new root
   keepStore = root: ''
@@ -33,9 +35,12 @@ let
       for p in /nix/store/*; do
         [ -e "${root}$p" ] || [ -L "${root}$p" ] || cp -a "$p" ${root}/nix/store/
       done
-      if [ -f ${cfg.registration} ]; then
-        cp ${cfg.registration} ${root}${cfg.registration}
-      fi
+      for r in ${lib.concatStringsSep " " registrations}; do
+        if [ -f "$r" ]; then
+          mkdir -p "${root}$(dirname "$r")"
+          cp "$r" "${root}$r"
+        fi
+      done
     fi
   '';
 in
@@ -49,11 +54,11 @@ in
     registration = mkOption {
       type = types.str;
       default = "/nix/.nixie/registration";
-      readOnly = true;
       description = ''
         Where the router puts the closure's Nix database registration in the
         initramfs (the format of `nix-store --dump-db`, as `closureInfo`'s
-        `registration` file).
+        `registration` file). nix-netboot-serve's place,
+        /nix/.nix-netboot-serve-db/registration, is also looked at.
       '';
     };
     rootSize = mkOption {
@@ -102,11 +107,13 @@ in
     };
 
     boot.postBootCommands = ''
-      if [ -f ${cfg.registration} ] && [ ! -e /nix/var/nix/db/db.sqlite ]; then
-        ${config.nix.package.out}/bin/nix-store --load-db < ${cfg.registration}
-        touch /etc/NIXOS
-        ${config.nix.package.out}/bin/nix-env -p /nix/var/nix/profiles/system --set /run/current-system
-      fi
+      for r in ${lib.concatStringsSep " " registrations}; do
+        if [ -f "$r" ] && [ ! -e /nix/var/nix/db/db.sqlite ]; then
+          ${config.nix.package.out}/bin/nix-store --load-db < "$r"
+          touch /etc/NIXOS
+          ${config.nix.package.out}/bin/nix-env -p /nix/var/nix/profiles/system --set /run/current-system
+        fi
+      done
     '';
 
     networking.useDHCP = mkDefault true;

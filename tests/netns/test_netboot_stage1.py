@@ -6,7 +6,7 @@ initramfs's /nix, the tmpfs root and the booted system's /etc and /run:
 
 1. a closure is built with the real nix (busybox as the builder, no nixpkgs) and its
    registration dumped with `nix-store --dump-db` (what the router ships at
-   /nix/.nixie/registration);
+   /nix/.nixie/registration, or nix-netboot-serve's /nix/.nix-netboot-serve-db/registration);
 2. stage 1: the closure and the registration sit in the "initramfs" /nix, the
    postMountCommands (busybox sh, like NixOS's extraUtils) or the systemd-stage-1 unit's
    script (bash) copy them under the new root;
@@ -77,12 +77,12 @@ in build "nixie-stage1-system" "mkdir -p $out/bin && echo ${{dep}} > $out/dep &&
 
 SCENARIO = r"""
 set -eu
-work=$1; shell=$2; root=$3
+work=$1; shell=$2; root=$3; registration=$4
 # the host's /nix disappears behind a tmpfs: this is the initramfs's /nix
 mount -t tmpfs initramfs /nix
-mkdir -p /nix/store /nix/.nixie
+mkdir -p /nix/store "$(dirname "$registration")"
 cp -a "$work"/store/. /nix/store/
-cp "$work/registration" /nix/.nixie/registration
+cp "$work/registration" "$registration"
 # the tmpfs root stage 1 mounted
 mkdir -p "$root"
 mount -t tmpfs root "$root"
@@ -105,8 +105,13 @@ test -e /etc/NIXOS && echo yes > "$work/nixos.txt"
 """
 
 
-@pytest.mark.parametrize("systemd_stage1", [False, True], ids=["scripted-stage1", "systemd-stage1"])
-def test_stage1_keeps_the_store_and_stage2_registers_it(closure, systemd_stage1, tmp_path):
+@pytest.mark.parametrize("systemd_stage1, registration", [
+    (False, "/nix/.nixie/registration"),
+    (True, "/nix/.nixie/registration"),
+    (False, "/nix/.nix-netboot-serve-db/registration"),
+], ids=["scripted-stage1", "systemd-stage1", "netboot-serve-layout"])
+def test_stage1_keeps_the_store_and_stage2_registers_it(closure, systemd_stage1, registration,
+                                                        tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root for a mount namespace")
     cmds = boot_commands(systemd_stage1)
@@ -129,13 +134,14 @@ def test_stage1_keeps_the_store_and_stage2_registers_it(closure, systemd_stage1,
     wrapper.chmod(0o755)
     env = {**nix_env(), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     r = subprocess.run(["unshare", "--mount", "--propagation", "private",
-                        "bash", str(work / "scenario.sh"), str(work), str(wrapper), str(root)],
+                        "bash", str(work / "scenario.sh"), str(work), str(wrapper), str(root),
+                        registration],
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     listing = (work / "newroot.txt").read_text().split()
     for p in closure["paths"]:
         assert p.lstrip("/") in listing, listing
-    assert "nix/.nixie/registration" in listing
+    assert registration.lstrip("/") in listing
     assert (work / "storemode.txt").read_text().split() == ["1775", "30"]
     valid = (work / "valid.txt").read_text().split("\n")
     assert sorted(line.removeprefix("valid ") for line in valid if line) == closure["paths"]

@@ -214,10 +214,12 @@ def test_netboot_client_scripted_stage1_keeps_the_store():
                                      "options": ["mode=0755", "size=75%"]}
     cmds = c["boot"]["initrd"]["postMountCommands"]
     assert 'cp -a "$p" $targetRoot/nix/store/' in cmds
-    assert "cp /nix/.nixie/registration $targetRoot/nix/.nixie/registration" in cmds
+    assert "for r in /nix/.nixie/registration /nix/.nix-netboot-serve-db/registration; do" in cmds
+    assert 'cp "$r" "$targetRoot$r"' in cmds
     assert c["boot"]["initrd"]["systemd"]["services"] == {}
     boot = c["boot"]["postBootCommands"]
-    assert "/bin/nix-store --load-db < /nix/.nixie/registration" in boot
+    assert "for r in /nix/.nixie/registration /nix/.nix-netboot-serve-db/registration; do" in boot
+    assert '/bin/nix-store --load-db < "$r"' in boot
     assert "nix-env -p /nix/var/nix/profiles/system --set /run/current-system" in boot
     agent = c["systemd"]["services"]["nixie-agent"]
     assert agent["unitConfig"]["ConditionKernelCommandLine"] == "nixie.api"

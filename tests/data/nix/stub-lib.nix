@@ -54,5 +54,6 @@ in
   optional = cond: x: if cond then [ x ] else [ ];
   optionalString = cond: s: if cond then s else "";
   concatStringsSep = builtins.concatStringsSep;
+  unique = builtins.foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ];
   concatMapStringsSep = sep: f: l: builtins.concatStringsSep sep (map f l);
 }
