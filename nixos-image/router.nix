@@ -248,6 +248,13 @@ in
       distributedBuilds = buildMachine != null;
       buildMachines = lib.optional (buildMachine != null) buildMachine;
     };
+    # the remote builder's host key, when the config carries one
+    programs.ssh.knownHosts = lib.optionalAttrs (buildMachine != null && (s.builder.host_key or null) != null) {
+      nixie-builder = {
+        hostNames = [ buildMachine.hostName ];
+        publicKey = s.builder.host_key;
+      };
+    };
 
     # --- the router ------------------------------------------------------
     boot.kernel.sysctl = {

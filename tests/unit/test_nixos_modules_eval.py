@@ -175,14 +175,20 @@ LATER_SECTIONS = """
 """
 
 
+# and issue 5's builder.host_key
+HOST_KEY_LINE = '      host_key = opt optStr null "The remote builder\'s SSH host key.";\n'
+
+
 def test_router_follows_the_firewall_and_vpn_sections_once_they_exist(tmp_path):
     copy = tmp_path / "nixos-image"
     shutil.copytree(ROOT / "nixos-image", copy)
     settings = (copy / "settings.nix").read_text()
     assert "    builder = {" in settings
-    (copy / "settings.nix").write_text(settings.replace("    builder = {", LATER_SECTIONS + "    builder = {", 1))
+    (copy / "settings.nix").write_text(settings.replace(
+        "    builder = {", LATER_SECTIONS + "    builder = {\n" + HOST_KEY_LINE, 1))
     args = (f"module = {nix_str(copy / 'router.nix')}; extra = {{ services.nixie.enable = true; "
-            f'services.nixie.settings = {{ wan.interface = "enp1s0"; vpn.enable = true; }}; }}; '
+            f'services.nixie.settings = {{ wan.interface = "enp1s0"; vpn.enable = true; '
+            f'builder = {{ kind = "remote"; uri = "ssh-ng://nix@b.lan"; host_key = "ssh-ed25519 AAAAC3x"; }}; }}; }}; '
             f"inspectConfig = c: c.services.nixie.settings;")
     got = nix_eval(f"import {nix_str(EVAL)} {{ {args} }}")
     c, settings_seen = got["config"], got["inspectedConfig"]
@@ -194,9 +200,13 @@ def test_router_follows_the_firewall_and_vpn_sections_once_they_exist(tmp_path):
     assert fw["interfaces"]["wg-nixie"] == {"allowedTCPPorts": [8080]}
     assert set(fw["interfaces"]) == {"eth0", "wg-nixie"}
     assert c["networking"]["nftables"]["flushRuleset"] is False
+    assert c["programs"]["ssh"]["knownHosts"] == {
+        "nixie-builder": {"hostNames": ["b.lan"], "publicKey": "ssh-ed25519 AAAAC3x"}}
     # and without them (this branch): NixOS does the NAT, no WireGuard port
-    plain = router('{ wan.interface = "enp1s0"; }')["config"]["networking"]
+    plain_all = router('{ wan.interface = "enp1s0"; }')["config"]
+    plain = plain_all["networking"]
     assert plain["nat"]["externalInterface"] == "enp1s0" and plain["firewall"]["allowedUDPPorts"] == []
+    assert plain_all["programs"]["ssh"]["knownHosts"] == {}
 
 
 def test_router_on_aarch64_cross_builds_the_x86_ipxe():
