@@ -223,7 +223,7 @@ def test_netboot_client_scripted_stage1_keeps_the_store():
     assert c["fileSystems"]["/"] == {"device": "none", "fsType": "tmpfs",
                                      "options": ["mode=0755", "size=75%"]}
     cmds = c["boot"]["initrd"]["postMountCommands"]
-    assert 'cp -a "$p" $targetRoot/nix/store/' in cmds
+    assert "cp -a /nix/store/. $targetRoot/nix/store/" in cmds
     assert "for r in /nix/.nixie/registration /nix/.nix-netboot-serve-db/registration; do" in cmds
     assert 'cp "$r" "$targetRoot$r"' in cmds
     assert c["boot"]["initrd"]["systemd"]["services"] == {}
@@ -242,7 +242,7 @@ def test_netboot_client_systemd_stage1_uses_a_unit_instead():
                       "{ boot.initrd.systemd.enable = true; }")["config"]
     assert "postMountCommands" not in c["boot"]["initrd"]  # systemd stage 1 refuses it
     unit = c["boot"]["initrd"]["systemd"]["services"]["nixie-keep-store"]
-    assert 'cp -a "$p" /sysroot/nix/store/' in unit["script"]
+    assert "cp -a /nix/store/. /sysroot/nix/store/" in unit["script"]
     assert unit["after"] == ["sysroot.mount"] and "initrd-fs.target" in unit["before"]
     assert unit["unitConfig"] == {"DefaultDependencies": False}
     assert c["boot"]["initrd"]["systemd"]["initrdBin"] == ["/nix/store/stub-coreutils"]
