@@ -39,7 +39,7 @@ in
     boot.growPartition = true;
 
     boot.loader.systemd-boot.enable = mkIf efi true;
-    boot.loader.efi.canTouchEfiVariables = false;
+    boot.loader.efi.canTouchEfiVariables = mkDefault false;
     boot.loader.grub.enable = mkDefault (!efi);
     boot.loader.grub.device = mkIf (!efi) (mkDefault "/dev/sda");
 
