@@ -11,6 +11,7 @@ halves need nixpkgs' module system and are checked by the flake's own checks on 
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -238,3 +239,58 @@ def test_profile_config_is_valid_and_matches_the_readme(name, tmp_path, nixie):
 
 def test_readme_tables_exactly_the_profiles():
     assert set(readme_rows()) == set(PROFILES)
+
+
+# ------------------------------------------------------------ package, checks, shell
+
+
+def pyproject():
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def dist_name(requirement: str) -> str:
+    """PyPI requirement -> nixpkgs python3Packages attribute (lowercase, `_` and `.` -> `-`)."""
+    name = re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0]
+    return re.sub(r"[_.]+", "-", name).lower()
+
+
+@pytest.fixture(scope="module")
+def package():
+    return nix_eval(f"import {nix_str(ROOT / 'tests/data/nix/package-eval.nix')} "
+                    f"{{ root = {nix_str(ROOT)}; }}")
+
+
+def test_package_depends_on_exactly_the_pyproject_dependencies(package):
+    wanted = [dist_name(r) for r in pyproject()["project"]["dependencies"]]
+    missing = sorted(set(wanted) - set(package["dependencies"]))
+    assert not missing, (f"add to nixos-image/package.nix (dependencies) and to the name list "
+                         f"of tests/data/nix/package-eval.nix: {missing}")
+    assert sorted(package["dependencies"]) == sorted(wanted)
+    assert package["build-system"] == [dist_name(r) for r in pyproject()["build-system"]["requires"]]
+    assert package["version"] == pyproject()["project"]["version"]
+    assert package["pythonRelaxDeps"] is True and package["pyproject"] is True
+    assert package["meta"]["mainProgram"] == "nixie" == next(iter(pyproject()["project"]["scripts"]))
+
+
+def test_package_source_holds_every_python_package(package):
+    rooms = {p.rstrip("*") for p in pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]}
+    files = {os.path.relpath(f, ROOT) for f in package["src"]["files"]}
+    assert rooms | {"pyproject.toml", "README.md"} == files
+    assert set(package["pythonImportsCheck"]) >= rooms
+
+
+def test_dev_shell_has_the_dependencies_and_test_tools(flake):
+    python = set(flake["devShell"]["python"])
+    assert {dist_name(r) for r in pyproject()["project"]["dependencies"]} <= python
+    assert {"pytest", "pytest-timeout", "hypothesis"} <= python
+    assert flake["devShell"]["packages"][0] == "/nix/store/stub-python3-env"
+
+
+def test_config_json_check_validates_every_profile_of_the_system(flake):
+    script = flake["configJsonCheck"]
+    checked = re.findall(r"/bin/nixie config check \\\n\s+--config /nix/store/stub-config-(\S+)", script)
+    assert sorted(checked) == sorted(f"nixie-{n}" for n, (s, _) in PROFILES.items()
+                                     if s == "x86_64-linux")
+    assert script.rstrip().endswith("touch $out")
