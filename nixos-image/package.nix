@@ -32,6 +32,7 @@ python3Packages.buildPythonApplication {
     sqlite-utils
     zstandard
     argon2-cffi
+    qrcode
   ];
 
   # pyproject.toml bounds versions for PyPI installs; nixpkgs pins its own set

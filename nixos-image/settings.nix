@@ -77,6 +77,24 @@ let
       enable = opt types.bool true "Run the DNS server.";
     };
 
+    vpn = {
+      address = opt cidr "10.99.0.1/24" "The router's tunnel address with prefix; peers get addresses in this network.";
+      enable = opt types.bool false "Run the WireGuard server for remote administration.";
+      endpoint = opt optStr null "HOST:PORT peers dial (the router's public address); null derives it from wan.address.";
+      interface = opt str "wg-nixie" "Name of the WireGuard interface (unique on the machine).";
+      listen_port = opt (between 1 65535) 51820 "UDP port WireGuard listens on.";
+    };
+
+    network = {
+      confirm_seconds = opt (between 5 3600) 60 "How long a network change waits for confirmation before it rolls back by itself.";
+      manage = opt types.bool false "Set up the interfaces (LAN bridge and address, WAN static or DHCP client, routes) from this file and the confirmed UI changes when serve starts.";
+    };
+
+    firewall = {
+      enable = opt types.bool false "Apply the generated nftables ruleset when serve starts and with every network change (the NixOS router module turns it on).";
+      ssh_port = opt (between 1 65535) 22 "SSH port the firewall opens to the LAN and the VPN.";
+    };
+
     builder = {
       kind = opt (types.enum [ "local" "remote" ]) "local" "local: this router builds; remote: an SSH Nix builder.";
       uri = opt optStr null "Remote store URI, e.g. ssh-ng://nix@builder (kind remote).";
@@ -85,6 +103,17 @@ let
       max_jobs = opt (between 1 256) 1 "Builds run at once.";
       substituters = opt listOfStr [ ] "Extra binary caches.";
       trusted_public_keys = opt listOfStr [ ] "Keys of the extra binary caches.";
+      flake_refresh_seconds = opt (between 0 604800) 900 "How often the build worker evaluates every flake again; 0 never.";
+      host_key = opt optStr null "The remote builder's SSH host public key (e.g. \"ssh-ed25519 AAAA...\"); null uses the system's known_hosts.";
+      keep_generations = opt (between 1 1000) 10 "Generations kept per host (rows and GC roots); older ones are dropped.";
+    };
+
+    netboot = {
+      cache_max_bytes = opt (between 1048576 1125899906842624) 21474836480 "Size limit of state_dir/cpio-cache (per-store-path archives); least recently used go first.";
+      hydra_urls = opt listOfStr [ ] "Hydra instances the `hydra` boot dispatch may ask (base URLs); empty disables it.";
+      wait_seconds = opt (between 0 3600) 20 "How long an initrd request waits for missing archives before answering 'retry later'.";
+      workers = opt (between 0 256) 0 "Threads compressing archives; 0 means one per CPU.";
+      zstd_level = opt (between 1 19) 1 "zstd level of the per-store-path archives (1 is several times faster than 3 for nearly the same size).";
     };
 
     nix = {

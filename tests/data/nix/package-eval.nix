@@ -5,7 +5,7 @@
 let
   names = [
     "flask" "flask-wtf" "pyroute2" "dnslib" "tftpy" "waitress" "sqlite-utils" "zstandard"
-    "argon2-cffi" "setuptools" "wheel"
+    "argon2-cffi" "qrcode" "setuptools" "wheel"
     "qrcode" # issue 8 adds it to pyproject.toml
   ];
   python3Packages = builtins.listToAttrs (map (n: { name = n; value = { pname = n; }; }) names) // {
