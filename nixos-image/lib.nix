@@ -18,18 +18,31 @@ let
   unique = l: builtins.foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ] l;
   sort = l: builtins.sort builtins.lessThan l;
 
-  # The ports the boot services answer on, from the settings (for the LAN firewall).
+  # The ports of the services, from the settings: what NixOS's firewall opens.
+  servicePorts = s: {
+    dhcp = if s.dhcp.mode == "authoritative" then [ 67 ]
+           else if s.dhcp.mode == "proxy" then [ 67 4011 ] else [ ];
+    tftp = map portOf (asList s.tftp.listen);
+    dns = if s.dns.enable then map portOf (asList s.dns.listen) else [ ];
+    web = map portOf (asList s.web.listen);
+    http = [ (portOf s.boot.http_listen) ];
+  };
+
+  # The LAN gets every boot service, DNS and the web UI.
   lanPorts = s:
-    let
-      dhcp = if s.dhcp.mode == "authoritative" then [ 67 ]
-             else if s.dhcp.mode == "proxy" then [ 67 4011 ] else [ ];
-      tftp = map portOf (asList s.tftp.listen);
-      dns = if s.dns.enable then map portOf (asList s.dns.listen) else [ ];
-      web = map portOf (asList s.web.listen);
-      http = [ (portOf s.boot.http_listen) ];
+    let p = servicePorts s;
     in {
-      udp = sort (unique (dhcp ++ tftp ++ dns));
-      tcp = sort (unique (dns ++ web ++ http));
+      udp = sort (unique (p.dhcp ++ p.tftp ++ p.dns));
+      tcp = sort (unique (p.dns ++ p.web ++ p.http));
+    };
+
+  # WireGuard peers get DNS and the web UI, never the boot services (the same
+  # split as the appliance's own ruleset, appliance/firewall.py).
+  vpnPorts = s:
+    let p = servicePorts s;
+    in {
+      udp = sort (unique p.dns);
+      tcp = sort (unique (p.dns ++ p.web));
     };
 
   # builder.uri "ssh-ng://nix@builder" -> an entry of nix.buildMachines, or null
@@ -52,5 +65,5 @@ let
     };
 in
 {
-  inherit splitCidr portOf lanPorts buildMachineOf;
+  inherit splitCidr portOf lanPorts vpnPorts buildMachineOf;
 }

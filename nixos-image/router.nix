@@ -4,8 +4,9 @@
 # key (see settings.nix); the module writes it to /etc/nixie/config.json and
 # runs `nixie serve` as the static user `nixie` with only the capabilities a
 # DHCP/TFTP/DNS server needs. It also turns the machine into a router (LAN
-# address, NAT to the WAN, forwarding, an nftables firewall that opens the boot
-# services on the LAN only), points the TFTP server at iPXE built by nixpkgs,
+# address, forwarding, the appliance's own nftables ruleset with the NAT to the
+# WAN, NixOS's firewall opening the boot services on the LAN only, WireGuard
+# when `vpn.enable`), points the TFTP server at iPXE built by nixpkgs,
 # and sets up Nix for the build worker: remote builders and the key that signs
 # the binary cache the router serves to its LAN.
 { config, lib, pkgs, ... }:
@@ -42,12 +43,14 @@ let
 
   cacheKeyDir = "/var/lib/nixie-cache-key";
 
-  # Sections other rooms add to the config (the appliance's own nftables
-  # ruleset, WireGuard). Read only when settings.nix has them, so this module
-  # evaluates with and without them.
-  has = section: settingsLib.options ? ${section};
-  appFirewall = has "firewall" && s.firewall.enable;
-  vpnOn = has "vpn" && s.vpn.enable;
+  vpnPorts = nixieLib.vpnPorts s;
+  vpnOn = s.vpn.enable;
+  # NAT is the appliance's job: its ruleset (table inet nixie, appliance/firewall.py)
+  # masquerades the LAN and the VPN out of the WAN, following the WAN the web UI
+  # sets. NixOS's networking.nat is never turned on here (no second NAT).
+  appNat = s.firewall.enable && s.wan.nat && s.wan.interface != null;
+  nixosNatOnLan = (config.networking.nat.enable or false)
+    && builtins.elem s.lan.interface (config.networking.nat.internalInterfaces or [ ]);
 in
 {
   options.services.nixie = {
@@ -123,9 +126,8 @@ in
   config = mkIf cfg.enable {
     services.nixie.settings = {
       tftp.ipxe_dir = mkDefault "${cfg.ipxe.package}";
-    } // lib.optionalAttrs (has "firewall") {
-      # the appliance keeps its own table (inet nixie) in step with its
-      # network changes; NixOS's firewall stays in front of it
+      # the appliance keeps its own table (inet nixie) in step with its network
+      # changes and does the NAT; a packet must pass it and NixOS's firewall
       firewall.enable = mkDefault true;
       firewall.ssh_port = mkDefault (builtins.head (config.services.openssh.ports ++ [ 22 ]));
     };
@@ -142,6 +144,21 @@ in
       {
         assertion = !(s.dns.enable && config.services.dnsmasq.enable);
         message = "services.nixie: the router's DNS server and dnsmasq both want port 53; disable one";
+      }
+      {
+        assertion = s.wan.interface == null || !s.wan.nat || s.firewall.enable;
+        message = "services.nixie: settings.wan.nat needs settings.firewall.enable (the appliance's ruleset does the NAT); "
+          + "to NAT with networking.nat instead, set settings.wan.nat = false";
+      }
+      {
+        assertion = !(appNat && nixosNatOnLan);
+        message = "services.nixie: the appliance's ruleset already masquerades the LAN (settings.wan.nat); "
+          + "remove settings.lan.interface from networking.nat.internalInterfaces or set settings.wan.nat = false";
+      }
+      {
+        assertion = !(cfg.configureInterfaces && s.network.manage);
+        message = "services.nixie: settings.network.manage and services.nixie.configureInterfaces both set up the interfaces; "
+          + "turn one off";
       }
     ];
 
@@ -165,8 +182,9 @@ in
       after = [ "network-online.target" "nix-daemon.socket" "nixie-cache-key.service" ];
       restartTriggers = [ configFile ];
       # nix for the build worker, git for flakes, ssh for a remote builder,
-      # iproute2/nftables for the network pages
-      path = [ config.nix.package pkgs.git pkgs.openssh pkgs.iproute2 pkgs.nftables ];
+      # iproute2/nftables for the network pages and the firewall, wg for the VPN
+      path = [ config.nix.package pkgs.git pkgs.openssh pkgs.iproute2 pkgs.nftables ]
+        ++ lib.optional vpnOn pkgs.wireguard-tools;
       environment = {
         NIXIE_CONFIG = "/etc/nixie/config.json";
         HOME = stateDir;
@@ -249,7 +267,7 @@ in
       buildMachines = lib.optional (buildMachine != null) buildMachine;
     };
     # the remote builder's host key, when the config carries one
-    programs.ssh.knownHosts = lib.optionalAttrs (buildMachine != null && (s.builder.host_key or null) != null) {
+    programs.ssh.knownHosts = lib.optionalAttrs (buildMachine != null && s.builder.host_key != null) {
       nixie-builder = {
         hostNames = [ buildMachine.hostName ];
         publicKey = s.builder.host_key;
@@ -267,25 +285,25 @@ in
     networking.nftables.flushRuleset = mkDefault false;
     networking.firewall = {
       enable = mkDefault true;
-      # the boot services on the LAN only; the web UI also from the VPN
+      # the boot services on the LAN only; DNS and the web UI also from the VPN
+      # (what the appliance's ruleset lets in from there too)
       interfaces = mkIf cfg.openFirewall ({
         ${s.lan.interface} = {
           allowedTCPPorts = ports.tcp;
           allowedUDPPorts = ports.udp;
         };
       } // lib.optionalAttrs vpnOn {
-        ${s.vpn.interface}.allowedTCPPorts = map nixieLib.portOf s.web.listen;
+        ${s.vpn.interface} = {
+          allowedTCPPorts = vpnPorts.tcp;
+          allowedUDPPorts = vpnPorts.udp;
+        };
       });
       # WireGuard answers on every interface (peers come in through the WAN)
       allowedUDPPorts = lib.optional vpnOn s.vpn.listen_port;
     };
-
-    # NAT by NixOS unless the appliance's own ruleset does it
-    networking.nat = mkIf (s.wan.interface != null && s.wan.nat && !appFirewall) {
-      enable = true;
-      internalInterfaces = [ s.lan.interface ];
-      externalInterface = s.wan.interface;
-    };
+    # kernel WireGuard, loaded at boot: creating the link from the hardened unit
+    # (ProtectKernelModules) then does not rely on module autoloading
+    boot.kernelModules = lib.optional vpnOn "wireguard";
 
     networking.interfaces = mkIf cfg.configureInterfaces (
       {

@@ -161,6 +161,15 @@ def test_lan_ports_follow_the_settings():
     assert lib_eval(f"l.lanPorts {off}")["udp"] == [53, 6969]
 
 
+def test_vpn_ports_are_dns_and_the_web_ui_never_the_boot_services():
+    assert lib_eval(f"l.vpnPorts {settings_values()}") == {"udp": [53], "tcp": [53, 8080]}
+    other = settings_values('{ dns.listen = [ "10.0.0.1:5353" ]; web.listen = [ "10.0.0.1:443" "10.99.0.1:8443" ]; '
+                            'dhcp.mode = "proxy"; }')
+    assert lib_eval(f"l.vpnPorts {other}") == {"udp": [5353], "tcp": [443, 5353, 8443]}
+    no_dns = settings_values("{ dns.enable = false; }")
+    assert lib_eval(f"l.vpnPorts {no_dns}") == {"udp": [], "tcp": [8080]}
+
+
 def test_build_machine_from_the_builder_settings():
     local = settings_values()
     assert lib_eval(f"l.buildMachineOf ({local}).builder") is None

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import pytest
 
 from appliance import config as C
+from appliance import firewall
 from tests.conftest import ROOT
 from tests.nixeval import nix_eval, nix_reason, nix_str
 
@@ -55,6 +55,8 @@ def test_router_writes_the_settings_as_the_config_json(tmp_path, nixie):
     expected = C.defaults()
     expected["lan"]["interface"], expected["wan"]["interface"] = "enp2s0", "enp1s0"
     expected["tftp"]["ipxe_dir"] = "/nix/store/stub-nixie-ipxe"  # the module's iPXE, not Debian's
+    # the appliance's own ruleset is on, opening the SSH port sshd uses (2222 in module-eval.nix)
+    expected["firewall"] = {"enable": True, "ssh_port": 2222}
     assert written == expected
     path = tmp_path / "config.json"
     path.write_text(got["inspected"])
@@ -104,24 +106,39 @@ def test_router_elsewhere_state_dir_gets_a_tmpfiles_rule_instead_of_state_direct
     assert c["users"]["users"]["nixie"]["home"] == "/srv/nixie"
 
 
+def written_config(got: dict) -> C.Config:
+    """The config the module wrote, as `nixie serve` loads it (validated by the appliance)."""
+    return C.parse_config(json.loads(got["inspected"]))
+
+
 def test_router_network_firewall_nat_and_forwarding():
-    c = router('{ lan = { interface = "enp2s0"; address = "192.168.8.1/24"; }; '
-               'wan = { interface = "enp1s0"; address = "203.0.113.2/29"; gateway = "203.0.113.1"; }; '
-               'dhcp.range = [ "192.168.8.50" "192.168.8.99" ]; }')["config"]
+    got = router('{ lan = { interface = "enp2s0"; address = "192.168.8.1/24"; }; '
+                 'wan = { interface = "enp1s0"; address = "203.0.113.2/29"; gateway = "203.0.113.1"; }; '
+                 'dhcp.range = [ "192.168.8.50" "192.168.8.99" ]; }', inspect=CONFIG_TEXT)
+    c = got["config"]
     net = c["networking"]
     assert net["nftables"]["enable"] is True
+    assert net["nftables"]["flushRuleset"] is False  # NixOS reloads leave table inet nixie alone
     assert net["firewall"]["interfaces"] == {
         "enp2s0": {"allowedTCPPorts": [53, 8080, 8081], "allowedUDPPorts": [53, 67, 69]}}
-    assert net["nat"] == {"enable": True, "internalInterfaces": ["enp2s0"], "externalInterface": "enp1s0"}
+    # one NAT: the appliance's ruleset masquerades the LAN out of the WAN, NixOS's NAT stays off
+    assert "nat" not in net
+    cfg = written_config(got)
+    assert cfg.firewall.enable and cfg.wan.nat  # serve applies its ruleset, with the NAT
+    ruleset = firewall.render(firewall.FirewallSpec.from_config(cfg))
+    assert 'oifname "enp1s0" ip saddr 192.168.8.0/24 masquerade' in ruleset
+    assert 'iifname "enp2s0" oifname "enp1s0" accept' in ruleset  # forwarding LAN -> WAN
     assert net["interfaces"]["enp2s0"] == {"useDHCP": False,
                                            "ipv4": {"addresses": [{"address": "192.168.8.1", "prefixLength": 24}]}}
     assert net["interfaces"]["enp1s0"]["ipv4"]["addresses"] == [{"address": "203.0.113.2", "prefixLength": 29}]
     assert net["defaultGateway"] == {"address": "203.0.113.1", "interface": "enp1s0"}
     assert c["boot"]["kernel"]["sysctl"] == {"net.ipv4.conf.all.forwarding": True,
                                              "net.ipv6.conf.all.forwarding": True}
-    dhcp_wan = router('{ wan.interface = "eth1"; wan.nat = false; }')["config"]["networking"]
+    no_nat = router('{ wan.interface = "eth1"; wan.nat = false; }', inspect=CONFIG_TEXT)
+    dhcp_wan = no_nat["config"]["networking"]
     assert dhcp_wan["interfaces"]["eth1"] == {"useDHCP": True}
     assert "nat" not in dhcp_wan and "defaultGateway" not in dhcp_wan
+    assert "masquerade" not in firewall.render(firewall.FirewallSpec.from_config(written_config(no_nat)))
     closed = module_config("nixos-image/router.nix", "{ services.nixie.enable = true; "
                            "services.nixie.openFirewall = false; services.nixie.configureInterfaces = false; }")
     assert not closed["config"]["networking"]["firewall"].get("interfaces")
@@ -137,6 +154,29 @@ def test_router_assertions_catch_bad_combinations():
         "services.nixie: settings.wan.interface must differ from settings.lan.interface"]
     assert failing('{ builder.kind = "remote"; }') == [
         "services.nixie: settings.builder.uri is required when settings.builder.kind is remote"]
+    # NAT is the appliance's ruleset's job: wan.nat without it would silently not NAT
+    assert failing('{ wan.interface = "eth1"; firewall.enable = false; }') == [
+        "services.nixie: settings.wan.nat needs settings.firewall.enable (the appliance's ruleset does the NAT); "
+        "to NAT with networking.nat instead, set settings.wan.nat = false"]
+    assert failing('{ wan.interface = "eth1"; wan.nat = false; firewall.enable = false; }') == []
+    assert failing('{ network.manage = true; }') == [
+        "services.nixie: settings.network.manage and services.nixie.configureInterfaces both set up the "
+        "interfaces; turn one off"]
+
+    def failing_with(extra):
+        got = module_config("nixos-image/router.nix",
+                            f'{{ services.nixie.enable = true; services.nixie.settings.wan.interface = "eth1"; {extra} }}')
+        return [a["message"] for a in got["config"]["assertions"] if not a["assertion"]]
+
+    double_nat = 'networking.nat = { enable = true; internalInterfaces = [ "eth0" ]; };'
+    assert failing_with(double_nat) == [
+        "services.nixie: the appliance's ruleset already masquerades the LAN (settings.wan.nat); "
+        "remove settings.lan.interface from networking.nat.internalInterfaces or set settings.wan.nat = false"]
+    # NAT for containers (another internal interface) is no conflict
+    assert failing_with('networking.nat = { enable = true; internalInterfaces = [ "ve-+" ]; };') == []
+    assert failing_with('services.nixie.settings.wan.nat = false; ' + double_nat) == []
+    assert failing_with("services.nixie.configureInterfaces = false; "
+                        "services.nixie.settings.network.manage = true;") == []
 
 
 def test_router_nix_builders_substituters_and_cache_key():
@@ -159,54 +199,43 @@ def test_router_nix_builders_substituters_and_cache_key():
     assert router()["config"]["nix"]["distributedBuilds"] is False
 
 
-# the sections issue 8 adds to SCHEMA (vpn, firewall), as the lines settings.nix will get
-LATER_SECTIONS = """
-    vpn = {
-      enable = opt types.bool false "Run the WireGuard server.";
-      interface = opt str "wg-nixie" "WireGuard interface.";
-      listen_port = opt (between 1 65535) 51820 "UDP port.";
-      address = opt cidr "10.99.0.1/24" "Tunnel address.";
-      endpoint = opt optStr null "HOST:PORT peers dial.";
-    };
-    firewall = {
-      enable = opt types.bool false "Apply the generated nftables ruleset.";
-      ssh_port = opt (between 1 65535) 22 "SSH port.";
-    };
-"""
-
-
-# and issue 5's builder.host_key
-HOST_KEY_LINE = '      host_key = opt optStr null "The remote builder\'s SSH host key.";\n'
-
-
-def test_router_follows_the_firewall_and_vpn_sections_once_they_exist(tmp_path):
-    copy = tmp_path / "nixos-image"
-    shutil.copytree(ROOT / "nixos-image", copy)
-    settings = (copy / "settings.nix").read_text()
-    assert "    builder = {" in settings
-    (copy / "settings.nix").write_text(settings.replace(
-        "    builder = {", LATER_SECTIONS + "    builder = {\n" + HOST_KEY_LINE, 1))
-    args = (f"module = {nix_str(copy / 'router.nix')}; extra = {{ services.nixie.enable = true; "
-            f'services.nixie.settings = {{ wan.interface = "enp1s0"; vpn.enable = true; '
-            f'builder = {{ kind = "remote"; uri = "ssh-ng://nix@b.lan"; host_key = "ssh-ed25519 AAAAC3x"; }}; }}; }}; '
-            f"inspectConfig = c: c.services.nixie.settings;")
-    got = nix_eval(f"import {nix_str(EVAL)} {{ {args} }}")
-    c, settings_seen = got["config"], got["inspectedConfig"]
-    # the appliance's own ruleset is turned on, with the SSH port NixOS's sshd uses
-    assert settings_seen["firewall"] == {"enable": True, "ssh_port": 2222}
-    assert "nat" not in c["networking"]  # the appliance's ruleset does the NAT
+def test_router_vpn_opens_wireguard_and_the_tunnel_services():
+    got = router('{ wan.interface = "enp1s0"; vpn.enable = true; '
+                 'builder = { kind = "remote"; uri = "ssh-ng://nix@b.lan"; host_key = "ssh-ed25519 AAAAC3x"; }; }',
+                 inspect=CONFIG_TEXT)
+    c = got["config"]
     fw = c["networking"]["firewall"]
-    assert fw["allowedUDPPorts"] == [51820]
-    assert fw["interfaces"]["wg-nixie"] == {"allowedTCPPorts": [8080]}
+    assert fw["allowedUDPPorts"] == [51820]  # peers come in through the WAN
+    assert fw["interfaces"]["wg-nixie"] == {"allowedTCPPorts": [53, 8080], "allowedUDPPorts": [53]}
     assert set(fw["interfaces"]) == {"eth0", "wg-nixie"}
-    assert c["networking"]["nftables"]["flushRuleset"] is False
+    assert "nat" not in c["networking"]
+    assert c["boot"]["kernelModules"] == ["wireguard"]
+    assert "/nix/store/stub-wireguard-tools" in c["systemd"]["services"]["nixie"]["path"]  # `wg`
     assert c["programs"]["ssh"]["knownHosts"] == {
         "nixie-builder": {"hostNames": ["b.lan"], "publicKey": "ssh-ed25519 AAAAC3x"}}
-    # and without them (this branch): NixOS does the NAT, no WireGuard port
-    plain_all = router('{ wan.interface = "enp1s0"; }')["config"]
-    plain = plain_all["networking"]
-    assert plain["nat"]["externalInterface"] == "enp1s0" and plain["firewall"]["allowedUDPPorts"] == []
-    assert plain_all["programs"]["ssh"]["knownHosts"] == {}
+
+    # a packet passes NixOS's firewall and then the appliance's ruleset: every port NixOS
+    # opens on the LAN and the tunnel must be one the appliance's ruleset accepts there too
+    cfg = written_config(got)
+    assert cfg.vpn.enable and cfg.firewall.enable
+    spec = firewall.FirewallSpec.from_config(cfg)
+    ruleset = firewall.render(spec)
+    assert 'ip saddr { 10.0.0.0/24, 10.99.0.0/24 } masquerade' in ruleset  # the VPN goes out too
+    dns = {spec.dns_port}
+    assert set(fw["interfaces"]["eth0"]["allowedTCPPorts"]) <= set(spec.admin_tcp) | set(spec.boot_tcp) | dns
+    assert set(fw["interfaces"]["eth0"]["allowedUDPPorts"]) <= set(spec.boot_udp) | dns
+    assert set(fw["interfaces"]["wg-nixie"]["allowedTCPPorts"]) <= set(spec.admin_tcp) | dns
+    assert set(fw["interfaces"]["wg-nixie"]["allowedUDPPorts"]) <= dns
+    assert fw["allowedUDPPorts"] == [spec.vpn_port]
+    assert 'iifname "enp1s0" udp dport 51820 accept' in ruleset
+
+    # without the VPN: no WireGuard port, no tunnel interface, no wg, no host key
+    plain = router('{ wan.interface = "enp1s0"; }')["config"]
+    assert plain["networking"]["firewall"]["allowedUDPPorts"] == []
+    assert set(plain["networking"]["firewall"]["interfaces"]) == {"eth0"}
+    assert plain["boot"]["kernelModules"] == []
+    assert "/nix/store/stub-wireguard-tools" not in plain["systemd"]["services"]["nixie"]["path"]
+    assert plain["programs"]["ssh"]["knownHosts"] == {}
 
 
 def test_router_on_aarch64_cross_builds_the_x86_ipxe():

@@ -6,7 +6,6 @@ let
   names = [
     "flask" "flask-wtf" "pyroute2" "dnslib" "tftpy" "waitress" "sqlite-utils" "zstandard"
     "argon2-cffi" "qrcode" "setuptools" "wheel"
-    "qrcode" # issue 8 adds it to pyproject.toml
   ];
   python3Packages = builtins.listToAttrs (map (n: { name = n; value = { pname = n; }; }) names) // {
     buildPythonApplication = args: args;
