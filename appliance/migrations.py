@@ -163,4 +163,8 @@ CREATE TABLE vpn_peers (
     revoked_at REAL
 );
 """,
+    # who claimed a rollback when, so a second runner does not undo it twice
+    9: """
+ALTER TABLE net_transactions ADD COLUMN claimed_at REAL;
+""",
 }

@@ -695,11 +695,25 @@ def rollback(conn: sqlite3.Connection, kernel: Kernel, txn_id: str) -> dict[str,
     return txn_dict(_row(conn, txn_id))
 
 
-def _rollback(conn, kernel: Kernel, txn_id: str, reason: str) -> bool:
+STALE_CLAIM_SECONDS = 60.0
+
+
+def claim_rollback(conn: sqlite3.Connection, txn_id: str) -> bool:
+    """True for exactly one caller per rollback."""
     with transaction(conn):
-        claimed = conn.execute("UPDATE net_transactions SET state = 'rolling_back' WHERE id = ? "
-                               "AND state IN ('pending', 'rolling_back')", (txn_id,)).rowcount
-    if not claimed:
+        # Exactly one runner (the applying process's timer, serve's watchdog, the
+        # detached `nixie net watchdog`) rolls back; a claim left by a runner that
+        # died mid-rollback is taken over once it is stale.
+        t = now()
+        claimed = conn.execute(
+            "UPDATE net_transactions SET state = 'rolling_back', claimed_at = ? WHERE id = ? "
+            "AND (state = 'pending' OR (state = 'rolling_back' AND "
+            "coalesce(claimed_at, 0) < ?))", (t, txn_id, t - STALE_CLAIM_SECONDS)).rowcount
+    return claimed == 1
+
+
+def _rollback(conn, kernel: Kernel, txn_id: str, reason: str) -> bool:
+    if not claim_rollback(conn, txn_id):
         return False
     row = _row(conn, txn_id)
     before = NetState.from_json(row["before"])

@@ -100,7 +100,7 @@ def test_rollback_confirm_and_crash_recovery(lab):
     row = txn_row(state, txn["id"])
     assert row["state"] == "rolled_back", dict(row)
     # rolled back when its window closed (the watchdog polls every 0.2 s; slack for a busy box)
-    assert row["deadline"] <= row["finished_at"] < row["deadline"] + 3, dict(row)
+    assert row["deadline"] <= row["finished_at"] < row["deadline"] + 10, dict(row)
     assert up(c1, timeout=3), addrs(router, "lan0")
     assert "10.77.0.1/24" in addrs(router, "lan0") and "10.88.0.1" not in addrs(router, "lan0")
     assert txn_state(state, txn["id"]) == "rolled_back"

@@ -1,0 +1,138 @@
+# The JSON config of `nixie serve` as NixOS options: one option per key of
+# SCHEMA in appliance/config.py, same dotted names, same defaults.
+#
+# A function of `lib` alone (mkOption and types), so the router module uses it
+# with nixpkgs' lib and tests/unit/test_nixos_options.py evaluates it with a
+# small stand-in lib, without nixpkgs, and compares it with SCHEMA.
+#
+# Adding a key to SCHEMA: add its one line here (the test prints the line).
+{ lib }:
+let
+  inherit (lib) types;
+
+  opt = type: default: description: lib.mkOption { inherit type default description; };
+
+  str = types.nonEmptyStr;
+  optStr = types.nullOr types.str;
+  path = types.nonEmptyStr; # a run-time path, never copied into the store
+  optPath = types.nullOr path;
+  ipv4 = types.strMatching "[0-9]{1,3}(\\.[0-9]{1,3}){3}";
+  cidr = types.strMatching "[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}";
+  listen = types.strMatching "([[][0-9A-Fa-f:.]+[]]|[0-9.]+|[0-9A-Fa-f:]+):[0-9]{1,5}";
+  # a list of HOST:PORT; a single string is accepted as a list of one
+  listenList = types.coercedTo listen (l: [ l ]) (types.listOf listen);
+  between = types.ints.between;
+  listOfStr = types.listOf str;
+
+  options = {
+    state_dir = opt path "/var/lib/nixie" "Directory for run-time state: nixie.db, GC roots, caches, logs.";
+    log_level = opt (types.enum [ "debug" "info" "warning" "error" ]) "info" "Minimum level of the structured log lines on stderr.";
+
+    lan = {
+      interface = opt str "eth0" "The LAN interface the boot services answer on.";
+      address = opt cidr "10.0.0.1/24" "The router's LAN address with prefix; DHCP serves this network.";
+      domain = opt str "lan" "DNS domain of LAN hosts and leases.";
+    };
+
+    wan = {
+      interface = opt optStr null "The uplink interface; null when the router has no WAN role.";
+      address = opt (types.nullOr cidr) null "Static WAN address with prefix; null means DHCP client on the WAN.";
+      gateway = opt (types.nullOr ipv4) null "Default gateway for a static WAN.";
+      nat = opt types.bool true "Masquerade LAN traffic leaving through the WAN.";
+    };
+
+    dhcp = {
+      mode = opt (types.enum [ "authoritative" "proxy" "off" ]) "authoritative" "authoritative: hand out addresses; proxy: only boot information next to another DHCP server; off.";
+      range = opt (types.addCheck (types.listOf ipv4) (l: builtins.length l == 2)) [ "10.0.0.100" "10.0.0.199" ] "[first, last] of the dynamic pool (authoritative mode).";
+      lease_seconds = opt (between 60 31536000) 3600 "Lease time handed to clients.";
+      router = opt (types.nullOr ipv4) null "Router option (3); null means the LAN address.";
+      dns_servers = opt (types.nullOr (types.listOf ipv4)) null "DNS servers option (6); null means the LAN address.";
+      conflict_check = opt types.bool false "Ping an address before offering it.";
+      unknown_clients = opt (types.enum [ "menu" "local" "ignore" ]) "menu" "What PXE clients with no host record get: the boot menu, boot from local disk, or no boot answer.";
+    };
+
+    tftp = {
+      listen = opt listenList [ "0.0.0.0:69" ] "Addresses the TFTP server binds.";
+      root = opt optPath null "Directory served read-only; null means state_dir/tftp (populated with the iPXE binaries).";
+      ipxe_dir = opt path "/usr/lib/ipxe" "Where the iPXE binaries (undionly.kpxe, ipxe.efi, snponly.efi) come from. The router module sets it to iPXE built by nixpkgs.";
+    };
+
+    boot = {
+      http_listen = opt listen "0.0.0.0:8081" "HTTP boot listener: iPXE scripts, kernels, initrds, the binary cache, the agent API.";
+      public_url = opt optStr null "Base URL clients use to reach http_listen; null derives it from lan.address.";
+      menu = opt types.bool true "Show a menu of the host's generations (newest default).";
+      menu_timeout_seconds = opt (between 0 3600) 5 "Seconds before the menu's default entry boots.";
+      cmdline = opt optStr null "Extra kernel parameters for every netbooted host.";
+      token_seconds = opt (between 60 2592000) 86400 "How long a per-boot agent token stays valid.";
+    };
+
+    web = {
+      listen = opt listenList [ "0.0.0.0:8080" ] "Admin web UI and REST API listeners.";
+      secret_key_file = opt optPath null "File holding the session signing key; null creates state_dir/secret_key.";
+    };
+
+    dns = {
+      listen = opt listenList [ "0.0.0.0:53" ] "Addresses the DNS server binds (UDP and TCP).";
+      upstream = opt (types.listOf str) [ ] "Resolvers for names outside lan.domain (IP or IP:port); empty means no forwarding.";
+      enable = opt types.bool true "Run the DNS server.";
+    };
+
+    vpn = {
+      address = opt cidr "10.99.0.1/24" "The router's tunnel address with prefix; peers get addresses in this network.";
+      enable = opt types.bool false "Run the WireGuard server for remote administration.";
+      endpoint = opt optStr null "HOST:PORT peers dial (the router's public address); null derives it from wan.address.";
+      interface = opt str "wg-nixie" "Name of the WireGuard interface (unique on the machine).";
+      listen_port = opt (between 1 65535) 51820 "UDP port WireGuard listens on.";
+    };
+
+    network = {
+      confirm_seconds = opt (between 5 3600) 60 "How long a network change waits for confirmation before it rolls back by itself.";
+      manage = opt types.bool false "Set up the interfaces (LAN bridge and address, WAN static or DHCP client, routes) from this file and the confirmed UI changes when serve starts.";
+    };
+
+    firewall = {
+      enable = opt types.bool false "Apply the generated nftables ruleset when serve starts and with every network change (the NixOS router module turns it on).";
+      ssh_port = opt (between 1 65535) 22 "SSH port the firewall opens to the LAN and the VPN.";
+    };
+
+    builder = {
+      kind = opt (types.enum [ "local" "remote" ]) "local" "local: this router builds; remote: an SSH Nix builder.";
+      uri = opt optStr null "Remote store URI, e.g. ssh-ng://nix@builder (kind remote).";
+      ssh_key = opt optPath null "SSH private key for the remote builder.";
+      systems = opt listOfStr [ "x86_64-linux" ] "Systems the builder builds.";
+      max_jobs = opt (between 1 256) 1 "Builds run at once.";
+      substituters = opt listOfStr [ ] "Extra binary caches.";
+      trusted_public_keys = opt listOfStr [ ] "Keys of the extra binary caches.";
+      flake_refresh_seconds = opt (between 0 604800) 900 "How often the build worker evaluates every flake again; 0 never.";
+      host_key = opt optStr null "The remote builder's SSH host public key (e.g. \"ssh-ed25519 AAAA...\"); null uses the system's known_hosts.";
+      keep_generations = opt (between 1 1000) 10 "Generations kept per host (rows and GC roots); older ones are dropped.";
+    };
+
+    netboot = {
+      cache_max_bytes = opt (between 1048576 1125899906842624) 21474836480 "Size limit of state_dir/cpio-cache (per-store-path archives); least recently used go first.";
+      hydra_urls = opt listOfStr [ ] "Hydra instances the `hydra` boot dispatch may ask (base URLs); empty disables it.";
+      wait_seconds = opt (between 0 3600) 20 "How long an initrd request waits for missing archives before answering 'retry later'.";
+      workers = opt (between 0 256) 0 "Threads compressing archives; 0 means one per CPU.";
+      zstd_level = opt (between 1 19) 1 "zstd level of the per-store-path archives (1 is several times faster than 3 for nearly the same size).";
+    };
+
+    nix = {
+      bin_dir = opt optPath null "Directory holding nix, nix-store, nix-build; null uses PATH.";
+      store = opt optStr null "Nix store URI to use instead of the default (tests use a chroot store).";
+      extra_config = opt types.str "" "Text appended to NIX_CONFIG for every nix call.";
+    };
+  };
+
+  isOption = v: builtins.isAttrs v && (v._type or null) == "option";
+
+  # The JSON document from evaluated settings: exactly the keys of the option
+  # tree, nothing the module system adds around them.
+  toConfig = tree: values:
+    builtins.mapAttrs
+      (name: node: if isOption node then values.${name} else toConfig node values.${name})
+      tree;
+in
+{
+  inherit options isOption;
+  toConfig = toConfig options;
+}
