@@ -1,0 +1,115 @@
+"""TFTP: ours vs tftp-hpa serving ipxe.efi to curl clients, 1 and 20 at once,
+blksize 512 and 1468, over a veth pair between two namespaces.
+
+`python -m bench.tftp.run [--seconds S]` prints MB/s for each and the ratio."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from appliance.netlab import Netns, veth
+
+ROOT = Path(__file__).resolve().parents[2]
+FILE = Path("/usr/lib/ipxe/ipxe.efi")
+SERVER_IP, CLIENT_IP = "10.88.0.1", "10.88.0.2"
+
+
+def wait_udp(ns: Netns, proc: subprocess.Popen, port: int = 69) -> None:
+    for _ in range(100):
+        r = ns.run("ss", "-Hlun", f"sport = :{port}", check=False)
+        if r.stdout.strip():
+            return
+        if proc.poll() is not None:
+            raise RuntimeError("server exited")
+        time.sleep(0.05)
+    raise RuntimeError("server did not bind")
+
+
+def load(client: Netns, clients: int, blksize: int, seconds: float, size: int, out: Path
+         ) -> float:
+    """`clients` shells each fetch the file with curl in a loop for ~`seconds`; MB/s."""
+    url = f"tftp://{SERVER_IP}/{FILE.name}"
+    script = (f'end=$(( $(date +%s%N) + {int(seconds * 1e9)} )); n=0; '
+              f'while [ $(date +%s%N) -lt $end ]; do '
+              f'curl -sf --tftp-blksize {blksize} -o {out}/$1 {url} || exit 1; n=$((n+1)); done; echo $n')
+    t0 = time.monotonic()
+    procs = [client.popen("sh", "-c", script, "sh", f"c{i}", stdout=subprocess.PIPE, text=True)
+             for i in range(clients)]
+    counts = []
+    for p in procs:
+        o, _ = p.communicate(timeout=seconds + 120)
+        if p.returncode:
+            raise RuntimeError("a curl client failed")
+        counts.append(int(o.strip()))
+    took = time.monotonic() - t0
+    want = hashlib.sha256(FILE.read_bytes()).hexdigest()
+    got = hashlib.sha256((out / "c0").read_bytes()).hexdigest()
+    if got != want:
+        raise RuntimeError("wrong bytes")
+    return sum(counts) * size / took / 1e6
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=4.0)
+    args = ap.parse_args()
+    for tool in ("in.tftpd", "curl"):
+        if not shutil.which(tool):
+            print(f"skip: {tool} is not installed")
+            return 0
+    work = Path(tempfile.mkdtemp(prefix="nixie-bench-tftp-"))
+    work.chmod(0o755)  # tftp-hpa drops privileges
+    root = work / "root"
+    root.mkdir()
+    shutil.copyfile(FILE, root / FILE.name)
+    (root / FILE.name).chmod(0o644)
+    out = work / "out"
+    out.mkdir()
+    size = FILE.stat().st_size
+    results: dict[tuple[str, int, int], float] = {}
+    srv, cli = Netns(), Netns()
+    try:
+        veth(srv, "eth0", cli, "eth0")
+        srv.run("ip", "addr", "add", f"{SERVER_IP}/24", "dev", "eth0")
+        cli.run("ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0")
+        servers = {
+            "ours": [sys.executable, "-m", "netservices.tftp", "--root", str(root),
+                     "--listen", f"{SERVER_IP}:69"],
+            "tftp-hpa": ["in.tftpd", "-L", "-s", "-a", f"{SERVER_IP}:69", str(root)],
+        }
+        for clients in (1, 20):
+            for blksize in (512, 1468):
+                for name, argv in servers.items():
+                    proc = srv.popen(*argv, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+                    try:
+                        wait_udp(srv, proc)
+                        results[(name, clients, blksize)] = load(cli, clients, blksize,
+                                                                 args.seconds, size, out)
+                    finally:
+                        proc.terminate()
+                        try:
+                            proc.wait(5)
+                        except subprocess.TimeoutExpired:
+                            proc.kill()
+                            proc.wait()
+                ours, ref = results[("ours", clients, blksize)], results[("tftp-hpa", clients, blksize)]
+                print(f"tftp {FILE.name} clients={clients:2d} blksize={blksize:4d}: "
+                      f"ours {ours:7.1f} MB/s  tftp-hpa {ref:7.1f} MB/s  ratio {ours / ref:.2f}",
+                      flush=True)
+    finally:
+        srv.close()
+        cli.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
