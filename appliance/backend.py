@@ -6,7 +6,7 @@ from typing import Any
 
 from netservices.backend import HostRecord
 
-from . import events, hosts
+from . import agent, events, hosts
 from .db import Store
 
 
@@ -30,3 +30,7 @@ class SqliteBackend:
               data: dict[str, Any] | None = None) -> None:
         events.record(self.store.conn(), kind, message, level=level, host_id=host_id, mac=mac,
                       ip=ip, data=data)
+
+    def agent_report(self, token: str, event: str, message: str, source_ip: str) -> dict:
+        """AgentSink: raises agent.AgentRejected (with .status 401/400/409)."""
+        return agent.report(self.store.conn(), token, event, message, source_ip)
