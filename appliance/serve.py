@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from netservices.tftp import TftpService
+
 from .backend import SqliteBackend
 from .config import Config
 from .db import Store, now
@@ -76,6 +78,20 @@ def secret_key(cfg: Config) -> bytes:
     return path.read_bytes()
 
 
+def httpboot_service(cfg: Config, backend: SqliteBackend, mounts: dict | None = None):
+    """HTTP boot on boot.http_listen over the backend (BootArtifacts once the image
+    builder provides it; until then nothing is bootable and scripts say so)."""
+    from netservices.httpboot import BootSettings, HttpBootService, NoArtifacts, create_boot_app
+
+    settings = BootSettings(base_url=cfg.boot_base_url, menu=cfg.boot.menu,
+                            menu_timeout_seconds=cfg.boot.menu_timeout_seconds,
+                            cmdline=cfg.boot.cmdline, unknown_clients=cfg.dhcp.unknown_clients)
+    artifacts = backend if hasattr(backend, "boot_targets") else NoArtifacts()
+    app = create_boot_app(hosts=backend, events=backend, artifacts=artifacts, agent=backend,
+                          settings=settings, tftp_root=str(cfg.tftp_root), mounts=mounts or {})
+    return HttpBootService(app, cfg.boot.http_listen)
+
+
 def build_services(cfg: Config, store: Store, health) -> list[Any]:
     """Every service `serve` supervises, each built by its room's factory."""
     from webui import create_app
@@ -84,9 +100,9 @@ def build_services(cfg: Config, store: Store, health) -> list[Any]:
     backend = SqliteBackend(store)  # noqa: F841 - handed to the netservices as they land
     services: list[Any] = []
     services.append(IdleService("dhcp", "not built yet") if cfg.dhcp.mode != "off" else None)
-    services.append(IdleService("tftp", "not built yet"))
+    services.append(TftpService(cfg.tftp_root, cfg.tftp.listen, ipxe_dir=cfg.tftp.ipxe_dir, events=backend))
     services.append(IdleService("dns", "not built yet") if cfg.dns.enable else None)
-    services.append(IdleService("httpboot", "not built yet"))
+    services.append(httpboot_service(cfg, backend))
     services.append(IdleService("builder", "not built yet"))
     app = create_app(WebContext(store=store, config=cfg, health=health, secret_key=secret_key(cfg)))
     services.append(WebService(app, cfg.web.listen))
