@@ -14,15 +14,30 @@ from . import populate_root
 from .server import TftpServer
 
 
+class JsonLinesEvents:
+    """An EventSink that appends one JSON object per event to a file."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def event(self, kind, message="", *, level="info", host_id=None, mac=None, ip=None,
+              data=None) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"kind": kind, "message": message, "level": level,
+                                "host_id": host_id, "mac": mac, "ip": ip, "data": data}) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m netservices.tftp")
     ap.add_argument("--root", required=True)
     ap.add_argument("--listen", action="append", required=True)
     ap.add_argument("--ipxe-dir", help="copy the iPXE binaries from here into the root first")
+    ap.add_argument("--events", help="append boot events to this file as JSON lines")
     args = ap.parse_args(argv)
     if args.ipxe_dir:
         populate_root(args.root, args.ipxe_dir)
-    server = TftpServer(args.root, args.listen)
+    server = TftpServer(args.root, args.listen,
+                        events=JsonLinesEvents(args.events) if args.events else None)
     server.bind()
     signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
     signal.signal(signal.SIGINT, lambda *_: server.shutdown())
