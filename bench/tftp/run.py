@@ -58,7 +58,8 @@ def load(client: Netns, clients: int, blksize: int, seconds: float, size: int, o
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     for tool in ("in.tftpd", "curl"):
         if not shutil.which(tool):
@@ -86,13 +87,16 @@ def main() -> int:
         }
         for clients in (1, 20):
             for blksize in (512, 1468):
-                for name, argv in servers.items():
+                # alternate the servers and keep each one's best round: the machine is
+                # shared, and a burst of someone else's load should not decide the ratio
+                for name, argv in [*servers.items()] * args.rounds:
                     proc = srv.popen(*argv, cwd=ROOT, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
                     try:
                         wait_udp(srv, proc)
-                        results[(name, clients, blksize)] = load(cli, clients, blksize,
-                                                                 args.seconds, size, out)
+                        mbs = load(cli, clients, blksize, args.seconds, size, out)
+                        key = (name, clients, blksize)
+                        results[key] = max(results.get(key, 0.0), mbs)
                     finally:
                         proc.terminate()
                         try:

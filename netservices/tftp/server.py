@@ -84,12 +84,14 @@ class Transfer:
 
     __slots__ = ("sock", "peer", "path", "name", "view", "size", "blksize", "window",
                  "timeout", "oack", "nblocks", "acked", "sent_upto", "retries", "deadline",
-                 "started", "fd")
+                 "started", "fd", "recv", "sendmsg")
 
     def __init__(self, sock: socket.socket, peer: tuple, path: str, name: str, view: memoryview,
                  neg: policy.Negotiated):
         self.sock = sock
         self.fd = sock.fileno()
+        self.recv = sock.recv
+        self.sendmsg = sock.sendmsg
         self.peer = peer
         self.path = path
         self.name = name
@@ -237,20 +239,57 @@ class TftpServer:
         assert ep is not None
         next_scan = time.monotonic() + SCAN_INTERVAL
         transfers, listeners = self.transfers, self.listeners
+        pack = _DATA_HDR.pack
         while not self._stopping and not (stop is not None and stop.is_set()):
             ready = ep.poll(SCAN_INTERVAL)
             now = time.monotonic()
+            sent = 0
             for fd, _mask in ready:
                 t = transfers.get(fd)
-                if t is not None:
-                    self._on_transfer_readable(t, now)
-                elif fd in listeners:
-                    self._on_request_readable(*listeners[fd], now)
-                elif fd == self._wake_r:
+                if t is None:
+                    if fd in listeners:
+                        self._on_request_readable(*listeners[fd], now)
+                    elif fd == self._wake_r:
+                        try:
+                            os.read(self._wake_r, 64)
+                        except BlockingIOError:
+                            pass
+                    continue
+                # One datagram per readiness event: epoll is level-triggered, so a
+                # second queued packet wakes us again.
+                try:
+                    data = t.recv(2048)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:  # ICMP port unreachable: the client is gone
+                    self._finish(t, "client went away", ok=False)
+                    continue
+                # The hot path, lock-step (windowsize 1): the ACK of the block in
+                # flight, answered with the next block. Everything else: _on_packet.
+                blk = t.acked + 1
+                if (t.window == 1 and t.oack is None and t.sent_upto == blk and len(data) == 4
+                        and data[0] == 0 and data[1] == 4
+                        and (data[2] << 8 | data[3]) == blk & 0xFFFF):
+                    t.acked = blk
+                    t.retries = 0
+                    if blk >= t.nblocks:
+                        self._finish(t, "sent", ok=True)
+                        continue
+                    bs = t.blksize
+                    chunk = t.view[blk * bs:blk * bs + bs]
                     try:
-                        os.read(self._wake_r, 64)
+                        t.sendmsg((pack(3, (blk + 1) & 0xFFFF), chunk))
                     except BlockingIOError:
-                        pass
+                        pass  # the timeout resends
+                    except OSError:
+                        self._finish(t, "client went away", ok=False)
+                        continue
+                    t.sent_upto = blk + 1
+                    t.deadline = now + t.timeout
+                    sent += len(chunk)
+                    continue
+                self._on_packet(t, data, now)
+            self.bytes_sent += sent
             if now >= next_scan:
                 next_scan = now + SCAN_INTERVAL
                 self._check_timeouts(now)
@@ -333,31 +372,18 @@ class TftpServer:
         finally:
             s.close()
 
-    def _on_transfer_readable(self, t: Transfer, now: float) -> None:
-        # One datagram per readiness event: epoll is level-triggered, so a second
-        # queued ACK wakes us again; this saves a failing recv per packet.
+    def _on_packet(self, t: Transfer, data: bytes, now: float) -> None:
         try:
-            data = t.sock.recv(2048)
-        except (BlockingIOError, InterruptedError):
+            block = codec.parse_ack(data)
+        except MalformedPacket:
+            self.counters["malformed"] += 1
             return
-        except OSError:  # ICMP port unreachable: the client is gone
-            self._finish(t, "client went away", ok=False)
+        if block is None:  # the client sent ERROR: it aborts (e.g. after a tsize probe)
+            self._finish(t, "client aborted", ok=False, aborted=True)
             return
-        if len(data) >= 4 and data[1] == 4 and data[0] == 0:  # the hot path: an ACK
-            if not t.on_ack((data[2] << 8) | data[3]):
-                return
-        else:
-            try:
-                block = codec.parse_ack(data)
-            except MalformedPacket:
-                self.counters["malformed"] += 1
-                return
-            if block is None:  # the client sent ERROR: it aborts (e.g. after a tsize probe)
-                self._finish(t, "client aborted", ok=False, aborted=True)
-                return
-            if not t.on_ack(block):
-                return
-        if t.oack is None and t.acked >= t.nblocks:
+        if not t.on_ack(block):
+            return
+        if t.done:
             self._finish(t, "sent", ok=True)
             return
         try:
