@@ -64,7 +64,8 @@ def load(client: Netns, url: str, clients: int, seconds: float, size: int) -> fl
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--size-mb", type=int, default=200)
     ap.add_argument("--clients", default="1,20")
     args = ap.parse_args()
@@ -105,14 +106,15 @@ def main() -> int:
         srv.run("ip", "addr", "add", f"{SERVER_IP}/24", "dev", "eth0")
         cli.run("ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0")
         for clients in [int(c) for c in args.clients.split(",")]:
-            res = {}
-            for name, (argv, url) in servers.items():
+            res: dict[str, float] = {}
+            # alternate the servers, keep each one's best round (the machine is shared)
+            for name, (argv, url) in [*servers.items()] * args.rounds:
                 proc = srv.popen(*argv, cwd=ROOT, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
                 try:
                     if not wait_port(srv, SERVER_IP, PORT, timeout=20):
                         raise RuntimeError(f"{name} did not start")
-                    res[name] = load(cli, url, clients, args.seconds, size)
+                    res[name] = max(res.get(name, 0.0), load(cli, url, clients, args.seconds, size))
                 finally:
                     proc.terminate()
                     try:
