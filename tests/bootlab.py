@@ -138,7 +138,7 @@ def store_basename(name: str, seed: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from netservices.httpboot import BootSettings, create_boot_app, make_server
+    from netservices.httpboot import BootSettings, create_boot_app, make_servers, run_quietly
 
     ap = argparse.ArgumentParser(prog="python -m tests.bootlab")
     ap.add_argument("--spec", required=True)
@@ -149,19 +149,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--menu", action="store_true")
     ap.add_argument("--copy", action="store_true", help="file wrapper copies instead of sendfile")
     ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
     backend = SpecBackend(json.loads(Path(args.spec).read_text()), args.events)
     settings = BootSettings(base_url=args.base_url.rstrip("/"), menu=args.menu,
                             menu_timeout_seconds=2, retry_seconds=3)
     app = create_boot_app(hosts=backend, events=backend, artifacts=backend, agent=backend,
                           settings=settings, tftp_root=args.tftp_root, zero_copy=not args.copy)
-    server = make_server(app, args.listen, threads=args.threads, zero_copy=not args.copy)
-    signal.signal(signal.SIGTERM, lambda *_: server.close())
+    servers = make_servers(app, args.listen, args.workers, args.threads, zero_copy=not args.copy)
+
+    def stop(*_):
+        for s in servers:
+            s.close()
+
+    signal.signal(signal.SIGTERM, stop)
+    others = [threading.Thread(target=run_quietly, args=(s,), daemon=True) for s in servers[1:]]
+    for t in others:
+        t.start()
     print("ready", flush=True)
-    try:
-        server.run()
-    except OSError:
-        pass  # closed under the loop by SIGTERM
+    run_quietly(servers[0])
     return 0
 
 

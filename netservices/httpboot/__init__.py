@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,8 @@ from .app import BootApp, NoArtifacts
 from .scripts import BootSettings
 from .streaming import SendfileChannel
 
-__all__ = ["BootApp", "BootSettings", "HttpBootService", "NoArtifacts", "create_boot_app"]
+__all__ = ["BootApp", "BootSettings", "HttpBootService", "NoArtifacts", "create_boot_app",
+           "make_server", "make_servers"]
 
 log = logging.getLogger("nixie.httpboot")
 
@@ -26,16 +28,41 @@ def create_boot_app(*, hosts, events, artifacts, settings: BootSettings, tftp_ro
                    tftp_root=tftp_root, agent=agent, mounts=mounts, zero_copy=zero_copy)
 
 
-def make_server(app, listen: str, threads: int = 8, zero_copy: bool = True):
-    """A waitress server for `app` on one HOST:PORT; with `zero_copy` its connections
-    send artifact bytes with os.sendfile()."""
+def _reuseport_socket(listen: str) -> socket.socket:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, int(port)))
+    return sock
+
+
+def make_server(app, listen: str, threads: int = 8, zero_copy: bool = True,
+                sock: socket.socket | None = None):
+    """A waitress server for `app` on one HOST:PORT (or a bound socket); with
+    `zero_copy` its connections send artifact bytes with os.sendfile()."""
     from waitress.server import create_server
 
-    server = create_server(app, listen=listen, threads=threads, asyncore_loop_timeout=0.2,
-                           ident="nixie-boot", connection_limit=1000, channel_timeout=300)
+    where = {"sockets": [sock]} if sock is not None else {"listen": listen}
+    server = create_server(app, threads=threads, asyncore_loop_timeout=0.2,
+                           ident="nixie-boot", connection_limit=1000, channel_timeout=300,
+                           **where)
     if zero_copy:
         server.channel_class = SendfileChannel
     return server
+
+
+def make_servers(app, listen: str, workers: int = 2, threads: int = 8,
+                 zero_copy: bool = True) -> list:
+    """`workers` waitress servers on the same address (SO_REUSEPORT): the kernel spreads
+    connections over them, so each has its own I/O loop (sendfile releases the GIL)."""
+    if workers <= 1:
+        return [make_server(app, listen, threads, zero_copy)]
+    per = max(2, threads // workers)
+    return [make_server(app, listen, per, zero_copy, sock=_reuseport_socket(listen))
+            for _ in range(workers)]
 
 
 class HttpBootService:
@@ -43,36 +70,52 @@ class HttpBootService:
 
     name = "httpboot"
 
-    def __init__(self, app: BootApp, listen: str, threads: int = 8):
+    def __init__(self, app: BootApp, listen: str, threads: int = 8, workers: int = 2):
         self.app = app
         self.listen = listen
         self.threads = threads
-        self._server = None
+        self.workers = workers
+        self._servers: list = []
         self._lock = threading.Lock()
 
     def run(self, stop: threading.Event) -> None:
         with self._lock:
             if stop.is_set():
                 return
-            self._server = make_server(self.app, self.listen, self.threads,
-                                       zero_copy=self.app.zero_copy)
-        log.info("http boot serving", extra={"listen": self.listen})
+            self._servers = make_servers(self.app, self.listen, self.workers, self.threads,
+                                         zero_copy=self.app.zero_copy)
+        log.info("http boot serving", extra={"listen": self.listen, "workers": self.workers})
+        extra = [threading.Thread(target=run_quietly, args=(srv,), name=f"httpboot-{i}",
+                                  daemon=True) for i, srv in enumerate(self._servers[1:], 1)]
+        for t in extra:
+            t.start()
         try:
-            self._server.run()
+            run_quietly(self._servers[0])
         finally:
             with self._lock:
-                srv, self._server = self._server, None
-            if srv is not None:
+                servers, self._servers = self._servers, []
+            for srv in servers:
                 try:
                     srv.close()
-                finally:
-                    srv.task_dispatcher.shutdown(timeout=1)
+                except OSError:
+                    pass
+            for t in extra:
+                t.join(timeout=1)
+            for srv in servers:
+                srv.task_dispatcher.shutdown(timeout=1)
 
     def shutdown(self) -> None:
-        srv = self._server
-        if srv is not None:
+        for srv in list(self._servers):
             srv.close()
 
     def stats(self) -> dict[str, Any]:
-        srv = self._server
-        return {"connections": len(srv.active_channels)} if srv is not None else {}
+        return {"connections": sum(len(s.active_channels) for s in self._servers)}
+
+
+def run_quietly(server) -> None:
+    """Run a waitress server until it is closed (close() under a running loop may
+    surface as an OSError on the dead socket)."""
+    try:
+        server.run()
+    except (OSError, ValueError):
+        pass

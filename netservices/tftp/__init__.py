@@ -47,17 +47,22 @@ def populate_root(root: str | os.PathLike, ipxe_dir: str | os.PathLike) -> list[
 
 
 class TftpService:
-    """The supervised service: populate the root, then serve until stopped."""
+    """The supervised service: populate the root, then serve until stopped.
+
+    `workers` loops share the listen addresses (SO_REUSEPORT; the kernel hashes
+    each client to one of them), so transfers spread over several threads that
+    the scheduler runs independently; each loop alone never blocks on a client."""
 
     name = "tftp"
 
     def __init__(self, root: str | os.PathLike, listen: list[str], ipxe_dir: str | None = None,
-                 events=None):
+                 events=None, workers: int = 2):
         self.root = str(root)
         self.listen = list(listen)
         self.ipxe_dir = ipxe_dir
         self.events = events
-        self._server: TftpServer | None = None
+        self.workers = max(1, workers)
+        self._servers: list[TftpServer] = []
         self._lock = threading.Lock()
 
     def run(self, stop: threading.Event) -> None:
@@ -65,17 +70,39 @@ class TftpService:
             populate_root(self.root, self.ipxe_dir)
         else:
             Path(self.root).mkdir(parents=True, exist_ok=True)
-        server = TftpServer(self.root, self.listen, events=self.events)
-        server.bind()
+        servers = [TftpServer(self.root, self.listen, events=self.events,
+                              reuse_port=self.workers > 1) for _ in range(self.workers)]
+        try:
+            for srv in servers:
+                srv.bind()
+        except OSError:
+            for srv in servers:
+                srv.close()
+            raise
         with self._lock:
-            self._server = server
-        log.info("tftp serving", extra={"root": self.root, "listen": ",".join(self.listen)})
-        server.serve(stop)
+            self._servers = servers
+        log.info("tftp serving", extra={"root": self.root, "listen": ",".join(self.listen),
+                                        "workers": self.workers})
+        threads = [threading.Thread(target=srv.serve, args=(stop,), name=f"tftp-{i}", daemon=True)
+                   for i, srv in enumerate(servers[1:], 1)]
+        for t in threads:
+            t.start()
+        try:
+            servers[0].serve(stop)
+        finally:
+            for srv in servers[1:]:
+                srv.shutdown()
+            for t in threads:
+                t.join(timeout=2)
 
     def shutdown(self) -> None:
         with self._lock:
-            if self._server is not None:
-                self._server.shutdown()
+            for srv in self._servers:
+                srv.shutdown()
 
     def stats(self) -> dict[str, Any]:
-        return self._server.stats() if self._server else {}
+        total: dict[str, Any] = {}
+        for srv in self._servers:
+            for k, v in srv.stats().items():
+                total[k] = total.get(k, 0) + v
+        return total

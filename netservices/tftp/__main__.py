@@ -9,6 +9,7 @@ import argparse
 import json
 import signal
 import sys
+import threading
 
 from . import populate_root
 from .server import TftpServer
@@ -33,17 +34,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--listen", action="append", required=True)
     ap.add_argument("--ipxe-dir", help="copy the iPXE binaries from here into the root first")
     ap.add_argument("--events", help="append boot events to this file as JSON lines")
+    ap.add_argument("--workers", type=int, default=2, help="loops sharing the port (SO_REUSEPORT)")
     args = ap.parse_args(argv)
     if args.ipxe_dir:
         populate_root(args.root, args.ipxe_dir)
-    server = TftpServer(args.root, args.listen,
-                        events=JsonLinesEvents(args.events) if args.events else None)
-    server.bind()
-    signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
-    signal.signal(signal.SIGINT, lambda *_: server.shutdown())
+    events = JsonLinesEvents(args.events) if args.events else None
+    servers = [TftpServer(args.root, args.listen, events=events, reuse_port=args.workers > 1)
+               for _ in range(max(1, args.workers))]
+    for server in servers:
+        server.bind()
+
+    def stop(*_):
+        for server in servers:
+            server.shutdown()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    threads = [threading.Thread(target=s.serve, daemon=True) for s in servers[1:]]
+    for t in threads:
+        t.start()
     print("ready", flush=True)
-    server.serve()
-    print(json.dumps(server.stats()), flush=True)
+    servers[0].serve()
+    for t in threads:
+        t.join(timeout=5)
+    total: dict[str, int] = {}
+    for server in servers:
+        for k, v in server.stats().items():
+            total[k] = total.get(k, 0) + v
+    print(json.dumps(total), flush=True)
     return 0
 
 

@@ -162,12 +162,14 @@ class TftpServer:
     """Serves files under `root` on every `listen` address until stopped."""
 
     def __init__(self, root: str, listen: list[str], events=None,
-                 max_blksize: int = policy.MAX_BLKSIZE, max_transfers: int = MAX_TRANSFERS):
+                 max_blksize: int = policy.MAX_BLKSIZE, max_transfers: int = MAX_TRANSFERS,
+                 reuse_port: bool = False):
         self.root = str(root)
         self.listen = list(listen)
         self.events = events
         self.max_blksize = max_blksize
         self.max_transfers = max_transfers
+        self.reuse_port = reuse_port  # several servers (loops) share the listen addresses
         self.counters: Counter[str] = Counter()
         self.bytes_sent = 0
         self.files = FileCache()
@@ -187,6 +189,8 @@ class TftpServer:
             family, host, port = parse_listen(addr)
             s = socket.socket(family, socket.SOCK_DGRAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            if self.reuse_port:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             s.bind((host, port))
             s.setblocking(False)
             self.listeners[s.fileno()] = (s, host)
