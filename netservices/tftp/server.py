@@ -29,7 +29,11 @@ from .policy import Refused
 
 log = logging.getLogger("nixie.tftp")
 
-MAX_RETRIES = 5
+MAX_RETRIES = 6
+# Retransmission: the first resend comes after FIRST_RTO (a LAN answers in well
+# under a millisecond), then the wait doubles up to the negotiated timeout, so
+# one lost packet costs a fraction of a second, not the client's 6 s timeout.
+FIRST_RTO = 0.25
 MAX_TRANSFERS = 1024
 SCAN_INTERVAL = 0.1
 _DATA_HDR = struct.Struct("!HH")
@@ -83,7 +87,7 @@ class Transfer:
     """One read transfer. Block numbers are absolute here; the wire wraps at 65536."""
 
     __slots__ = ("sock", "peer", "path", "name", "view", "size", "blksize", "window",
-                 "timeout", "oack", "nblocks", "acked", "sent_upto", "retries", "deadline",
+                 "timeout", "oack", "nblocks", "acked", "sent_upto", "retries", "deadline", "rto",
                  "started", "fd", "recv", "sendmsg")
 
     def __init__(self, sock: socket.socket, peer: tuple, path: str, name: str, view: memoryview,
@@ -100,6 +104,7 @@ class Transfer:
         self.blksize = neg.blksize
         self.window = neg.windowsize
         self.timeout = neg.timeout
+        self.rto = min(FIRST_RTO, neg.timeout)
         self.oack = codec.encode_oack(neg.oack) if neg.oack else None
         self.nblocks = self.size // self.blksize + 1  # the last block is short (maybe empty)
         self.acked = 0  # every block <= acked is acknowledged (0: OACK or nothing)
@@ -113,7 +118,7 @@ class Transfer:
         sent yet unless `resend`); returns bytes sent."""
         if self.oack is not None:
             self.sock.send(self.oack)
-            self.deadline = now + self.timeout
+            self.deadline = now + self.rto
             return 0
         sent = 0
         first = self.acked + 1 if resend else max(self.acked, self.sent_upto) + 1
@@ -128,7 +133,7 @@ class Transfer:
                 break  # the socket buffer is full: the timeout resends
             sent += len(chunk)
             self.sent_upto = blk
-        self.deadline = now + self.timeout
+        self.deadline = now + self.rto
         return sent
 
     def on_ack(self, wire_block: int) -> bool:
@@ -136,7 +141,7 @@ class Transfer:
         if self.oack is not None:
             if wire_block == 0:
                 self.oack = None
-                self.retries = 0
+                self.progress()
                 return True
             return False
         delta = (wire_block - self.acked) & 0xFFFF
@@ -150,8 +155,13 @@ class Transfer:
         if self.acked + delta > self.sent_upto:
             return False  # an ACK for something never sent
         self.acked += delta
-        self.retries = 0
+        self.progress()
         return True
+
+    def progress(self) -> None:
+        if self.retries:
+            self.retries = 0
+            self.rto = min(FIRST_RTO, self.timeout)
 
     @property
     def done(self) -> bool:
@@ -275,7 +285,8 @@ class TftpServer:
                         and data[0] == 0 and data[1] == 4
                         and (data[2] << 8 | data[3]) == blk & 0xFFFF):
                     t.acked = blk
-                    t.retries = 0
+                    if t.retries:
+                        t.progress()
                     if blk >= t.nblocks:
                         self._finish(t, "sent", ok=True)
                         continue
@@ -289,7 +300,7 @@ class TftpServer:
                         self._finish(t, "client went away", ok=False)
                         continue
                     t.sent_upto = blk + 1
-                    t.deadline = now + t.timeout
+                    t.deadline = now + t.rto
                     sent += len(chunk)
                     continue
                 self._on_packet(t, data, now)
@@ -407,6 +418,7 @@ class TftpServer:
                 self._finish(t, "timed out", ok=False)
                 continue
             self.counters["retransmits"] += 1
+            t.rto = min(t.rto * 2, t.timeout)
             try:
                 t.send_window(now)
             except OSError:

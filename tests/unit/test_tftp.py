@@ -287,3 +287,23 @@ def test_events_name_the_file_and_client(server):
     assert wait_for(lambda: any(k == "boot.tftp" for k, *_ in ev.seen))
     kind, msg, kw = next(e for e in ev.seen if e[0] == "boot.tftp")
     assert "a.bin" in msg and kw["ip"] == "127.0.0.1" and kw["data"]["status"] == "sent"
+
+
+def test_lost_block_is_resent_and_transfer_completes(server, root):
+    srv, port, _ = server
+    c = Client(port)
+    try:
+        c.s.sendto(rrq("a.bin"), c.server)
+        first, peer = c.s.recvfrom(1000)
+        again, peer2 = c.s.recvfrom(1000)  # no ACK sent: the server resends block 1
+        assert first == again and first[:4] == b"\x00\x03\x00\x01" and peer == peer2
+        c.s.sendto(struct.pack("!HH", 4, 1), peer)
+        data, _ = c.s.recvfrom(1000)
+        while data[:4] == first[:4]:  # a resend may still be in flight
+            data, _ = c.s.recvfrom(1000)
+        assert data[:4] == b"\x00\x03\x00\x02" and len(data) == 4 + 488
+        c.s.sendto(struct.pack("!HH", 4, 2), peer)
+    finally:
+        c.close()
+    assert wait_for(lambda: srv.stats().get("completed") == 1), srv.stats()
+    assert srv.stats()["retransmits"] >= 1
