@@ -46,7 +46,9 @@ def make_server(app, listen: str, threads: int = 8, zero_copy: bool = True,
     from waitress.server import create_server
 
     where = {"sockets": [sock]} if sock is not None else {"listen": listen}
-    server = create_server(app, threads=threads, asyncore_loop_timeout=0.2,
+    # asyncore_loop_timeout is an int to waitress (0.2 would become 0: a busy loop);
+    # close() wakes the loop at once, so 1 s does not slow shutdown down
+    server = create_server(app, threads=threads, asyncore_loop_timeout=1,
                            ident="nixie-boot", connection_limit=1000, channel_timeout=300,
                            **where)
     if zero_copy:

@@ -17,8 +17,8 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from waitress.buffers import ReadOnlyFileBasedBuffer
-from waitress.channel import HTTPChannel
+from waitress.buffers import OverflowableBuffer, ReadOnlyFileBasedBuffer
+from waitress.channel import ClientDisconnected, HTTPChannel
 from waitress.wasyncore import _DISCONNECTED
 
 from ..backend import Segment
@@ -184,13 +184,61 @@ class SegmentStream(ReadOnlyFileBasedBuffer):
 
 
 class SendfileChannel(HTTPChannel):
-    """waitress's channel, plus: a `FileRange` chunk goes out with os.sendfile()."""
+    """waitress's channel, plus: a `FileRange` chunk goes out with os.sendfile().
+
+    Two changes to how a `SegmentStream` is flushed, so one I/O loop serves many
+    downloads fairly: the task thread only queues it, and the I/O loop starts
+    sending once that task has ended (stock waitress starts flushing from the
+    task thread while holding the output lock; with a fast reader that flush
+    runs for the whole file while the I/O loop spins on the lock); and each
+    `handle_write` sends at most WRITE_BUDGET bytes before going back to select(). Both lean on waitress 3's channel internals
+    (`outbufs`, `total_outbufs_len`, `current_outbuf_count`), as its own
+    write_soon() does; pyproject pins waitress < 4."""
+
+    WRITE_BUDGET = 8 << 20
+    _budget = WRITE_BUDGET
+    _stream_queued_by_task = False  # the I/O loop leaves the channel alone until the task ends
+
+    def write_soon(self, data):
+        if not isinstance(data, SegmentStream) or not data.zero_copy:
+            return super().write_soon(data)
+        if not self.connected:
+            raise ClientDisconnected
+        with self.outbuf_lock:
+            self._flush_outbufs_below_high_watermark()  # the headers, a few hundred bytes
+            if not self.connected:
+                raise ClientDisconnected
+            self.outbufs.append(data)
+            self.outbufs.append(OverflowableBuffer(self.adj.outbuf_overflow))
+            self.current_outbuf_count = 0
+            self.total_outbufs_len += len(data)
+            self._stream_queued_by_task = True
+        return len(data)
+
+    def service(self):
+        try:
+            super().service()
+        finally:
+            if self._stream_queued_by_task:
+                self._stream_queued_by_task = False
+                self.server.pull_trigger()
+
+    def writable(self):
+        # while the task that queued a stream is finishing, the output lock is (or may
+        # be) taken by it: trying to flush would spin on the lock and the GIL
+        return not self._stream_queued_by_task and super().writable()
+
+    def handle_write(self):
+        self._budget = self.WRITE_BUDGET
+        super().handle_write()
 
     def send(self, data, do_close=True):
         if type(data) is not FileRange:
             return super().send(data, do_close)
+        if self._budget <= 0:
+            return 0  # let the other connections have a turn; select() brings us back
         try:
-            return os.sendfile(self.socket.fileno(), data.fd, data.offset, data.count)
+            n = os.sendfile(self.socket.fileno(), data.fd, data.offset, data.count)
         except BlockingIOError:
             return 0
         except OSError as e:
@@ -199,3 +247,5 @@ class SendfileChannel(HTTPChannel):
                     self.handle_close()
                 return 0
             raise
+        self._budget -= n
+        return n
