@@ -25,6 +25,13 @@ class SqliteBackend:
                           extra={"flake": h["flake"], "attr": h["attr"],
                                  "current_generation": h["current_generation"]})
 
+    def host_by_ip(self, ip: str) -> HostRecord | None:
+        """The host whose MAC holds a current (offered or bound) lease on `ip`."""
+        row = self.store.conn().execute(
+            "SELECT mac FROM leases WHERE ip = ? AND state IN ('offered', 'bound') "
+            "ORDER BY updated_at DESC LIMIT 1", (ip,)).fetchone()
+        return self.host_by_mac(row[0]) if row else None
+
     def event(self, kind: str, message: str = "", *, level: str = "info",
               host_id: int | None = None, mac: str | None = None, ip: str | None = None,
               data: dict[str, Any] | None = None) -> None:

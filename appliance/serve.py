@@ -100,7 +100,7 @@ def build_services(cfg: Config, store: Store, health) -> list[Any]:
     backend = SqliteBackend(store)  # noqa: F841 - handed to the netservices as they land
     services: list[Any] = []
     services.append(IdleService("dhcp", "not built yet") if cfg.dhcp.mode != "off" else None)
-    services.append(TftpService(cfg.tftp_root, cfg.tftp.listen, ipxe_dir=cfg.tftp.ipxe_dir, events=backend))
+    services.append(TftpService(cfg.tftp_root, cfg.tftp.listen, ipxe_dir=cfg.tftp.ipxe_dir, events=backend, hosts=backend))
     services.append(IdleService("dns", "not built yet") if cfg.dns.enable else None)
     services.append(httpboot_service(cfg, backend))
     services.append(IdleService("builder", "not built yet"))

@@ -154,6 +154,16 @@ class BootApp:
         except Exception:  # noqa: BLE001 - a failing event sink must not fail a boot
             log.warning("could not record a boot event", exc_info=True)
 
+    def _host_id_by_ip(self, ip: str) -> int | None:
+        lookup = getattr(self.hosts, "host_by_ip", None)
+        if lookup is None or not ip:
+            return None
+        try:
+            host = lookup(ip)
+        except Exception:  # noqa: BLE001 - attribution is best effort
+            return None
+        return host.id if host else None
+
     def _self_url(self, environ) -> str:
         url = self.settings.base_url + environ.get("PATH_INFO", "")
         qs = environ.get("QUERY_STRING", "")
@@ -260,7 +270,7 @@ class BootApp:
             return self._plain(start_response, 404, f"no {name} for {basename}\n")
         ip = environ.get("REMOTE_ADDR") or ""
         host_id = self.recent.host_id(ip, basename)
-        host_id = host_id if host_id and host_id > 0 else None
+        host_id = host_id if host_id and host_id > 0 else self._host_id_by_ip(ip)
         kind = f"boot.{name}"
 
         def on_close(sent: int, length: int) -> None:

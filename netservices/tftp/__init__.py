@@ -56,11 +56,12 @@ class TftpService:
     name = "tftp"
 
     def __init__(self, root: str | os.PathLike, listen: list[str], ipxe_dir: str | None = None,
-                 events=None, workers: int = 2):
+                 events=None, workers: int = 2, hosts=None):
         self.root = str(root)
         self.listen = list(listen)
         self.ipxe_dir = ipxe_dir
         self.events = events
+        self.hosts = hosts
         self.workers = max(1, workers)
         self._servers: list[TftpServer] = []
         self._lock = threading.Lock()
@@ -70,7 +71,7 @@ class TftpService:
             populate_root(self.root, self.ipxe_dir)
         else:
             Path(self.root).mkdir(parents=True, exist_ok=True)
-        servers = [TftpServer(self.root, self.listen, events=self.events,
+        servers = [TftpServer(self.root, self.listen, events=self.events, hosts=self.hosts,
                               reuse_port=self.workers > 1) for _ in range(self.workers)]
         try:
             for srv in servers:

@@ -171,12 +171,14 @@ class Transfer:
 class TftpServer:
     """Serves files under `root` on every `listen` address until stopped."""
 
-    def __init__(self, root: str, listen: list[str], events=None,
+    def __init__(self, root: str, listen: list[str], events=None, hosts=None,
                  max_blksize: int = policy.MAX_BLKSIZE, max_transfers: int = MAX_TRANSFERS,
                  reuse_port: bool = False):
         self.root = str(root)
         self.listen = list(listen)
         self.events = events
+        # optional HostDirectory with host_by_ip: events then carry the host
+        self._host_by_ip = getattr(hosts, "host_by_ip", None)
         self.max_blksize = max_blksize
         self.max_transfers = max_transfers
         self.reuse_port = reuse_port  # several servers (loops) share the listen addresses
@@ -461,6 +463,9 @@ class TftpServer:
                 return
             kind, message, ip, level, data = item
             try:
-                self.events.event(kind, message, level=level, ip=ip, data=data)
+                host = self._host_by_ip(ip) if self._host_by_ip else None
+                self.events.event(kind, message, level=level, ip=ip, data=data,
+                                  host_id=host.id if host else None,
+                                  mac=host.macs[0] if host and host.macs else None)
             except Exception:  # noqa: BLE001 - a failing event sink must not stop TFTP
                 log.warning("could not record a TFTP event", exc_info=True)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+from appliance import db
 from appliance.config import example_config
 from appliance.netlab import Netns, bridge, veth, wait_port
 from tests.conftest import ROOT, run_nixie
@@ -30,6 +31,11 @@ def test_serve_runs_tftp_and_httpboot(tmp_path):
         path.write_text(json.dumps(cfg))
         assert run_nixie("host", "add", "n1", "--mac", "52:54:00:00:00:77", "--flake",
                          "github:me/infra", config=path).returncode == 0
+        # the client holds a lease, as DHCP would have given it: TFTP events name the host
+        conn = db.connect(tmp_path / "state" / "nixie.db")
+        conn.execute("INSERT INTO leases (ip, mac, state, starts, expires, updated_at) "
+                     "VALUES ('10.77.0.50', '52:54:00:00:00:77', 'bound', 0, 9e9, 0)")
+        conn.close()
         log = open(tmp_path / "serve.log", "w")
         proc = srv.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(path),
                          stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -60,6 +66,8 @@ def test_serve_runs_tftp_and_httpboot(tmp_path):
                 break
             time.sleep(0.25)
         assert {"boot.tftp", "boot.script", "agent.rejected"} <= kinds, kinds
+        tftp = next(e for e in ev if e["kind"] == "boot.tftp")
+        assert tftp["host"] == "n1" and tftp["ip"] == "10.77.0.50", tftp
     finally:
         if proc is not None:
             proc.terminate()
