@@ -10,7 +10,8 @@ is served as two segments) and the VM's tap device.
 - UEFI: OVMF's own PXE client (empty romfile) fetches snponly.efi over our
   TFTP, then iPXE asks DHCP again and continues over HTTP.
 
-The init prints a marker on the serial console, brings up the network and
+The host has two generations, so iPXE runs the boot menu script and boots
+the newest after the timeout. The init prints a marker on the serial console, brings up the network and
 reports `booted` to the agent API with the token from its kernel command line.
 """
 
@@ -101,12 +102,14 @@ def pxe_lab(tmp_path_factory):
     work = tmp_path_factory.mktemp("pxe")
     work.chmod(0o755)
     parts = build_initrd(kernel_dir, work)
-    b = store_basename("nixos-system-pxe")
-    spec = {"hosts": [{"name": name, "id": hid, "macs": [mac], "targets": [b]}
+    b, old = store_basename("nixos-system-pxe-2"), store_basename("nixos-system-pxe-1")
+    system = {"kernel": str(kernel_dir / "vmlinuz"), "initrd": [str(p) for p in parts],
+              "params": ["console=ttyS0", "panic=-1"]}
+    # two generations: the boot menu (2 s timeout) picks the newest by default
+    spec = {"hosts": [{"name": name, "id": hid, "macs": [mac], "targets": [b, old]}
                       for name, (mac, hid) in HOSTS.items()],
-            "systems": {b: {"label": "busybox lab system", "kernel": str(kernel_dir / "vmlinuz"),
-                            "initrd": [str(p) for p in parts],
-                            "params": ["console=ttyS0", "panic=-1"]}}}
+            "systems": {b: {**system, "label": "generation 2"},
+                        old: {**system, "label": "generation 1"}}}
     (work / "spec.json").write_text(json.dumps(spec))
     tftp_root = work / "tftp"
     events = work / "events.jsonl"
@@ -132,10 +135,10 @@ def pxe_lab(tmp_path_factory):
         procs.append(ns.popen(sys.executable, "-m", "tests.bootlab", "--spec",
                               str(work / "spec.json"), "--listen", f"{SERVER}:8081",
                               "--base-url", BASE, "--tftp-root", str(tftp_root),
-                              "--events", str(events), cwd=ROOT, stdout=logs["http"],
+                              "--events", str(events), "--menu", cwd=ROOT, stdout=logs["http"],
                               stderr=subprocess.STDOUT))
         assert wait_port(ns, SERVER, 8081, timeout=30), (work / "http.log").read_text()
-        yield {"ns": ns, "work": work, "events": events}
+        yield {"ns": ns, "work": work, "events": events, "toplevel": "/nix/store/" + b}
     finally:
         for p in procs:
             p.terminate()
@@ -205,6 +208,11 @@ def test_pxe_boot_reaches_init_and_phones_home(pxe_lab, firmware):
     kinds = [(e["kind"], (e.get("data") or {}).get("status")) for e in events_for(pxe_lab, host_id)]
     assert ("boot.kernel", "completed") in kinds and ("boot.initrd", "completed") in kinds, kinds
     assert ("agent.booted", None) in kinds, kinds
+    evs = events_for(pxe_lab, host_id)
+    script = next(e for e in evs if e["kind"] == "boot.script")
+    assert script["data"]["script"] == "menu" and script["mac"] == mac
+    kernel = next(e for e in evs if e["kind"] == "boot.kernel")
+    assert kernel["data"]["toplevel"] == pxe_lab["toplevel"]  # the menu's default: newest
     if firmware == "uefi":  # firmware PXE fetched iPXE from our TFTP server first
         path = pxe_lab["work"] / "tftp-events.jsonl"
         tftp = [json.loads(line) for line in path.read_text().splitlines()]
