@@ -60,6 +60,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--clients", default="1,20")
+    ap.add_argument("--blksizes", default="512,1468")
+    ap.add_argument("--workers", type=int, default=2, help="our server's loops")
     args = ap.parse_args()
     for tool in ("in.tftpd", "curl"):
         if not shutil.which(tool):
@@ -82,11 +85,11 @@ def main() -> int:
         cli.run("ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0")
         servers = {
             "ours": [sys.executable, "-m", "netservices.tftp", "--root", str(root),
-                     "--listen", f"{SERVER_IP}:69"],
+                     "--listen", f"{SERVER_IP}:69", "--workers", str(args.workers)],
             "tftp-hpa": ["in.tftpd", "-L", "-s", "-a", f"{SERVER_IP}:69", str(root)],
         }
-        for clients in (1, 20):
-            for blksize in (512, 1468):
+        for clients in [int(c) for c in args.clients.split(",")]:
+            for blksize in [int(b) for b in args.blksizes.split(",")]:
                 # alternate the servers and keep each one's best round: the machine is
                 # shared, and a burst of someone else's load should not decide the ratio
                 for name, argv in [*servers.items()] * args.rounds:
