@@ -307,3 +307,63 @@ def test_lost_block_is_resent_and_transfer_completes(server, root):
         c.close()
     assert wait_for(lambda: srv.stats().get("completed") == 1), srv.stats()
     assert srv.stats()["retransmits"] >= 1
+
+
+class RecordingSocket:
+    """Collects what a Transfer sends (the state machine without a network)."""
+
+    def __init__(self):
+        self.sent: list[bytes] = []
+
+    def fileno(self):
+        return -1
+
+    def send(self, data):
+        self.sent.append(bytes(data))
+
+    def sendmsg(self, parts):
+        self.sent.append(b"".join(bytes(p) for p in parts))
+
+    def recv(self, n):
+        raise BlockingIOError
+
+
+def test_block_numbers_wrap_past_65535():
+    from netservices.tftp.server import Transfer
+
+    blob = os.urandom(8 * 70_000 + 3)  # 70 001 blocks of 8 bytes
+    sock = RecordingSocket()
+    t = Transfer(sock, ("127.0.0.1", 1), "/x", "x", memoryview(blob),
+                 policy.negotiate({"blksize": "8"}, len(blob)))
+    t.send_window(0.0)
+    assert sock.sent[-1][:2] == b"\x00\x06"  # the OACK first
+    assert t.on_ack(0)
+    got = bytearray()
+    t.send_window(0.0)
+    while True:
+        pkt = sock.sent[-1]
+        op, wire = struct.unpack("!HH", pkt[:4])
+        assert op == 3
+        got += pkt[4:]
+        assert t.on_ack(wire)
+        if t.done:
+            break
+        t.send_window(0.0, resend=False)
+    assert bytes(got) == blob and t.acked == 70_001
+    assert not t.on_ack(5)  # a stale ACK after the end moves nothing
+
+
+def test_window_resends_from_the_last_ack():
+    from netservices.tftp.server import Transfer
+
+    blob = bytes(range(256)) * 8  # 2048 bytes: 4 blocks of 512 + an empty one
+    sock = RecordingSocket()
+    t = Transfer(sock, ("127.0.0.1", 1), "/x", "x", memoryview(blob),
+                 policy.negotiate({"windowsize": "3"}, len(blob)))
+    assert t.on_ack(0)  # OACK acknowledged
+    t.send_window(0.0)
+    assert [struct.unpack("!H", p[2:4])[0] for p in sock.sent] == [1, 2, 3]
+    assert t.on_ack(1)  # blocks 2 and 3 were lost: the client acks 1
+    sock.sent.clear()
+    t.send_window(0.0)  # resend from 2
+    assert [struct.unpack("!H", p[2:4])[0] for p in sock.sent] == [2, 3, 4]
