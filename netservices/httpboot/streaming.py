@@ -13,6 +13,7 @@ Range parsing is a pure function.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -247,5 +248,9 @@ class SendfileChannel(HTTPChannel):
                     self.handle_close()
                 return 0
             raise
+        if n == 0 and data.count > 0:
+            # EOF inside a segment: the file shrank under us. An OSError makes
+            # waitress close the connection instead of retrying a send forever.
+            raise OSError(errno.EIO, "artifact file is shorter than its segment")
         self._budget -= n
         return n

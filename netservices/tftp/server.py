@@ -3,15 +3,14 @@
 Every transfer has its own UDP socket (its TID) connected to the client, so the
 kernel delivers only that client's packets to it. Nothing blocks: a stuck or
 vanished client just times out (or gets ICMP-refused) while the others keep
-going. File contents are mmap'd once per (inode, mtime) and handed to
-`sendmsg` as memoryview slices, so a DATA packet is a 4-byte header plus a
-slice of the page cache.
+going. File contents are read once per (inode, mtime) and handed to `sendmsg`
+as memoryview slices, so a DATA packet is a 4-byte header plus a slice of
+bytes already in memory.
 """
 
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import queue
 import select
@@ -50,15 +49,41 @@ def parse_listen(addr: str) -> tuple[int, str, int]:
 class _File:
     key: tuple[int, int, int, int]
     size: int
-    view: memoryview
-    mm: mmap.mmap | None
+    view: Any  # memoryview of a snapshot, or a PreadView
+
+
+class PreadView:
+    """Slices of a large file read with pread (for files too big to snapshot)."""
+
+    def __init__(self, path: str, size: int):
+        self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, s: slice) -> bytes:
+        start, stop, _ = s.indices(self.size)
+        return os.pread(self.fd, max(0, stop - start), start)
+
+    def __del__(self):
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
 
 
 class FileCache:
-    """mmap'd files by (device, inode, size, mtime); a changed file gets a new map."""
+    """File contents by (device, inode, size, mtime); a changed file is read again.
 
-    def __init__(self, limit: int = 64):
-        self.limit = limit
+    Files up to SNAPSHOT_MAX are held as bytes (the iPXE binaries are ~1 MB), so a
+    file rewritten in place mid-transfer cannot hurt a transfer (with mmap it
+    would be a SIGBUS); larger ones are read block by block with pread."""
+
+    SNAPSHOT_MAX = 32 << 20
+
+    def __init__(self, limit_bytes: int = 256 << 20):
+        self.limit_bytes = limit_bytes
         self.files: dict[str, _File] = {}
 
     def get(self, path: str) -> _File:
@@ -67,18 +92,18 @@ class FileCache:
         f = self.files.get(path)
         if f is not None and f.key == key:
             return f
+        if st.st_size > self.SNAPSHOT_MAX:
+            return _File(key, st.st_size, PreadView(path, st.st_size))  # not cached
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            if st.st_size:
-                mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
-                view = memoryview(mm)
-            else:
-                mm, view = None, memoryview(b"")
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                data = fh.read(st.st_size + 1)
         finally:
             os.close(fd)
-        if len(self.files) >= self.limit:
+        f = _File(key, len(data), memoryview(data))
+        self.files.pop(path, None)
+        while self.files and sum(x.size for x in self.files.values()) + f.size > self.limit_bytes:
             self.files.pop(next(iter(self.files)))  # oldest; live transfers keep their view
-        f = _File(key, len(view), view, mm)
         self.files[path] = f
         return f
 

@@ -280,3 +280,42 @@ def test_agent_api(lab):
 def test_mounts(lab):
     app = lab["make"]()
     assert call(app, "/nix-cache/nix-cache-info")[2] == b"cache:/nix-cache|/nix-cache-info"
+
+
+@pytest.mark.parametrize("zero_copy", [True, False])
+def test_waitress_streams_segments_and_cuts_a_shrunk_file(tmp_path, zero_copy):
+    """A real waitress server on loopback: the segments arrive in order; a file that
+    is shorter than its segment ends the response (no hang, no busy loop)."""
+    import http.client
+    import threading
+
+    from netservices.httpboot import make_server
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(os.urandom(3_000_000))
+    b.write_bytes(os.urandom(1_000_000))
+    good = (Segment(str(a), 5, 2_999_995), Segment(str(b), 0, 1_000_000))
+    short = (Segment(str(b), 0, 2_000_000),)  # promises more than b has
+
+    def app(environ, start_response):
+        segs = good if environ["PATH_INFO"] == "/good" else short
+        size = sum(s.length for s in segs)
+        start_response("200 OK", [("Content-Length", str(size))])
+        return SegmentStream(segs, zero_copy=zero_copy)
+
+    srv = make_server(app, "127.0.0.1:0", threads=2, zero_copy=zero_copy)
+    port = srv.socket.getsockname()[1]
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        conn.request("GET", "/good")
+        body = conn.getresponse().read()
+        assert body == a.read_bytes()[5:] + b.read_bytes()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        conn.request("GET", "/short")
+        with pytest.raises(http.client.IncompleteRead):
+            conn.getresponse().read()
+    finally:
+        srv.close()
+        th.join(5)
