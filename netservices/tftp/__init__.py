@@ -49,14 +49,15 @@ def populate_root(root: str | os.PathLike, ipxe_dir: str | os.PathLike) -> list[
 class TftpService:
     """The supervised service: populate the root, then serve until stopped.
 
-    `workers` loops share the listen addresses (SO_REUSEPORT; the kernel hashes
-    each client to one of them), so transfers spread over several threads that
-    the scheduler runs independently; each loop alone never blocks on a client."""
+    One loop serves every transfer and never blocks on a client. `workers` > 1
+    runs more loops on the same addresses (SO_REUSEPORT; the kernel hashes each
+    client to one), but they share the GIL: measured here, one loop used less
+    CPU per packet (40 vs 52 us) and moved more bytes than two."""
 
     name = "tftp"
 
     def __init__(self, root: str | os.PathLike, listen: list[str], ipxe_dir: str | None = None,
-                 events=None, workers: int = 2, hosts=None):
+                 events=None, workers: int = 1, hosts=None):
         self.root = str(root)
         self.listen = list(listen)
         self.ipxe_dir = ipxe_dir

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--listen", action="append", required=True)
     ap.add_argument("--ipxe-dir", help="copy the iPXE binaries from here into the root first")
     ap.add_argument("--events", help="append boot events to this file as JSON lines")
-    ap.add_argument("--workers", type=int, default=2, help="loops sharing the port (SO_REUSEPORT)")
+    ap.add_argument("--workers", type=int, default=1, help="loops sharing the port (SO_REUSEPORT)")
     args = ap.parse_args(argv)
     if args.ipxe_dir:
         populate_root(args.root, args.ipxe_dir)
