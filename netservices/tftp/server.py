@@ -113,7 +113,7 @@ class Transfer:
 
     __slots__ = ("sock", "peer", "path", "name", "view", "size", "blksize", "window",
                  "timeout", "oack", "nblocks", "acked", "sent_upto", "retries", "deadline", "rto",
-                 "started", "fd", "recv", "sendmsg")
+                 "started", "fd", "recv", "sendmsg", "expect")
 
     def __init__(self, sock: socket.socket, peer: tuple, path: str, name: str, view: memoryview,
                  neg: policy.Negotiated):
@@ -121,6 +121,7 @@ class Transfer:
         self.fd = sock.fileno()
         self.recv = sock.recv
         self.sendmsg = sock.sendmsg
+        self.expect: bytes | None = None
         self.peer = peer
         self.path = path
         self.name = name
@@ -144,6 +145,7 @@ class Transfer:
         if self.oack is not None:
             self.sock.send(self.oack)
             self.deadline = now + self.rto
+            self.expect = None
             return 0
         sent = 0
         first = self.acked + 1 if resend else max(self.acked, self.sent_upto) + 1
@@ -159,6 +161,9 @@ class Transfer:
             sent += len(chunk)
             self.sent_upto = blk
         self.deadline = now + self.rto
+        # lock-step: the one packet that moves this transfer on (see the loop)
+        self.expect = (_DATA_HDR.pack(4, self.sent_upto & 0xFFFF)
+                       if self.window == 1 and self.sent_upto == self.acked + 1 else None)
         return sent
 
     def on_ack(self, wire_block: int) -> bool:
@@ -284,7 +289,6 @@ class TftpServer:
         while not self._stopping and not (stop is not None and stop.is_set()):
             ready = ep.poll(SCAN_INTERVAL)
             now = time.monotonic()
-            sent = 0
             for fd, _mask in ready:
                 t = transfers.get(fd)
                 if t is None:
@@ -305,33 +309,30 @@ class TftpServer:
                 except OSError:  # ICMP port unreachable: the client is gone
                     self._finish(t, "client went away", ok=False)
                     continue
-                # The hot path, lock-step (windowsize 1): the ACK of the block in
-                # flight, answered with the next block. Everything else: _on_packet.
-                blk = t.acked + 1
-                if (t.window == 1 and t.oack is None and t.sent_upto == blk and len(data) == 4
-                        and data[0] == 0 and data[1] == 4
-                        and (data[2] << 8 | data[3]) == blk & 0xFFFF):
-                    t.acked = blk
+                # The hot path, lock-step (windowsize 1): `expect` is the exact ACK of
+                # the block in flight; answer it with the next block. Anything else
+                # (OACK phase, windows, duplicates, errors, junk): _on_packet.
+                if data == t.expect:
+                    blk = t.acked = t.sent_upto
                     if t.retries:
                         t.progress()
                     if blk >= t.nblocks:
                         self._finish(t, "sent", ok=True)
                         continue
                     bs = t.blksize
-                    chunk = t.view[blk * bs:blk * bs + bs]
+                    nxt = blk + 1
                     try:
-                        t.sendmsg((pack(3, (blk + 1) & 0xFFFF), chunk))
+                        t.sendmsg((pack(3, nxt & 0xFFFF), t.view[blk * bs:blk * bs + bs]))
                     except BlockingIOError:
                         pass  # the timeout resends
                     except OSError:
                         self._finish(t, "client went away", ok=False)
                         continue
-                    t.sent_upto = blk + 1
+                    t.sent_upto = nxt
+                    t.expect = pack(4, nxt & 0xFFFF)
                     t.deadline = now + t.rto
-                    sent += len(chunk)
                     continue
                 self._on_packet(t, data, now)
-            self.bytes_sent += sent
             if now >= next_scan:
                 next_scan = now + SCAN_INTERVAL
                 self._check_timeouts(now)
@@ -384,7 +385,7 @@ class TftpServer:
         self._ep.register(t.fd, select.EPOLLIN)
         self.counters["transfers"] += 1
         try:
-            self.bytes_sent += t.send_window(now)
+            t.send_window(now)
         except OSError:
             self._finish(t, "client unreachable", ok=False)
 
@@ -429,7 +430,7 @@ class TftpServer:
             self._finish(t, "sent", ok=True)
             return
         try:
-            self.bytes_sent += t.send_window(now, resend=False)
+            t.send_window(now, resend=False)
         except OSError:
             self._finish(t, "client went away", ok=False)
 
@@ -461,6 +462,7 @@ class TftpServer:
         except (OSError, ValueError):
             pass
         t.sock.close()
+        self.bytes_sent += min(t.acked * t.blksize, t.size)  # acknowledged bytes
         if ok:
             self.counters["completed"] += 1
         elif aborted:
