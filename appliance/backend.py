@@ -6,7 +6,7 @@ from typing import Any
 
 from netservices.backend import HostRecord
 
-from . import events, hosts
+from . import agent, events, hosts
 from .db import Store, now
 
 
@@ -24,6 +24,13 @@ class SqliteBackend:
                           state=h["state"], ip=h["ip"],
                           extra={"flake": h["flake"], "attr": h["attr"],
                                  "current_generation": h["current_generation"]})
+
+    def host_by_ip(self, ip: str) -> HostRecord | None:
+        """The host whose MAC holds a current (offered or bound) lease on `ip`."""
+        row = self.store.conn().execute(
+            "SELECT mac FROM leases WHERE ip = ? AND state IN ('offered', 'bound') "
+            "ORDER BY updated_at DESC LIMIT 1", (ip,)).fetchone()
+        return self.host_by_mac(row[0]) if row else None
 
     def event(self, kind: str, message: str = "", *, level: str = "info",
               host_id: int | None = None, mac: str | None = None, ip: str | None = None,
@@ -51,3 +58,7 @@ class SqliteBackend:
 
     def lookup_ip(self, ip: str) -> str | None:
         return next((n for n, i in self.name_records() if i == ip), None)
+
+    def agent_report(self, token: str, event: str, message: str, source_ip: str) -> dict:
+        """AgentSink: raises agent.AgentRejected (with .status 401/400/409)."""
+        return agent.report(self.store.conn(), token, event, message, source_ip)

@@ -17,7 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from netservices.tftp import TftpService
+
 from .backend import SqliteBackend
+from .binary_cache import create_binary_cache
+from .bootartifacts import StoreBootArtifacts
 from .config import Config
 from .db import Store, now
 from .discovery import DiscoveryService
@@ -49,7 +53,7 @@ class WebService:
             if stop.is_set():
                 return
             self._server = create_server(self.app, listen=" ".join(self.listen),
-                                         threads=self.threads, asyncore_loop_timeout=0.2,
+                                         threads=self.threads, asyncore_loop_timeout=1,
                                          ident="nixie")
         try:
             self._server.run()
@@ -90,17 +94,32 @@ def dns_service(cfg: Config, backend: SqliteBackend):
                             upstreams=cfg.dns.upstream, clients=vpn)
 
 
+def httpboot_service(cfg: Config, backend: SqliteBackend, artifacts, mounts: dict | None = None):
+    """HTTP boot on boot.http_listen: scripts, kernels and initrds from `artifacts`
+    (the image builder), the agent API, and `mounts` (the binary cache)."""
+    from netservices.httpboot import BootSettings, HttpBootService, create_boot_app
+
+    settings = BootSettings(base_url=cfg.boot_base_url, menu=cfg.boot.menu,
+                            menu_timeout_seconds=cfg.boot.menu_timeout_seconds,
+                            cmdline=cfg.boot.cmdline, unknown_clients=cfg.dhcp.unknown_clients)
+    app = create_boot_app(hosts=backend, events=backend, artifacts=artifacts, agent=backend,
+                          settings=settings, tftp_root=str(cfg.tftp_root), mounts=mounts or {})
+    return HttpBootService(app, cfg.boot.http_listen)
+
+
 def build_services(cfg: Config, store: Store, health) -> list[Any]:
     """Every service `serve` supervises, each built by its room's factory."""
     from webui import create_app
     from webui.app import WebContext
 
-    backend = SqliteBackend(store)  # noqa: F841 - handed to the netservices as they land
+    backend = SqliteBackend(store)
     services: list[Any] = []
     services.append(IdleService("dhcp", "not built yet") if cfg.dhcp.mode != "off" else None)
-    services.append(IdleService("tftp", "not built yet"))
+    services.append(TftpService(cfg.tftp_root, cfg.tftp.listen, ipxe_dir=cfg.tftp.ipxe_dir,
+                                events=backend, hosts=backend))
     services.append(dns_service(cfg, backend) if cfg.dns.enable else None)
-    services.append(IdleService("httpboot", "not built yet"))
+    services.append(httpboot_service(cfg, backend, StoreBootArtifacts(cfg, store),
+                                     mounts={"/nix-cache": create_binary_cache(cfg)}))
     services.append(_build_worker(cfg, store))
     app = create_app(WebContext(store=store, config=cfg, health=health, secret_key=secret_key(cfg)))
     services.append(WebService(app, cfg.web.listen))

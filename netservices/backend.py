@@ -26,6 +26,10 @@ class HostRecord:
 class HostDirectory(Protocol):
     def host_by_mac(self, mac: str) -> HostRecord | None: ...
 
+    # Optional (boot services look it up with getattr): the host holding a current
+    # DHCP lease on `ip`, so TFTP and HTTP fetches land on that host's timeline.
+    # def host_by_ip(self, ip: str) -> HostRecord | None: ...
+
 
 class NameDirectory(Protocol):
     """The LAN's names for DNS (implemented over hosts and bound leases)."""
@@ -120,4 +124,17 @@ class BootArtifacts(Protocol):
 
     def issue_boot_token(self, host: HostRecord, target: BootTarget) -> str:
         """A per-boot agent token bound to the host and the generation booted."""
+        ...
+
+
+# ---------------------------------------------------------------- agent API
+# The booted system's phone-home (POST /api/v1/agent/events on the HTTP boot
+# listener). The HTTP app only parses the request and maps the outcome to HTTP.
+
+
+class AgentSink(Protocol):
+    def agent_report(self, token: str, event: str, message: str, source_ip: str) -> dict:
+        """Record one agent report and return a JSON-able answer. Raises an
+        exception with `.status`: 401 wrong or expired token, 400 bad event,
+        409 a transition the host's state does not allow."""
         ...

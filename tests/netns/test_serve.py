@@ -91,7 +91,10 @@ def test_service_listens_only_on_configured_address(lan, tmp_path):
         assert wait_port(ns, "10.77.0.1", 8080, timeout=20)
         listening = ns.run("ss", "-Htln").stdout
         local = {line.split()[3] for line in listening.strip().splitlines()}
-        assert local == {"10.77.0.1:8080"}, local
+        assert "10.77.0.1:8080" in local and local <= {"10.77.0.1:8080", "10.77.0.1:8081"}, local
+        assert wait_port(ns, "10.77.0.1", 8081, timeout=10)  # http boot
+        udp = {line.split()[3] for line in ns.run("ss", "-Hlun").stdout.strip().splitlines()}
+        assert "10.77.0.1:69" in udp and all(a.startswith("10.77.0.1:") for a in udp), udp
         assert not wait_port(ns, "127.0.0.1", 8080, timeout=0.5)
     finally:
         proc.terminate()

@@ -83,13 +83,8 @@ def test_peer_reaches_admin_ui_through_the_tunnel_only(lab):
         return p
 
     serve = start_serve()
-    (tmp / "www").mkdir()
-    (tmp / "www" / "index.html").write_text("boot")
-    procs.append(router.popen(sys.executable, "-m", "http.server", "--bind", "0.0.0.0", "8081",
-                              "--directory", str(tmp / "www"), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL))
     assert wait_port(router, "10.77.0.1", 8080, timeout=20), (tmp / "serve.log").read_text()
-    assert wait_port(router, "127.0.0.1", 8081, timeout=10)
+    assert wait_port(router, "10.77.0.1", 8081, timeout=20)  # serve's own HTTP boot listener
 
     # the peer, set up from the config it was given
     wgc = f"wgc{tag}"

@@ -1,0 +1,123 @@
+"""HTTP boot: iPXE scripts, kernels, initrds and iPXE binaries on `boot.http_listen`."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .app import BootApp, NoArtifacts
+from .scripts import BootSettings
+from .streaming import SendfileChannel
+
+__all__ = ["BootApp", "BootSettings", "HttpBootService", "NoArtifacts", "create_boot_app",
+           "make_server", "make_servers"]
+
+log = logging.getLogger("nixie.httpboot")
+
+
+def create_boot_app(*, hosts, events, artifacts, settings: BootSettings, tftp_root: str,
+                    agent=None, mounts: dict[str, Callable] | None = None,
+                    zero_copy: bool = True) -> BootApp:
+    """The WSGI app. `hosts` is a HostDirectory, `events` an EventSink, `artifacts` a
+    BootArtifacts, `agent` an AgentSink (all from netservices.backend); `mounts` maps
+    URL prefixes to other WSGI apps (e.g. the binary cache at /nix-cache)."""
+    return BootApp(hosts=hosts, events=events, artifacts=artifacts, settings=settings,
+                   tftp_root=tftp_root, agent=agent, mounts=mounts, zero_copy=zero_copy)
+
+
+def _reuseport_socket(listen: str) -> socket.socket:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, int(port)))
+    return sock
+
+
+def make_server(app, listen: str, threads: int = 8, zero_copy: bool = True,
+                sock: socket.socket | None = None):
+    """A waitress server for `app` on one HOST:PORT (or a bound socket); with
+    `zero_copy` its connections send artifact bytes with os.sendfile()."""
+    from waitress.server import create_server
+
+    where = {"sockets": [sock]} if sock is not None else {"listen": listen}
+    # asyncore_loop_timeout is an int to waitress (0.2 would become 0: a busy loop);
+    # close() wakes the loop at once, so 1 s does not slow shutdown down
+    server = create_server(app, threads=threads, asyncore_loop_timeout=1,
+                           ident="nixie-boot", connection_limit=1000, channel_timeout=300,
+                           **where)
+    if zero_copy:
+        server.channel_class = SendfileChannel
+    return server
+
+
+def make_servers(app, listen: str, workers: int = 2, threads: int = 8,
+                 zero_copy: bool = True) -> list:
+    """`workers` waitress servers on the same address (SO_REUSEPORT): the kernel spreads
+    connections over them, so each has its own I/O loop (sendfile releases the GIL)."""
+    if workers <= 1:
+        return [make_server(app, listen, threads, zero_copy)]
+    per = max(2, threads // workers)
+    return [make_server(app, listen, per, zero_copy, sock=_reuseport_socket(listen))
+            for _ in range(workers)]
+
+
+class HttpBootService:
+    """The supervised service: waitress on `boot.http_listen`."""
+
+    name = "httpboot"
+
+    def __init__(self, app: BootApp, listen: str, threads: int = 8, workers: int = 2):
+        self.app = app
+        self.listen = listen
+        self.threads = threads
+        self.workers = workers
+        self._servers: list = []
+        self._lock = threading.Lock()
+
+    def run(self, stop: threading.Event) -> None:
+        with self._lock:
+            if stop.is_set():
+                return
+            self._servers = make_servers(self.app, self.listen, self.workers, self.threads,
+                                         zero_copy=self.app.zero_copy)
+        log.info("http boot serving", extra={"listen": self.listen, "workers": self.workers})
+        extra = [threading.Thread(target=run_quietly, args=(srv,), name=f"httpboot-{i}",
+                                  daemon=True) for i, srv in enumerate(self._servers[1:], 1)]
+        for t in extra:
+            t.start()
+        try:
+            run_quietly(self._servers[0])
+        finally:
+            with self._lock:
+                servers, self._servers = self._servers, []
+            for srv in servers:
+                try:
+                    srv.close()
+                except OSError:
+                    pass
+            for t in extra:
+                t.join(timeout=1)
+            for srv in servers:
+                srv.task_dispatcher.shutdown(timeout=1)
+
+    def shutdown(self) -> None:
+        for srv in list(self._servers):
+            srv.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {"connections": sum(len(s.active_channels) for s in self._servers)}
+
+
+def run_quietly(server) -> None:
+    """Run a waitress server until it is closed (close() under a running loop may
+    surface as an OSError on the dead socket)."""
+    try:
+        server.run()
+    except (OSError, ValueError):
+        pass

@@ -1,0 +1,383 @@
+"""The HTTP boot WSGI application: iPXE scripts, kernels and initrds, iPXE binaries,
+nix-netboot-serve's dispatch URLs and the agent API. Plain WSGI, no framework:
+every route is a few lines over the backend it was given."""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qs
+
+from ..backend import Artifact, BootTarget, HostRecord, Pending, Segment
+from ..tftp.policy import Refused, resolve_path
+from . import scripts
+from .scripts import BootSettings, UnsafeValue
+from .streaming import SegmentStream, Unsatisfiable, parse_range
+
+log = logging.getLogger("nixie.httpboot")
+
+MAX_AGENT_BODY = 64 * 1024
+_MAC = re.compile(r"([0-9a-f]{2})([:-]?)([0-9a-f]{2})\2([0-9a-f]{2})\2([0-9a-f]{2})\2"
+                  r"([0-9a-f]{2})\2([0-9a-f]{2})")
+_NAME = re.compile(r"[A-Za-z0-9._+-]{1,128}")
+ARTIFACT_CACHE = "public, max-age=3600"
+SCRIPT_HEADERS = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
+
+StartResponse = Callable[..., Any]
+
+
+def normalize_mac(text: str) -> str | None:
+    m = _MAC.fullmatch(text.lower())
+    return ":".join(m.group(i) for i in (1, 3, 4, 5, 6, 7)) if m else None
+
+
+class NoArtifacts:
+    """A BootArtifacts with nothing to boot yet (until the image builder is wired)."""
+
+    def boot_targets(self, host: HostRecord) -> list[BootTarget]:
+        return []
+
+    def artifact(self, toplevel: str, name: str) -> Artifact | None:
+        return None
+
+    def resolve(self, kind: str, args: list[str]) -> BootTarget:
+        raise LookupError(f"no {kind} {'/'.join(args)}")
+
+    def issue_boot_token(self, host: HostRecord, target: BootTarget) -> str:
+        raise LookupError("no tokens without boot targets")
+
+
+class _Recent:
+    """Which host a client IP rendered a script for, per toplevel basename, so the
+    kernel/initrd fetches that follow can be put on that host's timeline."""
+
+    def __init__(self, ttl: float = 3600.0, limit: int = 4096):
+        self.ttl, self.limit = ttl, limit
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, ip: str, basenames: Iterable[str], host_id: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._seen) > self.limit:
+                self._seen = {k: v for k, v in self._seen.items() if v[0] > now}
+            for b in basenames:
+                self._seen[(ip, b)] = (now + self.ttl, host_id)
+
+    def host_id(self, ip: str, basename: str) -> int | None:
+        with self._lock:
+            hit = self._seen.get((ip, basename))
+        return hit[1] if hit and hit[0] > time.monotonic() else None
+
+
+def _http_date(ts: float) -> str:
+    return email.utils.formatdate(ts, usegmt=True)
+
+
+class BootApp:
+    def __init__(self, *, hosts, events, artifacts, settings: BootSettings, tftp_root: str,
+                 agent=None, mounts: dict[str, Callable] | None = None, zero_copy: bool = True):
+        self.hosts = hosts
+        self.events = events
+        self.artifacts = artifacts or NoArtifacts()
+        self.settings = settings
+        self.tftp_root = str(tftp_root)
+        self.agent = agent
+        self.mounts = sorted(((p.rstrip("/"), a) for p, a in (mounts or {}).items()),
+                             key=lambda x: -len(x[0]))
+        self.zero_copy = zero_copy
+        self.recent = _Recent()
+
+    # ------------------------------------------------------------ dispatch
+    def __call__(self, environ: dict, start_response: StartResponse):
+        path = environ.get("PATH_INFO", "") or "/"
+        for prefix, app in self.mounts:
+            if path == prefix or path.startswith(prefix + "/"):
+                environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
+                environ["PATH_INFO"] = path[len(prefix):]
+                return app(environ, start_response)
+        method = environ.get("REQUEST_METHOD", "GET")
+        parts = [p for p in path.split("/") if p]
+        try:
+            if parts[:3] == ["api", "v1", "agent"] and parts[3:] == ["events"]:
+                if method != "POST":
+                    return self._plain(start_response, 405, "use POST\n", [("Allow", "POST")])
+                return self.agent_events(environ, start_response)
+            if method not in ("GET", "HEAD"):
+                return self._plain(start_response, 405, "method not allowed\n",
+                                   [("Allow", "GET, HEAD")])
+            if len(parts) == 2 and parts[0] == "boot" and parts[1].endswith(".ipxe"):
+                return self.host_script(environ, start_response, parts[1][:-5])
+            if len(parts) == 3 and parts[0] == "boot" and parts[2] in ("kernel", "initrd"):
+                return self.artifact(environ, start_response, parts[1], parts[2])
+            if len(parts) == 3 and parts[0] == "boot" and parts[2] == "netboot.ipxe":
+                return self.dispatch(environ, start_response, "closure", [parts[1]])
+            if len(parts) >= 3 and parts[0] == "dispatch":
+                kind, args = parts[1], parts[2:]
+                if (kind, len(args)) in (("profile", 1), ("configuration", 1), ("hydra", 4)):
+                    return self.dispatch(environ, start_response, kind, args)
+            if len(parts) == 2 and parts[0] == "ipxe":
+                return self.ipxe_binary(environ, start_response, parts[1])
+        except UnsafeValue as e:
+            return self._plain(start_response, 400, f"{e}\n")
+        return self._plain(start_response, 404, "not found\n")
+
+    # ------------------------------------------------------------ helpers
+    @staticmethod
+    def _plain(start_response, status: int, text: str, headers=()):
+        body = text.encode()
+        reason = {200: "OK", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized",
+                  403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+                  409: "Conflict", 413: "Payload Too Large", 416: "Range Not Satisfiable",
+                  503: "Service Unavailable"}.get(status, "Error")
+        start_response(f"{status} {reason}", [("Content-Type", "text/plain; charset=utf-8"),
+                                               ("Content-Length", str(len(body))), *headers])
+        return [body]
+
+    @staticmethod
+    def _script(environ, start_response, text: str):
+        body = text.encode()
+        start_response("200 OK", [*SCRIPT_HEADERS, ("Content-Length", str(len(body)))])
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+    def _event(self, kind: str, message: str, environ, **kw) -> None:
+        try:
+            self.events.event(kind, message, ip=environ.get("REMOTE_ADDR"), **kw)
+        except Exception:  # noqa: BLE001 - a failing event sink must not fail a boot
+            log.warning("could not record a boot event", exc_info=True)
+
+    def _host_id_by_ip(self, ip: str) -> int | None:
+        lookup = getattr(self.hosts, "host_by_ip", None)
+        if lookup is None or not ip:
+            return None
+        try:
+            host = lookup(ip)
+        except Exception:  # noqa: BLE001 - attribution is best effort
+            return None
+        return host.id if host else None
+
+    def _self_url(self, environ) -> str:
+        url = self.settings.base_url + environ.get("PATH_INFO", "")
+        qs = environ.get("QUERY_STRING", "")
+        if qs:
+            url += "?" + qs
+        if any(c in url for c in " \n\r\t$"):
+            raise UnsafeValue("URL has characters iPXE would interpret")
+        return url
+
+    # ------------------------------------------------------------ host scripts
+    def host_script(self, environ, start_response, mac_text: str):
+        mac = normalize_mac(mac_text)
+        if mac is None:
+            return self._plain(start_response, 400, "expected /boot/<mac>.ipxe\n")
+        s = self.settings
+        self_url = f"{s.base_url}/boot/{mac}.ipxe"
+        host = self.hosts.host_by_mac(mac)
+        if host is None:
+            self._event("boot.script", f"unknown machine {mac}", environ, mac=mac,
+                        data={"script": "unknown"})
+            if s.unknown_clients == "menu":
+                text = scripts.unknown_menu_script(mac, self_url, s.menu_timeout_seconds)
+            else:
+                text = scripts.local_script(mac)
+            return self._script(environ, start_response, text)
+        text, kind, targets = self._render_host(host, self_url)
+        ip = environ.get("REMOTE_ADDR") or ""
+        if targets:
+            self.recent.remember(ip, [scripts.store_basename(t.toplevel) for t in targets], host.id)
+        self._event("boot.script", f"{host.name}: {kind}", environ, host_id=host.id, mac=mac,
+                    data={"script": kind, "targets": [t.toplevel for t in targets]})
+        return self._script(environ, start_response, text)
+
+    def _render_host(self, host: HostRecord, self_url: str) -> tuple[str, str, list[BootTarget]]:
+        s = self.settings
+        if host.mode == "local":
+            return scripts.local_script(host.name), "local", []
+        try:
+            targets = list(self.artifacts.boot_targets(host))
+        except Pending as p:
+            return scripts.retry_script(f"{host.name}: {p}", self_url, p.retry_after), "pending", []
+        if not targets:
+            return (scripts.retry_script(f"{host.name}: no system built yet", self_url,
+                                         s.retry_seconds), "pending", [])
+        try:  # the default entry's initrd: build it now, or tell the client to wait
+            if self.artifacts.artifact(targets[0].toplevel, "initrd") is None:
+                return (scripts.retry_script(f"{host.name}: initrd not available yet", self_url,
+                                             s.retry_seconds), "pending", [])
+        except Pending as p:
+            return (scripts.retry_script(f"{host.name}: {p}", self_url, p.retry_after),
+                    "pending", [])
+        if host.mode == "install":
+            t = targets[0]
+            token = self.artifacts.issue_boot_token(host, t)
+            return (scripts.target_script(t, s, self_url, title=f"{host.name} installer",
+                                          token=token, extra=["nixie.mode=install"]),
+                    "install", [t])
+        if s.menu and s.menu_timeout_seconds > 0:
+            text = scripts.menu_script(host, targets, s, self_url,
+                                       lambda t: self.artifacts.issue_boot_token(host, t))
+            return text, "menu", targets
+        t = targets[0]
+        token = self.artifacts.issue_boot_token(host, t)
+        return scripts.target_script(t, s, self_url, title=host.name, token=token), "netboot", [t]
+
+    # ------------------------------------------------------------ dispatch kinds
+    def dispatch(self, environ, start_response, kind: str, args: list[str]):
+        if kind == "closure":
+            if not scripts.is_store_basename(args[0]):
+                return self._plain(start_response, 404, "not a store path\n")
+        elif not all(_NAME.fullmatch(a) for a in args):
+            return self._plain(start_response, 400, "names may use letters, digits, . _ + -\n")
+        q = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        prefix = scripts.split_args(" ".join(q.get("cmdline_prefix_args", [])))
+        suffix = scripts.split_args(" ".join(q.get("cmdline_suffix_args", [])))
+        self_url = self._self_url(environ)
+        what = f"{kind} {'/'.join(args)}"
+        try:
+            target = self.artifacts.resolve(kind, list(args))
+            if self.artifacts.artifact(target.toplevel, "initrd") is None:
+                raise Pending("initrd not available yet", self.settings.retry_seconds)
+        except Pending as p:
+            self._event("boot.script", f"{what}: {p}", environ, data={"script": "pending"})
+            return self._script(environ, start_response,
+                                scripts.retry_script(f"{what}: {p}", self_url, p.retry_after))
+        except LookupError as e:
+            return self._plain(start_response, 404, f"{e}\n")
+        self.recent.remember(environ.get("REMOTE_ADDR") or "", [scripts.store_basename(target.toplevel)], -1)
+        self._event("boot.script", what, environ, data={"script": kind, "targets": [target.toplevel]})
+        text = scripts.target_script(target, self.settings, self_url, title=what,
+                                     prefix=prefix, suffix=suffix)
+        return self._script(environ, start_response, text)
+
+    # ------------------------------------------------------------ kernel / initrd
+    def artifact(self, environ, start_response, basename: str, name: str):
+        if not scripts.is_store_basename(basename):
+            return self._plain(start_response, 404, "not a store path\n")
+        toplevel = "/nix/store/" + basename
+        try:
+            art = self.artifacts.artifact(toplevel, name)
+        except Pending as p:
+            return self._plain(start_response, 503, f"{p}\n", [("Retry-After", str(p.retry_after))])
+        if art is None:
+            return self._plain(start_response, 404, f"no {name} for {basename}\n")
+        ip = environ.get("REMOTE_ADDR") or ""
+        host_id = self.recent.host_id(ip, basename)
+        host_id = host_id if host_id and host_id > 0 else self._host_id_by_ip(ip)
+        kind = f"boot.{name}"
+
+        def on_close(sent: int, length: int) -> None:
+            if sent >= length:
+                self._event(kind, f"{name} sent ({sent} bytes)", environ, host_id=host_id,
+                            data={"toplevel": toplevel, "bytes": sent, "status": "completed"})
+            else:
+                self._event(kind, f"{name} interrupted after {sent} of {length} bytes",
+                            environ, host_id=host_id, level="warning",
+                            data={"toplevel": toplevel, "bytes": sent, "status": "interrupted"})
+
+        return self._serve_segments(environ, start_response, art.segments, art.size, art.etag,
+                                    art.content_type, ARTIFACT_CACHE,
+                                    on_start=lambda start, n: self._event(
+                                        kind, f"{name} requested", environ, host_id=host_id,
+                                        data={"toplevel": toplevel, "offset": start,
+                                              "bytes": n, "status": "started"}),
+                                    on_close=on_close)
+
+    def _serve_segments(self, environ, start_response, segments: tuple[Segment, ...], size: int,
+                        etag: str, content_type: str, cache: str, on_start=None, on_close=None):
+        etag_q = '"' + etag.replace('"', "") + '"'
+        mtime = 0.0
+        for seg in segments:
+            try:
+                mtime = max(mtime, os.stat(seg.path).st_mtime)
+            except OSError:
+                return self._plain(start_response, 404, "artifact file is gone\n")
+        headers = [("Content-Type", content_type), ("Accept-Ranges", "bytes"), ("ETag", etag_q),
+                   ("Last-Modified", _http_date(mtime)), ("Cache-Control", cache)]
+        inm = environ.get("HTTP_IF_NONE_MATCH")
+        if inm and (inm.strip() == "*" or etag_q in [t.strip() for t in inm.split(",")]):
+            start_response("304 Not Modified", headers)
+            return []
+        rng = environ.get("HTTP_RANGE")
+        if_range = environ.get("HTTP_IF_RANGE")
+        if rng and if_range and if_range.strip() not in (etag_q, _http_date(mtime)):
+            rng = None  # the client's copy is stale: send it all
+        try:
+            span = parse_range(rng, size)
+        except Unsatisfiable:
+            return self._plain(start_response, 416, "range not satisfiable\n",
+                               [("Content-Range", f"bytes */{size}")])
+        if span is None:
+            start, length, status = 0, size, "200 OK"
+        else:
+            start, length = span
+            status = "206 Partial Content"
+            headers.append(("Content-Range", f"bytes {start}-{start + length - 1}/{size}"))
+        headers.append(("Content-Length", str(length)))
+        start_response(status, headers)
+        if environ.get("REQUEST_METHOD") == "HEAD":
+            return []
+        if on_start:
+            on_start(start, length)
+        return SegmentStream(segments, start, length, zero_copy=self.zero_copy,
+                             on_close=on_close)
+
+    # ------------------------------------------------------------ iPXE binaries
+    def ipxe_binary(self, environ, start_response, filename: str):
+        try:
+            path = resolve_path(self.tftp_root, filename)
+        except Refused as r:
+            return self._plain(start_response, 404 if r.code == 1 else 403, f"{r.message}\n")
+        st = os.stat(path)
+        etag = hashlib.sha256(f"{path}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:32]
+        self._event("boot.ipxe", f"{filename} over HTTP", environ, data={"file": filename})
+        return self._serve_segments(environ, start_response, (Segment(path, 0, st.st_size),),
+                                    st.st_size, etag, "application/octet-stream", "no-cache")
+
+    # ------------------------------------------------------------ agent API
+    def agent_events(self, environ, start_response):
+        def answer(status: int, obj: dict):
+            body = json.dumps(obj).encode()
+            reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 409: "Conflict",
+                      413: "Payload Too Large", 503: "Service Unavailable"}.get(status, "Error")
+            start_response(f"{status} {reason}", [("Content-Type", "application/json"),
+                                                   ("Content-Length", str(len(body)))])
+            return [body]
+
+        if self.agent is None:
+            return answer(503, {"error": "agent API not available"})
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return answer(401, {"error": "missing Authorization: Bearer <token>"})
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return answer(400, {"error": "bad Content-Length"})
+        if length > MAX_AGENT_BODY:
+            return answer(413, {"error": f"body larger than {MAX_AGENT_BODY} bytes"})
+        raw = environ["wsgi.input"].read(length) if length > 0 else b""
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return answer(400, {"error": "body is not JSON"})
+        if not isinstance(body, dict) or not isinstance(body.get("event"), str) \
+                or not isinstance(body.get("message", ""), str):
+            return answer(400, {"error": 'expected {"event": "...", "message": "..."}'})
+        try:
+            result = self.agent.agent_report(token.strip(), body["event"],
+                                             body.get("message", ""), environ.get("REMOTE_ADDR"))
+        except Exception as e:  # noqa: BLE001 - the sink signals with .status
+            status = getattr(e, "status", None)
+            if status in (400, 401, 409):
+                return answer(status, {"error": str(e)})
+            log.exception("agent report failed")
+            return answer(500, {"error": "internal error"})
+        return answer(200, result)

@@ -1,0 +1,178 @@
+"""iPXE scripts rendered from data: pure functions, text out.
+
+Everything that lands in a script from data (labels, names, kernel
+parameters, query arguments) is checked here so no value can end a line or
+expand an iPXE setting (`${...}`) and so inject script commands.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..backend import BootTarget, HostRecord
+
+# a kernel parameter: printable, no whitespace, no iPXE expansion, no quotes
+_PARAM = re.compile(r"[A-Za-z0-9_.,:/=+@%~\[\]-]+")
+_STORE_BASENAME = re.compile(r"[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]{1,180}")
+
+
+class UnsafeValue(ValueError):
+    """A value that would change the script if it were written into it."""
+
+
+@dataclass(frozen=True)
+class BootSettings:
+    base_url: str  # e.g. http://10.0.0.1:8081, no trailing slash
+    menu: bool = True
+    menu_timeout_seconds: int = 5
+    cmdline: str | None = None  # boot.cmdline
+    unknown_clients: str = "menu"  # menu | local | ignore
+    retry_seconds: int = 10
+
+
+def safe_label(text: str, limit: int = 80) -> str:
+    """Menu/echo text: keep letters, digits and a few marks; drop everything else."""
+    out = re.sub(r"[^A-Za-z0-9 ._:()+,/#@=-]", "", text or "")
+    return out[:limit].strip() or "-"
+
+
+def check_params(params: Sequence[str], what: str = "kernel parameter") -> list[str]:
+    out = []
+    for p in params:
+        if not _PARAM.fullmatch(p):
+            raise UnsafeValue(f"{what} {p[:60]!r} has characters not allowed on a kernel line")
+        out.append(p)
+    return out
+
+
+def split_args(text: str | None) -> list[str]:
+    """cmdline_prefix_args / cmdline_suffix_args / boot.cmdline: space-separated, checked."""
+    if not text:
+        return []
+    if "\n" in text or "\r" in text:
+        raise UnsafeValue("kernel arguments must be one line")
+    return check_params(text.split(), "argument")
+
+
+def store_basename(toplevel: str) -> str:
+    base = toplevel.rsplit("/", 1)[-1]
+    if not toplevel.startswith("/nix/store/") or not _STORE_BASENAME.fullmatch(base) \
+            or toplevel != "/nix/store/" + base:
+        raise UnsafeValue(f"{toplevel[:100]!r} is not a store path")
+    return base
+
+
+def is_store_basename(text: str) -> bool:
+    return bool(_STORE_BASENAME.fullmatch(text))
+
+
+def boot_lines(target: BootTarget, s: BootSettings, *, token: str | None = None,
+               extra: Sequence[str] = (), prefix: Sequence[str] = (),
+               suffix: Sequence[str] = ()) -> list[str]:
+    """`kernel`, `initrd`, `boot` for one target. UEFI needs `initrd=initrd` naming
+    the initrd, so the initrd gets that name explicitly."""
+    b = store_basename(target.toplevel)
+    args = ["initrd=initrd", f"init={target.toplevel}/init", *check_params(prefix),
+            *check_params(target.kernel_params), *check_params(suffix),
+            f"nixie.api={s.base_url}"]
+    if token:
+        args.append(f"nixie.token={check_params([token])[0]}")
+    args += check_params(extra)
+    args += split_args(s.cmdline)
+    return [
+        f"kernel {s.base_url}/boot/{b}/kernel {' '.join(args)}",
+        f"initrd --name initrd {s.base_url}/boot/{b}/initrd",
+        "boot",
+    ]
+
+
+def _header(title: str) -> list[str]:
+    return ["#!ipxe", f"echo Nixie: {safe_label(title)}"]
+
+
+def retry_script(message: str, self_url: str, seconds: int) -> str:
+    """What a client gets while its system is being built (or anything else that is
+    not there yet): a message, a pause, and the same request again. Never an error."""
+    return "\n".join([
+        *_header(message),
+        f"echo Retrying in {int(seconds)} seconds",
+        f"sleep {int(seconds)}",
+        f"chain --replace --autofree {self_url}",
+        "",
+    ])
+
+
+def local_script(name: str) -> str:
+    """Boot the local disk: UEFI returns to the firmware's boot order; BIOS sanboots
+    the first disk (and returns to the BIOS if that fails)."""
+    return "\n".join([
+        *_header(f"{name}: booting from local disk"),
+        "iseq ${platform} efi && exit 0 ||",
+        "sanboot --no-describe --drive 0x80 || exit 0",
+        "",
+    ])
+
+
+def unknown_menu_script(mac: str, self_url: str, timeout_seconds: int) -> str:
+    """A machine with no host record: boot the local disk, or ask again later."""
+    return "\n".join([
+        "#!ipxe",
+        f"menu Nixie: unknown machine {safe_label(mac)} (add it as a host to netboot it)",
+        "item local Boot from local disk",
+        "item retry Ask the router again",
+        f"choose --timeout {max(1, timeout_seconds) * 1000} --default local selected || goto local",
+        "goto ${selected}",
+        ":local",
+        "iseq ${platform} efi && exit 0 ||",
+        "sanboot --no-describe --drive 0x80 || exit 0",
+        ":retry",
+        f"chain --replace --autofree {self_url}",
+        "",
+    ])
+
+
+def target_script(target: BootTarget, s: BootSettings, self_url: str, *, title: str,
+                  token: str | None = None, extra: Sequence[str] = (),
+                  prefix: Sequence[str] = (), suffix: Sequence[str] = ()) -> str:
+    """Boot one target straight away; on failure, wait and ask again."""
+    lines = boot_lines(target, s, token=token, extra=extra, prefix=prefix, suffix=suffix)
+    return "\n".join([
+        *_header(f"{title}: {target.label}"),
+        *lines[:2],
+        "boot || goto failed",
+        ":failed",
+        f"echo Boot failed; retrying in {s.retry_seconds} seconds",
+        f"sleep {s.retry_seconds}",
+        f"chain --replace --autofree {self_url}",
+        "",
+    ])
+
+
+def menu_script(host: HostRecord, targets: Sequence[BootTarget], s: BootSettings,
+                self_url: str, token_for: Callable[[BootTarget], str],
+                extra: Sequence[str] = ()) -> str:
+    """The host's generations, newest first and default; keys 0-9 pick one directly,
+    so the previous generation is one keypress (1) away."""
+    name = safe_label(host.name)
+    out = ["#!ipxe", f"menu Nixie: {name}", "item --gap Generations (newest first)"]
+    for i, t in enumerate(targets):
+        key = f"--key {i} " if i < 10 else ""
+        suffix = " (current)" if i == 0 else ""
+        out.append(f"item {key}gen{i} [{i}] {safe_label(t.label)}{suffix}")
+    out += ["item --gap Other", "item --key l local [l] Boot from local disk",
+            "item --key r retry [r] Reload this menu",
+            f"choose --timeout {s.menu_timeout_seconds * 1000} --default gen0 selected "
+            "|| goto gen0",
+            "goto ${selected}"]
+    for i, t in enumerate(targets):
+        kernel, initrd, _ = boot_lines(t, s, token=token_for(t), extra=extra)
+        out += [f":gen{i}", f"echo Booting {name}: {safe_label(t.label)}", kernel, initrd,
+                "boot || goto failed"]
+    out += [":local", "iseq ${platform} efi && exit 0 ||",
+            "sanboot --no-describe --drive 0x80 || exit 0",
+            ":retry", f"chain --replace --autofree {self_url}",
+            ":failed", f"echo Boot failed; retrying in {s.retry_seconds} seconds",
+            f"sleep {s.retry_seconds}", f"chain --replace --autofree {self_url}", ""]
+    return "\n".join(out)

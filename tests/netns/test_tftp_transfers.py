@@ -1,0 +1,106 @@
+"""Our TFTP server in a namespace, real clients (curl, tftp-hpa) in another."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from appliance.netlab import Netns, veth
+from tests.conftest import ROOT
+
+SERVER, CLIENT = "10.79.0.1", "10.79.0.2"
+
+
+def sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+@pytest.fixture
+def tftp(tmp_path):
+    tmp_path.chmod(0o755)
+    root = tmp_path / "root"
+    (tmp_path / "secret.txt").write_text("outside the root")
+    root.mkdir()
+    os.symlink(tmp_path / "secret.txt", root / "escape")
+    srv, cli = Netns(), Netns()
+    proc = None
+    try:
+        veth(srv, "eth0", cli, "eth0")
+        srv.run("ip", "addr", "add", f"{SERVER}/24", "dev", "eth0")
+        cli.run("ip", "addr", "add", f"{CLIENT}/24", "dev", "eth0")
+        proc = srv.popen(sys.executable, "-m", "netservices.tftp", "--root", str(root),
+                         "--listen", f"{SERVER}:69", "--ipxe-dir", "/usr/lib/ipxe",
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        out = tmp_path / "out"
+        out.mkdir()
+
+        def stop() -> dict:
+            """SIGTERM the server; it prints its counters as its last line."""
+            proc.terminate()
+            o, _ = proc.communicate(timeout=10)
+            return json.loads(o.strip().splitlines()[-1])
+
+        yield cli, root, out, stop
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        srv.close()
+        cli.close()
+
+
+def test_curl_and_tftp_hpa_fetch_the_right_bytes(tftp):
+    cli, root, out, _ = tftp
+    for name in ("ipxe.efi", "undionly.kpxe", "snponly.efi"):
+        assert not (root / name).is_symlink()
+        assert sha(root / name) == sha(f"/usr/lib/ipxe/{name}")
+    cli.run("curl", "-sSf", "--tftp-blksize", "1468", "-o", str(out / "a.efi"),
+            f"tftp://{SERVER}/ipxe.efi")
+    assert sha(out / "a.efi") == sha("/usr/lib/ipxe/ipxe.efi")
+    cli.run("tftp", "-m", "binary", SERVER, "-c", "get", "undionly.kpxe", str(out / "u.kpxe"))
+    assert sha(out / "u.kpxe") == sha("/usr/lib/ipxe/undionly.kpxe")
+
+
+def test_twenty_concurrent_clients(tftp):
+    cli, root, out, _ = tftp
+    procs = [cli.popen("curl", "-sSf", "--tftp-blksize", "1468" if i % 2 else "512",
+                       "-o", str(out / f"c{i}"), f"tftp://{SERVER}/ipxe.efi")
+             for i in range(20)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * 20
+    want = sha("/usr/lib/ipxe/ipxe.efi")
+    assert all(sha(out / f"c{i}") == want for i in range(20))
+
+
+@pytest.mark.parametrize("name", ["../secret.txt", "/etc/passwd", "escape",
+                                  "sub/../../secret.txt"])
+def test_path_escapes_get_an_error_and_nothing(tftp, name):
+    cli, root, out, _ = tftp
+    r = cli.run("tftp", "-m", "binary", SERVER, "-c", "get", name, str(out / "x"), check=False)
+    assert "Error code 2" in r.stdout + r.stderr, r
+    assert not (out / "x").exists() or (out / "x").stat().st_size == 0
+    r = cli.run("curl", "-sS", "--path-as-is", "-o", str(out / "y"), f"tftp://{SERVER}/{name}",
+                check=False)
+    assert r.returncode != 0
+    assert not (out / "y").exists() or b"outside" not in (out / "y").read_bytes()
+
+
+def test_writes_are_refused_and_malformed_packets_counted(tftp, tmp_path):
+    cli, root, out, stop = tftp
+    (tmp_path / "up.txt").write_text("upload")
+    r = cli.run("tftp", "-m", "binary", SERVER, "-c", "put", str(tmp_path / "up.txt"), "up.txt",
+                check=False)
+    assert "Error code 2" in r.stdout + r.stderr
+    assert not (root / "up.txt").exists()
+    junk = ("import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
+            f"[s.sendto(b, ('{SERVER}', 69)) for b in (b'\\x00', b'\\x00\\x01x', b'\\x00\\x07zz\\x00')]")
+    cli.run(sys.executable, "-c", junk)
+    cli.run("curl", "-sSf", "-o", str(out / "after"), f"tftp://{SERVER}/snponly.efi")
+    assert sha(out / "after") == sha("/usr/lib/ipxe/snponly.efi")
+    stats = stop()
+    assert stats["malformed"] == 3 and stats["refused"] == 1 and stats["completed"] == 1, stats
