@@ -19,6 +19,7 @@ from typing import Any
 from .backend import SqliteBackend
 from .config import Config
 from .db import Store, now
+from .dhcp_store import dhcp_service
 from .supervisor import IdleService, Supervisor
 
 log = logging.getLogger("nixie.serve")
@@ -83,7 +84,7 @@ def build_services(cfg: Config, store: Store, health) -> list[Any]:
 
     backend = SqliteBackend(store)  # noqa: F841 - handed to the netservices as they land
     services: list[Any] = []
-    services.append(IdleService("dhcp", "not built yet") if cfg.dhcp.mode != "off" else None)
+    services.append(dhcp_service(cfg) if cfg.dhcp.mode != "off" else None)
     services.append(IdleService("tftp", "not built yet"))
     services.append(IdleService("dns", "not built yet") if cfg.dns.enable else None)
     services.append(IdleService("httpboot", "not built yet"))

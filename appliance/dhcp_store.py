@@ -1,0 +1,68 @@
+"""The DHCP server's lease store over the state DB (`netservices.dhcp.store.LeaseStore`).
+
+The server keeps every lease in memory; this is only for durability. One
+connection, owned by the DHCP thread, with `synchronous = FULL`: a commit
+returns once the WAL is on disk, and the server sends the batch's ACKs only
+after that.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from netservices.dhcp.store import EventRecord, HostEntry, LeaseRecord
+
+from .db import connect
+
+_UPSERT = (
+    "INSERT INTO leases (ip, mac, client_id, hostname, state, starts, expires, updated_at) "
+    "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(ip) DO UPDATE SET mac = excluded.mac, "
+    "client_id = excluded.client_id, hostname = coalesce(excluded.hostname, leases.hostname), "
+    "state = excluded.state, starts = excluded.starts, expires = excluded.expires, "
+    "updated_at = excluded.updated_at")
+_EVENT = ("INSERT INTO events (ts, kind, level, message, host_id, mac, ip, data) "
+          "VALUES (?,?,?,?,?,?,?,?)")
+
+
+class SqliteLeaseStore:
+    def __init__(self, db_path: str | Path):
+        self.conn = connect(db_path)
+        self.conn.execute("PRAGMA synchronous = FULL")
+
+    def load_leases(self) -> list[LeaseRecord]:
+        rows = self.conn.execute(
+            "SELECT ip, mac, client_id, hostname, state, starts, expires, updated_at FROM leases")
+        return [LeaseRecord(*r) for r in rows]
+
+    def hosts_by_mac(self) -> dict[str, HostEntry]:
+        rows = self.conn.execute(
+            "SELECT m.mac, h.id, h.name, h.mode, h.ip_reservation "
+            "FROM host_macs m JOIN hosts h ON h.id = m.host_id")
+        return {r[0]: HostEntry(r[1], r[2], r[3], r[4]) for r in rows}
+
+    def commit(self, leases: list[LeaseRecord], events: list[EventRecord]) -> None:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            if leases:
+                c.executemany(_UPSERT, [(r.ip, r.mac, r.client_id, r.hostname, r.state, r.starts,
+                                         r.expires, r.updated_at) for r in leases])
+            if events:
+                c.executemany(_EVENT, [(e.ts, e.kind, e.level, e.message, e.host_id, e.mac, e.ip,
+                                        json.dumps(e.data) if e.data else None) for e in events])
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def dhcp_service(cfg, db_path: str | Path | None = None):
+    """The DHCP service `serve` supervises, wired to the state DB."""
+    from netservices.dhcp.engine import DhcpSettings
+    from netservices.dhcp.server import DhcpService
+
+    return DhcpService(DhcpSettings.from_config(cfg), SqliteLeaseStore(db_path or cfg.db_path))
