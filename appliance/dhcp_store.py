@@ -9,6 +9,7 @@ after that.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 from netservices.dhcp.store import EventRecord, HostEntry, LeaseRecord
@@ -29,19 +30,26 @@ class SqliteLeaseStore:
     def __init__(self, db_path: str | Path):
         self.conn = connect(db_path)
         self.conn.execute("PRAGMA synchronous = FULL")
+        self._lock = threading.Lock()  # the commit thread and the loop share the connection
 
     def load_leases(self) -> list[LeaseRecord]:
-        rows = self.conn.execute(
-            "SELECT ip, mac, client_id, hostname, state, starts, expires, updated_at FROM leases")
-        return [LeaseRecord(*r) for r in rows]
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT ip, mac, client_id, hostname, state, starts, expires, updated_at FROM leases")
+            return [LeaseRecord(*r) for r in rows]
 
     def hosts_by_mac(self) -> dict[str, HostEntry]:
-        rows = self.conn.execute(
-            "SELECT m.mac, h.id, h.name, h.mode, h.ip_reservation "
-            "FROM host_macs m JOIN hosts h ON h.id = m.host_id")
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT m.mac, h.id, h.name, h.mode, h.ip_reservation "
+                "FROM host_macs m JOIN hosts h ON h.id = m.host_id").fetchall()
         return {r[0]: HostEntry(r[1], r[2], r[3], r[4]) for r in rows}
 
     def commit(self, leases: list[LeaseRecord], events: list[EventRecord]) -> None:
+        with self._lock:
+            self._commit(leases, events)
+
+    def _commit(self, leases: list[LeaseRecord], events: list[EventRecord]) -> None:
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:

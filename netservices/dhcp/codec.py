@@ -93,7 +93,7 @@ class Packet:
 
     @property
     def mac_str(self) -> str:
-        return ":".join(f"{b:02x}" for b in self.mac)
+        return self.chaddr[: min(self.hlen, 16)].hex(":")
 
     @property
     def message_type(self) -> int | None:
@@ -191,9 +191,10 @@ def _parse_options_into(buf: bytes, start: int, end: int, out: dict[int, bytes],
 
 def parse(data: bytes) -> Packet:
     """Parse one DHCPv4 message. Raises MalformedPacket."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise MalformedPacket("not bytes")
-    data = bytes(data)
+    if type(data) is not bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise MalformedPacket("not bytes")
+        data = bytes(data)
     if len(data) < HEADER_LEN + 4:
         raise MalformedPacket(f"too short ({len(data)} bytes, need at least {HEADER_LEN + 4})")
     if data[HEADER_LEN : HEADER_LEN + 4] != MAGIC:
@@ -281,9 +282,20 @@ def encode_header(op: int, xid: int, flags: int, ciaddr: bytes, yiaddr: bytes, s
                   giaddr: bytes, chaddr: bytes, sname: bytes = b"", file: bytes = b"",
                   htype: int = 1, hlen: int = 6, hops: int = 0, secs: int = 0) -> bytes:
     """The fixed 236-byte header plus the magic cookie."""
+    _fixed(chaddr, 16, "chaddr")
+    _fixed(sname, 64, "sname")
+    _fixed(file, 128, "file")
     return _HEADER.pack(op, htype, hlen, hops, xid, secs, flags, ciaddr, yiaddr, siaddr, giaddr,
-                        _fixed(chaddr, 16, "chaddr"), _fixed(sname, 64, "sname"),
-                        _fixed(file, 128, "file")) + MAGIC
+                        chaddr, sname, file) + MAGIC  # struct pads the fixed fields with zeros
+
+
+def pack_reply_header(xid: int, flags: int, ciaddr: bytes, yiaddr: bytes, siaddr: bytes,
+                      giaddr: bytes, chaddr: bytes, file: bytes, htype: int, hlen: int,
+                      _pack=_HEADER.pack) -> bytes:
+    """Hot-path BOOTREPLY header; the fields come from a parsed request (chaddr is
+    16 bytes) and from the server (file under 128 bytes), so nothing is checked."""
+    return _pack(BOOTREPLY, htype, hlen, 0, xid, 0, flags, ciaddr, yiaddr, siaddr, giaddr,
+                 chaddr, b"", file) + MAGIC
 
 
 def finish(header_and_options: bytes) -> bytes:

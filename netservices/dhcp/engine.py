@@ -19,7 +19,6 @@ from typing import Any
 from . import codec
 from .codec import (
     ACK,
-    BOOTREPLY,
     BOOTREQUEST,
     DECLINE,
     DISCOVER,
@@ -139,6 +138,9 @@ class _Base:
         return req
 
     def _boot(self, req: Packet, now: float) -> tuple[BootAnswer | None, HostEntry | None]:
+        o = req.options
+        if 60 not in o and 77 not in o and 175 not in o:  # cheap test first: most packets
+            return None, None
         if not is_pxe_client(req):
             return None, None
         mac = req.mac_str
@@ -168,8 +170,8 @@ class _Base:
         siaddr = codec.ip_bytes(ans.tftp_server) if ans and ans.tftp_server else (
             self.server_id if ans else ZERO)
         bootfile = ans.filename.encode() if ans and len(ans.filename) < 128 else b""
-        return codec.encode_header(BOOTREPLY, req.xid, req.flags, ciaddr, yiaddr, siaddr,
-                                   req.giaddr, req.chaddr, b"", bootfile, req.htype, req.hlen)
+        return codec.pack_reply_header(req.xid, req.flags, ciaddr, yiaddr, siaddr, req.giaddr,
+                                       req.chaddr, bootfile, req.htype, req.hlen)
 
 
 class AuthoritativeEngine(_Base):
@@ -352,7 +354,7 @@ class AuthoritativeEngine(_Base):
             self.pending_events.append(EventRecord(
                 "dhcp.lease", f"{ip_s} leased to {mac}" + (f" ({hostname})" if hostname else ""),
                 now, host_id=host.id if host else None, mac=mac, ip=ip_s,
-                data={"hostname": hostname, "seconds": self.settings.lease_seconds}))
+                data={"hostname": hostname} if hostname else None))
         ans, bhost = self._boot(req, now)
         if ans is not None:
             self._boot_event(req, ans, bhost, ip_s, now)

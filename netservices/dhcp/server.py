@@ -59,6 +59,76 @@ def set_arp(sock: socket.socket, ip: str, mac: bytes, interface: str) -> None:
     fcntl.ioctl(sock.fileno(), SIOCSARP, req)
 
 
+class Committer:
+    """Commits lease batches and then sends their held ACKs, on its own thread,
+    so the loop keeps reading while SQLite syncs. Batches that queue up during a
+    commit go together into the next one (group commit)."""
+
+    def __init__(self, store: LeaseStore, send):
+        self.store = store
+        self.send = send
+        self.commits = 0
+        self.error: BaseException | None = None
+        self._queue: list[tuple[list, list, list]] = []
+        self._cv = threading.Condition()
+        self._closing = False
+        self._idle = True
+        self._thread = threading.Thread(target=self._run, name="dhcp-commit", daemon=True)
+        self._thread.start()
+
+    def submit(self, rows: list, events: list, acks: list) -> None:
+        if self.error is not None:
+            raise RuntimeError("lease commit failed") from self.error
+        with self._cv:
+            self._queue.append((rows, events, acks))
+            self._cv.notify()
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Wait until everything submitted is committed and sent."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while (self._queue or not self._idle) and self.error is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cv.wait(left)
+
+    def close(self) -> None:
+        self.drain()
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._closing:
+                    self._idle = True
+                    self._cv.notify_all()
+                    self._cv.wait()
+                if not self._queue and self._closing:
+                    return
+                batch, self._queue = self._queue, []
+                self._idle = False
+            rows = [r for b in batch for r in b[0]]
+            events = [e for b in batch for e in b[1]]
+            try:
+                self.store.commit(rows, events)
+            except BaseException as e:  # noqa: BLE001 - reported to the loop, which stops
+                log.error("lease commit failed; holding ACKs", exc_info=True)
+                with self._cv:
+                    self.error = e
+                    self._queue.clear()
+                    self._idle = True
+                    self._cv.notify_all()
+                return
+            self.commits += 1
+            for b in batch:
+                for sock, reply in b[2]:
+                    self.send(sock, reply)
+
+
 class DhcpService:
     """Authoritative or proxy DHCP on the LAN interface (a supervised service)."""
 
@@ -74,7 +144,7 @@ class DhcpService:
         self._socks: list[socket.socket] = []
         self._started = threading.Event()
         self.batches = 0
-        self.commits = 0
+        self._committer: Committer | None = None
 
     @property
     def ready(self) -> threading.Event:
@@ -84,7 +154,9 @@ class DhcpService:
         e = self.engine
         if e is None:
             return {}
-        return {**e.stats(self.clock()), "batches": self.batches, "commits": self.commits}
+        c = self._committer
+        return {**e.stats(self.clock()), "batches": self.batches,
+                "commits": c.commits if c else 0}
 
     def shutdown(self) -> None:
         pass  # the loop polls with a timeout and sees the stop event
@@ -102,10 +174,12 @@ class DhcpService:
         self._socks = [open_socket(s.interface, p) for p in ports]
         log.info("dhcp serving", extra={"mode": s.mode, "interface": s.interface,
                                         "ports": ",".join(map(str, ports))})
+        self._committer = Committer(self.store, self._send)
         self._started.set()
         try:
             self._loop(stop)
         finally:
+            self._committer.close()  # commit and answer what is in flight
             for sk in self._socks:
                 sk.close()
             self._socks = []
@@ -171,11 +245,9 @@ class DhcpService:
             if proxy:
                 if engine.pending_events:
                     evs, engine.pending_events = engine.pending_events, []
-                    store.commit([], evs)
+                    self._committer.submit([], evs, [])
                 continue
-            if engine.dirty or engine.pending_events:
+            if engine.dirty or engine.pending_events or held:
                 rows, evs = engine.take_dirty(now)
-                store.commit(rows, evs)  # raises: the ACKs are not sent; supervisor restarts us
-                self.commits += 1
-            for sock, r in held:
-                self._send(sock, r)
+                # raises if an earlier commit failed: the supervisor restarts us from the DB
+                self._committer.submit(rows, evs, held)

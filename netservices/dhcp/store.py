@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LeaseRecord:
     """One row of the `leases` table."""
 
@@ -31,7 +31,7 @@ class HostEntry:
     ip_reservation: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EventRecord:
     """An event to record with the next lease commit (EventSink's arguments)."""
 
