@@ -157,10 +157,16 @@ class _Base:
             host_id=host.id if host else None, mac=req.mac_str, ip=ip,
             data={"arch": ans.arch, "boot_file": ans.filename, "kind": ans.kind}))
 
-    @staticmethod
-    def _boot_options(ans: BootAnswer) -> bytes:
-        opts = [encode_option(codec.OPT_VENDOR_CLASS, ans.vendor_class),
-                encode_option(codec.OPT_BOOTFILE, ans.filename.encode())]
+    # Option 60 "PXEClient" marks a proxyDHCP answer. From a server that also
+    # hands out the address it would make EDK2 classify the offer as "BINL" and
+    # ask again on port 4011, so the authoritative server echoes only
+    # "HTTPClient" (which UEFI HTTP Boot requires).
+    echo_pxeclient = False
+
+    def _boot_options(self, ans: BootAnswer) -> bytes:
+        opts = [encode_option(codec.OPT_BOOTFILE, ans.filename.encode())]
+        if self.echo_pxeclient or ans.kind == "http":
+            opts.insert(0, encode_option(codec.OPT_VENDOR_CLASS, ans.vendor_class))
         if ans.tftp_server:
             opts.append(encode_option(codec.OPT_TFTP_SERVER, ans.tftp_server.encode()))
         return b"".join(opts)
@@ -413,6 +419,8 @@ class ProxyEngine(_Base):
     server. On port 67 it answers DISCOVERs of PXE clients with an OFFER that
     carries only boot information; on port 4011 it answers the client's
     REQUEST (or INFORM) with an ACK carrying the same."""
+
+    echo_pxeclient = True
 
     def handle(self, data: bytes, now: float, *, port: int = SERVER_PORT,
                src: tuple[str, int] | None = None) -> list[Reply]:

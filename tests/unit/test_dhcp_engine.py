@@ -275,3 +275,16 @@ def test_reservations_come_from_the_hosts_table(store):
     assert dora(e, mac(1))[0] == "10.77.0.9"
     hosts.update_host(conn, "node1", ip="")
     assert s.hosts_by_mac()["52:54:00:00:01:01"].ip_reservation is None
+
+
+def test_authoritative_offers_do_not_claim_to_be_proxy_offers():
+    """EDK2 treats an address offer carrying vendor class PXEClient as BINL and asks
+    port 4011; ours echoes only HTTPClient (UEFI HTTP Boot needs it)."""
+    e = AuthoritativeEngine(settings())
+    _, o = one(e.handle(client_packet(DISCOVER, mac(1), 1, opt60=b"PXEClient:Arch:00007:UNDI:003000",
+                                      opt93=b"\x00\x07"), 1000.0))
+    assert codec.OPT_VENDOR_CLASS not in o.options and o.file == b"snponly.efi"
+    _, o = one(e.handle(client_packet(DISCOVER, mac(2), 1, opt60=b"HTTPClient:Arch:00016:UNDI:003000",
+                                      opt93=b"\x00\x10"), 1000.0))
+    assert o.options[codec.OPT_VENDOR_CLASS] == b"HTTPClient"
+    assert o.file == b"http://10.77.0.1:8081/ipxe/snponly.efi"
