@@ -51,7 +51,7 @@ def test_kill_9_under_load_loses_no_acked_lease(tmp_path):
         while len({ln[1] for ln in bound_lines(out)}) < N and time.monotonic() < deadline:
             time.sleep(0.2)
         first = {}
-        for kind, iface, ip in bound_lines(out):
+        for _kind, iface, ip in bound_lines(out):
             first.setdefault(iface, ip)
         assert len(first) == N and len(set(first.values())) == N
 

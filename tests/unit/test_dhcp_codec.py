@@ -151,3 +151,13 @@ option_codes = st.integers(1, 254).filter(lambda c: c != codec.OPT_OVERLOAD)
 def test_fuzz_build_parse_round_trip(xid, mac, options, sname, file):
     p = codec.Packet(xid=xid, chaddr=mac + bytes(10), sname=sname, file=file, options=options)
     assert codec.parse(codec.build(p)) == p
+
+
+@pytest.mark.parametrize("name", ["ovmf-then-ipxe.pcap", "ipxe-bios-proxy.pcap"])
+def test_firmware_captures_parse_and_round_trip(name):
+    pkts = [(d, p) for _, d, p in pcap_udp_payloads(DATA / name) if d in (67, 68)]
+    assert len(pkts) >= 4
+    for _, raw in pkts:
+        p = codec.parse(raw)
+        assert codec.parse(codec.build(p)) == p
+        assert p.message_type in (codec.DISCOVER, codec.OFFER, codec.REQUEST, codec.ACK)

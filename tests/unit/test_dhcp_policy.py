@@ -73,3 +73,32 @@ def test_non_pxe_clients_and_unknown_arches_get_no_boot_answer():
 def test_arch_falls_back_to_the_vendor_class():
     assert client_arch(req(opt60=b"PXEClient:Arch:00007:UNDI:003016")) == 7
     assert client_arch(req(opt60=b"PXEClient")) is None
+
+
+def captured_requests(name: str) -> list[codec.Packet]:
+    from tests.dhcp_helpers import DATA, pcap_udp_payloads
+
+    return [codec.parse(p) for s, d, p in pcap_udp_payloads(DATA / name) if d == 67]
+
+
+def test_captured_ovmf_then_ipxe_requests_get_binary_then_script():
+    """Requests taken in the lab: OVMF's own PXE client, then the snponly.efi it loaded."""
+    reqs = captured_requests("ovmf-then-ipxe.pcap")
+    firmware = [r for r in reqs if not r.user_classes]
+    ipxe = [r for r in reqs if r.user_classes]
+    assert firmware and ipxe
+    for r in firmware:
+        assert r.uuid is not None and r.options[codec.OPT_CLIENT_NDI] == b"\x01\x03\x00"
+        a = boot_answer(r, None, S)
+        assert (a.kind, a.filename, a.arch) == ("tftp", "snponly.efi", 7)
+    for r in ipxe:
+        assert codec.OPT_IPXE_ENCAP in r.options
+        a = boot_answer(r, None, S)
+        assert a.kind == "script" and a.filename == f"http://10.77.0.1:8081/boot/{r.mac_str}.ipxe"
+
+
+def test_captured_bios_ipxe_rom_request_gets_the_script():
+    reqs = captured_requests("ipxe-bios-proxy.pcap")
+    assert reqs and all(r.client_arch == 0 for r in reqs)
+    a = boot_answer(reqs[0], None, S)
+    assert a.kind == "script" and a.filename.endswith("/boot/52:54:00:3e:00:00.ipxe")
