@@ -36,6 +36,7 @@ from .pool import BOUND, Lease, LeasePool, client_key, int_to_ip, ip_to_int
 from .store import EventRecord, HostEntry, LeaseRecord
 
 ZERO = b"\0\0\0\0"
+_SNAME_FILE = bytes(64 + 128)
 BROADCAST_ADDR = "255.255.255.255"
 CLIENT_PORT, SERVER_PORT, PXE_PORT = 68, 67, 4011
 
@@ -243,6 +244,9 @@ class AuthoritativeEngine(_Base):
 
     # -- packets ----------------------------------------------------------------
     def handle(self, data: bytes, now: float) -> list[Reply]:
+        fast = self._fast_path(data, now)
+        if fast is not None:
+            return fast
         req = self._parse(data)
         if req is None:
             return []
@@ -265,6 +269,117 @@ class AuthoritativeEngine(_Base):
             return self._inform(req, now)
         self.counters.dropped["unexpected_type"] += 1
         return []
+
+    # -- the fast path --------------------------------------------------------------
+    # Most packets are a plain DISCOVER or a REQUEST in SELECTING state from an
+    # Ethernet client with no relay, no PXE options and no option overload. Those
+    # are answered here from a single scan of the options, with the reply built
+    # from precomputed bytes. Anything else returns None and takes the general
+    # path above, which parses fully (and counts what is malformed).
+    _SLOW_OPTIONS = frozenset((codec.OPT_OVERLOAD, codec.OPT_VENDOR_CLASS, codec.OPT_USER_CLASS,
+                               codec.OPT_IPXE_ENCAP, codec.OPT_RELAY_AGENT, codec.OPT_CLIENT_ARCH))
+
+    def _fast_path(self, data: bytes, now: float) -> list[Reply] | None:
+        n = len(data)
+        if n < 244 or data[:3] != b"\x01\x01\x06" or data[236:240] != codec.MAGIC \
+                or data[24:28] != ZERO or data[12:16] != ZERO:  # giaddr, ciaddr
+            return None
+        mt = req_ip = sid = cid = hostname = None
+        slow = self._SLOW_OPTIONS
+        i = 240
+        while i < n:
+            c = data[i]
+            if c == 255:
+                break
+            if c == 0:
+                i += 1
+                continue
+            if i + 1 >= n:
+                return None
+            j = i + 2 + data[i + 1]
+            if j > n:
+                return None
+            v = data[i + 2 : j]
+            if c == 53:
+                if mt is not None or len(v) != 1:
+                    return None
+                mt = v[0]
+            elif c == 50:
+                if req_ip is not None or len(v) != 4:
+                    return None
+                req_ip = v
+            elif c == 54:
+                if sid is not None or len(v) != 4:
+                    return None
+                sid = v
+            elif c == 61:
+                if cid is not None:
+                    return None
+                cid = v or None
+            elif c == 12:
+                if hostname is not None:
+                    return None
+                hostname = v
+            elif c in slow:
+                return None
+            i = j
+        if mt == DISCOVER:
+            return self._fast_discover(data, req_ip, cid, now)
+        if mt == REQUEST and sid is not None and req_ip is not None:
+            return self._fast_select(data, req_ip, sid, cid, hostname, now)
+        return None
+
+    def _fast_reply(self, data: bytes, mt: int, yiaddr: bytes, extra: bytes, durable: bool) -> Reply:
+        body = b"".join((b"\x02\x01\x06\x00", data[4:8], b"\x00\x00", data[10:12], ZERO, yiaddr,
+                         ZERO, ZERO, data[28:44], _SNAME_FILE, codec.MAGIC, self._mt[mt],
+                         self._common, self._times, extra, b"\xff"))
+        if len(body) < codec.MIN_PACKET:
+            body += bytes(codec.MIN_PACKET - len(body))
+        self.counters.sent[codec.MESSAGE_TYPE_NAMES[mt]] += 1
+        if data[10] & 0x80:
+            return Reply(body, BROADCAST_ADDR, CLIENT_PORT, None, durable)
+        return Reply(body, codec.ip_str(yiaddr), CLIENT_PORT, data[28:34], durable)
+
+    def _fast_discover(self, data: bytes, req_ip: bytes | None, cid: bytes | None, now: float
+                       ) -> list[Reply]:
+        self.counters.received["discover"] += 1
+        mac_b = data[28:34]
+        mac = mac_b.hex(":")
+        lease = self.pool.offer(cid or b"\x01" + mac_b, mac, cid,
+                                int.from_bytes(req_ip, "big") if req_ip else None, now)
+        if lease is None:
+            self.counters.dropped["pool_exhausted"] += 1
+            return []
+        extra, _ = self._host_extra(mac)
+        return [self._fast_reply(data, OFFER, lease.ip.to_bytes(4, "big"), extra, False)]
+
+    def _fast_select(self, data: bytes, req_ip: bytes, sid: bytes, cid: bytes | None,
+                     hostname_b: bytes | None, now: float) -> list[Reply] | None:
+        if sid != self.server_id:
+            return None
+        mac_b = data[28:34]
+        mac = mac_b.hex(":")
+        key = cid or b"\x01" + mac_b
+        ip = int.from_bytes(req_ip, "big")
+        pool = self.pool
+        if not pool.usable_by(ip, key, mac, now):
+            return None  # the general path answers with a NAK
+        self.counters.received["request"] += 1
+        before = pool.by_ip.get(ip)
+        was_bound = before is not None and before.key == key and before.state == BOUND \
+            and before.expires > now
+        hostname = hostname_b.rstrip(b"\0").decode("ascii", "replace") or None if hostname_b else None
+        dirty = self.dirty
+        for lease in pool.bind(key, mac, cid, ip, hostname, now, self.settings.lease_seconds):
+            dirty[lease.ip] = lease
+        extra, host = self._host_extra(mac)
+        if not was_bound:
+            ip_s = int_to_ip(ip)
+            self.pending_events.append(EventRecord(
+                "dhcp.lease", f"{ip_s} leased to {mac}" + (f" ({hostname})" if hostname else ""),
+                now, host_id=host.id if host else None, mac=mac, ip=ip_s,
+                data={"hostname": hostname} if hostname else None))
+        return [self._fast_reply(data, ACK, req_ip, extra, True)]
 
     def _reply(self, req: Packet, mt: int, yiaddr: bytes, extra: bytes, *, durable: bool,
                ans: BootAnswer | None = None, ciaddr: bytes = ZERO, times: bool = True) -> Reply:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from appliance import hosts
 from appliance.db import Store
@@ -288,3 +291,48 @@ def test_authoritative_offers_do_not_claim_to_be_proxy_offers():
                                       opt93=b"\x00\x10"), 1000.0))
     assert o.options[codec.OPT_VENDOR_CLASS] == b"HTTPClient"
     assert o.file == b"http://10.77.0.1:8081/ipxe/snponly.efi"
+
+
+def test_fast_path_answers_exactly_like_the_general_path(monkeypatch):
+    """The hot path (plain DISCOVER / SELECTING REQUEST) and the full parser agree."""
+    def run(fast: bool):
+        e = AuthoritativeEngine(settings(range_last="10.77.0.120"))
+        e.set_hosts({mac(3): HostEntry(9, "node3")})
+        if not fast:
+            monkeypatch.setattr(e, "_fast_path", lambda data, now: None)
+        out = []
+        for i in range(6):
+            opts = {"opt12": b"h%d" % i} if i % 2 else {"opt61": b"\x01" + bytes(5) + bytes([i])}
+            flags = 0x8000 if i % 3 == 0 else 0
+            for r in e.handle(client_packet(DISCOVER, mac(i), i, flags=flags, **opts), 1000.0):
+                out.append((r.payload, r.ip, r.port, r.arp_mac, r.durable))
+                yi = codec.parse(r.payload).yiaddr
+                req = client_packet(REQUEST, mac(i), i, flags=flags, opt50=yi, opt54=SERVER, **opts)
+                for r2 in e.handle(req, 1000.0):
+                    out.append((r2.payload, r2.ip, r2.port, r2.arp_mac, r2.durable))
+        # a REQUEST for an address it may not have: NAK, from the general path either way
+        for r in e.handle(client_packet(REQUEST, mac(9), 1, opt50=codec.ip_bytes("10.77.0.100"),
+                                        opt54=SERVER), 1000.0):
+            out.append((r.payload, r.ip, r.port, r.arp_mac, r.durable))
+        rows, events = e.take_dirty(1000.0)
+        return out, rows, events, e.counters.to_dict()
+    assert run(True) == run(False)
+
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.integers(0, 3), st.lists(st.tuples(st.integers(0, 330), st.integers(0, 255)), max_size=6),
+       st.integers(200, 340))
+def test_engine_never_raises_on_mutated_requests(kind, flips, cut):
+    base = [client_packet(DISCOVER, mac(1), 1, opt12=b"abc", opt61=b"\x01xyzabc"),
+            client_packet(REQUEST, mac(1), 1, opt50=codec.ip_bytes("10.77.0.100"), opt54=SERVER),
+            client_packet(REQUEST, mac(1), 1, ciaddr="10.77.0.100"),
+            client_packet(DISCOVER, mac(2), 1, opt60=b"PXEClient:Arch:00007", opt93=b"\0\7",
+                          opt82=b"\x01\x02ab")][kind]
+    raw = bytearray(base)
+    for pos, val in flips:
+        if pos < len(raw):
+            raw[pos] = val
+    e = AuthoritativeEngine(settings())
+    for r in e.handle(bytes(raw[:cut]), 1000.0):
+        assert codec.parse(r.payload).op == codec.BOOTREPLY
