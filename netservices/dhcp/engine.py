@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,7 @@ class DhcpSettings:
     unknown_clients: str = "menu"
     boot_base_url: str = ""
     offer_hold_seconds: float = 30.0
+    conflict_check: bool = False
 
     @classmethod
     def from_config(cls, cfg: Any) -> DhcpSettings:
@@ -68,7 +70,8 @@ class DhcpSettings:
                    prefix=iface.network.prefixlen, range_first=d.range[0], range_last=d.range[1],
                    lease_seconds=d.lease_seconds, router=d.router or str(iface.ip),
                    dns_servers=tuple(d.dns_servers or [str(iface.ip)]), domain=cfg.lan.domain,
-                   unknown_clients=d.unknown_clients, boot_base_url=cfg.boot_base_url)
+                   unknown_clients=d.unknown_clients, boot_base_url=cfg.boot_base_url,
+                   conflict_check=d.conflict_check)
 
     @property
     def boot(self) -> BootSettings:
@@ -192,6 +195,8 @@ class AuthoritativeEngine(_Base):
                               server_ip=ip_to_int(s.server_ip), offer_hold=s.offer_hold_seconds)
         self.quarantine = decline_quarantine if decline_quarantine is not None else s.lease_seconds
         self.dirty: dict[int, Lease] = {}
+        # conflict check: address -> True when something already answers on it (ping)
+        self.probe: Callable[[str], bool] | None = None
         # option bytes computed once
         mask = (0xFFFFFFFF << (32 - s.prefix)) & 0xFFFFFFFF
         net = ipaddress.IPv4Network(f"{s.server_ip}/{s.prefix}", strict=False)
@@ -345,8 +350,8 @@ class AuthoritativeEngine(_Base):
         self.counters.received["discover"] += 1
         mac_b = data[28:34]
         mac = mac_b.hex(":")
-        lease = self.pool.offer(cid or b"\x01" + mac_b, mac, cid,
-                                int.from_bytes(req_ip, "big") if req_ip else None, now)
+        lease = self._offer(cid or b"\x01" + mac_b, mac, cid,
+                            int.from_bytes(req_ip, "big") if req_ip else None, now)
         if lease is None:
             self.counters.dropped["pool_exhausted"] += 1
             return []
@@ -413,12 +418,36 @@ class AuthoritativeEngine(_Base):
             return b"", None
         return encode_option(codec.OPT_HOSTNAME, host.name.encode()), host
 
+    def _offer(self, key: bytes, mac: str, cid: bytes | None, requested: int | None,
+               now: float) -> Lease | None:
+        """pool.offer, plus the optional conflict check: an address that answers a
+        ping is quarantined like a declined one and the next one is tried."""
+        for _ in range(4):
+            before = self.pool.by_key.get(key)
+            held = before is not None and before.state == "offered" and before.expires > now
+            lease = self.pool.offer(key, mac, cid, requested, now)
+            if lease is None or self.probe is None or lease.state != "offered":
+                return lease
+            if held and before is lease:
+                return lease  # offered to this client already (a retransmitted DISCOVER)
+            ip_s = int_to_ip(lease.ip)
+            if not self.probe(ip_s):
+                return lease
+            self.pool.decline(key, mac, lease.ip, now, self.quarantine)
+            self.dirty[lease.ip] = lease
+            self.pending_events.append(EventRecord(
+                "dhcp.conflict", f"{ip_s} answers on the network before being offered; "
+                f"quarantined for {int(self.quarantine)} s", now, level="warning", ip=ip_s))
+            self.counters.dropped["conflict"] += 1
+            requested = None
+        return None
+
     def _discover(self, req: Packet, now: float) -> list[Reply]:
         mac = req.mac_str
         key = client_key(req.client_id, req.mac)
         requested = req.requested_ip
-        lease = self.pool.offer(key, mac, req.client_id,
-                                int.from_bytes(requested, "big") if requested else None, now)
+        lease = self._offer(key, mac, req.client_id,
+                            int.from_bytes(requested, "big") if requested else None, now)
         if lease is None:
             self.counters.dropped["pool_exhausted"] += 1
             return []

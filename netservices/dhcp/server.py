@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import select
 import socket
 import struct
@@ -58,6 +59,50 @@ def set_arp(sock: socket.socket, ip: str, mac: bytes, interface: str) -> None:
     ha = struct.pack("=H", 1) + mac[:6].ljust(14, b"\0")  # ARPHRD_ETHER
     req = pa + ha + struct.pack("=i", ATF_COM) + bytes(16) + interface.encode()[:15].ljust(16, b"\0")
     fcntl.ioctl(sock.fileno(), SIOCSARP, req)
+
+
+def _icmp_checksum(b: bytes) -> int:
+    if len(b) % 2:
+        b += b"\0"
+    total = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    total = (total & 0xFFFF) + (total >> 16)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+class IcmpProbe:
+    """The conflict check: does anything answer a ping on this address?
+    (Blocks the loop for up to `timeout` per new address: off by default.)"""
+
+    def __init__(self, interface: str, timeout: float = 0.3):
+        self.timeout = timeout
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+        self.ident = os.getpid() & 0xFFFF
+        self.seq = 0
+
+    def __call__(self, ip: str) -> bool:
+        self.seq = (self.seq + 1) & 0xFFFF
+        body = struct.pack("!BBHHH", 8, 0, 0, self.ident, self.seq) + b"nixie-dhcp-probe"
+        body = body[:2] + struct.pack("!H", _icmp_checksum(body)) + body[4:]
+        try:
+            self.sock.sendto(body, (ip, 0))
+        except OSError:
+            return False
+        deadline = time.monotonic() + self.timeout
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([self.sock], [], [], left)
+            if not ready:
+                break
+            data, addr = self.sock.recvfrom(2048)
+            icmp = data[(data[0] & 15) * 4 :]
+            if addr[0] == ip and len(icmp) >= 8 and icmp[0] == 0 and \
+                    struct.unpack("!HH", icmp[4:8]) == (self.ident, self.seq):
+                return True
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class Committer:
@@ -189,6 +234,8 @@ class DhcpService:
             self.engine = AuthoritativeEngine(s)
             self.engine.load(self.store.load_leases())
             gc.freeze()  # the loaded leases live long: keep them out of every collection
+            if s.conflict_check:
+                self.engine.probe = IcmpProbe(s.interface)
             ports = (SERVER_PORT,)
         self.engine.set_hosts(self.store.hosts_by_mac())
         self._socks = [open_socket(s.interface, p) for p in ports]

@@ -22,7 +22,7 @@ DHCLIENT_SCRIPT = '#!/bin/sh\necho "$reason $new_ip_address $interface" >> {out}
 class Lan:
     def __init__(self, tmp: Path, *, address: str = "10.77.0.1/24",
                  dhcp_range: tuple[str, str] = ("10.77.0.100", "10.77.0.200"), mode="authoritative",
-                 lease_seconds: int = 600):
+                 lease_seconds: int = 600, **dhcp_extra):
         self.tmp = tmp
         self.router = Netns()
         self.client = Netns()
@@ -31,7 +31,7 @@ class Lan:
         self.router.run("ip", "addr", "add", address, "dev", "lan0")
         self.ip = address.split("/")[0]
         cfg = example_config(state_dir=str(tmp / "state"), interface="lan0", address=address)
-        cfg["dhcp"].update(mode=mode, range=list(dhcp_range), lease_seconds=lease_seconds)
+        cfg["dhcp"].update(mode=mode, range=list(dhcp_range), lease_seconds=lease_seconds, **dhcp_extra)
         cfg["dns"]["enable"] = False
         self.config = tmp / "config.json"
         self.config.write_text(json.dumps(cfg))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -128,5 +129,33 @@ def test_two_hundred_clients_get_two_hundred_addresses(tmp_path):
         macs = {lan.mac(f"m{i}"): f"m{i}" for i in range(n)}
         for ip in got.values():
             assert got[macs[leases[ip]["mac"]]] == ip
+    finally:
+        lan.close()
+
+
+def test_only_port_67_on_the_lan_interface(lan):
+    lan.start()
+    udp = lan.router.run("ss", "-Hulpn").stdout.strip().splitlines()
+    dhcp = [ln.split()[3] for ln in udp if "67" in ln.split()[3]]
+    assert dhcp == ["0.0.0.0%lan0:67"], udp
+
+
+def test_conflict_check_skips_an_address_in_use(tmp_path):
+    lan = Lan(tmp_path, dhcp_range=("10.77.0.100", "10.77.0.110"), conflict_check=True)
+    try:
+        # a machine squatting on the first pool address, unknown to the server
+        lan.client.run("ip", "link", "add", "squat", "link", "eth0", "type", "macvlan", "mode", "bridge")
+        lan.client.run("ip", "addr", "add", "10.77.0.100/24", "dev", "squat")
+        lan.client.run("ip", "link", "set", "squat", "up")
+        lan.start()
+        lines = lan.dhclient()
+        bound = [ln.split()[1] for ln in lines if ln.startswith("BOUND")]
+        assert bound and bound[0] != "10.77.0.100", lines
+        assert in_range(bound[0], "10.77.0.101", "10.77.0.110")
+        assert lan.leases()["10.77.0.100"]["state"] == "declined"
+        c = sqlite3.connect(lan.db)
+        kinds = [k for (k,) in c.execute("SELECT kind FROM events WHERE ip = '10.77.0.100'")]
+        c.close()
+        assert kinds == ["dhcp.conflict"]
     finally:
         lan.close()

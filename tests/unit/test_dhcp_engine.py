@@ -336,3 +336,17 @@ def test_engine_never_raises_on_mutated_requests(kind, flips, cut):
     e = AuthoritativeEngine(settings())
     for r in e.handle(bytes(raw[:cut]), 1000.0):
         assert codec.parse(r.payload).op == codec.BOOTREPLY
+
+
+def test_conflict_check_skips_and_quarantines_an_address_in_use():
+    e = AuthoritativeEngine(settings(), decline_quarantine=100)
+    probed = []
+    e.probe = lambda ip: probed.append(ip) or ip == "10.77.0.100"
+    _, o = one(e.handle(client_packet(DISCOVER, mac(1), 1), 1000.0))
+    assert codec.ip_str(o.yiaddr) == "10.77.0.101" and probed == ["10.77.0.100", "10.77.0.101"]
+    rows, events = e.take_dirty(1000.0)
+    assert [(r.ip, r.state) for r in rows] == [("10.77.0.100", "declined")]
+    assert events[0].kind == "dhcp.conflict" and events[0].level == "warning"
+    # a retransmitted DISCOVER is not probed again
+    one(e.handle(client_packet(DISCOVER, mac(1), 1), 1001.0))
+    assert len(probed) == 2
