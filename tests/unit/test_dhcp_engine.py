@@ -350,3 +350,23 @@ def test_conflict_check_skips_and_quarantines_an_address_in_use():
     # a retransmitted DISCOVER is not probed again
     one(e.handle(client_packet(DISCOVER, mac(1), 1), 1001.0))
     assert len(probed) == 2
+
+
+def test_proxy_answers_the_captured_edk2_binl_request_on_4011():
+    """OVMF next to dnsmasq (captured in the lab): EDK2 took our proxy offer as
+    BINL and asked again on port 4011 from its new address."""
+    from tests.dhcp_helpers import DATA, pcap_udp_payloads
+
+    frames = pcap_udp_payloads(DATA / "ovmf-proxy.pcap")
+    binl = [p for s, d, p in frames if (s, d) == (4011, 4011) and codec.parse(p).op == codec.BOOTREQUEST]
+    assert binl, "the capture holds EDK2's request to port 4011"
+    req = codec.parse(binl[0])
+    assert req.message_type == REQUEST and req.client_arch == 7 and req.ciaddr != b"\0\0\0\0"
+    e = ProxyEngine(settings(mode="proxy"))
+    r, ack = one(e.handle(binl[0], 1000.0, port=4011, src=(codec.ip_str(req.ciaddr), 4011)))
+    assert ack.message_type == ACK and ack.file == b"snponly.efi" and ack.yiaddr == b"\0\0\0\0"
+    assert ack.options[codec.OPT_VENDOR_CLASS] == b"PXEClient" and ack.siaddr == SERVER
+    assert (r.ip, r.port) == (codec.ip_str(req.ciaddr), 4011)
+    # and the reply we sent in the lab said the same
+    ours = [codec.parse(p) for s, d, p in frames if (s, d) == (4011, 4011) and codec.parse(p).op == 2]
+    assert ours and ours[0].file == b"snponly.efi"

@@ -127,3 +127,4 @@ def test_bios_ipxe_rom_gets_the_script_from_proxy_dhcp_next_to_dnsmasq(lab, tmp_
         dnsmasq.wait(5)
     finally:
         other.close()
+
