@@ -19,7 +19,8 @@ from .db import connect
 _UPSERT = (
     "INSERT INTO leases (ip, mac, client_id, hostname, state, starts, expires, updated_at) "
     "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(ip) DO UPDATE SET mac = excluded.mac, "
-    "client_id = excluded.client_id, hostname = coalesce(excluded.hostname, leases.hostname), "
+    "client_id = excluded.client_id, hostname = CASE WHEN excluded.mac = leases.mac "
+    "THEN coalesce(excluded.hostname, leases.hostname) ELSE excluded.hostname END, "
     "state = excluded.state, starts = excluded.starts, expires = excluded.expires, "
     "updated_at = excluded.updated_at")
 _EVENT = ("INSERT INTO events (ts, kind, level, message, host_id, mac, ip, data) "
@@ -87,6 +88,5 @@ def dhcp_service(cfg, db_path: str | Path | None = None):
     from netservices.dhcp.engine import DhcpSettings
     from netservices.dhcp.server import DhcpService
 
-    sync = cfg.dhcp.lease_sync
-    return DhcpService(DhcpSettings.from_config(cfg), SqliteLeaseStore(db_path or cfg.db_path, sync),
-                       inline_commit=sync == "normal")
+    return DhcpService(DhcpSettings.from_config(cfg),
+                       SqliteLeaseStore(db_path or cfg.db_path, cfg.dhcp.lease_sync))

@@ -222,6 +222,7 @@ class LeasePool:
         return lease
 
     def stats(self, now: float) -> dict[str, int]:
-        bound = sum(1 for le in self.by_ip.values() if le.state == BOUND and le.expires > now)
+        leases = list(self.by_ip.values())  # one C-level copy: the DHCP thread may be adding
+        bound = sum(1 for le in leases if le.state == BOUND and le.expires > now)
         return {"size": self.last - self.first + 1, "bound": bound,
                 "reservations": len(self.reserved_by_mac)}

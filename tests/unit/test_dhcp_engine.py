@@ -370,3 +370,15 @@ def test_proxy_answers_the_captured_edk2_binl_request_on_4011():
     # and the reply we sent in the lab said the same
     ours = [codec.parse(p) for s, d, p in frames if (s, d) == (4011, 4011) and codec.parse(p).op == 2]
     assert ours and ours[0].file == b"snponly.efi"
+
+
+def test_an_address_taken_over_by_another_client_drops_the_old_hostname(store):
+    s, _ = store
+    e = AuthoritativeEngine(settings(range_last="10.77.0.100"))
+    ip, *_ = dora(e, mac(1), opt12=b"old-name")
+    e.handle(client_packet(RELEASE, mac(1), 3, ciaddr=ip, opt54=SERVER), 1001.0)
+    s.commit(*e.take_dirty(1001.0))
+    assert dora(e, mac(2), 1002.0)[0] == ip
+    s.commit(*e.take_dirty(1002.0))
+    (row,) = s.conn.execute("SELECT mac, hostname, state FROM leases").fetchall()
+    assert tuple(row) == (mac(2), None, "bound")
