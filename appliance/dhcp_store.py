@@ -16,15 +16,25 @@ from netservices.dhcp.store import EventRecord, HostEntry, LeaseRecord
 
 from .db import connect
 
-_UPSERT = (
-    "INSERT INTO leases (ip, mac, client_id, hostname, state, starts, expires, updated_at) "
-    "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(ip) DO UPDATE SET mac = excluded.mac, "
+_LEASE_HEAD = "INSERT INTO leases (ip, mac, client_id, hostname, state, starts, expires, updated_at) VALUES "
+_LEASE_TAIL = (
+    " ON CONFLICT(ip) DO UPDATE SET mac = excluded.mac, "
     "client_id = excluded.client_id, hostname = CASE WHEN excluded.mac = leases.mac "
     "THEN coalesce(excluded.hostname, leases.hostname) ELSE excluded.hostname END, "
     "state = excluded.state, starts = excluded.starts, expires = excluded.expires, "
     "updated_at = excluded.updated_at")
-_EVENT = ("INSERT INTO events (ts, kind, level, message, host_id, mac, ip, data) "
-          "VALUES (?,?,?,?,?,?,?,?)")
+_EVENT_HEAD = "INSERT INTO events (ts, kind, level, message, host_id, mac, ip, data) VALUES "
+_ROW8 = "(?,?,?,?,?,?,?,?)"
+CHUNK = 64
+
+
+def _insert_rows(conn, head: str, tail: str, rows: list[tuple]) -> None:
+    """Multi-row INSERTs of up to CHUNK rows: one statement step per chunk rather
+    than one per row (each step hands the GIL to the DHCP loop and back)."""
+    for k in range(0, len(rows), CHUNK):
+        part = rows[k : k + CHUNK]
+        sql = head + ",".join([_ROW8] * len(part)) + tail
+        conn.execute(sql, [v for row in part for v in row])
 
 
 class SqliteLeaseStore:
@@ -62,11 +72,13 @@ class SqliteLeaseStore:
         c.execute("BEGIN IMMEDIATE")
         try:
             if leases:
-                c.executemany(_UPSERT, [(r.ip, r.mac, r.client_id, r.hostname, r.state, r.starts,
-                                         r.expires, r.updated_at) for r in leases])
+                _insert_rows(c, _LEASE_HEAD, _LEASE_TAIL,
+                             [(r.ip, r.mac, r.client_id, r.hostname, r.state, r.starts, r.expires,
+                               r.updated_at) for r in leases])
             if events:
-                c.executemany(_EVENT, [(e.ts, e.kind, e.level, e.message, e.host_id, e.mac, e.ip,
-                                        json.dumps(e.data) if e.data else None) for e in events])
+                _insert_rows(c, _EVENT_HEAD, "",
+                             [(e.ts, e.kind, e.level, e.message, e.host_id, e.mac, e.ip,
+                               json.dumps(e.data) if e.data else None) for e in events])
         except BaseException:
             c.execute("ROLLBACK")
             raise

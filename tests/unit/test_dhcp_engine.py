@@ -382,3 +382,14 @@ def test_an_address_taken_over_by_another_client_drops_the_old_hostname(store):
     s.commit(*e.take_dirty(1002.0))
     (row,) = s.conn.execute("SELECT mac, hostname, state FROM leases").fetchall()
     assert tuple(row) == (mac(2), None, "bound")
+
+
+def test_one_commit_with_many_rows_keeps_the_last_state_of_each_address(store):
+    from netservices.dhcp.store import LeaseRecord
+
+    s, _ = store
+    rows = [LeaseRecord(f"10.77.0.{100 + i % 70}", mac(i % 70), None, None, "bound", 1.0, 2.0 + i, 3.0)
+            for i in range(150)]  # three chunks, each address twice or three times
+    s.commit(rows, [])
+    got = {r[0]: r[1] for r in s.conn.execute("SELECT ip, expires FROM leases")}
+    assert len(got) == 70 and got["10.77.0.100"] == 2.0 + 140 and got["10.77.0.169"] == 2.0 + 139
