@@ -393,3 +393,13 @@ def test_one_commit_with_many_rows_keeps_the_last_state_of_each_address(store):
     s.commit(rows, [])
     got = {r[0]: r[1] for r in s.conn.execute("SELECT ip, expires FROM leases")}
     assert len(got) == 70 and got["10.77.0.100"] == 2.0 + 140 and got["10.77.0.169"] == 2.0 + 139
+
+
+def test_expired_leases_are_reused_oldest_first():
+    e = AuthoritativeEngine(settings(range_last="10.77.0.102", lease_seconds=600))
+    a, *_ = dora(e, mac(1), 1000.0)  # expires 1600
+    b, *_ = dora(e, mac(2), 900.0)  # expires 1500: the oldest
+    c, *_ = dora(e, mac(3), 1100.0)  # expires 1700
+    assert e.handle(client_packet(DISCOVER, mac(4), 9), 1400.0) == []  # nothing has ended yet
+    got = [dora(e, mac(4 + i), 1800.0)[0] for i in range(3)]
+    assert got == [b, a, c]

@@ -1,3 +1,7 @@
+# How dhclient.pcap and udhcpc.pcap were captured (run as root, from /tmp/cap3):
+# dnsmasq answers in one namespace, the real client runs in another, tcpdump
+# records the exchange. The VM captures (ovmf-*.pcap, ipxe-bios-proxy.pcap) are
+# the lan.pcap files tests/vm/test_dhcp_pxe.py records on the LAN bridge.
 set -x
 S=nxcap3s; C=nxcap3c
 ip netns add $S; ip netns add $C
