@@ -101,16 +101,18 @@ def reply_destination(req: Packet, msg_type: int, yiaddr: bytes) -> tuple[str, i
 
 
 class Counters:
-    """Packets in/out by message type and dropped by reason."""
+    """Packets in/out by message type, dropped by reason, and boot answers by kind
+    (tftp, http, script, or none for a PXE client that got no boot answer)."""
 
     def __init__(self) -> None:
         self.received: Counter[str] = Counter()
         self.sent: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
+        self.boot: Counter[str] = Counter()
 
     def to_dict(self) -> dict[str, Any]:
         return {"received": dict(self.received), "sent": dict(self.sent),
-                "dropped": dict(self.dropped)}
+                "dropped": dict(self.dropped), "boot": dict(self.boot)}
 
 
 class _Base:
@@ -150,8 +152,7 @@ class _Base:
         mac = req.mac_str
         host = self.hosts.get(mac)
         ans = boot_answer(req, host, self.settings.boot)
-        if ans is None:
-            self.counters.sent["pxe_without_boot_answer"] += 1
+        self.counters.boot[ans.kind if ans else "none"] += 1
         return ans, host
 
     def _boot_event(self, req: Packet, ans: BootAnswer, host: HostEntry | None, ip: str | None,

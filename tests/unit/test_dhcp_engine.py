@@ -210,6 +210,7 @@ def test_pxe_clients_get_boot_answers_and_boot_events():
     e2 = AuthoritativeEngine(settings(unknown_clients="ignore"))
     _, o = one(e2.handle(client_packet(DISCOVER, mac(2), 1, opt60=b"PXEClient:Arch:00000", opt93=b"\0\0"), 1000.0))
     assert o.yiaddr != b"\0\0\0\0" and o.file == b"" and codec.OPT_BOOTFILE not in o.options
+    assert dict(e.counters.boot) == {"tftp": 1, "script": 1} and dict(e2.counters.boot) == {"none": 1}
 
 
 def test_proxy_answers_only_pxe_clients_without_an_address():
