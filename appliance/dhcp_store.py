@@ -44,10 +44,18 @@ class SqliteLeaseStore:
         self.conn = connect(db_path)
         self.conn.execute(f"PRAGMA synchronous = {sync.upper()}")
         # Lease commits dirty pages all over the leases_mac index: keep them in
-        # memory. Checkpoints run on the commit thread (never on the loop): when it
-        # is idle, or past 4000 WAL pages (bounds the WAL under sustained load).
+        # memory. No checkpoint ever runs inside a lease commit (copying the WAL
+        # into the database would hold that batch's ACKs): a checkpointer thread
+        # with its own connection copies it every half second, concurrently with
+        # the lease writes (PASSIVE), and the writer restarts the WAL once copied.
         self.conn.execute("PRAGMA cache_size = -65536")
-        self.conn.execute("PRAGMA wal_autocheckpoint = 4000")
+        self.conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self.conn.execute(f"PRAGMA journal_size_limit = {64 << 20}")  # WAL kept after a restart
+        self._db_path = db_path
+        self._stop = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop,
+                                              name="dhcp-checkpoint", daemon=True)
+        self._checkpointer.start()
         self._lock = threading.Lock()  # the commit thread and the loop share the connection
 
     def load_leases(self) -> list[LeaseRecord]:
@@ -85,11 +93,22 @@ class SqliteLeaseStore:
         c.execute("COMMIT")
 
     def checkpoint(self) -> None:
-        """Copy the WAL into the database without blocking writers (PASSIVE)."""
-        with self._lock:
-            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        """Nothing to do here: the checkpointer thread copies the WAL."""
+
+    def _checkpoint_loop(self) -> None:
+        conn = connect(self._db_path, migrate=False)
+        try:
+            while not self._stop.wait(0.5):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except Exception:  # noqa: BLE001 - housekeeping: the next round retries
+                    pass
+        finally:
+            conn.close()
 
     def close(self) -> None:
+        self._stop.set()
+        self._checkpointer.join(2)
         self.conn.close()
 
 
