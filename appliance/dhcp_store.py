@@ -92,9 +92,6 @@ class SqliteLeaseStore:
             raise
         c.execute("COMMIT")
 
-    def checkpoint(self) -> None:
-        """Nothing to do here: the checkpointer thread copies the WAL."""
-
     def _checkpoint_loop(self) -> None:
         conn = connect(self._db_path, migrate=False)
         try:

@@ -119,7 +119,6 @@ class Committer:
         self._cv = threading.Condition()
         self._closing = False
         self._idle = True
-        self._dirty_wal = False
         self._thread = threading.Thread(target=self._run, name="dhcp-commit", daemon=True)
         self._thread.start()
 
@@ -150,17 +149,6 @@ class Committer:
     def _run(self) -> None:
         while True:
             with self._cv:
-                if not self._queue and not self._closing and self._dirty_wal:
-                    self._cv.wait(0.05)  # idle for a moment: time for housekeeping
-                    if not self._queue and not self._closing:
-                        self._dirty_wal = False
-                        self._cv.release()
-                        try:
-                            self.store.checkpoint()
-                        except Exception:  # noqa: BLE001 - housekeeping only
-                            log.debug("checkpoint failed", exc_info=True)
-                        finally:
-                            self._cv.acquire()
                 while not self._queue and not self._closing:
                     self._idle = True
                     self._cv.notify_all()
@@ -182,7 +170,6 @@ class Committer:
                     self._cv.notify_all()
                 return
             self.commits += 1
-            self._dirty_wal = True
             for b in batch:
                 for sock, reply in b[2]:
                     self.send(sock, reply)
@@ -275,7 +262,6 @@ class DhcpService:
         proxy = isinstance(engine, ProxyEngine)
         next_refresh = self.clock() + self.hosts_refresh
         dontwait = socket.MSG_DONTWAIT
-        self._wal_dirty = False
         while not stop.is_set():
             events = poller.poll(500)
             now = self.clock()
@@ -286,12 +272,6 @@ class DhcpService:
                 except Exception:  # noqa: BLE001 - a busy DB must not stop DHCP
                     log.warning("could not reload hosts", exc_info=True)
             if not events:
-                if self.inline_commit and self._wal_dirty:
-                    self._wal_dirty = False
-                    try:
-                        store.checkpoint()
-                    except Exception:  # noqa: BLE001 - housekeeping only
-                        log.debug("checkpoint failed", exc_info=True)
                 continue
             held: list[tuple[socket.socket, Reply]] = []
             for fd, _ in events:
@@ -326,7 +306,6 @@ class DhcpService:
                 if self.inline_commit:
                     store.commit(rows, evs)  # raises: no ACK leaves; the supervisor restarts us
                     self.inline_commits += 1
-                    self._wal_dirty = True
                     for sock, r in held:
                         self._send(sock, r)
                 else:
