@@ -158,7 +158,8 @@ def cmd_flake_remove(ctx: Ctx) -> int:
 
 
 def _host_human(h: dict[str, Any]) -> None:
-    for k in ("name", "macs", "flake", "attr", "mode", "state", "ip", "current_generation"):
+    for k in ("name", "macs", "flake", "attr", "mode", "state", "ip", "ip_reservation",
+              "current_generation"):
         v = h.get(k)
         print(f"{k + ':':<20}{' '.join(v) if isinstance(v, list) else ('-' if v is None else v)}")
     print(f"{'last seen:':<20}{_ts(h.get('last_seen'))}")
@@ -168,14 +169,16 @@ def _host_human(h: dict[str, Any]) -> None:
 
 def cmd_host_add(ctx: Ctx) -> int:
     a = ctx.args
-    h = hosts.add_host(ctx.conn, a.name, a.mac, a.flake, a.attr, a.mode)
+    h = hosts.add_host(ctx.conn, a.name, a.mac, a.flake, a.attr, a.mode, ip=a.ip,
+                       network=ctx.cfg.lan.address if a.ip else None)
     emit(a, h, lambda: print(f"added host {h['name']} ({', '.join(h['macs'])})"))
     return 0
 
 
 def cmd_host_set(ctx: Ctx) -> int:
     a = ctx.args
-    h = hosts.update_host(ctx.conn, a.name, macs=a.mac, flake=a.flake, attr=a.attr, mode=a.mode)
+    h = hosts.update_host(ctx.conn, a.name, macs=a.mac, flake=a.flake, attr=a.attr, mode=a.mode,
+                          ip=a.ip, network=ctx.cfg.lan.address if a.ip else None)
     emit(a, h, lambda: _host_human(h))
     return 0
 
@@ -517,12 +520,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--flake", required=True, help="flake reference")
     s.add_argument("--attr", help="attribute (default nixosConfigurations.NAME)")
     s.add_argument("--mode", choices=hosts.MODES, default="netboot")
+    s.add_argument("--ip", help="reserve this LAN address for the host (DHCP)")
     s = leaf(ho, "set", cmd_host_set, "change a host's MACs, flake, attribute or mode")
     s.add_argument("name")
     s.add_argument("--mac", action="append")
     s.add_argument("--flake")
     s.add_argument("--attr")
     s.add_argument("--mode", choices=hosts.MODES)
+    s.add_argument("--ip", help="reserve this LAN address for the host; '' clears it")
     leaf(ho, "list", cmd_host_list, "list hosts").add_argument("--search")
     leaf(ho, "show", cmd_host_show, "show one host, its generations and recent events").add_argument("name")
     leaf(ho, "remove", cmd_host_remove, "remove a host").add_argument("name")

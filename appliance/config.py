@@ -229,6 +229,7 @@ SCHEMA = Section(
                 "dns_servers": Key(lambda k, v: None if v is None else [check_ipv4(f"{k}[{i}]", x) for i, x in enumerate(check_str_list(k, v))], None, "DNS servers option (6); null means the LAN address."),
                 "conflict_check": Key(check_bool, False, "Ping an address before offering it."),
                 "unknown_clients": Key(one_of("menu", "local", "ignore"), "menu", "What PXE clients with no host record get: the boot menu, boot from local disk, or no boot answer."),
+                "lease_sync": Key(one_of("full", "normal"), "full", "How a lease is on disk before its ACK: full fsyncs every group commit (survives power loss); normal writes the WAL without fsync (survives a crash or kill -9, like Kea's memfile)."),
             },
             "DHCPv4 server.",
         ),

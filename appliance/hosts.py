@@ -7,6 +7,7 @@ InvalidInput / NotFound / Conflict and changes nothing.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import sqlite3
@@ -56,6 +57,30 @@ def _validate_attr(attr: object) -> str:
     return attr
 
 
+def validate_reservation(ip: object, network: str | None = None) -> str | None:
+    """An IPv4 address for a MAC reservation ('' or None clears it); inside
+    `network` (the LAN, e.g. 10.0.0.0/24) when given."""
+    if ip is None or ip == "":
+        return None
+    try:
+        addr = ipaddress.IPv4Address(ip)
+    except (ValueError, TypeError):
+        raise InvalidInput(f"{ip!r} is not an IPv4 address", field="ip") from None
+    if network is not None:
+        net = ipaddress.IPv4Network(network, strict=False)
+        if addr not in net or addr in (net.network_address, net.broadcast_address):
+            raise InvalidInput(f"{addr} is not a host address of the LAN network {net}", field="ip")
+    return str(addr)
+
+
+def _check_reservation_free(conn: sqlite3.Connection, ip: str | None, host_id: int | None) -> None:
+    if ip is None:
+        return
+    r = conn.execute("SELECT id, name FROM hosts WHERE ip_reservation = ?", (ip,)).fetchone()
+    if r and r["id"] != host_id:
+        raise Conflict(f"address {ip} is already reserved for host {r['name']}")
+
+
 def _macs_of(conn: sqlite3.Connection, host_id: int) -> list[str]:
     return [r[0] for r in conn.execute(
         "SELECT mac FROM host_macs WHERE host_id = ? ORDER BY rowid", (host_id,))]
@@ -90,8 +115,10 @@ def _normalize_macs(macs: list[str] | str) -> list[str]:
 
 
 def add_host(conn: sqlite3.Connection, name: str, macs: list[str] | str, flake: str,
-             attr: str | None = None, mode: str = "netboot") -> dict[str, Any]:
+             attr: str | None = None, mode: str = "netboot", ip: str | None = None,
+             network: str | None = None) -> dict[str, Any]:
     name = validate_name(name)
+    ip = validate_reservation(ip, network)
     mac_list = _normalize_macs(macs)
     flake = _validate_flake(flake)
     attr = _validate_attr(attr or default_attr(name))
@@ -100,10 +127,11 @@ def add_host(conn: sqlite3.Connection, name: str, macs: list[str] | str, flake: 
         if conn.execute("SELECT 1 FROM hosts WHERE name = ?", (name,)).fetchone():
             raise Conflict(f"host {name} already exists")
         _check_macs_free(conn, mac_list, None)
+        _check_reservation_free(conn, ip, None)
         t = now()
         host_id = conn.execute(
-            "INSERT INTO hosts (name, flake, attr, mode, state, created_at, updated_at) "
-            "VALUES (?,?,?,?,?,?,?)", (name, flake, attr, mode, "unknown", t, t)).lastrowid
+            "INSERT INTO hosts (name, flake, attr, mode, state, created_at, updated_at, ip_reservation) "
+            "VALUES (?,?,?,?,?,?,?,?)", (name, flake, attr, mode, "unknown", t, t, ip)).lastrowid
         conn.executemany("INSERT INTO host_macs (mac, host_id) VALUES (?, ?)",
                          [(m, host_id) for m in mac_list])
         events.record(conn, "host.added", f"host {name} added ({', '.join(mac_list)})",
@@ -113,8 +141,12 @@ def add_host(conn: sqlite3.Connection, name: str, macs: list[str] | str, flake: 
 
 def update_host(conn: sqlite3.Connection, name: str, *, macs: list[str] | None = None,
                 flake: str | None = None, attr: str | None = None,
-                mode: str | None = None) -> dict[str, Any]:
+                mode: str | None = None, ip: str | None = None,
+                network: str | None = None) -> dict[str, Any]:
+    """`ip`: a reservation to set, or "" to clear it; None leaves it."""
     changes: dict[str, Any] = {}
+    if ip is not None:
+        changes["ip_reservation"] = validate_reservation(ip, network)
     if flake is not None:
         changes["flake"] = _validate_flake(flake)
     if attr is not None:
@@ -124,6 +156,8 @@ def update_host(conn: sqlite3.Connection, name: str, *, macs: list[str] | None =
     mac_list = _normalize_macs(macs) if macs is not None else None
     with transaction(conn):
         host = _get_row(conn, name)
+        if "ip_reservation" in changes:
+            _check_reservation_free(conn, changes["ip_reservation"], host["id"])
         if mac_list is not None:
             _check_macs_free(conn, mac_list, host["id"])
             conn.execute("DELETE FROM host_macs WHERE host_id = ?", (host["id"],))

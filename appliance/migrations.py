@@ -131,6 +131,10 @@ CREATE TABLE boot_tokens (
 );
 CREATE INDEX boot_tokens_host ON boot_tokens(host_id);
 """,
+    3: """
+ALTER TABLE hosts ADD COLUMN ip_reservation TEXT;
+CREATE UNIQUE INDEX hosts_ip_reservation ON hosts(ip_reservation) WHERE ip_reservation IS NOT NULL;
+""",
     # issue 5: MACs each nixosConfiguration declares (config.nixie.netboot.macs),
     # JSON {"configuration name": ["mac", ...]}
     5: """

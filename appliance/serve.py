@@ -24,10 +24,11 @@ from .binary_cache import create_binary_cache
 from .bootartifacts import StoreBootArtifacts
 from .config import Config
 from .db import Store, now
+from .dhcp_store import dhcp_service
 from .discovery import DiscoveryService
 from .firewall import FirewallService
 from .network import NetworkWatchdog
-from .supervisor import IdleService, Supervisor
+from .supervisor import Supervisor
 from .vpn import VpnService
 
 log = logging.getLogger("nixie.serve")
@@ -114,7 +115,7 @@ def build_services(cfg: Config, store: Store, health) -> list[Any]:
 
     backend = SqliteBackend(store)
     services: list[Any] = []
-    services.append(IdleService("dhcp", "not built yet") if cfg.dhcp.mode != "off" else None)
+    services.append(dhcp_service(cfg) if cfg.dhcp.mode != "off" else None)
     services.append(TftpService(cfg.tftp_root, cfg.tftp.listen, ipxe_dir=cfg.tftp.ipxe_dir,
                                 events=backend, hosts=backend))
     services.append(dns_service(cfg, backend) if cfg.dns.enable else None)

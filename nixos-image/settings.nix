@@ -49,6 +49,7 @@ let
       dns_servers = opt (types.nullOr (types.listOf ipv4)) null "DNS servers option (6); null means the LAN address.";
       conflict_check = opt types.bool false "Ping an address before offering it.";
       unknown_clients = opt (types.enum [ "menu" "local" "ignore" ]) "menu" "What PXE clients with no host record get: the boot menu, boot from local disk, or no boot answer.";
+      lease_sync = opt (types.enum [ "full" "normal" ]) "full" "How a lease is on disk before its ACK: full fsyncs every group commit (survives power loss); normal writes the WAL without fsync (survives a crash or kill -9, like Kea's memfile).";
     };
 
     tftp = {

@@ -1,0 +1,107 @@
+"""A PXE lab in one namespace: a LAN bridge, tftp-hpa, an HTTP server that records
+requests, and a QEMU VM on a tap device (BIOS with the iPXE ROM, or OVMF with
+the firmware's own PXE client)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from appliance.netlab import Netns, bridge
+
+HTTP_RECORDER = r'''
+import http.server, sys, urllib.parse
+log = open(sys.argv[2], "a", buffering=1)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        log.write(urllib.parse.unquote(self.path) + "\n")  # iPXE sends ':' as %3A
+        body = b"#!ipxe\necho nixie test script\n"
+        self.send_response(404 if not self.path.startswith("/boot/") else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer((sys.argv[1], 8081), H).serve_forever()
+'''
+
+
+class PxeLab:
+    def __init__(self, tmp: Path, ns: Netns, lan_ip: str = "10.77.0.1"):
+        self.tmp = tmp
+        self.ns = ns
+        self.lan_ip = lan_ip
+        self.procs: list[subprocess.Popen] = []
+        # tftp-hpa drops privileges: its root must be readable by everyone
+        self.tftp_root = Path(tempfile.mkdtemp(prefix="nixie-tftp-"))
+        os.chmod(self.tftp_root, 0o755)
+        for name in ("undionly.kpxe", "snponly.efi"):
+            shutil.copy(f"/usr/lib/ipxe/{name}", self.tftp_root / name)
+            os.chmod(self.tftp_root / name, 0o644)
+        self.http_log = tmp / "http.log"
+        self.http_log.touch()
+        self.pcap = tmp / "lan.pcap"
+        self.console = tmp / "console.log"
+
+    def spawn(self, *cmd: str, log: str) -> subprocess.Popen:
+        p = self.ns.popen(*cmd, stdout=open(self.tmp / log, "w"), stderr=subprocess.STDOUT)
+        self.procs.append(p)
+        return p
+
+    def start_services(self) -> None:
+        self.spawn("tcpdump", "-i", "br-lan", "-U", "-w", str(self.pcap),
+                   "udp port 67 or udp port 68 or udp port 69 or udp port 4011", log="tcpdump.log")
+        self.spawn("in.tftpd", "-L", "-u", "root", "-a", f"{self.lan_ip}:69", "-s", str(self.tftp_root),
+                   log="tftpd.log")
+        script = self.tmp / "http_recorder.py"
+        script.write_text(HTTP_RECORDER)
+        self.spawn(sys.executable, str(script), self.lan_ip, str(self.http_log), log="http.out")
+
+    def start_vm(self, mac: str, *, uefi: bool) -> subprocess.Popen:
+        tap = "tap" + self.ns.name[-6:]
+        self.ns.run("ip", "tuntap", "add", "dev", tap, "mode", "tap")
+        self.ns.run("ip", "link", "set", tap, "master", "br-lan")
+        self.ns.run("ip", "link", "set", tap, "up")
+        dev = f"virtio-net-pci,netdev=n0,mac={mac}"
+        cmd = ["qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-display", "none",
+               "-serial", f"file:{self.console}", "-monitor", "none", "-no-reboot",
+               "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no"]
+        if uefi:
+            vars_copy = self.tmp / "OVMF_VARS.fd"
+            shutil.copy("/usr/share/OVMF/OVMF_VARS_4M.fd", vars_copy)
+            cmd += ["-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+                    "-drive", f"if=pflash,format=raw,file={vars_copy}", "-device", dev + ",romfile="]
+        else:
+            cmd += ["-boot", "n", "-device", dev]
+        return self.spawn(*cmd, log="qemu.log")
+
+    def wait_http(self, path: str, timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = self.http_log.read_text().splitlines()
+            if path in lines:
+                return lines
+            time.sleep(0.5)
+        return self.http_log.read_text().splitlines()
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(self.tftp_root, ignore_errors=True)
+
+
+def router_namespace(lan_ip: str = "10.77.0.1") -> Netns:
+    ns = Netns()
+    bridge(ns, "br-lan", f"{lan_ip}/24")
+    return ns
