@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .config import example_config
 from .netlab import Netns, bridge, sh, wait_port
+from .nix import SINGLE_USER_OFFLINE
 
 LAN_ADDRESS = "10.77.0.1/24"
 LAN_IP = LAN_ADDRESS.split("/")[0]
@@ -62,6 +63,8 @@ def up(name: str, web_port: int, with_vm: bool) -> int:
     (d / "state").mkdir(parents=True, exist_ok=True)
     _pidfile(name).write_text(str(os.getpid()))
     cfg = example_config(state_dir=str(d / "state"), interface="br-lan", address=LAN_ADDRESS)
+    cfg["nix"] = {"extra_config": SINGLE_USER_OFFLINE}
+    cfg["builder"] = {"kind": "local"}
     cfg_path = d / "config.json"
     cfg_path.write_text(json.dumps(cfg, indent=2))
     ns = Netns(name)

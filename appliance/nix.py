@@ -13,6 +13,9 @@ from typing import Any
 from . import flakes
 
 BASE_NIX_CONFIG = "experimental-features = nix-command flakes"
+# Nix as a single user (root) on a machine that is not NixOS and is offline:
+# no nixbld group, no sandbox, no substituters. The lab and the tests use it.
+SINGLE_USER_OFFLINE = "build-users-group =\nsandbox = false\nsubstituters =\nwarn-dirty = false"
 
 
 class NixFailed(Exception):

@@ -6,9 +6,7 @@ import json
 from pathlib import Path
 
 from appliance.config import example_config, load_config
-
-# what LAB.md says nix-bin needs on this machine (no nixbld group, no sandbox, offline)
-NIX_EXTRA = "build-users-group =\nsandbox = false\nsubstituters =\nwarn-dirty = false"
+from appliance.nix import SINGLE_USER_OFFLINE as NIX_EXTRA  # what LAB.md says nix-bin needs here
 
 
 def lab_config(tmp_path: Path, **builder) -> tuple[Path, object]:

@@ -1,8 +1,6 @@
 """nixie-agent against the real router: `nixie serve`'s HTTP boot listener in one namespace,
 the agent (busybox sh + busybox wget) in a client namespace on its LAN, a per-boot token
 issued by the appliance. The host moves to `booted` with the client's address.
-
-Skipped while the HTTP boot service (which carries the agent API) is not on this branch.
 """
 
 from __future__ import annotations
@@ -43,8 +41,7 @@ def router_and_client(tmp_path):
                             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         try:
             assert wait_port(router, "10.77.0.1", 8080, timeout=30), (tmp_path / "serve.log").read_text()
-            if not wait_port(router, "10.77.0.1", 8081, timeout=5):
-                pytest.skip("the HTTP boot listener (agent API) is not on this branch yet")
+            assert wait_port(router, "10.77.0.1", 8081, timeout=10), "no HTTP boot listener"
             yield router, client, path
         finally:
             proc.terminate()

@@ -1,0 +1,109 @@
+"""Power-on to `booted`, through the whole appliance and nothing else.
+
+`nixie serve` runs in a namespace with its LAN bridge: our DHCP (authoritative),
+our TFTP, our HTTP boot, and a generation its build worker built with the real
+`nix` from the lab flake. A BIOS VM (SeaBIOS -> the NIC's iPXE ROM) and a UEFI
+VM (OVMF's own PXE -> TFTP snponly.efi -> iPXE) power on, take a lease, fetch
+the host's script, kernel and initrd (stage-1 initrd + one zstd CPIO per
+closure path), run stage 1 and stage 2 from /nix/store in the initramfs and
+report with their per-boot token. `nixie host show --json` must then say
+`booted`, with the address DHCP gave, and the host's events must hold every
+boot step.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from appliance import labflake
+from appliance.netlab import Netns, bridge, wait_port
+from appliance.qemu import PxeVM
+from tests.conftest import ROOT, run_nixie
+from tests.nixlab import NIX_EXTRA
+
+MACHINES = {"demo": ("52:54:00:4e:58:11", "bios"), "demo2": ("52:54:00:4e:58:12", "uefi")}
+BOOT_TIMEOUT = 420  # two TCG guests share two cores with the rest of the suite
+
+
+@pytest.fixture
+def appliance(tmp_path):
+    from appliance.config import example_config
+
+    cfg = example_config(state_dir=str(tmp_path / "state"), interface="br-lan")
+    cfg["dns"]["enable"] = False
+    cfg["nix"] = {"extra_config": NIX_EXTRA}
+    cfg["builder"] = {"kind": "local", "flake_refresh_seconds": 0}
+    cfg["boot"]["menu_timeout_seconds"] = 1
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    with Netns() as ns:
+        bridge(ns, "br-lan", "10.77.0.1/24")
+        log = open(tmp_path / "serve.log", "w+")
+        proc = ns.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(path),
+                        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            assert wait_port(ns, "10.77.0.1", 8081, timeout=30), (tmp_path / "serve.log").read_text()
+            yield ns, path, cfg, tmp_path
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_bios_and_uefi_vms_boot_to_booted(appliance):
+    ns, cfg_path, cfg, tmp = appliance
+    flake = labflake.materialise(tmp / "flake", release=f"e2e {uuid.uuid4()}")
+    assert run_nixie("flake", "add", str(flake), config=cfg_path).returncode == 0
+    for name, (mac, _fw) in MACHINES.items():
+        r = run_nixie("host", "add", name, "--mac", mac, "--flake", str(flake), config=cfg_path)
+        assert r.returncode == 0, r.stderr
+        r = run_nixie("build", name, "--wait", "--timeout", "300", "--json", config=cfg_path,
+                      timeout=320)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert json.loads(r.stdout)["status"] == "succeeded"
+
+    vms = [PxeVM(ns, "br-lan", fw, mac, tmp / "vms", memory_mb=768) for mac, fw in MACHINES.values()]
+    try:
+        for vm in vms:
+            vm.start()
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        states = {}
+        while time.monotonic() < deadline:
+            states = {n: json.loads(run_nixie("host", "show", n, "--json", config=cfg_path).stdout)
+                      for n in MACHINES}
+            if all(h["state"] == "booted" for h in states.values()):
+                break
+            time.sleep(2)
+        consoles = {vm.firmware: vm.console()[-2500:] for vm in vms}
+    finally:
+        for vm in vms:
+            vm.stop()
+
+    pool = [ipaddress.IPv4Address(a) for a in cfg["dhcp"]["range"]]
+    leases = {r["mac"]: r["ip"] for r in json.loads(
+        run_nixie("lease", "list", "--json", config=cfg_path).stdout)}
+    for name, (mac, fw) in MACHINES.items():
+        h = states[name]
+        assert h["state"] == "booted", f"{name} ({fw}) is {h['state']}:\n{consoles[fw]}"
+        assert "NIXIE-STAGE2" in consoles[fw]
+        # the address it reported from is the one our DHCP gave it
+        assert h["ip"] == leases[mac], (h["ip"], leases)
+        assert pool[0] <= ipaddress.IPv4Address(h["ip"]) <= pool[1]
+        kinds = [e["kind"] for e in h["events"]]
+        for step in ("boot.dhcp", "boot.script", "boot.kernel", "boot.initrd", "host.booted"):
+            assert step in kinds, f"{name}: no {step} event in {sorted(set(kinds))}"
+        if fw == "uefi":  # OVMF fetched snponly.efi from our TFTP first
+            assert "boot.tftp" in kinds or any(
+                e["kind"] == "boot.dhcp" and "snponly.efi" in json.dumps(e.get("data"))
+                for e in h["events"]), sorted(set(kinds))
+        assert h["generations"] and h["current_generation"] == h["generations"][0]["number"]
