@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import time
 
 from appliance import db
 from appliance.config import example_config
-from appliance.netlab import Netns, bridge, veth, wait_port
-from tests.conftest import ROOT, run_nixie
+from appliance.netlab import Netns, bridge, start_serve, stop_processes, veth, wait_port
+from tests.conftest import run_nixie
 
 
 def test_serve_runs_tftp_and_httpboot(tmp_path):
@@ -36,9 +34,7 @@ def test_serve_runs_tftp_and_httpboot(tmp_path):
         conn.execute("INSERT INTO leases (ip, mac, state, starts, expires, updated_at) "
                      "VALUES ('10.77.0.50', '52:54:00:00:00:77', 'bound', 0, 9e9, 0)")
         conn.close()
-        log = open(tmp_path / "serve.log", "w")
-        proc = srv.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(path),
-                         stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = start_serve(srv, path, tmp_path / "serve.log")
         assert wait_port(srv, "10.77.0.1", 8081, timeout=20), (tmp_path / "serve.log").read_text()
         # TFTP: the root was populated with copies of the iPXE binaries
         out = tmp_path / "ipxe.efi"
@@ -70,7 +66,6 @@ def test_serve_runs_tftp_and_httpboot(tmp_path):
         assert tftp["host"] == "n1" and tftp["ip"] == "10.77.0.50", tftp
     finally:
         if proc is not None:
-            proc.terminate()
-            proc.wait(10)
+            stop_processes([proc], timeout=10)
         srv.close()
         cli.close()
