@@ -108,6 +108,16 @@ def enslave(ns: Netns, ifname: str, bridge_name: str) -> None:
     ns.run("ip", "link", "set", ifname, "up")
 
 
+def bridge_port(router: Netns, bridge_name: str, port: str, peer: Netns, peer_if: str = "eth0",
+                address: str | None = None) -> None:
+    """Wire `peer` to a bridge in `router`: a veth whose `port` end joins the bridge and
+    whose `peer_if` end, in `peer`, gets `address` (CIDR) if one is given."""
+    veth(router, port, peer, peer_if)
+    enslave(router, port, bridge_name)
+    if address:
+        peer.run("ip", "addr", "add", address, "dev", peer_if)
+
+
 def cleanup_stale() -> list[str]:
     """Delete namespaces made by processes that no longer exist."""
     removed = []

@@ -14,7 +14,7 @@ import pytest
 from appliance.agent import issue_token
 from appliance.config import example_config
 from appliance.db import Store, transaction
-from appliance.netlab import Netns, bridge, enslave, serving, veth
+from appliance.netlab import Netns, bridge, bridge_port, serving
 from tests.agent_recorder import AGENT, busybox_bin
 from tests.conftest import run_nixie
 
@@ -32,9 +32,7 @@ def router_and_client(tmp_path):
     path.write_text(json.dumps(cfg))
     with Netns() as router, Netns() as client:
         bridge(router, "br-lan", "10.77.0.1/24")
-        veth(router, "lan0", client, "eth0")
-        enslave(router, "lan0", "br-lan")
-        client.run("ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0")
+        bridge_port(router, "br-lan", "lan0", client, address=f"{CLIENT_IP}/24")
         with serving(router, path, tmp_path / "serve.log", [("10.77.0.1", 8080), ("10.77.0.1", 8081)],
                      timeout=30):
             yield router, client, path

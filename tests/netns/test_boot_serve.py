@@ -8,7 +8,7 @@ import time
 
 from appliance import db
 from appliance.config import example_config
-from appliance.netlab import Netns, bridge, start_serve, stop_processes, veth, wait_port
+from appliance.netlab import Netns, bridge, bridge_port, start_serve, stop_processes, wait_port
 from tests.conftest import run_nixie
 
 
@@ -18,9 +18,7 @@ def test_serve_runs_tftp_and_httpboot(tmp_path):
     proc = None
     try:
         bridge(srv, "br-lan", "10.77.0.1/24")
-        veth(srv, "lan0", cli, "eth0")
-        srv.run("ip", "link", "set", "lan0", "master", "br-lan")
-        cli.run("ip", "addr", "add", "10.77.0.50/24", "dev", "eth0")
+        bridge_port(srv, "br-lan", "lan0", cli, address="10.77.0.50/24")
         cfg = example_config(state_dir=str(tmp_path / "state"), interface="br-lan")
         cfg["dhcp"]["mode"] = "off"
         cfg["dns"]["enable"] = False
