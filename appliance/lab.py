@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from .config import example_config
-from .netlab import Netns, bridge, sh, wait_port
+from .netlab import Netns, bridge, sh, start_serve, wait_port
 from .nix import SINGLE_USER_OFFLINE
 
 LAN_ADDRESS = "10.77.0.1/24"
@@ -71,9 +71,7 @@ def up(name: str, web_port: int, with_vm: bool) -> int:
     procs: list[subprocess.Popen] = []
     try:
         bridge(ns, "br-lan", LAN_ADDRESS)
-        log = open(d / "serve.log", "ab")
-        serve = ns.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(cfg_path),
-                         stdout=log, stderr=log)
+        serve = start_serve(ns, cfg_path, d / "serve.log", mode="a", cwd=None)
         procs.append(serve)
         if not wait_port(ns, LAN_IP, 8080, timeout=30):
             print(f"nixie lab: the appliance did not start; see {d / 'serve.log'}", file=sys.stderr)

@@ -12,10 +12,14 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 PREFIX = "nx"
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: where `-m appliance.cli` runs
 _counter = itertools.count(1)
 
 
@@ -104,6 +108,16 @@ def enslave(ns: Netns, ifname: str, bridge_name: str) -> None:
     ns.run("ip", "link", "set", ifname, "up")
 
 
+def bridge_port(router: Netns, bridge_name: str, port: str, peer: Netns, peer_if: str = "eth0",
+                address: str | None = None) -> None:
+    """Wire `peer` to a bridge in `router`: a veth whose `port` end joins the bridge and
+    whose `peer_if` end, in `peer`, gets `address` (CIDR) if one is given."""
+    veth(router, port, peer, peer_if)
+    enslave(router, port, bridge_name)
+    if address:
+        peer.run("ip", "addr", "add", address, "dev", peer_if)
+
+
 def cleanup_stale() -> list[str]:
     """Delete namespaces made by processes that no longer exist."""
     removed = []
@@ -134,8 +148,6 @@ def wait_port(ns: Netns | None, host: str, port: int, timeout: float = 15) -> bo
     deadline = time.monotonic() + timeout
     probe = ("import socket,sys;s=socket.socket();s.settimeout(0.5);"
              f"sys.exit(s.connect_ex(({host!r},{port})))")
-    import sys
-
     while time.monotonic() < deadline:
         cmd = [sys.executable, "-c", probe]
         r = subprocess.run(ns.argv(*cmd) if ns else cmd, capture_output=True)
@@ -143,3 +155,63 @@ def wait_port(ns: Netns | None, host: str, port: int, timeout: float = 15) -> bo
             return True
         time.sleep(0.1)
     return False
+
+
+def stop_processes(procs: Iterable[subprocess.Popen], timeout: float = 5, group: bool = False
+                   ) -> None:
+    """Terminate each process still running; kill the ones that do not exit within `timeout`.
+
+    `group`: signal each one's whole process group (it must lead a session of its own).
+    """
+    def signal_(p: subprocess.Popen, sig: int) -> None:
+        if group:
+            os.killpg(p.pid, sig)
+        else:
+            p.send_signal(sig)
+
+    for p in procs:
+        if p.poll() is None:
+            signal_(p, signal.SIGTERM)
+            try:
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                signal_(p, signal.SIGKILL)
+                p.wait()
+
+
+def serve_argv(config: str | Path, *extra: str) -> list[str]:
+    """The command line of `nixie serve` from this checkout."""
+    return [sys.executable, "-m", "appliance.cli", "serve", "--config", str(config), *extra]
+
+
+def start_serve(ns: Netns | None, config: str | Path, log: str | Path, *extra: str,
+                mode: str = "w", **kw) -> subprocess.Popen:
+    """Start `nixie serve` in `ns` (None: on the host) in a session of its own, output to `log`."""
+    kw.setdefault("cwd", ROOT)
+    kw.setdefault("start_new_session", True)
+    cmd = serve_argv(config, *extra)
+    with open(log, mode) as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(ns.argv(*cmd) if ns else cmd, stdout=out,
+                                stderr=subprocess.STDOUT, **kw)
+
+
+@contextmanager
+def serving(ns: Netns | None, config: str | Path, log: str | Path,
+            ports: Iterable[tuple[str, int]] = (), *, args: Iterable[str] = (),
+            timeout: float = 20, stop_timeout: float = 10, group: bool = False, mode: str = "w",
+            **kw) -> Iterator[subprocess.Popen]:
+    """`nixie serve` running in `ns` until the block ends, once each of `ports` accepts.
+
+    A port that does not open fails with the serve log in the message; at the end
+    serve is terminated (killed after `stop_timeout`; with `group`, its whole process
+    group) whatever happened.
+    """
+    proc = start_serve(ns, config, log, *args, mode=mode, **kw)
+    try:
+        for host, port in ports:
+            if not wait_port(ns, host, port, timeout=timeout):
+                raise AssertionError(f"serve is not listening on {host}:{port}\n"
+                                     + Path(log).read_text())
+        yield proc
+    finally:
+        stop_processes([proc], timeout=stop_timeout, group=group)

@@ -227,46 +227,37 @@ def init_app(app: Flask) -> None:
     app.before_request(guard)
     app.after_request(add_headers)
 
+    def error_response(code: int, api_message: str, title: str, message: str,
+                       field: str | None = None):
+        """The API's JSON error, or the error page for a browser."""
+        if is_api():
+            return api_error(code, api_message, field)
+        return render_template("error.html", code=code, title=title, message=message), code
+
     @app.errorhandler(CSRFError)
     def csrf_failed(e):
-        if is_api():
-            return api_error(400, f"CSRF check failed: {e.description} "
-                                  "(send X-CSRFToken, or use an API token)")
-        return render_template("error.html", code=400, title="Form expired or forged",
-                               message=f"{e.description} Go back, reload the page and try again."), 400
+        return error_response(400, f"CSRF check failed: {e.description} "
+                                   "(send X-CSRFToken, or use an API token)",
+                              "Form expired or forged",
+                              f"{e.description} Go back, reload the page and try again.")
 
     @app.errorhandler(NixieError)
     def nixie_error(e):
         status = e.http_status
-        if is_api():
-            return api_error(status, str(e), getattr(e, "field", None))
         title = {404: "Not found", 409: "Already there"}.get(status, "That did not work")
-        return render_template("error.html", code=status, title=title, message=str(e)), status
+        return error_response(status, str(e), title, str(e), getattr(e, "field", None))
 
-    @app.errorhandler(404)
-    def not_found(e):
-        if is_api():
-            return api_error(404, "no such API endpoint or object")
-        return render_template("error.html", code=404, title="Not found",
-                               message="There is no page at this address."), 404
+    def http_error(code: int, api_message: str, title: str, message: str):
+        def handler(e):
+            return error_response(code, api_message.format(method=request.method), title, message)
+        return handler
 
-    @app.errorhandler(405)
-    def method_not_allowed(e):
-        if is_api():
-            return api_error(405, f"method {request.method} is not allowed here")
-        return render_template("error.html", code=405, title="Method not allowed",
-                               message="This page does not accept that request."), 405
-
-    @app.errorhandler(413)
-    def too_large(e):
-        if is_api():
-            return api_error(413, "request body too large")
-        return render_template("error.html", code=413, title="Too large",
-                               message="The upload is larger than 8 MB."), 413
-
-    @app.errorhandler(500)
-    def server_error(e):
-        if is_api():
-            return api_error(500, "internal error; see the appliance log")
-        return render_template("error.html", code=500, title="Internal error",
-                               message="Something broke; the appliance log has the details."), 500
+    for code, api_message, title, message in (
+            (404, "no such API endpoint or object", "Not found",
+             "There is no page at this address."),
+            (405, "method {method} is not allowed here", "Method not allowed",
+             "This page does not accept that request."),
+            (413, "request body too large", "Too large", "The upload is larger than 8 MB."),
+            (500, "internal error; see the appliance log", "Internal error",
+             "Something broke; the appliance log has the details.")):
+        app.register_error_handler(code, http_error(code, api_message, title, message))

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from appliance.config import example_config
-from appliance.netlab import Netns, veth
+from appliance.netlab import Netns, start_serve, stop_processes, veth
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -68,10 +68,7 @@ def start_ours(ns: Netns, tmp: Path, sync: str = "full") -> tuple[subprocess.Pop
     path = tmp / f"ours-{sync}.json"
     path.write_text(json.dumps(cfg))
     log = tmp / f"ours-{sync}.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(ns.argv(sys.executable, "-m", "appliance.cli", "serve", "--config",
-                                    str(path)), stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            cwd=ROOT, env=env, start_new_session=True)
+    proc = start_serve(ns, path, log, env={**os.environ, "PYTHONPATH": str(ROOT)})
     wait_udp67(ns, proc, log)
     return proc, {"db": state / "nixie.db", "log": log}
 
@@ -146,11 +143,7 @@ def bench_one(name: str, exe: Path, tmp: Path, inflight: int) -> dict:
         return out
     finally:
         if proc is not None:
-            try:
-                os.killpg(proc.pid, 15)
-                proc.wait(10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(proc.pid, 9)
+            stop_processes([proc], timeout=10, group=True)
         gen.close()
         srv.close()
 

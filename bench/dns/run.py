@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from appliance.netlab import Netns, veth, wait_port
+from appliance.netlab import Netns, stop_processes, veth, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER, CLIENT, UPSTREAM = "10.53.0.1", "10.53.0.2", "10.54.0.53"
@@ -146,14 +146,7 @@ def main() -> int:
                     print(r["raw"], file=sys.stderr)
         return 0
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        stop_processes(procs)
         for ns in nss:
             ns.close()
         subprocess.run(["rm", "-rf", str(tmp)], check=False)

@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from appliance.netlab import Netns, veth, wait_port
+from appliance.netlab import Netns, stop_processes, wait_port
+from bench.common import fetch_loops, server_and_client
 from tests.bootlab import store_basename
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,23 +48,9 @@ http {{
 
 def load(client: Netns, url: str, clients: int, seconds: float, size: int, out: Path
          ) -> float:
-    """`clients` curl loops download `url` for ~`seconds`; MB/s over all of them.
-    All loops run in one session: one tenant for the scheduler's autogroups, like
-    remote machines would be, not twenty that starve the server under test."""
-    loop = (f'end=$(( $(date +%s%N) + {int(seconds * 1e9)} )); n=0; '
-            f'while [ $(date +%s%N) -lt $end ]; do '
-            f'[ "$(curl -sf -o /dev/null -w "%{{size_download}}" {url})" = "{size}" ] || exit 1; '
-            f'n=$((n+1)); done; echo $n > {out}/n$i')
-    driver = (f'for i in $(seq 0 {clients - 1}); do ( {loop} ) & done; '
-              'ok=0; for j in $(jobs -p); do wait $j || ok=1; done; exit $ok')
-    for old in out.glob("n*"):
-        old.unlink()
-    t0 = time.monotonic()
-    r = client.run("sh", "-c", driver, timeout=seconds + 300, check=False)
-    took = time.monotonic() - t0
-    if r.returncode:
-        raise RuntimeError(f"a curl client failed on {url}")
-    total = sum(int((out / f"n{i}").read_text()) for i in range(clients))
+    """`clients` curl loops download `url` for ~`seconds`; MB/s over all of them."""
+    fetch = f'[ "$(curl -sf -o /dev/null -w "%{{size_download}}" {url})" = "{size}" ]'
+    total, took = fetch_loops(client, clients, seconds, fetch, out, grace=300)
     return total * size / took / 1e6
 
 
@@ -107,38 +94,28 @@ def main() -> int:
         "nginx": (["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)],
                   f"http://{SERVER_IP}:{PORT}/initrd"),
     }
-    srv, cli = Netns(), Netns()
     try:
-        veth(srv, "eth0", cli, "eth0")
-        srv.run("ip", "addr", "add", f"{SERVER_IP}/24", "dev", "eth0")
-        cli.run("ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0")
-        for clients in [int(c) for c in args.clients.split(",")]:
-            res: dict[str, float] = {}
-            # alternate the servers, keep each one's best round (the machine is shared)
-            for name, (argv, url) in [*servers.items()] * args.rounds:
-                proc = srv.popen(*argv, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-                try:
-                    if not wait_port(srv, SERVER_IP, PORT, timeout=20):
-                        raise RuntimeError(f"{name} did not start")
-                    res[name] = max(res.get(name, 0.0),
-                                    load(cli, url, clients, args.seconds, size, counts))
-                finally:
-                    proc.terminate()
+        with server_and_client(SERVER_IP, CLIENT_IP) as (srv, cli):
+            for clients in [int(c) for c in args.clients.split(",")]:
+                res: dict[str, float] = {}
+                # alternate the servers, keep each one's best round (the machine is shared)
+                for name, (argv, url) in [*servers.items()] * args.rounds:
+                    proc = srv.popen(*argv, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
                     try:
-                        proc.wait(10)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
-                    time.sleep(0.2)
-            ref = res["nginx"]
-            print(f"http {args.size_mb} MB clients={clients:2d}: "
-                  f"ours(sendfile) {res['ours-sendfile']:7.0f} MB/s ({res['ours-sendfile'] / ref:.2f}x)  "
-                  f"ours(file_wrapper copy) {res['ours-copy']:7.0f} MB/s ({res['ours-copy'] / ref:.2f}x)  "
-                  f"nginx {ref:7.0f} MB/s", flush=True)
+                        if not wait_port(srv, SERVER_IP, PORT, timeout=20):
+                            raise RuntimeError(f"{name} did not start")
+                        res[name] = max(res.get(name, 0.0),
+                                        load(cli, url, clients, args.seconds, size, counts))
+                    finally:
+                        stop_processes([proc], timeout=10)
+                        time.sleep(0.2)
+                ref = res["nginx"]
+                print(f"http {args.size_mb} MB clients={clients:2d}: "
+                      f"ours(sendfile) {res['ours-sendfile']:7.0f} MB/s ({res['ours-sendfile'] / ref:.2f}x)  "
+                      f"ours(file_wrapper copy) {res['ours-copy']:7.0f} MB/s ({res['ours-copy'] / ref:.2f}x)  "
+                      f"nginx {ref:7.0f} MB/s", flush=True)
     finally:
-        srv.close()
-        cli.close()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

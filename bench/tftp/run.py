@@ -14,7 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from appliance.netlab import Netns, veth
+from appliance.netlab import Netns, stop_processes
+from bench.common import fetch_loops, server_and_client
 
 ROOT = Path(__file__).resolve().parents[2]
 FILE = Path("/usr/lib/ipxe/ipxe.efi")
@@ -34,31 +35,15 @@ def wait_udp(ns: Netns, proc: subprocess.Popen, port: int = 69) -> None:
 
 def load(client: Netns, clients: int, blksize: int, seconds: float, size: int, out: Path
          ) -> float:
-    """`clients` curl loops fetch the file for ~`seconds`; MB/s over all of them.
-
-    All the loops run in one session (one popen), so with the kernel's autogroup
-    scheduling the load generator counts as one tenant next to the server under
-    test, as remote machines would, instead of twenty that starve it."""
+    """`clients` curl loops fetch the file for ~`seconds`; MB/s over all of them."""
     url = f"tftp://{SERVER_IP}/{FILE.name}"
-    loop = (f'end=$(( $(date +%s%N) + {int(seconds * 1e9)} )); n=0; '
-            f'while [ $(date +%s%N) -lt $end ]; do '
-            f'curl -sf --tftp-blksize {blksize} -o {out}/c$i {url} || exit 1; n=$((n+1)); done; '
-            f'echo $n > {out}/n$i')
-    driver = (f'for i in $(seq 0 {clients - 1}); do ( {loop} ) & done; '
-              'ok=0; for j in $(jobs -p); do wait $j || ok=1; done; exit $ok')
-    for old in out.glob("n*"):
-        old.unlink()
-    t0 = time.monotonic()
-    r = client.run("sh", "-c", driver, timeout=seconds + 120, check=False)
-    took = time.monotonic() - t0
-    if r.returncode:
-        raise RuntimeError("a curl client failed")
-    counts = [int((out / f"n{i}").read_text()) for i in range(clients)]
+    fetch = f"curl -sf --tftp-blksize {blksize} -o {out}/c$i {url}"
+    total, took = fetch_loops(client, clients, seconds, fetch, out, grace=120)
     want = hashlib.sha256(FILE.read_bytes()).hexdigest()
     got = hashlib.sha256((out / "c0").read_bytes()).hexdigest()
     if got != want:
         raise RuntimeError("wrong bytes")
-    return sum(counts) * size / took / 1e6
+    return total * size / took / 1e6
 
 
 def main() -> int:
@@ -83,42 +68,32 @@ def main() -> int:
     out.mkdir()
     size = FILE.stat().st_size
     results: dict[tuple[str, int, int], float] = {}
-    srv, cli = Netns(), Netns()
     try:
-        veth(srv, "eth0", cli, "eth0")
-        srv.run("ip", "addr", "add", f"{SERVER_IP}/24", "dev", "eth0")
-        cli.run("ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0")
-        servers = {
-            "ours": [sys.executable, "-m", "netservices.tftp", "--root", str(root),
-                     "--listen", f"{SERVER_IP}:69", "--workers", str(args.workers)],
-            "tftp-hpa": ["in.tftpd", "-L", "-s", "-a", f"{SERVER_IP}:69", str(root)],
-        }
-        for clients in [int(c) for c in args.clients.split(",")]:
-            for blksize in [int(b) for b in args.blksizes.split(",")]:
-                # alternate the servers and keep each one's best round: the machine is
-                # shared, and a burst of someone else's load should not decide the ratio
-                for name, argv in [*servers.items()] * args.rounds:
-                    proc = srv.popen(*argv, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-                    try:
-                        wait_udp(srv, proc)
-                        mbs = load(cli, clients, blksize, args.seconds, size, out)
-                        key = (name, clients, blksize)
-                        results[key] = max(results.get(key, 0.0), mbs)
-                    finally:
-                        proc.terminate()
+        with server_and_client(SERVER_IP, CLIENT_IP) as (srv, cli):
+            servers = {
+                "ours": [sys.executable, "-m", "netservices.tftp", "--root", str(root),
+                         "--listen", f"{SERVER_IP}:69", "--workers", str(args.workers)],
+                "tftp-hpa": ["in.tftpd", "-L", "-s", "-a", f"{SERVER_IP}:69", str(root)],
+            }
+            for clients in [int(c) for c in args.clients.split(",")]:
+                for blksize in [int(b) for b in args.blksizes.split(",")]:
+                    # alternate the servers and keep each one's best round: the machine is
+                    # shared, and a burst of someone else's load should not decide the ratio
+                    for name, argv in [*servers.items()] * args.rounds:
+                        proc = srv.popen(*argv, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
                         try:
-                            proc.wait(5)
-                        except subprocess.TimeoutExpired:
-                            proc.kill()
-                            proc.wait()
-                ours, ref = results[("ours", clients, blksize)], results[("tftp-hpa", clients, blksize)]
-                print(f"tftp {FILE.name} clients={clients:2d} blksize={blksize:4d}: "
-                      f"ours {ours:7.1f} MB/s  tftp-hpa {ref:7.1f} MB/s  ratio {ours / ref:.2f}",
-                      flush=True)
+                            wait_udp(srv, proc)
+                            mbs = load(cli, clients, blksize, args.seconds, size, out)
+                            key = (name, clients, blksize)
+                            results[key] = max(results.get(key, 0.0), mbs)
+                        finally:
+                            stop_processes([proc])
+                    ours, ref = results[("ours", clients, blksize)], results[("tftp-hpa", clients, blksize)]
+                    print(f"tftp {FILE.name} clients={clients:2d} blksize={blksize:4d}: "
+                          f"ours {ours:7.1f} MB/s  tftp-hpa {ref:7.1f} MB/s  ratio {ours / ref:.2f}",
+                          flush=True)
     finally:
-        srv.close()
-        cli.close()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

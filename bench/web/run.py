@@ -17,7 +17,6 @@ import json
 import os
 import random
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -173,6 +172,7 @@ def main() -> int:
 
     sys.path.insert(0, str(ROOT))
     from appliance.config import example_config, parse_config
+    from appliance.netlab import start_serve, stop_processes, wait_port
 
     tmp = Path(tempfile.mkdtemp(prefix="nixie-bench-web-"))
     ns = None
@@ -198,16 +198,9 @@ def main() -> int:
         return ns.argv(*cmd) if ns else list(cmd)
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    log = open(tmp / "serve.log", "w")
-    proc = subprocess.Popen(argv(sys.executable, "-m", "appliance.cli", "serve", "--config", str(cfg_path),
-                                 "--log-level", "warning"),
-                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-                            start_new_session=True)
+    proc = start_serve(ns, cfg_path, tmp / "serve.log", "--log-level", "warning", env=env)
     try:
-        probe = [sys.executable, "-c",
-                 "import socket,sys,time\nfor _ in range(200):\n try: socket.create_connection((sys.argv[1], int(sys.argv[2])), 1).close(); sys.exit(0)\n except OSError: time.sleep(0.1)\nsys.exit(1)",
-                 host, str(port)]
-        if subprocess.call(argv(*probe)) != 0:
+        if not wait_port(ns, host, port, timeout=30):
             print((tmp / "serve.log").read_text())
             return 1
         def load(clients: int, requests: int, bust: bool = False) -> tuple[dict, float]:
@@ -225,12 +218,7 @@ def main() -> int:
                 ("every request rendered (unique URLs defeat the fragment cache)",
                  *load(a.clients, a.requests, bust=True))]
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+        stop_processes([proc], timeout=10, group=True)
         if ns:
             ns.close()
     print(f"{'namespace ' + ns.name if ns else 'loopback'}; load average now "

@@ -10,10 +10,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -22,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from appliance.config import example_config
+from appliance.netlab import serving
 from tests.conftest import ROOT
 
 SHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -102,23 +100,12 @@ def server(tmp_path_factory):
     cfg["nix"] = {"extra_config": NIX_TEST_CONFIG}
     path = tmp / "config.json"
     path.write_text(json.dumps(cfg))
-    log = open(tmp / "serve.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "serve", "--config", str(path)],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     base = f"http://127.0.0.1:{port}"
-    try:
+    with serving(None, path, tmp / "serve.log", group=True,
+                 env={**os.environ, "PYTHONPATH": str(ROOT)}) as proc:
         assert wait_http(base + "/healthz"), (tmp / "serve.log").read_text()
         yield {"base": base, "log": tmp / "serve.log", "proc": proc, "tmp": tmp,
                "db": tmp / "state" / "nixie.db"}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,11 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from appliance.config import example_config
-from appliance.netlab import Netns, veth
+from appliance.netlab import Netns, start_serve, veth
 from tests.conftest import ROOT
 
 UDHCPC_SCRIPT = '#!/bin/sh\necho "$1 $ip $interface" >> {out}\n'
@@ -39,9 +38,7 @@ class Lan:
         self.log = tmp / "serve.log"
 
     def start(self) -> None:
-        self.proc = self.router.popen(sys.executable, "-m", "appliance.cli", "serve", "--config",
-                                      str(self.config), stdout=open(self.log, "a"),
-                                      stderr=subprocess.STDOUT, cwd=ROOT)
+        self.proc = start_serve(self.router, self.config, self.log, mode="a")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if ":67 " in self.router.run("ss", "-Huln").stdout + " ":

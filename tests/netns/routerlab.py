@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from appliance.netlab import Netns, veth, wait_port
+from appliance.netlab import Netns, stop_processes, veth, wait_port
 
 HTTP_PROBE = ("import socket,sys\n"
               "s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=float(sys.argv[3]))\n"
@@ -68,13 +68,6 @@ class RouterLab:
         return r.stdout.strip() if r.returncode == 0 else None
 
     def close(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        stop_processes(self.procs)
         for ns in self.nss:
             ns.close()

@@ -8,16 +8,15 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 from appliance.agent import issue_token
 from appliance.config import example_config
 from appliance.db import Store, transaction
-from appliance.netlab import Netns, bridge, enslave, veth, wait_port
+from appliance.netlab import Netns, bridge, bridge_port, serving
 from tests.agent_recorder import AGENT, busybox_bin
-from tests.conftest import ROOT, run_nixie
+from tests.conftest import run_nixie
 
 CLIENT_IP = "10.77.0.50"
 
@@ -33,19 +32,10 @@ def router_and_client(tmp_path):
     path.write_text(json.dumps(cfg))
     with Netns() as router, Netns() as client:
         bridge(router, "br-lan", "10.77.0.1/24")
-        veth(router, "lan0", client, "eth0")
-        enslave(router, "lan0", "br-lan")
-        client.run("ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0")
-        log = open(tmp_path / "serve.log", "w+")
-        proc = router.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(path),
-                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        try:
-            assert wait_port(router, "10.77.0.1", 8080, timeout=30), (tmp_path / "serve.log").read_text()
-            assert wait_port(router, "10.77.0.1", 8081, timeout=10), "no HTTP boot listener"
+        bridge_port(router, "br-lan", "lan0", client, address=f"{CLIENT_IP}/24")
+        with serving(router, path, tmp_path / "serve.log", [("10.77.0.1", 8080), ("10.77.0.1", 8081)],
+                     timeout=30):
             yield router, client, path
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 def run_agent(client, tmp_path, token, *args):

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import time
 
 from appliance import db
 from appliance.config import example_config
-from appliance.netlab import Netns, bridge, veth, wait_port
-from tests.conftest import ROOT, run_nixie
+from appliance.netlab import Netns, bridge, bridge_port, start_serve, stop_processes, wait_port
+from tests.conftest import run_nixie
 
 
 def test_serve_runs_tftp_and_httpboot(tmp_path):
@@ -20,9 +18,7 @@ def test_serve_runs_tftp_and_httpboot(tmp_path):
     proc = None
     try:
         bridge(srv, "br-lan", "10.77.0.1/24")
-        veth(srv, "lan0", cli, "eth0")
-        srv.run("ip", "link", "set", "lan0", "master", "br-lan")
-        cli.run("ip", "addr", "add", "10.77.0.50/24", "dev", "eth0")
+        bridge_port(srv, "br-lan", "lan0", cli, address="10.77.0.50/24")
         cfg = example_config(state_dir=str(tmp_path / "state"), interface="br-lan")
         cfg["dhcp"]["mode"] = "off"
         cfg["dns"]["enable"] = False
@@ -36,9 +32,7 @@ def test_serve_runs_tftp_and_httpboot(tmp_path):
         conn.execute("INSERT INTO leases (ip, mac, state, starts, expires, updated_at) "
                      "VALUES ('10.77.0.50', '52:54:00:00:00:77', 'bound', 0, 9e9, 0)")
         conn.close()
-        log = open(tmp_path / "serve.log", "w")
-        proc = srv.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(path),
-                         stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = start_serve(srv, path, tmp_path / "serve.log")
         assert wait_port(srv, "10.77.0.1", 8081, timeout=20), (tmp_path / "serve.log").read_text()
         # TFTP: the root was populated with copies of the iPXE binaries
         out = tmp_path / "ipxe.efi"
@@ -70,7 +64,6 @@ def test_serve_runs_tftp_and_httpboot(tmp_path):
         assert tftp["host"] == "n1" and tftp["ip"] == "10.77.0.50", tftp
     finally:
         if proc is not None:
-            proc.terminate()
-            proc.wait(10)
+            stop_processes([proc], timeout=10)
         srv.close()
         cli.close()

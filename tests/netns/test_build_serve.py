@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import uuid
 
 from appliance import labflake
-from appliance.netlab import Netns, bridge, wait_port
-from tests.conftest import ROOT, run_nixie
+from appliance.netlab import Netns, bridge, serving
+from tests.conftest import run_nixie
 from tests.nixlab import lab_config
 
 
@@ -21,12 +19,7 @@ def test_build_wait_with_serve_running(tmp_path):
     cfg_path, _cfg = lab_config(tmp_path)
     with Netns() as ns:
         bridge(ns, "br-lan", "10.77.0.1/24")
-        log = open(tmp_path / "serve.log", "w+")
-        proc = ns.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(cfg_path),
-                        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        try:
-            assert wait_port(ns, "10.77.0.1", 8080, timeout=20), open(tmp_path / "serve.log").read()
-
+        with serving(ns, cfg_path, tmp_path / "serve.log", [("10.77.0.1", 8080)]) as proc:
             def nixie(*args, timeout=120):
                 return run_nixie(*args, config=cfg_path, ns=ns, timeout=timeout)
 
@@ -55,10 +48,6 @@ def test_build_wait_with_serve_running(tmp_path):
 
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=10) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
 
 
 def test_build_here_without_serve(tmp_path):

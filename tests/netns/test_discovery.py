@@ -3,15 +3,14 @@
 import sys
 
 from appliance import db, discovery, hosts
-from appliance.netlab import Netns, bridge, enslave, veth
+from appliance.netlab import Netns, bridge, bridge_port
 
 
 def test_neighbour_table_gives_host_ip(tmp_path):
     conn = db.connect(tmp_path / "nixie.db")
     with Netns() as router, Netns() as machine:
         bridge(router, "br-lan", "10.77.0.1/24")
-        veth(router, "lan0", machine, "eth0")
-        enslave(router, "lan0", "br-lan")
+        bridge_port(router, "br-lan", "lan0", machine)
         mac = machine.run("cat", "/sys/class/net/eth0/address").stdout.strip()
         hosts.add_host(conn, "m1", [mac], "f")
         hosts.add_host(conn, "m2", ["bc:24:11:00:00:99"], "f")

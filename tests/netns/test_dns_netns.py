@@ -5,7 +5,6 @@ TCP, and a client outside the LAN refused."""
 
 import json
 import subprocess
-import sys
 import time
 
 import pytest
@@ -13,8 +12,7 @@ import pytest
 from appliance import hosts
 from appliance.config import example_config
 from appliance.db import Store
-from appliance.netlab import Netns, veth, wait_port
-from tests.conftest import ROOT
+from appliance.netlab import Netns, serving, stop_processes, veth
 
 
 def dig(ns, *args):
@@ -67,21 +65,10 @@ def lab(tmp_path):
         cfg["dns"] = {"enable": True, "listen": ["10.77.0.1:53"], "upstream": ["192.0.2.53"]}
         path = tmp_path / "config.json"
         path.write_text(json.dumps(cfg))
-        log = open(tmp_path / "serve.log", "w")
-        serve = router.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(path),
-                             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        procs.append(serve)
-        assert wait_port(router, "10.77.0.1", 53, timeout=20), (tmp_path / "serve.log").read_text()
-        yield router, client, wan, up, qlog
+        with serving(router, path, tmp_path / "serve.log", [("10.77.0.1", 53)]):
+            yield router, client, wan, up, qlog
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        stop_processes(procs)
         for ns in nss:
             ns.close()
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 
 import pytest
 
-from appliance.netlab import Netns, bridge, wait_port
+from appliance.netlab import Netns, bridge, serving
 from tests.conftest import ROOT, run_nixie
 from tests.nixeval import STUB_LIB, nix_eval, nix_reason, nix_str, settings_expr
 
@@ -43,12 +42,8 @@ def test_serve_runs_with_the_module_written_config(tmp_path):
     with Netns() as ns:
         bridge(ns, cfg["lan"]["interface"], cfg["lan"]["address"])
         bridge(ns, cfg["wan"]["interface"])
-        log = open(tmp_path / "serve.log", "w+")
-        proc = ns.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(path),
-                        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        try:
-            port = int(cfg["web"]["listen"][0].rpartition(":")[2])
-            assert wait_port(ns, lan_ip, port, timeout=30), (tmp_path / "serve.log").read_text()
+        port = int(cfg["web"]["listen"][0].rpartition(":")[2])
+        with serving(ns, path, tmp_path / "serve.log", [(lan_ip, port)], timeout=30) as proc:
             probe = ("import json,urllib.request,sys;"
                      "r=urllib.request.urlopen(sys.argv[1],timeout=5);print(r.status);print(r.read().decode())")
             r = ns.run(sys.executable, "-c", probe, f"http://{lan_ip}:{port}/healthz")
@@ -58,10 +53,6 @@ def test_serve_runs_with_the_module_written_config(tmp_path):
             assert health["ok"], health
             proc.send_signal(signal.SIGTERM)
             rc = proc.wait(timeout=15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
     out = (tmp_path / "serve.log").read_text()
     assert rc == 0, out
     assert "nixie serve stopped" in out

@@ -7,16 +7,15 @@ import dataclasses
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from appliance import network
+from appliance import netlab, network
 from appliance.config import example_config
 from appliance.db import Store
-from appliance.netlab import Netns, veth, wait_port
-from tests.conftest import ROOT, run_nixie
+from appliance.netlab import Netns, stop_processes, veth, wait_port
+from tests.conftest import run_nixie
 from tests.netns.routerlab import RouterLab
 
 ADMIN = ("10.77.0.1", 8080)
@@ -43,9 +42,7 @@ def lab(tmp_path):
         path.write_text(json.dumps(cfg))
 
         def start_serve():
-            log = open(tmp_path / "serve.log", "a")
-            p = router.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(path),
-                             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            p = netlab.start_serve(router, path, tmp_path / "serve.log", mode="a")
             procs.append(p)
             assert wait_port(router, *ADMIN, timeout=20), (tmp_path / "serve.log").read_text()
             return p
@@ -191,10 +188,7 @@ def test_wan_dhcp_client_and_its_rollback(tmp_path):
         assert "default" not in router.run("ip", "route").stdout
         assert router.run("pgrep", "-f", "udhcpc -f -R -i wan0", check=False).returncode != 0
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                p.wait()
+        stop_processes(procs)
         for ns in nss:
             ns.close()
 

@@ -2,7 +2,6 @@
 
 import json
 import signal
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from appliance.config import example_config
-from appliance.netlab import Netns, bridge, wait_port
-from tests.conftest import ROOT, run_nixie
+from appliance.netlab import Netns, bridge, start_serve, wait_port
+from tests.conftest import run_nixie
 
 
 @pytest.fixture
@@ -37,9 +36,7 @@ def http_get(ns, url):
 
 def test_serve_concurrent_cli_and_sigterm(lan, tmp_path):
     ns, cfg = lan
-    log = open(tmp_path / "serve.log", "w+")
-    proc = ns.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(cfg),
-                    stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = start_serve(ns, cfg, tmp_path / "serve.log")
     try:
         assert wait_port(ns, "10.77.0.1", 8080, timeout=20), open(tmp_path / "serve.log").read()
         status, body = http_get(ns, "http://10.77.0.1:8080/healthz")
@@ -85,8 +82,7 @@ def test_serve_concurrent_cli_and_sigterm(lan, tmp_path):
 
 def test_service_listens_only_on_configured_address(lan, tmp_path):
     ns, cfg = lan
-    proc = ns.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(cfg),
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    proc = start_serve(ns, cfg, tmp_path / "serve.log")
     try:
         assert wait_port(ns, "10.77.0.1", 8080, timeout=20)
         listening = ns.run("ss", "-Htln").stdout

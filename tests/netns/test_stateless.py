@@ -1,10 +1,9 @@
 """Stateless mode exits non-zero with a reason when it cannot finish."""
 
 import json
-import sys
 import time
 
-from appliance.netlab import Netns, bridge
+from appliance.netlab import Netns, bridge, serve_argv
 
 
 def test_stateless_times_out_with_reason(tmp_path):
@@ -19,9 +18,9 @@ def test_stateless_times_out_with_reason(tmp_path):
     with Netns() as ns:
         bridge(ns, "br-lan", "10.77.0.1/24")
         t0 = time.monotonic()
-        r = ns.run(sys.executable, "-m", "appliance.cli", "serve", "--config", str(cfg_path),
-                   "--hosts", str(hosts_json), "--flake", "path:/nonexistent", "--timeout", "3",
-                   "--state-dir", str(tmp_path / "state"), check=False, timeout=60)
+        r = ns.run(*serve_argv(cfg_path, "--hosts", str(hosts_json), "--flake", "path:/nonexistent",
+                               "--timeout", "3", "--state-dir", str(tmp_path / "state")),
+                   check=False, timeout=60)
         assert time.monotonic() - t0 < 60
     assert r.returncode == 1, r.stderr
     last = r.stderr.strip().splitlines()[-1]

@@ -6,14 +6,14 @@ peer loses the tunnel."""
 import json
 import os
 import subprocess
-import sys
 import time
 
 import pytest
 
+from appliance import netlab
 from appliance.config import example_config
-from appliance.netlab import Netns, veth, wait_port
-from tests.conftest import ROOT, run_nixie
+from appliance.netlab import Netns, stop_processes, veth, wait_port
+from tests.conftest import run_nixie
 from tests.netns.routerlab import RouterLab
 
 
@@ -52,14 +52,7 @@ def lab(tmp_path):
         path.write_text(json.dumps(cfg))
         yield router, peer, path, tag, procs, tmp_path
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        stop_processes(procs)
         for ns in nss:
             ns.close()
 
@@ -74,11 +67,8 @@ def test_peer_reaches_admin_ui_through_the_tunnel_only(lab):
     assert (tmp / "laptop.svg").read_text().startswith("<svg")
     assert conf["Peer.Endpoint"] == "192.0.2.1:51820"
 
-    log = open(tmp / "serve.log", "a")
-
     def start_serve():
-        p = router.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(cfg),
-                         stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        p = netlab.start_serve(router, cfg, tmp / "serve.log", mode="a")
         procs.append(p)
         return p
 

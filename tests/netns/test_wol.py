@@ -5,7 +5,7 @@ import json
 import sys
 
 from appliance.config import example_config
-from appliance.netlab import Netns, bridge, enslave, veth
+from appliance.netlab import Netns, bridge, bridge_port
 from tests.conftest import run_nixie
 
 RECEIVER = r"""
@@ -26,9 +26,7 @@ def test_wol_magic_packet_reaches_the_lan(tmp_path):
     path.write_text(json.dumps(cfg))
     with Netns() as router, Netns() as machine:
         bridge(router, "br-lan", "10.77.0.1/24")
-        veth(router, "lan0", machine, "eth0")
-        enslave(router, "lan0", "br-lan")
-        machine.run("ip", "addr", "add", "10.77.0.50/24", "dev", "eth0")
+        bridge_port(router, "br-lan", "lan0", machine, address="10.77.0.50/24")
         assert run_nixie("host", "add", "m1", "--mac", "bc:24:11:aa:bb:cc", "--flake", "f",
                          config=path).returncode == 0
         rx = machine.popen(sys.executable, "-c", RECEIVER, stdout=-1, text=True)

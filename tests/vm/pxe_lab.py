@@ -1,6 +1,6 @@
 """A PXE lab in one namespace: a LAN bridge, tftp-hpa, an HTTP server that records
 requests, and a QEMU VM on a tap device (BIOS with the iPXE ROM, or OVMF with
-the firmware's own PXE client)."""
+the firmware's own PXE client), started by `appliance.qemu.PxeVM`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from appliance.netlab import Netns, bridge
+from appliance.netlab import Netns, bridge, stop_processes
+from appliance.qemu import PxeVM
 
 HTTP_RECORDER = r'''
 import http.server, sys, urllib.parse
@@ -37,6 +38,7 @@ class PxeLab:
         self.ns = ns
         self.lan_ip = lan_ip
         self.procs: list[subprocess.Popen] = []
+        self.vms: list[PxeVM] = []
         # tftp-hpa drops privileges: its root must be readable by everyone
         self.tftp_root = Path(tempfile.mkdtemp(prefix="nixie-tftp-"))
         os.chmod(self.tftp_root, 0o755)
@@ -46,7 +48,6 @@ class PxeLab:
         self.http_log = tmp / "http.log"
         self.http_log.touch()
         self.pcap = tmp / "lan.pcap"
-        self.console = tmp / "console.log"
 
     def spawn(self, *cmd: str, log: str) -> subprocess.Popen:
         p = self.ns.popen(*cmd, stdout=open(self.tmp / log, "w"), stderr=subprocess.STDOUT)
@@ -62,23 +63,10 @@ class PxeLab:
         script.write_text(HTTP_RECORDER)
         self.spawn(sys.executable, str(script), self.lan_ip, str(self.http_log), log="http.out")
 
-    def start_vm(self, mac: str, *, uefi: bool) -> subprocess.Popen:
-        tap = "tap" + self.ns.name[-6:]
-        self.ns.run("ip", "tuntap", "add", "dev", tap, "mode", "tap")
-        self.ns.run("ip", "link", "set", tap, "master", "br-lan")
-        self.ns.run("ip", "link", "set", tap, "up")
-        dev = f"virtio-net-pci,netdev=n0,mac={mac}"
-        cmd = ["qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-display", "none",
-               "-serial", f"file:{self.console}", "-monitor", "none", "-no-reboot",
-               "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no"]
-        if uefi:
-            vars_copy = self.tmp / "OVMF_VARS.fd"
-            shutil.copy("/usr/share/OVMF/OVMF_VARS_4M.fd", vars_copy)
-            cmd += ["-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
-                    "-drive", f"if=pflash,format=raw,file={vars_copy}", "-device", dev + ",romfile="]
-        else:
-            cmd += ["-boot", "n", "-device", dev]
-        return self.spawn(*cmd, log="qemu.log")
+    def start_vm(self, mac: str, *, uefi: bool) -> PxeVM:
+        vm = PxeVM(self.ns, "br-lan", "uefi" if uefi else "bios", mac, self.tmp, memory_mb=256)
+        self.vms.append(vm)
+        return vm.start()
 
     def wait_http(self, path: str, timeout: float) -> list[str]:
         deadline = time.monotonic() + timeout
@@ -90,14 +78,9 @@ class PxeLab:
         return self.http_log.read_text().splitlines()
 
     def close(self) -> None:
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        for vm in self.vms:
+            vm.stop()
+        stop_processes(reversed(self.procs))
         shutil.rmtree(self.tftp_root, ignore_errors=True)
 
 

@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import sys
 
 import pytest
 
 from appliance.config import example_config
-from appliance.netlab import Netns, veth
+from appliance.netlab import Netns, start_serve, veth
 from netservices.dhcp import codec
-from tests.conftest import ROOT
 from tests.dhcp_helpers import pcap_udp_payloads
 from tests.vm.pxe_lab import PxeLab, router_namespace
 
@@ -32,8 +30,7 @@ def serve(ns, tmp, mode: str) -> subprocess.Popen:
     cfg["web"]["listen"] = ["10.77.0.1:8080"]
     path = tmp / "config.json"
     path.write_text(json.dumps(cfg))
-    return ns.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(path),
-                    stdout=open(tmp / "serve.log", "w"), stderr=subprocess.STDOUT, cwd=ROOT)
+    return start_serve(ns, path, tmp / "serve.log")
 
 
 def dhcp_packets(pcap) -> list[codec.Packet]:

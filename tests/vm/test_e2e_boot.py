@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import subprocess
-import sys
 import time
 import uuid
 
 import pytest
 
 from appliance import labflake
-from appliance.netlab import Netns, bridge, wait_port
+from appliance.netlab import Netns, bridge, serving
 from appliance.qemu import PxeVM
-from tests.conftest import ROOT, run_nixie
+from tests.conftest import run_nixie
 from tests.nixlab import NIX_EXTRA
 
 MACHINES = {"demo": ("52:54:00:4e:58:11", "bios"), "demo2": ("52:54:00:4e:58:12", "uefi")}
@@ -45,19 +43,8 @@ def appliance(tmp_path):
     path.write_text(json.dumps(cfg))
     with Netns() as ns:
         bridge(ns, "br-lan", "10.77.0.1/24")
-        log = open(tmp_path / "serve.log", "w+")
-        proc = ns.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(path),
-                        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        try:
-            assert wait_port(ns, "10.77.0.1", 8081, timeout=30), (tmp_path / "serve.log").read_text()
+        with serving(ns, path, tmp_path / "serve.log", [("10.77.0.1", 8081)], timeout=30):
             yield ns, path, cfg, tmp_path
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def test_bios_and_uefi_vms_boot_to_booted(appliance):

@@ -18,15 +18,14 @@ reports `booted` to the agent API with the token from its kernel command line.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from appliance.netlab import Netns, bridge, unique, wait_port
+from appliance.netlab import Netns, bridge, stop_processes, wait_port
+from appliance.qemu import PxeVM
 from tests.bootlab import store_basename
 from tests.conftest import ROOT
 
@@ -140,14 +139,7 @@ def pxe_lab(tmp_path_factory):
         assert wait_port(ns, SERVER, 8081, timeout=30), (work / "http.log").read_text()
         yield {"ns": ns, "work": work, "events": events, "toplevel": "/nix/store/" + b}
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs)
         ns.close()
 
 
@@ -155,41 +147,13 @@ def boot_vm(lab, firmware: str, timeout: float = 240) -> str:
     """Boot one VM until its init powers it off (or timeout); returns the serial log."""
     ns, work = lab["ns"], lab["work"]
     mac, _ = HOSTS[firmware]
-    tap = unique("t")
-    ns.run("ip", "tuntap", "add", "dev", tap, "mode", "tap")
-    ns.run("ip", "link", "set", tap, "master", "br0")
-    ns.run("ip", "link", "set", tap, "up")
-    serial = work / f"serial-{firmware}.log"
-    argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "1", "-display", "none",
-            "-monitor", "none", "-no-reboot", "-serial", f"file:{serial}",
-            "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no"]
-    if firmware == "bios":
-        argv += ["-device", f"virtio-net-pci,netdev=n0,mac={mac},bootindex=1", "-boot", "n"]
-    else:
-        vars_copy = work / "OVMF_VARS.fd"
-        shutil.copyfile("/usr/share/OVMF/OVMF_VARS_4M.fd", vars_copy)
-        argv += ["-drive", "if=pflash,format=raw,unit=0,readonly=on,"
-                 "file=/usr/share/OVMF/OVMF_CODE_4M.fd",
-                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
-                 "-device", f"virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1"]
-    vm = ns.popen(*argv, stdout=subprocess.DEVNULL, stderr=open(work / f"qemu-{firmware}.err", "w"))
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and vm.poll() is None:
-            text = serial.read_text(errors="replace") if serial.exists() else ""
-            if "NIXIE-AGENT-OK" in text or "Kernel panic" in text:
-                break
-            time.sleep(1)
+    with PxeVM(ns, "br0", firmware, mac, work, memory_mb=512) as vm:
+        vm.wait_for("NIXIE-AGENT-OK", "Kernel panic", timeout=timeout)
         try:
-            vm.wait(15)  # init powers off after its report
+            vm.proc.wait(15)  # init powers off after its report
         except subprocess.TimeoutExpired:
             pass
-    finally:
-        if vm.poll() is None:
-            vm.kill()
-            vm.wait()
-        ns.run("ip", "link", "del", tap, check=False)
-    return serial.read_text(errors="replace") if serial.exists() else ""
+    return vm.console()
 
 
 def events_for(lab, host_id: int) -> list[dict]:
