@@ -13,8 +13,9 @@ from statistics import median
 # the serial-console lines we timestamp as they appear (both stacks, same poller)
 CONSOLE_MARKERS = ("NIXIE-STAGE1", "NIXIE-STAGE2", "NIXIE-REPORTED")
 # the server-side steps, in boot order; "booted" is the agent's POST arriving
-# (dhcp: the firmware's first DHCPACK on the wire; lease2: stage 2's DHCPACK)
-STEPS = ("dhcp", "script", "kernel", "initrd", "stage1", "stage2", "lease2", "booted")
+# dhcp: the firmware's first DHCPACK on the wire; tftp: the first TFTP read
+# request (UEFI: snponly.efi); lease2: the last DHCPACK (stage 2's udhcpc)
+STEPS = ("dhcp", "tftp", "script", "kernel", "initrd", "stage1", "stage2", "lease2", "booted")
 
 # log_format of the reference nginx: "$msec $request_method $uri $status $body_bytes_sent"
 NGINX_LOG_FORMAT = "$msec $request_method $uri $status $body_bytes_sent"
@@ -42,28 +43,37 @@ def parse_nginx_log(text: str) -> list[Request]:
 
 _TS_LINE = re.compile(r"^(\d+\.\d+) IP ")
 _DHCP_TYPE = re.compile(r"DHCP-Message \(53\), length 1: (\w+)")
+_TFTP_RRQ = re.compile(r"TFTP, length \d+, RRQ ")
 
 
-def parse_tcpdump_dhcp(text: str) -> list[tuple[float, str]]:
-    """`tcpdump -tt -v` output of DHCP traffic -> [(time, message type)], e.g.
-    (1795356199.12, "ACK"); a packet without a message type is skipped."""
+def parse_tcpdump(text: str) -> list[tuple[float, str]]:
+    """`tcpdump -tt -v` output -> [(time, kind)]: DHCP packets by message type
+    ("DISCOVER", "ACK", ...) and TFTP read requests ("TFTP-RRQ"); the rest is skipped."""
     out, ts = [], None
     for line in text.splitlines():
         m = _TS_LINE.match(line)
         if m:
             ts = float(m[1])
             continue
+        if ts is None:
+            continue
         m = _DHCP_TYPE.search(line)
-        if m and ts is not None:
+        if m:
             out.append((ts, m[1].upper()))
+            ts = None
+        elif _TFTP_RRQ.search(line):
+            out.append((ts, "TFTP-RRQ"))
             ts = None
     return out
 
 
-def wire_steps(dhcp: list[tuple[float, str]], power_on: float) -> dict[str, float | None]:
-    """The firmware's lease (first ACK after power-on) and stage 2's (the second)."""
-    acks = sorted(t for t, kind in dhcp if kind == "ACK" and t >= power_on)
-    return {"dhcp": acks[0] if acks else None, "lease2": acks[1] if len(acks) > 1 else None}
+def wire_steps(pkts: list[tuple[float, str]], power_on: float) -> dict[str, float | None]:
+    """The firmware's lease (first ACK after power-on), the first TFTP read, and
+    stage 2's lease (the last ACK, when there is more than one)."""
+    acks = sorted(t for t, kind in pkts if kind == "ACK" and t >= power_on)
+    rrqs = sorted(t for t, kind in pkts if kind == "TFTP-RRQ" and t >= power_on)
+    return {"dhcp": acks[0] if acks else None, "tftp": rrqs[0] if rrqs else None,
+            "lease2": acks[-1] if len(acks) > 1 else None}
 
 
 class FirstSeen:
@@ -93,6 +103,7 @@ class BootTimes:
     stack: str
     power_on: float
     steps: dict[str, float | None] = field(default_factory=dict)
+    firmware: str = "bios"
 
     def rel(self, step: str) -> float | None:
         t = self.steps.get(step)
@@ -165,6 +176,37 @@ def step_table(boots: list[BootTimes]) -> str:
         if len(meds) == 2:
             r = ratio(meds[0], meds[1])
             row += f"{r:>9.3f}" if r is not None else f"{'-':>9}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+# spans between steps: who is waiting on whom
+PHASES = (
+    ("power-on -> firmware lease", None, "dhcp"),
+    ("lease -> script (iPXE)", "dhcp", "script"),
+    ("script -> initrd sent", "script", "initrd"),
+    ("initrd -> stage 1 (kernel)", "initrd", "stage1"),
+    ("stage 1 -> booted", "stage1", "booted"),
+)
+
+
+def phase(b: BootTimes, start: str | None, end: str) -> float | None:
+    t1 = b.steps.get(end)
+    t0 = b.power_on if start is None else b.steps.get(start)
+    return None if t0 is None or t1 is None else t1 - t0
+
+
+def phase_table(boots: list[BootTimes]) -> str:
+    """Median duration of each phase per stack: which part of the boot differs."""
+    stacks = ("ours", "reference")
+    head = f"{'phase (s)':<30}" + "".join(f"{s:>12}" for s in stacks) + f"{'diff':>9}"
+    lines = [head, "-" * len(head)]
+    for label, a, z in PHASES:
+        meds = [median_or_none([phase(b, a, z) for b in boots if b.stack == s]) for s in stacks]
+        if all(m is None for m in meds):
+            continue
+        row = f"{label:<30}" + "".join(f"{m:>12.2f}" if m is not None else f"{'-':>12}" for m in meds)
+        row += f"{meds[0] - meds[1]:>+9.2f}" if None not in meds else f"{'-':>9}"
         lines.append(row)
     return "\n".join(lines)
 

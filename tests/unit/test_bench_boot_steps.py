@@ -9,7 +9,9 @@ from bench.boot.steps import (
     median_or_none,
     parse_event_data,
     parse_nginx_log,
-    parse_tcpdump_dhcp,
+    parse_tcpdump,
+    phase,
+    phase_table,
     ratio,
     reference_steps,
     step_table,
@@ -30,6 +32,12 @@ TCPDUMP = """\
 1002.250000 IP (tos 0x0, ttl 64, id 0, offset 0, flags [none], proto UDP (17), length 328)
     10.77.0.1.67 > 10.77.0.150.68: BOOTP/DHCP, Reply, length 300, xid 0x2
 \t    DHCP-Message (53), length 1: ACK
+1003.000000 IP (tos 0x0, ttl 64, id 0, offset 0, flags [none], proto UDP (17), length 74)
+    10.77.0.150.1025 > 10.77.0.1.69: [udp sum ok] TFTP, length 46, RRQ "snponly.efi" octet tsize 0
+1003.100000 ARP, Request who-has 10.77.0.1 tell 10.77.0.150, length 28
+1009.000000 IP (tos 0x0, ttl 64, id 0, offset 0, flags [none], proto UDP (17), length 328)
+    10.77.0.1.67 > 10.77.0.150.68: BOOTP/DHCP, Reply, length 300, xid 0x4
+\t    DHCP-Message (53), length 1: ACK
 1015.000000 IP (tos 0x0, ttl 64, id 0, offset 0, flags [none], proto UDP (17), length 328)
     10.77.0.1.67 > 10.77.0.150.68: BOOTP/DHCP, Reply, length 300, xid 0x3
 \t    DHCP-Message (53), length 1: ACK
@@ -37,12 +45,13 @@ TCPDUMP = """\
 
 
 def test_tcpdump_dhcp_message_types_and_wire_steps():
-    pkts = parse_tcpdump_dhcp(TCPDUMP)
+    pkts = parse_tcpdump(TCPDUMP)
     assert pkts == [(990.1, "ACK"), (1001.0, "DISCOVER"), (1001.5, "OFFER"), (1002.25, "ACK"),
-                    (1015.0, "ACK")]
-    # the ACK before power-on is a previous boot's
-    assert wire_steps(pkts, 1000.0) == {"dhcp": 1002.25, "lease2": 1015.0}
-    assert wire_steps(pkts[:2], 1000.0) == {"dhcp": None, "lease2": None}
+                    (1003.0, "TFTP-RRQ"), (1009.0, "ACK"), (1015.0, "ACK")]
+    # the ACK before power-on is a previous boot's; the last ACK is stage 2's
+    assert wire_steps(pkts, 1000.0) == {"dhcp": 1002.25, "tftp": 1003.0, "lease2": 1015.0}
+    assert wire_steps(pkts[:4], 1000.0) == {"dhcp": 1002.25, "tftp": None, "lease2": None}
+    assert wire_steps(pkts[:2], 1000.0) == {"dhcp": None, "tftp": None, "lease2": None}
 
 B = "dk2c5kzcm65ll4dnbq4drzh074h3ahhy-nixos-system-demo"
 
@@ -120,3 +129,16 @@ def test_medians_ratio_and_table():
     booted = next(ln for ln in lines if ln.startswith("booted"))
     assert booted.split()[1:] == ["31.00", "30.00", "1.033"]
     assert not any(ln.startswith("kernel") for ln in lines)  # no stack saw it: no row
+
+
+def test_phases_are_spans_between_steps():
+    ours = BootTimes("ours", 100.0, {"dhcp": 105.0, "script": 118.0, "initrd": 120.0,
+                                     "stage1": 125.0, "booted": 126.0})
+    ref = BootTimes("reference", 200.0, {"dhcp": 205.5, "script": 218.0, "initrd": 221.0,
+                                         "stage1": 226.0, "booted": 227.5})
+    assert phase(ours, None, "dhcp") == 5.0 and phase(ours, "script", "initrd") == 2.0
+    assert phase(ours, "dhcp", "tftp") is None
+    rows = {ln[:30].strip(): ln[30:].split() for ln in phase_table([ours, ref]).splitlines()[2:]}
+    assert rows["power-on -> firmware lease"] == ["5.00", "5.50", "-0.50"]
+    assert rows["script -> initrd sent"] == ["2.00", "3.00", "-1.00"]
+    assert rows["stage 1 -> booted"] == ["1.00", "1.50", "-0.50"]
