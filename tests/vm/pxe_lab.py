@@ -88,3 +88,39 @@ def router_namespace(lan_ip: str = "10.77.0.1") -> Netns:
     ns = Netns()
     bridge(ns, "br-lan", f"{lan_ip}/24")
     return ns
+
+
+class OtherDhcpServer:
+    """The LAN's existing DHCP server for proxy-mode tests: dnsmasq handing out
+    addresses only (no PXE options), in its own namespace at 10.77.0.2 wired into
+    the LAN bridge of `lan` (ours and dnsmasq cannot share port 67 in one
+    namespace). `leases` is dnsmasq's lease file."""
+
+    def __init__(self, lan: Netns, tmp: Path, pool: tuple[str, str], bridge_name: str = "br-lan"):
+        from appliance.netlab import veth
+
+        self.ns = Netns()
+        self.leases = tmp / "dnsmasq.leases"
+        self.log = tmp / "dnsmasq.log"
+        try:
+            veth(self.ns, "d0", lan, "vd0")
+            lan.run("ip", "link", "set", "vd0", "master", bridge_name)
+            self.ns.run("ip", "addr", "add", "10.77.0.2/24", "dev", "d0")
+            self.proc = self.ns.popen(
+                "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--interface=d0",
+                "--bind-interfaces", "--no-ping", f"--dhcp-range={pool[0]},{pool[1]},10m",
+                f"--dhcp-leasefile={self.leases}", "--pid-file=", "--user=root", "--group=root",
+                stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+        except BaseException:
+            self.ns.close()
+            raise
+
+    def close(self) -> None:
+        stop_processes([self.proc], timeout=5)
+        self.ns.close()
+
+    def __enter__(self) -> OtherDhcpServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -15,10 +15,10 @@ import subprocess
 import pytest
 
 from appliance.config import example_config
-from appliance.netlab import Netns, start_serve, veth
+from appliance.netlab import start_serve
 from netservices.dhcp import codec
 from tests.dhcp_helpers import pcap_udp_payloads
-from tests.vm.pxe_lab import PxeLab, router_namespace
+from tests.vm.pxe_lab import OtherDhcpServer, PxeLab, router_namespace
 
 VM_SECONDS = 240
 
@@ -93,35 +93,21 @@ def test_ovmf_uefi_pxe_gets_snponly_over_tftp_then_the_http_script(lab, tmp_path
 
 def test_bios_ipxe_rom_gets_the_script_from_proxy_dhcp_next_to_dnsmasq(lab, tmp_path):
     mac = "52:54:00:3e:00:00"
-    other = Netns()
-    try:
-        veth(other, "d0", lab.ns, "vd0")
-        lab.ns.run("ip", "link", "set", "vd0", "master", "br-lan")
-        other.run("ip", "addr", "add", "10.77.0.2/24", "dev", "d0")
-        dnsmasq = other.popen("dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
-                              "--interface=d0", "--bind-interfaces", "--no-ping",
-                              "--dhcp-range=10.77.0.100,10.77.0.150,10m",
-                              f"--dhcp-leasefile={tmp_path / 'dnsmasq.leases'}", "--pid-file=",
-                              "--user=root", "--group=root",
-                              stdout=open(tmp_path / "dnsmasq.log", "w"), stderr=subprocess.STDOUT)
+    with OtherDhcpServer(lab.ns, tmp_path, ("10.77.0.100", "10.77.0.150")) as other:
         srv = serve(lab.ns, tmp_path, "proxy")
         lab.procs.append(srv)
         lab.start_services()
         lab.start_vm(mac, uefi=False)
         lines = lab.wait_http(f"/boot/{mac}.ipxe", VM_SECONDS)
-        assert f"/boot/{mac}.ipxe" in lines, (lines, (tmp_path / "dnsmasq.log").read_text()[-2000:])
+        assert f"/boot/{mac}.ipxe" in lines, (lines, other.log.read_text()[-2000:])
         pkts = dhcp_packets(lab.pcap)
         ours = [p for p in pkts if p.op == 2 and p.server_id == codec.ip_bytes("10.77.0.1")]
         theirs = [p for p in pkts if p.op == 2 and p.server_id == codec.ip_bytes("10.77.0.2")]
         assert ours and all(p.yiaddr == b"\0\0\0\0" for p in ours)  # boot info, never an address
         assert all(p.file == f"http://10.77.0.1:8081/boot/{mac}.ipxe".encode() for p in ours)
         assert theirs and theirs[0].yiaddr != b"\0\0\0\0" and theirs[0].file == b""
-        assert mac in (tmp_path / "dnsmasq.leases").read_text()
+        assert mac in other.leases.read_text()
         c = sqlite3.connect(tmp_path / "state" / "nixie.db")
         assert c.execute("SELECT count(*) FROM leases").fetchone()[0] == 0
         c.close()
-        dnsmasq.terminate()
-        dnsmasq.wait(5)
-    finally:
-        other.close()
 

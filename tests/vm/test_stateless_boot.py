@@ -13,10 +13,11 @@ import uuid
 
 from appliance import labflake
 from appliance.config import example_config
-from appliance.netlab import Netns, bridge, veth
+from appliance.netlab import Netns, bridge
 from appliance.qemu import PxeVM
 from tests.conftest import ROOT
 from tests.nixlab import NIX_EXTRA
+from tests.vm.pxe_lab import OtherDhcpServer
 
 MAC = "52:54:00:4e:58:21"
 
@@ -31,41 +32,31 @@ def test_stateless_serve_exits_0_after_the_listed_vm_booted(tmp_path):
     cfg["boot"]["menu_timeout_seconds"] = 1
     cfg_path = tmp_path / "config.json"
     cfg_path.write_text(json.dumps(cfg))
-    with Netns() as lan, Netns() as other:
+    with Netns() as lan:
         bridge(lan, "br-lan", "10.77.0.1/24")
-        veth(other, "d0", lan, "vd0")
-        lan.run("ip", "link", "set", "vd0", "master", "br-lan")
-        other.run("ip", "addr", "add", "10.77.0.2/24", "dev", "d0")
-        dnsmasq = other.popen("dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
-                              "--interface=d0", "--bind-interfaces", "--no-ping",
-                              "--dhcp-range=10.77.0.150,10.77.0.199,10m",
-                              f"--dhcp-leasefile={tmp_path / 'dnsmasq.leases'}", "--pid-file=",
-                              "--user=root", "--group=root",
-                              stdout=open(tmp_path / "dnsmasq.log", "w"), stderr=subprocess.STDOUT)
-        serve_log = open(tmp_path / "serve.log", "w+")
-        serve = lan.popen(sys.executable, "-m", "appliance.cli", "serve", "--config", str(cfg_path),
-                          "--hosts", str(hosts_json), "--flake", str(flake), "--timeout", "480",
-                          "--state-dir", str(tmp_path / "state"),
-                          stdout=serve_log, stderr=subprocess.STDOUT, cwd=ROOT)
-        vm = PxeVM(lan, "br-lan", "bios", MAC, tmp_path / "vms")
-        try:
-            time.sleep(2)  # let the services bind before the firmware asks
-            vm.start()
-            rc = serve.wait(540)
-        finally:
-            console = vm.console()
-            vm.stop()
-            if serve.poll() is None:
-                serve.kill()
-                serve.wait()
-            dnsmasq.terminate()
-            dnsmasq.wait(5)
+        with OtherDhcpServer(lan, tmp_path, ("10.77.0.150", "10.77.0.199")) as other:
+            serve_log = open(tmp_path / "serve.log", "w+")
+            serve = lan.popen(sys.executable, "-m", "appliance.cli", "serve", "--config",
+                              str(cfg_path), "--hosts", str(hosts_json), "--flake", str(flake),
+                              "--timeout", "480", "--state-dir", str(tmp_path / "state"),
+                              stdout=serve_log, stderr=subprocess.STDOUT, cwd=ROOT)
+            vm = PxeVM(lan, "br-lan", "bios", MAC, tmp_path / "vms")
+            try:
+                time.sleep(2)  # let the services bind before the firmware asks
+                vm.start()
+                rc = serve.wait(540)
+            finally:
+                console = vm.console()
+                vm.stop()
+                if serve.poll() is None:
+                    serve.kill()
+                    serve.wait()
     out = (tmp_path / "serve.log").read_text()
     assert rc == 0, out[-3000:] + console[-2000:]
     assert "all hosts done: demo" in out
     assert "NIXIE-STAGE2 demo" in console
     # the address came from the other DHCP server; ours only gave boot information
-    leased = (tmp_path / "dnsmasq.leases").read_text()
+    leased = other.leases.read_text()
     assert MAC in leased
     import sqlite3
 
