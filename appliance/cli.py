@@ -260,15 +260,13 @@ def cmd_build_list(ctx: Ctx) -> int:
 
 
 def cmd_wol(ctx: Ctx) -> int:
-    from .wol import send_magic_packet
+    from .wol import wake_host
 
-    h = hosts.get_host(ctx.conn, ctx.args.host)
     iface = ctx.cfg.lan.interface
-    for mac in h["macs"]:
-        send_magic_packet(mac, interface=iface, broadcast=ctx.args.broadcast or "255.255.255.255")
-        events.record(ctx.conn, "host.wol", f"Wake-on-LAN sent to {mac}", host_id=h["id"], mac=mac)
-    emit(ctx.args, {"host": h["name"], "macs": h["macs"]},
-         lambda: print(f"woke {h['name']} ({', '.join(h['macs'])}) on {iface}"))
+    macs = wake_host(ctx.conn, ctx.args.host, interface=iface,
+                     broadcast=ctx.args.broadcast or "255.255.255.255")
+    emit(ctx.args, {"host": ctx.args.host, "macs": macs},
+         lambda: print(f"woke {ctx.args.host} ({', '.join(macs)}) on {iface}"))
     return 0
 
 

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import labvm
 from .config import example_config
 from .netlab import Netns, bridge, sh, start_serve, wait_port
 from .nix import SINGLE_USER_OFFLINE
@@ -85,13 +86,7 @@ def up(name: str, web_port: int, with_vm: bool) -> int:
              f"EXEC:ip netns exec {name} {socat} STDIO TCP\\:{LAN_IP}\\:8080"],
             start_new_session=True)
         procs.append(fwd)
-        extra = ""
-        try:
-            from . import labvm  # added by the provisioning work: example flake + VMs
-        except ImportError:
-            labvm = None
-        if with_vm and labvm is not None:
-            extra = labvm.start(ns, d, cfg_path, procs)
+        extra = labvm.start(ns, d, cfg_path, procs) if with_vm else ""
         print(f"""
 Nixie lab is up.
   web UI:    http://127.0.0.1:{web_port}/   (health: http://127.0.0.1:{web_port}/healthz)

@@ -192,15 +192,10 @@ def serve(cfg: Config, *, until=None, wake: list[str] | None = None) -> int:
 
 
 def _wake(cfg: Config, store: Store, names: list[str]) -> None:
-    from . import events, hosts
-    from .wol import send_magic_packet
+    from .wol import WakeFailed, wake_host
 
-    conn = store.conn()
     for name in names:
-        h = hosts.get_host(conn, name)
-        for mac in h["macs"]:
-            try:
-                send_magic_packet(mac, interface=cfg.lan.interface)
-                events.record(conn, "host.wol", f"Wake-on-LAN sent to {mac}", host_id=h["id"], mac=mac)
-            except OSError as e:
-                log.warning("Wake-on-LAN failed", extra={"host": name, "error": str(e)})
+        try:
+            wake_host(store.conn(), name, interface=cfg.lan.interface)
+        except WakeFailed as e:  # recorded as an event by wake_host; the run goes on
+            log.warning("Wake-on-LAN failed", extra={"host": name, "error": str(e)})

@@ -112,17 +112,3 @@ class Supervisor:
             services[svc.name] = d
         ok = all(s["state"] == "running" for s in services.values())
         return {"ok": ok, "services": services}
-
-
-class IdleService:
-    """A service whose room has not been built yet: it runs and waits to be stopped."""
-
-    def __init__(self, name: str, reason: str):
-        self.name = name
-        self.reason = reason
-
-    def run(self, stop: threading.Event) -> None:
-        stop.wait()
-
-    def stats(self) -> dict[str, Any]:
-        return {"idle": self.reason}
