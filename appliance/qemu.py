@@ -4,7 +4,11 @@ Used by the lab (`nixie lab up`) and the vm-tier tests. A VM's tap device is
 attached to a bridge inside a network namespace; its serial console goes to a
 file. BIOS: SeaBIOS runs the NIC's iPXE ROM (ipxe-qemu). UEFI: OVMF with an
 empty `romfile=` uses EDK2's own PXE client, which fetches snponly.efi over
-TFTP. KVM guests fail on these machines, so `-accel tcg`.
+TFTP. UEFI HTTP Boot (`netboot="http"`): OVMF's PXEv4/PXEv6 boot options are
+turned off through its fw_cfg knobs (`opt/org.tianocore/IPv4PXESupport`,
+`IPv6PXESupport`), so the NIC's first boot option is "UEFI HTTPv4" with an empty
+URI: the firmware asks DHCP as `HTTPClient` and boots the URL it is given. KVM
+guests fail on these machines, so `-accel tcg`.
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ from .netlab import Netns, unique
 
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+NETBOOTS = ("pxe", "http")
 
 
 def qemu_argv(*, firmware: str, mac: str, tap: str, serial: Path, workdir: Path,
-              memory_mb: int = 768, accel: str = "tcg") -> list[str]:
+              memory_mb: int = 768, accel: str = "tcg", netboot: str = "pxe") -> list[str]:
     if firmware not in ("bios", "uefi"):
         raise ValueError("firmware must be bios or uefi")
+    if netboot not in NETBOOTS or (netboot == "http" and firmware != "uefi"):
+        raise ValueError("netboot must be pxe, or http with uefi firmware")
     argv = ["qemu-system-x86_64", "-accel", accel, "-m", str(memory_mb), "-smp", "1",
             "-display", "none", "-monitor", "none", "-no-reboot", "-serial", f"file:{serial}",
             "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no"]
@@ -36,6 +43,9 @@ def qemu_argv(*, firmware: str, mac: str, tap: str, serial: Path, workdir: Path,
         argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
                  "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
                  "-device", f"virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1"]
+        if netboot == "http":  # no PXE boot options: HTTPv4 comes first
+            argv += ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+                     "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]
     return argv
 
 
@@ -50,6 +60,7 @@ class PxeVM:
     mac: str
     workdir: Path
     memory_mb: int = 768
+    netboot: str = "pxe"
     tap: str = field(default_factory=lambda: unique("t"))
     proc: subprocess.Popen | None = None
 
@@ -64,7 +75,7 @@ class PxeVM:
         self.ns.run("ip", "link", "set", self.tap, "master", self.bridge)
         self.ns.run("ip", "link", "set", self.tap, "up")
         argv = qemu_argv(firmware=self.firmware, mac=self.mac, tap=self.tap, serial=self.serial,
-                         workdir=self.workdir, memory_mb=self.memory_mb)
+                         workdir=self.workdir, memory_mb=self.memory_mb, netboot=self.netboot)
         err = open(self.workdir / f"qemu-{self.firmware}-{self.mac.replace(':', '')}.err", "w")
         self.proc = self.ns.popen(*argv, stdout=subprocess.DEVNULL, stderr=err)
         return self

@@ -337,7 +337,9 @@ class BootApp:
             return self._plain(start_response, 404 if r.code == 1 else 403, f"{r.message}\n")
         st = os.stat(path)
         etag = hashlib.sha256(f"{path}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:32]
-        self._event("boot.ipxe", f"{filename} over HTTP", environ, data={"file": filename})
+        method = environ.get("REQUEST_METHOD", "GET")  # UEFI HTTP Boot sends HEAD, then GET
+        self._event("boot.ipxe", f"{filename} over HTTP ({method})", environ,
+                    data={"file": filename, "method": method})
         return self._serve_segments(environ, start_response, (Segment(path, 0, st.st_size),),
                                     st.st_size, etag, "application/octet-stream", "no-cache")
 

@@ -230,6 +230,11 @@ def test_ipxe_binaries_and_escapes(lab):
     app = lab["make"]()
     status, _, body = call(app, "/ipxe/ipxe.efi")
     assert status == 200 and body == b"EFI" * 100
+    status, headers, body = call(app, "/ipxe/ipxe.efi", "HEAD")  # UEFI HTTP Boot asks first
+    assert status == 200 and body == b"" and headers["Content-Length"] == "300"
+    fetched = [e["data"] for e in lab["backend"].events if e["kind"] == "boot.ipxe"]
+    assert fetched[-2:] == [{"file": "ipxe.efi", "method": "GET"},
+                            {"file": "ipxe.efi", "method": "HEAD"}]
     for path in ("/ipxe/escape", "/ipxe/..", "/ipxe/%2e%2e", "/ipxe/../../etc/passwd",
                  "/ipxe/nothing.efi"):
         status, _, body = call(app, path)

@@ -18,6 +18,7 @@ reports `booted` to the agent API with the token from its kernel command line.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,10 @@ def pxe_lab(tmp_path_factory):
     try:
         bridge(ns, "br0", f"{SERVER}/24")
         logs = {n: open(work / f"{n}.log", "w") for n in ("dnsmasq", "tftp", "http")}
+        # TFTP as seen on the wire: what the firmware asked for and what we acknowledged
+        procs.append(ns.popen("tcpdump", "-i", "br0", "-U", "-n", "-w", str(work / "tftp.pcap"),
+                              "udp and not port 67 and not port 68", stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL))
         procs.append(ns.popen(
             "dnsmasq", "--no-daemon", "--port=0", "--user=root", "--interface=br0",
             "--bind-interfaces", "--dhcp-range=10.70.0.100,10.70.0.150,255.255.255.0,1h",
@@ -156,6 +161,13 @@ def boot_vm(lab, firmware: str, timeout: float = 240) -> str:
     return vm.console()
 
 
+def tftp_on_the_wire(lab) -> list[str]:
+    """The lab's TFTP packets, decoded by tcpdump (-T tftp: transfers use other ports)."""
+    r = subprocess.run(["tcpdump", "-n", "-r", str(lab["work"] / "tftp.pcap"), "-T", "tftp"],
+                       capture_output=True, text=True)
+    return r.stdout.splitlines()
+
+
 def events_for(lab, host_id: int) -> list[dict]:
     lines = lab["events"].read_text().splitlines() if lab["events"].exists() else []
     return [e for e in map(json.loads, lines) if e.get("host_id") == host_id]
@@ -182,3 +194,12 @@ def test_pxe_boot_reaches_init_and_phones_home(pxe_lab, firmware):
         tftp = [json.loads(line) for line in path.read_text().splitlines()]
         assert any(e["kind"] == "boot.tftp" and e["data"]["file"] == "snponly.efi"
                    and e["data"]["status"] == "sent" for e in tftp), tftp
+        # EDK2's Mtftp4 asks for windowsize (RFC 7440): we granted more than 1 and the
+        # firmware acknowledged once per window, not once per block
+        wire = tftp_on_the_wire(pxe_lab)
+        oacks = [line for line in wire if f"IP {SERVER}." in line and " OACK " in line]
+        granted = [int(w) for line in oacks for w in re.findall(r"windowsize (\d+)", line)]
+        assert granted and min(granted) > 1, oacks or wire[:20]
+        data = sum(1 for line in wire if f"IP {SERVER}." in line and " DATA block " in line)
+        acks = sum(1 for line in wire if f"> {SERVER}." in line and " ACK block " in line)
+        assert data > 2 * acks > 0, (data, acks)

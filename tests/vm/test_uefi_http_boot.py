@@ -1,0 +1,110 @@
+"""UEFI HTTP Boot end to end: OVMF's own HTTP boot client, no TFTP anywhere.
+
+`nixie serve` runs in a namespace with its LAN bridge and a generation built by
+the real `nix` from the lab flake. An OVMF VM whose PXE boot options are turned
+off (appliance.qemu, netboot="http") starts its "UEFI HTTPv4" option, which has
+an empty URI: the firmware asks DHCP with vendor class `HTTPClient`, our DHCP
+answers with `http://.../ipxe/snponly.efi` (and `HTTPClient` in option 60), the
+firmware GETs that from our HTTP boot server and runs it; iPXE asks DHCP again,
+chains `/boot/<mac>.ipxe`, boots kernel + initrd, and stage 2 reports `booted`.
+A capture on the LAN bridge must hold no TFTP packet at all.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from appliance import labflake
+from appliance.netlab import Netns, bridge, serving, stop_processes
+from appliance.qemu import PxeVM
+from tests.conftest import run_nixie
+from tests.nixlab import NIX_EXTRA
+
+MAC = "52:54:00:4e:58:31"
+SERVER = "10.77.0.1"
+BOOT_TIMEOUT = 300
+
+
+@pytest.fixture
+def appliance(tmp_path):
+    from appliance.config import example_config
+
+    cfg = example_config(state_dir=str(tmp_path / "state"), interface="br-lan")
+    cfg["dns"]["enable"] = False
+    cfg["nix"] = {"extra_config": NIX_EXTRA}
+    cfg["builder"] = {"kind": "local", "flake_refresh_seconds": 0}
+    cfg["boot"]["menu_timeout_seconds"] = 1
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    with Netns() as ns:
+        bridge(ns, "br-lan", f"{SERVER}/24")
+        with serving(ns, path, tmp_path / "serve.log", [(SERVER, 8081)], timeout=30):
+            yield ns, path, tmp_path
+
+
+def test_ovmf_http_boot_learns_the_url_from_our_dhcp_and_never_uses_tftp(appliance):
+    ns, cfg_path, tmp = appliance
+    flake = labflake.materialise(tmp / "flake", release=f"httpboot {uuid.uuid4()}")
+    assert run_nixie("flake", "add", str(flake), config=cfg_path).returncode == 0
+    r = run_nixie("host", "add", "demo", "--mac", MAC, "--flake", str(flake), config=cfg_path)
+    assert r.returncode == 0, r.stderr
+    r = run_nixie("build", "demo", "--wait", "--timeout", "300", "--json", config=cfg_path,
+                  timeout=320)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["status"] == "succeeded"
+
+    pcap = tmp / "lan.pcap"
+    capture = ns.popen("tcpdump", "-i", "br-lan", "-U", "-n", "-w", str(pcap), "udp",
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    vm = PxeVM(ns, "br-lan", "uefi", MAC, tmp / "vms", memory_mb=768, netboot="http")
+    try:
+        time.sleep(1)  # let tcpdump open the bridge before the firmware speaks
+        vm.start()
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        host = {}
+        while time.monotonic() < deadline:
+            host = json.loads(run_nixie("host", "show", "demo", "--json", config=cfg_path).stdout)
+            if host["state"] == "booted" or vm.proc.poll() is not None:
+                break
+            time.sleep(2)
+        console = vm.console()
+    finally:
+        vm.stop()
+        stop_processes([capture])
+
+    tail = console[-3000:]
+    assert host["state"] == "booted", f"demo is {host['state']}:\n{tail}"
+    assert "NIXIE-STAGE2" in console, tail
+    # the firmware started its HTTP boot option (PXE options were turned off)
+    assert "Start HTTP Boot over IPv4" in console and 'starting Boot0001 "UEFI HTTPv4' in console
+    assert "Start PXE over" not in console
+
+    events = json.loads(run_nixie("events", "--json", "--limit", "500", config=cfg_path).stdout)
+    url = f"http://{SERVER}:8081/ipxe/snponly.efi"
+    # our DHCP answered the firmware's HTTPClient request with the URL (arch 16: x64 HTTP)
+    dhcp = [e for e in events if e["kind"] == "boot.dhcp" and e.get("mac") == MAC]
+    answers = [(e["data"]["kind"], e["data"]["boot_file"], e["data"]["arch"]) for e in dhcp]
+    assert ("http", url, 16) in answers, answers
+    assert all(kind != "tftp" for kind, _, _ in answers), answers
+    # ...and the firmware fetched that binary from our HTTP boot server (from the
+    # address our DHCP gave it); only the firmware asks for /ipxe/, iPXE does not
+    fetched = [e for e in events if e["kind"] == "boot.ipxe"]
+    assert {e["data"]["file"] for e in fetched} == {"snponly.efi"}, fetched
+    assert {e["ip"] for e in fetched} == {host["ip"]}, (fetched, host["ip"])
+    assert "GET" in {e["data"]["method"] for e in fetched}, fetched
+    host_kinds = {e["kind"] for e in host["events"]}
+    for step in ("boot.script", "boot.kernel", "boot.initrd", "host.booted"):
+        assert step in host_kinds, f"no {step} event in {sorted(host_kinds)}"
+    # no TFTP: no event from our TFTP server, and not one packet to or from port 69
+    assert not [e for e in events if e["kind"] == "boot.tftp"]
+    tftp = subprocess.run(["tcpdump", "-n", "-r", str(pcap), "udp port 69"],
+                          capture_output=True, text=True)
+    dhcp_seen = subprocess.run(["tcpdump", "-n", "-r", str(pcap), "udp port 67"],
+                               capture_output=True, text=True)
+    assert dhcp_seen.stdout.strip(), dhcp_seen.stderr  # the capture did see the boot
+    assert tftp.stdout.strip() == "", tftp.stdout
