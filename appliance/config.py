@@ -256,6 +256,7 @@ SCHEMA = Section(
             {
                 "listen": Key(check_listen_list, ["0.0.0.0:8080"], "Admin web UI and REST API listeners."),
                 "secret_key_file": Key(check_opt_path, None, "File holding the session signing key; null creates state_dir/secret_key."),
+                "workers": Key(int_range(0, 64), 0, "Web server processes sharing the listeners; 0 means one per CPU (at most 4), 1 serves inside nixie serve."),
             },
             "Admin web UI.",
         ),

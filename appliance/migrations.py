@@ -171,4 +171,13 @@ CREATE TABLE vpn_peers (
     9: """
 ALTER TABLE net_transactions ADD COLUMN claimed_at REAL;
 """,
+    # issue 7: failed logins, shared by every web worker process (appliance/loginlimits.py)
+    17: """
+CREATE TABLE login_failures (
+    scope TEXT NOT NULL CHECK (scope IN ('ip', 'user')),
+    key TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE INDEX login_failures_key ON login_failures(scope, key, ts);
+""",
 }

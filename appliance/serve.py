@@ -35,47 +35,6 @@ log = logging.getLogger("nixie.serve")
 HEARTBEAT_SECONDS = 2.0
 
 
-class WebService:
-    """The admin UI + REST API on every `web.listen` address, under waitress."""
-
-    name = "web"
-
-    def __init__(self, app, listen: list[str], threads: int = 8):
-        self.app = app
-        self.listen = listen
-        self.threads = threads
-        self._server = None
-        self._lock = threading.Lock()
-
-    def run(self, stop: threading.Event) -> None:
-        from waitress.server import create_server
-
-        with self._lock:
-            if stop.is_set():
-                return
-            self._server = create_server(self.app, listen=" ".join(self.listen),
-                                         threads=self.threads, asyncore_loop_timeout=1,
-                                         ident="nixie")
-        try:
-            self._server.run()
-        finally:
-            self._close()
-
-    def _close(self) -> None:
-        with self._lock:
-            srv, self._server = self._server, None
-        if srv is not None:
-            try:
-                srv.close()
-            finally:
-                srv.task_dispatcher.shutdown(timeout=1)
-
-    def shutdown(self) -> None:
-        srv = self._server
-        if srv is not None:
-            srv.close()  # ends run()'s loop within asyncore_loop_timeout
-
-
 def secret_key(cfg: Config) -> bytes:
     path = Path(cfg.web.secret_key_file or Path(cfg.state_dir) / "secret_key")
     if not path.exists():
@@ -108,11 +67,27 @@ def httpboot_service(cfg: Config, backend: SqliteBackend, artifacts, mounts: dic
     return HttpBootService(app, cfg.boot.http_listen)
 
 
-def build_services(cfg: Config, store: Store, health) -> list[Any]:
-    """Every service `serve` supervises, each built by its room's factory."""
+def web_app(cfg: Config, store: Store, health):
+    """The admin web UI's Flask app (in serve, or in a web worker process)."""
     from webui import create_app
     from webui.app import WebContext
 
+    return create_app(WebContext(store=store, config=cfg, health=health, secret_key=secret_key(cfg)))
+
+
+def web_service(cfg: Config, store: Store, health):
+    """`web.workers` processes sharing the listeners, or (1) waitress in this process."""
+    from .webserver import WebService, WebWorkers, worker_count
+
+    n = worker_count(cfg.web.workers)
+    if n == 1:
+        return WebService(web_app(cfg, store, health), cfg.web.listen)
+    secret_key(cfg)  # made once here, before the workers read it
+    return WebWorkers(cfg, n)
+
+
+def build_services(cfg: Config, store: Store, health) -> list[Any]:
+    """Every service `serve` supervises, each built by its room's factory."""
     backend = SqliteBackend(store)
     services: list[Any] = []
     services.append(dhcp_service(cfg) if cfg.dhcp.mode != "off" else None)
@@ -122,8 +97,7 @@ def build_services(cfg: Config, store: Store, health) -> list[Any]:
     services.append(httpboot_service(cfg, backend, StoreBootArtifacts(cfg, store),
                                      mounts={"/nix-cache": create_binary_cache(cfg)}))
     services.append(_build_worker(cfg, store))
-    app = create_app(WebContext(store=store, config=cfg, health=health, secret_key=secret_key(cfg)))
-    services.append(WebService(app, cfg.web.listen))
+    services.append(web_service(cfg, store, health))
     services.append(DiscoveryService(store, cfg.lan.interface))
     services.append(NetworkWatchdog(store, cfg.state_dir, cfg=cfg))
     services.append(VpnService(cfg, store) if cfg.vpn.enable else None)
@@ -168,6 +142,13 @@ def serve(cfg: Config, *, until=None, wake: list[str] | None = None) -> int:
     log.info("nixie serve starting", extra={"config": cfg.path, "state_dir": cfg.state_dir,
                                              "services": ",".join(s.name for s in supervisor.services)})
     supervisor.start()
+    deadline = time.monotonic() + 1.0
+    while not supervisor.health()["ok"] and time.monotonic() < deadline:
+        time.sleep(0.02)  # the services' threads are starting
+    try:
+        write_status(store, supervisor.health())  # web workers report this until the next beat
+    except Exception:  # noqa: BLE001
+        log.warning("could not write status heartbeat", exc_info=True)
     if wake:
         _wake(cfg, store, wake)
     while not stopping.wait(HEARTBEAT_SECONDS):

@@ -70,6 +70,7 @@ let
     web = {
       listen = opt listenList [ "0.0.0.0:8080" ] "Admin web UI and REST API listeners.";
       secret_key_file = opt optPath null "File holding the session signing key; null creates state_dir/secret_key.";
+      workers = opt (between 0 64) 0 "Web server processes sharing the listeners; 0 means one per CPU (at most 4), 1 serves inside nixie serve.";
     };
 
     dns = {

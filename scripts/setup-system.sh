@@ -27,10 +27,15 @@ trap '[ $made_policy = 1 ] && rm -f "$policy"' EXIT
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${missing[@]}"
-# Packaged daemons must not hold the host's ports 53/67/69/80.
-for svc in tftpd-hpa nginx kea-dhcp4-server dnsmasq; do
-  pkill -x "$(basename "$svc")" 2>/dev/null || true
+# Packaged daemons must not hold the host's ports 53/67/69/80. policy-rc.d kept
+# them from starting; should one have started anyway, stop it: only a daemon in
+# the host's network namespace whose parent is init, never a reference server a
+# test or the lab runs in a namespace of its own.
+host_net=$(readlink /proc/1/ns/net)
+for name in in.tftpd kea-dhcp4 nginx dnsmasq; do
+  for pid in $(pgrep -x "$name" || true); do
+    [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "$host_net" ] || continue
+    [ "$(ps -o ppid= -p "$pid" | tr -d ' ')" = 1 ] || continue
+    kill "$pid" 2>/dev/null || true
+  done
 done
-pkill -x in.tftpd 2>/dev/null || true
-pkill -x kea-dhcp4 2>/dev/null || true
-pkill -x nginx 2>/dev/null || true

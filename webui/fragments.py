@@ -3,9 +3,12 @@
 The dashboard body and the hosts table are the same for every admin; rendering
 them once a second (per URL) instead of once per request is what keeps many
 viewers (a wall screen, twenty admins) cheap. A change made through this app
-drops every cached part at once; a change from another process (the CLI, the
-DHCP server) shows within `FRESH_SECONDS`. Parts never hold forms, CSRF
-tokens or flashed messages.
+drops every cached part of this process at once, and for the next
+`FRESH_SECONDS` the admin who made it gets freshly rendered parts from every
+web worker process (a mark in their session), so the page they are sent back to
+shows the change; a change from another process (the CLI, the DHCP server)
+shows within `FRESH_SECONDS`. Parts never hold forms, CSRF tokens or flashed
+messages.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from flask import current_app
+from flask import current_app, session
 from markupsafe import Markup
 
 FRESH_SECONDS = 1.0
@@ -30,10 +33,11 @@ def _parts() -> OrderedDict:
 def cached(key: str, render: Callable[[], str]) -> Markup:
     parts = _parts()
     t = time.monotonic()
-    with _lock:
-        hit = parts.get(key)
-        if hit is not None and t - hit[0] < FRESH_SECONDS:
-            return hit[1]
+    if not _changed_lately():
+        with _lock:
+            hit = parts.get(key)
+            if hit is not None and t - hit[0] < FRESH_SECONDS:
+                return hit[1]
     html = Markup(render())
     with _lock:
         parts[key] = (t, html)
@@ -41,6 +45,16 @@ def cached(key: str, render: Callable[[], str]) -> Markup:
         while len(parts) > MAX_PARTS:
             parts.popitem(last=False)
     return html
+
+
+def mark_changed() -> None:
+    """This admin just changed something: their next pages are rendered fresh."""
+    session["changed_at"] = time.time()
+
+
+def _changed_lately() -> bool:
+    t = session.get("changed_at")
+    return isinstance(t, float) and 0 <= time.time() - t < FRESH_SECONDS + 1
 
 
 def forget_all() -> None:

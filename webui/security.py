@@ -3,17 +3,15 @@ rate limits and the security headers every response carries."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
 from urllib.parse import urlsplit
 
 from flask import Flask, g, jsonify, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 
 from appliance import apitokens, settings, users
 from appliance.errors import NixieError
+from appliance.loginlimits import LoginLimits
 
 from .context import conn
 
@@ -57,64 +55,6 @@ class NixieSessionInterface(SecureCookieSessionInterface):
             return bool(app.config.get("SESSION_COOKIE_SECURE"))
 
 
-# ---------------------------------------------------------------- rate limits
-
-
-class SlidingWindow:
-    """At most `limit` failures per key within `seconds` (in memory, per process)."""
-
-    def __init__(self, limit: int, seconds: float):
-        self.limit = limit
-        self.seconds = seconds
-        self._hits: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _trim(self, key: str, t: float) -> deque[float]:
-        q = self._hits.setdefault(key, deque())
-        while q and q[0] <= t - self.seconds:
-            q.popleft()
-        return q
-
-    def retry_after(self, key: str) -> float:
-        """Seconds until `key` may try again; 0 when it may now."""
-        t = time.monotonic()
-        with self._lock:
-            q = self._trim(key, t)
-            if len(q) < self.limit:
-                if not q:
-                    self._hits.pop(key, None)
-                return 0.0
-            return q[0] + self.seconds - t
-
-    def hit(self, key: str) -> None:
-        t = time.monotonic()
-        with self._lock:
-            self._trim(key, t).append(t)
-            if len(self._hits) > 100_000:  # bound memory under a spray of keys
-                for k in [k for k, q in self._hits.items() if not q or q[-1] <= t - self.seconds]:
-                    del self._hits[k]
-
-    def reset(self, key: str) -> None:
-        with self._lock:
-            self._hits.pop(key, None)
-
-
-class LoginLimiter:
-    def __init__(self, per_ip: int = 20, per_user: int = 5, seconds: float = 300):
-        self.ip = SlidingWindow(per_ip, seconds)
-        self.user = SlidingWindow(per_user, seconds)
-
-    def retry_after(self, ip: str, username: str) -> float:
-        return max(self.ip.retry_after(ip), self.user.retry_after(username.lower()))
-
-    def failed(self, ip: str, username: str) -> None:
-        self.ip.hit(ip)
-        self.user.hit(username.lower())
-
-    def succeeded(self, username: str) -> None:
-        self.user.reset(username.lower())
-
-
 # ---------------------------------------------------------------- the guard
 
 
@@ -140,10 +80,14 @@ def _bearer() -> str | None:
 
 
 def login_user(uid: int, username: str) -> None:
+    """A fresh session (nothing kept from before the login), with its CSRF secret
+    made now, so the cookie set at login is the one the browser keeps."""
     session.clear()
     session.permanent = True
     session["uid"] = uid
     session["user"] = username
+    g.pop("csrf_token", None)  # flask-wtf's per-request copy of the old token
+    generate_csrf()
 
 
 def guard():
@@ -208,9 +152,11 @@ def safe_next(target: str | None) -> str | None:
 
 def add_headers(resp):
     if request.method in UNSAFE_METHODS:  # this app may have changed something
-        from .fragments import forget_all
+        from .fragments import forget_all, mark_changed
 
-        forget_all()
+        forget_all()  # in this process; `mark_changed` covers the other web workers
+        if g.get("auth") != "token":  # API token clients have no session to mark
+            mark_changed()
     for k, v in HEADERS.items():
         resp.headers.setdefault(k, v)
     if behind_tls():
@@ -222,7 +168,7 @@ def add_headers(resp):
 
 def init_app(app: Flask) -> None:
     app.session_interface = NixieSessionInterface()
-    app.extensions["nixie_login_limiter"] = LoginLimiter()
+    app.extensions["nixie_login_limits"] = LoginLimits()
     csrf.init_app(app)
     app.before_request(guard)
     app.after_request(add_headers)

@@ -98,7 +98,9 @@ class Lan:
             conn.close()
 
     def dhcp_stats(self, timeout: float = 6) -> dict:
-        """The DHCP service's counters, from serve's status heartbeat."""
+        """The DHCP service's counters, from the first status heartbeat serve writes
+        after this call (so they count everything sent before it)."""
+        asked = time.time()
         deadline = time.monotonic() + timeout
         while True:
             conn = sqlite3.connect(self.db)
@@ -106,7 +108,7 @@ class Lan:
                 row = conn.execute("SELECT value FROM settings WHERE key='serve.status'").fetchone()
             finally:
                 conn.close()
-            if row:
+            if row and json.loads(row[0])["ts"] > asked:
                 st = json.loads(row[0])["services"]["dhcp"].get("stats")
                 if st or time.monotonic() > deadline:
                     return st or {}

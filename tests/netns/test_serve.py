@@ -1,6 +1,7 @@
 """`nixie serve` in its own network namespace: health, concurrent CLI, clean SIGTERM."""
 
 import json
+import os
 import signal
 import sys
 import time
@@ -62,6 +63,8 @@ def test_serve_concurrent_cli_and_sigterm(lan, tmp_path):
         st = json.loads(run_nixie("status", "--json", config=cfg, ns=ns).stdout)
         assert st["serve"]["running"] and st["serve"]["pid"] == proc.pid
 
+        workers = json.loads(http_get(ns, "http://10.77.0.1:8080/healthz")[1])[
+            "services"]["web"]["stats"].get("pids", [])
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=10)
@@ -73,6 +76,7 @@ def test_serve_concurrent_cli_and_sigterm(lan, tmp_path):
     out = open(tmp_path / "serve.log").read()
     assert rc == 0, out
     assert took < 2.0, f"SIGTERM took {took:.2f}s"
+    assert not [p for p in workers if os.path.exists(f"/proc/{p}")], "web workers outlived serve"
     assert "nixie serve stopped" in out and "clean=True" in out
     for line in out.strip().splitlines():
         assert line.startswith("ts="), f"not a structured line: {line}"

@@ -120,15 +120,35 @@ def test_login_rate_limited_per_user(web):
     assert post_form(c, "/login", {"username": "bob", "password": "whatever1"}).status_code == 401
 
 
-def test_login_rate_limited_per_ip():
-    from webui.security import LoginLimiter
+def test_login_rate_limited_per_ip(tmp_path):
+    from appliance.db import connect
+    from appliance.loginlimits import LoginLimits
 
-    lim = LoginLimiter(per_ip=3, per_user=100, seconds=60)
+    conn = connect(tmp_path / "s.db")
+    other = connect(tmp_path / "s.db")  # another web worker process sees the same counts
+    lim = LoginLimits(per_ip=3, per_user=100, seconds=60)
     for i in range(3):
-        assert lim.retry_after("10.0.0.9", f"user{i}") == 0
-        lim.failed("10.0.0.9", f"user{i}")
-    assert lim.retry_after("10.0.0.9", "someone-else") > 0
-    assert lim.retry_after("10.0.0.10", "someone-else") == 0
+        assert lim.retry_after(conn, "10.0.0.9", f"user{i}") == 0
+        lim.failed(conn, "10.0.0.9", f"user{i}")
+    assert 0 < lim.retry_after(other, "10.0.0.9", "someone-else") <= 60
+    assert lim.retry_after(other, "10.0.0.10", "someone-else") == 0
+
+
+def test_login_limits_per_user_cleared_by_success(tmp_path):
+    from appliance.db import connect
+    from appliance.loginlimits import LoginLimits
+
+    conn = connect(tmp_path / "s.db")
+    lim = LoginLimits(per_ip=100, per_user=2, seconds=60)
+    lim.failed(conn, "10.0.0.1", "Alice")
+    lim.failed(conn, "10.0.0.2", "alice")
+    assert lim.retry_after(conn, "10.0.0.3", "ALICE") > 0  # names compare without case
+    lim.succeeded(conn, "alice")
+    assert lim.retry_after(conn, "10.0.0.3", "alice") == 0
+    # failures older than the window are forgotten (and pruned)
+    conn.execute("UPDATE login_failures SET ts = ts - 120")
+    lim.failed(conn, "10.0.0.1", "bob")
+    assert conn.execute("SELECT count(*) FROM login_failures").fetchone()[0] == 2
 
 
 def test_security_headers_and_csp(client):

@@ -22,11 +22,11 @@ def login():
         return redirect(safe_next(request.args.get("next")) or url_for("dashboard.index"))
     form = LoginForm()
     status = 200
-    limiter = current_app.extensions["nixie_login_limiter"]
+    limits = current_app.extensions["nixie_login_limits"]
     if form.validate_on_submit():
         ip = request.remote_addr or "?"
         username = form.username.data.strip()
-        wait = limiter.retry_after(ip, username)
+        wait = limits.retry_after(conn(), ip, username)
         if wait > 0:
             form.username.errors = [f"Too many failed attempts. Try again in {math.ceil(wait)} s."]
             events.record(conn(), "auth.login_throttled",
@@ -36,13 +36,13 @@ def login():
         else:
             uid = users.verify_password(conn(), username, form.password.data)
             if uid is None:
-                limiter.failed(ip, username)
+                limits.failed(conn(), ip, username)
                 events.record(conn(), "auth.login_failed", f"failed login for {username!r} from {ip}",
                               level="warning", ip=ip)
                 form.password.errors = ["Wrong user name or password."]
                 status = 401
             else:
-                limiter.succeeded(username)
+                limits.succeeded(conn(), username)
                 login_user(uid, username)
                 events.record(conn(), "auth.login", f"{username} logged in from {ip}", ip=ip)
                 return redirect(safe_next(request.args.get("next")) or url_for("dashboard.index"))

@@ -29,8 +29,13 @@ def index():
         return render_template("hosts/_table.html", hosts=rows, q=q, page=page, total=total,
                                pages=max(1, -(-total // PAGE_SIZE)))
 
-    return render_template("hosts/index.html", q=q, import_form=ImportForm(),
-                           table=fragments.cached(request.full_path, table))
+    return render_template("hosts/index.html", q=q, table=fragments.cached(request.full_path, table),
+                           import_fields=fragments.cached("hosts:import-fields", _import_fields))
+
+
+def _import_fields() -> str:
+    """The import form's fields: the same for everyone (its CSRF token is not in them)."""
+    return render_template("hosts/_import_fields.html", import_form=ImportForm(meta={"csrf": False}))
 
 
 def _flake_choices():
