@@ -79,7 +79,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--clients", default="1,20")
     ap.add_argument("--blksizes", default="512,1468")
-    ap.add_argument("--workers", type=int, default=1, help="our server's loops")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="our server's worker processes; 0 (default): one per CPU, as nixie serve runs it")
     args = ap.parse_args()
     for tool in ("in.tftpd", "curl"):
         if not shutil.which(tool):
