@@ -19,7 +19,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import codec, policy
@@ -36,6 +36,10 @@ FIRST_RTO = 0.25
 MAX_TRANSFERS = 1024
 SCAN_INTERVAL = 0.1
 _DATA_HDR = struct.Struct("!HH")
+# Whole DATA packets are kept for files up to this size, for a few block sizes each
+# (a client picks the block size: memory must not grow with what clients ask for).
+PACKETS_MAX_FILE = 8 << 20
+PACKETS_MAX_VARIANTS = 4
 
 
 def parse_listen(addr: str) -> tuple[int, str, int]:
@@ -50,6 +54,23 @@ class _File:
     key: tuple[int, int, int, int]
     size: int
     view: Any  # memoryview of a snapshot, or a PreadView
+    # whole DATA packets by blksize (snapshots only): packets[i] carries block i + 1
+    packets: dict[int, list[bytes]] = field(default_factory=dict)
+
+    def data_packets(self, blksize: int) -> list[bytes] | None:
+        """Every DATA packet of the file at `blksize`, built on first use: a block then
+        costs one send of bytes already in memory. None for files read with pread."""
+        if not isinstance(self.view, memoryview) or self.size > PACKETS_MAX_FILE:
+            return None
+        pkts = self.packets.get(blksize)
+        if pkts is None:
+            if len(self.packets) >= PACKETS_MAX_VARIANTS:
+                return None  # clients asking for many block sizes get the slicing path
+            view, pack = self.view, _DATA_HDR.pack
+            pkts = [pack(3, (i + 1) & 0xFFFF) + view[i * blksize:(i + 1) * blksize]
+                    for i in range(self.size // blksize + 1)]
+            self.packets[blksize] = pkts
+        return pkts
 
 
 class PreadView:
@@ -102,7 +123,8 @@ class FileCache:
             os.close(fd)
         f = _File(key, len(data), memoryview(data))
         self.files.pop(path, None)
-        while self.files and sum(x.size for x in self.files.values()) + f.size > self.limit_bytes:
+        while self.files and sum(x.size * (1 + len(x.packets)) for x in self.files.values()) \
+                + f.size > self.limit_bytes:
             self.files.pop(next(iter(self.files)))  # oldest; live transfers keep their view
         self.files[path] = f
         return f
@@ -113,14 +135,16 @@ class Transfer:
 
     __slots__ = ("sock", "peer", "path", "name", "view", "size", "blksize", "window",
                  "timeout", "oack", "nblocks", "acked", "sent_upto", "retries", "deadline", "rto",
-                 "started", "fd", "recv", "sendmsg", "expect")
+                 "started", "fd", "recv", "sendmsg", "send", "expect", "packets")
 
     def __init__(self, sock: socket.socket, peer: tuple, path: str, name: str, view: memoryview,
-                 neg: policy.Negotiated):
+                 neg: policy.Negotiated, packets: list[bytes] | None = None):
         self.sock = sock
         self.fd = sock.fileno()
         self.recv = sock.recv
         self.sendmsg = sock.sendmsg
+        self.send = sock.send
+        self.packets = packets  # whole DATA packets (see _File.data_packets), or None
         self.expect: bytes | None = None
         self.peer = peer
         self.path = path
@@ -150,15 +174,19 @@ class Transfer:
         sent = 0
         first = self.acked + 1 if resend else max(self.acked, self.sent_upto) + 1
         last = min(self.acked + self.window, self.nblocks)
-        bs, view, send, pack = self.blksize, self.view, self.sock.sendmsg, _DATA_HDR.pack
+        bs, view, sendmsg, pack, pkts = (self.blksize, self.view, self.sock.sendmsg,
+                                         _DATA_HDR.pack, self.packets)
         for blk in range(first, last + 1):
-            off = (blk - 1) * bs
-            chunk = view[off:off + bs]
             try:
-                send((pack(3, blk & 0xFFFF), chunk))
+                if pkts is not None:
+                    sent += self.send(pkts[blk - 1]) - 4
+                else:
+                    off = (blk - 1) * bs
+                    chunk = view[off:off + bs]
+                    sendmsg((pack(3, blk & 0xFFFF), chunk))
+                    sent += len(chunk)
             except BlockingIOError:
                 break  # the socket buffer is full: the timeout resends
-            sent += len(chunk)
             self.sent_upto = blk
         self.deadline = now + self.rto
         # lock-step: the one packet that moves this transfer on (see the loop)
@@ -319,10 +347,13 @@ class TftpServer:
                     if blk >= t.nblocks:
                         self._finish(t, "sent", ok=True)
                         continue
-                    bs = t.blksize
                     nxt = blk + 1
                     try:
-                        t.sendmsg((pack(3, nxt & 0xFFFF), t.view[blk * bs:blk * bs + bs]))
+                        if t.packets is not None:
+                            t.send(t.packets[blk])
+                        else:
+                            bs = t.blksize
+                            t.sendmsg((pack(3, nxt & 0xFFFF), t.view[blk * bs:blk * bs + bs]))
                     except BlockingIOError:
                         pass  # the timeout resends
                     except OSError:
@@ -380,7 +411,7 @@ class TftpServer:
             self.counters["socket_errors"] += 1
             log.warning("cannot open a transfer socket", extra={"error": str(e)})
             return
-        t = Transfer(s, peer, path, req.filename, f.view, neg)
+        t = Transfer(s, peer, path, req.filename, f.view, neg, f.data_packets(neg.blksize))
         self.transfers[t.fd] = t
         self._ep.register(t.fd, select.EPOLLIN)
         self.counters["transfers"] += 1
