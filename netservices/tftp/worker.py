@@ -103,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     logger.propagate = False
 
     server = TftpServer(args.root, args.listen, events=PipeEvents(out), reuse_port=True)
-    server.bind()  # an OSError here ends the worker before "ready": the pool reports it
+    try:
+        server.bind()
+    except OSError as e:  # before "ready": the pool reports this line and gives up
+        print(f"cannot bind {','.join(args.listen)}: {e}", flush=True)
+        return 2
     signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
     done = threading.Event()
 
