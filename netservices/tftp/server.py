@@ -40,6 +40,12 @@ _DATA_HDR = struct.Struct("!HH")
 # (a client picks the block size: memory must not grow with what clients ask for).
 PACKETS_MAX_FILE = 8 << 20
 PACKETS_MAX_VARIANTS = 4
+# A client sends ACKs (4 bytes) and ERRORs during a transfer; the opcode decides, so
+# a longer datagram may be cut here (a small buffer stays in Python's own allocator).
+RECV_SIZE = 256
+# events per epoll wait: Python allocates room for this many on every call (the
+# default, 1023, is a 12 KB malloc per packet in a lock-step transfer)
+POLL_MAX_EVENTS = 64
 
 
 def parse_listen(addr: str) -> tuple[int, str, int]:
@@ -315,7 +321,7 @@ class TftpServer:
         transfers, listeners = self.transfers, self.listeners
         pack = _DATA_HDR.pack
         while not self._stopping and not (stop is not None and stop.is_set()):
-            ready = ep.poll(SCAN_INTERVAL)
+            ready = ep.poll(SCAN_INTERVAL, POLL_MAX_EVENTS)
             now = time.monotonic()
             for fd, _mask in ready:
                 t = transfers.get(fd)
@@ -331,7 +337,7 @@ class TftpServer:
                 # One datagram per readiness event: epoll is level-triggered, so a
                 # second queued packet wakes us again.
                 try:
-                    data = t.recv(2048)
+                    data = t.recv(RECV_SIZE)
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError:  # ICMP port unreachable: the client is gone
