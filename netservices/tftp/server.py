@@ -55,6 +55,24 @@ def parse_listen(addr: str) -> tuple[int, str, int]:
     return family, host, int(port)
 
 
+def bind_listeners(listen: list[str]) -> list[tuple[socket.socket, str]]:
+    """A non-blocking UDP socket bound to each `listen` address, with its host."""
+    out: list[tuple[socket.socket, str]] = []
+    try:
+        for addr in listen:
+            family, host, port = parse_listen(addr)
+            s = socket.socket(family, socket.SOCK_DGRAM)
+            out.append((s, host))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            s.bind((host, port))
+            s.setblocking(False)
+    except OSError:
+        for s, _ in out:
+            s.close()
+        raise
+    return out
+
+
 @dataclass
 class _File:
     key: tuple[int, int, int, int]
@@ -237,7 +255,8 @@ class TftpServer:
 
     def __init__(self, root: str, listen: list[str], events=None, hosts=None,
                  max_blksize: int = policy.MAX_BLKSIZE, max_transfers: int = MAX_TRANSFERS,
-                 reuse_port: bool = False):
+                 listen_sockets: list[tuple[socket.socket, str]] | None = None,
+                 requests_per_wake: int = 64):
         self.root = str(root)
         self.listen = list(listen)
         self.events = events
@@ -245,7 +264,10 @@ class TftpServer:
         self._host_by_ip = getattr(hosts, "host_by_ip", None)
         self.max_blksize = max_blksize
         self.max_transfers = max_transfers
-        self.reuse_port = reuse_port  # several servers (loops) share the listen addresses
+        # sockets bound by someone else (a worker gets its parent's), shared with
+        # sibling loops: then take one request per wake-up and leave the rest to them
+        self.listen_sockets = listen_sockets
+        self.requests_per_wake = requests_per_wake
         self.counters: Counter[str] = Counter()
         self.bytes_sent = 0
         self.files = FileCache()
@@ -261,14 +283,7 @@ class TftpServer:
     # ------------------------------------------------------------ lifecycle
     def bind(self) -> None:
         ep = select.epoll()
-        for addr in self.listen:
-            family, host, port = parse_listen(addr)
-            s = socket.socket(family, socket.SOCK_DGRAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            if self.reuse_port:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            s.bind((host, port))
-            s.setblocking(False)
+        for s, host in self.listen_sockets or bind_listeners(self.listen):
             self.listeners[s.fileno()] = (s, host)
             ep.register(s.fileno(), select.EPOLLIN)
         ep.register(self._wake_r, select.EPOLLIN)
@@ -375,7 +390,7 @@ class TftpServer:
                 self._check_timeouts(now)
 
     def _on_request_readable(self, sock: socket.socket, host: str, now: float) -> None:
-        for _ in range(64):
+        for _ in range(self.requests_per_wake):
             try:
                 data, peer = sock.recvfrom(65536)
             except (BlockingIOError, InterruptedError):

@@ -1,11 +1,11 @@
 """One TFTP worker process: `python -m netservices.tftp.worker --root DIR --listen IP:PORT ...`.
 
-Started by `WorkerPool` (workers.py), never by hand. It binds the listen
-addresses with SO_REUSEPORT next to its siblings, so the kernel hands each new
-request to one of them, and serves its own transfers with the ordinary loop.
+Started by `WorkerPool` (workers.py), never by hand. It inherits the listen
+sockets the parent bound (its siblings wait on the same ones), takes one request
+per wake-up, and serves the transfers it took with the ordinary loop.
 
 Everything the parent needs comes back on stdout, one JSON object per line:
-  {"ready": pid}                      after binding
+  {"ready": pid}                      when it serves
   {"event": {...}}                    a boot event (the parent adds the host)
   {"stats": {...}}                    counters, about once a second and at exit
   {"log": {"level": .., "msg": .., "extra": {..}}}  a log record
@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 
@@ -91,7 +92,8 @@ def die_with_parent(parent: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m netservices.tftp.worker")
     ap.add_argument("--root", required=True)
-    ap.add_argument("--listen", action="append", required=True)
+    ap.add_argument("--listen-fd", action="append", required=True, metavar="FD@HOST",
+                    help="a bound UDP socket inherited from the parent, and its address")
     ap.add_argument("--parent", type=int, required=True, help="the pool's pid")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a terminal ^C stops us
@@ -102,12 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     logger.setLevel(logging.INFO)
     logger.propagate = False
 
-    server = TftpServer(args.root, args.listen, events=PipeEvents(out), reuse_port=True)
-    try:
-        server.bind()
-    except OSError as e:  # before "ready": the pool reports this line and gives up
-        print(f"cannot bind {','.join(args.listen)}: {e}", flush=True)
-        return 2
+    listeners = []
+    for spec in args.listen_fd:
+        fd, _, host = spec.partition("@")
+        sock = socket.socket(fileno=int(fd))
+        sock.setblocking(False)
+        listeners.append((sock, host))
+    server = TftpServer(args.root, [], events=PipeEvents(out),
+                        listen_sockets=listeners, requests_per_wake=1)
+    server.bind()
     signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
     done = threading.Event()
 

@@ -1,10 +1,13 @@
 """TFTP on several cores: worker processes sharing the listen addresses.
 
 A Python loop costs ~25 us of CPU per DATA packet, so one loop is bound to one
-core. `WorkerPool` starts N fresh interpreters (`python -m netservices.tftp.worker`,
-never a fork of a threaded parent), each binding the listen addresses with
-SO_REUSEPORT: the kernel hashes every new request (by its 4-tuple) to one of
-them and that worker serves the whole transfer on its own connected socket.
+core. `WorkerPool` binds the listen addresses itself (so a taken address fails
+here, at once, and nothing else can join the port) and starts N fresh
+interpreters (`python -m netservices.tftp.worker`, never a fork of a threaded
+parent) that inherit those sockets. Every worker waits on them and takes one
+request per wake-up, so whichever worker is free takes the next client, and
+serves that whole transfer on its own connected socket. A worker that dies
+loses nothing queued on the listen sockets: its siblings read on.
 
 The parent keeps what needs the appliance: a reader thread per worker turns
 the worker's JSON lines into boot events (adding the host via `host_by_ip`),
@@ -20,12 +23,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from .server import bind_listeners
 
 log = logging.getLogger("nixie.tftp")
 
@@ -76,6 +82,7 @@ class WorkerPool:
         self.events = events
         self._host_by_ip = getattr(hosts, "host_by_ip", None)
         self.python = python
+        self.sockets: list[tuple[socket.socket, str]] = []  # bound here, shared by the workers
         self.workers: dict[int, Worker] = {}  # slot -> the current worker
         self.retired: dict[str, int] = {}  # counters of workers that have exited
         self.restarts = 0
@@ -86,12 +93,13 @@ class WorkerPool:
     def _spawn(self, slot: int) -> Worker:
         argv = [self.python, "-m", "netservices.tftp.worker", "--root", self.root,
                 "--parent", str(os.getpid())]
-        for addr in self.listen:
-            argv += ["--listen", addr]
+        for sock, host in self.sockets:
+            argv += ["--listen-fd", f"{sock.fileno()}@{host}"]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, env=env, close_fds=True)
+                                stderr=subprocess.STDOUT, env=env, close_fds=True,
+                                pass_fds=[sock.fileno() for sock, _ in self.sockets])
         w = Worker(slot, proc)
         w.reader = threading.Thread(target=self._read, args=(w,), name=f"tftp-worker-{slot}",
                                     daemon=True)
@@ -123,7 +131,9 @@ class WorkerPool:
             w.reader.join(timeout=1)
 
     def start(self) -> None:
-        """Start every worker and wait until each one has bound; WorkerFailed if one cannot."""
+        """Bind the listen addresses (OSError if one cannot be), start every worker and
+        wait until each one serves (WorkerFailed if one does not)."""
+        self.sockets = bind_listeners(self.listen)
         started: list[Worker] = []
         try:
             for slot in range(self.size):
@@ -133,6 +143,7 @@ class WorkerPool:
         except BaseException:
             for w in started:
                 self._end(w)
+            self._close_sockets()
             raise
         with self._lock:
             self.workers = {w.slot: w for w in started}
@@ -203,6 +214,12 @@ class WorkerPool:
                 w.proc.terminate()
         for w in workers:
             self._end(w)
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        for sock, _ in self.sockets:
+            sock.close()
+        self.sockets = []
 
     # ------------------------------------------------------------ what workers say
     def _read(self, w: Worker) -> None:

@@ -445,11 +445,16 @@ def test_worker_pool_serves_and_the_parent_adds_the_host(root):
     assert all(w.proc.poll() is not None for w in pool.workers.values())
 
 
-def test_worker_pool_reports_an_address_it_cannot_bind(root):
+def test_worker_pool_reports_an_address_taken_and_a_worker_that_cannot_start(root):
     from netservices.tftp.workers import WorkerFailed, WorkerPool
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:  # no SO_REUSEPORT
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         pool = WorkerPool(str(root), [f"127.0.0.1:{taken.getsockname()[1]}"], 2)
-        with pytest.raises(WorkerFailed, match="cannot bind"):
+        with pytest.raises(OSError, match="in use"):
             pool.run()
+    pool = WorkerPool(str(root), [f"127.0.0.1:{free_udp_port()}"], 2,
+                      python="/bin/false")  # starts, and exits at once
+    with pytest.raises(WorkerFailed):
+        pool.run()
+    assert pool.sockets == [] and pool.workers == {}
