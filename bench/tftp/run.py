@@ -1,12 +1,15 @@
 """TFTP: ours vs tftp-hpa serving ipxe.efi to curl clients, 1 and 20 at once,
 blksize 512 and 1468, over a veth pair between two namespaces.
 
-`python -m bench.tftp.run [--seconds S]` prints MB/s for each and the ratio."""
+`python -m bench.tftp.run [--seconds S]` prints MB/s for each and the ratio, each
+server's CPU time per DATA packet (steadier than MB/s on a shared machine) and
+the load average. Ours runs as `nixie serve` runs it: one worker per CPU."""
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -33,9 +36,42 @@ def wait_udp(ns: Netns, proc: subprocess.Popen, port: int = 69) -> None:
     raise RuntimeError("server did not bind")
 
 
+CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+
+
+class CpuMeter:
+    """CPU time of a server and everything it forks, short-lived children included
+    (tftp-hpa forks one per transfer): a cpuacct cgroup the server starts in."""
+
+    def __init__(self) -> None:
+        self.dir: Path | None = CPUACCT / f"nixie-bench-tftp-{os.getpid()}"
+        try:
+            self.dir.mkdir(exist_ok=True)
+        except OSError:  # no cgroup v1 cpuacct here: figures print as nan
+            self.dir = None
+
+    def add(self, pid: int) -> None:
+        """Move `pid` in (right after it starts: what it forks later is counted too)."""
+        if self.dir is not None:
+            (self.dir / "cgroup.procs").write_text(f"{pid}\n")
+
+    def seconds(self) -> float:
+        if self.dir is None:
+            return float("nan")
+        return int((self.dir / "cpuacct.usage").read_text()) / 1e9
+
+    def close(self) -> None:
+        try:
+            if self.dir is not None:
+                self.dir.rmdir()
+        except OSError:
+            pass
+
+
 def load(client: Netns, clients: int, blksize: int, seconds: float, size: int, out: Path
-         ) -> float:
-    """`clients` curl loops fetch the file for ~`seconds`; MB/s over all of them."""
+         ) -> tuple[float, int]:
+    """`clients` curl loops fetch the file for ~`seconds`; (MB/s over all of them,
+    fetches done)."""
     url = f"tftp://{SERVER_IP}/{FILE.name}"
     fetch = f"curl -sf --tftp-blksize {blksize} -o {out}/c$i {url}"
     total, took = fetch_loops(client, clients, seconds, fetch, out, grace=120)
@@ -43,7 +79,7 @@ def load(client: Netns, clients: int, blksize: int, seconds: float, size: int, o
     got = hashlib.sha256((out / "c0").read_bytes()).hexdigest()
     if got != want:
         raise RuntimeError("wrong bytes")
-    return total * size / took / 1e6
+    return total * size / took / 1e6, total
 
 
 def main() -> int:
@@ -52,7 +88,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--clients", default="1,20")
     ap.add_argument("--blksizes", default="512,1468")
-    ap.add_argument("--workers", type=int, default=1, help="our server's loops")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="our server's worker processes; 0 (default): one per CPU, as nixie serve runs it")
     args = ap.parse_args()
     for tool in ("in.tftpd", "curl"):
         if not shutil.which(tool):
@@ -68,6 +105,8 @@ def main() -> int:
     out.mkdir()
     size = FILE.stat().st_size
     results: dict[tuple[str, int, int], float] = {}
+    cpu_us: dict[tuple[str, int, int], float] = {}  # server CPU per DATA packet
+    meter = CpuMeter()
     try:
         with server_and_client(SERVER_IP, CLIENT_IP) as (srv, cli):
             servers = {
@@ -82,18 +121,26 @@ def main() -> int:
                     for name, argv in [*servers.items()] * args.rounds:
                         proc = srv.popen(*argv, cwd=ROOT, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)
+                        meter.add(proc.pid)
                         try:
                             wait_udp(srv, proc)
-                            mbs = load(cli, clients, blksize, args.seconds, size, out)
+                            cpu0 = meter.seconds()
+                            mbs, fetches = load(cli, clients, blksize, args.seconds, size, out)
+                            cpu = meter.seconds() - cpu0
                             key = (name, clients, blksize)
+                            packets = fetches * (size // blksize + 1)
+                            cpu_us[key] = min(cpu_us.get(key, float("inf")), cpu / packets * 1e6)
                             results[key] = max(results.get(key, 0.0), mbs)
                         finally:
                             stop_processes([proc])
                     ours, ref = results[("ours", clients, blksize)], results[("tftp-hpa", clients, blksize)]
                     print(f"tftp {FILE.name} clients={clients:2d} blksize={blksize:4d}: "
-                          f"ours {ours:7.1f} MB/s  tftp-hpa {ref:7.1f} MB/s  ratio {ours / ref:.2f}",
-                          flush=True)
+                          f"ours {ours:7.1f} MB/s  tftp-hpa {ref:7.1f} MB/s  ratio {ours / ref:.2f}  "
+                          f"(CPU us/packet: ours {cpu_us[('ours', clients, blksize)]:.1f}, "
+                          f"tftp-hpa {cpu_us[('tftp-hpa', clients, blksize)]:.1f}; "
+                          f"load average {os.getloadavg()[0]:.2f})", flush=True)
     finally:
+        meter.close()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -9,10 +9,10 @@ import argparse
 import json
 import signal
 import sys
-import threading
 
 from . import populate_root
 from .server import TftpServer
+from .workers import WorkerPool, resolve_workers
 
 
 class JsonLinesEvents:
@@ -34,33 +34,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--listen", action="append", required=True)
     ap.add_argument("--ipxe-dir", help="copy the iPXE binaries from here into the root first")
     ap.add_argument("--events", help="append boot events to this file as JSON lines")
-    ap.add_argument("--workers", type=int, default=1, help="loops sharing the port (SO_REUSEPORT)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="worker processes sharing the port; 0 (default): one per CPU, as in serve")
     args = ap.parse_args(argv)
     if args.ipxe_dir:
         populate_root(args.root, args.ipxe_dir)
     events = JsonLinesEvents(args.events) if args.events else None
-    servers = [TftpServer(args.root, args.listen, events=events, reuse_port=args.workers > 1)
-               for _ in range(max(1, args.workers))]
-    for server in servers:
+    workers = resolve_workers(args.workers)
+    server: TftpServer | WorkerPool
+    if workers > 1:
+        server = WorkerPool(args.root, args.listen, workers, events=events)
+    else:
+        server = TftpServer(args.root, args.listen, events=events)
         server.bind()
+    signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
+    signal.signal(signal.SIGINT, lambda *_: server.shutdown())
 
-    def stop(*_):
-        for server in servers:
-            server.shutdown()
+    def ready() -> None:
+        print("ready", flush=True)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    threads = [threading.Thread(target=s.serve, daemon=True) for s in servers[1:]]
-    for t in threads:
-        t.start()
-    print("ready", flush=True)
-    servers[0].serve()
-    for t in threads:
-        t.join(timeout=5)
-    total: dict[str, int] = {}
-    for server in servers:
-        for k, v in server.stats().items():
-            total[k] = total.get(k, 0) + v
+    if isinstance(server, WorkerPool):
+        server.run(on_ready=ready)
+        total = {**server.stats(), "per_worker": server.per_worker()}
+    else:
+        ready()
+        server.serve()
+        total = {**server.stats(), "workers": 1}
     print(json.dumps(total), flush=True)
     return 0
 

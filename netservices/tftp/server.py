@@ -19,7 +19,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import codec, policy
@@ -36,6 +36,16 @@ FIRST_RTO = 0.25
 MAX_TRANSFERS = 1024
 SCAN_INTERVAL = 0.1
 _DATA_HDR = struct.Struct("!HH")
+# Whole DATA packets are kept for files up to this size, for a few block sizes each
+# (a client picks the block size: memory must not grow with what clients ask for).
+PACKETS_MAX_FILE = 8 << 20
+PACKETS_MAX_VARIANTS = 4
+# A client sends ACKs (4 bytes) and ERRORs during a transfer; the opcode decides, so
+# a longer datagram may be cut here (a small buffer stays in Python's own allocator).
+RECV_SIZE = 256
+# events per epoll wait: Python allocates room for this many on every call (the
+# default, 1023, is a 12 KB malloc per packet in a lock-step transfer)
+POLL_MAX_EVENTS = 64
 
 
 def parse_listen(addr: str) -> tuple[int, str, int]:
@@ -45,11 +55,46 @@ def parse_listen(addr: str) -> tuple[int, str, int]:
     return family, host, int(port)
 
 
+def bind_listeners(listen: list[str]) -> list[tuple[socket.socket, str]]:
+    """A non-blocking UDP socket bound to each `listen` address, with its host."""
+    out: list[tuple[socket.socket, str]] = []
+    try:
+        for addr in listen:
+            family, host, port = parse_listen(addr)
+            s = socket.socket(family, socket.SOCK_DGRAM)
+            out.append((s, host))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            s.bind((host, port))
+            s.setblocking(False)
+    except OSError:
+        for s, _ in out:
+            s.close()
+        raise
+    return out
+
+
 @dataclass
 class _File:
     key: tuple[int, int, int, int]
     size: int
     view: Any  # memoryview of a snapshot, or a PreadView
+    # whole DATA packets by blksize (snapshots only): packets[i] carries block i + 1
+    packets: dict[int, list[bytes]] = field(default_factory=dict)
+
+    def data_packets(self, blksize: int) -> list[bytes] | None:
+        """Every DATA packet of the file at `blksize`, built on first use: a block then
+        costs one send of bytes already in memory. None for files read with pread."""
+        if not isinstance(self.view, memoryview) or self.size > PACKETS_MAX_FILE:
+            return None
+        pkts = self.packets.get(blksize)
+        if pkts is None:
+            if len(self.packets) >= PACKETS_MAX_VARIANTS:
+                return None  # clients asking for many block sizes get the slicing path
+            view, pack = self.view, _DATA_HDR.pack
+            pkts = [pack(3, (i + 1) & 0xFFFF) + view[i * blksize:(i + 1) * blksize]
+                    for i in range(self.size // blksize + 1)]
+            self.packets[blksize] = pkts
+        return pkts
 
 
 class PreadView:
@@ -102,7 +147,8 @@ class FileCache:
             os.close(fd)
         f = _File(key, len(data), memoryview(data))
         self.files.pop(path, None)
-        while self.files and sum(x.size for x in self.files.values()) + f.size > self.limit_bytes:
+        while self.files and sum(x.size * (1 + len(x.packets)) for x in self.files.values()) \
+                + f.size > self.limit_bytes:
             self.files.pop(next(iter(self.files)))  # oldest; live transfers keep their view
         self.files[path] = f
         return f
@@ -113,14 +159,16 @@ class Transfer:
 
     __slots__ = ("sock", "peer", "path", "name", "view", "size", "blksize", "window",
                  "timeout", "oack", "nblocks", "acked", "sent_upto", "retries", "deadline", "rto",
-                 "started", "fd", "recv", "sendmsg", "expect")
+                 "started", "fd", "recv", "sendmsg", "send", "expect", "packets")
 
     def __init__(self, sock: socket.socket, peer: tuple, path: str, name: str, view: memoryview,
-                 neg: policy.Negotiated):
+                 neg: policy.Negotiated, packets: list[bytes] | None = None):
         self.sock = sock
         self.fd = sock.fileno()
         self.recv = sock.recv
         self.sendmsg = sock.sendmsg
+        self.send = sock.send
+        self.packets = packets  # whole DATA packets (see _File.data_packets), or None
         self.expect: bytes | None = None
         self.peer = peer
         self.path = path
@@ -150,15 +198,19 @@ class Transfer:
         sent = 0
         first = self.acked + 1 if resend else max(self.acked, self.sent_upto) + 1
         last = min(self.acked + self.window, self.nblocks)
-        bs, view, send, pack = self.blksize, self.view, self.sock.sendmsg, _DATA_HDR.pack
+        bs, view, sendmsg, pack, pkts = (self.blksize, self.view, self.sock.sendmsg,
+                                         _DATA_HDR.pack, self.packets)
         for blk in range(first, last + 1):
-            off = (blk - 1) * bs
-            chunk = view[off:off + bs]
             try:
-                send((pack(3, blk & 0xFFFF), chunk))
+                if pkts is not None:
+                    sent += self.send(pkts[blk - 1]) - 4
+                else:
+                    off = (blk - 1) * bs
+                    chunk = view[off:off + bs]
+                    sendmsg((pack(3, blk & 0xFFFF), chunk))
+                    sent += len(chunk)
             except BlockingIOError:
                 break  # the socket buffer is full: the timeout resends
-            sent += len(chunk)
             self.sent_upto = blk
         self.deadline = now + self.rto
         # lock-step: the one packet that moves this transfer on (see the loop)
@@ -203,7 +255,8 @@ class TftpServer:
 
     def __init__(self, root: str, listen: list[str], events=None, hosts=None,
                  max_blksize: int = policy.MAX_BLKSIZE, max_transfers: int = MAX_TRANSFERS,
-                 reuse_port: bool = False):
+                 listen_sockets: list[tuple[socket.socket, str]] | None = None,
+                 requests_per_wake: int = 64):
         self.root = str(root)
         self.listen = list(listen)
         self.events = events
@@ -211,7 +264,10 @@ class TftpServer:
         self._host_by_ip = getattr(hosts, "host_by_ip", None)
         self.max_blksize = max_blksize
         self.max_transfers = max_transfers
-        self.reuse_port = reuse_port  # several servers (loops) share the listen addresses
+        # sockets bound by someone else (a worker gets its parent's), shared with
+        # sibling loops: then take one request per wake-up and leave the rest to them
+        self.listen_sockets = listen_sockets
+        self.requests_per_wake = requests_per_wake
         self.counters: Counter[str] = Counter()
         self.bytes_sent = 0
         self.files = FileCache()
@@ -227,14 +283,7 @@ class TftpServer:
     # ------------------------------------------------------------ lifecycle
     def bind(self) -> None:
         ep = select.epoll()
-        for addr in self.listen:
-            family, host, port = parse_listen(addr)
-            s = socket.socket(family, socket.SOCK_DGRAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            if self.reuse_port:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            s.bind((host, port))
-            s.setblocking(False)
+        for s, host in self.listen_sockets or bind_listeners(self.listen):
             self.listeners[s.fileno()] = (s, host)
             ep.register(s.fileno(), select.EPOLLIN)
         ep.register(self._wake_r, select.EPOLLIN)
@@ -287,7 +336,7 @@ class TftpServer:
         transfers, listeners = self.transfers, self.listeners
         pack = _DATA_HDR.pack
         while not self._stopping and not (stop is not None and stop.is_set()):
-            ready = ep.poll(SCAN_INTERVAL)
+            ready = ep.poll(SCAN_INTERVAL, POLL_MAX_EVENTS)
             now = time.monotonic()
             for fd, _mask in ready:
                 t = transfers.get(fd)
@@ -303,7 +352,7 @@ class TftpServer:
                 # One datagram per readiness event: epoll is level-triggered, so a
                 # second queued packet wakes us again.
                 try:
-                    data = t.recv(2048)
+                    data = t.recv(RECV_SIZE)
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError:  # ICMP port unreachable: the client is gone
@@ -319,10 +368,13 @@ class TftpServer:
                     if blk >= t.nblocks:
                         self._finish(t, "sent", ok=True)
                         continue
-                    bs = t.blksize
                     nxt = blk + 1
                     try:
-                        t.sendmsg((pack(3, nxt & 0xFFFF), t.view[blk * bs:blk * bs + bs]))
+                        if t.packets is not None:
+                            t.send(t.packets[blk])
+                        else:
+                            bs = t.blksize
+                            t.sendmsg((pack(3, nxt & 0xFFFF), t.view[blk * bs:blk * bs + bs]))
                     except BlockingIOError:
                         pass  # the timeout resends
                     except OSError:
@@ -338,7 +390,7 @@ class TftpServer:
                 self._check_timeouts(now)
 
     def _on_request_readable(self, sock: socket.socket, host: str, now: float) -> None:
-        for _ in range(64):
+        for _ in range(self.requests_per_wake):
             try:
                 data, peer = sock.recvfrom(65536)
             except (BlockingIOError, InterruptedError):
@@ -380,7 +432,7 @@ class TftpServer:
             self.counters["socket_errors"] += 1
             log.warning("cannot open a transfer socket", extra={"error": str(e)})
             return
-        t = Transfer(s, peer, path, req.filename, f.view, neg)
+        t = Transfer(s, peer, path, req.filename, f.view, neg, f.data_packets(neg.blksize))
         self.transfers[t.fd] = t
         self._ep.register(t.fd, select.EPOLLIN)
         self.counters["transfers"] += 1

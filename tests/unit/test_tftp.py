@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from netservices.backend import HostRecord
 from netservices.tftp import codec, policy, populate_root
 from netservices.tftp.codec import MalformedPacket
 from netservices.tftp.policy import Refused
@@ -399,3 +400,61 @@ def test_file_rewritten_in_place_mid_transfer_and_large_files(server, root):
         assert c.get("large.bin", blksize=1468)[0] == (root / "large.bin").read_bytes()
     finally:
         c.close()
+
+
+# ------------------------------------------------------------------ worker processes
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HostsByIp:
+    def host_by_ip(self, ip):
+        return HostRecord(name="node1", id=7, macs=("52:54:00:00:00:07",), mode="netboot", ip=ip)
+
+
+def test_worker_pool_serves_and_the_parent_adds_the_host(root):
+    from netservices.tftp.workers import WorkerPool
+
+    data = os.urandom(200_000)
+    (root / "f.bin").write_bytes(data)
+    ev = Events()
+    pool = WorkerPool(str(root), [f"127.0.0.1:{free_udp_port()}"], 2, events=ev,
+                      hosts=HostsByIp())
+    port = int(pool.listen[0].rsplit(":", 1)[1])
+    th = threading.Thread(target=pool.run, daemon=True)
+    th.start()
+    try:
+        assert wait_for(lambda: pool.stats().get("workers") == 2, 20)
+        pids = set(pool.per_worker())
+        for _ in range(8):  # a new client socket (source port) each time
+            c = Client(port)
+            try:
+                assert c.get("f.bin", blksize="1468")[0] == data
+            finally:
+                c.close()
+        assert wait_for(lambda: len(ev.seen) == 8)
+        assert all(kw["host_id"] == 7 and kw["mac"] == "52:54:00:00:00:07" for _, _, kw in ev.seen)
+        assert {kw["data"]["worker"] for _, _, kw in ev.seen} <= pids
+        assert wait_for(lambda: pool.stats().get("completed") == 8)
+    finally:
+        pool.shutdown()
+        th.join(10)
+    assert not th.is_alive()
+    assert all(w.proc.poll() is not None for w in pool.workers.values())
+
+
+def test_worker_pool_reports_an_address_taken_and_a_worker_that_cannot_start(root):
+    from netservices.tftp.workers import WorkerFailed, WorkerPool
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        pool = WorkerPool(str(root), [f"127.0.0.1:{taken.getsockname()[1]}"], 2)
+        with pytest.raises(OSError, match="in use"):
+            pool.run()
+    pool = WorkerPool(str(root), [f"127.0.0.1:{free_udp_port()}"], 2,
+                      python="/bin/false")  # starts, and exits at once
+    with pytest.raises(WorkerFailed):
+        pool.run()
+    assert pool.sockets == [] and pool.workers == {}

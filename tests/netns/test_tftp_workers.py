@@ -1,0 +1,205 @@
+"""TFTP with worker processes: real tftp-hpa clients in one namespace, our server
+(`python -m netservices.tftp --workers 2`, and `nixie serve` with tftp.workers 2)
+in another."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from appliance.config import example_config
+from appliance.netlab import Netns, bridge, bridge_port, start_serve, veth, wait_port
+from tests.conftest import ROOT
+
+SERVER, CLIENT = "10.81.0.1", "10.81.0.2"
+FILES = ("ipxe.efi", "undionly.kpxe", "snponly.efi")
+
+
+def sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def children(pid: int) -> dict[int, str]:
+    """pid -> command line of every process whose parent is `pid`."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+            cmd = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+            found[int(entry)] = cmd
+    return found
+
+
+def tftp_workers(pid: int) -> set[int]:
+    return {p for p, cmd in children(pid).items() if "netservices.tftp.worker" in cmd}
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def wait_for(pred, timeout: float = 15.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
+def fetch_all(cli: Netns, out, count: int, server: str = SERVER) -> None:
+    """`count` tftp-hpa clients at once, each getting one of FILES; checks every byte."""
+    procs = [cli.popen("tftp", "-m", "binary", server, "-c", "get", FILES[i % 3],
+                       str(out / f"c{i}"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for i in range(count)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * count, outputs
+    for i in range(count):
+        assert sha(out / f"c{i}") == sha(f"/usr/lib/ipxe/{FILES[i % 3]}"), i
+        (out / f"c{i}").unlink()
+
+
+@pytest.fixture
+def pool(tmp_path):
+    """Our server with two workers in a namespace; yields (client ns, proc, out, events, stop)."""
+    tmp_path.chmod(0o755)
+    root, out, events = tmp_path / "root", tmp_path / "out", tmp_path / "events.jsonl"
+    root.mkdir()
+    out.mkdir()
+    srv, cli = Netns(), Netns()
+    proc = None
+    try:
+        veth(srv, "eth0", cli, "eth0")
+        srv.run("ip", "addr", "add", f"{SERVER}/24", "dev", "eth0")
+        cli.run("ip", "addr", "add", f"{CLIENT}/24", "dev", "eth0")
+        proc = srv.popen(sys.executable, "-m", "netservices.tftp", "--root", str(root),
+                         "--listen", f"{SERVER}:69", "--ipxe-dir", "/usr/lib/ipxe",
+                         "--events", str(events), "--workers", "2",
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+
+        def stop() -> dict:
+            proc.terminate()
+            o, _ = proc.communicate(timeout=10)
+            return json.loads(o.strip().splitlines()[-1])
+
+        yield cli, proc, out, events, stop
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        srv.close()  # ends whatever is left in the namespace
+        cli.close()
+
+
+def test_two_workers_serve_many_clients_and_report_to_the_parent(pool):
+    cli, proc, out, events, stop = pool
+    workers = tftp_workers(proc.pid)
+    assert len(workers) == 2
+    # each worker alone for a few requests (the other one stopped), so both have served
+    for paused in sorted(workers):
+        os.kill(paused, signal.SIGSTOP)
+        try:
+            fetch_all(cli, out, 3)
+        finally:
+            os.kill(paused, signal.SIGCONT)
+    fetch_all(cli, out, 30)
+    stats = stop()
+    assert stats["completed"] == 36 and stats["transfers"] == 36 and len(stats["per_worker"]) == 2, stats
+    per_worker = {int(pid): s for pid, s in stats["per_worker"].items()}
+    assert set(per_worker) == workers
+    assert all(s["completed"] >= 3 for s in per_worker.values()), per_worker
+    assert sum(s["completed"] for s in per_worker.values()) == 36
+    sent = [json.loads(line) for line in events.read_text().splitlines()]
+    sent = [e for e in sent if e["kind"] == "boot.tftp" and e["data"]["status"] == "sent"]
+    assert len(sent) == 36 and {e["ip"] for e in sent} == {CLIENT}
+    assert {e["data"]["worker"] for e in sent} == workers
+    assert not any(alive(p) for p in workers)  # stopped with the parent
+
+
+def test_a_killed_worker_is_replaced_and_serving_goes_on(pool):
+    cli, proc, out, events, stop = pool
+    first = tftp_workers(proc.pid)
+    fetch_all(cli, out, 6)
+    victim = min(first)
+    os.kill(victim, signal.SIGKILL)
+    assert wait_for(lambda: len(tftp_workers(proc.pid)) == 2 and victim not in tftp_workers(proc.pid))
+    now = tftp_workers(proc.pid)
+    assert len(now & first) == 1
+    fetch_all(cli, out, 20)
+    stats = stop()
+    assert stats["worker_restarts"] == 1 and len(stats["per_worker"]) == 2, stats
+    assert {int(p) for p in stats["per_worker"]} == now
+    # the killed worker's counters were kept (it may have died before its last report)
+    assert 20 <= stats["completed"] <= 26, stats
+
+
+def test_workers_end_when_the_parent_is_killed(pool):
+    cli, proc, out, events, stop = pool
+    workers = tftp_workers(proc.pid)
+    assert len(workers) == 2
+    proc.kill()
+    proc.wait()
+    assert wait_for(lambda: not any(alive(p) for p in workers)), workers
+
+
+def test_serve_with_two_workers_reports_and_stops_them(tmp_path):
+    with Netns() as ns, Netns() as cli:
+        bridge(ns, "br-lan", f"{SERVER}/24")
+        bridge_port(ns, "br-lan", "lan1", cli, address=f"{CLIENT}/24")
+        cfg = example_config(state_dir=str(tmp_path / "state"), interface="br-lan",
+                             address=f"{SERVER}/24")
+        cfg["dhcp"]["mode"] = "off"
+        cfg["dns"]["enable"] = False
+        cfg["tftp"]["workers"] = 2
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps(cfg))
+        out = tmp_path / "out"
+        out.mkdir()
+        proc = start_serve(ns, path, tmp_path / "serve.log")
+        try:
+            assert wait_port(ns, SERVER, 8080, timeout=30), (tmp_path / "serve.log").read_text()
+            assert wait_for(lambda: len(tftp_workers(proc.pid)) == 2), children(proc.pid)
+            workers = tftp_workers(proc.pid)
+            fetch_all(cli, out, 8)
+
+            def tftp_stats() -> dict:
+                code = ("import urllib.request,sys,json;"
+                        "print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())")
+                r = ns.run(sys.executable, "-c", code, f"http://{SERVER}:8080/healthz")
+                return json.loads(r.stdout)["services"]["tftp"]["stats"] or {}
+
+            assert wait_for(lambda: tftp_stats().get("completed") == 8), tftp_stats()
+            assert tftp_stats()["workers"] == 2
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        log = (tmp_path / "serve.log").read_text()
+        assert "clean=True" in log, log
+        assert not any(alive(p) for p in workers), workers
+        with sqlite3.connect(tmp_path / "state" / "nixie.db") as db:
+            rows = db.execute("SELECT ip, data FROM events WHERE kind = 'boot.tftp'").fetchall()
+        assert len(rows) == 8 and {ip for ip, _ in rows} == {CLIENT}, rows
+        assert {json.loads(d)["worker"] for _, d in rows} <= workers
+        for line in log.strip().splitlines():
+            assert line.startswith("ts="), f"not a structured line: {line}"
