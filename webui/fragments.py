@@ -37,6 +37,7 @@ def cached(key: str, render: Callable[[], str]) -> Markup:
         with _lock:
             hit = parts.get(key)
             if hit is not None and t - hit[0] < FRESH_SECONDS:
+                parts.move_to_end(key)  # least recently used goes first
                 return hit[1]
     html = Markup(render())
     with _lock:
@@ -60,3 +61,13 @@ def _changed_lately() -> bool:
 def forget_all() -> None:
     with _lock:
         _parts().clear()
+
+
+def constant(key: str, render: Callable[[], str]) -> Markup:
+    """A part that only changes with the code (a form's fields without their
+    token): rendered once per process."""
+    consts = current_app.extensions.setdefault("nixie_constant_parts", {})
+    html = consts.get(key)
+    if html is None:
+        html = consts[key] = Markup(render())
+    return html

@@ -30,7 +30,7 @@ def index():
                                pages=max(1, -(-total // PAGE_SIZE)))
 
     return render_template("hosts/index.html", q=q, table=fragments.cached(request.full_path, table),
-                           import_fields=fragments.cached("hosts:import-fields", _import_fields))
+                           import_fields=fragments.constant("hosts:import-fields", _import_fields))
 
 
 def _import_fields() -> str:
