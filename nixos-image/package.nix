@@ -25,6 +25,7 @@ python3Packages.buildPythonApplication {
   dependencies = with python3Packages; [
     flask
     flask-wtf
+    wtforms
     pyroute2
     dnslib
     tftpy

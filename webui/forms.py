@@ -13,9 +13,15 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional
 
 from appliance.hosts import MODES
+
+
+def options(*items: str | tuple[object, str]) -> list[SelectChoice]:
+    """A select's options: a value (its own label) or a (value, label) pair."""
+    return [SelectChoice(*item) if isinstance(item, tuple) else SelectChoice(item) for item in items]
 
 
 class ActionForm(FlaskForm):
@@ -30,14 +36,14 @@ class SetupForm(FlaskForm):
         DataRequired(), EqualTo("password", message="the two passwords differ")])
     lan_interface = StringField("LAN interface", validators=[DataRequired(), Length(max=15)])
     wan_interface = StringField("WAN interface (optional)", validators=[Optional(), Length(max=15)])
-    dhcp_mode = SelectField("DHCP", choices=[
+    dhcp_mode = SelectField("DHCP", choices=options(
         ("authoritative", "Authoritative: hand out addresses"),
         ("proxy", "Proxy: boot information next to another DHCP server"),
-        ("off", "Off")])
+        ("off", "Off")))
     dhcp_first = StringField("First address", validators=[Optional()])
     dhcp_last = StringField("Last address", validators=[Optional()])
-    builder_kind = SelectField("Builder", choices=[
-        ("local", "This router builds"), ("remote", "A remote Nix builder over SSH")])
+    builder_kind = SelectField("Builder", choices=options(
+        ("local", "This router builds"), ("remote", "A remote Nix builder over SSH")))
     builder_uri = StringField("Remote builder URI", validators=[Optional(), Length(max=512)],
                               description="e.g. ssh-ng://nix@builder.lan")
 
@@ -61,7 +67,7 @@ class HostForm(FlaskForm):
     attr = StringField("Attribute", validators=[Optional(), Length(max=256)],
                        description="Default: nixosConfigurations.NAME",
                        render_kw={"list": "attr-list", "autocomplete": "off"})
-    mode = SelectField("Boot mode", choices=[(m, m) for m in MODES], default="netboot")
+    mode = SelectField("Boot mode", choices=options(*MODES), default="netboot")
 
     def mac_list(self) -> list[str]:
         return [m for m in self.macs.data.replace(",", " ").split() if m]
@@ -90,17 +96,17 @@ class TokenForm(FlaskForm):
 class SettingsForm(FlaskForm):
     lan_interface = StringField("LAN interface", validators=[DataRequired(), Length(max=15)])
     wan_interface = StringField("WAN interface", validators=[Optional(), Length(max=15)])
-    dhcp_mode = SelectField("DHCP mode", choices=[(m, m) for m in ("authoritative", "proxy", "off")])
+    dhcp_mode = SelectField("DHCP mode", choices=options("authoritative", "proxy", "off"))
     dhcp_first = StringField("Range: first", validators=[DataRequired()])
     dhcp_last = StringField("Range: last", validators=[DataRequired()])
     dhcp_lease_seconds = IntegerField("Lease time (s)", validators=[
         DataRequired(), NumberRange(60, 365 * 86400)])
-    dhcp_unknown_clients = SelectField("Unknown PXE clients", choices=[
-        ("menu", "boot menu"), ("local", "boot local disk"), ("ignore", "ignore")])
+    dhcp_unknown_clients = SelectField("Unknown PXE clients", choices=options(
+        ("menu", "boot menu"), ("local", "boot local disk"), ("ignore", "ignore")))
     boot_menu = BooleanField("Show a boot menu of generations")
     boot_menu_timeout_seconds = IntegerField("Menu timeout (s)", validators=[NumberRange(0, 3600)])
     boot_cmdline = StringField("Extra kernel parameters", validators=[Optional(), Length(max=1024)])
-    builder_kind = SelectField("Builder", choices=[("local", "local"), ("remote", "remote")])
+    builder_kind = SelectField("Builder", choices=options("local", "remote"))
     builder_uri = StringField("Remote builder URI", validators=[Optional(), Length(max=512)])
     builder_max_jobs = IntegerField("Parallel builds", validators=[DataRequired(), NumberRange(1, 256)])
     builder_substituters = TextAreaField("Substituters", description="One URL per line")

@@ -10,7 +10,7 @@ from appliance.errors import NixieError
 
 from .. import fragments
 from ..context import config, conn
-from ..forms import ActionForm, GenerationForm, HostForm, ImportForm
+from ..forms import ActionForm, GenerationForm, HostForm, ImportForm, options
 from .common import PAGE_SIZE, attach_error, page_arg
 
 bp = Blueprint("hosts", __name__, url_prefix="/hosts")
@@ -68,7 +68,7 @@ def show(name: str):
     h = hosts.get_host(c, name)
     gens = generations.list_generations(c, name)
     gen_form = GenerationForm()
-    gen_form.number.choices = [(g["number"], f"#{g['number']}") for g in gens]
+    gen_form.number.choices = options(*((g["number"], f"#{g['number']}") for g in gens))
     gen_form.number.data = h["current_generation"]
     form = HostForm(data={"name": h["name"], "macs": "\n".join(h["macs"]), "flake": h["flake"],
                           "attr": h["attr"], "mode": h["mode"]})
@@ -106,8 +106,8 @@ def remove(name: str):
 @bp.post("/<name>/generation")
 def set_generation(name: str):
     form = GenerationForm()
-    form.number.choices = [(g["number"], str(g["number"]))
-                           for g in generations.list_generations(conn(), name)]
+    form.number.choices = options(*((g["number"], str(g["number"]))
+                                    for g in generations.list_generations(conn(), name)))
     if form.validate_on_submit():
         generations.set_current_generation(conn(), name, form.number.data)
         flash(f"{name} now boots generation {form.number.data}.", "ok")

@@ -4,7 +4,7 @@
 { root }:
 let
   names = [
-    "flask" "flask-wtf" "pyroute2" "dnslib" "tftpy" "waitress" "sqlite-utils" "zstandard"
+    "flask" "flask-wtf" "wtforms" "pyroute2" "dnslib" "tftpy" "waitress" "sqlite-utils" "zstandard"
     "argon2-cffi" "qrcode" "setuptools" "wheel"
   ];
   python3Packages = builtins.listToAttrs (map (n: { name = n; value = { pname = n; }; }) names) // {
