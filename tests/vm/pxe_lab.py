@@ -4,15 +4,17 @@ the firmware's own PXE client), started by `appliance.qemu.PxeVM`."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from appliance.netlab import Netns, bridge, stop_processes
+from appliance.netlab import Netns, bridge, serving, stop_processes
 from appliance.qemu import PxeVM
 
 HTTP_RECORDER = r'''
@@ -124,3 +126,23 @@ class OtherDhcpServer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@contextmanager
+def appliance_serving(tmp_path: Path, lan_ip: str = "10.77.0.1"):
+    """`nixie serve` (our DHCP, TFTP, HTTP boot and a local build worker on the
+    real `nix`) in a namespace with its LAN bridge; yields (ns, config path, config)."""
+    from appliance.config import example_config
+    from tests.nixlab import NIX_EXTRA
+
+    cfg = example_config(state_dir=str(tmp_path / "state"), interface="br-lan")
+    cfg["dns"]["enable"] = False
+    cfg["nix"] = {"extra_config": NIX_EXTRA}
+    cfg["builder"] = {"kind": "local", "flake_refresh_seconds": 0}
+    cfg["boot"]["menu_timeout_seconds"] = 1
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    with Netns() as ns:
+        bridge(ns, "br-lan", f"{lan_ip}/24")
+        with serving(ns, path, tmp_path / "serve.log", [(lan_ip, 8081)], timeout=30):
+            yield ns, path, cfg

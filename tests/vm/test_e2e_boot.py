@@ -21,10 +21,9 @@ import uuid
 import pytest
 
 from appliance import labflake
-from appliance.netlab import Netns, bridge, serving
 from appliance.qemu import PxeVM
 from tests.conftest import run_nixie
-from tests.nixlab import NIX_EXTRA
+from tests.vm.pxe_lab import appliance_serving
 
 MACHINES = {"demo": ("52:54:00:4e:58:11", "bios"), "demo2": ("52:54:00:4e:58:12", "uefi")}
 BOOT_TIMEOUT = 420  # two TCG guests share two cores with the rest of the suite
@@ -32,19 +31,8 @@ BOOT_TIMEOUT = 420  # two TCG guests share two cores with the rest of the suite
 
 @pytest.fixture
 def appliance(tmp_path):
-    from appliance.config import example_config
-
-    cfg = example_config(state_dir=str(tmp_path / "state"), interface="br-lan")
-    cfg["dns"]["enable"] = False
-    cfg["nix"] = {"extra_config": NIX_EXTRA}
-    cfg["builder"] = {"kind": "local", "flake_refresh_seconds": 0}
-    cfg["boot"]["menu_timeout_seconds"] = 1
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(cfg))
-    with Netns() as ns:
-        bridge(ns, "br-lan", "10.77.0.1/24")
-        with serving(ns, path, tmp_path / "serve.log", [("10.77.0.1", 8081)], timeout=30):
-            yield ns, path, cfg, tmp_path
+    with appliance_serving(tmp_path) as (ns, path, cfg):
+        yield ns, path, cfg, tmp_path
 
 
 def test_bios_and_uefi_vms_boot_to_booted(appliance):

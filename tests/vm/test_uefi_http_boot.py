@@ -20,10 +20,10 @@ import uuid
 import pytest
 
 from appliance import labflake
-from appliance.netlab import Netns, bridge, serving, stop_processes
+from appliance.netlab import stop_processes
 from appliance.qemu import PxeVM
 from tests.conftest import run_nixie
-from tests.nixlab import NIX_EXTRA
+from tests.vm.pxe_lab import appliance_serving
 
 MAC = "52:54:00:4e:58:31"
 SERVER = "10.77.0.1"
@@ -32,19 +32,8 @@ BOOT_TIMEOUT = 300
 
 @pytest.fixture
 def appliance(tmp_path):
-    from appliance.config import example_config
-
-    cfg = example_config(state_dir=str(tmp_path / "state"), interface="br-lan")
-    cfg["dns"]["enable"] = False
-    cfg["nix"] = {"extra_config": NIX_EXTRA}
-    cfg["builder"] = {"kind": "local", "flake_refresh_seconds": 0}
-    cfg["boot"]["menu_timeout_seconds"] = 1
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(cfg))
-    with Netns() as ns:
-        bridge(ns, "br-lan", f"{SERVER}/24")
-        with serving(ns, path, tmp_path / "serve.log", [(SERVER, 8081)], timeout=30):
-            yield ns, path, tmp_path
+    with appliance_serving(tmp_path, SERVER) as (ns, path, _cfg):
+        yield ns, path, tmp_path
 
 
 def test_ovmf_http_boot_learns_the_url_from_our_dhcp_and_never_uses_tftp(appliance):
