@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import subprocess
 import sys
 
 import pytest
 
-from appliance.netlab import Netns, veth
-from tests.conftest import ROOT
+from tests.netns.tftp_lab import sha, tftp_lab
 
 SERVER, CLIENT = "10.79.0.1", "10.79.0.2"
 
 
-def sha(path) -> str:
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
 @pytest.fixture
@@ -27,32 +21,10 @@ def tftp(tmp_path):
     (tmp_path / "secret.txt").write_text("outside the root")
     root.mkdir()
     os.symlink(tmp_path / "secret.txt", root / "escape")
-    srv, cli = Netns(), Netns()
-    proc = None
-    try:
-        veth(srv, "eth0", cli, "eth0")
-        srv.run("ip", "addr", "add", f"{SERVER}/24", "dev", "eth0")
-        cli.run("ip", "addr", "add", f"{CLIENT}/24", "dev", "eth0")
-        proc = srv.popen(sys.executable, "-m", "netservices.tftp", "--root", str(root),
-                         "--listen", f"{SERVER}:69", "--ipxe-dir", "/usr/lib/ipxe",
-                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    with tftp_lab(root, SERVER, CLIENT) as lab:
         out = tmp_path / "out"
         out.mkdir()
-
-        def stop() -> dict:
-            """SIGTERM the server; it prints its counters as its last line."""
-            proc.terminate()
-            o, _ = proc.communicate(timeout=10)
-            return json.loads(o.strip().splitlines()[-1])
-
-        yield cli, root, out, stop
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        srv.close()
-        cli.close()
+        yield lab.client, root, out, lab.stop
 
 
 def test_curl_and_tftp_hpa_fetch_the_right_bytes(tftp):

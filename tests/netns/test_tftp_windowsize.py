@@ -8,45 +8,25 @@ not once per block, which only happens if the server really sent windows.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import subprocess
-import sys
 
 import pytest
 
-from appliance.netlab import Netns, veth
-from tests.conftest import ROOT
+from tests.netns.tftp_lab import sha, tftp_lab
 
 SERVER, CLIENT = "10.79.7.1", "10.79.7.2"
 FILE = "/usr/lib/ipxe/ipxe.efi"
 
 
-def sha(path) -> str:
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
 @pytest.fixture
 def tftp(tmp_path):
     tmp_path.chmod(0o755)
-    srv, cli = Netns(), Netns()
-    proc = None
-    try:
-        veth(srv, "eth0", cli, "eth0")
-        srv.run("ip", "addr", "add", f"{SERVER}/24", "dev", "eth0")
-        cli.run("ip", "addr", "add", f"{CLIENT}/24", "dev", "eth0")
-        proc = srv.popen(sys.executable, "-m", "netservices.tftp", "--root", str(tmp_path / "root"),
-                         "--listen", f"{SERVER}:69", "--ipxe-dir", "/usr/lib/ipxe",
-                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-        yield cli, tmp_path
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        srv.close()
-        cli.close()
+    with tftp_lab(tmp_path / "root", SERVER, CLIENT) as lab:
+        yield lab.client, tmp_path
 
 
 @pytest.mark.parametrize(("window", "granted"), [(16, 16), (500, 64)])  # ours caps at 64

@@ -4,7 +4,6 @@ in another."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -16,15 +15,13 @@ import time
 import pytest
 
 from appliance.config import example_config
-from appliance.netlab import Netns, bridge, bridge_port, start_serve, veth, wait_port
-from tests.conftest import ROOT
+from appliance.netlab import Netns, bridge, bridge_port, start_serve, wait_port
+from tests.netns.tftp_lab import sha, tftp_lab
 
 SERVER, CLIENT = "10.81.0.1", "10.81.0.2"
 FILES = ("ipxe.efi", "undionly.kpxe", "snponly.efi")
 
 
-def sha(path) -> str:
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
 def children(pid: int) -> dict[int, str]:
@@ -83,30 +80,8 @@ def pool(tmp_path):
     root, out, events = tmp_path / "root", tmp_path / "out", tmp_path / "events.jsonl"
     root.mkdir()
     out.mkdir()
-    srv, cli = Netns(), Netns()
-    proc = None
-    try:
-        veth(srv, "eth0", cli, "eth0")
-        srv.run("ip", "addr", "add", f"{SERVER}/24", "dev", "eth0")
-        cli.run("ip", "addr", "add", f"{CLIENT}/24", "dev", "eth0")
-        proc = srv.popen(sys.executable, "-m", "netservices.tftp", "--root", str(root),
-                         "--listen", f"{SERVER}:69", "--ipxe-dir", "/usr/lib/ipxe",
-                         "--events", str(events), "--workers", "2",
-                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-
-        def stop() -> dict:
-            proc.terminate()
-            o, _ = proc.communicate(timeout=10)
-            return json.loads(o.strip().splitlines()[-1])
-
-        yield cli, proc, out, events, stop
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        srv.close()  # ends whatever is left in the namespace
-        cli.close()
+    with tftp_lab(root, SERVER, CLIENT, "--events", str(events), "--workers", "2") as lab:
+        yield lab.client, lab.proc, out, events, lab.stop
 
 
 def test_two_workers_serve_many_clients_and_report_to_the_parent(pool):
