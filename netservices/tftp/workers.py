@@ -20,6 +20,7 @@ because the death signal follows the thread that forked, not the process.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ log = logging.getLogger("nixie.tftp")
 
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # the dir holding netservices/
 READY_TIMEOUT = 15.0
+BIND_RETRY_SECONDS = 3.0
 STOP_GRACE = 1.0
 RESTART_DELAY = (0.2, 5.0)  # first and longest wait before starting a died worker again
 _RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "worker"}
@@ -130,10 +132,25 @@ class WorkerPool:
         if w.reader is not None:
             w.reader.join(timeout=1)
 
-    def start(self) -> None:
+    def _bind(self, stop: threading.Event | None) -> list[socket.socket]:
+        """The listen sockets; while the workers of a server that was just killed
+        still hold the port (they end as soon as they notice), keep trying a moment."""
+        deadline = time.monotonic() + BIND_RETRY_SECONDS
+        while True:
+            try:
+                return bind_listeners(self.listen)
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    raise
+                if stop is not None and stop.wait(0.1):
+                    raise
+                if stop is None:
+                    time.sleep(0.1)
+
+    def start(self, stop: threading.Event | None = None) -> None:
         """Bind the listen addresses (OSError if one cannot be), start every worker and
         wait until each one serves (WorkerFailed if one does not)."""
-        self.sockets = bind_listeners(self.listen)
+        self.sockets = self._bind(stop)
         started: list[Worker] = []
         try:
             for slot in range(self.size):
@@ -151,7 +168,7 @@ class WorkerPool:
     def run(self, stop: threading.Event | None = None, on_ready=None) -> None:
         """Start the workers, keep them running until `stop` or `shutdown()`, then stop them.
         `on_ready()` is called once every worker serves."""
-        self.start()
+        self.start(stop)
         if on_ready is not None:
             on_ready()
         log.info("tftp workers serving", extra={"root": self.root, "listen": ",".join(self.listen),

@@ -445,9 +445,11 @@ def test_worker_pool_serves_and_the_parent_adds_the_host(root):
     assert all(w.proc.poll() is not None for w in pool.workers.values())
 
 
-def test_worker_pool_reports_an_address_taken_and_a_worker_that_cannot_start(root):
+def test_worker_pool_reports_an_address_taken_and_a_worker_that_cannot_start(root, monkeypatch):
+    from netservices.tftp import workers
     from netservices.tftp.workers import WorkerFailed, WorkerPool
 
+    monkeypatch.setattr(workers, "BIND_RETRY_SECONDS", 0.3)  # a taken port is retried that long
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         pool = WorkerPool(str(root), [f"127.0.0.1:{taken.getsockname()[1]}"], 2)
