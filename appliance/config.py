@@ -238,7 +238,7 @@ SCHEMA = Section(
                 "listen": Key(check_listen_list, ["0.0.0.0:69"], "Addresses the TFTP server binds."),
                 "root": Key(check_opt_path, None, "Directory served read-only; null means state_dir/tftp (populated with the iPXE binaries)."),
                 "ipxe_dir": Key(check_path, "/usr/lib/ipxe", "Where the iPXE binaries (undionly.kpxe, ipxe.efi, snponly.efi) come from."),
-                "workers": Key(int_range(0, 64), 0, "Worker processes serving TFTP (all waiting on the listen sockets); 0 means one per CPU, 1 serves in the main process."),
+                "workers": Key(int_range(0, 64), 0, "Worker processes serving TFTP (all waiting on the listen sockets); 0 means one per two CPUs, 1 serves in the main process."),
             },
             "TFTP server for the iPXE binaries.",
         ),

@@ -50,7 +50,7 @@ def populate_root(root: str | os.PathLike, ipxe_dir: str | os.PathLike) -> list[
 class TftpService:
     """The supervised service: populate the root, then serve until stopped.
 
-    `workers` (0: one per CPU) > 1 serves from that many worker processes sharing
+    `workers` (0: one per two CPUs) > 1 serves from that many worker processes sharing
     the listen addresses (workers.py): a Python loop is bound to one core. With
     one worker (or one CPU) the loop runs in this process, in the service's thread."""
 

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ipxe-dir", help="copy the iPXE binaries from here into the root first")
     ap.add_argument("--events", help="append boot events to this file as JSON lines")
     ap.add_argument("--workers", type=int, default=0,
-                    help="worker processes sharing the port; 0 (default): one per CPU, as in serve")
+                    help="worker processes sharing the port; 0 (default): one per two CPUs, as in serve")
     args = ap.parse_args(argv)
     if args.ipxe_dir:
         populate_root(args.root, args.ipxe_dir)

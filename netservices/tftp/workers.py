@@ -50,13 +50,16 @@ class WorkerFailed(OSError):
 
 
 def resolve_workers(workers: int) -> int:
-    """0 means one per CPU this process may run on."""
+    """0 means one per two CPUs this process may run on (at least one): TFTP only
+    carries the iPXE binaries, and a worker per CPU costs more CPU per packet
+    (context switches) than it wins whenever the cores are busy with anything else."""
     if workers > 0:
         return workers
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // 2)
 
 
 class Worker:
