@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from netservices.listen import parse_listen
+
 log = logging.getLogger("nixie.web")
 
 MAX_AUTO_WORKERS = 4
@@ -51,18 +53,12 @@ def worker_count(configured: int) -> int:
     return max(1, min(cpus, MAX_AUTO_WORKERS))
 
 
-def split_listen(addr: str) -> tuple[int, str, int]:
-    host, _, port = addr.rpartition(":")
-    host = host.strip("[]")
-    return (socket.AF_INET6 if ":" in host else socket.AF_INET), host, int(port)
-
-
 def bind_listeners(listen: list[str], backlog: int = 1024) -> list[socket.socket]:
     """One listening TCP socket per `web.listen` address (all or none)."""
     socks: list[socket.socket] = []
     try:
         for addr in listen:
-            family, host, port = split_listen(addr)
+            family, host, port = parse_listen(addr)
             s = socket.socket(family, socket.SOCK_STREAM)
             socks.append(s)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -14,6 +14,7 @@ from appliance.errors import NixieError
 from appliance.loginlimits import LoginLimits
 
 from .context import conn
+from .fragments import forget_all, mark_changed
 
 csrf = CSRFProtect()
 
@@ -152,8 +153,6 @@ def safe_next(target: str | None) -> str | None:
 
 def add_headers(resp):
     if request.method in UNSAFE_METHODS:  # this app may have changed something
-        from .fragments import forget_all, mark_changed
-
         forget_all()  # in this process; `mark_changed` covers the other web workers
         if g.get("auth") != "token":  # API token clients have no session to mark
             mark_changed()

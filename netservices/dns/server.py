@@ -22,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ..listen import parse_listen
 from . import wire
 from .resolver import Counters, Resolver
 from .zone import build_zone
@@ -50,11 +51,6 @@ class Loop:
     udp: list[socket.socket]
     upstream: socket.socket
     pending: dict[int, Pending] = field(default_factory=dict)
-
-
-def split_listen(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 class DnsService:
@@ -109,8 +105,7 @@ class DnsService:
         udp: list[list[socket.socket]] = [[] for _ in range(n)]
         tcp = []
         for addr in self.listen:
-            host, port = split_listen(addr)
-            fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+            fam, host, port = parse_listen(addr)
             for w in range(n):
                 u = socket.socket(fam, socket.SOCK_DGRAM)
                 self._socks.append(u)

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..listen import parse_listen
 from .app import BootApp, NoArtifacts
 from .scripts import BootSettings
 from .streaming import SendfileChannel
@@ -29,13 +30,11 @@ def create_boot_app(*, hosts, events, artifacts, settings: BootSettings, tftp_ro
 
 
 def _reuseport_socket(listen: str) -> socket.socket:
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    family, host, port = parse_listen(listen)
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, int(port)))
+    sock.bind((host, port))
     return sock
 
 

@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..listen import parse_listen
 from . import codec, policy
 from .codec import MalformedPacket
 from .policy import Refused
@@ -46,13 +47,6 @@ RECV_SIZE = 256
 # events per epoll wait: Python allocates room for this many on every call (the
 # default, 1023, is a 12 KB malloc per packet in a lock-step transfer)
 POLL_MAX_EVENTS = 64
-
-
-def parse_listen(addr: str) -> tuple[int, str, int]:
-    host, _, port = addr.rpartition(":")
-    host = host.strip("[]")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return family, host, int(port)
 
 
 def bind_listeners(listen: list[str]) -> list[tuple[socket.socket, str]]:
