@@ -92,7 +92,8 @@ def build_services(cfg: Config, store: Store, health) -> list[Any]:
     services: list[Any] = []
     services.append(dhcp_service(cfg) if cfg.dhcp.mode != "off" else None)
     services.append(TftpService(cfg.tftp_root, cfg.tftp.listen, ipxe_dir=cfg.tftp.ipxe_dir,
-                                events=backend, hosts=backend, workers=cfg.tftp.workers))
+                                events=backend, hosts=backend, workers=cfg.tftp.workers,
+                                busy_poll_us=cfg.tftp.busy_poll_us))
     services.append(dns_service(cfg, backend) if cfg.dns.enable else None)
     services.append(httpboot_service(cfg, backend, StoreBootArtifacts(cfg, store),
                                      mounts={"/nix-cache": create_binary_cache(cfg)}))

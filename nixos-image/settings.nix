@@ -56,7 +56,8 @@ let
       listen = opt listenList [ "0.0.0.0:69" ] "Addresses the TFTP server binds.";
       root = opt optPath null "Directory served read-only; null means state_dir/tftp (populated with the iPXE binaries).";
       ipxe_dir = opt path "/usr/lib/ipxe" "Where the iPXE binaries (undionly.kpxe, ipxe.efi, snponly.efi) come from. The router module sets it to iPXE built by nixpkgs.";
-      workers = opt (between 0 64) 0 "Worker processes serving TFTP (all waiting on the listen sockets); 0 means one per two CPUs, 1 serves in the main process.";
+      workers = opt (between 0 64) 0 "Worker processes serving TFTP (all waiting on the listen sockets); 0 means one per two CPUs.";
+      busy_poll_us = opt (between 0 10000) 100 "Microseconds a TFTP worker polls without sleeping, while transfers are active, before it sleeps (as Linux's net.core.busy_poll): a lock-step client's next ACK usually comes within it, which saves a wake-up per block; 0 turns it off.";
     };
 
     boot = {

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .server import TftpServer
+from .server import BUSY_POLL_US
 from .workers import WorkerPool, resolve_workers
 
 log = logging.getLogger("nixie.tftp")
@@ -50,21 +50,23 @@ def populate_root(root: str | os.PathLike, ipxe_dir: str | os.PathLike) -> list[
 class TftpService:
     """The supervised service: populate the root, then serve until stopped.
 
-    `workers` (0: one per two CPUs) > 1 serves from that many worker processes sharing
-    the listen addresses (workers.py): a Python loop is bound to one core. With
-    one worker (or one CPU) the loop runs in this process, in the service's thread."""
+    It serves from `workers` (0: one per two CPUs) worker processes sharing the
+    listen addresses (workers.py), even when that is one: a worker busy-polls while
+    transfers are active (server.py), which must not take the interpreter lock from
+    the other services of this process."""
 
     name = "tftp"
 
     def __init__(self, root: str | os.PathLike, listen: list[str], ipxe_dir: str | None = None,
-                 events=None, workers: int = 0, hosts=None):
+                 events=None, workers: int = 0, hosts=None, busy_poll_us: int = BUSY_POLL_US):
         self.root = str(root)
         self.listen = list(listen)
         self.ipxe_dir = ipxe_dir
         self.events = events
         self.hosts = hosts
         self.workers = resolve_workers(workers)
-        self._server: TftpServer | WorkerPool | None = None
+        self.busy_poll_us = busy_poll_us
+        self._server: WorkerPool | None = None
         self._lock = threading.Lock()
 
     def run(self, stop: threading.Event) -> None:
@@ -72,24 +74,11 @@ class TftpService:
             populate_root(self.root, self.ipxe_dir)
         else:
             Path(self.root).mkdir(parents=True, exist_ok=True)
-        if self.workers > 1:
-            pool = WorkerPool(self.root, self.listen, self.workers, events=self.events,
-                              hosts=self.hosts)
-            with self._lock:
-                self._server = pool
-            pool.run(stop)
-            return
-        srv = TftpServer(self.root, self.listen, events=self.events, hosts=self.hosts)
-        try:
-            srv.bind()
-        except OSError:
-            srv.close()
-            raise
+        pool = WorkerPool(self.root, self.listen, self.workers, events=self.events,
+                          hosts=self.hosts, busy_poll_us=self.busy_poll_us)
         with self._lock:
-            self._server = srv
-        log.info("tftp serving", extra={"root": self.root, "listen": ",".join(self.listen),
-                                        "workers": 1})
-        srv.serve(stop)
+            self._server = pool
+        pool.run(stop)
 
     def shutdown(self) -> None:
         with self._lock:
@@ -99,8 +88,4 @@ class TftpService:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             srv = self._server
-        if srv is None:
-            return {}
-        if isinstance(srv, WorkerPool):
-            return srv.stats()
-        return {**srv.stats(), "workers": 1}
+        return srv.stats() if srv is not None else {}

@@ -11,7 +11,7 @@ import signal
 import sys
 
 from . import populate_root
-from .server import TftpServer
+from .server import BUSY_POLL_US, TftpServer
 from .workers import WorkerPool, resolve_workers
 
 
@@ -35,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ipxe-dir", help="copy the iPXE binaries from here into the root first")
     ap.add_argument("--events", help="append boot events to this file as JSON lines")
     ap.add_argument("--workers", type=int, default=0,
-                    help="worker processes sharing the port; 0 (default): one per two CPUs, as in serve")
+                    help="worker processes sharing the port; 0 (default): one per two CPUs, as in "
+                         "serve; 1 serves in this process")
+    ap.add_argument("--busy-poll-us", type=int, default=BUSY_POLL_US,
+                    help=f"poll without sleeping this long while transfers are active "
+                         f"(default {BUSY_POLL_US}, as in serve; 0: off)")
     args = ap.parse_args(argv)
     if args.ipxe_dir:
         populate_root(args.root, args.ipxe_dir)
@@ -43,9 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     workers = resolve_workers(args.workers)
     server: TftpServer | WorkerPool
     if workers > 1:
-        server = WorkerPool(args.root, args.listen, workers, events=events)
+        server = WorkerPool(args.root, args.listen, workers, events=events,
+                            busy_poll_us=args.busy_poll_us)
     else:
-        server = TftpServer(args.root, args.listen, events=events)
+        server = TftpServer(args.root, args.listen, events=events, busy_poll_us=args.busy_poll_us)
         server.bind()
     signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
     signal.signal(signal.SIGINT, lambda *_: server.shutdown())

@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--listen-fd", action="append", required=True, metavar="FD@HOST",
                     help="a bound UDP socket inherited from the parent, and its address")
     ap.add_argument("--parent", type=int, required=True, help="the pool's pid")
+    ap.add_argument("--busy-poll-us", type=int, default=0,
+                    help="poll without sleeping this long while transfers are active")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a terminal ^C stops us
     die_with_parent(args.parent)
@@ -111,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         sock.setblocking(False)
         listeners.append((sock, host))
     server = TftpServer(args.root, [], events=PipeEvents(out),
-                        listen_sockets=listeners, requests_per_wake=1)
+                        listen_sockets=listeners, requests_per_wake=1,
+                        busy_poll_us=args.busy_poll_us)
     server.bind()
     signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
     done = threading.Event()

@@ -80,13 +80,14 @@ class WorkerPool:
     """N worker processes serving `root` on `listen`, supervised by `run(stop)`."""
 
     def __init__(self, root: str, listen: list[str], workers: int, events=None, hosts=None,
-                 python: str = sys.executable):
+                 python: str = sys.executable, busy_poll_us: int = 0):
         self.root = str(root)
         self.listen = list(listen)
         self.size = workers
         self.events = events
         self._host_by_ip = getattr(hosts, "host_by_ip", None)
         self.python = python
+        self.busy_poll_us = busy_poll_us
         self.sockets: list[tuple[socket.socket, str]] = []  # bound here, shared by the workers
         self.workers: dict[int, Worker] = {}  # slot -> the current worker
         self.retired: dict[str, int] = {}  # counters of workers that have exited
@@ -97,7 +98,7 @@ class WorkerPool:
     # ------------------------------------------------------------ processes
     def _spawn(self, slot: int) -> Worker:
         argv = [self.python, "-m", "netservices.tftp.worker", "--root", self.root,
-                "--parent", str(os.getpid())]
+                "--parent", str(os.getpid()), "--busy-poll-us", str(self.busy_poll_us)]
         for sock, host in self.sockets:
             argv += ["--listen-fd", f"{sock.fileno()}@{host}"]
         env = dict(os.environ)

@@ -38,10 +38,15 @@ class Lan:
         self.log = tmp / "serve.log"
 
     def start(self) -> None:
+        """Start serve and wait until DHCP listens and the TFTP worker serves: the
+        worker interpreters start with serve, and a test that times its clients
+        against DHCP must not race their start-up."""
+        offset = self.log.stat().st_size if self.log.exists() else 0
         self.proc = start_serve(self.router, self.config, self.log, mode="a")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if ":67 " in self.router.run("ss", "-Huln").stdout + " ":
+            if (":67 " in self.router.run("ss", "-Huln").stdout + " "
+                    and 'msg="tftp workers serving"' in self.log.read_text()[offset:]):
                 return
             assert self.proc.poll() is None, self.log.read_text()
             time.sleep(0.1)

@@ -135,7 +135,10 @@ def test_workers_end_when_the_parent_is_killed(pool):
     assert wait_for(lambda: not any(alive(p) for p in workers)), workers
 
 
-def test_serve_with_two_workers_reports_and_stops_them(tmp_path):
+@pytest.mark.parametrize("workers,busy_poll_us", [(2, None), (1, 5000)])
+def test_serve_with_workers_reports_and_stops_them(tmp_path, workers, busy_poll_us):
+    """serve runs TFTP in worker processes, even one (it busy-polls: not in serve's
+    own process), passes them tftp.busy_poll_us, and stops them with itself."""
     with Netns() as ns, Netns() as cli:
         bridge(ns, "br-lan", f"{SERVER}/24")
         bridge_port(ns, "br-lan", "lan1", cli, address=f"{CLIENT}/24")
@@ -143,7 +146,9 @@ def test_serve_with_two_workers_reports_and_stops_them(tmp_path):
                              address=f"{SERVER}/24")
         cfg["dhcp"]["mode"] = "off"
         cfg["dns"]["enable"] = False
-        cfg["tftp"]["workers"] = 2
+        cfg["tftp"]["workers"] = workers
+        if busy_poll_us is not None:
+            cfg["tftp"]["busy_poll_us"] = busy_poll_us
         path = tmp_path / "config.json"
         path.write_text(json.dumps(cfg))
         out = tmp_path / "out"
@@ -151,8 +156,8 @@ def test_serve_with_two_workers_reports_and_stops_them(tmp_path):
         proc = start_serve(ns, path, tmp_path / "serve.log")
         try:
             assert wait_port(ns, SERVER, 8080, timeout=30), (tmp_path / "serve.log").read_text()
-            assert wait_for(lambda: len(tftp_workers(proc.pid)) == 2), children(proc.pid)
-            workers = tftp_workers(proc.pid)
+            assert wait_for(lambda: len(tftp_workers(proc.pid)) == workers), children(proc.pid)
+            pids = tftp_workers(proc.pid)
             fetch_all(cli, out, 8)
 
             def tftp_stats() -> dict:
@@ -162,7 +167,10 @@ def test_serve_with_two_workers_reports_and_stops_them(tmp_path):
                 return json.loads(r.stdout)["services"]["tftp"]["stats"] or {}
 
             assert wait_for(lambda: tftp_stats().get("completed") == 8), tftp_stats()
-            assert tftp_stats()["workers"] == 2
+            assert tftp_stats()["workers"] == workers
+            if busy_poll_us:  # 5 ms: the client's ACKs come within it
+                st = tftp_stats()
+                assert st.get("busy_polls", 0) > 0 and st.get("busy_poll_hits", 0) > 0, st
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=10) == 0
         finally:
@@ -171,10 +179,10 @@ def test_serve_with_two_workers_reports_and_stops_them(tmp_path):
                 proc.wait()
         log = (tmp_path / "serve.log").read_text()
         assert "clean=True" in log, log
-        assert not any(alive(p) for p in workers), workers
+        assert not any(alive(p) for p in pids), pids
         with sqlite3.connect(tmp_path / "state" / "nixie.db") as db:
             rows = db.execute("SELECT ip, data FROM events WHERE kind = 'boot.tftp'").fetchall()
         assert len(rows) == 8 and {ip for ip, _ in rows} == {CLIENT}, rows
-        assert {json.loads(d)["worker"] for _, d in rows} <= workers
+        assert {json.loads(d)["worker"] for _, d in rows} <= pids
         for line in log.strip().splitlines():
             assert line.startswith("ts="), f"not a structured line: {line}"

@@ -460,3 +460,38 @@ def test_worker_pool_reports_an_address_taken_and_a_worker_that_cannot_start(roo
     with pytest.raises(WorkerFailed):
         pool.run()
     assert pool.sockets == [] and pool.workers == {}
+
+
+@pytest.mark.parametrize("busy_poll_us", [0, 20_000])
+def test_worker_busy_polls_only_while_transfers_are_active(root, busy_poll_us):
+    """With busy polling on, a worker waiting for the next ACK polls without sleeping
+    (and, with a window this long, the ACK comes within it); with no transfer, or
+    with it off, it never does."""
+    from netservices.tftp.workers import WorkerPool
+
+    data = os.urandom(100_000)
+    (root / "f.bin").write_bytes(data)
+    pool = WorkerPool(str(root), [f"127.0.0.1:{free_udp_port()}"], 1, busy_poll_us=busy_poll_us)
+    port = int(pool.listen[0].rsplit(":", 1)[1])
+    th = threading.Thread(target=pool.run, daemon=True)
+    th.start()
+    try:
+        assert wait_for(lambda: pool.stats().get("workers") == 1, 20)
+        c = Client(port)
+        try:
+            assert c.get("f.bin")[0] == data  # 196 lock-step blocks
+        finally:
+            c.close()
+        assert wait_for(lambda: pool.stats().get("completed") == 1)
+        stats = pool.stats()
+        if busy_poll_us:
+            assert stats.get("busy_polls", 0) > 0 and stats.get("busy_poll_hits", 0) > 0, stats
+            idle = stats["busy_polls"]
+            threading.Event().wait(2.5)  # the worker reports its counters every second
+            assert pool.stats()["busy_polls"] == idle  # no transfer: it sleeps in epoll
+        else:
+            assert "busy_polls" not in stats, stats
+    finally:
+        pool.shutdown()
+        th.join(10)
+    assert not th.is_alive()
