@@ -18,6 +18,7 @@ from . import builds, events, flakes, hosts, leases, users
 from .config import DEFAULT_CONFIG_PATH, example_config, load_config
 from .db import Store, now
 from .errors import ConfigError, NixieError, NotFound
+from .status import read_status
 
 # ------------------------------------------------------------------ output
 
@@ -272,8 +273,7 @@ def cmd_wol(ctx: Ctx) -> int:
 
 def cmd_status(ctx: Ctx) -> int:
     conn = ctx.conn
-    row = conn.execute("SELECT value FROM settings WHERE key = 'serve.status'").fetchone()
-    st = json.loads(row["value"]) if row else None
+    st = read_status(conn)
     running = bool(st and st.get("state") == "running" and now() - st["ts"] < 10)
     by_state = {r[0]: r[1] for r in conn.execute("SELECT state, count(*) FROM hosts GROUP BY state")}
     data = {

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netservices.listen import parse_listen
+
 from .errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/nixie/config.json"
@@ -418,8 +420,7 @@ class Config:
         """The URL booting clients use for the HTTP boot listener."""
         if self.root.boot.public_url:
             return self.root.boot.public_url.rstrip("/")
-        host, _, port = self.root.boot.http_listen.rpartition(":")
-        host = host.strip("[]")
+        _, host, port = parse_listen(self.root.boot.http_listen)
         if host in ("0.0.0.0", "::"):
             host = self.lan_ip
         return f"http://{host}:{port}"

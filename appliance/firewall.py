@@ -19,6 +19,8 @@ import re
 import subprocess
 from dataclasses import dataclass, replace
 
+from netservices.listen import parse_listen
+
 from .errors import NixieError
 
 TABLE = "nixie"
@@ -30,7 +32,7 @@ class FirewallError(NixieError):
 
 
 def _port(listen: str) -> int:
-    return int(listen.rpartition(":")[2])
+    return parse_listen(listen)[2]
 
 
 def _ifname(name: str) -> str:

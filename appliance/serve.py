@@ -7,10 +7,7 @@ backend over the state DB); `netservices` and `webui` never import each other.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
-import os
-import secrets
 import signal
 import threading
 import time
@@ -23,26 +20,16 @@ from .backend import SqliteBackend
 from .binary_cache import create_binary_cache
 from .bootartifacts import StoreBootArtifacts
 from .config import Config
-from .db import Store, now
+from .db import Store
 from .dhcp_store import dhcp_service
 from .discovery import DiscoveryService
 from .firewall import FirewallService
 from .network import NetworkWatchdog
+from .status import HEARTBEAT_SECONDS, write_status
 from .supervisor import Supervisor
 from .vpn import VpnService
 
 log = logging.getLogger("nixie.serve")
-HEARTBEAT_SECONDS = 2.0
-
-
-def secret_key(cfg: Config) -> bytes:
-    path = Path(cfg.web.secret_key_file or Path(cfg.state_dir) / "secret_key")
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(32))
-    return path.read_bytes()
 
 
 def dns_service(cfg: Config, backend: SqliteBackend):
@@ -67,17 +54,9 @@ def httpboot_service(cfg: Config, backend: SqliteBackend, artifacts, mounts: dic
     return HttpBootService(app, cfg.boot.http_listen)
 
 
-def web_app(cfg: Config, store: Store, health):
-    """The admin web UI's Flask app (in serve, or in a web worker process)."""
-    from webui import create_app
-    from webui.app import WebContext
-
-    return create_app(WebContext(store=store, config=cfg, health=health, secret_key=secret_key(cfg)))
-
-
 def web_service(cfg: Config, store: Store, health):
     """`web.workers` processes sharing the listeners, or (1) waitress in this process."""
-    from .webserver import WebService, WebWorkers, worker_count
+    from .webserver import WebService, WebWorkers, secret_key, web_app, worker_count
 
     n = worker_count(cfg.web.workers)
     if n == 1:
@@ -112,13 +91,6 @@ def _build_worker(cfg: Config, store: Store):
     return BuildWorker(cfg, store)
 
 
-def write_status(store: Store, health: dict[str, Any], state: str = "running") -> None:
-    value = json.dumps({"pid": os.getpid(), "ts": now(), "state": state, **health})
-    store.conn().execute(
-        "INSERT INTO settings (key, value) VALUES ('serve.status', ?) "
-        "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (value,))
-
-
 def serve(cfg: Config, *, until=None, wake: list[str] | None = None) -> int:
     """Run every service until SIGTERM/SIGINT. `until(conn)` (stateless mode) is
     asked every heartbeat and ends the run with the exit code it returns.
@@ -142,21 +114,21 @@ def serve(cfg: Config, *, until=None, wake: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     log.info("nixie serve starting", extra={"config": cfg.path, "state_dir": cfg.state_dir,
                                              "services": ",".join(s.name for s in supervisor.services)})
+    def beat(state: str = "running") -> None:
+        try:
+            write_status(store, supervisor.health(), state=state)
+        except Exception:  # noqa: BLE001 - a locked DB must not stop the appliance
+            log.warning("could not write status heartbeat", exc_info=True)
+
     supervisor.start()
     deadline = time.monotonic() + 1.0
     while not supervisor.health()["ok"] and time.monotonic() < deadline:
         time.sleep(0.02)  # the services' threads are starting
-    try:
-        write_status(store, supervisor.health())  # web workers report this until the next beat
-    except Exception:  # noqa: BLE001
-        log.warning("could not write status heartbeat", exc_info=True)
+    beat()  # web workers report this until the next beat
     if wake:
         _wake(cfg, store, wake)
     while not stopping.wait(HEARTBEAT_SECONDS):
-        try:
-            write_status(store, supervisor.health())
-        except Exception:  # noqa: BLE001 - a locked DB must not stop the appliance
-            log.warning("could not write status heartbeat", exc_info=True)
+        beat()
         if until is not None:
             code = until(store.conn())
             if code is not None:
@@ -164,10 +136,7 @@ def serve(cfg: Config, *, until=None, wake: list[str] | None = None) -> int:
                 break
     t0 = time.monotonic()
     clean = supervisor.stop(timeout=1.5)
-    try:
-        write_status(store, supervisor.health(), state="stopped")
-    except Exception:  # noqa: BLE001
-        pass
+    beat("stopped")
     log.info("nixie serve stopped", extra={"clean": clean, "seconds": f"{time.monotonic() - t0:.2f}",
                                            "exit_code": exit_code})
     return exit_code

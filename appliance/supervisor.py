@@ -2,7 +2,9 @@
 
 A service is any object with a `name` and a `run(stop)` method that blocks
 until `stop` (a threading.Event) is set. It may also have `shutdown()`, called
-once when stopping, to unblock a server loop (close a socket, stop waitress).
+once when stopping, to unblock a server loop (close a socket, stop waitress),
+and `ready()`, False while it is still starting (e.g. its worker processes):
+until then health() reports it `starting`, and so not ok.
 """
 
 from __future__ import annotations
@@ -103,6 +105,9 @@ class Supervisor:
         services = {}
         for svc in self.services:
             d = self.status[svc.name].to_dict()
+            ready = getattr(svc, "ready", None)
+            if d["state"] == "running" and callable(ready) and not ready():
+                d["state"] = "starting"
             stats = getattr(svc, "stats", None)
             if callable(stats):
                 try:

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from netservices.listen import parse_listen
+
 from .db import now, transaction
 from .errors import Conflict, InvalidInput, NixieError, NotFound
 
@@ -170,7 +172,7 @@ def dns_server_for_peers(cfg) -> str:
     the LAN or VPN network, else the LAN address (the DNS server binds only dns.listen)."""
     nets = [cfg.lan_interface.network, ipaddress.IPv4Interface(cfg.vpn.address).network]
     for listen in cfg.dns.listen:
-        host = listen.rpartition(":")[0].strip("[]")
+        host = parse_listen(listen)[1]
         try:
             ip = ipaddress.IPv4Address(host)
         except ValueError:

@@ -17,10 +17,10 @@ machine and where a test wants the app in-process.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -30,7 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from netservices.listen import parse_listen
+from netservices.listen import bind_retrying, parse_listen, usable_cpus
+
+from .status import HEARTBEAT_SECONDS, read_status
 
 log = logging.getLogger("nixie.web")
 
@@ -42,15 +44,28 @@ BIND_RETRY_SECONDS = 3.0
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def secret_key(cfg) -> bytes:
+    """The session signing key, made (0600) on first use."""
+    path = Path(cfg.web.secret_key_file or Path(cfg.state_dir) / "secret_key")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def web_app(cfg, store, health):
+    """The admin web UI's Flask app (in serve, or in a web worker process)."""
+    from webui import create_app
+    from webui.app import WebContext
+
+    return create_app(WebContext(store=store, config=cfg, health=health, secret_key=secret_key(cfg)))
+
+
 def worker_count(configured: int) -> int:
     """`web.workers`: 0 means one per CPU this process may use, at most 4."""
-    if configured > 0:
-        return configured
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, MAX_AUTO_WORKERS))
+    return configured if configured > 0 else max(1, min(usable_cpus(), MAX_AUTO_WORKERS))
 
 
 def bind_listeners(listen: list[str], backlog: int = 1024) -> list[socket.socket]:
@@ -125,20 +140,17 @@ class WebWorkers:
 
     name = "web"
 
-    def __init__(self, cfg, workers: int, *, threads: int = WAITRESS_THREADS,
-                 log_level: str | None = None):
+    def __init__(self, cfg, workers: int):
         self.cfg = cfg
         self.workers = workers
-        self.threads = threads
-        self.log_level = log_level
         self.restarts = 0
-        self._procs: list[subprocess.Popen | None] = []
+        self._procs: list[subprocess.Popen] = []
         self._lock = threading.Lock()
 
     def _spec(self, fds: list[int]) -> str:
-        level = self.log_level or logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         return json.dumps({"config": self.cfg.to_dict(), "config_path": self.cfg.path, "fds": fds,
-                           "threads": self.threads, "log_level": str(level).lower()})
+                           "threads": WAITRESS_THREADS, "log_level": str(level).lower()})
 
     def _spawn(self, index: int, socks: list[socket.socket]) -> subprocess.Popen:
         fds = [s.fileno() for s in socks]
@@ -153,7 +165,8 @@ class WebWorkers:
         return proc
 
     def run(self, stop: threading.Event) -> None:
-        socks = self._bind(stop)
+        socks = bind_retrying(lambda: bind_listeners(self.cfg.web.listen), stop,
+                              BIND_RETRY_SECONDS)
         started: list[float] = []
         pause: list[float] = []
         try:
@@ -164,7 +177,7 @@ class WebWorkers:
                     pause.append(0.5)
             while not stop.wait(0.2):
                 for i, proc in enumerate(self._procs):
-                    if proc is None or proc.poll() is None:
+                    if proc.poll() is None:
                         continue
                     log.warning("web worker exited; starting another",
                                 extra={"worker": i, "pid": proc.pid, "code": proc.returncode})
@@ -182,20 +195,9 @@ class WebWorkers:
             for s in socks:
                 s.close()
 
-    def _bind(self, stop: threading.Event) -> list[socket.socket]:
-        """The listeners; while the workers of a serve that was just killed still
-        hold the port (they stop as soon as they notice), keep trying a moment."""
-        deadline = time.monotonic() + BIND_RETRY_SECONDS
-        while True:
-            try:
-                return bind_listeners(self.cfg.web.listen)
-            except OSError as e:
-                if e.errno != errno.EADDRINUSE or time.monotonic() > deadline or stop.wait(0.1):
-                    raise
-
     def _stop_workers(self) -> None:
         with self._lock:
-            procs, self._procs = [p for p in self._procs if p is not None], []
+            procs, self._procs = self._procs, []
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -211,7 +213,7 @@ class WebWorkers:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            pids = [p.pid for p in self._procs if p is not None and p.poll() is None]
+            pids = [p.pid for p in self._procs if p.poll() is None]
         return {"workers": self.workers, "alive": len(pids), "pids": pids, "restarts": self.restarts}
 
 
@@ -221,10 +223,9 @@ class WebWorkers:
 def stored_health(store, stale_seconds: float) -> dict[str, Any]:
     """serve's health as its last heartbeat wrote it to the DB; not ok once it is
     older than `stale_seconds` or serve said it stopped."""
-    row = store.conn().execute("SELECT value FROM settings WHERE key = 'serve.status'").fetchone()
-    if row is None:
+    status = read_status(store.conn())
+    if status is None:
         return {"ok": False, "services": {}, "error": "nixie serve has not reported its health yet"}
-    status = json.loads(row[0])
     age = time.time() - float(status.get("ts", 0))
     out = {"ok": bool(status.get("ok")), "services": status.get("services", {}),
            "reported_seconds_ago": round(age, 1)}
@@ -241,7 +242,6 @@ def worker_main() -> int:
     from .config import parse_config
     from .db import Store
     from .logs import setup_logging
-    from .serve import HEARTBEAT_SECONDS, web_app
 
     spec = json.loads(sys.stdin.readline())
     setup_logging(spec["log_level"])

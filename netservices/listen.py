@@ -1,8 +1,18 @@
-"""Listen addresses as the config writes them: `host:port`, `[v6]:port`."""
+"""Listen addresses as the config writes them (`host:port`, `[v6]:port`), and
+what a pool of worker processes sharing bound listeners needs (TFTP's here,
+the web UI's in appliance/webserver.py)."""
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def parse_listen(addr: str) -> tuple[int, str, int]:
@@ -10,3 +20,26 @@ def parse_listen(addr: str) -> tuple[int, str, int]:
     host, _, port = addr.rpartition(":")
     host = host.strip("[]")
     return (socket.AF_INET6 if ":" in host else socket.AF_INET), host, int(port)
+
+
+def usable_cpus() -> int:
+    """How many CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def bind_retrying(bind: Callable[[], T], stop: threading.Event | None, seconds: float) -> T:
+    """`bind()`, tried again for `seconds` while its address is in use: the workers
+    of a server that was just killed hold the port until they notice (they end at
+    once then). Any other error, or `stop`, raises."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return bind()
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            if stop.wait(0.1) if stop is not None else time.sleep(0.1):
+                raise

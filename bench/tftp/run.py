@@ -79,14 +79,14 @@ class CpuMeter:
 
 
 def load(client: Netns, clients: int, blksize: int, seconds: float, size: int, out: Path,
-         cpus: str | None = None) -> tuple[float, int]:
-    """`clients` curl loops (on `cpus` only, if given) fetch the file for ~`seconds`;
-    (MB/s over all of them, fetches done)."""
+         want: str, cpus: str | None = None) -> tuple[float, int]:
+    """`clients` curl loops (on `cpus` only, if given) fetch the file for ~`seconds`
+    and the first one's copy must have sha256 `want`; (MB/s over all of them,
+    fetches done)."""
     url = f"tftp://{SERVER_IP}/{FILE.name}"
     pin = f"taskset -c {cpus} " if cpus else ""
     fetch = f"{pin}curl -sf --tftp-blksize {blksize} -o {out}/c$i {url}"
     total, took = fetch_loops(client, clients, seconds, fetch, out, grace=120)
-    want = hashlib.sha256(FILE.read_bytes()).hexdigest()
     got = hashlib.sha256((out / "c0").read_bytes()).hexdigest()
     if got != want:
         raise RuntimeError("wrong bytes")
@@ -134,6 +134,7 @@ def main() -> int:
     out = work / "out"
     out.mkdir()
     size = FILE.stat().st_size
+    want = hashlib.sha256(FILE.read_bytes()).hexdigest()
     results: dict[tuple, float] = {}
     cpu_us: dict[tuple, float] = {}  # server CPU per DATA packet
     meter = CpuMeter()
@@ -158,7 +159,7 @@ def main() -> int:
                     try:
                         wait_udp(srv, proc)
                         cpu0 = meter.seconds()
-                        mbs, fetches = load(cli, clients, blksize, args.seconds, size, out,
+                        mbs, fetches = load(cli, clients, blksize, args.seconds, size, out, want,
                                             client_cpus)
                         cpu = meter.seconds() - cpu0
                         key = (name, placement, clients, blksize)
@@ -167,12 +168,12 @@ def main() -> int:
                         results[key] = max(results.get(key, 0.0), mbs)
                     finally:
                         stop_processes([proc])
-                ours, ref = (results[("ours", placement, clients, blksize)],
-                             results[("tftp-hpa", placement, clients, blksize)])
+                case = (placement, clients, blksize)
+                ours, ref = results[("ours", *case)], results[("tftp-hpa", *case)]
                 print(f"tftp {FILE.name} {placement:6s} clients={clients:2d} blksize={blksize:4d}: "
                       f"ours {ours:7.1f} MB/s  tftp-hpa {ref:7.1f} MB/s  ratio {ours / ref:.2f}  "
-                      f"(CPU us/packet: ours {cpu_us[('ours', placement, clients, blksize)]:.1f}, "
-                      f"tftp-hpa {cpu_us[('tftp-hpa', placement, clients, blksize)]:.1f}; "
+                      f"(CPU us/packet: ours {cpu_us[('ours', *case)]:.1f}, "
+                      f"tftp-hpa {cpu_us[('tftp-hpa', *case)]:.1f}; "
                       f"load average {os.getloadavg()[0]:.2f})", flush=True)
     finally:
         meter.close()

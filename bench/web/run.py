@@ -231,7 +231,7 @@ def main() -> int:
     titles = {"as served": "pages as served (shared fragments at most 1 s old)",
               "rendered": "every request rendered (unique URLs defeat the fragment cache)"}
     for mode, title in titles.items():
-        print(f"\n{title}: {a.clients} concurrent keep-alive clients, 20 sessions, {a.seconds:.0f} s per page")
+        print(f"\n{title}: {a.clients} concurrent keep-alive clients, {a.clients} sessions, {a.seconds:.0f} s per page")
         print(f"{'page':<14}{'req/s':>7}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'max ms':>8}"
               f"{'cpu ms':>8}{'errors':>8}   p99 / target ({TARGET_P99_MS:.0f} ms)")
         worst = 0.0

@@ -68,6 +68,7 @@ class TftpService:
         self.busy_poll_us = busy_poll_us
         self._server: WorkerPool | None = None
         self._lock = threading.Lock()
+        self._ready = threading.Event()  # every worker of the current run serves
 
     def run(self, stop: threading.Event) -> None:
         if self.ipxe_dir:
@@ -78,7 +79,11 @@ class TftpService:
                           hosts=self.hosts, busy_poll_us=self.busy_poll_us)
         with self._lock:
             self._server = pool
-        pool.run(stop)
+        self._ready.clear()
+        pool.run(stop, on_ready=self._ready.set)
+
+    def ready(self) -> bool:
+        return self._ready.is_set()
 
     def shutdown(self) -> None:
         with self._lock:

@@ -259,15 +259,15 @@ class Transfer:
 class TftpServer:
     """Serves files under `root` on every `listen` address until stopped."""
 
-    def __init__(self, root: str, listen: list[str], events=None, hosts=None,
+    def __init__(self, root: str, listen: list[str], events=None,
                  max_blksize: int = policy.MAX_BLKSIZE, max_transfers: int = MAX_TRANSFERS,
                  listen_sockets: list[tuple[socket.socket, str]] | None = None,
                  requests_per_wake: int = 64, busy_poll_us: int = 0):
         self.root = str(root)
         self.listen = list(listen)
+        # the sink of boot events; the host is added by the pool (workers.py), which
+        # has the backend
         self.events = events
-        # optional HostDirectory with host_by_ip: events then carry the host
-        self._host_by_ip = getattr(hosts, "host_by_ip", None)
         self.max_blksize = max_blksize
         self.max_transfers = max_transfers
         # sockets bound by someone else (a worker gets its parent's), shared with
@@ -344,18 +344,16 @@ class TftpServer:
         pack = _DATA_HDR.pack
         busy, monotonic, counters = self.busy_poll, time.monotonic, self.counters
         while not self._stopping and not (stop is not None and stop.is_set()):
-            if busy and transfers:
-                ready = ep.poll(0, POLL_MAX_EVENTS)
-                if not ready:  # poll without sleeping for a while, then sleep
-                    counters["busy_polls"] += 1
-                    until = monotonic() + busy
-                    while not ready and monotonic() < until:
-                        ready = ep.poll(0, POLL_MAX_EVENTS)
-                    if ready:
-                        counters["busy_poll_hits"] += 1
-                    else:
-                        ready = ep.poll(SCAN_INTERVAL, POLL_MAX_EVENTS)
-            else:
+            spin = busy and transfers
+            ready = ep.poll(0, POLL_MAX_EVENTS) if spin else None
+            if spin and not ready:  # poll without sleeping for a while (see the top)
+                counters["busy_polls"] += 1
+                until = monotonic() + busy
+                while not ready and monotonic() < until:
+                    ready = ep.poll(0, POLL_MAX_EVENTS)
+                if ready:
+                    counters["busy_poll_hits"] += 1
+            if not ready:
                 ready = ep.poll(SCAN_INTERVAL, POLL_MAX_EVENTS)
             now = monotonic()
             for fd, _mask in ready:
@@ -562,9 +560,6 @@ class TftpServer:
                 return
             kind, message, ip, level, data = item
             try:
-                host = self._host_by_ip(ip) if self._host_by_ip else None
-                self.events.event(kind, message, level=level, ip=ip, data=data,
-                                  host_id=host.id if host else None,
-                                  mac=host.macs[0] if host and host.macs else None)
+                self.events.event(kind, message, level=level, ip=ip, data=data)
             except Exception:  # noqa: BLE001 - a failing event sink must not stop TFTP
                 log.warning("could not record a TFTP event", exc_info=True)

@@ -20,7 +20,6 @@ because the death signal follows the thread that forked, not the process.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..listen import bind_retrying, usable_cpus
 from .server import bind_listeners
 
 log = logging.getLogger("nixie.tftp")
@@ -53,13 +53,7 @@ def resolve_workers(workers: int) -> int:
     """0 means one per two CPUs this process may run on (at least one): TFTP only
     carries the iPXE binaries, and a worker per CPU costs more CPU per packet
     (context switches) than it wins whenever the cores are busy with anything else."""
-    if workers > 0:
-        return workers
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    return max(1, cpus // 2)
+    return workers if workers > 0 else max(1, usable_cpus() // 2)
 
 
 class Worker:
@@ -136,25 +130,11 @@ class WorkerPool:
         if w.reader is not None:
             w.reader.join(timeout=1)
 
-    def _bind(self, stop: threading.Event | None) -> list[socket.socket]:
-        """The listen sockets; while the workers of a server that was just killed
-        still hold the port (they end as soon as they notice), keep trying a moment."""
-        deadline = time.monotonic() + BIND_RETRY_SECONDS
-        while True:
-            try:
-                return bind_listeners(self.listen)
-            except OSError as e:
-                if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
-                    raise
-                if stop is not None and stop.wait(0.1):
-                    raise
-                if stop is None:
-                    time.sleep(0.1)
-
     def start(self, stop: threading.Event | None = None) -> None:
         """Bind the listen addresses (OSError if one cannot be), start every worker and
         wait until each one serves (WorkerFailed if one does not)."""
-        self.sockets = self._bind(stop)
+        self.sockets = bind_retrying(lambda: bind_listeners(self.listen), stop,
+                                     BIND_RETRY_SECONDS)
         started: list[Worker] = []
         try:
             for slot in range(self.size):

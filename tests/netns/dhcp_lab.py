@@ -12,6 +12,7 @@ from pathlib import Path
 
 from appliance.config import example_config
 from appliance.netlab import Netns, start_serve, veth
+from appliance.status import read_status
 from tests.conftest import ROOT
 
 UDHCPC_SCRIPT = '#!/bin/sh\necho "$1 $ip $interface" >> {out}\n'
@@ -38,15 +39,16 @@ class Lan:
         self.log = tmp / "serve.log"
 
     def start(self) -> None:
-        """Start serve and wait until DHCP listens and the TFTP worker serves: the
-        worker interpreters start with serve, and a test that times its clients
-        against DHCP must not race their start-up."""
-        offset = self.log.stat().st_size if self.log.exists() else 0
+        """Start serve and wait until DHCP listens and serve reports every service
+        ready (worker processes included): a test that times its clients against
+        DHCP must not race the start-up of the rest."""
+        asked = time.time()
         self.proc = start_serve(self.router, self.config, self.log, mode="a")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if (":67 " in self.router.run("ss", "-Huln").stdout + " "
-                    and 'msg="tftp workers serving"' in self.log.read_text()[offset:]):
+            status = self.status()
+            if (status.get("ts", 0) > asked and status.get("ok")
+                    and ":67 " in self.router.run("ss", "-Huln").stdout + " "):
                 return
             assert self.proc.poll() is None, self.log.read_text()
             time.sleep(0.1)
@@ -102,19 +104,27 @@ class Lan:
         finally:
             conn.close()
 
+    def status(self) -> dict:
+        """serve's last status heartbeat ({} before the first)."""
+        if not self.db.exists():
+            return {}
+        conn = sqlite3.connect(self.db)
+        try:
+            return read_status(conn) or {}
+        except sqlite3.OperationalError:  # no tables yet: serve is migrating
+            return {}
+        finally:
+            conn.close()
+
     def dhcp_stats(self, timeout: float = 6) -> dict:
         """The DHCP service's counters, from the first status heartbeat serve writes
         after this call (so they count everything sent before it)."""
         asked = time.time()
         deadline = time.monotonic() + timeout
         while True:
-            conn = sqlite3.connect(self.db)
-            try:
-                row = conn.execute("SELECT value FROM settings WHERE key='serve.status'").fetchone()
-            finally:
-                conn.close()
-            if row and json.loads(row[0])["ts"] > asked:
-                st = json.loads(row[0])["services"]["dhcp"].get("stats")
+            status = self.status()
+            if status.get("ts", 0) > asked:
+                st = status["services"]["dhcp"].get("stats")
                 if st or time.monotonic() > deadline:
                     return st or {}
             if time.monotonic() > deadline:

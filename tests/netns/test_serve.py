@@ -3,36 +3,22 @@
 import json
 import os
 import signal
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from appliance.config import example_config
 from appliance.netlab import Netns, bridge, start_serve, wait_port
 from tests.conftest import run_nixie
+from tests.netns.serve_lab import http_get, router_config
 
 
 @pytest.fixture
 def lan(tmp_path):
+    path = router_config(tmp_path)
     with Netns() as ns:
         bridge(ns, "br-lan", "10.77.0.1/24")
-        cfg = example_config(state_dir=str(tmp_path / "state"), interface="br-lan")
-        cfg["dhcp"]["mode"] = "off"
-        cfg["dns"]["enable"] = False
-        path = tmp_path / "config.json"
-        path.write_text(json.dumps(cfg))
         yield ns, path
-
-
-def http_get(ns, url):
-    code = ("import urllib.request,sys\n"
-            "try:\n r=urllib.request.urlopen(sys.argv[1], timeout=5); print(r.status); print(r.read().decode())\n"
-            "except urllib.error.HTTPError as e: print(e.code); print(e.read().decode())\n")
-    r = ns.run(sys.executable, "-c", code, url)
-    status, _, body = r.stdout.partition("\n")
-    return int(status), body
 
 
 def test_serve_concurrent_cli_and_sigterm(lan, tmp_path):

@@ -12,8 +12,6 @@ from tests.netns.tftp_lab import sha, tftp_lab
 SERVER, CLIENT = "10.79.0.1", "10.79.0.2"
 
 
-
-
 @pytest.fixture
 def tftp(tmp_path):
     tmp_path.chmod(0o755)

@@ -14,12 +14,11 @@ import subprocess
 
 import pytest
 
+from netservices.tftp.policy import MAX_WINDOWSIZE
 from tests.netns.tftp_lab import sha, tftp_lab
 
 SERVER, CLIENT = "10.79.7.1", "10.79.7.2"
 FILE = "/usr/lib/ipxe/ipxe.efi"
-
-
 
 
 @pytest.fixture
@@ -29,7 +28,7 @@ def tftp(tmp_path):
         yield lab.client, tmp_path
 
 
-@pytest.mark.parametrize(("window", "granted"), [(16, 16), (500, 64)])  # ours caps at 64
+@pytest.mark.parametrize(("window", "granted"), [(16, 16), (500, MAX_WINDOWSIZE)])  # ours caps it
 def test_atftp_negotiates_windowsize_and_gets_the_right_bytes(tftp, window, granted):
     cli, tmp = tftp
     out = tmp / "ipxe.efi"

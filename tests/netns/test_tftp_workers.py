@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from appliance.config import example_config
 from appliance.netlab import Netns, bridge, bridge_port, start_serve, wait_port
+from tests.netns.serve_lab import pid_alive, router_config
 from tests.netns.tftp_lab import sha, tftp_lab
 
 SERVER, CLIENT = "10.81.0.1", "10.81.0.2"
@@ -43,13 +43,6 @@ def children(pid: int) -> dict[int, str]:
 def tftp_workers(pid: int) -> set[int]:
     return {p for p, cmd in children(pid).items() if "netservices.tftp.worker" in cmd}
 
-
-def alive(pid: int) -> bool:
-    try:
-        stat = open(f"/proc/{pid}/stat").read()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def wait_for(pred, timeout: float = 15.0) -> bool:
@@ -106,7 +99,7 @@ def test_two_workers_serve_many_clients_and_report_to_the_parent(pool):
     sent = [e for e in sent if e["kind"] == "boot.tftp" and e["data"]["status"] == "sent"]
     assert len(sent) == 36 and {e["ip"] for e in sent} == {CLIENT}
     assert {e["data"]["worker"] for e in sent} == workers
-    assert not any(alive(p) for p in workers)  # stopped with the parent
+    assert not any(pid_alive(p) for p in workers)  # stopped with the parent
 
 
 def test_a_killed_worker_is_replaced_and_serving_goes_on(pool):
@@ -132,7 +125,7 @@ def test_workers_end_when_the_parent_is_killed(pool):
     assert len(workers) == 2
     proc.kill()
     proc.wait()
-    assert wait_for(lambda: not any(alive(p) for p in workers)), workers
+    assert wait_for(lambda: not any(pid_alive(p) for p in workers)), workers
 
 
 @pytest.mark.parametrize("workers,busy_poll_us", [(2, None), (1, 5000)])
@@ -142,15 +135,8 @@ def test_serve_with_workers_reports_and_stops_them(tmp_path, workers, busy_poll_
     with Netns() as ns, Netns() as cli:
         bridge(ns, "br-lan", f"{SERVER}/24")
         bridge_port(ns, "br-lan", "lan1", cli, address=f"{CLIENT}/24")
-        cfg = example_config(state_dir=str(tmp_path / "state"), interface="br-lan",
-                             address=f"{SERVER}/24")
-        cfg["dhcp"]["mode"] = "off"
-        cfg["dns"]["enable"] = False
-        cfg["tftp"]["workers"] = workers
-        if busy_poll_us is not None:
-            cfg["tftp"]["busy_poll_us"] = busy_poll_us
-        path = tmp_path / "config.json"
-        path.write_text(json.dumps(cfg))
+        tftp = {"workers": workers} | ({"busy_poll_us": busy_poll_us} if busy_poll_us else {})
+        path = router_config(tmp_path, address=f"{SERVER}/24", tftp=tftp)
         out = tmp_path / "out"
         out.mkdir()
         proc = start_serve(ns, path, tmp_path / "serve.log")
@@ -179,7 +165,7 @@ def test_serve_with_workers_reports_and_stops_them(tmp_path, workers, busy_poll_
                 proc.wait()
         log = (tmp_path / "serve.log").read_text()
         assert "clean=True" in log, log
-        assert not any(alive(p) for p in pids), pids
+        assert not any(pid_alive(p) for p in pids), pids
         with sqlite3.connect(tmp_path / "state" / "nixie.db") as db:
             rows = db.execute("SELECT ip, data FROM events WHERE kind = 'boot.tftp'").fetchall()
         assert len(rows) == 8 and {ip for ip, _ in rows} == {CLIENT}, rows

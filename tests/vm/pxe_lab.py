@@ -14,8 +14,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from appliance.netlab import Netns, bridge, serving, stop_processes
+from appliance.netlab import Netns, bridge, bridge_port, serving, stop_processes
 from appliance.qemu import PxeVM
+from tests.conftest import run_nixie
 
 HTTP_RECORDER = r'''
 import http.server, sys, urllib.parse
@@ -98,16 +99,12 @@ class OtherDhcpServer:
     the LAN bridge of `lan` (ours and dnsmasq cannot share port 67 in one
     namespace). `leases` is dnsmasq's lease file."""
 
-    def __init__(self, lan: Netns, tmp: Path, pool: tuple[str, str], bridge_name: str = "br-lan"):
-        from appliance.netlab import veth
-
+    def __init__(self, lan: Netns, tmp: Path, pool: tuple[str, str]):
         self.ns = Netns()
         self.leases = tmp / "dnsmasq.leases"
         self.log = tmp / "dnsmasq.log"
         try:
-            veth(self.ns, "d0", lan, "vd0")
-            lan.run("ip", "link", "set", "vd0", "master", bridge_name)
-            self.ns.run("ip", "addr", "add", "10.77.0.2/24", "dev", "d0")
+            bridge_port(lan, "br-lan", "vd0", self.ns, "d0", address="10.77.0.2/24")
             self.proc = self.ns.popen(
                 "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--interface=d0",
                 "--bind-interfaces", "--no-ping", f"--dhcp-range={pool[0]},{pool[1]},10m",
@@ -142,7 +139,32 @@ def appliance_serving(tmp_path: Path, lan_ip: str = "10.77.0.1"):
     cfg["boot"]["menu_timeout_seconds"] = 1
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
-    with Netns() as ns:
-        bridge(ns, "br-lan", f"{lan_ip}/24")
+    with router_namespace(lan_ip) as ns:
         with serving(ns, path, tmp_path / "serve.log", [(lan_ip, 8081)], timeout=30):
             yield ns, path, cfg
+
+
+def add_and_build(cfg_path: Path, flake: Path, hosts: dict[str, str]) -> None:
+    """Add `flake` and each host (name -> MAC) on it, and build each; every step
+    must succeed."""
+    assert run_nixie("flake", "add", str(flake), config=cfg_path).returncode == 0
+    for name, mac in hosts.items():
+        r = run_nixie("host", "add", name, "--mac", mac, "--flake", str(flake), config=cfg_path)
+        assert r.returncode == 0, r.stderr
+        r = run_nixie("build", name, "--wait", "--timeout", "300", "--json", config=cfg_path,
+                      timeout=320)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert json.loads(r.stdout)["status"] == "succeeded"
+
+
+def wait_booted(cfg_path: Path, names, timeout: float, give_up=lambda: False) -> dict[str, dict]:
+    """Each of `names`' host record (`host show`) once all are booted, `timeout`
+    has passed or `give_up()` (e.g. the VM exited) says so."""
+    deadline = time.monotonic() + timeout
+    while True:
+        hosts = {n: json.loads(run_nixie("host", "show", n, "--json", config=cfg_path).stdout)
+                 for n in names}
+        if (all(h["state"] == "booted" for h in hosts.values()) or give_up()
+                or time.monotonic() >= deadline):
+            return hosts
+        time.sleep(2)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import time
 import uuid
 
 import pytest
@@ -23,7 +22,7 @@ import pytest
 from appliance import labflake
 from appliance.qemu import PxeVM
 from tests.conftest import run_nixie
-from tests.vm.pxe_lab import appliance_serving
+from tests.vm.pxe_lab import add_and_build, appliance_serving, wait_booted
 
 MACHINES = {"demo": ("52:54:00:4e:58:11", "bios"), "demo2": ("52:54:00:4e:58:12", "uefi")}
 BOOT_TIMEOUT = 420  # two TCG guests share two cores with the rest of the suite
@@ -38,27 +37,13 @@ def appliance(tmp_path):
 def test_bios_and_uefi_vms_boot_to_booted(appliance):
     ns, cfg_path, cfg, tmp = appliance
     flake = labflake.materialise(tmp / "flake", release=f"e2e {uuid.uuid4()}")
-    assert run_nixie("flake", "add", str(flake), config=cfg_path).returncode == 0
-    for name, (mac, _fw) in MACHINES.items():
-        r = run_nixie("host", "add", name, "--mac", mac, "--flake", str(flake), config=cfg_path)
-        assert r.returncode == 0, r.stderr
-        r = run_nixie("build", name, "--wait", "--timeout", "300", "--json", config=cfg_path,
-                      timeout=320)
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert json.loads(r.stdout)["status"] == "succeeded"
+    add_and_build(cfg_path, flake, {name: mac for name, (mac, _fw) in MACHINES.items()})
 
-    vms = [PxeVM(ns, "br-lan", fw, mac, tmp / "vms", memory_mb=768) for mac, fw in MACHINES.values()]
+    vms = [PxeVM(ns, "br-lan", fw, mac, tmp / "vms") for mac, fw in MACHINES.values()]
     try:
         for vm in vms:
             vm.start()
-        deadline = time.monotonic() + BOOT_TIMEOUT
-        states = {}
-        while time.monotonic() < deadline:
-            states = {n: json.loads(run_nixie("host", "show", n, "--json", config=cfg_path).stdout)
-                      for n in MACHINES}
-            if all(h["state"] == "booted" for h in states.values()):
-                break
-            time.sleep(2)
+        states = wait_booted(cfg_path, MACHINES, BOOT_TIMEOUT)
         consoles = {vm.firmware: vm.console()[-2500:] for vm in vms}
     finally:
         for vm in vms:

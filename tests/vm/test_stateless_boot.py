@@ -6,18 +6,14 @@ TFTP/HTTP, and exits 0 once the VM has booted and reported."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 import uuid
 
 from appliance import labflake
 from appliance.config import example_config
-from appliance.netlab import Netns, bridge
+from appliance.netlab import start_serve, wait_port
 from appliance.qemu import PxeVM
-from tests.conftest import ROOT
 from tests.nixlab import NIX_EXTRA
-from tests.vm.pxe_lab import OtherDhcpServer
+from tests.vm.pxe_lab import OtherDhcpServer, router_namespace
 
 MAC = "52:54:00:4e:58:21"
 
@@ -32,17 +28,15 @@ def test_stateless_serve_exits_0_after_the_listed_vm_booted(tmp_path):
     cfg["boot"]["menu_timeout_seconds"] = 1
     cfg_path = tmp_path / "config.json"
     cfg_path.write_text(json.dumps(cfg))
-    with Netns() as lan:
-        bridge(lan, "br-lan", "10.77.0.1/24")
+    with router_namespace() as lan:
         with OtherDhcpServer(lan, tmp_path, ("10.77.0.150", "10.77.0.199")) as other:
-            serve_log = open(tmp_path / "serve.log", "w+")
-            serve = lan.popen(sys.executable, "-m", "appliance.cli", "serve", "--config",
-                              str(cfg_path), "--hosts", str(hosts_json), "--flake", str(flake),
-                              "--timeout", "480", "--state-dir", str(tmp_path / "state"),
-                              stdout=serve_log, stderr=subprocess.STDOUT, cwd=ROOT)
+            serve = start_serve(lan, cfg_path, tmp_path / "serve.log", "--hosts", str(hosts_json),
+                                "--flake", str(flake), "--timeout", "480",
+                                "--state-dir", str(tmp_path / "state"))
             vm = PxeVM(lan, "br-lan", "bios", MAC, tmp_path / "vms")
             try:
-                time.sleep(2)  # let the services bind before the firmware asks
+                # the services bind before the firmware asks
+                assert wait_port(lan, "10.77.0.1", 8081), (tmp_path / "serve.log").read_text()
                 vm.start()
                 rc = serve.wait(540)
             finally:

@@ -23,7 +23,7 @@ from appliance import labflake
 from appliance.netlab import stop_processes
 from appliance.qemu import PxeVM
 from tests.conftest import run_nixie
-from tests.vm.pxe_lab import appliance_serving
+from tests.vm.pxe_lab import add_and_build, appliance_serving, wait_booted
 
 MAC = "52:54:00:4e:58:31"
 SERVER = "10.77.0.1"
@@ -39,28 +39,17 @@ def appliance(tmp_path):
 def test_ovmf_http_boot_learns_the_url_from_our_dhcp_and_never_uses_tftp(appliance):
     ns, cfg_path, tmp = appliance
     flake = labflake.materialise(tmp / "flake", release=f"httpboot {uuid.uuid4()}")
-    assert run_nixie("flake", "add", str(flake), config=cfg_path).returncode == 0
-    r = run_nixie("host", "add", "demo", "--mac", MAC, "--flake", str(flake), config=cfg_path)
-    assert r.returncode == 0, r.stderr
-    r = run_nixie("build", "demo", "--wait", "--timeout", "300", "--json", config=cfg_path,
-                  timeout=320)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert json.loads(r.stdout)["status"] == "succeeded"
+    add_and_build(cfg_path, flake, {"demo": MAC})
 
     pcap = tmp / "lan.pcap"
     capture = ns.popen("tcpdump", "-i", "br-lan", "-U", "-n", "-w", str(pcap), "udp",
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    vm = PxeVM(ns, "br-lan", "uefi", MAC, tmp / "vms", memory_mb=768, netboot="http")
+    vm = PxeVM(ns, "br-lan", "uefi", MAC, tmp / "vms", netboot="http")
     try:
         time.sleep(1)  # let tcpdump open the bridge before the firmware speaks
         vm.start()
-        deadline = time.monotonic() + BOOT_TIMEOUT
-        host = {}
-        while time.monotonic() < deadline:
-            host = json.loads(run_nixie("host", "show", "demo", "--json", config=cfg_path).stdout)
-            if host["state"] == "booted" or vm.proc.poll() is not None:
-                break
-            time.sleep(2)
+        host = wait_booted(cfg_path, ["demo"], BOOT_TIMEOUT,
+                           give_up=lambda: vm.proc.poll() is not None)["demo"]
         console = vm.console()
     finally:
         vm.stop()

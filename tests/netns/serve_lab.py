@@ -1,0 +1,43 @@
+"""What the netns tests that run `nixie serve` on a LAN bridge share: its config,
+an HTTP GET from inside the namespace, and whether a process still lives."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from appliance.config import example_config
+
+
+def router_config(tmp_path: Path, address: str | None = None, **sections: dict) -> Path:
+    """A config file for a router on `br-lan` (example_config's address unless
+    `address`), DHCP off, DNS off; each of `sections` updates that section."""
+    extra = {"address": address} if address else {}
+    cfg = example_config(state_dir=str(tmp_path / "state"), interface="br-lan", **extra)
+    cfg["dhcp"]["mode"] = "off"
+    cfg["dns"]["enable"] = False
+    for name, values in sections.items():
+        cfg[name].update(values)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def http_get(ns, url: str) -> tuple[int, str]:
+    """(status, body) of a GET run inside `ns`."""
+    code = ("import urllib.request,sys\n"
+            "try:\n r=urllib.request.urlopen(sys.argv[1], timeout=5); print(r.status); print(r.read().decode())\n"
+            "except urllib.error.HTTPError as e: print(e.code); print(e.read().decode())\n")
+    r = ns.run(sys.executable, "-c", code, url)
+    status, _, body = r.stdout.partition("\n")
+    return int(status), body
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
