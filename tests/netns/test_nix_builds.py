@@ -194,6 +194,7 @@ def test_racing_builds_never_serve_a_mix(lab, tmp_path):
     seen: set[tuple[str, frozenset[str]]] = set()
     errors: list[BaseException] = []
     stop = threading.Event()
+    boots = [0]  # boots served so far
 
     def booter():
         try:
@@ -203,6 +204,7 @@ def test_racing_builds_never_serve_a_mix(lab, tmp_path):
                 names = frozenset(os.path.basename(s.path).removesuffix(".cpio.zst")
                                   for s in art.segments[2:])
                 seen.add((t.toplevel, names))
+                boots[0] += 1
                 stop.wait(0.01)
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
@@ -231,6 +233,11 @@ def test_racing_builds_never_serve_a_mix(lab, tmp_path):
             th.start()
         for th in threads:
             th.join()
+        # boots go on after the switch too: the one in progress now may have begun
+        # before it (the first boot waits for its initrd's CPIO cache), the next did not
+        after, deadline = boots[0], time.monotonic() + 120
+        while boots[0] < after + 2 and t.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         stop.set()
         t.join()
