@@ -20,10 +20,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: setup
-	@$(VENV)/bin/nixie lab up
+	@$(PY) -m lab up
 
 lab-down:
-	@$(VENV)/bin/nixie lab down
+	@$(PY) -m lab down
 
 test: setup
 	@$(PY) -m tests.run_tiers

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from appliance.netlab import Netns, veth
+from lab.netns import Netns, veth
 
 
 @contextmanager

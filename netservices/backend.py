@@ -1,6 +1,6 @@
 """What the network services need from the appliance, as interfaces.
 
-`appliance.backend` implements these over SQLite; tests may implement them
+`appliance.domain.boot_backend` implements these over SQLite; tests may implement them
 over plain dicts. Keep them small: one method per question a server asks.
 """
 

@@ -1,6 +1,6 @@
 """Listen addresses as the config writes them (`host:port`, `[v6]:port`), and
 what a pool of worker processes sharing bound listeners needs (TFTP's here,
-the web UI's in appliance/webserver.py)."""
+the web UI's in appliance/runtime/webserver.py)."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ let
     };
 
   # WireGuard peers get DNS and the web UI, never the boot services (the same
-  # split as the appliance's own ruleset, appliance/firewall.py).
+  # split as the appliance's own ruleset, appliance/router/firewall.py).
   vpnPorts = s:
     let p = servicePorts s;
     in {

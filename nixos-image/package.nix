@@ -42,7 +42,7 @@ python3Packages.buildPythonApplication {
   # the test suite needs root, network namespaces and QEMU: it runs in the VM
   # test (checks.<system>.vm-test) and in the repository's CI, not here
   doCheck = false;
-  pythonImportsCheck = [ "appliance" "appliance.cli" "netservices" "webui" ];
+  pythonImportsCheck = [ "appliance" "appliance.cli.main" "netservices" "webui" ];
 
   meta = {
     description = "On-premises router appliance that PXE-boots bare metal into NixOS";

@@ -45,7 +45,7 @@ let
 
   vpnPorts = nixieLib.vpnPorts s;
   vpnOn = s.vpn.enable;
-  # NAT is the appliance's job: its ruleset (table inet nixie, appliance/firewall.py)
+  # NAT is the appliance's job: its ruleset (table inet nixie, appliance/router/firewall.py)
   # masquerades the LAN and the VPN out of the WAN, following the WAN the web UI
   # sets. NixOS's networking.nat is never turned on here (no second NAT).
   appNat = s.firewall.enable && s.wan.nat && s.wan.interface != null;

@@ -1,5 +1,5 @@
 # The JSON config of `nixie serve` as NixOS options: one option per key of
-# SCHEMA in appliance/config.py, same dotted names, same defaults.
+# SCHEMA in appliance/config/schema.py, same dotted names, same defaults.
 #
 # A function of `lib` alone (mkOption and types), so the router module uses it
 # with nixpkgs' lib and tests/unit/test_nixos_options.py evaluates it with a

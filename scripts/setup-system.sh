@@ -31,7 +31,10 @@ apt-get install -y -q --no-install-recommends "${missing[@]}"
 # them from starting; should one have started anyway, stop it: only a daemon in
 # the host's network namespace whose parent is init, never a reference server a
 # test or the lab runs in a namespace of its own.
-host_net=$(readlink /proc/1/ns/net)
+# In a container /proc/1 may be unreadable: then there is no host namespace to
+# tell apart, and nothing to stop (the container started no packaged daemon).
+host_net=$(readlink /proc/1/ns/net 2>/dev/null || true)
+[ -n "$host_net" ] || exit 0
 for name in in.tftpd kea-dhcp4 nginx dnsmasq; do
   for pid in $(pgrep -x "$name" || true); do
     [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "$host_net" ] || continue

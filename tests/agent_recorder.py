@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from appliance.netlab import Netns, wait_port
+from lab.netns import Netns, wait_port
 from tests.conftest import ROOT
 
 AGENT = ROOT / "nixos-image" / "agent" / "nixie-agent"

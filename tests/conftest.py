@@ -15,7 +15,7 @@ import pytest
 from tests.tiers import TIERS
 
 ROOT = Path(__file__).resolve().parent.parent
-NIXIE = [sys.executable, "-m", "appliance.cli"]
+NIXIE = [sys.executable, "-m", "appliance.cli.main"]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -30,7 +30,7 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_sessionfinish(session, exitstatus):
     if TIERS["netns"]() is None:
-        from appliance.netlab import cleanup_stale
+        from lab.netns import cleanup_stale
 
         cleanup_stale()
 
@@ -45,7 +45,7 @@ def state_dir(tmp_path):
 @pytest.fixture
 def config_file(tmp_path, state_dir):
     """A minimal valid config on loopback with free-ish ports; returns its path."""
-    from appliance.config import example_config
+    from appliance.config.schema import example_config
 
     cfg = example_config(state_dir=str(state_dir), interface="lo", address="127.0.0.1/8")
     cfg["dhcp"]["mode"] = "off"

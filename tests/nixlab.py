@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from appliance.config import example_config, load_config
-from appliance.nix import SINGLE_USER_OFFLINE as NIX_EXTRA  # what LAB.md says nix-bin needs here
+from appliance.config.schema import example_config, load_config
+from appliance.nix.command import (
+    SINGLE_USER_OFFLINE as NIX_EXTRA,  # what LAB.md says nix-bin needs here
+)
 
 
 def lab_config(tmp_path: Path, **builder) -> tuple[Path, object]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 
-from appliance.config import example_config, parse_config
-from appliance.db import Store
+from appliance.config.schema import example_config, parse_config
+from appliance.state.db import Store
 
 PASSWORD = "correct horse battery"
 

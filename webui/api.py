@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from appliance import (
+from appliance.domain import (
     apitokens,
     builds,
     events,
@@ -23,13 +23,12 @@ from appliance import (
     generations,
     hosts,
     leases,
-    linkinfo,
-    nix,
     overview,
     settings,
-    wol,
 )
 from appliance.errors import InvalidInput
+from appliance.nix import command as nix
+from appliance.router import linkinfo, wol
 
 from .context import config, conn, ctx
 from .filters import progress_fraction, progress_phase

@@ -18,7 +18,7 @@ def conn() -> sqlite3.Connection:
 
 def config():
     """The config file with the settings stored by the UI applied."""
-    from appliance import settings
+    from appliance.domain import settings
 
     if "nixie_cfg" not in g:
         g.nixie_cfg = settings.effective_config(ctx().config, conn())

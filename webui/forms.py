@@ -16,7 +16,7 @@ from wtforms import (
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional
 
-from appliance.hosts import MODES
+from appliance.domain.hosts import MODES
 
 
 def options(*items: str | tuple[object, str]) -> list[SelectChoice]:

@@ -9,9 +9,9 @@ from flask import Flask, g, jsonify, redirect, render_template, request, session
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 
-from appliance import apitokens, settings, users
+from appliance.domain import apitokens, settings, users
+from appliance.domain.loginlimits import LoginLimits
 from appliance.errors import NixieError
-from appliance.loginlimits import LoginLimits
 
 from .context import conn
 from .fragments import forget_all, mark_changed

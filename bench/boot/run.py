@@ -42,11 +42,11 @@ import threading
 import time
 from pathlib import Path
 
-from appliance import labflake
-from appliance.config import example_config
-from appliance.netlab import Netns, bridge, wait_port
-from appliance.nix import SINGLE_USER_OFFLINE
-from appliance.qemu import PxeVM
+from appliance.config.schema import example_config
+from appliance.nix.command import SINGLE_USER_OFFLINE
+from lab import flake as labflake
+from lab.netns import Netns, bridge, wait_port
+from lab.qemu import PxeVM
 
 from .steps import (
     CONSOLE_MARKERS,
@@ -78,7 +78,7 @@ IPXE_DIR = Path("/usr/lib/ipxe")
 
 def nixie(cfg_path: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "appliance.cli", *args, "--config", str(cfg_path)],
+    return subprocess.run([sys.executable, "-m", "appliance.cli.main", *args, "--config", str(cfg_path)],
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
@@ -184,7 +184,7 @@ class Ours:
         self.ns = Netns()
         bridge(self.ns, "br-lan", f"{ROUTER}/24")
         log = open(self.tmp / "serve.log", "w")
-        self.proc = self.ns.popen(sys.executable, "-m", "appliance.cli", "serve", "--config",
+        self.proc = self.ns.popen(sys.executable, "-m", "appliance.cli.main", "serve", "--config",
                                   str(self.cfg_path), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         if not wait_port(self.ns, ROUTER, PORT, timeout=60):
             raise RuntimeError("nixie serve did not listen:\n" + (self.tmp / "serve.log").read_text())

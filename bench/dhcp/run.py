@@ -30,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from appliance.config import example_config
-from appliance.netlab import Netns, start_serve, stop_processes, veth
+from appliance.config.schema import example_config
+from lab.netns import Netns, start_serve, stop_processes, veth
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from appliance.netlab import Netns, stop_processes, veth, wait_port
+from lab.netns import Netns, stop_processes, veth, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER, CLIENT, UPSTREAM = "10.53.0.1", "10.53.0.2", "10.54.0.53"

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from appliance.netlab import Netns, stop_processes, wait_port
 from bench.common import fetch_loops, server_and_client
+from lab.netns import Netns, stop_processes, wait_port
 from tests.bootlab import store_basename
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -29,8 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from appliance.netboot import CpioCache, ImageBuilder, nix_closure, nix_dump_db
-from appliance.nix import Nix
+from appliance.nix.command import Nix
+from appliance.nix.netboot import CpioCache, ImageBuilder, nix_closure, nix_dump_db
 
 CACHE = Path(os.environ.get("NIXIE_BENCH_CACHE", "/var/cache/nixie-bench/netboot"))
 NIX_EXTRA = "build-users-group =\nsandbox = false\nsubstituters =\nmax-jobs = auto"

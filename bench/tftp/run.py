@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from appliance.netlab import Netns, stop_processes
 from bench.common import fetch_loops, server_and_client
+from lab.netns import Netns, stop_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 FILE = Path("/usr/lib/ipxe/ipxe.efi")

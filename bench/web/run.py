@@ -45,8 +45,8 @@ PAGES = {"dashboard": "/", "hosts": "/hosts/", "hosts p10": "/hosts/?page=10",
 
 
 def populate(state_dir: Path, cfg) -> None:
-    from appliance import hosts, settings
-    from appliance.db import Store, transaction
+    from appliance.domain import hosts, settings
+    from appliance.state.db import Store, transaction
 
     store = Store(cfg.db_path)
     conn = store.conn()
@@ -159,13 +159,13 @@ def main() -> int:
         return 1
 
     sys.path.insert(0, str(ROOT))
-    from appliance.config import example_config, parse_config
-    from appliance.netlab import start_serve, stop_processes, wait_port
+    from appliance.config.schema import example_config, parse_config
+    from lab.netns import start_serve, stop_processes, wait_port
 
     tmp = Path(tempfile.mkdtemp(prefix="nixie-bench-web-"))
     ns = None
     if os.geteuid() == 0:
-        from appliance.netlab import Netns
+        from lab.netns import Netns
 
         ns = Netns()
     host, port = "127.0.0.1", 8080 if ns else free_port()

@@ -1,5 +1,5 @@
 # NixOS-shaped systems without nixpkgs: every derivation's builder is a copy
-# of busybox (materialised into ./bbdir by appliance/labflake.py), the kernel
+# of busybox (materialised into ./bbdir by lab/flake.py), the kernel
 # is a prebuilt Debian kernel with its virtio modules (./kernel).
 { src }:
 let

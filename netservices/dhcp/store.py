@@ -1,5 +1,5 @@
 """What the DHCP server needs from the appliance: a durable lease store and the
-host table. `appliance/dhcp_store.py` implements it over the state DB."""
+host table. `appliance/domain/lease_store.py` implements it over the state DB."""
 
 from __future__ import annotations
 

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import example_config
-from appliance.netlab import serving
+from appliance.config.schema import example_config
+from lab.netns import serving
 from tests.conftest import ROOT
 
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 PASSWORD = "browser-test-pw-1"
 MAC = "52:54:00:7e:57:01"
-HAVE_BUILD_WORKER = importlib.util.find_spec("appliance.buildworker") is not None
+HAVE_BUILD_WORKER = importlib.util.find_spec("appliance.nix.buildworker") is not None
 NIX_TEST_CONFIG = "build-users-group =\nsandbox = false\nsubstituters ="
 
 FLAKE = r"""{
@@ -306,7 +306,7 @@ def test_build_page_follows_the_columns_the_worker_writes(page, server):
     build worker (issue 5): it appends `builds.log_path` and updates `status`,
     `progress`, `toplevel`. The row is inserted as already running, so a real worker
     (when merged) leaves it alone."""
-    from appliance.db import connect, now
+    from appliance.state.db import connect, now
 
     conn = connect(server["db"], migrate=False)
     log = server["tmp"] / "contract-build.log"
@@ -358,7 +358,7 @@ def test_build_and_follow_its_log(page, server, flake_dir):
         # this branch has no build worker (issue 5 builds it): the build stays queued
         status = page.get_attribute("#build-status", "data-status")
         assert status == "queued"
-        pytest.xfail("appliance.buildworker is not on this branch: the build stays queued; "
+        pytest.xfail("appliance.nix.buildworker is not on this branch: the build stays queued; "
                      "at merge this test must pass with the worker (status succeeded, log followed)")
     wait_js(page, "['succeeded', 'failed'].includes(document.getElementById('build-status').dataset.status)",
             timeout=180)

@@ -10,9 +10,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from appliance.config import example_config
-from appliance.netlab import Netns, start_serve, veth
-from appliance.status import read_status
+from appliance.config.schema import example_config
+from appliance.state.status import read_status
+from lab.netns import Netns, start_serve, veth
 from tests.conftest import ROOT
 
 UDHCPC_SCRIPT = '#!/bin/sh\necho "$1 $ip $interface" >> {out}\n'

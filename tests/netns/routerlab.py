@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from appliance.netlab import Netns, stop_processes, veth, wait_port
+from lab.netns import Netns, stop_processes, veth, wait_port
 
 HTTP_PROBE = ("import socket,sys\n"
               "s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=float(sys.argv[3]))\n"

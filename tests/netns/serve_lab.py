@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from appliance.config import example_config
+from appliance.config.schema import example_config
 
 
 def router_config(tmp_path: Path, address: str | None = None, **sections: dict) -> Path:

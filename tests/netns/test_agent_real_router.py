@@ -11,10 +11,10 @@ import subprocess
 
 import pytest
 
-from appliance.agent import issue_token
-from appliance.config import example_config
-from appliance.db import Store, transaction
-from appliance.netlab import Netns, bridge, bridge_port, serving
+from appliance.config.schema import example_config
+from appliance.domain.agent import issue_token
+from appliance.state.db import Store, transaction
+from lab.netns import Netns, bridge, bridge_port, serving
 from tests.agent_recorder import AGENT, busybox_bin
 from tests.conftest import run_nixie
 

@@ -15,18 +15,18 @@ import uuid
 
 import pytest
 
-from appliance import labflake
-from appliance.binary_cache import BinaryCache, nix32, render_narinfo, to_nix32_hash
-from appliance.netlab import Netns, veth, wait_port
-from appliance.nix import Nix
+from appliance.nix.binary_cache import BinaryCache, nix32, render_narinfo, to_nix32_hash
+from appliance.nix.command import Nix
+from lab import flake as labflake
+from lab.netns import Netns, veth, wait_port
 from tests.conftest import ROOT
 from tests.nixlab import NIX_EXTRA
 
 SERVER = textwrap.dedent("""
     import sys
     from waitress import serve
-    from appliance.binary_cache import BinaryCache
-    from appliance.nix import Nix
+    from appliance.nix.binary_cache import BinaryCache
+    from appliance.nix.command import Nix
 
     cache = BinaryCache(Nix(extra_config=sys.argv[2]), sys.argv[1])
 

@@ -6,9 +6,9 @@ import hashlib
 import json
 import time
 
-from appliance import db
-from appliance.config import example_config
-from appliance.netlab import Netns, bridge, bridge_port, start_serve, stop_processes, wait_port
+from appliance.config.schema import example_config
+from appliance.state import db
+from lab.netns import Netns, bridge, bridge_port, start_serve, stop_processes, wait_port
 from tests.conftest import run_nixie
 
 

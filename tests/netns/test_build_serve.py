@@ -8,8 +8,8 @@ import json
 import signal
 import uuid
 
-from appliance import labflake
-from appliance.netlab import Netns, bridge, serving
+from lab import flake as labflake
+from lab.netns import Netns, bridge, serving
 from tests.conftest import run_nixie
 from tests.nixlab import lab_config
 

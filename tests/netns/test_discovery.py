@@ -2,8 +2,10 @@
 
 import sys
 
-from appliance import db, discovery, hosts
-from appliance.netlab import Netns, bridge, bridge_port
+from appliance.domain import hosts
+from appliance.router import discovery
+from appliance.state import db
+from lab.netns import Netns, bridge, bridge_port
 
 
 def test_neighbour_table_gives_host_ip(tmp_path):
@@ -17,7 +19,7 @@ def test_neighbour_table_gives_host_ip(tmp_path):
         machine.run("ip", "addr", "add", "10.77.0.57/24", "dev", "eth0")
         machine.run("ping", "-c", "1", "-W", "2", "10.77.0.1")
         table = router.run(sys.executable, "-c",
-                           "import json,appliance.discovery as d;print(json.dumps(d.read_neighbours('br-lan')))",
+                           "import json,appliance.router.discovery as d;print(json.dumps(d.read_neighbours('br-lan')))",
                            check=True).stdout
     import json
 

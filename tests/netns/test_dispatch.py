@@ -13,11 +13,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from appliance import labflake
-from appliance.bootartifacts import StoreBootArtifacts
-from appliance.config import load_config
-from appliance.db import Store
-from appliance.nix import Nix
+from appliance.config.schema import load_config
+from appliance.nix.bootartifacts import StoreBootArtifacts
+from appliance.nix.command import Nix
+from appliance.state.db import Store
+from lab import flake as labflake
 from netservices.backend import Pending
 from tests.nixlab import NIX_EXTRA, lab_config
 

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from appliance import hosts
-from appliance.config import example_config
-from appliance.db import Store
-from appliance.netlab import Netns, serving, stop_processes, veth
+from appliance.config.schema import example_config
+from appliance.domain import hosts
+from appliance.state.db import Store
+from lab.netns import Netns, serving, stop_processes, veth
 
 
 def dig(ns, *args):

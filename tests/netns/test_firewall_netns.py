@@ -3,8 +3,8 @@ the admin and boot ports answer the LAN and not the WAN."""
 
 import pytest
 
-from appliance import firewall
-from appliance.firewall import FirewallSpec
+from appliance.router import firewall
+from appliance.router.firewall import FirewallSpec
 from tests.netns.routerlab import RouterLab
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from appliance.netlab import Netns, veth, wait_port
+from lab.netns import Netns, veth, wait_port
 from tests.bootlab import store_basename
 from tests.conftest import ROOT
 

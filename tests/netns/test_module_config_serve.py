@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from appliance.netlab import Netns, bridge, serving
+from lab.netns import Netns, bridge, serving
 from tests.conftest import ROOT, run_nixie
 from tests.nixeval import STUB_LIB, nix_eval, nix_reason, nix_str, settings_expr
 

@@ -11,10 +11,11 @@ import time
 
 import pytest
 
-from appliance import netlab, network
-from appliance.config import example_config
-from appliance.db import Store
-from appliance.netlab import Netns, stop_processes, veth, wait_port
+from appliance.config.schema import example_config
+from appliance.router import network
+from appliance.state.db import Store
+from lab import netns as netlab
+from lab.netns import Netns, stop_processes, veth, wait_port
 from tests.conftest import run_nixie
 from tests.netns.routerlab import RouterLab
 

@@ -15,12 +15,13 @@ import uuid
 
 import pytest
 
-from appliance import builds, flakes, hosts, labflake
-from appliance.bootartifacts import StoreBootArtifacts
-from appliance.buildworker import BuildWorker, claim_next
-from appliance.db import Store
-from appliance.netboot import read_artifact, split_zstd_frames
-from appliance.nix import Nix, refresh_flake
+from appliance.domain import builds, flakes, hosts
+from appliance.nix.bootartifacts import StoreBootArtifacts
+from appliance.nix.buildworker import BuildWorker, claim_next
+from appliance.nix.command import Nix, refresh_flake
+from appliance.nix.netboot import read_artifact, split_zstd_frames
+from appliance.state.db import Store
+from lab import flake as labflake
 from netservices.backend import HostRecord
 from tests.nixlab import lab_config
 

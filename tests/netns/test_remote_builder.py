@@ -12,10 +12,11 @@ import textwrap
 import uuid
 from pathlib import Path
 
-from appliance import builds, hosts, labflake
-from appliance.buildworker import BuildWorker, claim_next
-from appliance.db import Store
-from appliance.netlab import Netns, unique, veth, wait_port
+from appliance.domain import builds, hosts
+from appliance.nix.buildworker import BuildWorker, claim_next
+from appliance.state.db import Store
+from lab import flake as labflake
+from lab.netns import Netns, unique, veth, wait_port
 from tests.nixlab import NIX_EXTRA, lab_config
 
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from appliance.netlab import Netns, bridge, start_serve, wait_port
+from lab.netns import Netns, bridge, start_serve, wait_port
 from tests.conftest import run_nixie
 from tests.netns.serve_lab import http_get, router_config
 

@@ -3,13 +3,13 @@
 import json
 import time
 
-from appliance.netlab import Netns, bridge, serve_argv
+from lab.netns import Netns, bridge, serve_argv
 
 
 def test_stateless_times_out_with_reason(tmp_path):
     hosts_json = tmp_path / "hosts.json"
     hosts_json.write_text(json.dumps({"machine1": {"mac_address": "bc:24:11:d0:28:34"}}))
-    from appliance.config import example_config
+    from appliance.config.schema import example_config
 
     cfg = example_config(state_dir=str(tmp_path / "unused"))
     cfg["dns"]["enable"] = False

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from appliance.netlab import Netns, bridge, bridge_port, start_serve, wait_port
+from lab.netns import Netns, bridge, bridge_port, start_serve, wait_port
 from tests.netns.serve_lab import pid_alive, router_config
 from tests.netns.tftp_lab import sha, tftp_lab
 

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from appliance import netlab
-from appliance.config import example_config
-from appliance.netlab import Netns, stop_processes, veth, wait_port
+from appliance.config.schema import example_config
+from lab import netns as netlab
+from lab.netns import Netns, stop_processes, veth, wait_port
 from tests.conftest import run_nixie
 from tests.netns.routerlab import RouterLab
 

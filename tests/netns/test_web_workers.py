@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from appliance.netlab import Netns, bridge, serving
+from lab.netns import Netns, bridge, serving
 from tests.netns.serve_lab import http_get, pid_alive, router_config
 
 URL = "http://10.77.0.1:8080"

@@ -4,8 +4,8 @@ machine on the same bridge (another namespace) receives it."""
 import json
 import sys
 
-from appliance.config import example_config
-from appliance.netlab import Netns, bridge, bridge_port
+from appliance.config.schema import example_config
+from lab.netns import Netns, bridge, bridge_port
 from tests.conftest import run_nixie
 
 RECEIVER = r"""

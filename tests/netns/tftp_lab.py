@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.netlab import Netns, veth
+from lab.netns import Netns, veth
 from tests.conftest import ROOT
 
 

@@ -1,6 +1,7 @@
 import pytest
 
-from appliance import agent, db, hosts
+from appliance.domain import agent, hosts
+from appliance.state import db
 
 
 @pytest.fixture

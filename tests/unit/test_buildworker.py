@@ -6,8 +6,9 @@ from __future__ import annotations
 import base64
 import json
 
-from appliance import builds, hosts
-from appliance.buildworker import (
+from appliance.config.schema import load_config
+from appliance.domain import builds, hosts
+from appliance.nix.buildworker import (
     Progress,
     builder_args,
     claim_next,
@@ -15,8 +16,7 @@ from appliance.buildworker import (
     record_failure,
     record_success,
 )
-from appliance.config import load_config
-from appliance.db import Store
+from appliance.state.db import Store
 
 
 def nix_line(**m) -> str:

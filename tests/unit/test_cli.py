@@ -16,7 +16,7 @@ def db_dump(config_file):
 def test_help_lists_verbs():
     r = run_nixie("--help")
     assert r.returncode == 0
-    for verb in ("serve", "flake", "host", "lease", "build", "wol", "status", "admin", "config", "lab"):
+    for verb in ("serve", "flake", "host", "lease", "build", "wol", "status", "admin", "config"):
         assert verb in r.stdout
     r = run_nixie("host", "--help")
     for sub in ("add", "list", "show", "remove", "import", "export"):

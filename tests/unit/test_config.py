@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import example_config, iter_keys, load_config, parse_config
+from appliance.config.schema import example_config, iter_keys, load_config, parse_config
 from appliance.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,8 +16,8 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance import cpio
-from appliance.netboot import (
+from appliance.nix import cpio
+from appliance.nix.netboot import (
     CpioCache,
     ImageBuilder,
     NotAStorePath,

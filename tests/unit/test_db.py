@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance import db, hosts
-from appliance.migrations import MIGRATIONS
+from appliance.domain import hosts
+from appliance.state import db
+from appliance.state.migrations import MIGRATIONS
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from appliance import hosts
-from appliance.db import Store
-from appliance.dhcp_store import SqliteLeaseStore
+from appliance.domain import hosts
+from appliance.domain.lease_store import SqliteLeaseStore
+from appliance.state.db import Store
 from netservices.dhcp import codec
 from netservices.dhcp.codec import ACK, DECLINE, DISCOVER, INFORM, NAK, OFFER, RELEASE, REQUEST
 from netservices.dhcp.engine import (

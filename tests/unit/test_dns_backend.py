@@ -2,9 +2,9 @@
 
 import time
 
-from appliance import hosts
-from appliance.backend import SqliteBackend
-from appliance.db import Store
+from appliance.domain import hosts
+from appliance.domain.boot_backend import SqliteBackend
+from appliance.state.db import Store
 
 
 def lease(conn, ip, hostname, state="bound", expires_in=600):

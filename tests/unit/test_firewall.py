@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
-from appliance.config import example_config, parse_config
-from appliance.firewall import FirewallError, FirewallSpec, render
+from appliance.config.schema import example_config, parse_config
+from appliance.router.firewall import FirewallError, FirewallSpec, render
 
 
 def cfg(**over):

@@ -2,9 +2,10 @@ import json
 
 import pytest
 
-from appliance import db, hosts
+from appliance.config.macs import normalize_mac
+from appliance.domain import hosts
 from appliance.errors import Conflict, InvalidInput, NotFound
-from appliance.macs import normalize_mac
+from appliance.state import db
 
 
 @pytest.fixture
@@ -109,7 +110,7 @@ def test_export_round_trips(conn, tmp_path):
 
 
 def test_wol_magic_packet_with_secureon():
-    from appliance.wol import magic_packet
+    from appliance.router.wol import magic_packet
 
     p = magic_packet("bc:24:11:aa:bb:cc", password="01:02:03:04:05:06")
     assert p[:6] == b"\xff" * 6 and p[6:102] == bytes.fromhex("bc2411aabbcc") * 16

@@ -9,8 +9,9 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance import agent, db, events, hosts
-from appliance.backend import SqliteBackend
+from appliance.domain import agent, events, hosts
+from appliance.domain.boot_backend import SqliteBackend
+from appliance.state import db
 from netservices.httpboot import BootSettings, NoArtifacts, create_boot_app
 from tests.unit.test_httpboot import call
 

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from appliance import install
+from appliance.nix import install
 
 RECORDER = """#!/bin/sh
 for a in "$@"; do printf '%s\\n' "$a"; done > "$RECORD"

@@ -8,10 +8,10 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from appliance import network
-from appliance.db import Store
 from appliance.errors import Conflict, InvalidInput
-from appliance.network import Link, NetState, NetworkSettings, Route, StaticRoute, plan
+from appliance.router import network
+from appliance.router.network import Link, NetState, NetworkSettings, Route, StaticRoute, plan
+from appliance.state.db import Store
 
 
 def kernel_state():

@@ -2,7 +2,8 @@
 
 import threading
 
-from appliance import db, network
+from appliance.router import network
+from appliance.state import db
 
 
 def _pending(conn, txn_id="t1"):

@@ -16,7 +16,7 @@ import re
 
 import pytest
 
-from appliance import config as C
+from appliance.config import schema as C
 from tests.conftest import ROOT
 from tests.nixeval import STUB_LIB, nix_eval, nix_reason, nix_str, settings_expr
 

@@ -16,8 +16,8 @@ import re
 
 import pytest
 
-from appliance import config as C
-from appliance import firewall
+from appliance.config import schema as C
+from appliance.router import firewall
 from tests.conftest import ROOT
 from tests.nixeval import nix_eval, nix_reason, nix_str
 

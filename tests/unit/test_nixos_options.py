@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from appliance import config as C
+from appliance.config import schema as C
 from tests.conftest import ROOT
 from tests.nixeval import (
     nix_eval,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.qemu import qemu_argv
+from lab.qemu import qemu_argv
 
 PXE_OFF = ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
            "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]

@@ -4,7 +4,7 @@ import threading
 import time
 
 from appliance.logs import LogfmtFormatter, redact
-from appliance.supervisor import Supervisor
+from appliance.runtime.supervisor import Supervisor
 
 
 class Flaky:

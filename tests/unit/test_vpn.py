@@ -7,10 +7,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from appliance import vpn
-from appliance.config import example_config, parse_config
-from appliance.db import Store
+from appliance.config.schema import example_config, parse_config
 from appliance.errors import Conflict, InvalidInput
+from appliance.router import vpn
+from appliance.state.db import Store
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from appliance import webserver
-from appliance.db import Store
-from appliance.status import write_status
+from appliance.runtime import webserver
+from appliance.state.db import Store
+from appliance.state.status import write_status
 
 
 def test_worker_count_auto_is_cpus_capped(monkeypatch):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from appliance import apitokens, builds, generations, hosts, settings, users
+from appliance.domain import apitokens, builds, generations, hosts, settings, users
 from appliance.errors import InvalidInput
 from tests.webapp import PASSWORD, csrf_of, logged_in_client, make_app, post_form, setup_answers
 
@@ -121,8 +121,8 @@ def test_login_rate_limited_per_user(web):
 
 
 def test_login_rate_limited_per_ip(tmp_path):
-    from appliance.db import connect
-    from appliance.loginlimits import LoginLimits
+    from appliance.domain.loginlimits import LoginLimits
+    from appliance.state.db import connect
 
     conn = connect(tmp_path / "s.db")
     other = connect(tmp_path / "s.db")  # another web worker process sees the same counts
@@ -135,8 +135,8 @@ def test_login_rate_limited_per_ip(tmp_path):
 
 
 def test_login_limits_per_user_cleared_by_success(tmp_path):
-    from appliance.db import connect
-    from appliance.loginlimits import LoginLimits
+    from appliance.domain.loginlimits import LoginLimits
+    from appliance.state.db import connect
 
     conn = connect(tmp_path / "s.db")
     lim = LoginLimits(per_ip=100, per_user=2, seconds=60)
@@ -230,7 +230,7 @@ def test_host_pages_generation_and_import_export(client, web):
 def test_set_current_generation_checks():
     import tempfile
 
-    from appliance.db import connect
+    from appliance.state.db import connect
 
     conn = connect(tempfile.mkdtemp() + "/t.db")
     hosts.add_host(conn, "a", "52:54:00:00:00:01", "/f")
@@ -354,7 +354,7 @@ def test_openapi_lists_every_api_route(client):
 
 
 def test_events_filters_and_pages(client, web):
-    from appliance import events
+    from appliance.domain import events
 
     _, store, _ = web
     conn = store.conn()
@@ -412,8 +412,8 @@ def test_dashboard_figures_refresh_after_a_change_through_the_app(client):
 def test_setup_wizard_runs_once_even_when_raced(web):
     from concurrent.futures import ThreadPoolExecutor
 
-    from appliance.db import connect
     from appliance.errors import Conflict
+    from appliance.state.db import connect
 
     _, store, cfg = web
 

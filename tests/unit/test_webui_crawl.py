@@ -20,7 +20,7 @@ def app(tmp_path_factory):
     app, store, _ = make_app(tmp_path_factory.mktemp("crawl") / "state")
     c = logged_in_client(app)
     # something to point the routes at
-    from appliance import builds, flakes, hosts
+    from appliance.domain import builds, flakes, hosts
 
     conn = store.conn()
     hosts.add_host(conn, "demo", "52:54:00:00:00:01", "/srv/fleet")

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance import apitokens, hosts
+from appliance.domain import apitokens, hosts
 from tests.webapp import logged_in_client, make_app
 
 ANY_JSON = st.recursive(

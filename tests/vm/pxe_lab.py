@@ -1,6 +1,6 @@
 """A PXE lab in one namespace: a LAN bridge, tftp-hpa, an HTTP server that records
 requests, and a QEMU VM on a tap device (BIOS with the iPXE ROM, or OVMF with
-the firmware's own PXE client), started by `appliance.qemu.PxeVM`."""
+the firmware's own PXE client), started by `lab.qemu.PxeVM`."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from appliance.netlab import Netns, bridge, bridge_port, serving, stop_processes
-from appliance.qemu import PxeVM
+from lab.netns import Netns, bridge, bridge_port, serving, stop_processes
+from lab.qemu import PxeVM
 from tests.conftest import run_nixie
 
 HTTP_RECORDER = r'''
@@ -129,7 +129,7 @@ class OtherDhcpServer:
 def appliance_serving(tmp_path: Path, lan_ip: str = "10.77.0.1"):
     """`nixie serve` (our DHCP, TFTP, HTTP boot and a local build worker on the
     real `nix`) in a namespace with its LAN bridge; yields (ns, config path, config)."""
-    from appliance.config import example_config
+    from appliance.config.schema import example_config
     from tests.nixlab import NIX_EXTRA
 
     cfg = example_config(state_dir=str(tmp_path / "state"), interface="br-lan")

@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 
-from appliance.config import example_config
-from appliance.netlab import start_serve
+from appliance.config.schema import example_config
+from lab.netns import start_serve
 from netservices.dhcp import codec
 from tests.dhcp_helpers import pcap_udp_payloads
 from tests.vm.pxe_lab import OtherDhcpServer, PxeLab, router_namespace

@@ -19,8 +19,8 @@ import uuid
 
 import pytest
 
-from appliance import labflake
-from appliance.qemu import PxeVM
+from lab import flake as labflake
+from lab.qemu import PxeVM
 from tests.conftest import run_nixie
 from tests.vm.pxe_lab import add_and_build, appliance_serving, wait_booted
 

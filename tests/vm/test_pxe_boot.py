@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.netlab import Netns, bridge, stop_processes, wait_port
-from appliance.qemu import PxeVM
+from lab.netns import Netns, bridge, stop_processes, wait_port
+from lab.qemu import PxeVM
 from tests.bootlab import store_basename
 from tests.conftest import ROOT
 

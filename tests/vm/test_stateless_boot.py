@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import uuid
 
-from appliance import labflake
-from appliance.config import example_config
-from appliance.netlab import start_serve, wait_port
-from appliance.qemu import PxeVM
+from appliance.config.schema import example_config
+from lab import flake as labflake
+from lab.netns import start_serve, wait_port
+from lab.qemu import PxeVM
 from tests.nixlab import NIX_EXTRA
 from tests.vm.pxe_lab import OtherDhcpServer, router_namespace
 

@@ -2,7 +2,7 @@
 
 `nixie serve` runs in a namespace with its LAN bridge and a generation built by
 the real `nix` from the lab flake. An OVMF VM whose PXE boot options are turned
-off (appliance.qemu, netboot="http") starts its "UEFI HTTPv4" option, which has
+off (lab.qemu, netboot="http") starts its "UEFI HTTPv4" option, which has
 an empty URI: the firmware asks DHCP with vendor class `HTTPClient`, our DHCP
 answers with `http://.../ipxe/snponly.efi` (and `HTTPClient` in option 60), the
 firmware GETs that from our HTTP boot server and runs it; iPXE asks DHCP again,
@@ -19,9 +19,9 @@ import uuid
 
 import pytest
 
-from appliance import labflake
-from appliance.netlab import stop_processes
-from appliance.qemu import PxeVM
+from lab import flake as labflake
+from lab.netns import stop_processes
+from lab.qemu import PxeVM
 from tests.conftest import run_nixie
 from tests.vm.pxe_lab import add_and_build, appliance_serving, wait_booted
 

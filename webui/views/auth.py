@@ -7,7 +7,7 @@ import math
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
 
-from appliance import events, users
+from appliance.domain import events, users
 
 from ..context import conn
 from ..forms import ActionForm, LoginForm

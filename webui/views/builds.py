@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
-from appliance import builds, hosts
+from appliance.domain import builds, hosts
 from appliance.errors import NixieError
 
 from ..context import conn

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 
-from appliance import overview
+from appliance.domain import overview
 
 from .. import fragments
 from ..context import conn, ctx

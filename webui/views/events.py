@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 
-from appliance import events, hosts
+from appliance.domain import events, hosts
 from appliance.errors import NixieError
 
 from ..context import conn

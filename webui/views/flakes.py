@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, url_for
 
-from appliance import flakes, nix
+from appliance.domain import flakes
 from appliance.errors import NixieError
+from appliance.nix import command as nix
 
 from ..context import config, conn
 from ..forms import ActionForm, FlakeForm

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
-from appliance import builds, events, flakes, generations, hosts, wol
+from appliance.domain import builds, events, flakes, generations, hosts
 from appliance.errors import NixieError
+from appliance.router import wol
 
 from .. import fragments
 from ..context import config, conn

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 
-from appliance import hosts, leases
+from appliance.domain import hosts, leases
 
 from ..context import conn
 from .common import page_arg

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template
 
-from appliance import linkinfo
+from appliance.router import linkinfo
 
 from ..context import config
 

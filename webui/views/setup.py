@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, redirect, render_template, url_for
 
-from appliance import settings
+from appliance.domain import settings
 from appliance.errors import Conflict, NixieError
 
 from ..context import conn, ctx

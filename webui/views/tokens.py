@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, g, redirect, render_template, url_for
 
-from appliance import apitokens
+from appliance.domain import apitokens
 from appliance.errors import NixieError
 
 from ..context import conn

@@ -1,0 +1,1 @@
+"""`nixie`: one module per verb group; `main` builds the parser."""

@@ -1,0 +1,63 @@
+"""The appliance's implementation of `netservices.backend` over the state DB."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliance.domain import agent, events, hosts
+from appliance.state.db import Store, now
+from netservices.backend import HostRecord
+
+
+class SqliteBackend:
+    """HostDirectory + NameDirectory + EventSink over a Store (a connection per thread)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def host_by_mac(self, mac: str) -> HostRecord | None:
+        h = hosts.find_by_mac(self.store.conn(), mac)
+        if h is None:
+            return None
+        return HostRecord(name=h["name"], id=h["id"], macs=tuple(h["macs"]), mode=h["mode"],
+                          state=h["state"], ip=h["ip"],
+                          extra={"flake": h["flake"], "attr": h["attr"],
+                                 "current_generation": h["current_generation"]})
+
+    def host_by_ip(self, ip: str) -> HostRecord | None:
+        """The host whose MAC holds a current (offered or bound) lease on `ip`."""
+        row = self.store.conn().execute(
+            "SELECT mac FROM leases WHERE ip = ? AND state IN ('offered', 'bound') "
+            "ORDER BY updated_at DESC LIMIT 1", (ip,)).fetchone()
+        return self.host_by_mac(row[0]) if row else None
+
+    def event(self, kind: str, message: str = "", *, level: str = "info",
+              host_id: int | None = None, mac: str | None = None, ip: str | None = None,
+              data: dict[str, Any] | None = None) -> None:
+        events.record(self.store.conn(), kind, message, level=level, host_id=host_id, mac=mac,
+                      ip=ip, data=data)
+
+    # ------------------------------------------------------------ NameDirectory
+    def name_records(self) -> list[tuple[str, str]]:
+        """Hosts with an address (a reservation if the DHCP room adds one, else the last
+        seen IP), then bound unexpired leases with a hostname."""
+        conn = self.store.conn()
+        cols = {r["name"] for r in conn.execute("PRAGMA table_info(hosts)")}
+        ip_expr = "coalesce(ip_reservation, ip)" if "ip_reservation" in cols else "ip"
+        out = [(r["name"], r["ip"]) for r in conn.execute(
+            f"SELECT name, {ip_expr} AS ip FROM hosts WHERE {ip_expr} IS NOT NULL ORDER BY id")]
+        out += [(r["hostname"], r["ip"]) for r in conn.execute(
+            "SELECT hostname, ip FROM leases WHERE state = 'bound' AND expires > ? "
+            "AND hostname IS NOT NULL AND hostname != '' ORDER BY starts", (now(),))]
+        return out
+
+    def lookup_name(self, name: str) -> list[str]:
+        want = name.lower()
+        return [ip for n, ip in self.name_records() if n.lower() == want]
+
+    def lookup_ip(self, ip: str) -> str | None:
+        return next((n for n, i in self.name_records() if i == ip), None)
+
+    def agent_report(self, token: str, event: str, message: str, source_ip: str) -> dict:
+        """AgentSink: raises agent.AgentRejected (with .status 401/400/409)."""
+        return agent.report(self.store.conn(), token, event, message, source_ip)

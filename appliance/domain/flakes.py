@@ -1,0 +1,77 @@
+"""Flake URLs the router builds hosts from.
+
+Adding and listing are here; evaluating a flake's nixosConfigurations with
+the real `nix` CLI (refresh) lives in `appliance.nix.command` and is wired by the
+build room (issue 5).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from appliance.domain import events
+from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.state.db import now, transaction
+
+
+def validate_url(url: object) -> str:
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidInput("a flake URL is required", field="url")
+    url = url.strip()
+    if any(c.isspace() for c in url) or len(url) > 2048:
+        raise InvalidInput(f"{url!r} is not a flake URL", field="url")
+    return url
+
+
+def _row(r: sqlite3.Row) -> dict[str, Any]:
+    d = dict(r)
+    d["configurations"] = json.loads(d.get("configurations") or "[]")
+    d["macs"] = json.loads(d.get("macs") or "{}")
+    return d
+
+
+def add_flake(conn: sqlite3.Connection, url: str) -> dict[str, Any]:
+    url = validate_url(url)
+    with transaction(conn):
+        if conn.execute("SELECT 1 FROM flakes WHERE url = ?", (url,)).fetchone():
+            raise Conflict(f"flake {url} is already added")
+        conn.execute("INSERT INTO flakes (url, created_at) VALUES (?, ?)", (url, now()))
+        events.record(conn, "flake.added", f"flake {url} added")
+    return get_flake(conn, url)
+
+
+def get_flake(conn: sqlite3.Connection, url: str) -> dict[str, Any]:
+    r = conn.execute("SELECT * FROM flakes WHERE url = ? OR id = ?",
+                     (url, int(url) if str(url).isdigit() else -1)).fetchone()
+    if r is None:
+        raise NotFound(f"no flake {url!r}")
+    return _row(r)
+
+
+def list_flakes(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    return [_row(r) for r in conn.execute("SELECT * FROM flakes ORDER BY id")]
+
+
+def remove_flake(conn: sqlite3.Connection, url: str) -> None:
+    with transaction(conn):
+        f = get_flake(conn, url)
+        conn.execute("DELETE FROM flakes WHERE id = ?", (f["id"],))
+        events.record(conn, "flake.removed", f"flake {f['url']} removed")
+
+
+def save_refresh(conn: sqlite3.Connection, flake_id: int, *, configurations: list[str] | None,
+                 locked_url: str | None, error: str | None) -> None:
+    """Record a refresh; an error keeps the last good listing."""
+    with transaction(conn):
+        if error is None:
+            conn.execute("UPDATE flakes SET configurations = ?, locked_url = ?, last_refresh = ?, "
+                         "last_error = NULL WHERE id = ?",
+                         (json.dumps(sorted(configurations or [])), locked_url, now(), flake_id))
+        else:
+            conn.execute("UPDATE flakes SET last_refresh = ?, last_error = ? WHERE id = ?",
+                         (now(), error, flake_id))
+        events.record(conn, "flake.refreshed" if error is None else "flake.refresh_failed",
+                      error or f"{len(configurations or [])} configurations",
+                      level="info" if error is None else "error")

@@ -1,0 +1,351 @@
+"""Hosts: a name, one or more MACs, a flake reference and attribute, a boot mode.
+
+These functions are the one way hosts change: the CLI, the REST API and the
+web UI all call them. Each change is one transaction; a bad value raises
+InvalidInput / NotFound / Conflict and changes nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import sqlite3
+from typing import Any
+
+from appliance.config.macs import normalize_mac
+from appliance.domain import events
+from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.state.db import now, transaction
+
+MODES = ("netboot", "install", "local")
+STATES = ("unknown", "booting", "booted", "installing", "installed", "failed")
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def validate_name(name: object) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidInput(
+            f"{name!r} is not a valid host name (lower-case letters, digits and '-', "
+            "at most 63, not starting or ending with '-')",
+            field="name",
+        )
+    return name
+
+
+def validate_mode(mode: object) -> str:
+    if mode not in MODES:
+        raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {mode!r}", field="mode")
+    return mode  # type: ignore[return-value]
+
+
+def default_attr(name: str) -> str:
+    return f"nixosConfigurations.{name}"
+
+
+def _validate_flake(flake: object) -> str:
+    if not isinstance(flake, str) or not flake.strip():
+        raise InvalidInput("a flake reference is required", field="flake")
+    if any(c.isspace() for c in flake):
+        raise InvalidInput(f"{flake!r} contains white space", field="flake")
+    return flake.strip()
+
+
+def _validate_attr(attr: object) -> str:
+    if not isinstance(attr, str) or not re.match(r"^[A-Za-z0-9_'\-\"]+(\.[A-Za-z0-9_'\-\"]+)*$", attr):
+        raise InvalidInput(f"{attr!r} is not a flake attribute path", field="attr")
+    return attr
+
+
+def validate_reservation(ip: object, network: str | None = None) -> str | None:
+    """An IPv4 address for a MAC reservation ('' or None clears it); inside
+    `network` (the LAN, e.g. 10.0.0.0/24) when given."""
+    if ip is None or ip == "":
+        return None
+    try:
+        addr = ipaddress.IPv4Address(ip)
+    except (ValueError, TypeError):
+        raise InvalidInput(f"{ip!r} is not an IPv4 address", field="ip") from None
+    if network is not None:
+        net = ipaddress.IPv4Network(network, strict=False)
+        if addr not in net or addr in (net.network_address, net.broadcast_address):
+            raise InvalidInput(f"{addr} is not a host address of the LAN network {net}", field="ip")
+    return str(addr)
+
+
+def _check_reservation_free(conn: sqlite3.Connection, ip: str | None, host_id: int | None) -> None:
+    if ip is None:
+        return
+    r = conn.execute("SELECT id, name FROM hosts WHERE ip_reservation = ?", (ip,)).fetchone()
+    if r and r["id"] != host_id:
+        raise Conflict(f"address {ip} is already reserved for host {r['name']}")
+
+
+def _macs_of(conn: sqlite3.Connection, host_id: int) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT mac FROM host_macs WHERE host_id = ? ORDER BY rowid", (host_id,))]
+
+
+def _row_to_host(conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
+    h = dict(row)
+    h["macs"] = _macs_of(conn, h["id"])
+    return h
+
+
+def _check_macs_free(conn: sqlite3.Connection, macs: list[str], host_id: int | None) -> None:
+    for mac in macs:
+        r = conn.execute(
+            "SELECT h.name, h.id FROM host_macs m JOIN hosts h ON h.id = m.host_id WHERE m.mac = ?",
+            (mac,)).fetchone()
+        if r and r["id"] != host_id:
+            raise Conflict(f"MAC {mac} already belongs to host {r['name']}")
+
+
+def _normalize_macs(macs: list[str] | str) -> list[str]:
+    if isinstance(macs, str):
+        macs = [macs]
+    if not macs:
+        raise InvalidInput("a host needs at least one MAC address", field="mac")
+    out: list[str] = []
+    for m in macs:
+        n = normalize_mac(m)
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def add_host(conn: sqlite3.Connection, name: str, macs: list[str] | str, flake: str,
+             attr: str | None = None, mode: str = "netboot", ip: str | None = None,
+             network: str | None = None) -> dict[str, Any]:
+    name = validate_name(name)
+    ip = validate_reservation(ip, network)
+    mac_list = _normalize_macs(macs)
+    flake = _validate_flake(flake)
+    attr = _validate_attr(attr or default_attr(name))
+    mode = validate_mode(mode)
+    with transaction(conn):
+        if conn.execute("SELECT 1 FROM hosts WHERE name = ?", (name,)).fetchone():
+            raise Conflict(f"host {name} already exists")
+        _check_macs_free(conn, mac_list, None)
+        _check_reservation_free(conn, ip, None)
+        t = now()
+        host_id = conn.execute(
+            "INSERT INTO hosts (name, flake, attr, mode, state, created_at, updated_at, ip_reservation) "
+            "VALUES (?,?,?,?,?,?,?,?)", (name, flake, attr, mode, "unknown", t, t, ip)).lastrowid
+        conn.executemany("INSERT INTO host_macs (mac, host_id) VALUES (?, ?)",
+                         [(m, host_id) for m in mac_list])
+        events.record(conn, "host.added", f"host {name} added ({', '.join(mac_list)})",
+                      host_id=host_id)
+    return get_host(conn, name)
+
+
+def update_host(conn: sqlite3.Connection, name: str, *, macs: list[str] | None = None,
+                flake: str | None = None, attr: str | None = None,
+                mode: str | None = None, ip: str | None = None,
+                network: str | None = None) -> dict[str, Any]:
+    """`ip`: a reservation to set, or "" to clear it; None leaves it."""
+    changes: dict[str, Any] = {}
+    if ip is not None:
+        changes["ip_reservation"] = validate_reservation(ip, network)
+    if flake is not None:
+        changes["flake"] = _validate_flake(flake)
+    if attr is not None:
+        changes["attr"] = _validate_attr(attr)
+    if mode is not None:
+        changes["mode"] = validate_mode(mode)
+    mac_list = _normalize_macs(macs) if macs is not None else None
+    with transaction(conn):
+        host = _get_row(conn, name)
+        if "ip_reservation" in changes:
+            _check_reservation_free(conn, changes["ip_reservation"], host["id"])
+        if mac_list is not None:
+            _check_macs_free(conn, mac_list, host["id"])
+            conn.execute("DELETE FROM host_macs WHERE host_id = ?", (host["id"],))
+            conn.executemany("INSERT INTO host_macs (mac, host_id) VALUES (?, ?)",
+                             [(m, host["id"]) for m in mac_list])
+        if changes:
+            sets = ", ".join(f"{k} = ?" for k in changes)
+            conn.execute(f"UPDATE hosts SET {sets}, updated_at = ? WHERE id = ?",
+                         (*changes.values(), now(), host["id"]))
+        if changes or mac_list is not None:
+            desc = ", ".join(f"{k}={v}" for k, v in changes.items())
+            if mac_list is not None:
+                desc = ", ".join(filter(None, [desc, "macs=" + " ".join(mac_list)]))
+            events.record(conn, "host.updated", f"host {name} updated: {desc}", host_id=host["id"])
+    return get_host(conn, name)
+
+
+def _get_row(conn: sqlite3.Connection, name: str) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM hosts WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        raise NotFound(f"no host named {name!r}")
+    return row
+
+
+def get_host(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
+    return _row_to_host(conn, _get_row(conn, name))
+
+
+def get_host_by_id(conn: sqlite3.Connection, host_id: int) -> dict[str, Any] | None:
+    row = conn.execute("SELECT * FROM hosts WHERE id = ?", (host_id,)).fetchone()
+    return _row_to_host(conn, row) if row else None
+
+
+def find_by_mac(conn: sqlite3.Connection, mac: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        "SELECT h.* FROM host_macs m JOIN hosts h ON h.id = m.host_id WHERE m.mac = ?",
+        (normalize_mac(mac),)).fetchone()
+    return _row_to_host(conn, row) if row else None
+
+
+def list_hosts(conn: sqlite3.Connection, *, search: str | None = None, limit: int | None = None,
+               offset: int = 0) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM hosts"
+    args: list[Any] = []
+    if search:
+        sql += (" WHERE name LIKE ? OR id IN (SELECT host_id FROM host_macs WHERE mac LIKE ?)"
+                " OR ip LIKE ?")
+        pat = f"%{search.lower()}%"
+        args += [pat, pat, pat]
+    sql += " ORDER BY name"
+    if limit is not None:
+        sql += " LIMIT ? OFFSET ?"
+        args += [limit, offset]
+    rows = conn.execute(sql, args).fetchall()
+    macs: dict[int, list[str]] = {}
+    ids = [r["id"] for r in rows]
+    if ids:
+        q = ",".join("?" * len(ids))
+        for m in conn.execute(f"SELECT mac, host_id FROM host_macs WHERE host_id IN ({q}) ORDER BY rowid", ids):
+            macs.setdefault(m["host_id"], []).append(m["mac"])
+    return [dict(r) | {"macs": macs.get(r["id"], [])} for r in rows]
+
+
+def count_hosts(conn: sqlite3.Connection, *, search: str | None = None) -> int:
+    if search:
+        pat = f"%{search.lower()}%"
+        return conn.execute(
+            "SELECT count(*) FROM hosts WHERE name LIKE ? OR id IN "
+            "(SELECT host_id FROM host_macs WHERE mac LIKE ?) OR ip LIKE ?", (pat, pat, pat)
+        ).fetchone()[0]
+    return conn.execute("SELECT count(*) FROM hosts").fetchone()[0]
+
+
+def remove_host(conn: sqlite3.Connection, name: str) -> None:
+    with transaction(conn):
+        host = _get_row(conn, name)
+        conn.execute("DELETE FROM hosts WHERE id = ?", (host["id"],))
+        events.record(conn, "host.removed", f"host {name} removed")
+
+
+def set_state(conn: sqlite3.Connection, host_id: int, state: str, *, ip: str | None = None,
+              message: str = "") -> None:
+    """Move a host to `state` (and record where it was seen), with an event."""
+    if state not in STATES:
+        raise InvalidInput(f"unknown host state {state!r}", field="state")
+    t = now()
+    conn.execute(
+        "UPDATE hosts SET state = ?, state_changed_at = ?, last_seen = ?, ip = coalesce(?, ip), "
+        "updated_at = ? WHERE id = ?", (state, t, t, ip, t, host_id))
+    events.record(conn, f"host.{state}", message or f"host is {state}", host_id=host_id, ip=ip)
+
+
+# ---------------------------------------------------------------- hosts.json
+
+def _parse_entry(name: str, entry: Any, default_flake: str | None) -> dict[str, Any]:
+    if not isinstance(entry, dict):
+        raise InvalidInput(f"hosts.json: entry {name!r} must be an object")
+    known = {"mac_address", "macs", "flake", "attr", "mode"}
+    unknown = set(entry) - known
+    if unknown:
+        raise InvalidInput(f"hosts.json: {name}: unknown key {sorted(unknown)[0]!r}")
+    macs: list[str] = []
+    if "mac_address" in entry:
+        macs.append(entry["mac_address"])
+    macs += entry.get("macs") or []
+    if not macs:
+        raise InvalidInput(f"hosts.json: {name}: no mac_address")
+    flake = entry.get("flake") or default_flake
+    if not flake:
+        raise InvalidInput(f"hosts.json: {name}: no flake (give one with --flake)")
+    try:
+        return {
+            "name": validate_name(name),
+            "macs": _normalize_macs(macs),
+            "flake": _validate_flake(flake),
+            "attr": _validate_attr(entry.get("attr") or default_attr(name)),
+            "mode": validate_mode(entry.get("mode", "netboot")),
+        }
+    except InvalidInput as e:
+        raise InvalidInput(f"hosts.json: {name}: {e}", field=e.field) from None
+
+
+def parse_hosts_json(text: str, default_flake: str | None = None) -> list[dict[str, Any]]:
+    """Nixie's form `{"name": {"mac_address": "..."}}`, or ours, which adds
+    `macs`, `flake`, `attr` and `mode` to each entry (optionally under "hosts")."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"hosts.json is not valid JSON: {e.msg} at line {e.lineno}") from None
+    if isinstance(data, dict) and set(data) == {"hosts"} and isinstance(data["hosts"], dict):
+        data = data["hosts"]
+    if not isinstance(data, dict):
+        raise InvalidInput("hosts.json must be an object of host name -> entry")
+    entries = [_parse_entry(n, e, default_flake) for n, e in data.items()]
+    seen: dict[str, str] = {}
+    for e in entries:
+        for m in e["macs"]:
+            if m in seen:
+                raise InvalidInput(f"hosts.json: MAC {m} is listed for both {seen[m]} and {e['name']}")
+            seen[m] = e["name"]
+    return entries
+
+
+def import_hosts(conn: sqlite3.Connection, text: str, *, default_flake: str | None = None,
+                 replace: bool = False) -> dict[str, list[str]]:
+    """Add (or with replace=True, update) every host in a hosts.json, all or nothing."""
+    entries = parse_hosts_json(text, default_flake)
+    added, updated = [], []
+    with transaction(conn):
+        for e in entries:
+            row = conn.execute("SELECT id FROM hosts WHERE name = ?", (e["name"],)).fetchone()
+            if row and not replace:
+                raise Conflict(f"host {e['name']} already exists (use --replace to update it)")
+            host_id = row["id"] if row else None
+            _check_macs_free(conn, e["macs"], host_id)
+            t = now()
+            if host_id is None:
+                host_id = conn.execute(
+                    "INSERT INTO hosts (name, flake, attr, mode, state, created_at, updated_at) "
+                    "VALUES (?,?,?,?,?,?,?)",
+                    (e["name"], e["flake"], e["attr"], e["mode"], "unknown", t, t)).lastrowid
+                added.append(e["name"])
+            else:
+                conn.execute("UPDATE hosts SET flake=?, attr=?, mode=?, updated_at=? WHERE id=?",
+                             (e["flake"], e["attr"], e["mode"], t, host_id))
+                conn.execute("DELETE FROM host_macs WHERE host_id = ?", (host_id,))
+                updated.append(e["name"])
+            conn.executemany("INSERT INTO host_macs (mac, host_id) VALUES (?, ?)",
+                             [(m, host_id) for m in e["macs"]])
+        events.record(conn, "hosts.imported",
+                      f"hosts.json imported: {len(added)} added, {len(updated)} updated")
+    return {"added": added, "updated": updated}
+
+
+def export_hosts(conn: sqlite3.Connection) -> str:
+    """hosts.json in our form, which Nixie reads too (mac_address is the first MAC)."""
+    out: dict[str, Any] = {}
+    for h in list_hosts(conn):
+        out[h["name"]] = {
+            "mac_address": h["macs"][0],
+            "macs": h["macs"],
+            "flake": h["flake"],
+            "attr": h["attr"],
+            "mode": h["mode"],
+        }
+    return json.dumps(out, indent=2, sort_keys=True) + "\n"
+
+
+def list_host_names(conn: sqlite3.Connection, *, limit: int = 1000) -> list[str]:
+    """Just the names, sorted (for pickers)."""
+    return [r[0] for r in conn.execute("SELECT name FROM hosts ORDER BY name LIMIT ?", (limit,))]

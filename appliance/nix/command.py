@@ -1,0 +1,132 @@
+"""Calling the real `nix` CLI: one place that knows its flags and environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.domain import flakes
+
+BASE_NIX_CONFIG = "experimental-features = nix-command flakes"
+# Nix as a single user (root) on a machine that is not NixOS and is offline:
+# no nixbld group, no sandbox, no substituters. The lab and the tests use it.
+SINGLE_USER_OFFLINE = "build-users-group =\nsandbox = false\nsubstituters =\nwarn-dirty = false"
+
+
+class NixFailed(Exception):
+    """A nix command failed; the message is Nix's own error text."""
+
+
+@dataclass
+class Nix:
+    bin_dir: str | None = None
+    store: str | None = None
+    extra_config: str = ""
+    substituters: list[str] = field(default_factory=list)
+    trusted_public_keys: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_config(cls, cfg) -> Nix:
+        return cls(bin_dir=cfg.nix.bin_dir, store=cfg.nix.store, extra_config=cfg.nix.extra_config,
+                   substituters=list(cfg.builder.substituters),
+                   trusted_public_keys=list(cfg.builder.trusted_public_keys))
+
+    def exe(self, name: str) -> str:
+        if self.bin_dir:
+            return os.path.join(self.bin_dir, name)
+        return shutil.which(name) or name
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        lines = [BASE_NIX_CONFIG]
+        if self.substituters:
+            lines.append("extra-substituters = " + " ".join(self.substituters))
+        if self.trusted_public_keys:
+            lines.append("extra-trusted-public-keys = " + " ".join(self.trusted_public_keys))
+        if env.get("NIX_CONFIG"):
+            lines.append(env["NIX_CONFIG"])
+        if self.extra_config:
+            lines.append(self.extra_config)
+        env["NIX_CONFIG"] = "\n".join(lines)
+        return env
+
+    def store_args(self) -> list[str]:
+        return ["--store", self.store] if self.store else []
+
+    def run(self, args: list[str], *, timeout: float | None = 600) -> str:
+        cmd = [self.exe(args[0]), *args[1:]]
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, env=self.env(), timeout=timeout)
+        except FileNotFoundError:
+            raise NixFailed(f"{args[0]} is not installed (looked for {cmd[0]})") from None
+        except subprocess.TimeoutExpired:
+            raise NixFailed(f"{' '.join(args[:3])} timed out after {timeout} s") from None
+        if p.returncode != 0:
+            raise NixFailed(p.stderr.strip() or f"{args[0]} exited {p.returncode}")
+        return p.stdout
+
+    def eval_json(self, installable: str, apply: str | None = None) -> Any:
+        args = ["nix", "eval", "--json", *self.store_args(), installable]
+        if apply:
+            args += ["--apply", apply]
+        return json.loads(self.run(args))
+
+    def flake_metadata(self, url: str) -> dict[str, Any]:
+        return json.loads(self.run(["nix", "flake", "metadata", "--json", *self.store_args(), url]))
+
+
+def list_configurations(nix: Nix, url: str) -> tuple[list[str], str | None]:
+    """The flake's nixosConfigurations names and its locked URL."""
+    names = nix.eval_json(f"{url}#nixosConfigurations", apply="builtins.attrNames")
+    try:
+        locked = nix.flake_metadata(url).get("url")
+    except NixFailed:
+        locked = None
+    return sorted(names), locked
+
+
+# MACs a configuration declares for the router (the netboot-client module's
+# option); configurations without it, or whose evaluation fails, declare none
+MACS_APPLY = ("cs: builtins.mapAttrs (n: c: let m = builtins.tryEval "
+              "(c.config.nixie.netboot.macs or []); in if m.success then m.value else []) cs")
+
+
+def declared_macs(nix: Nix, url: str) -> dict[str, list[str]] | None:
+    """{configuration: [mac, ...]} or None when the flake cannot say (kept as it was)."""
+    from appliance.config.macs import normalize_mac
+
+    try:
+        raw = nix.eval_json(f"{url}#nixosConfigurations", apply=MACS_APPLY)
+    except NixFailed:
+        return None
+    out: dict[str, list[str]] = {}
+    for name, macs in (raw or {}).items():
+        good = []
+        for m in macs if isinstance(macs, list) else []:
+            try:
+                good.append(normalize_mac(m))
+            except Exception:  # noqa: BLE001 - a bad MAC in a flake is skipped, not fatal
+                continue
+        if good:
+            out[name] = good
+    return out
+
+
+def refresh_flake(conn: sqlite3.Connection, nix: Nix, flake_id: int) -> dict[str, Any]:
+    """Evaluate a flake again; on failure keep the last good listing and store Nix's error."""
+    f = next(x for x in flakes.list_flakes(conn) if x["id"] == flake_id)
+    try:
+        names, locked = list_configurations(nix, f["url"])
+    except NixFailed as e:
+        flakes.save_refresh(conn, flake_id, configurations=None, locked_url=None, error=str(e))
+    else:
+        flakes.save_refresh(conn, flake_id, configurations=names, locked_url=locked, error=None)
+        macs = declared_macs(nix, locked or f["url"])
+        if macs is not None:
+            conn.execute("UPDATE flakes SET macs = ? WHERE id = ?", (json.dumps(macs), flake_id))
+    return flakes.get_flake(conn, f["url"])

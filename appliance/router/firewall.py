@@ -1,0 +1,230 @@
+"""The router's nftables ruleset: generated from config as text, applied atomically.
+
+`FirewallSpec.from_config` reduces the config to the facts the ruleset needs;
+`render` is a plain function from that spec to `nft -f` text (one table,
+`inet nixie`, replaced as a whole in one transaction); `apply` feeds it to
+`nft -f -` after a dry run (`nft -c`). The UI shows `render`'s text.
+
+Policy: input and forward drop by default. Established/related traffic is
+accepted; the admin UI and SSH only from the LAN and the VPN; the boot services
+(DHCP 67/4011, TFTP 69, HTTP boot) only from the LAN; DNS from the LAN and the
+VPN; WireGuard's port and DHCP-client replies on the WAN. The LAN (and the VPN)
+may go out through the WAN, masqueraded when `wan.nat` is on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+from dataclasses import dataclass, replace
+
+from appliance.errors import NixieError
+from netservices.listen import parse_listen
+
+TABLE = "nixie"
+_IFNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
+
+
+class FirewallError(NixieError):
+    http_status = 500
+
+
+def _port(listen: str) -> int:
+    return parse_listen(listen)[2]
+
+
+def _ifname(name: str) -> str:
+    if not _IFNAME.match(name):
+        raise FirewallError(f"bad interface name {name!r}")
+    return f'"{name}"'
+
+
+@dataclass(frozen=True)
+class FirewallSpec:
+    lan_if: str
+    lan_net: str
+    wan_if: str | None = None
+    vpn_if: str | None = None
+    vpn_net: str | None = None
+    vpn_port: int | None = None
+    nat: bool = True
+    admin_tcp: tuple[int, ...] = (8080, 22)
+    boot_tcp: tuple[int, ...] = (8081,)
+    boot_udp: tuple[int, ...] = (67, 4011, 69)
+    dns_port: int | None = 53
+    vpn_to_lan: bool = True
+
+    @classmethod
+    def from_config(cls, cfg, *, ssh_port: int | None = None) -> FirewallSpec:
+        vpn = cfg.vpn
+        ssh_port = ssh_port or cfg.firewall.ssh_port
+        dns_ports = sorted({_port(x) for x in cfg.dns.listen}) if cfg.dns.enable else []
+        return cls(
+            lan_if=cfg.lan.interface,
+            lan_net=str(cfg.lan_interface.network),
+            wan_if=cfg.wan.interface,
+            vpn_if=vpn.interface if vpn.enable else None,
+            vpn_net=str(ipaddress.IPv4Interface(vpn.address).network) if vpn.enable else None,
+            vpn_port=vpn.listen_port if vpn.enable else None,
+            nat=cfg.wan.nat,
+            admin_tcp=tuple(sorted({*(_port(x) for x in cfg.web.listen), ssh_port})),
+            boot_tcp=(_port(cfg.boot.http_listen),),
+            boot_udp=tuple(sorted({67, 4011, *(_port(x) for x in cfg.tftp.listen)}))
+            if cfg.dhcp.mode != "off" else tuple(sorted({_port(x) for x in cfg.tftp.listen})),
+            dns_port=dns_ports[0] if dns_ports else None,
+        )
+
+
+def spec_for(cfg, settings) -> FirewallSpec:
+    """The spec for the config with the (confirmed or pending) network settings' LAN and WAN
+    interfaces, which may differ from the config's (a bridge made in the UI)."""
+    base = FirewallSpec.from_config(cfg)
+    return replace(base, lan_if=settings.lan_interface,
+                   lan_net=str(ipaddress.IPv4Interface(settings.lan_address).network),
+                   wan_if=settings.wan_interface if settings.wan_mode != "none" else None)
+
+
+def _set(values) -> str:
+    values = list(values)
+    return str(values[0]) if len(values) == 1 else "{ " + ", ".join(str(v) for v in values) + " }"
+
+
+def render(spec: FirewallSpec) -> str:
+    """The whole ruleset as `nft -f` text; replaces table inet nixie atomically."""
+    lan = _ifname(spec.lan_if)
+    ipaddress.IPv4Network(spec.lan_net)
+    trusted = [lan]
+    if spec.vpn_if:
+        trusted.append(_ifname(spec.vpn_if))
+    wan = _ifname(spec.wan_if) if spec.wan_if else None
+    inside = _set(trusted)
+
+    inp = [
+        "ct state established,related accept",
+        "ct state invalid drop",
+        'iifname "lo" accept',
+        "ip protocol icmp icmp type { echo-request, destination-unreachable, time-exceeded } accept",
+    ]
+    if spec.admin_tcp:
+        inp.append(f"iifname {inside} tcp dport {_set(spec.admin_tcp)} accept comment \"admin UI and SSH\"")
+    if spec.boot_udp:
+        inp.append(f"iifname {lan} udp dport {_set(spec.boot_udp)} accept comment \"DHCP, proxyDHCP, TFTP\"")
+    if spec.boot_tcp:
+        inp.append(f"iifname {lan} tcp dport {_set(spec.boot_tcp)} accept comment \"HTTP boot\"")
+    if spec.dns_port:
+        inp.append(f"iifname {inside} meta l4proto {{ tcp, udp }} th dport {spec.dns_port} accept comment \"DNS\"")
+    if wan:
+        inp.append(f"iifname {wan} udp sport 67 udp dport 68 accept comment \"DHCP client on the WAN\"")
+        if spec.vpn_port:
+            inp.append(f"iifname {wan} udp dport {spec.vpn_port} accept comment \"WireGuard\"")
+    inp.append("counter drop")
+
+    fwd = ["ct state established,related accept", "ct state invalid drop"]
+    if wan:
+        fwd.append(f"iifname {inside} oifname {wan} accept")
+    if spec.vpn_if and spec.vpn_to_lan:
+        fwd.append(f"iifname {_ifname(spec.vpn_if)} oifname {lan} accept")
+    fwd.append("counter drop")
+
+    lines = [
+        "# generated by nixie: do not edit, it is replaced as a whole",
+        f"table inet {TABLE}",
+        f"delete table inet {TABLE}",
+        f"table inet {TABLE} {{",
+        "\tchain input {",
+        "\t\ttype filter hook input priority filter; policy drop;",
+        *(f"\t\t{r}" for r in inp),
+        "\t}",
+        "\tchain forward {",
+        "\t\ttype filter hook forward priority filter; policy drop;",
+        *(f"\t\t{r}" for r in fwd),
+        "\t}",
+        "\tchain output {",
+        "\t\ttype filter hook output priority filter; policy accept;",
+        "\t}",
+    ]
+    if wan and spec.nat:
+        sources = [spec.lan_net] + ([spec.vpn_net] if spec.vpn_net else [])
+        lines += [
+            "\tchain postrouting {",
+            "\t\ttype nat hook postrouting priority srcnat; policy accept;",
+            f"\t\toifname {wan} ip saddr {_set(sources)} masquerade",
+            "\t}",
+        ]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _nft(args: list[str], text: str | None, nft: str, netns: str | None) -> str:
+    cmd = [nft, *args]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    try:
+        r = subprocess.run(cmd, input=text, capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        raise FirewallError(f"{cmd[0]} is not installed (package nftables)") from None
+    if r.returncode != 0:
+        raise FirewallError(f"nft {' '.join(args)} failed: {r.stderr.strip()}")
+    return r.stdout
+
+
+def apply(text: str, *, nft: str = "nft", netns: str | None = None) -> None:
+    """Check, then load the ruleset in one transaction (all or nothing)."""
+    _nft(["-c", "-f", "-"], text, nft, netns)
+    _nft(["-f", "-"], text, nft, netns)
+
+
+def remove(*, nft: str = "nft", netns: str | None = None) -> None:
+    _nft(["-f", "-"], f"table inet {TABLE}\ndelete table inet {TABLE}\n", nft, netns)
+
+
+def current(*, nft: str = "nft", netns: str | None = None) -> str:
+    """What the kernel holds now (for the UI), or '' if the table is absent."""
+    try:
+        return _nft(["list", "table", "inet", TABLE], None, nft, netns)
+    except FirewallError:
+        return ""
+
+
+def apply_config(cfg, **kw) -> str:
+    text = render(FirewallSpec.from_config(cfg))
+    apply(text, **kw)
+    return text
+
+
+class FirewallService:
+    """Applies the ruleset when `nixie serve` starts (firewall.enable), then idles.
+    Stopping serve leaves the rules in place: a router does not open up when it stops."""
+
+    name = "firewall"
+
+    def __init__(self, cfg, store):
+        self.cfg = cfg
+        self.store = store
+        self._stats: dict = {}
+
+    def run(self, stop) -> None:
+        import hashlib
+        import time
+
+        from appliance.router.network import load_settings
+
+        text = render(spec_for(self.cfg, load_settings(self.store.conn(), self.cfg)))
+        apply(text)
+        self._stats = {"applied_at": time.time(),
+                       "ruleset_sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
+        stop.wait()
+
+    def stats(self) -> dict:
+        return dict(self._stats)
+
+
+def for_ui(conn, cfg) -> dict:
+    """What the UI's firewall page shows: the ruleset generated from the config and the
+    saved network settings, and what the kernel holds now ('' if none)."""
+    from appliance.router.network import load_settings
+
+    return {"enabled": cfg.firewall.enable,
+            "generated": render(spec_for(cfg, load_settings(conn, cfg))),
+            "applied": current()}

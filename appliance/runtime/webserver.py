@@ -1,0 +1,288 @@
+"""How `nixie serve` hosts the admin web UI: waitress, in the serve process or in
+worker processes.
+
+Python runs one thread of Python at a time, so a single process renders pages
+on one core however many threads waitress has. With `web.workers` above 1,
+serve binds the `web.listen` sockets itself and starts that many worker
+processes (`python -m appliance.runtime.webserver`) that share them: the kernel hands
+each new connection to one worker. A worker gets its settings as one JSON line
+on stdin and keeps stdin open; when serve goes away, even by SIGKILL, stdin
+ends and the worker stops. Everything a worker needs lives in the state DB
+(the web UI never holds state of its own that another process must see), and
+serve's health, written to the DB every heartbeat, is what a worker reports.
+
+`WebService` (workers = 1) keeps the old in-process form, used on a one-CPU
+machine and where a test wants the app in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from appliance.state.status import HEARTBEAT_SECONDS, read_status
+from netservices.listen import bind_retrying, parse_listen, usable_cpus
+
+log = logging.getLogger("nixie.web")
+
+MAX_AUTO_WORKERS = 4
+WAITRESS_THREADS = 4
+STOP_GRACE_SECONDS = 0.8
+RESPAWN_BACKOFF_MAX = 10.0
+BIND_RETRY_SECONDS = 3.0
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def secret_key(cfg) -> bytes:
+    """The session signing key, made (0600) on first use."""
+    path = Path(cfg.web.secret_key_file or Path(cfg.state_dir) / "secret_key")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def web_app(cfg, store, health):
+    """The admin web UI's Flask app (in serve, or in a web worker process)."""
+    from webui import create_app
+    from webui.app import WebContext
+
+    return create_app(WebContext(store=store, config=cfg, health=health, secret_key=secret_key(cfg)))
+
+
+def worker_count(configured: int) -> int:
+    """`web.workers`: 0 means one per CPU this process may use, at most 4."""
+    return configured if configured > 0 else max(1, min(usable_cpus(), MAX_AUTO_WORKERS))
+
+
+def bind_listeners(listen: list[str], backlog: int = 1024) -> list[socket.socket]:
+    """One listening TCP socket per `web.listen` address (all or none)."""
+    socks: list[socket.socket] = []
+    try:
+        for addr in listen:
+            family, host, port = parse_listen(addr)
+            s = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind((host, port))
+            s.listen(backlog)
+            s.setblocking(False)
+    except OSError:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
+class WebService:
+    """The admin UI + REST API on every `web.listen` address, under waitress, in
+    this process."""
+
+    name = "web"
+
+    def __init__(self, app, listen: list[str], threads: int = WAITRESS_THREADS):
+        self.app = app
+        self.listen = listen
+        self.threads = threads
+        self._server = None
+        self._lock = threading.Lock()
+
+    def run(self, stop: threading.Event) -> None:
+        from waitress.server import create_server
+
+        with self._lock:
+            if stop.is_set():
+                return
+            self._server = create_server(self.app, listen=" ".join(self.listen),
+                                         threads=self.threads, asyncore_loop_timeout=1,
+                                         ident="nixie")
+        try:
+            self._server.run()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        with self._lock:
+            srv, self._server = self._server, None
+        if srv is not None:
+            try:
+                srv.close()
+            finally:
+                srv.task_dispatcher.shutdown(timeout=1)
+
+    def shutdown(self) -> None:
+        srv = self._server
+        if srv is not None:
+            srv.close()  # ends run()'s loop within asyncore_loop_timeout
+
+    def stats(self) -> dict[str, Any]:
+        return {"workers": 1, "in_process": True}
+
+
+class WebWorkers:
+    """`workers` processes serving the web UI on sockets this process bound; a
+    worker that dies is replaced (with a growing pause if it keeps dying)."""
+
+    name = "web"
+
+    def __init__(self, cfg, workers: int):
+        self.cfg = cfg
+        self.workers = workers
+        self.restarts = 0
+        self._procs: list[subprocess.Popen] = []
+        self._lock = threading.Lock()
+
+    def _spec(self, fds: list[int]) -> str:
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        return json.dumps({"config": self.cfg.to_dict(), "config_path": self.cfg.path, "fds": fds,
+                           "threads": WAITRESS_THREADS, "log_level": str(level).lower()})
+
+    def _spawn(self, index: int, socks: list[socket.socket]) -> subprocess.Popen:
+        fds = [s.fileno() for s in socks]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+        proc = subprocess.Popen([sys.executable, "-m", "appliance.runtime.webserver"], stdin=subprocess.PIPE,
+                                pass_fds=fds, env=env, cwd=str(ROOT))
+        assert proc.stdin is not None
+        proc.stdin.write((self._spec(fds) + "\n").encode())
+        proc.stdin.flush()  # stdin stays open: its end tells the worker serve is gone
+        log.info("web worker started", extra={"worker": index, "pid": proc.pid})
+        return proc
+
+    def run(self, stop: threading.Event) -> None:
+        socks = bind_retrying(lambda: bind_listeners(self.cfg.web.listen), stop,
+                              BIND_RETRY_SECONDS)
+        started: list[float] = []
+        pause: list[float] = []
+        try:
+            with self._lock:
+                for i in range(self.workers):
+                    self._procs.append(self._spawn(i, socks))
+                    started.append(time.monotonic())
+                    pause.append(0.5)
+            while not stop.wait(0.2):
+                for i, proc in enumerate(self._procs):
+                    if proc.poll() is None:
+                        continue
+                    log.warning("web worker exited; starting another",
+                                extra={"worker": i, "pid": proc.pid, "code": proc.returncode})
+                    # quick deaths in a row back off, so a broken worker cannot spin
+                    pause[i] = min(pause[i] * 2, RESPAWN_BACKOFF_MAX) \
+                        if time.monotonic() - started[i] < 5 else 0.5
+                    if stop.wait(pause[i]):
+                        break
+                    with self._lock:
+                        self._procs[i] = self._spawn(i, socks)
+                    started[i] = time.monotonic()
+                    self.restarts += 1
+        finally:
+            self._stop_workers()
+            for s in socks:
+                s.close()
+
+    def _stop_workers(self) -> None:
+        with self._lock:
+            procs, self._procs = self._procs, []
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+            if p.stdin:
+                p.stdin.close()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for p in procs:
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            pids = [p.pid for p in self._procs if p.poll() is None]
+        return {"workers": self.workers, "alive": len(pids), "pids": pids, "restarts": self.restarts}
+
+
+# ---------------------------------------------------------------- the worker process
+
+
+def stored_health(store, stale_seconds: float) -> dict[str, Any]:
+    """serve's health as its last heartbeat wrote it to the DB; not ok once it is
+    older than `stale_seconds` or serve said it stopped."""
+    status = read_status(store.conn())
+    if status is None:
+        return {"ok": False, "services": {}, "error": "nixie serve has not reported its health yet"}
+    age = time.time() - float(status.get("ts", 0))
+    out = {"ok": bool(status.get("ok")), "services": status.get("services", {}),
+           "reported_seconds_ago": round(age, 1)}
+    if status.get("state") != "running":
+        out.update(ok=False, error=f"nixie serve is {status.get('state')}")
+    elif age > stale_seconds:
+        out.update(ok=False, error=f"nixie serve has not reported for {age:.0f} s")
+    return out
+
+
+def worker_main() -> int:
+    from waitress.server import create_server
+
+    from appliance.config.schema import parse_config
+    from appliance.logs import setup_logging
+    from appliance.state.db import Store
+
+    spec = json.loads(sys.stdin.readline())
+    setup_logging(spec["log_level"])
+    server = None
+    done = threading.Event()
+
+    def finish() -> None:
+        if done.is_set():
+            return
+        done.set()
+        if server is not None:
+            server.close()  # no new connections; the answers being written finish
+            server.task_dispatcher.shutdown(cancel_pending=True, timeout=STOP_GRACE_SECONDS / 2)
+        os._exit(0)
+
+    def watch_parent() -> None:
+        sys.stdin.read()  # returns when serve closes the pipe or dies
+        finish()
+
+    # watching from the start: a worker still starting must not keep the port from a new serve
+    threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=finish, daemon=True).start())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C reaches serve, which stops us
+    cfg = parse_config(spec["config"], spec["config_path"])
+    socks = [socket.socket(fileno=fd) for fd in spec["fds"]]
+    store = Store(cfg.db_path)
+    app = web_app(cfg, store, lambda: stored_health(store, 3 * HEARTBEAT_SECONDS))
+    server = create_server(app, sockets=socks, threads=spec["threads"], asyncore_loop_timeout=1,
+                           ident="nixie")
+    if done.is_set():  # serve went away while we started
+        server.close()
+        os._exit(0)
+    log.info("web worker serving", extra={"pid": os.getpid(), "listen": ",".join(cfg.web.listen)})
+    try:
+        server.run()
+    except (OSError, ValueError):
+        if not done.is_set():  # not the sockets finish() closed under the loop
+            raise
+    finish()  # returns at once when another thread is finishing: it ends the process
+    threading.Event().wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())

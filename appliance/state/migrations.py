@@ -1,0 +1,183 @@
+"""Versioned schema migrations, applied in order by `db.apply_migrations`.
+
+Never edit a released migration: add the next version. PRAGMA user_version
+holds the version a database is at. JSON columns are TEXT holding JSON.
+"""
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+CREATE TABLE settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL                     -- JSON
+);
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    last_login REAL
+);
+CREATE TABLE flakes (
+    id INTEGER PRIMARY KEY,
+    url TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL
+);
+CREATE TABLE hosts (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    flake TEXT NOT NULL,
+    attr TEXT NOT NULL,
+    mode TEXT NOT NULL DEFAULT 'netboot' CHECK (mode IN ('netboot', 'install', 'local')),
+    created_at REAL NOT NULL
+);
+CREATE TABLE host_macs (
+    mac TEXT PRIMARY KEY,
+    host_id INTEGER NOT NULL REFERENCES hosts(id) ON DELETE CASCADE
+);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT ''
+);
+""",
+    2: """
+ALTER TABLE flakes ADD COLUMN locked_url TEXT;
+ALTER TABLE flakes ADD COLUMN configurations TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE flakes ADD COLUMN last_refresh REAL;
+ALTER TABLE flakes ADD COLUMN last_error TEXT;
+
+ALTER TABLE hosts ADD COLUMN state TEXT NOT NULL DEFAULT 'unknown';
+ALTER TABLE hosts ADD COLUMN state_changed_at REAL;
+ALTER TABLE hosts ADD COLUMN ip TEXT;
+ALTER TABLE hosts ADD COLUMN last_seen REAL;
+ALTER TABLE hosts ADD COLUMN current_generation INTEGER;
+ALTER TABLE hosts ADD COLUMN updated_at REAL;
+UPDATE hosts SET updated_at = created_at;
+CREATE INDEX host_macs_host ON host_macs(host_id);
+
+ALTER TABLE events ADD COLUMN level TEXT NOT NULL DEFAULT 'info';
+ALTER TABLE events ADD COLUMN host_id INTEGER REFERENCES hosts(id) ON DELETE SET NULL;
+ALTER TABLE events ADD COLUMN mac TEXT;
+ALTER TABLE events ADD COLUMN ip TEXT;
+ALTER TABLE events ADD COLUMN data TEXT;   -- JSON
+CREATE INDEX events_ts ON events(ts);
+CREATE INDEX events_host_ts ON events(host_id, ts);
+CREATE INDEX events_kind_ts ON events(kind, ts);
+
+ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
+
+CREATE TABLE api_tokens (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    last_used REAL,
+    revoked_at REAL
+);
+
+CREATE TABLE leases (
+    ip TEXT PRIMARY KEY,
+    mac TEXT NOT NULL,
+    client_id TEXT,
+    hostname TEXT,
+    state TEXT NOT NULL CHECK (state IN ('offered', 'bound', 'released', 'declined', 'expired')),
+    starts REAL NOT NULL,
+    expires REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX leases_mac ON leases(mac);
+CREATE INDEX leases_state_expires ON leases(state, expires);
+
+CREATE TABLE builds (
+    id INTEGER PRIMARY KEY,
+    host_id INTEGER REFERENCES hosts(id) ON DELETE SET NULL,
+    host_name TEXT NOT NULL,
+    flake TEXT NOT NULL,
+    attr TEXT NOT NULL,
+    locked_url TEXT,
+    status TEXT NOT NULL DEFAULT 'queued'
+        CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+    toplevel TEXT,
+    log_path TEXT,
+    error TEXT,
+    progress TEXT,                          -- JSON
+    queued_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL
+);
+CREATE INDEX builds_status ON builds(status, queued_at);
+CREATE INDEX builds_host ON builds(host_id, queued_at);
+
+CREATE TABLE generations (
+    id INTEGER PRIMARY KEY,
+    host_id INTEGER NOT NULL REFERENCES hosts(id) ON DELETE CASCADE,
+    number INTEGER NOT NULL,
+    build_id INTEGER REFERENCES builds(id) ON DELETE SET NULL,
+    toplevel TEXT NOT NULL,
+    gc_root TEXT,
+    created_at REAL NOT NULL,
+    UNIQUE (host_id, number)
+);
+
+CREATE TABLE boot_tokens (
+    token_hash TEXT PRIMARY KEY,
+    host_id INTEGER NOT NULL REFERENCES hosts(id) ON DELETE CASCADE,
+    generation_id INTEGER REFERENCES generations(id) ON DELETE CASCADE,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    last_used REAL
+);
+CREATE INDEX boot_tokens_host ON boot_tokens(host_id);
+""",
+    3: """
+ALTER TABLE hosts ADD COLUMN ip_reservation TEXT;
+CREATE UNIQUE INDEX hosts_ip_reservation ON hosts(ip_reservation) WHERE ip_reservation IS NOT NULL;
+""",
+    # issue 5: MACs each nixosConfiguration declares (config.nixie.netboot.macs),
+    # JSON {"configuration name": ["mac", ...]}
+    5: """
+ALTER TABLE flakes ADD COLUMN macs TEXT NOT NULL DEFAULT '{}';
+""",
+    8: """
+CREATE TABLE net_transactions (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL
+        CHECK (state IN ('pending', 'confirmed', 'rolling_back', 'rolled_back', 'failed')),
+    created_at REAL NOT NULL,
+    deadline REAL NOT NULL,
+    before TEXT NOT NULL,                   -- JSON: kernel state of the links it touches
+    desired TEXT NOT NULL,                  -- JSON: the network settings applied
+    ops TEXT NOT NULL,                      -- JSON: the operations applied
+    netns TEXT,                             -- network namespace it was applied in (null: ours)
+    firewall_before TEXT,                   -- nft ruleset to restore ('' none; null: not touched)
+    finished_at REAL,
+    error TEXT
+);
+CREATE INDEX net_transactions_state ON net_transactions(state, deadline);
+
+CREATE TABLE vpn_peers (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    public_key TEXT NOT NULL UNIQUE,
+    address TEXT NOT NULL UNIQUE,           -- the peer's tunnel IPv4
+    key_file TEXT,                          -- its private key (0600) under state_dir/vpn
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+""",
+    # who claimed a rollback when, so a second runner does not undo it twice
+    9: """
+ALTER TABLE net_transactions ADD COLUMN claimed_at REAL;
+""",
+    # issue 7: failed logins, shared by every web worker process (appliance/domain/loginlimits.py)
+    17: """
+CREATE TABLE login_failures (
+    scope TEXT NOT NULL CHECK (scope IN ('ip', 'user')),
+    key TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE INDEX login_failures_key ON login_failures(scope, key, ts);
+""",
+}

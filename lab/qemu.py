@@ -1,0 +1,110 @@
+"""Virtual machines that PXE-boot for real: QEMU with iPXE ROMs (BIOS) or OVMF (UEFI).
+
+Used by the lab (`python -m lab up`) and the vm-tier tests. A VM's tap device is
+attached to a bridge inside a network namespace; its serial console goes to a
+file. BIOS: SeaBIOS runs the NIC's iPXE ROM (ipxe-qemu). UEFI: OVMF with an
+empty `romfile=` uses EDK2's own PXE client, which fetches snponly.efi over
+TFTP. UEFI HTTP Boot (`netboot="http"`): OVMF's PXEv4/PXEv6 boot options are
+turned off through its fw_cfg knobs (`opt/org.tianocore/IPv4PXESupport`,
+`IPv6PXESupport`), so the NIC's first boot option is "UEFI HTTPv4" with an empty
+URI: the firmware asks DHCP as `HTTPClient` and boots the URL it is given. KVM
+guests fail on these machines, so `-accel tcg`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab.netns import Netns, unique
+
+OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+NETBOOTS = ("pxe", "http")
+
+
+def qemu_argv(*, firmware: str, mac: str, tap: str, serial: Path, workdir: Path,
+              memory_mb: int = 768, accel: str = "tcg", netboot: str = "pxe") -> list[str]:
+    if firmware not in ("bios", "uefi"):
+        raise ValueError("firmware must be bios or uefi")
+    if netboot not in NETBOOTS or (netboot == "http" and firmware != "uefi"):
+        raise ValueError("netboot must be pxe, or http with uefi firmware")
+    argv = ["qemu-system-x86_64", "-accel", accel, "-m", str(memory_mb), "-smp", "1",
+            "-display", "none", "-monitor", "none", "-no-reboot", "-serial", f"file:{serial}",
+            "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no"]
+    if firmware == "bios":
+        argv += ["-device", f"virtio-net-pci,netdev=n0,mac={mac},bootindex=1", "-boot", "n"]
+    else:
+        vars_copy = workdir / f"OVMF_VARS-{mac.replace(':', '')}.fd"
+        shutil.copyfile(OVMF_VARS, vars_copy)
+        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
+                 "-device", f"virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1"]
+        if netboot == "http":  # no PXE boot options: HTTPv4 comes first
+            argv += ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+                     "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]
+    return argv
+
+
+@dataclass
+class PxeVM:
+    """One PXE-booting VM on `bridge` inside `ns`. Use as a context manager or
+    call stop(); the tap device and the QEMU process are always removed."""
+
+    ns: Netns
+    bridge: str
+    firmware: str
+    mac: str
+    workdir: Path
+    memory_mb: int = 768
+    netboot: str = "pxe"
+    tap: str = field(default_factory=lambda: unique("t"))
+    proc: subprocess.Popen | None = None
+
+    @property
+    def serial(self) -> Path:
+        return self.workdir / f"serial-{self.firmware}-{self.mac.replace(':', '')}.log"
+
+    def start(self) -> PxeVM:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.serial.unlink(missing_ok=True)
+        self.ns.run("ip", "tuntap", "add", "dev", self.tap, "mode", "tap")
+        self.ns.run("ip", "link", "set", self.tap, "master", self.bridge)
+        self.ns.run("ip", "link", "set", self.tap, "up")
+        argv = qemu_argv(firmware=self.firmware, mac=self.mac, tap=self.tap, serial=self.serial,
+                         workdir=self.workdir, memory_mb=self.memory_mb, netboot=self.netboot)
+        err = open(self.workdir / f"qemu-{self.firmware}-{self.mac.replace(':', '')}.err", "w")
+        self.proc = self.ns.popen(*argv, stdout=subprocess.DEVNULL, stderr=err)
+        return self
+
+    def console(self) -> str:
+        return self.serial.read_text(errors="replace") if self.serial.exists() else ""
+
+    def wait_for(self, *markers: str, timeout: float = 300) -> str | None:
+        """Wait until the console shows one of `markers`; returns it, or None on
+        timeout or if QEMU exits first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.console()
+            for m in markers:
+                if m in text:
+                    return m
+            if self.proc is not None and self.proc.poll() is not None:
+                return None
+            time.sleep(0.5)
+        return None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.ns.run("ip", "link", "del", self.tap, check=False)
+
+    def __enter__(self) -> PxeVM:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
