@@ -90,6 +90,7 @@ class BootTarget:
     generation_id: int | None = None
     number: int | None = None
     kernel_params: tuple[str, ...] = ()  # the system's own kernel-params file
+    current: bool = False  # the generation the admin chose (rollback); the boot default
 
 
 class Pending(Exception):

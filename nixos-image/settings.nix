@@ -26,6 +26,7 @@ let
 
   options = {
     state_dir = opt path "/var/lib/nixie" "Directory for run-time state: nixie.db, GC roots, caches, logs.";
+    locked = opt (types.listOf str) [ ] "Dotted keys this file pins (the NixOS module lists the options it sets): the web UI, the API and the CLI show them read-only and cannot override them.";
     log_level = opt (types.enum [ "debug" "info" "warning" "error" ]) "info" "Minimum level of the structured log lines on stderr.";
 
     lan = {

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config.schema import DEFAULT_CONFIG_PATH, example_config, load_config
-from appliance.domain import builds, events, flakes, hosts, leases, users
+from appliance.domain import builds, events, flakes, generations, hosts, leases, settings, users
 from appliance.errors import ConfigError, NixieError, NotFound
 from appliance.state.db import Store, now
 from appliance.state.status import read_status
@@ -68,6 +68,11 @@ class Ctx:
         if self._store is None:
             self._store = Store(self.cfg.db_path)
         return self._store.conn()
+
+    @property
+    def runtime_cfg(self):
+        """What `nixie serve` runs with: the file, the stored overrides and network settings."""
+        return settings.effective_config(self.cfg, self.conn)
 
 
 # ------------------------------------------------------------------ verbs
@@ -203,6 +208,13 @@ def cmd_host_show(ctx: Ctx) -> int:
     return 0
 
 
+def cmd_host_rollback(ctx: Ctx) -> int:
+    h = generations.rollback(ctx.conn, ctx.args.name, ctx.args.to)
+    emit(ctx.args, h, lambda: print(f"host {h['name']} now boots generation "
+                                    f"{h['current_generation']}"))
+    return 0
+
+
 def cmd_host_remove(ctx: Ctx) -> int:
     hosts.remove_host(ctx.conn, ctx.args.name)
     print(f"removed host {ctx.args.name}")
@@ -324,9 +336,8 @@ def cmd_admin_create_user(ctx: Ctx) -> int:
 
 def cmd_firewall(ctx: Ctx) -> int:
     from appliance.router import firewall
-    from appliance.router.network import load_settings
 
-    text = firewall.render(firewall.spec_for(ctx.cfg, load_settings(ctx.conn, ctx.cfg)))
+    text = firewall.render(firewall.FirewallSpec.from_config(ctx.runtime_cfg))
     if ctx.args.action == "apply":
         firewall.apply(text)
     elif ctx.args.action == "current":
@@ -523,6 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(ho, "list", cmd_host_list, "list hosts").add_argument("--search")
     leaf(ho, "show", cmd_host_show, "show one host, its generations and recent events").add_argument("name")
     leaf(ho, "remove", cmd_host_remove, "remove a host").add_argument("name")
+    s = leaf(ho, "rollback", cmd_host_rollback,
+             "boot an older generation by default (newer ones stay in the menu)")
+    s.add_argument("name")
+    s.add_argument("--to", type=int, metavar="N", help="this generation (default: the one "
+                   "before the current)")
     s = leaf(ho, "import", cmd_host_import, "import a hosts.json (Nixie's form or ours)")
     s.add_argument("file", help="path, or - for stdin")
     s.add_argument("--flake", help="flake for entries that name none")

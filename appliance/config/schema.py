@@ -203,6 +203,7 @@ class Section:
 SCHEMA = Section(
     {
         "state_dir": Key(check_path, "/var/lib/nixie", "Directory for run-time state: nixie.db, GC roots, caches, logs."),
+        "locked": Key(lambda k, v: _check_locked(k, check_str_list(k, v)), [], "Dotted keys this file pins (the NixOS module lists the options it sets): the web UI, the API and the CLI show them read-only and cannot override them."),
         "log_level": Key(one_of("debug", "info", "warning", "error"), "info", "Minimum level of the structured log lines on stderr."),
         "lan": Section(
             {
@@ -330,6 +331,14 @@ SCHEMA = Section(
         ),
     }
 )
+
+def _check_locked(key: str, keys: list[str]) -> list[str]:
+    known = {k for k, _ in iter_keys()}
+    for i, k in enumerate(keys):
+        if k not in known:
+            raise ConfigError(f"{key}[{i}]", f"{k!r} is not a configuration key")
+    return keys
+
 
 # Section aliases: `builder: "local"` is accepted as `builder: {"kind": "local"}`.
 _SHORTHANDS = {"builder": "kind"}

@@ -35,3 +35,19 @@ def set_current_generation(conn: sqlite3.Connection, host_name: str, number: int
                       f"host {host_name} now boots generation {number} (was {previous or '-'})",
                       host_id=host["id"], data={"from": previous, "to": number})
     return get_host(conn, host_name)
+
+
+def rollback(conn: sqlite3.Connection, host_name: str, to: int | None = None) -> dict[str, Any]:
+    """Boot generation `to`, or without it the newest one older than the current:
+    `nixie host rollback NAME [--to N]`. Newer generations stay listed and bootable."""
+    if to is None:
+        host = get_host(conn, host_name)
+        current = host["current_generation"]
+        row = conn.execute(
+            "SELECT max(number) FROM generations WHERE host_id = ? AND number < ?",
+            (host["id"], current if current is not None else 1 << 62)).fetchone()
+        if row[0] is None:
+            raise NotFound(f"host {host_name} has no generation older than "
+                           f"{current if current is not None else 'none'}")
+        to = row[0]
+    return set_current_generation(conn, host_name, to)

@@ -106,12 +106,3 @@ class SqliteLeaseStore:
         self._stop.set()
         self._checkpointer.join(2)
         self.conn.close()
-
-
-def dhcp_service(cfg, db_path: str | Path | None = None):
-    """The DHCP service `serve` supervises, wired to the state DB."""
-    from netservices.dhcp.engine import DhcpSettings
-    from netservices.dhcp.server import DhcpService
-
-    return DhcpService(DhcpSettings.from_config(cfg),
-                       SqliteLeaseStore(db_path or cfg.db_path, cfg.dhcp.lease_sync))

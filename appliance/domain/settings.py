@@ -1,28 +1,41 @@
-"""Run-time settings: answers of the setup wizard and edits from the settings page.
+"""The admin's side of the desired state: answers of the setup wizard and edits
+from the Settings page, the API and the CLI.
 
-The JSON config file is the declarative base. A setting stored here, under
-`config.<dotted key>` in the `settings` table (JSON value), overrides that key
-of the file for the services that read `effective_config()`. Only the keys in
-`EDITABLE` may be set here; each is checked by the same checker the config
+The JSON config file is the declarative base. A value stored here, under
+`config.<dotted key>` in the `settings` table, overrides that key of the file;
+the confirmed network settings (key `network`) come last (see
+`appliance.config.resolve`). Only the keys in `EDITABLE` may be set here, never
+one the file lists in `locked`; each is checked by the same checker the config
 file uses, and the whole result must pass the config's cross-checks (for
 example, the DHCP range inside the LAN network) or nothing is stored.
+
+`nixie serve` resolves the same data into the config its services run with
+and applies every change within 2 s (`appliance.runtime.wiring`); it records
+the outcome under `config.applied`, which `apply_status` reads back.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import sqlite3
 from typing import Any
 
+from appliance.config.resolve import NETWORK_KEYS, lookup, merged, resolve
 from appliance.config.schema import Config, iter_keys, parse_config
-from appliance.domain import events
-from appliance.errors import ConfigError, InvalidInput
+from appliance.domain import events, users
+from appliance.errors import ConfigError, Conflict, InvalidInput
+from appliance.state import kv
 from appliance.state.db import now, transaction
 
 PREFIX = "config."
 SETUP_KEY = "setup.completed"
+NETWORK_KEY = "network"  # confirmed network settings (appliance.router.network)
+CHANGE_KEY = "desired.last_change"  # who changed what, when (read by the apply event)
+APPLIED_KEY = "desired.applied"  # the last apply by nixie serve: at, ok, error, changed
 
-# config keys an admin may change from the web UI / API
+log = logging.getLogger("nixie.settings")
+
+# config keys an admin may change from the web UI / API / CLI
 EDITABLE = (
     "lan.interface", "wan.interface",
     "dhcp.mode", "dhcp.range", "dhcp.lease_seconds", "dhcp.unknown_clients",
@@ -31,77 +44,82 @@ EDITABLE = (
     "builder.substituters", "builder.trusted_public_keys",
 )
 _CHECKERS = {k: spec.check for k, spec in iter_keys() if k in EDITABLE}
+# network settings fields of the keys both may set
+_NETWORK_FIELD = {"lan.interface": "lan_interface", "wan.interface": "wan_interface"}
 
 
 def overrides(conn: sqlite3.Connection) -> dict[str, Any]:
     """{dotted key: value} of every stored override."""
-    rows = conn.execute("SELECT key, value FROM settings WHERE key LIKE ?", (PREFIX + "%",))
-    out = {}
-    for r in rows:
-        key = r["key"][len(PREFIX):]
-        if key in _CHECKERS:
-            out[key] = json.loads(r["value"])
-    return out
+    return {k: v for k, v in kv.with_prefix(conn, PREFIX).items() if k in _CHECKERS}
 
 
-def _merge(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    data = json.loads(json.dumps(base))
-    for key, value in values.items():
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return data
+def network(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    """The confirmed network settings as stored, or None (the file's)."""
+    return kv.get(conn, NETWORK_KEY)
 
 
 def effective_config(cfg: Config, conn: sqlite3.Connection) -> Config:
-    """The config file with the stored overrides applied."""
-    ov = overrides(conn)
-    if not ov:
+    """The config file with the stored overrides and network settings applied.
+
+    A stored combination the file no longer accepts (the file changed under it)
+    is logged and the file's values are used, never half of it."""
+    try:
+        return resolve(cfg, overrides(conn), network(conn))
+    except ConfigError as e:
+        log.warning("stored settings do not fit the config file; using the file's",
+                    extra={"key": e.key, "problem": e.problem})
         return cfg
-    return parse_config(_merge(cfg.to_dict(), ov), cfg.path)
 
 
 def effective_values(cfg: Config, conn: sqlite3.Connection) -> dict[str, Any]:
     """{dotted key: current value} for every editable key."""
     eff = effective_config(cfg, conn).to_dict()
-    out = {}
-    for key in EDITABLE:
-        node: Any = eff
-        for part in key.split("."):
-            node = node[part]
-        out[key] = node
-    return out
+    return {key: lookup(eff, key) for key in EDITABLE}
+
+
+def locked(cfg: Config) -> dict[str, str]:
+    """{dotted key: where it comes from} for the editable keys the deployment pins."""
+    where = cfg.path or "the config file"
+    return {k: where for k in EDITABLE if k in set(cfg.locked)}
 
 
 def validate(cfg: Config, conn: sqlite3.Connection, values: dict[str, Any]) -> dict[str, Any]:
     """Check `values` ({dotted key: value}); InvalidInput names the key at fault."""
     clean = {}
+    pinned = set(cfg.locked)
     for key, value in values.items():
         if key not in _CHECKERS:
             raise InvalidInput(f"{key!r} is not a setting that can be changed here", field=key)
+        if key in pinned:
+            raise InvalidInput(f"{key} is set by the deployment ({cfg.path or 'config file'}) "
+                               "and cannot be changed here", field=key)
         try:
             clean[key] = _CHECKERS[key](key, value)
         except ConfigError as e:
             raise InvalidInput(e.problem, field=_field_of(e.key)) from None
     try:
-        parse_config(_merge(cfg.to_dict(), overrides(conn) | clean), cfg.path)
+        parse_config(merged(cfg, overrides(conn) | clean, _network_with(conn, clean)), cfg.path)
     except ConfigError as e:
         raise InvalidInput(e.problem, field=_field_of(e.key)) from None
     return clean
 
 
+def _network_with(conn: sqlite3.Connection, clean: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored network settings with the interface names in `clean`: an admin who
+    renames the LAN interface here means the interface the services use."""
+    net = network(conn)
+    if net is None:
+        return None
+    net = dict(net)
+    for key, fieldname in _NETWORK_FIELD.items():
+        if key in clean:
+            net[fieldname] = clean[key]
+    return net
+
+
 def _field_of(key: str) -> str:
     """dhcp.range[0] -> dhcp.range"""
     return key.split("[", 1)[0]
-
-
-def _file_value(cfg: Config, key: str) -> Any:
-    node: Any = cfg.to_dict()
-    for part in key.split("."):
-        node = node[part]
-    return node
 
 
 def update(cfg: Config, conn: sqlite3.Connection, values: dict[str, Any],
@@ -118,23 +136,38 @@ def _store(cfg: Config, conn: sqlite3.Connection, clean: dict[str, Any], who: st
     """Write checked values inside the caller's transaction."""
     current = effective_values(cfg, conn)
     changed = sorted(k for k, v in clean.items() if current.get(k) != v)
+    base = cfg.to_dict()
     for key in changed:
-        if clean[key] == _file_value(cfg, key):
-            conn.execute("DELETE FROM settings WHERE key = ?", (PREFIX + key,))
+        if clean[key] == lookup(base, key):
+            kv.delete(conn, PREFIX + key)
         else:
-            conn.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
-                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                         (PREFIX + key, json.dumps(clean[key])))
+            kv.put(conn, PREFIX + key, clean[key])
+    if changed and network(conn) is not None and set(changed) & set(NETWORK_KEYS):
+        kv.put(conn, NETWORK_KEY, _network_with(conn, clean))
     if changed:
+        kv.put(conn, CHANGE_KEY, {"at": now(), "by": who, "keys": changed})
         events.record(conn, "settings.changed",
                       f"settings changed{f' by {who}' if who else ''}: {', '.join(changed)}",
-                      data={"keys": changed})
+                      data={"keys": changed, "by": who})
+
+
+def apply_status(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    """What `nixie serve` did with the last change: {at, ok, error, changed}, or None."""
+    return kv.get(conn, APPLIED_KEY)
+
+
+def record_apply(conn: sqlite3.Connection, status: dict[str, Any]) -> None:
+    kv.put(conn, APPLIED_KEY, status)
+
+
+def last_change(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    return kv.get(conn, CHANGE_KEY)
 
 
 def is_setup_complete(conn: sqlite3.Connection) -> bool:
     """The wizard ran, or an admin was made another way (`nixie admin create-user`:
     a headless install keeps the config file's answers and skips the wizard)."""
-    return (conn.execute("SELECT 1 FROM settings WHERE key = ?", (SETUP_KEY,)).fetchone() is not None
+    return (kv.get(conn, SETUP_KEY) is not None
             or conn.execute("SELECT 1 FROM users LIMIT 1").fetchone() is not None)
 
 
@@ -145,9 +178,6 @@ def complete_setup(cfg: Config, conn: sqlite3.Connection, *, username: str, pass
 
     Raises Conflict when setup was already done, InvalidInput for a bad answer
     (nothing is stored then)."""
-    from appliance.domain import users
-    from appliance.errors import Conflict
-
     clean = validate(cfg, conn, values)
     users.check_new_user(username, password)
     pw_hash = users.hash_password(password)
@@ -156,7 +186,6 @@ def complete_setup(cfg: Config, conn: sqlite3.Connection, *, username: str, pass
             raise Conflict("setup is already complete")
         uid = users.insert_user(conn, username, pw_hash)
         _store(cfg, conn, clean, username)
-        conn.execute("INSERT INTO settings (key, value) VALUES (?, ?)",
-                     (SETUP_KEY, json.dumps({"at": now(), "by": username})))
+        kv.put(conn, SETUP_KEY, {"at": now(), "by": username})
         events.record(conn, "setup.completed", f"setup wizard completed by {username}")
     return uid

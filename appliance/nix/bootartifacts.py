@@ -89,9 +89,11 @@ class StoreBootArtifacts:
         rows = self.store.conn().execute(
             "SELECT id, number, toplevel, created_at FROM generations WHERE host_id = ? "
             "ORDER BY number DESC", (host.id,)).fetchall()
+        current = host.extra.get("current_generation")
         return [BootTarget(toplevel=r["toplevel"], label=_label(r["number"], r["created_at"]),
                            generation_id=r["id"], number=r["number"],
-                           kernel_params=kernel_params(r["toplevel"])) for r in rows]
+                           kernel_params=kernel_params(r["toplevel"]),
+                           current=r["number"] == current) for r in rows]
 
     def artifact(self, toplevel: str, name: str) -> Artifact | None:
         try:

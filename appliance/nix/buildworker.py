@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import signal
 import subprocess
 import threading
@@ -249,17 +250,37 @@ class BuildWorker:
         with self._lock:
             return {"running": sorted(self._procs), **self.counts}
 
+    def reconfigure(self, cfg) -> bool:
+        """New builder/Nix settings, used from the next build on (running builds keep
+        theirs); `builder.max_jobs` grows or shrinks the running build threads. False
+        when the state directory moved (then build a new worker)."""
+        if Path(cfg.state_dir) != self.state_dir:
+            return False
+        self.cfg = cfg
+        self.nix = Nix.from_config(cfg)
+        self.keep = cfg.builder.keep_generations
+        self.refresh_seconds = cfg.builder.flake_refresh_seconds
+        self.max_jobs = cfg.builder.max_jobs
+        return True
+
     # ------------------------------------------------------------ service
     def run(self, stop: threading.Event) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.root_dir.mkdir(parents=True, exist_ok=True)
         self._fail_interrupted()
-        workers = [threading.Thread(target=self._worker, args=(stop,), daemon=True,
-                                    name=f"build-{i}") for i in range(self.max_jobs)]
-        for t in workers:
-            t.start()
+        workers: list[threading.Thread] = []
+
+        def grow() -> None:
+            while len(workers) < self.max_jobs:
+                t = threading.Thread(target=self._worker, args=(stop, len(workers)), daemon=True,
+                                     name=f"build-{len(workers)}")
+                workers.append(t)
+                t.start()
+
+        grow()
         next_refresh = time.monotonic() + (self.refresh_seconds or 0)
         while not stop.wait(1.0):
+            grow()
             if self.refresh_seconds and time.monotonic() >= next_refresh:
                 next_refresh = time.monotonic() + self.refresh_seconds
                 self.refresh_all()
@@ -283,10 +304,13 @@ class BuildWorker:
                          "error = 'interrupted: the build worker stopped while it ran' "
                          "WHERE status = 'running'", (now(),))
 
-    def _worker(self, stop: threading.Event) -> None:
+    def _worker(self, stop: threading.Event, index: int = 0) -> None:
         conn = self.store.new_connection()
         try:
             while not stop.is_set():
+                if index >= self.max_jobs:  # max_jobs was lowered: this thread idles
+                    stop.wait(self.poll)
+                    continue
                 b = claim_next(conn)
                 if b is None:
                     stop.wait(self.poll)
@@ -326,9 +350,9 @@ class BuildWorker:
             link = self.root_dir / f"{b['host_name']}-build-{b['id']}"
             installable = f"{locked}#{b['attr']}.config.system.build.toplevel"
             args = [self.nix.exe("nix"), "build", "--json", "--log-format", "internal-json",
-                    "--out-link", str(link), *self.nix.store_args(), *builder_args(self.cfg),
-                    installable]
-            logf.write(f"$ nix build {installable}\n")
+                    "--out-link", str(link), *self.nix.store_args(), *self.nix.option_args(),
+                    *builder_args(self.cfg), installable]
+            logf.write("$ " + shlex.join(["nix", *args[1:]]) + "\n")
             toplevel, lines, rc = self._run_nix(b["id"], args, logf, conn)
         if rc != 0 or not toplevel:
             err = nix_error_text(lines) if rc != 0 else "nix build printed no output path"

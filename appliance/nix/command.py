@@ -44,10 +44,6 @@ class Nix:
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         lines = [BASE_NIX_CONFIG]
-        if self.substituters:
-            lines.append("extra-substituters = " + " ".join(self.substituters))
-        if self.trusted_public_keys:
-            lines.append("extra-trusted-public-keys = " + " ".join(self.trusted_public_keys))
         if env.get("NIX_CONFIG"):
             lines.append(env["NIX_CONFIG"])
         if self.extra_config:
@@ -55,11 +51,21 @@ class Nix:
         env["NIX_CONFIG"] = "\n".join(lines)
         return env
 
+    def option_args(self) -> list[str]:
+        """The builder's binary caches as `nix` options, on the command line (so the
+        build log shows them): `builder.substituters`, `builder.trusted_public_keys`."""
+        out = []
+        if self.substituters:
+            out += ["--option", "extra-substituters", " ".join(self.substituters)]
+        if self.trusted_public_keys:
+            out += ["--option", "extra-trusted-public-keys", " ".join(self.trusted_public_keys)]
+        return out
+
     def store_args(self) -> list[str]:
         return ["--store", self.store] if self.store else []
 
     def run(self, args: list[str], *, timeout: float | None = 600) -> str:
-        cmd = [self.exe(args[0]), *args[1:]]
+        cmd = [self.exe(args[0]), *args[1:], *(self.option_args() if args[0] == "nix" else [])]
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, env=self.env(), timeout=timeout)
         except FileNotFoundError:

@@ -14,9 +14,11 @@ may go out through the WAN, masqueraded when `wan.nat` is on.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 import subprocess
+import time
 from dataclasses import dataclass, replace
 
 from appliance.errors import NixieError
@@ -194,23 +196,19 @@ def apply_config(cfg, **kw) -> str:
 
 
 class FirewallService:
-    """Applies the ruleset when `nixie serve` starts (firewall.enable), then idles.
-    Stopping serve leaves the rules in place: a router does not open up when it stops."""
+    """Applies the ruleset of the runtime config (file, overrides and confirmed network
+    settings resolved) when `nixie serve` starts (firewall.enable), then idles; a
+    settings change that touches it builds a new one, which applies again. Stopping
+    serve leaves the rules in place: a router does not open up when it stops."""
 
     name = "firewall"
 
-    def __init__(self, cfg, store):
+    def __init__(self, cfg, store=None):
         self.cfg = cfg
-        self.store = store
         self._stats: dict = {}
 
     def run(self, stop) -> None:
-        import hashlib
-        import time
-
-        from appliance.router.network import load_settings
-
-        text = render(spec_for(self.cfg, load_settings(self.store.conn(), self.cfg)))
+        text = render(FirewallSpec.from_config(self.cfg))
         apply(text)
         self._stats = {"applied_at": time.time(),
                        "ruleset_sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
@@ -218,13 +216,3 @@ class FirewallService:
 
     def stats(self) -> dict:
         return dict(self._stats)
-
-
-def for_ui(conn, cfg) -> dict:
-    """What the UI's firewall page shows: the ruleset generated from the config and the
-    saved network settings, and what the kernel holds now ('' if none)."""
-    from appliance.router.network import load_settings
-
-    return {"enabled": cfg.firewall.enable,
-            "generated": render(spec_for(cfg, load_settings(conn, cfg))),
-            "applied": current()}

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import Conflict, InvalidInput, NixieError, NotFound
+from appliance.state import kv
 from appliance.state.db import now, transaction
 
 log = logging.getLogger("nixie.network")
@@ -179,15 +180,14 @@ def settings_from_config(cfg) -> NetworkSettings:
 
 def load_settings(conn: sqlite3.Connection, cfg) -> NetworkSettings:
     """The confirmed settings from the UI, else the config file's."""
-    row = conn.execute("SELECT value FROM settings WHERE key = ?", (SETTINGS_KEY,)).fetchone()
-    if row is None:
+    stored = kv.get(conn, SETTINGS_KEY)
+    if stored is None:
         return settings_from_config(cfg)
-    return NetworkSettings.from_dict(json.loads(row["value"]))
+    return NetworkSettings.from_dict(stored)
 
 
 def _save_settings(conn: sqlite3.Connection, s: NetworkSettings) -> None:
-    conn.execute("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
-                 "SET value = excluded.value", (SETTINGS_KEY, json.dumps(s.to_dict())))
+    kv.put(conn, SETTINGS_KEY, s.to_dict())
 
 
 # ------------------------------------------------------------------ kernel state as data

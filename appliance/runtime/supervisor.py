@@ -40,35 +40,93 @@ class ServiceStatus:
 
 
 class Supervisor:
+    """Each service runs in its own thread with its own stop event, so one service
+    can be replaced (a settings change that needs new sockets) while the others
+    keep running."""
+
     def __init__(self, services: list[Any], *, backoff_initial: float = 0.5,
                  backoff_max: float = 30.0, stable_after: float = 60.0):
-        self.services = services
+        self.services = list(services)
         self.stop_event = threading.Event()
         self.status = {s.name: ServiceStatus(s.name) for s in services}
-        self._threads: list[threading.Thread] = []
+        self._stops: dict[str, threading.Event] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.stable_after = stable_after
 
     def start(self) -> None:
         for svc in self.services:
-            t = threading.Thread(target=self._loop, args=(svc,), name=f"svc-{svc.name}", daemon=True)
-            t.start()
-            self._threads.append(t)
+            self._start(svc)
 
-    def _loop(self, svc: Any) -> None:
+    def _start(self, svc: Any) -> None:
+        stop = threading.Event()
+        t = threading.Thread(target=self._loop, args=(svc, stop), name=f"svc-{svc.name}",
+                             daemon=True)
+        self._stops[svc.name] = stop
+        self._threads[svc.name] = t
+        t.start()
+
+    def add(self, svc: Any) -> None:
+        """One more service, before `start` (or started at once after it)."""
+        with self._lock:
+            self.services.append(svc)
+            self.status[svc.name] = ServiceStatus(svc.name)
+            if self._threads:
+                self._start(svc)
+
+    def get(self, name: str) -> Any | None:
+        return next((s for s in self.services if s.name == name), None)
+
+    def replace(self, name: str, new: Any | None, timeout: float = 5.0) -> bool:
+        """Stop the service `name` (if it runs) and start `new` in its place (None:
+        just stop it). True when the old one's thread ended within `timeout`."""
+        with self._lock:
+            old = self.get(name)
+            ok = True
+            if old is not None:
+                ok = self._stop_one(old, timeout)
+                self.services.remove(old)
+            if new is None:
+                self.status.pop(name, None)
+                return ok
+            if self.stop_event.is_set():
+                return ok
+            self.services.append(new)
+            self.status[new.name] = ServiceStatus(new.name)
+            self._start(new)
+            return ok
+
+    def _stop_one(self, svc: Any, timeout: float) -> bool:
+        self._stops[svc.name].set()
+        self._shutdown(svc)
+        t = self._threads.pop(svc.name)
+        t.join(timeout)
+        return not t.is_alive()
+
+    @staticmethod
+    def _shutdown(svc: Any) -> None:
+        shutdown = getattr(svc, "shutdown", None)
+        if shutdown:
+            try:
+                shutdown()
+            except Exception:  # noqa: BLE001
+                log.exception("shutdown failed", extra={"service": svc.name})
+
+    def _loop(self, svc: Any, stop: threading.Event) -> None:
         st = self.status[svc.name]
         delay = self.backoff_initial
-        while not self.stop_event.is_set():
+        while not stop.is_set():
             st.state, st.started_at = "running", time.time()
             log.info("service started", extra={"service": svc.name})
             try:
-                svc.run(self.stop_event)
-                if self.stop_event.is_set():
+                svc.run(stop)
+                if stop.is_set():
                     break
                 raise RuntimeError("service returned without being stopped")
             except Exception as e:  # noqa: BLE001 - a service must never take the process down
-                if self.stop_event.is_set():
+                if stop.is_set():
                     break
                 st.restarts += 1
                 st.last_error = f"{type(e).__name__}: {e}"
@@ -79,32 +137,33 @@ class Supervisor:
                 log.error("service failed; restarting", exc_info=True,
                           extra={"service": svc.name, "restart_in": f"{delay:.1f}s",
                                  "restarts": st.restarts})
-                if self.stop_event.wait(delay):
+                if stop.wait(delay):
                     break
                 delay = min(delay * 2, self.backoff_max)
         st.state = "stopped"
 
     def stop(self, timeout: float = 1.5) -> bool:
         """Stop every service; True if all threads ended within `timeout`."""
-        self.stop_event.set()
-        for svc in self.services:
-            shutdown = getattr(svc, "shutdown", None)
-            if shutdown:
-                try:
-                    shutdown()
-                except Exception:  # noqa: BLE001
-                    log.exception("shutdown failed", extra={"service": svc.name})
-        deadline = time.monotonic() + timeout
-        ok = True
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-            ok = ok and not t.is_alive()
-        return ok
+        with self._lock:
+            self.stop_event.set()
+            for ev in self._stops.values():
+                ev.set()
+            for svc in self.services:
+                self._shutdown(svc)
+            deadline = time.monotonic() + timeout
+            ok = True
+            for t in self._threads.values():
+                t.join(max(0.0, deadline - time.monotonic()))
+                ok = ok and not t.is_alive()
+            return ok
 
     def health(self) -> dict[str, Any]:
         services = {}
-        for svc in self.services:
-            d = self.status[svc.name].to_dict()
+        for svc in list(self.services):
+            status = self.status.get(svc.name)
+            if status is None:
+                continue
+            d = status.to_dict()
             ready = getattr(svc, "ready", None)
             if d["state"] == "running" and callable(ready) and not ready():
                 d["state"] = "starting"

@@ -4,7 +4,7 @@ worker processes.
 Python runs one thread of Python at a time, so a single process renders pages
 on one core however many threads waitress has. With `web.workers` above 1,
 serve binds the `web.listen` sockets itself and starts that many worker
-processes (`python -m appliance.runtime.webserver`) that share them: the kernel hands
+processes (`python -m appliance.runtime.web_worker`) that share them: the kernel hands
 each new connection to one worker. A worker gets its settings as one JSON line
 on stdin and keeps stdin open; when serve goes away, even by SIGKILL, stdin
 ends and the worker stops. Everything a worker needs lives in the state DB
@@ -30,7 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from appliance.state.status import HEARTBEAT_SECONDS, read_status
+from waitress.server import create_server
+
+from appliance.state.status import read_status
 from netservices.listen import bind_retrying, parse_listen, usable_cpus
 
 log = logging.getLogger("nixie.web")
@@ -52,14 +54,6 @@ def secret_key(cfg) -> bytes:
         with os.fdopen(fd, "wb") as f:
             f.write(secrets.token_bytes(32))
     return path.read_bytes()
-
-
-def web_app(cfg, store, health):
-    """The admin web UI's Flask app (in serve, or in a web worker process)."""
-    from webui import create_app
-    from webui.app import WebContext
-
-    return create_app(WebContext(store=store, config=cfg, health=health, secret_key=secret_key(cfg)))
 
 
 def worker_count(configured: int) -> int:
@@ -102,8 +96,6 @@ class WebService:
         self._lock = threading.Lock()
 
     def run(self, stop: threading.Event) -> None:
-        from waitress.server import create_server
-
         with self._lock:
             if stop.is_set():
                 return
@@ -155,7 +147,7 @@ class WebWorkers:
         fds = [s.fileno() for s in socks]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-        proc = subprocess.Popen([sys.executable, "-m", "appliance.runtime.webserver"], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "appliance.runtime.web_worker"], stdin=subprocess.PIPE,
                                 pass_fds=fds, env=env, cwd=str(ROOT))
         assert proc.stdin is not None
         proc.stdin.write((self._spec(fds) + "\n").encode())
@@ -233,56 +225,3 @@ def stored_health(store, stale_seconds: float) -> dict[str, Any]:
     elif age > stale_seconds:
         out.update(ok=False, error=f"nixie serve has not reported for {age:.0f} s")
     return out
-
-
-def worker_main() -> int:
-    from waitress.server import create_server
-
-    from appliance.config.schema import parse_config
-    from appliance.logs import setup_logging
-    from appliance.state.db import Store
-
-    spec = json.loads(sys.stdin.readline())
-    setup_logging(spec["log_level"])
-    server = None
-    done = threading.Event()
-
-    def finish() -> None:
-        if done.is_set():
-            return
-        done.set()
-        if server is not None:
-            server.close()  # no new connections; the answers being written finish
-            server.task_dispatcher.shutdown(cancel_pending=True, timeout=STOP_GRACE_SECONDS / 2)
-        os._exit(0)
-
-    def watch_parent() -> None:
-        sys.stdin.read()  # returns when serve closes the pipe or dies
-        finish()
-
-    # watching from the start: a worker still starting must not keep the port from a new serve
-    threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=finish, daemon=True).start())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C reaches serve, which stops us
-    cfg = parse_config(spec["config"], spec["config_path"])
-    socks = [socket.socket(fileno=fd) for fd in spec["fds"]]
-    store = Store(cfg.db_path)
-    app = web_app(cfg, store, lambda: stored_health(store, 3 * HEARTBEAT_SECONDS))
-    server = create_server(app, sockets=socks, threads=spec["threads"], asyncore_loop_timeout=1,
-                           ident="nixie")
-    if done.is_set():  # serve went away while we started
-        server.close()
-        os._exit(0)
-    log.info("web worker serving", extra={"pid": os.getpid(), "listen": ",".join(cfg.web.listen)})
-    try:
-        server.run()
-    except (OSError, ValueError):
-        if not done.is_set():  # not the sockets finish() closed under the loop
-            raise
-    finish()  # returns at once when another thread is finishing: it ends the process
-    threading.Event().wait()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(worker_main())

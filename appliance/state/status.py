@@ -4,23 +4,19 @@ processes, `nixie status` and the tests read it from there."""
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
+from appliance.state import kv
 from appliance.state.db import Store, now
 
 HEARTBEAT_SECONDS = 2.0
 
 
 def write_status(store: Store, health: dict[str, Any], state: str = "running") -> None:
-    value = json.dumps({"pid": os.getpid(), "ts": now(), "state": state, **health})
-    store.conn().execute(
-        "INSERT INTO settings (key, value) VALUES ('serve.status', ?) "
-        "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (value,))
+    kv.put(store.conn(), "serve.status", {"pid": os.getpid(), "ts": now(), "state": state, **health})
 
 
 def read_status(conn) -> dict[str, Any] | None:
     """The last heartbeat (pid, ts, state, ok, services), or None before the first."""
-    row = conn.execute("SELECT value FROM settings WHERE key = 'serve.status'").fetchone()
-    return json.loads(row[0]) if row else None
+    return kv.get(conn, "serve.status")

@@ -78,6 +78,13 @@ class DhcpSettings:
         return BootSettings(self.server_ip, self.boot_base_url, self.unknown_clients)
 
 
+def needs_restart(old: DhcpSettings, new: DhcpSettings) -> bool:
+    """Whether a change needs new sockets or a new engine (interface, mode, the
+    server's own address or network, the ping check), not just new settings."""
+    return (old.mode, old.interface, old.server_ip, old.prefix, old.conflict_check) != (
+        new.mode, new.interface, new.server_ip, new.prefix, new.conflict_check)
+
+
 @dataclass(slots=True)
 class Reply:
     payload: bytes
@@ -194,11 +201,18 @@ class AuthoritativeEngine(_Base):
         self.pool = LeasePool(ip_to_int(s.range_first), ip_to_int(s.range_last),
                               network=ip_to_int(s.server_ip), prefix=s.prefix,
                               server_ip=ip_to_int(s.server_ip), offer_hold=s.offer_hold_seconds)
-        self.quarantine = decline_quarantine if decline_quarantine is not None else s.lease_seconds
+        self._fixed_quarantine = decline_quarantine
         self.dirty: dict[int, Lease] = {}
         # conflict check: address -> True when something already answers on it (ping)
         self.probe: Callable[[str], bool] | None = None
-        # option bytes computed once
+        self._mt = {t: bytes((codec.OPT_MESSAGE_TYPE, 1, t)) for t in (OFFER, ACK, NAK)}
+        self._nak_tail = self._server_id_opt
+        self._encode_options(s)
+
+    def _encode_options(self, s: DhcpSettings) -> None:
+        """Option bytes computed once per settings."""
+        self.quarantine = (self._fixed_quarantine if self._fixed_quarantine is not None
+                           else s.lease_seconds)
         mask = (0xFFFFFFFF << (32 - s.prefix)) & 0xFFFFFFFF
         net = ipaddress.IPv4Network(f"{s.server_ip}/{s.prefix}", strict=False)
         common = [self._server_id_opt,
@@ -215,8 +229,16 @@ class AuthoritativeEngine(_Base):
         self._times = (encode_option(codec.OPT_LEASE_TIME, codec.u32(ls))
                        + encode_option(codec.OPT_T1, codec.u32(ls // 2))
                        + encode_option(codec.OPT_T2, codec.u32(ls * 7 // 8)))
-        self._mt = {t: bytes((codec.OPT_MESSAGE_TYPE, 1, t)) for t in (OFFER, ACK, NAK)}
-        self._nak_tail = self._server_id_opt
+
+    def reconfigure(self, s: DhcpSettings) -> None:
+        """New settings on the same interface and network (see `needs_restart`): the
+        range, lease time, options and boot policy change; every lease is kept."""
+        if needs_restart(self.settings, s):
+            raise ValueError("interface, mode or network changed: restart the server")
+        self.settings = s
+        self.pool.set_range(ip_to_int(s.range_first), ip_to_int(s.range_last))
+        self.pool.offer_hold = s.offer_hold_seconds
+        self._encode_options(s)
 
     # -- state ------------------------------------------------------------------
     def load(self, records: list[LeaseRecord]) -> None:

@@ -62,6 +62,18 @@ class LeasePool:
         self._fresh = first  # every address below this one has been handed out once
         self._heap: list[tuple[float, int]] = []
 
+    def set_range(self, first: int, last: int) -> None:
+        """Move the dynamic range (a settings change, applied live). Bindings stay:
+        a lease outside the new range is kept until its client asks again (then it is
+        refused, like any address outside the range) or it ends; new clients get
+        addresses of the new range."""
+        if last < first:
+            raise ValueError("range end is before its start")
+        self.first, self.last = first, last
+        self._fresh = first
+        self._heap = [(le.expires, le.ip) for le in self.by_ip.values()]
+        heapq.heapify(self._heap)
+
     # -- loading -------------------------------------------------------------
     def load(self, leases: list[Lease]) -> None:
         for lease in leases:

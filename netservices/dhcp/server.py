@@ -20,7 +20,15 @@ import threading
 import time
 from typing import Any
 
-from .engine import PXE_PORT, SERVER_PORT, AuthoritativeEngine, DhcpSettings, ProxyEngine, Reply
+from .engine import (
+    PXE_PORT,
+    SERVER_PORT,
+    AuthoritativeEngine,
+    DhcpSettings,
+    ProxyEngine,
+    Reply,
+    needs_restart,
+)
 from .store import LeaseStore
 
 log = logging.getLogger("nixie.dhcp")
@@ -196,6 +204,7 @@ class DhcpService:
         self.inline_commit = inline_commit
         self.inline_commits = 0
         self._committer: Committer | None = None
+        self._pending_settings: DhcpSettings | None = None
 
     @property
     def ready(self) -> threading.Event:
@@ -211,6 +220,15 @@ class DhcpService:
 
     def shutdown(self) -> None:
         pass  # the loop polls with a timeout and sees the stop event
+
+    def reconfigure(self, settings: DhcpSettings) -> bool:
+        """Take new settings live: True when the loop will use them within its next
+        wake-up (at most 0.5 s) with every lease kept; False when the change needs new
+        sockets or another mode (`needs_restart`): then build a new service."""
+        if needs_restart(self.settings, settings):
+            return False
+        self._pending_settings = settings
+        return True
 
     def run(self, stop: threading.Event) -> None:
         s = self.settings
@@ -237,6 +255,18 @@ class DhcpService:
             for sk in self._socks:
                 sk.close()
             self._socks = []
+
+    def _take_settings(self) -> None:
+        """In the loop's thread, between batches: no packet sees half of a change."""
+        new, self._pending_settings = self._pending_settings, None
+        self.settings = new
+        engine = self.engine
+        if isinstance(engine, AuthoritativeEngine):
+            engine.reconfigure(new)
+        else:
+            engine.settings = new
+        log.info("dhcp settings applied", extra={"range": f"{new.range_first}-{new.range_last}",
+                                                 "lease_seconds": new.lease_seconds})
 
     def _send(self, sock: socket.socket, r: Reply) -> None:
         try:
@@ -265,6 +295,8 @@ class DhcpService:
         while not stop.is_set():
             events = poller.poll(500)
             now = self.clock()
+            if self._pending_settings is not None:
+                self._take_settings()
             if now >= next_refresh:
                 next_refresh = now + self.hosts_refresh
                 try:

@@ -208,15 +208,16 @@ class BootApp:
         if not targets:
             return (scripts.retry_script(f"{host.name}: no system built yet", self_url,
                                          s.retry_seconds), "pending", [])
+        default = targets[scripts.default_target(targets)]
         try:  # the default entry's initrd: build it now, or tell the client to wait
-            if self.artifacts.artifact(targets[0].toplevel, "initrd") is None:
+            if self.artifacts.artifact(default.toplevel, "initrd") is None:
                 return (scripts.retry_script(f"{host.name}: initrd not available yet", self_url,
                                              s.retry_seconds), "pending", [])
         except Pending as p:
             return (scripts.retry_script(f"{host.name}: {p}", self_url, p.retry_after),
                     "pending", [])
         if host.mode == "install":
-            t = targets[0]
+            t = default
             token = self.artifacts.issue_boot_token(host, t)
             return (scripts.target_script(t, s, self_url, title=f"{host.name} installer",
                                           token=token, extra=["nixie.mode=install"]),
@@ -225,7 +226,7 @@ class BootApp:
             text = scripts.menu_script(host, targets, s, self_url,
                                        lambda t: self.artifacts.issue_boot_token(host, t))
             return text, "menu", targets
-        t = targets[0]
+        t = default
         token = self.artifacts.issue_boot_token(host, t)
         return scripts.target_script(t, s, self_url, title=host.name, token=token), "netboot", [t]
 

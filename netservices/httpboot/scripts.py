@@ -150,21 +150,32 @@ def target_script(target: BootTarget, s: BootSettings, self_url: str, *, title: 
     ])
 
 
+def default_target(targets: Sequence[BootTarget]) -> int:
+    """Index of the entry a host boots by default: the one marked current (the
+    admin's choice, e.g. after a rollback), else the first (newest)."""
+    for i, t in enumerate(targets):
+        if t.current:
+            return i
+    return 0
+
+
 def menu_script(host: HostRecord, targets: Sequence[BootTarget], s: BootSettings,
                 self_url: str, token_for: Callable[[BootTarget], str],
                 extra: Sequence[str] = ()) -> str:
-    """The host's generations, newest first and default; keys 0-9 pick one directly,
-    so the previous generation is one keypress (1) away."""
+    """The host's generations, newest first; the default is the current one (the
+    newest unless the admin chose another) and keys 0-9 pick one directly, so any
+    other generation is one keypress away."""
     name = safe_label(host.name)
+    d = default_target(targets)
     out = ["#!ipxe", f"menu Nixie: {name}", "item --gap Generations (newest first)"]
     for i, t in enumerate(targets):
         key = f"--key {i} " if i < 10 else ""
-        suffix = " (current)" if i == 0 else ""
+        suffix = " (current)" if i == d else ""
         out.append(f"item {key}gen{i} [{i}] {safe_label(t.label)}{suffix}")
     out += ["item --gap Other", "item --key l local [l] Boot from local disk",
             "item --key r retry [r] Reload this menu",
-            f"choose --timeout {s.menu_timeout_seconds * 1000} --default gen0 selected "
-            "|| goto gen0",
+            f"choose --timeout {s.menu_timeout_seconds * 1000} --default gen{d} selected "
+            f"|| goto gen{d}",
             "goto ${selected}"]
     for i, t in enumerate(targets):
         kernel, initrd, _ = boot_lines(t, s, token=token_for(t), extra=extra)

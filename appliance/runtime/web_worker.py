@@ -1,0 +1,72 @@
+"""A web worker process (`python -m appliance.runtime.web_worker`): started by
+`WebWorkers` in `nixie serve`, it serves the admin web UI on the listen sockets
+it inherits. Its settings come as one JSON line on stdin; stdin's end (serve
+gone, even by SIGKILL) stops it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+
+from waitress.server import create_server
+
+from appliance.config.schema import parse_config
+from appliance.logs import setup_logging
+from appliance.runtime.webserver import STOP_GRACE_SECONDS, stored_health
+from appliance.runtime.wiring import web_app
+from appliance.state.db import Store
+from appliance.state.status import HEARTBEAT_SECONDS
+
+log = logging.getLogger("nixie.web")
+
+
+def worker_main() -> int:
+    spec = json.loads(sys.stdin.readline())
+    setup_logging(spec["log_level"])
+    server = None
+    done = threading.Event()
+
+    def finish() -> None:
+        if done.is_set():
+            return
+        done.set()
+        if server is not None:
+            server.close()  # no new connections; the answers being written finish
+            server.task_dispatcher.shutdown(cancel_pending=True, timeout=STOP_GRACE_SECONDS / 2)
+        os._exit(0)
+
+    def watch_parent() -> None:
+        sys.stdin.read()  # returns when serve closes the pipe or dies
+        finish()
+
+    # watching from the start: a worker still starting must not keep the port from a new serve
+    threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=finish, daemon=True).start())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C reaches serve, which stops us
+    cfg = parse_config(spec["config"], spec["config_path"])
+    socks = [socket.socket(fileno=fd) for fd in spec["fds"]]
+    store = Store(cfg.db_path)
+    app = web_app(cfg, store, lambda: stored_health(store, 3 * HEARTBEAT_SECONDS))
+    server = create_server(app, sockets=socks, threads=spec["threads"], asyncore_loop_timeout=1,
+                           ident="nixie")
+    if done.is_set():  # serve went away while we started
+        server.close()
+        os._exit(0)
+    log.info("web worker serving", extra={"pid": os.getpid(), "listen": ",".join(cfg.web.listen)})
+    try:
+        server.run()
+    except (OSError, ValueError):
+        if not done.is_set():  # not the sockets finish() closed under the loop
+            raise
+    finish()  # returns at once when another thread is finishing: it ends the process
+    threading.Event().wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())

@@ -1,0 +1,301 @@
+"""The composition root: the only module that names the concrete servers
+(`netservices`), the web UI's `create_app`, and resolves the one runtime config.
+
+`Runtime` resolves the config file ⊕ the admin's overrides ⊕ the confirmed
+network settings (`appliance.domain.settings.effective_config`) into the
+`Config` every service is built from. Each service is a `Part`: how to build it
+from a config, which keys it is built from, and, where it can, how to take a new
+config without a restart (`retune`). `ConfigApplier` (service `config`) watches
+the stored desired state and, within a second of a change, retunes or rebuilds
+only the parts whose keys changed: DHCP keeps its leases and its socket, HTTP
+boot renders the next script with the new menu and kernel parameters, the build
+worker uses the new builder settings from its next build. A part that fails
+to take the change (its new instance fails to start) is put back as it was, and
+the failure is recorded (`settings.apply_status`) and is an event.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.config.resolve import changed_keys, resolve
+from appliance.config.schema import Config
+from appliance.domain import events, settings
+from appliance.domain.boot_backend import SqliteBackend
+from appliance.domain.lease_store import SqliteLeaseStore
+from appliance.errors import ConfigError
+from appliance.nix.binary_cache import create_binary_cache
+from appliance.nix.bootartifacts import StoreBootArtifacts
+from appliance.nix.buildworker import BuildWorker
+from appliance.router.discovery import DiscoveryService
+from appliance.router.firewall import FirewallService
+from appliance.router.network import NetworkWatchdog
+from appliance.router.vpn import VpnService
+from appliance.runtime.supervisor import Supervisor
+from appliance.runtime.webserver import WebService, WebWorkers, secret_key, worker_count
+from appliance.state.db import Store, now
+from netservices.dhcp.engine import DhcpSettings
+from netservices.dhcp.server import DhcpService
+from netservices.dns import make_dns_service
+from netservices.httpboot import BootSettings, HttpBootService, create_boot_app
+from netservices.tftp import TftpService
+from webui import create_app
+from webui.app import WebContext
+
+log = logging.getLogger("nixie.wiring")
+
+APPLY_POLL_SECONDS = 0.5
+SETTLE_SECONDS = 0.8  # how long a rebuilt service must run before the change counts as applied
+
+
+@dataclass(frozen=True)
+class Part:
+    """One supervised service as the composition root knows it."""
+
+    name: str
+    keys: tuple[str, ...]  # dotted keys or sections ("dhcp") it is built from
+    build: Callable[[Config], Any | None]  # None: off in this config
+    retune: Callable[[Any, Config], bool] | None = None  # in place; False: rebuild it
+
+    def affected(self, changed: dict[str, Any]) -> bool:
+        return any(k == p or k.startswith(p + ".") for k in changed for p in self.keys)
+
+
+def web_app(cfg: Config, store: Store, health):
+    """The admin web UI's Flask app (in serve, or in a web worker process). `cfg` is
+    the config file: the UI layers the stored overrides on it per request."""
+    return create_app(WebContext(store=store, config=cfg, health=health,
+                                 secret_key=secret_key(cfg)))
+
+
+def boot_settings(cfg: Config) -> BootSettings:
+    return BootSettings(base_url=cfg.boot_base_url, menu=cfg.boot.menu,
+                        menu_timeout_seconds=cfg.boot.menu_timeout_seconds,
+                        cmdline=cfg.boot.cmdline, unknown_clients=cfg.dhcp.unknown_clients)
+
+
+class Runtime:
+    """The resolved config and every part, built over one store."""
+
+    def __init__(self, base: Config, store: Store, health: Callable[[], dict[str, Any]]):
+        self.base = base
+        self.store = store
+        self.health = health
+        self.backend = SqliteBackend(store)
+        self.cfg = settings.effective_config(base, store.conn())
+        self.parts = self._parts()
+
+    # ---------------------------------------------------------------- parts
+    def _parts(self) -> list[Part]:
+        return [
+            Part("dhcp", ("lan", "dhcp", "boot"), self._dhcp, _retune_dhcp),
+            Part("tftp", ("tftp", "state_dir"), self._tftp),
+            Part("dns", ("dns", "lan", "vpn"), self._dns),
+            Part("httpboot", ("boot", "dhcp.unknown_clients", "lan", "netboot", "nix"),
+                 self._httpboot, _retune_httpboot),
+            Part("builder", ("builder", "nix"), lambda c: BuildWorker(c, self.store),
+                 _retune_builder),
+            Part("web", ("web",), self._web),
+            Part("discovery", ("lan.interface",),
+                 lambda c: DiscoveryService(self.store, c.lan.interface)),
+            Part("network", ("network",),
+                 lambda c: NetworkWatchdog(self.store, c.state_dir, cfg=c)),
+            Part("vpn", ("vpn", "wan"), lambda c: VpnService(c, self.store) if c.vpn.enable else None),
+            Part("firewall", ("firewall", "lan", "wan", "vpn", "dns", "web", "boot", "tftp",
+                              "dhcp.mode"),
+                 lambda c: FirewallService(c, self.store) if c.firewall.enable else None),
+        ]
+
+    def _dhcp(self, c: Config):
+        if c.dhcp.mode == "off":
+            return None
+        return DhcpService(DhcpSettings.from_config(c),
+                           SqliteLeaseStore(c.db_path, c.dhcp.lease_sync))
+
+    def _tftp(self, c: Config):
+        return TftpService(c.tftp_root, c.tftp.listen, ipxe_dir=c.tftp.ipxe_dir,
+                           events=self.backend, hosts=self.backend, workers=c.tftp.workers,
+                           busy_poll_us=c.tftp.busy_poll_us)
+
+    def _dns(self, c: Config):
+        if not c.dns.enable:
+            return None
+        vpn = [str(ipaddress.IPv4Interface(c.vpn.address).network)] if c.vpn.enable else []
+        return make_dns_service(listen=c.dns.listen, domain=c.lan.domain,
+                                network=str(c.lan_interface.network), directory=self.backend,
+                                upstreams=c.dns.upstream, clients=vpn)
+
+    def _httpboot(self, c: Config):
+        """HTTP boot on boot.http_listen: scripts, kernels and initrds from the image
+        builder, the agent API, and the binary cache under /nix-cache."""
+        app = create_boot_app(hosts=self.backend, events=self.backend,
+                              artifacts=StoreBootArtifacts(c, self.store), agent=self.backend,
+                              settings=boot_settings(c), tftp_root=str(c.tftp_root),
+                              mounts={"/nix-cache": create_binary_cache(c)})
+        return HttpBootService(app, c.boot.http_listen)
+
+    def _web(self, c: Config):
+        """`web.workers` processes sharing the listeners, or (1) waitress in this process."""
+        n = worker_count(c.web.workers)
+        if n == 1:
+            return WebService(web_app(self.base, self.store, self.health), c.web.listen)
+        secret_key(c)  # made once here, before the workers read it
+        return WebWorkers(self.base, n)
+
+    def services(self) -> list[Any]:
+        """Every service `serve` supervises, built from the resolved config."""
+        out = [p.build(self.cfg) for p in self.parts]
+        return [s for s in out if s is not None]
+
+
+# ------------------------------------------------------------------ retuning in place
+
+def _retune_dhcp(svc: DhcpService, c: Config) -> bool:
+    return c.dhcp.mode != "off" and svc.reconfigure(DhcpSettings.from_config(c))
+
+
+def _retune_httpboot(svc: HttpBootService, c: Config) -> bool:
+    old = svc.app.artifacts
+    if (c.boot.http_listen != svc.listen or c.boot.token_seconds != old.cfg.boot.token_seconds
+            or c.netboot.to_dict() != old.cfg.netboot.to_dict()
+            or c.nix.to_dict() != old.cfg.nix.to_dict()):
+        return False
+    svc.app.settings = boot_settings(c)  # the next request renders with these
+    return True
+
+
+def _retune_builder(svc: BuildWorker, c: Config) -> bool:
+    return svc.reconfigure(c)
+
+
+# ------------------------------------------------------------------ applying changes
+
+class ConfigApplier:
+    """Service `config`: applies a changed desired state to the running services."""
+
+    name = "config"
+
+    def __init__(self, runtime: Runtime, supervisor: Supervisor,
+                 poll: float = APPLY_POLL_SECONDS):
+        self.runtime = runtime
+        self.supervisor = supervisor
+        self.poll = poll
+        self.applied = 0
+        self.failed = 0
+        self._seen = self._inputs()
+
+    def _inputs(self) -> str:
+        conn = self.runtime.store.conn()
+        return json.dumps([settings.overrides(conn), settings.network(conn)], sort_keys=True)
+
+    def stats(self) -> dict[str, Any]:
+        return {"applied": self.applied, "failed": self.failed}
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.poll):
+            inputs = self._inputs()
+            if inputs != self._seen:
+                self._seen = inputs
+                self.apply()
+
+    def apply(self) -> dict[str, Any]:
+        """Resolve the stored desired state and apply what changed. Returns (and
+        records) {at, ok, error, changed, services}."""
+        rt = self.runtime
+        conn = rt.store.conn()
+        who = (settings.last_change(conn) or {}).get("by")
+        try:
+            new = resolve(rt.base, settings.overrides(conn), settings.network(conn))
+        except ConfigError as e:
+            return self._record(conn, {"ok": False, "error": str(e), "changed": {}}, who)
+        changed = changed_keys(rt.cfg, new)
+        if not changed:
+            return self._record(conn, {"ok": True, "error": None, "changed": {}, "services": []},
+                                who, quiet=True)
+        done, errors = [], []
+        for part in rt.parts:
+            if not part.affected(changed):
+                continue
+            err = self._apply_part(part, rt.cfg, new)
+            if err:
+                errors.append(f"{part.name}: {err}")
+            else:
+                done.append(part.name)
+        rt.cfg = new
+        status = {"ok": not errors, "error": "; ".join(errors) or None,
+                  "changed": {k: list(v) for k, v in changed.items()}, "services": done}
+        return self._record(conn, status, who)
+
+    def _apply_part(self, part: Part, old_cfg: Config, new_cfg: Config) -> str | None:
+        """Retune or rebuild one part; on failure put the old one back. Returns the error."""
+        sup = self.supervisor
+        svc = sup.get(part.name)
+        try:
+            if svc is not None and part.retune is not None and part.retune(svc, new_cfg):
+                return None
+            fresh = part.build(new_cfg)
+        except Exception as e:  # noqa: BLE001 - a bad change must not stop the appliance
+            log.warning("could not apply settings", exc_info=True, extra={"service": part.name})
+            return f"{type(e).__name__}: {e}"
+        if fresh is None and svc is None:
+            return None
+        sup.replace(part.name, fresh)
+        if fresh is None:
+            return None
+        error = self._settled(part.name)
+        if error is None:
+            return None
+        log.warning("service did not start with the new settings; restoring it",
+                    extra={"service": part.name, "error": error})
+        sup.replace(part.name, part.build(old_cfg))
+        return error
+
+    def _settled(self, name: str) -> str | None:
+        """None once the rebuilt service ran SETTLE_SECONDS without failing."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while time.monotonic() < deadline:
+            st = self.supervisor.status.get(name)
+            if st is not None and st.restarts:
+                return st.last_error or "failed to start"
+            time.sleep(0.05)
+        return None
+
+    def _record(self, conn, status: dict[str, Any], who: str | None, quiet: bool = False
+                ) -> dict[str, Any]:
+        status = {"at": now(), "by": who, **status}
+        settings.record_apply(conn, status)
+        if quiet:
+            return status
+        changes = ", ".join(f"{k}: {json.dumps(a)} → {json.dumps(b)}"
+                            for k, (a, b) in status["changed"].items())
+        by = f" (by {who})" if who else ""
+        if status["ok"]:
+            self.applied += 1
+            events.record(conn, "settings.applied",
+                          f"applied{by}: {changes} [{', '.join(status['services']) or 'no service'}]",
+                          data=status)
+        else:
+            self.failed += 1
+            events.record(conn, "settings.apply_failed", f"not applied{by}: {status['error']}",
+                          level="error", data=status)
+        return status
+
+
+def start(base: Config, store: Store) -> tuple[Runtime, Supervisor]:
+    """Build every service and the applier over `store`; the supervisor is not started."""
+    supervisor: Supervisor | None = None
+
+    def health() -> dict[str, Any]:
+        return supervisor.health() if supervisor else {"ok": False, "services": {}}
+
+    runtime = Runtime(base, store, health)
+    supervisor = Supervisor(runtime.services())
+    supervisor.add(ConfigApplier(runtime, supervisor))
+    return runtime, supervisor
