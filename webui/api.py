@@ -28,6 +28,7 @@ from appliance.domain import (
 )
 from appliance.errors import InvalidInput
 from appliance.nix import command as nix
+from appliance.nix import flake_eval
 from appliance.router import linkinfo, wol
 
 from .context import config, conn, ctx
@@ -333,7 +334,7 @@ def list_flakes():
 def add_flake():
     f = flakes.add_flake(conn(), _want(_body(), "url", str, True))
     if _bool_arg("refresh"):
-        f = nix.refresh_flake(conn(), nix.Nix.from_config(config()), f["id"])
+        f = flake_eval.refresh_flake(conn(), nix.Nix.from_config(config()), f["id"])
     return jsonify(f), 201
 
 
@@ -357,7 +358,7 @@ def remove_flake(flake_id: int):
 @route("/flakes/<int:flake_id>/refresh", "POST", "Evaluate the flake again with nix", tag="flakes",
        params=[FLAKE_ID], response=ref("Flake"), errors=(404,))
 def refresh_flake(flake_id: int):
-    return jsonify(nix.refresh_flake(conn(), nix.Nix.from_config(config()), _flake(flake_id)["id"]))
+    return jsonify(flake_eval.refresh_flake(conn(), nix.Nix.from_config(config()), _flake(flake_id)["id"]))
 
 
 # ---------------------------------------------------------------- builds

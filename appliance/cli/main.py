@@ -17,6 +17,8 @@ from typing import Any
 from appliance.config.schema import DEFAULT_CONFIG_PATH, example_config, load_config
 from appliance.domain import builds, events, flakes, generations, hosts, leases, settings, users
 from appliance.errors import ConfigError, NixieError, NotFound
+from appliance.nix.command import Nix
+from appliance.nix.flake_eval import evaluate_now, refresh_flake
 from appliance.state.db import Store, now
 from appliance.state.status import read_status
 
@@ -119,10 +121,26 @@ def cmd_config_check(ctx: Ctx) -> int:
     return 0
 
 
+def _flake_human(r: dict[str, Any]) -> None:
+    if r.get("last_error"):
+        print(f"{r['url']}: evaluation failed:\n{r['last_error']}", file=sys.stderr)
+    elif r.get("eval_state") != "idle":
+        print(f"{r['url']}: {r['eval_state']} (nixie serve evaluates it)")
+    else:
+        print(f"{r['url']}: {' '.join(r['configurations']) or '(no nixosConfigurations)'}")
+
+
 def cmd_flake_add(ctx: Ctx) -> int:
+    """Add and evaluate (here, or wait for serve's evaluator); --no-wait only queues."""
     f = flakes.add_flake(ctx.conn, ctx.args.url)
-    emit(ctx.args, f, lambda: print(f"added flake {f['url']} (id {f['id']})"))
-    return 0
+    if ctx.args.no_wait:
+        emit(ctx.args, f, lambda: print(f"added flake {f['url']} (id {f['id']}); evaluating it"))
+        return 0
+    if not ctx.args.json:
+        print(f"added flake {f['url']} (id {f['id']}); evaluating it...", flush=True)
+    r = evaluate_now(ctx.conn, Nix.from_config(ctx.runtime_cfg), f["id"])
+    emit(ctx.args, r, lambda: _flake_human(r))
+    return 1 if r.get("last_error") else 0
 
 
 def cmd_flake_list(ctx: Ctx) -> int:
@@ -136,9 +154,7 @@ def cmd_flake_list(ctx: Ctx) -> int:
 
 
 def cmd_flake_refresh(ctx: Ctx) -> int:
-    from appliance.nix.command import Nix, refresh_flake
-
-    nix = Nix.from_config(ctx.cfg)
+    nix = Nix.from_config(ctx.runtime_cfg)
     targets = [flakes.get_flake(ctx.conn, ctx.args.url)] if ctx.args.url else flakes.list_flakes(ctx.conn)
     results, failed = [], False
     for f in targets:
@@ -148,10 +164,7 @@ def cmd_flake_refresh(ctx: Ctx) -> int:
 
     def human():
         for r in results:
-            if r.get("last_error"):
-                print(f"{r['url']}: refresh failed:\n{r['last_error']}", file=sys.stderr)
-            else:
-                print(f"{r['url']}: {' '.join(r['configurations']) or '(no nixosConfigurations)'}")
+            _flake_human(r)
 
     emit(ctx.args, results, human)
     return 1 if failed else 0
@@ -511,7 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(cfgp, "check", cmd_config_check, "validate the config file")
 
     fl = sub.add_parser("flake", help="flake URLs").add_subparsers(dest="sub", required=True)
-    leaf(fl, "add", cmd_flake_add, "add a flake URL").add_argument("url")
+    s = leaf(fl, "add", cmd_flake_add, "add a flake URL and list its nixosConfigurations")
+    s.add_argument("url")
+    s.add_argument("--no-wait", action="store_true", help="only queue the evaluation")
     leaf(fl, "list", cmd_flake_list, "list flakes and their nixosConfigurations")
     leaf(fl, "refresh", cmd_flake_refresh, "evaluate flakes again").add_argument("url", nargs="?")
     leaf(fl, "remove", cmd_flake_remove, "remove a flake").add_argument("url")

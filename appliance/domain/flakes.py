@@ -1,8 +1,9 @@
 """Flake URLs the router builds hosts from.
 
-Adding and listing are here; evaluating a flake's nixosConfigurations with
-the real `nix` CLI (refresh) lives in `appliance.nix.command` and is wired by the
-build room (issue 5).
+Adding, listing and the evaluation queue are here; evaluating a flake's
+nixosConfigurations with the real `nix` CLI lives in `appliance.nix.flake_eval`.
+An added flake, or one whose refresh is asked for, is `queued`; the evaluator
+claims it (`evaluating`) and leaves it `idle` with its listing or error.
 """
 
 from __future__ import annotations
@@ -37,9 +38,46 @@ def add_flake(conn: sqlite3.Connection, url: str) -> dict[str, Any]:
     with transaction(conn):
         if conn.execute("SELECT 1 FROM flakes WHERE url = ?", (url,)).fetchone():
             raise Conflict(f"flake {url} is already added")
-        conn.execute("INSERT INTO flakes (url, created_at) VALUES (?, ?)", (url, now()))
-        events.record(conn, "flake.added", f"flake {url} added")
+        conn.execute("INSERT INTO flakes (url, created_at, eval_state) VALUES (?, ?, 'queued')",
+                     (url, now()))
+        events.record(conn, "flake.added", f"flake {url} added; evaluating it")
     return get_flake(conn, url)
+
+
+def request_evaluation(conn: sqlite3.Connection, url: str) -> dict[str, Any]:
+    """Queue an evaluation (refresh) of the flake; one already queued or running stays."""
+    with transaction(conn):
+        f = get_flake(conn, url)
+        conn.execute("UPDATE flakes SET eval_state = 'queued' WHERE id = ? AND eval_state = 'idle'",
+                     (f["id"],))
+    return get_flake(conn, str(f["id"]))
+
+
+# an evaluation claimed this long ago by a process that died is claimed again
+STALE_EVALUATION_SECONDS = 1800
+
+
+def claim_evaluation(conn: sqlite3.Connection, flake_id: int | None = None
+                     ) -> dict[str, Any] | None:
+    """Take the oldest queued flake (or this one, if queued) for evaluation."""
+    with transaction(conn):
+        stale = now() - STALE_EVALUATION_SECONDS
+        sql = ("SELECT id FROM flakes WHERE (eval_state = 'queued' OR (eval_state = 'evaluating' "
+               "AND eval_started_at < ?))")
+        args: list[Any] = [stale]
+        if flake_id is not None:
+            sql += " AND id = ?"
+            args.append(flake_id)
+        r = conn.execute(sql + " ORDER BY id LIMIT 1", args).fetchone()
+        if r is None:
+            return None
+        conn.execute("UPDATE flakes SET eval_state = 'evaluating', eval_started_at = ? "
+                     "WHERE id = ?", (now(), r["id"]))
+    return get_flake(conn, str(r["id"]))
+
+
+def finish_evaluation(conn: sqlite3.Connection, flake_id: int) -> None:
+    conn.execute("UPDATE flakes SET eval_state = 'idle' WHERE id = ?", (flake_id,))
 
 
 def get_flake(conn: sqlite3.Connection, url: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from typing import Any
 
 from appliance.config.resolve import NETWORK_KEYS, lookup, merged, resolve
@@ -154,6 +155,21 @@ def _store(cfg: Config, conn: sqlite3.Connection, clean: dict[str, Any], who: st
 def apply_status(conn: sqlite3.Connection) -> dict[str, Any] | None:
     """What `nixie serve` did with the last change: {at, ok, error, changed}, or None."""
     return kv.get(conn, APPLIED_KEY)
+
+
+def wait_applied(conn: sqlite3.Connection, since: float, timeout: float = 2.5
+                 ) -> dict[str, Any] | None:
+    """The apply status `nixie serve` recorded at or after `since` (a change saved at
+    that time), waiting up to `timeout` s; None when serve did not apply it in time
+    (not running: the change applies when it starts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = apply_status(conn)
+        if st is not None and st.get("at", 0) >= since:
+            return st
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)
 
 
 def record_apply(conn: sqlite3.Connection, status: dict[str, Any]) -> None:

@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from appliance.domain import events
-from appliance.nix.command import Nix, NixFailed, refresh_flake
+from appliance.nix.command import Nix, NixFailed
+from appliance.nix.flake_eval import evaluate_next, refresh_flake
 from appliance.state.db import Store, now, transaction
 
 log = logging.getLogger("nixie.builder")
@@ -278,6 +279,9 @@ class BuildWorker:
                 t.start()
 
         grow()
+        evaluator = threading.Thread(target=self._evaluator, args=(stop,), daemon=True,
+                                     name="flake-eval")
+        evaluator.start()
         next_refresh = time.monotonic() + (self.refresh_seconds or 0)
         while not stop.wait(1.0):
             grow()
@@ -320,6 +324,21 @@ class BuildWorker:
                 except Exception as e:  # noqa: BLE001 - one bad build never stops the worker
                     log.error("build crashed", exc_info=True, extra={"build": b["id"]})
                     record_failure(conn, b, f"internal error: {type(e).__name__}: {e}")
+        finally:
+            conn.close()
+
+    def _evaluator(self, stop: threading.Event) -> None:
+        """Evaluates queued flakes (just added, or a refresh asked for), one at a time."""
+        conn = self.store.new_connection()
+        try:
+            while not stop.is_set():
+                try:
+                    if evaluate_next(conn, self.nix) is not None:
+                        self._count("refreshes")
+                        continue
+                except Exception:  # noqa: BLE001 - one bad flake never stops the evaluator
+                    log.error("flake evaluation crashed", exc_info=True)
+                stop.wait(self.poll)
         finally:
             conn.close()
 

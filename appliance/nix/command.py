@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 from dataclasses import dataclass, field
 from typing import Any
-
-from appliance.domain import flakes
 
 BASE_NIX_CONFIG = "experimental-features = nix-command flakes"
 # Nix as a single user (root) on a machine that is not NixOS and is offline:
@@ -84,55 +81,3 @@ class Nix:
 
     def flake_metadata(self, url: str) -> dict[str, Any]:
         return json.loads(self.run(["nix", "flake", "metadata", "--json", *self.store_args(), url]))
-
-
-def list_configurations(nix: Nix, url: str) -> tuple[list[str], str | None]:
-    """The flake's nixosConfigurations names and its locked URL."""
-    names = nix.eval_json(f"{url}#nixosConfigurations", apply="builtins.attrNames")
-    try:
-        locked = nix.flake_metadata(url).get("url")
-    except NixFailed:
-        locked = None
-    return sorted(names), locked
-
-
-# MACs a configuration declares for the router (the netboot-client module's
-# option); configurations without it, or whose evaluation fails, declare none
-MACS_APPLY = ("cs: builtins.mapAttrs (n: c: let m = builtins.tryEval "
-              "(c.config.nixie.netboot.macs or []); in if m.success then m.value else []) cs")
-
-
-def declared_macs(nix: Nix, url: str) -> dict[str, list[str]] | None:
-    """{configuration: [mac, ...]} or None when the flake cannot say (kept as it was)."""
-    from appliance.config.macs import normalize_mac
-
-    try:
-        raw = nix.eval_json(f"{url}#nixosConfigurations", apply=MACS_APPLY)
-    except NixFailed:
-        return None
-    out: dict[str, list[str]] = {}
-    for name, macs in (raw or {}).items():
-        good = []
-        for m in macs if isinstance(macs, list) else []:
-            try:
-                good.append(normalize_mac(m))
-            except Exception:  # noqa: BLE001 - a bad MAC in a flake is skipped, not fatal
-                continue
-        if good:
-            out[name] = good
-    return out
-
-
-def refresh_flake(conn: sqlite3.Connection, nix: Nix, flake_id: int) -> dict[str, Any]:
-    """Evaluate a flake again; on failure keep the last good listing and store Nix's error."""
-    f = next(x for x in flakes.list_flakes(conn) if x["id"] == flake_id)
-    try:
-        names, locked = list_configurations(nix, f["url"])
-    except NixFailed as e:
-        flakes.save_refresh(conn, flake_id, configurations=None, locked_url=None, error=str(e))
-    else:
-        flakes.save_refresh(conn, flake_id, configurations=names, locked_url=locked, error=None)
-        macs = declared_macs(nix, locked or f["url"])
-        if macs is not None:
-            conn.execute("UPDATE flakes SET macs = ? WHERE id = ?", (json.dumps(macs), flake_id))
-    return flakes.get_flake(conn, f["url"])

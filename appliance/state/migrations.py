@@ -180,4 +180,10 @@ CREATE TABLE login_failures (
 );
 CREATE INDEX login_failures_key ON login_failures(scope, key, ts);
 """,
+    # flakes are evaluated in the background: queued (added, refresh asked) -> evaluating -> idle
+    18: """
+ALTER TABLE flakes ADD COLUMN eval_state TEXT NOT NULL DEFAULT 'idle'
+    CHECK (eval_state IN ('queued', 'evaluating', 'idle'));
+ALTER TABLE flakes ADD COLUMN eval_started_at REAL;
+""",
 }

@@ -18,7 +18,8 @@ import pytest
 from appliance.domain import builds, flakes, hosts
 from appliance.nix.bootartifacts import StoreBootArtifacts
 from appliance.nix.buildworker import BuildWorker, claim_next
-from appliance.nix.command import Nix, refresh_flake
+from appliance.nix.command import Nix
+from appliance.nix.flake_eval import refresh_flake
 from appliance.nix.netboot import read_artifact, split_zstd_frames
 from appliance.state.db import Store
 from lab import flake as labflake

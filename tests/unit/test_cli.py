@@ -92,7 +92,8 @@ def test_admin_create_user_and_status(config_file):
 
 
 def test_flake_add_list_remove(config_file):
-    assert run_nixie("flake", "add", "github:me/infra", config=config_file).returncode == 0
+    r = run_nixie("flake", "add", "--no-wait", "--json", "github:me/infra", config=config_file)
+    assert r.returncode == 0 and json.loads(r.stdout)["eval_state"] == "queued"
     r = run_nixie("flake", "add", "github:me/infra", config=config_file)
     assert r.returncode == 1 and "already added" in r.stderr
     rows = json.loads(run_nixie("flake", "list", "--json", config=config_file).stdout)

@@ -7,6 +7,7 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from appliance.domain import flakes
 from appliance.errors import NixieError
 from appliance.nix import command as nix
+from appliance.nix import flake_eval
 
 from ..context import config, conn
 from ..forms import ActionForm, FlakeForm
@@ -39,7 +40,7 @@ def index():
 
 def refresh(flake_id: int) -> dict:
     f = flakes.get_flake(conn(), str(flake_id))
-    r = nix.refresh_flake(conn(), nix.Nix.from_config(config()), f["id"])
+    r = flake_eval.refresh_flake(conn(), nix.Nix.from_config(config()), f["id"])
     if r["last_error"]:
         flash(f"Refreshing {r['url']} failed; see the error below.", "error")
     else:

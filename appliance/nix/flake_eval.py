@@ -1,0 +1,98 @@
+"""Evaluating flakes with the real `nix` CLI: their nixosConfigurations, the MACs
+each declares (`config.nixie.netboot.macs`), and the queue of evaluations.
+
+Adding a flake (UI, API, CLI) queues its evaluation (`flakes.eval_state`
+'queued'); the build worker's evaluator thread, or the CLI itself, claims it
+('evaluating') and records the listing or Nix's error ('idle'). A failed
+evaluation keeps the last good listing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import Any
+
+from appliance.config.macs import normalize_mac
+from appliance.domain import flakes
+from appliance.errors import InvalidInput
+from appliance.nix.command import Nix, NixFailed
+
+
+def list_configurations(nix: Nix, url: str) -> tuple[list[str], str | None]:
+    """The flake's nixosConfigurations names and its locked URL."""
+    names = nix.eval_json(f"{url}#nixosConfigurations", apply="builtins.attrNames")
+    try:
+        locked = nix.flake_metadata(url).get("url")
+    except NixFailed:
+        locked = None
+    return sorted(names), locked
+
+
+# MACs a configuration declares for the router (the netboot-client module's
+# option); configurations without it, or whose evaluation fails, declare none
+MACS_APPLY = ("cs: builtins.mapAttrs (n: c: let m = builtins.tryEval "
+              "(c.config.nixie.netboot.macs or []); in if m.success then m.value else []) cs")
+
+
+def declared_macs(nix: Nix, url: str) -> dict[str, list[str]] | None:
+    """{configuration: [mac, ...]} or None when the flake cannot say (kept as it was)."""
+    try:
+        raw = nix.eval_json(f"{url}#nixosConfigurations", apply=MACS_APPLY)
+    except NixFailed:
+        return None
+    out: dict[str, list[str]] = {}
+    for name, macs in (raw or {}).items():
+        good = []
+        for m in macs if isinstance(macs, list) else []:
+            try:
+                good.append(normalize_mac(m))
+            except InvalidInput:  # a bad MAC in a flake is skipped, not fatal
+                continue
+        if good:
+            out[name] = good
+    return out
+
+
+def refresh_flake(conn: sqlite3.Connection, nix: Nix, flake_id: int) -> dict[str, Any]:
+    """Evaluate a flake again; on failure keep the last good listing and store Nix's error."""
+    f = next(x for x in flakes.list_flakes(conn) if x["id"] == flake_id)
+    try:
+        names, locked = list_configurations(nix, f["url"])
+    except NixFailed as e:
+        flakes.save_refresh(conn, flake_id, configurations=None, locked_url=None, error=str(e))
+    else:
+        flakes.save_refresh(conn, flake_id, configurations=names, locked_url=locked, error=None)
+        macs = declared_macs(nix, locked or f["url"])
+        if macs is not None:
+            conn.execute("UPDATE flakes SET macs = ? WHERE id = ?", (json.dumps(macs), flake_id))
+    return flakes.get_flake(conn, f["url"])
+
+
+def evaluate_next(conn: sqlite3.Connection, nix: Nix) -> dict[str, Any] | None:
+    """Claim the oldest queued flake and evaluate it; None when none is queued."""
+    f = flakes.claim_evaluation(conn)
+    if f is None:
+        return None
+    try:
+        return refresh_flake(conn, nix, f["id"])
+    finally:
+        flakes.finish_evaluation(conn, f["id"])
+
+
+def evaluate_now(conn: sqlite3.Connection, nix: Nix, flake_id: int, *, timeout: float = 1800
+                 ) -> dict[str, Any]:
+    """Evaluate this flake here (the CLI), or wait while `nixie serve` evaluates it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        f = flakes.claim_evaluation(conn, flake_id)
+        if f is not None:
+            try:
+                return refresh_flake(conn, nix, flake_id)
+            finally:
+                flakes.finish_evaluation(conn, flake_id)
+        f = flakes.get_flake(conn, str(flake_id))
+        if f["eval_state"] == "idle" or time.monotonic() > deadline:
+            return f
+        time.sleep(0.2)
