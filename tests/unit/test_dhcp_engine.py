@@ -404,3 +404,37 @@ def test_expired_leases_are_reused_oldest_first():
     assert e.handle(client_packet(DISCOVER, mac(4), 9), 1400.0) == []  # nothing has ended yet
     got = [dora(e, mac(4 + i), 1800.0)[0] for i in range(3)]
     assert got == [b, a, c]
+
+
+def test_reconfigure_moves_the_range_and_lease_time_and_keeps_every_lease():
+    """A settings change applied live (appliance.runtime.wiring): same engine, new range."""
+    e = AuthoritativeEngine(settings(range_first="10.77.0.100", range_last="10.77.0.109"))
+    _, offer = one(e.handle(client_packet(DISCOVER, mac(1), 7, opt50=codec.ip_bytes("10.77.0.105")),
+                            1000.0))
+    _, ack = one(e.handle(client_packet(REQUEST, mac(1), 7, opt50=offer.yiaddr, opt54=SERVER), 1000.0))
+    kept = codec.ip_str(ack.yiaddr)
+    moved, *_ = dora(e, mac(2))
+    assert (kept, moved) == ("10.77.0.105", "10.77.0.100")
+    e.reconfigure(settings(range_first="10.77.0.105", range_last="10.77.0.120", lease_seconds=900))
+    # a new client gets the new range (10.77.0.105 is still bound: the next one)
+    ip, ack, _ = dora(e, mac(3), now=1010.0)
+    assert ip == "10.77.0.106"
+    assert int.from_bytes(ack.options[codec.OPT_LEASE_TIME], "big") == 900
+    # a client whose address is still inside the range renews it, with the new lease time
+    _, ack = one(e.handle(client_packet(REQUEST, mac(1), 9, ciaddr=kept), 1020.0))
+    assert ack.message_type == ACK and codec.ip_str(ack.yiaddr) == kept
+    rows, _ = e.take_dirty(1020.0)
+    assert [(r.ip, r.expires) for r in rows if r.mac == mac(1)] == [(kept, 1920.0)]
+    # one outside it is told no, and gets an address of the new range when it asks again
+    _, nak = one(e.handle(client_packet(REQUEST, mac(2), 9, ciaddr=moved), 1020.0))
+    assert nak.message_type == NAK
+    ip, *_ = dora(e, mac(2), now=1021.0)
+    assert ip == "10.77.0.107"
+
+
+def test_reconfigure_refuses_what_needs_new_sockets():
+    e = AuthoritativeEngine(settings())
+    for change in ({"interface": "eth9"}, {"server_ip": "10.77.0.2"}, {"prefix": 16},
+                   {"mode": "proxy"}, {"conflict_check": True}):
+        with pytest.raises(ValueError):
+            e.reconfigure(settings(**change))

@@ -14,6 +14,7 @@ from netservices.backend import BootTarget, HostRecord, Segment
 from netservices.httpboot import BootSettings, create_boot_app, scripts
 from netservices.httpboot.streaming import SegmentStream, Unsatisfiable, parse_range
 from tests.bootlab import SpecBackend, store_basename
+from tests.golden import assert_golden
 
 MAC = "52:54:00:aa:bb:01"
 BASE = "http://10.0.0.1:8081"
@@ -83,6 +84,29 @@ def test_menu_script_lists_generations_newest_default():
     assert "nixie.token=tok2" in text and "nixie.token=tok1" in text
     assert f"initrd --name initrd {BASE}/boot/{b1}/initrd" in text
     assert ":local" in text and "sanboot" in text
+
+
+def _generations(current: int | None) -> list[BootTarget]:
+    return [BootTarget("/nix/store/" + store_basename(f"sys-{n}"), f"generation {n}", number=n,
+                       kernel_params=("console=ttyS0",), current=n == current) for n in (3, 2, 1)]
+
+
+@pytest.mark.parametrize("name,current", [("menu-newest.ipxe", 3), ("menu-no-current.ipxe", None),
+                                          ("menu-rollback.ipxe", 2)])
+def test_menu_script_golden(name, current):
+    """The default entry is the current generation (the admin's rollback choice),
+    marked "(current)"; newer generations stay listed."""
+    host = HostRecord("n1", 1, (MAC,), "netboot")
+    text = scripts.menu_script(host, _generations(current), BootSettings(BASE, menu_timeout_seconds=5,
+                               cmdline="quiet"), f"{BASE}/boot/{MAC}.ipxe",
+                               lambda t: f"tok{t.number}")
+    assert_golden(name, text)
+
+
+def test_default_target_is_the_current_one_else_the_newest():
+    assert scripts.default_target(_generations(1)) == 2
+    assert scripts.default_target(_generations(None)) == 0
+    assert scripts.default_target([]) == 0
 
 
 @pytest.mark.parametrize("bad", ["a\nchain http://evil", "x${net0/mac}", "a b", "q\"uote", ""])
