@@ -18,7 +18,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 echo "setup-system: installing ${missing[*]}"
-policy=/usr/sbin/policy-rc.d
+policy=${NIXIE_POLICY_RC_D:-/usr/sbin/policy-rc.d}  # overridable for the tests
 made_policy=0
 if [ ! -e "$policy" ]; then
   printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; made_policy=1
