@@ -9,6 +9,7 @@ from pathlib import Path
 from appliance.domain import builds, flakes, hosts
 from appliance.errors import Conflict
 from appliance.state.db import Store
+from lab.flake import materialise
 from lab.netns import Netns
 from lab.qemu import PxeVM
 
@@ -19,8 +20,6 @@ LAB_HOSTS = {
 
 
 def prepare_flake(lab_dir: Path) -> str:
-    from lab.flake import materialise
-
     flake = lab_dir / "flake"
     if not (flake / "flake.nix").exists():
         materialise(flake)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.config.macs import normalize_mac
 from appliance.errors import ConfigError
 from netservices.listen import parse_listen
 
@@ -173,8 +174,6 @@ def check_opt_path(key: str, v: Any) -> str | None:
 def check_mac_or_none(key: str, v: Any) -> str | None:
     if v is None:
         return None
-    from appliance.config.macs import normalize_mac  # local: macs imports errors only
-
     try:
         return normalize_mac(v)
     except Exception as e:  # InvalidInput

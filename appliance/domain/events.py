@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+from appliance.errors import InvalidInput
 from appliance.state.db import now
 
 
@@ -72,8 +73,6 @@ def search(conn: sqlite3.Connection, *, kind: str | None = None, host_id: int | 
     where, args = [], []
     if level:
         if level not in LEVELS:
-            from appliance.errors import InvalidInput
-
             raise InvalidInput(f"level must be one of {', '.join(LEVELS)}", field="level")
         wanted = LEVELS[LEVELS.index(level):]
         where.append(f"e.level IN ({','.join('?' * len(wanted))})")

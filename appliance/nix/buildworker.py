@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.domain import events
+from appliance.domain.builds import get_build, wait
 from appliance.nix.command import Nix, NixFailed
 from appliance.nix.flake_eval import evaluate_next, refresh_flake
 from appliance.state.db import Store, now, transaction
@@ -167,8 +168,6 @@ def claim(conn, build_id: int) -> dict[str, Any] | None:
 
 def build_here(cfg, store: Store, build_id: int) -> dict[str, Any]:
     """Run one queued build in the calling process (`nixie build --here`)."""
-    from appliance.domain.builds import get_build, wait
-
     conn = store.conn()
     b = claim(conn, build_id)
     if b is None:  # a running serve took it: follow that instead

@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import Conflict, InvalidInput, NixieError, NotFound
+from appliance.router import firewall
 from appliance.state import kv
-from appliance.state.db import now, transaction
+from appliance.state.db import connect, now, transaction
 
 log = logging.getLogger("nixie.network")
 SETTINGS_KEY = "network"
@@ -326,23 +327,8 @@ def plan(current: NetState, target: NetState) -> list[Op]:
         if r.dev in static_devs or r.dev not in target.links:
             ops.append(Op("route_del", r.dev or "", r.dst, r.via))
     for name, lk in sorted(target.links.items()):
-        c = cur.get(name)
-        if not lk.present:
-            continue
-        if c is None or c.master != lk.master:
-            if lk.master is None:
-                if c is not None and c.master is not None:
-                    ops.append(Op("nomaster", name))
-            else:
-                ops.append(Op("master", name, lk.master))
-        if lk.addresses is not None:
-            have = set(c.addresses or ()) if c is not None else set()
-            for a in sorted(have - lk.addresses):
-                ops.append(Op("addr_del", name, a))
-            for a in sorted(lk.addresses - have):
-                ops.append(Op("addr_add", name, a))
-        if c is None or c.up != lk.up:
-            ops.append(Op("up" if lk.up else "down", name))
+        if lk.present:
+            ops += _link_ops(name, cur.get(name), lk)
     for r in sorted(target.routes - current.routes):
         ops.append(Op("route_add", r.dev or "", r.dst, r.via))
     for d in sorted(target.dhcp - current.dhcp):
@@ -350,6 +336,23 @@ def plan(current: NetState, target: NetState) -> list[Op]:
     for name, lk in sorted(target.links.items()):
         if not lk.present and name in cur and cur[name].kind == "bridge":
             ops.append(Op("link_del", name))
+    return ops
+
+
+def _link_ops(name: str, c: Link | None, lk: Link) -> list[Op]:
+    """Take present link `name` from `c` (None: it does not exist yet) to `lk`: bridge
+    membership, then the addresses we manage, then up/down."""
+    ops: list[Op] = []
+    if lk.master is not None and (c is None or c.master != lk.master):
+        ops.append(Op("master", name, lk.master))
+    elif lk.master is None and c is not None and c.master is not None:
+        ops.append(Op("nomaster", name))
+    if lk.addresses is not None:
+        have = set(c.addresses or ()) if c is not None else set()
+        ops += [Op("addr_del", name, a) for a in sorted(have - lk.addresses)]
+        ops += [Op("addr_add", name, a) for a in sorted(lk.addresses - have)]
+    if c is None or c.up != lk.up:
+        ops.append(Op("up" if lk.up else "down", name))
     return ops
 
 
@@ -625,8 +628,6 @@ def begin(conn: sqlite3.Connection, kernel: Kernel, settings: NetworkSettings,
         t = now()
         fw_before = None
         if firewall_text is not None:
-            from appliance.router import firewall
-
             fw_before = firewall.current(netns=kernel.netns)
         with transaction(conn):
             if conn.execute("SELECT 1 FROM net_transactions WHERE state IN ('pending', 'rolling_back')"
@@ -643,8 +644,6 @@ def begin(conn: sqlite3.Connection, kernel: Kernel, settings: NetworkSettings,
         try:
             kernel.apply(ops)
             if firewall_text is not None:
-                from appliance.router import firewall
-
                 firewall.apply(firewall_text, netns=kernel.netns)
         except Exception as e:
             _rollback(conn, kernel, txn_id, reason=f"apply failed: {e}")
@@ -655,8 +654,6 @@ def begin(conn: sqlite3.Connection, kernel: Kernel, settings: NetworkSettings,
 
 
 def _start_timer(conn, kernel: Kernel, txn_id: str, seconds: float) -> None:
-    from appliance.state.db import connect
-
     path = conn.execute("PRAGMA database_list").fetchone()["file"]
 
     def fire():
@@ -728,8 +725,6 @@ def _rollback(conn, kernel: Kernel, txn_id: str, reason: str) -> bool:
     except Exception as e:  # noqa: BLE001 - recorded; state 'failed' needs the admin
         error = str(e)
     if row["firewall_before"] is not None:
-        from appliance.router import firewall
-
         try:
             if row["firewall_before"].strip():
                 firewall.apply(f"table inet {firewall.TABLE}\ndelete table inet {firewall.TABLE}\n"
@@ -770,8 +765,6 @@ def firewall_for(cfg, settings: NetworkSettings) -> str | None:
     """The ruleset to apply with `settings` (None when firewall.enable is off)."""
     if cfg is None or not cfg.firewall.enable:
         return None
-    from appliance.router import firewall
-
     return firewall.render(firewall.spec_for(cfg, settings))
 
 
@@ -798,8 +791,6 @@ def apply_saved(conn: sqlite3.Connection, kernel: Kernel, cfg) -> list[str]:
         kernel.apply(ops)
     text = firewall_for(cfg, settings)
     if text is not None:
-        from appliance.router import firewall
-
         firewall.apply(text, netns=kernel.netns)
     if ops:
         log.info("network settings applied", extra={"ops": len(ops)})

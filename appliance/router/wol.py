@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 from appliance.config.macs import mac_to_bytes, normalize_mac
+from appliance.domain import events, hosts
 from appliance.errors import NixieError
 
 
@@ -39,8 +40,6 @@ def wake_host(conn, name: str, *, interface: str | None,
               broadcast: str = "255.255.255.255") -> list[str]:
     """Send the magic packet to every MAC of host `name` on `interface`, each an event.
     Raises NotFound for an unknown host, WakeFailed when the kernel refuses to send."""
-    from appliance.domain import events, hosts
-
     h = hosts.get_host(conn, name)
     for mac in h["macs"]:
         try:
