@@ -64,8 +64,8 @@ let
     boot = {
       http_listen = opt listen "0.0.0.0:8081" "HTTP boot listener: iPXE scripts, kernels, initrds, the binary cache, the agent API.";
       public_url = opt optStr null "Base URL clients use to reach http_listen; null derives it from lan.address.";
-      menu = opt types.bool true "Show a menu of the host's generations (newest default).";
-      menu_timeout_seconds = opt (between 0 3600) 5 "Seconds before the menu's default entry boots.";
+      menu = opt types.bool true "Show a menu of the host's generations, newest first; the default entry is the current generation (the newest, unless the admin rolled back), marked \"(current)\".";
+      menu_timeout_seconds = opt (between 0 3600) 5 "Seconds before the menu's default entry boots; 0 boots the current generation without a menu.";
       cmdline = opt optStr null "Extra kernel parameters for every netbooted host.";
       token_seconds = opt (between 60 2592000) 86400 "How long a per-boot agent token stays valid.";
     };

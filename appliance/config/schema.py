@@ -248,8 +248,8 @@ SCHEMA = Section(
             {
                 "http_listen": Key(check_listen, "0.0.0.0:8081", "HTTP boot listener: iPXE scripts, kernels, initrds, the binary cache, the agent API."),
                 "public_url": Key(check_opt_str, None, "Base URL clients use to reach http_listen; null derives it from lan.address."),
-                "menu": Key(check_bool, True, "Show a menu of the host's generations (newest default)."),
-                "menu_timeout_seconds": Key(int_range(0, 3600), 5, "Seconds before the menu's default entry boots; 0 boots the newest generation without a menu."),
+                "menu": Key(check_bool, True, "Show a menu of the host's generations, newest first; the default entry is the current generation (the newest, unless the admin rolled back), marked \"(current)\"."),
+                "menu_timeout_seconds": Key(int_range(0, 3600), 5, "Seconds before the menu's default entry boots; 0 boots the current generation without a menu."),
                 "cmdline": Key(check_opt_str, None, "Extra kernel parameters for every netbooted host."),
                 "token_seconds": Key(int_range(60, 30 * 86400), 86400, "How long a per-boot agent token stays valid."),
             },

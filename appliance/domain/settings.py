@@ -11,7 +11,7 @@ example, the DHCP range inside the LAN network) or nothing is stored.
 
 `nixie serve` resolves the same data into the config its services run with
 and applies every change within 2 s (`appliance.runtime.wiring`); it records
-the outcome under `config.applied`, which `apply_status` reads back.
+the outcome under `desired.applied`, which `apply_status` reads back.
 """
 
 from __future__ import annotations
