@@ -1,0 +1,125 @@
+"""`nixie host`: machines, their MACs, flake attribute, boot mode and generations."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from appliance.cli.context import Ctx, Leaf
+from appliance.cli.output import _ts, emit, print_table
+from appliance.domain import events, generations, hosts
+
+
+def _host_human(h: dict[str, Any]) -> None:
+    for k in ("name", "macs", "flake", "attr", "mode", "state", "ip", "ip_reservation",
+              "current_generation"):
+        v = h.get(k)
+        print(f"{k + ':':<20}{' '.join(v) if isinstance(v, list) else ('-' if v is None else v)}")
+    print(f"{'last seen:':<20}{_ts(h.get('last_seen'))}")
+    for e in h.get("events", [])[:10]:
+        print(f"  {_ts(e['ts'])}  {e['kind']:<18} {e['message']}")
+
+
+def _lan(ctx: Ctx, ip: str | None) -> str | None:
+    """The LAN the services run on, which a reserved address must be in."""
+    return ctx.runtime_cfg.lan.address if ip else None
+
+
+def cmd_host_add(ctx: Ctx) -> int:
+    a = ctx.args
+    h = hosts.add_host(ctx.conn, a.name, a.mac, a.flake, a.attr, a.mode, ip=a.ip,
+                       network=_lan(ctx, a.ip))
+    emit(a, h, lambda: print(f"added host {h['name']} ({', '.join(h['macs'])})"))
+    return 0
+
+
+def cmd_host_set(ctx: Ctx) -> int:
+    a = ctx.args
+    h = hosts.update_host(ctx.conn, a.name, macs=a.mac, flake=a.flake, attr=a.attr, mode=a.mode,
+                          ip=a.ip, network=_lan(ctx, a.ip))
+    emit(a, h, lambda: _host_human(h))
+    return 0
+
+
+def cmd_host_list(ctx: Ctx) -> int:
+    rows = hosts.list_hosts(ctx.conn, search=ctx.args.search)
+    emit(ctx.args, rows, lambda: print_table(rows, [
+        ("NAME", "name"), ("MACS", lambda r: ",".join(r["macs"])), ("MODE", "mode"),
+        ("STATE", "state"), ("IP", "ip"), ("GEN", "current_generation"),
+        ("FLAKE", lambda r: f"{r['flake']}#{r['attr']}")]))
+    return 0
+
+
+def cmd_host_show(ctx: Ctx) -> int:
+    h = hosts.get_host(ctx.conn, ctx.args.name)
+    h["events"] = events.recent(ctx.conn, host_id=h["id"], limit=50)
+    h["generations"] = [dict(r) for r in ctx.conn.execute(
+        "SELECT number, toplevel, created_at FROM generations WHERE host_id = ? "
+        "ORDER BY number DESC", (h["id"],))]
+    emit(ctx.args, h, lambda: _host_human(h))
+    return 0
+
+
+def cmd_host_rollback(ctx: Ctx) -> int:
+    h = generations.rollback(ctx.conn, ctx.args.name, ctx.args.to)
+    emit(ctx.args, h, lambda: print(f"host {h['name']} now boots generation "
+                                    f"{h['current_generation']}"))
+    return 0
+
+
+def cmd_host_remove(ctx: Ctx) -> int:
+    hosts.remove_host(ctx.conn, ctx.args.name)
+    print(f"removed host {ctx.args.name}")
+    return 0
+
+
+def cmd_host_import(ctx: Ctx) -> int:
+    a = ctx.args
+    text = sys.stdin.read() if a.file == "-" else open(a.file).read()
+    r = hosts.import_hosts(ctx.conn, text, default_flake=a.flake, replace=a.replace)
+    emit(a, r, lambda: print(f"imported: {len(r['added'])} added, {len(r['updated'])} updated"))
+    return 0
+
+
+def cmd_host_export(ctx: Ctx) -> int:
+    text = hosts.export_hosts(ctx.conn)
+    if ctx.args.output and ctx.args.output != "-":
+        with open(ctx.args.output, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, leaf: Leaf, common: argparse.ArgumentParser,
+             listing: argparse.ArgumentParser) -> None:
+    ho = sub.add_parser("host", help="machines").add_subparsers(dest="sub", required=True)
+    s = leaf(ho, "add", cmd_host_add, "bind a host name to MAC addresses and a flake attribute")
+    s.add_argument("name")
+    s.add_argument("--mac", action="append", required=True, help="MAC address (repeat for more)")
+    s.add_argument("--flake", required=True, help="flake reference")
+    s.add_argument("--attr", help="attribute (default nixosConfigurations.NAME)")
+    s.add_argument("--mode", choices=hosts.MODES, default="netboot")
+    s.add_argument("--ip", help="reserve this LAN address for the host (DHCP)")
+    s = leaf(ho, "set", cmd_host_set, "change a host's MACs, flake, attribute or mode")
+    s.add_argument("name")
+    s.add_argument("--mac", action="append")
+    s.add_argument("--flake")
+    s.add_argument("--attr")
+    s.add_argument("--mode", choices=hosts.MODES)
+    s.add_argument("--ip", help="reserve this LAN address for the host; '' clears it")
+    leaf(ho, "list", cmd_host_list, "list hosts").add_argument("--search")
+    leaf(ho, "show", cmd_host_show,
+         "show one host, its generations and recent events").add_argument("name")
+    leaf(ho, "remove", cmd_host_remove, "remove a host").add_argument("name")
+    s = leaf(ho, "rollback", cmd_host_rollback,
+             "boot an older generation by default (newer ones stay in the menu)")
+    s.add_argument("name")
+    s.add_argument("--to", type=int, metavar="N", help="this generation (default: the one "
+                   "before the current)")
+    s = leaf(ho, "import", cmd_host_import, "import a hosts.json (Nixie's form or ours)")
+    s.add_argument("file", help="path, or - for stdin")
+    s.add_argument("--flake", help="flake for entries that name none")
+    s.add_argument("--replace", action="store_true", help="update hosts that exist")
+    leaf(ho, "export", cmd_host_export, "print hosts.json").add_argument("-o", "--output")

@@ -1,0 +1,25 @@
+"""`nixie wol`: Wake-on-LAN."""
+
+from __future__ import annotations
+
+import argparse
+
+from appliance.cli.context import Ctx, Leaf
+from appliance.cli.output import emit
+from appliance.router.wol import wake_host
+
+
+def cmd_wol(ctx: Ctx) -> int:
+    iface = ctx.runtime_cfg.lan.interface  # the LAN the services run on
+    macs = wake_host(ctx.conn, ctx.args.host, interface=iface,
+                     broadcast=ctx.args.broadcast or "255.255.255.255")
+    emit(ctx.args, {"host": ctx.args.host, "macs": macs},
+         lambda: print(f"woke {ctx.args.host} ({', '.join(macs)}) on {iface}"))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, leaf: Leaf, common: argparse.ArgumentParser,
+             listing: argparse.ArgumentParser) -> None:
+    s = leaf(sub, "wol", cmd_wol, "send Wake-on-LAN to a host")
+    s.add_argument("host")
+    s.add_argument("--broadcast", help="directed broadcast address")
