@@ -42,7 +42,7 @@ WAITRESS_THREADS = 4
 STOP_GRACE_SECONDS = 0.8
 RESPAWN_BACKOFF_MAX = 10.0
 BIND_RETRY_SECONDS = 3.0
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the dir holding appliance/ (and webui/)
 
 
 def secret_key(cfg) -> bytes:

@@ -90,6 +90,9 @@ class Runtime:
         self.health = health
         self.backend = SqliteBackend(store)
         self.cfg = settings.effective_config(base, store.conn())
+        # the config a part still runs because it could not take a later one (it was
+        # put back as it was); every other part runs `cfg`
+        self.lagging: dict[str, Config] = {}
         self.parts = self._parts()
 
     # ---------------------------------------------------------------- parts
@@ -221,13 +224,16 @@ class ConfigApplier:
                                 who, quiet=True)
         done, errors = [], []
         for part in rt.parts:
-            if not part.affected(changed):
+            running = rt.lagging.get(part.name, rt.cfg)
+            if not part.affected(changed_keys(running, new)):
                 continue
-            err = self._apply_part(part, rt.cfg, new)
+            err = self._apply_part(part, running, new)
             if err:
                 errors.append(f"{part.name}: {err}")
+                rt.lagging[part.name] = running
             else:
                 done.append(part.name)
+                rt.lagging.pop(part.name, None)
         rt.cfg = new
         status = {"ok": not errors, "error": "; ".join(errors) or None,
                   "changed": {k: list(v) for k, v in changed.items()}, "services": done}
