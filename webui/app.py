@@ -1,7 +1,7 @@
 """Flask application factory. Everything the app needs comes in through `WebContext`.
 
 Blueprints, one per area, live in `webui/views/`; forms in `webui/forms.py`;
-the REST API (with its OpenAPI document) in `webui/api.py`; authentication,
+the REST API (with its OpenAPI document) in the `webui/api/` package; authentication,
 the first-run gate, CSRF and security headers in `webui/security.py`.
 """
 
@@ -13,6 +13,9 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask, jsonify
+
+from . import api, filters, security
+from .views import ALL_BLUEPRINTS
 
 
 @dataclass
@@ -28,9 +31,6 @@ class WebContext:
 
 
 def create_app(ctx: WebContext) -> Flask:
-    from . import api, filters, security
-    from .views import ALL_BLUEPRINTS
-
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=ctx.secret_key or b"dev-only",

@@ -6,6 +6,9 @@ import sqlite3
 
 from flask import current_app, g
 
+from appliance.config.schema import Config
+from appliance.domain import settings
+
 
 def ctx():
     return current_app.extensions["nixie"]
@@ -16,10 +19,8 @@ def conn() -> sqlite3.Connection:
     return ctx().store.conn()
 
 
-def config():
-    """The config file with the settings stored by the UI applied."""
-    from appliance.domain import settings
-
+def config() -> Config:
+    """The effective config: the config file with the stored settings applied."""
     if "nixie_cfg" not in g:
         g.nixie_cfg = settings.effective_config(ctx().config, conn())
     return g.nixie_cfg

@@ -7,12 +7,12 @@ import json
 import time
 from typing import Any
 
-from flask import Flask, g, request, url_for
+from flask import Flask, current_app, g, request, url_for
 
 STATE_BADGE = {
     "unknown": "muted", "booting": "info", "booted": "ok", "installing": "info",
     "installed": "ok", "failed": "bad",
-    "queued": "muted", "running": "info", "succeeded": "ok", "cancelled": "muted",
+    "queued": "muted", "evaluating": "info", "running": "info", "succeeded": "ok", "cancelled": "muted",
     "bound": "ok", "offered": "info", "released": "muted", "declined": "warn", "expired": "muted",
     "debug": "muted", "info": "info", "warning": "warn", "error": "bad",
     "starting": "info", "stopped": "muted", "idle": "muted", "backoff": "warn",
@@ -102,8 +102,6 @@ NAV = [("dashboard.index", "Dashboard", "▦"), ("hosts.index", "Hosts", "▤"),
 
 def nav_links() -> list[tuple[str, str, str, str]]:
     """(area, url, label, icon) of the sidebar, built once per app."""
-    from flask import current_app
-
     links = current_app.extensions.get("nixie_nav")
     if links is None:
         links = [(ep.split(".")[0], url_for(ep), label, icon) for ep, label, icon in NAV]

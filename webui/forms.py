@@ -126,10 +126,31 @@ class SettingsForm(FlaskForm):
     NULLABLE = ("wan_interface", "boot_cmdline", "builder_uri")
 
     def fill(self, values: dict) -> None:
-        for fname, key in self.KEYS.items():
-            v = values.get(key)
-            getattr(self, fname).data = "\n".join(v) if fname in self.LISTS else ("" if v is None else v)
-        self.dhcp_first.data, self.dhcp_last.data = values["dhcp.range"]
+        for key in (*self.KEYS.values(), "dhcp.range"):
+            self.set_value(key, values.get(key))
+
+    def fields_of(self, key: str) -> list:
+        """The form fields that show settings key `key`."""
+        if key == "dhcp.range":
+            return [self.dhcp_first, self.dhcp_last]
+        return [getattr(self, f) for f, k in self.KEYS.items() if k == key]
+
+    def set_value(self, key: str, v) -> None:
+        if key == "dhcp.range":
+            self.dhcp_first.data, self.dhcp_last.data = v
+            return
+        for f in self.fields_of(key):
+            f.data = "\n".join(v or []) if f.name in self.LISTS else ("" if v is None else v)
+
+    def lock(self, locked: dict[str, str], values: dict) -> None:
+        """Show the keys the deployment pins read-only, with their effective value
+        (a disabled input is not submitted: its value is set here, not taken from
+        the request), and say where each is set."""
+        for key, where in locked.items():
+            self.set_value(key, values.get(key))
+            for f in self.fields_of(key):
+                f.render_kw = {**(f.render_kw or {}), "disabled": True}
+                f.locked_by = where
 
     def values(self) -> dict:
         out = {}
@@ -146,9 +167,6 @@ class SettingsForm(FlaskForm):
         return out
 
     def field_for(self, key: str):
-        if key == "dhcp.range":
-            return self.dhcp_first
-        for fname, k in self.KEYS.items():
-            if k == key:
-                return getattr(self, fname)
-        return None
+        """The field an error about settings key `key` is shown on."""
+        fields = self.fields_of(key)
+        return fields[0] if fields else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Flask, g, jsonify, redirect, render_template, request, session, url_for
+from flask import Flask, current_app, g, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 
@@ -13,6 +13,7 @@ from appliance.domain import apitokens, settings, users
 from appliance.domain.loginlimits import LoginLimits
 from appliance.errors import NixieError
 
+from .api.errors import api_error
 from .context import conn
 from .fragments import forget_all, mark_changed
 
@@ -68,11 +69,6 @@ def _setup_done(app: Flask) -> bool:
     return done
 
 
-def api_error(status: int, message: str, field: str | None = None, **extra):
-    body = {"error": message, **({"field": field} if field else {}), **extra}
-    return jsonify(body), status
-
-
 def _bearer() -> str | None:
     h = request.headers.get("Authorization", "")
     if h[:7].lower() == "bearer ":
@@ -93,8 +89,6 @@ def login_user(uid: int, username: str) -> None:
 
 def guard():
     """Runs before every request: setup gate, authentication, CSRF."""
-    from flask import current_app
-
     endpoint = request.endpoint or ""
     if endpoint in PUBLIC_ENDPOINTS:
         return None
@@ -133,8 +127,6 @@ def guard():
 
 
 def _csrf_check():
-    from flask import current_app
-
     if request.method in UNSAFE_METHODS and current_app.config.get("WTF_CSRF_ENABLED", True):
         csrf.protect()  # raises CSRFError
     return None

@@ -227,41 +227,44 @@ class ConfigApplier:
             running = rt.lagging.get(part.name, rt.cfg)
             if not part.affected(changed_keys(running, new)):
                 continue
-            err = self._apply_part(part, running, new)
+            err, touched = self._apply_part(part, running, new)
             if err:
                 errors.append(f"{part.name}: {err}")
                 rt.lagging[part.name] = running
             else:
-                done.append(part.name)
+                if touched:
+                    done.append(part.name)
                 rt.lagging.pop(part.name, None)
         rt.cfg = new
         status = {"ok": not errors, "error": "; ".join(errors) or None,
                   "changed": {k: list(v) for k, v in changed.items()}, "services": done}
         return self._record(conn, status, who)
 
-    def _apply_part(self, part: Part, old_cfg: Config, new_cfg: Config) -> str | None:
-        """Retune or rebuild one part; on failure put the old one back. Returns the error."""
+    def _apply_part(self, part: Part, old_cfg: Config, new_cfg: Config
+                    ) -> tuple[str | None, bool]:
+        """Retune or rebuild one part; on failure put the old one back. Returns (the
+        error, whether a running service took the change)."""
         sup = self.supervisor
         svc = sup.get(part.name)
         try:
             if svc is not None and part.retune is not None and part.retune(svc, new_cfg):
-                return None
+                return None, True
             fresh = part.build(new_cfg)
         except Exception as e:  # noqa: BLE001 - a bad change must not stop the appliance
             log.warning("could not apply settings", exc_info=True, extra={"service": part.name})
-            return f"{type(e).__name__}: {e}"
+            return f"{type(e).__name__}: {e}", False
         if fresh is None and svc is None:
-            return None
+            return None, False  # off before and after
         sup.replace(part.name, fresh)
         if fresh is None:
-            return None
+            return None, True  # turned off
         error = self._settled(part.name)
         if error is None:
-            return None
+            return None, True
         log.warning("service did not start with the new settings; restoring it",
                     extra={"service": part.name, "error": error})
         sup.replace(part.name, part.build(old_cfg))
-        return error
+        return error, False
 
     def _settled(self, name: str) -> str | None:
         """None once the rebuilt service ran SETTLE_SECONDS without failing."""

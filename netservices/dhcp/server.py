@@ -51,6 +51,9 @@ def open_socket(interface: str, port: int, bind_ip: str = "0.0.0.0") -> socket.s
             except OSError:
                 continue
         s.bind((bind_ip, port))
+    except OSError as e:
+        s.close()
+        raise OSError(e.errno, f"DHCP on {interface} port {port}: {e.strerror}") from None
     except BaseException:
         s.close()
         raise

@@ -149,7 +149,7 @@ def test_dhcp_range_from_the_wizard_then_settings_is_what_clients_get(appliance,
 
     flash = save_settings(page, {"#dhcp_first": SETTINGS_RANGE[0],
                                  "#dhcp_last": SETTINGS_RANGE[1]})
-    assert flash == "Settings saved and applied (dhcp)."
+    assert flash == "Saved and applied to the running services: dhcp."
     assert page.input_value("#dhcp_first") == SETTINGS_RANGE[0]
     shot(page, "desired-02-settings-applied")
 
@@ -175,7 +175,7 @@ def test_boot_menu_timeout_and_kernel_parameters_reach_the_next_boot_script(appl
     assert [ln[-1].startswith("nixie.token=") for ln in host_before] == [True], host_before
 
     flash = save_settings(page, {"#boot_menu_timeout_seconds": "7", "#boot_cmdline": CMDLINE})
-    assert flash.startswith("Settings saved and applied (") and "httpboot" in flash, flash
+    assert flash.startswith("Saved and applied to the running services: ") and "httpboot" in flash, flash
     shot(page, "desired-03-boot-settings-applied")
 
     assert boot_script(lan, UNKNOWN_MAC) == golden

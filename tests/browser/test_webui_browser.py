@@ -194,14 +194,18 @@ def test_add_flake_evaluated_by_nix(page, flake_dir):
     page.fill("#url", f"path:{flake_dir}")
     page.click("button:has-text('Add and evaluate')")
     page.wait_for_selector(".flake")
+    assert "added; evaluating it" in page.inner_text(".flash")
+    # serve's build worker evaluates it with the real nix; the page reloads itself when done
+    page.wait_for_selector(".flake[data-eval-state='idle']", timeout=120_000)
     card = page.inner_text(".flake")
     assert f"path:{flake_dir}" in card
-    assert "demo" in card and "Last refresh failed" not in card, card
-    assert "1 configuration(s) found" in page.inner_text(".flash")
+    assert "demo" in card and "Last evaluation failed" not in card, card
     shot(page, "04-flakes")
-    # refresh with the button: real nix again
+    # refresh with the button: queued, then real nix again
     page.click(".flake button:has-text('Refresh')")
-    page.wait_for_selector(".flash-ok")
+    page.wait_for_selector(".flash-ok:has-text('again')")
+    assert f"Evaluating path:{flake_dir} again." in page.inner_text(".flash-ok")
+    page.wait_for_selector(".flake[data-eval-state='idle']", timeout=120_000)
     assert "demo" in page.inner_text(".flake table")
 
 

@@ -113,14 +113,14 @@ def test_a_change_that_cannot_be_applied_is_reported_and_the_old_settings_keep_s
     try:
         ev = change(lab, {"lan.interface": "nosuch0"})  # the settings accept any name
         assert (ev["kind"], ev["level"]) == ("settings.apply_failed", "error"), ev
-        assert ev["data"]["error"] == "dhcp: OSError: [Errno 19] No such device", ev
+        assert ev["data"]["error"] == "dhcp: OSError: [Errno 19] DHCP on nosuch0 port 67: No such device", ev
         assert ev["message"].endswith(ev["data"]["error"]), ev
         assert in_range(udhcpc_lease(lab.lan, "mvb1"), *RANGE)
         # another change while the bad one is stored: refused again, and DHCP still
         # serves with what it ran
         ev = change(lab, {"dhcp.lease_seconds": 1800})
         assert ev["kind"] == "settings.apply_failed", ev
-        assert ev["data"]["error"] == "dhcp: OSError: [Errno 19] No such device", ev
+        assert ev["data"]["error"] == "dhcp: OSError: [Errno 19] DHCP on nosuch0 port 67: No such device", ev
         ip = udhcpc_lease(lab.lan, "mvb2")
         assert in_range(ip, *RANGE)
         lease = lab.lan.leases()[ip]

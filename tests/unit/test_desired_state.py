@@ -135,6 +135,7 @@ class FakeRuntime:
 
     def __init__(self, cfg, store, parts):
         self.base, self.cfg, self.store, self.parts = cfg, cfg, store, parts
+        self.lagging = {}
 
 
 def test_applier_rebuilds_the_affected_part_and_restores_it_when_the_new_one_fails(tmp_path):

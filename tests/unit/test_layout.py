@@ -23,16 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("appliance", "webui", "netservices", "lab")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
-# Function-level first-party imports in files other changes are rewriting right now
-# (appliance/cli, webui). The lead empties this set once those are merged; any offender
-# not listed here fails the test, and so does an entry that is no longer an offender.
-# Entries: (file, module imported).
-PENDING: set[tuple[str, str]] = {
-    ("webui/app.py", "webui"),
-    ("webui/app.py", "webui.views"),
-    ("webui/context.py", "appliance.domain"),
-}
-
 
 def lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:
     assert LINT_IMPORTS.exists(), f"{LINT_IMPORTS} missing: pip install -e '.[test]'"
@@ -115,17 +105,9 @@ def function_level_imports(root: Path) -> set[tuple[str, str, int]]:
 
 
 def test_first_party_imports_are_at_module_top():
-    offenders = sorted(o for o in function_level_imports(ROOT) if o[:2] not in PENDING)
+    offenders = sorted(function_level_imports(ROOT))
     assert not offenders, "first-party imports inside a function (move them to the module top):\n" \
         + "\n".join(f"  {f}:{line}: import {mod}" for f, mod, line in offenders)
-
-
-def test_pending_lists_only_offenders_still_there():
-    """Once a file on PENDING is fixed, its entries go (so the allowlist only shrinks)."""
-    still = {o[:2] for o in function_level_imports(ROOT)}
-    stale = sorted(PENDING - still)
-    assert not stale, "fixed: remove from PENDING in tests/unit/test_layout.py:\n" \
-        + "\n".join(f"  {f}: {mod}" for f, mod in stale)
 
 
 def test_the_ast_walk_sees_function_level_imports(tmp_path):

@@ -4,6 +4,7 @@ CSRF, headers, forms that keep input, the API's auth and error mapping."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -324,11 +325,11 @@ def test_build_log_endpoint_reads_from_offset(client, web, tmp_path):
 
 
 def test_whole_utf8_never_splits_a_character():
-    from webui.api import _whole_utf8
+    from webui.api.builds import whole_utf8
 
     data = "aü€😀".encode()
     for cut in range(len(data) + 1):
-        part = _whole_utf8(data[:cut])
+        part = whole_utf8(data[:cut])
         part.decode("utf-8")  # never raises
         assert data.startswith(part) and len(part) >= cut - 3
 
@@ -441,3 +442,31 @@ def test_an_admin_made_with_the_cli_skips_the_wizard(web):
     assert c.get("/setup").status_code == 302
     r = post_form(c, "/login", {"username": "ops", "password": PASSWORD})
     assert r.status_code == 302 and c.get("/hosts/").status_code == 200
+
+
+def test_host_page_marks_the_generation_it_boots_by_default(client, web):
+    _, store, _ = web
+    conn = store.conn()
+    h = hosts.add_host(conn, "gen1", "52:54:00:00:00:21", "/srv/fleet")
+    for n in (1, 2, 3):
+        conn.execute("INSERT INTO generations (host_id, number, toplevel, created_at) VALUES (?,?,?,0)",
+                     (h["id"], n, f"/nix/store/{n}-system"))
+
+    def marked(page: str) -> list[int]:
+        return [int(n) for n in re.findall(r'<tr class="current" id="generation-(\d+)">', page)]
+
+    # none chosen yet: the newest, as the boot menu's default
+    page = client.get("/hosts/gen1").data.decode()
+    assert marked(page) == [3] and page.count(">boots by default<") == 1
+    assert '<option selected value="3">' in page
+    r = post_form(client, "/hosts/gen1/generation", {"number": "1"}, page="/hosts/gen1")
+    assert r.status_code == 302
+    page = client.get("/hosts/gen1").data.decode()
+    assert "host gen1 now boots generation 1 by default." in page
+    assert marked(page) == [1] and '<option selected value="1">' in page
+    assert hosts.get_host(conn, "gen1")["current_generation"] == 1
+    # through the API the same
+    token = csrf_of(page)
+    r = client.put("/api/v1/hosts/gen1/generation", json={"number": 2}, headers={"X-CSRFToken": token})
+    assert r.status_code == 200 and r.json["current_generation"] == 2
+    assert marked(client.get("/hosts/gen1").data.decode()) == [2]

@@ -2,8 +2,9 @@
 generates path, query and body values from the declared schemas — and, half
 the time, values of the wrong type or shape — and no request may end in a 5xx.
 
-Nix is pointed at an empty directory here, so a flake refresh fails cleanly
-(and never reaches for the network); Wake-on-LAN goes out on loopback only."""
+No request runs nix (flakes are only queued for nixie serve's evaluator); nix is
+pointed at an empty directory here all the same, so a stray call would fail
+cleanly rather than reach for the network. Wake-on-LAN goes out on loopback only."""
 
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def api(tmp_path_factory):
 def operations():
     from webui.api import ROUTES
 
-    return [(r["method"], "/api/v1" + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", r["path"])) for r in ROUTES]
+    return [(r.method, "/api/v1" + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", r.path)) for r in ROUTES]
 
 
 @pytest.mark.parametrize("method,path", operations())

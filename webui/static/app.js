@@ -19,6 +19,27 @@
     });
   }
 
+  // flakes page: while an evaluation is queued or running, poll the API and reload
+  // the page once a flake's state changes (its configurations or Nix's error are in)
+  const flakeList = document.getElementById("flakes");
+  if (flakeList && flakeList.dataset.pending) {
+    const shown = {};
+    flakeList.querySelectorAll("[data-flake-id]").forEach((el) => { shown[el.dataset.flakeId] = el.dataset.evalState; });
+    async function pollFlakes() {
+      try {
+        const r = await fetch(flakeList.dataset.pollUrl, { headers: { "Accept": "application/json" }, credentials: "same-origin" });
+        if (r.ok) {
+          const now = await r.json();
+          const changed = now.length !== Object.keys(shown).length ||
+            now.some((f) => shown[String(f.id)] !== f.eval_state);
+          if (changed) { window.location.reload(); return; }
+        }
+      } catch (e) { /* keep polling: the appliance may be restarting */ }
+      setTimeout(pollFlakes, 1000);
+    }
+    setTimeout(pollFlakes, 1000);
+  }
+
   // build page: follow the log and the progress by polling the API
   const log = document.getElementById("build-log");
   if (log) {

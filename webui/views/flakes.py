@@ -1,19 +1,25 @@
-"""Flakes: add a URL, refresh it with the real `nix`, see its configurations and last error."""
+"""Flakes: add a URL (its evaluation is queued), see each flake's evaluation state,
+its configurations or Nix's error, ask for another evaluation, remove one.
+
+No request runs `nix`: `nixie serve`'s build worker evaluates queued flakes. While
+one is queued or being evaluated the page follows it (static/app.js polls
+/api/v1/flakes and reloads when a state changes; without JS a meta refresh)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, url_for
 
-from appliance.domain import flakes
+from appliance.domain import flakes, settings
 from appliance.errors import NixieError
-from appliance.nix import command as nix
-from appliance.nix import flake_eval
 
-from ..context import config, conn
+from ..context import conn
 from ..forms import ActionForm, FlakeForm
 from .common import attach_error
 
 bp = Blueprint("flakes", __name__, url_prefix="/flakes")
+
+PENDING = ("queued", "evaluating")
+REFRESH_SECONDS = 3  # the page's meta refresh while an evaluation is pending (no JS)
 
 
 def bound_attrs() -> dict[str, set[str]]:
@@ -32,25 +38,20 @@ def index():
         except NixieError as e:
             attach_error(form, e)
         else:
-            refresh(f["id"])
+            flash(f"Flake {f['url']} added; evaluating it.", "ok")
             return redirect(url_for("flakes.index"))
-    return render_template("flakes.html", form=form, flakes=flakes.list_flakes(conn()),
-                           bound=bound_attrs(), action=ActionForm()), (400 if form.errors else 200)
-
-
-def refresh(flake_id: int) -> dict:
-    f = flakes.get_flake(conn(), str(flake_id))
-    r = flake_eval.refresh_flake(conn(), nix.Nix.from_config(config()), f["id"])
-    if r["last_error"]:
-        flash(f"Refreshing {r['url']} failed; see the error below.", "error")
-    else:
-        flash(f"{r['url']}: {len(r['configurations'])} configuration(s) found.", "ok")
-    return r
+    rows = flakes.list_flakes(conn())
+    return render_template("flakes.html", form=form, flakes=rows, bound=bound_attrs(),
+                           action=ActionForm(), pending=any(f["eval_state"] in PENDING for f in rows),
+                           refresh_seconds=REFRESH_SECONDS, serve_running=settings.serve_running(conn())), \
+        (400 if form.errors else 200)
 
 
 @bp.post("/<int:flake_id>/refresh")
 def refresh_one(flake_id: int):
-    refresh(flake_id)
+    f = flakes.get_flake(conn(), str(flake_id))
+    f = flakes.request_evaluation(conn(), f["url"])
+    flash(f"Evaluating {f['url']} again.", "ok")
     return redirect(url_for("flakes.index"))
 
 

@@ -68,15 +68,26 @@ def show(name: str):
     c = conn()
     h = hosts.get_host(c, name)
     gens = generations.list_generations(c, name)
+    default = default_generation(gens)
     gen_form = GenerationForm()
     gen_form.number.choices = options(*((g["number"], f"#{g['number']}") for g in gens))
-    gen_form.number.data = h["current_generation"]
+    gen_form.number.data = default
     form = HostForm(data={"name": h["name"], "macs": "\n".join(h["macs"]), "flake": h["flake"],
                           "attr": h["attr"], "mode": h["mode"]})
-    return render_template("hosts/show.html", host=h, gens=gens, gen_form=gen_form, form=form,
+    return render_template("hosts/show.html", host=h, gens=gens, default=default,
+                           gen_form=gen_form, form=form,
                            timeline=events.recent(c, host_id=h["id"], limit=50),
                            builds=builds.list_builds(c, host_name=name, limit=10),
                            action=ActionForm(), flakes=_flake_choices())
+
+
+def default_generation(gens: list[dict]) -> int | None:
+    """The generation the host boots by default: the one chosen as current, else the
+    newest (the boot menu's default, netservices.httpboot.scripts.default_target)."""
+    for g in gens:
+        if g["current"]:
+            return g["number"]
+    return gens[0]["number"] if gens else None
 
 
 @bp.route("/<name>/edit", methods=["GET", "POST"])
@@ -111,7 +122,7 @@ def set_generation(name: str):
                                     for g in generations.list_generations(conn(), name)))
     if form.validate_on_submit():
         generations.set_current_generation(conn(), name, form.number.data)
-        flash(f"{name} now boots generation {form.number.data}.", "ok")
+        flash(f"host {name} now boots generation {form.number.data} by default.", "ok")
     else:
         flash("Pick one of the host's generations.", "error")
     return redirect(url_for("hosts.show", name=name))

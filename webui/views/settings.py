@@ -1,4 +1,6 @@
-"""Settings: builder, substituters, DHCP, boot menu. Stored as overrides of the config file."""
+"""Settings: builder, substituters, DHCP, boot menu. Stored as overrides of the
+config file; the keys the deployment locks are shown read-only. A save reports
+what the running `nixie serve` did with it (webui/apply_report.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from appliance.domain import settings
 from appliance.errors import NixieError
 from appliance.state.db import now
 
+from .. import apply_report
 from ..context import conn, ctx
 from ..forms import SettingsForm
 from .common import attach_error
@@ -19,33 +22,21 @@ bp = Blueprint("settings", __name__, url_prefix="/settings")
 def index():
     cfg = ctx().config
     form = SettingsForm()
+    effective = settings.effective_values(cfg, conn())
+    locked = settings.locked(cfg)
     if not form.is_submitted():
-        form.fill(settings.effective_values(cfg, conn()))
+        form.fill(effective)
+    form.lock(locked, effective)
     if form.validate_on_submit():
         since = now()
         try:
-            settings.update(cfg, conn(), form.values(), who=g.user["username"])
+            settings.update(cfg, conn(), {k: v for k, v in form.values().items() if k not in locked},
+                            who=g.user["username"])
         except NixieError as e:
             attach_error(form, e)
         else:
-            flash(*_outcome(since))
+            report = apply_report.after_save(conn(), since)
+            flash(report.message, report.category)
             return redirect(url_for("settings.index"))
     return render_template("settings.html", form=form, overridden=set(settings.overrides(conn())),
-                           config_path=cfg.path), (400 if form.errors else 200)
-
-
-def _outcome(since: float) -> tuple[str, str]:
-    """(message, category) of a save at `since`: applied by the running `nixie serve`
-    (it applies within 2 s), refused by it, or left for serve to apply when it starts."""
-    c = conn()
-    if (settings.last_change(c) or {}).get("at", 0) < since:
-        return "Settings saved; nothing changed.", "ok"
-    if not settings.serve_running(c):
-        return "Settings saved; nixie serve is not running: they apply when it starts.", "ok"
-    st = settings.wait_applied(c, since)
-    if st is None:
-        return "Settings saved, but nixie serve has not applied them yet; see Events.", "error"
-    if not st["ok"]:
-        return (f"Settings saved, but not applied: {st['error']}. "
-                "The services keep their previous settings.", "error")
-    return f"Settings saved and applied ({', '.join(st['services']) or 'no service'}).", "ok"
+                           locked=locked, config_path=cfg.path), (400 if form.errors else 200)

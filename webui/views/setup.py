@@ -1,12 +1,16 @@
-"""First run: the setup wizard. Nothing else answers until it is done."""
+"""First run: the setup wizard. Nothing else answers until it is done. Keys the
+deployment locks are shown read-only; the answers are applied like a Settings
+save (webui/apply_report.py)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, redirect, render_template, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, url_for
 
 from appliance.domain import settings
 from appliance.errors import Conflict, NixieError
+from appliance.state.db import now
 
+from .. import apply_report
 from ..context import conn, ctx
 from ..forms import SetupForm
 from ..security import login_user
@@ -17,6 +21,35 @@ bp = Blueprint("setup", __name__)
 FIELDS = {"lan.interface": "lan_interface", "wan.interface": "wan_interface",
           "dhcp.mode": "dhcp_mode", "dhcp.range": "dhcp_first", "builder.kind": "builder_kind",
           "builder.uri": "builder_uri", "username": "username", "password": "password"}
+WIZARD_KEYS = ("lan.interface", "wan.interface", "dhcp.mode", "dhcp.range", "builder.kind",
+               "builder.uri")
+
+
+def _fields(form: SetupForm, key: str) -> list:
+    """The wizard's fields that show settings key `key`."""
+    names = ["dhcp_first", "dhcp_last"] if key == "dhcp.range" else [FIELDS.get(key)]
+    return [getattr(form, n) for n in names if n and hasattr(form, n)]
+
+
+def _show(form: SetupForm, values: dict, keys) -> None:
+    """Put the settings `keys` of `values` into the wizard's fields."""
+    for key in keys:
+        v = values[key]
+        fields = _fields(form, key)
+        if key == "dhcp.range":
+            fields[0].data, fields[1].data = v
+        else:
+            fields[0].data = "" if v is None else v
+
+
+def _lock(form: SetupForm, locked: dict[str, str], values: dict) -> None:
+    """The keys the deployment pins, read-only with their value (a disabled input
+    is not submitted), and where each is set."""
+    _show(form, values, locked)
+    for key, where in locked.items():
+        for f in _fields(form, key):
+            f.render_kw = {**(f.render_kw or {}), "disabled": True}
+            f.locked_by = where
 
 
 @bp.route("/setup", methods=["GET", "POST"])
@@ -25,13 +58,11 @@ def wizard():
         return redirect(url_for("auth.login"))
     cfg = ctx().config
     form = SetupForm()
+    locked = {k: v for k, v in settings.locked(cfg).items() if k in WIZARD_KEYS}
+    effective = settings.effective_values(cfg, conn())
     if not form.is_submitted():
-        form.lan_interface.data = cfg.lan.interface
-        form.wan_interface.data = cfg.wan.interface or ""
-        form.dhcp_mode.data = cfg.dhcp.mode
-        form.dhcp_first.data, form.dhcp_last.data = cfg.dhcp.range
-        form.builder_kind.data = cfg.builder.kind
-        form.builder_uri.data = cfg.builder.uri or ""
+        _show(form, effective, WIZARD_KEYS)
+    _lock(form, locked, effective)
     if form.validate_on_submit():
         values = {
             "lan.interface": form.lan_interface.data.strip(),
@@ -43,9 +74,11 @@ def wizard():
         if form.dhcp_mode.data == "authoritative" or form.dhcp_first.data or form.dhcp_last.data:
             values["dhcp.range"] = [(form.dhcp_first.data or "").strip(),
                                     (form.dhcp_last.data or "").strip()]
+        since = now()
         try:
             uid = settings.complete_setup(cfg, conn(), username=form.username.data.strip(),
-                                          password=form.password.data, values=values)
+                                          password=form.password.data,
+                                          values={k: v for k, v in values.items() if k not in locked})
         except Conflict:
             return redirect(url_for("auth.login"))
         except NixieError as e:
@@ -53,5 +86,8 @@ def wizard():
         else:
             current_app.extensions["nixie_setup_done"] = True
             login_user(uid, form.username.data.strip())
+            report = apply_report.after_save(conn(), since)
+            if report.outcome != "unchanged":  # else the config file's values run as they are
+                flash(report.message, report.category)
             return redirect(url_for("dashboard.index", welcome=1))
     return render_template("setup.html", form=form, cfg=cfg), (400 if form.errors else 200)

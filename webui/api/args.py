@@ -1,0 +1,67 @@
+"""Reading the request: the JSON body and query arguments, with InvalidInput
+(400, naming the field) for anything of the wrong type or out of range."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+
+from appliance.errors import InvalidInput
+
+TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list of strings"}
+
+
+def body() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    return data
+
+
+def want(data: dict, key: str, kind: type, required: bool = False, nullable: bool = False):
+    """data[key] if it is of `kind` (list: a list of strings); None when absent."""
+    if key not in data:
+        if required:
+            raise InvalidInput(f"{key} is required", field=key)
+        return None
+    v = data[key]
+    if v is None and nullable:
+        return None
+    ok = isinstance(v, kind) and not (kind is int and isinstance(v, bool))
+    if kind is list:
+        ok = isinstance(v, list) and all(isinstance(x, str) for x in v)
+    if not ok:
+        raise InvalidInput(f"{key} must be {TYPE_NAMES.get(kind, kind.__name__)}", field=key)
+    return v
+
+
+def int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be an integer", field=name) from None
+    if not lo <= v <= hi:
+        raise InvalidInput(f"{name} must be within {lo}..{hi}", field=name)
+    return v
+
+
+def str_arg(name: str, max_len: int = 256) -> str | None:
+    v = request.args.get(name)
+    if v is None or v == "":
+        return None
+    if len(v) > max_len:
+        raise InvalidInput(f"{name} is longer than {max_len}", field=name)
+    return v
+
+
+def bool_arg(name: str) -> bool:
+    v = (request.args.get(name) or "").lower()
+    if v in ("", "0", "false", "no"):
+        return False
+    if v in ("1", "true", "yes"):
+        return True
+    raise InvalidInput(f"{name} must be true or false", field=name)

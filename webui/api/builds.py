@@ -1,0 +1,85 @@
+"""Builds: queue one, list them, one build's status and its log from an offset."""
+
+from __future__ import annotations
+
+import os
+
+from flask import jsonify
+
+from appliance.domain import builds
+
+from ..context import conn
+from ..filters import progress_fraction, progress_phase
+from . import args
+from .registry import route
+from .schemas import BUILD_ID, LIMIT, NAME, STR, arr, q, ref
+
+LOG_CHUNK = 256 * 1024
+
+
+@route("/hosts/<name>/builds", "POST", "Queue a build of the host", tag="builds", params=[NAME],
+       response=ref("Build"), status=201, errors=(404,))
+def build_host(name: str):
+    return jsonify(builds.enqueue(conn(), name)), 201
+
+
+@route("/builds", "GET", "Recent builds, newest first", tag="builds",
+       params=[q("host", STR), LIMIT], response=arr(ref("Build")))
+def list_builds():
+    return jsonify(builds.list_builds(conn(), host_name=args.str_arg("host", 63),
+                                      limit=args.int_arg("limit", 50, 1, 1000)))
+
+
+@route("/builds", "POST", "Queue a build of a host", tag="builds",
+       body={"type": "object", "required": ["host"], "properties": {"host": STR}},
+       response=ref("Build"), status=201, errors=(400, 404))
+def enqueue_build():
+    return jsonify(builds.enqueue(conn(), args.want(args.body(), "host", str, True))), 201
+
+
+@route("/builds/<int:build_id>", "GET", "One build", tag="builds", params=[BUILD_ID],
+       response=ref("Build"), errors=(404,))
+def get_build(build_id: int):
+    return jsonify(builds.get_build(conn(), build_id))
+
+
+@route("/builds/<int:build_id>/log", "GET",
+       "The build log from byte `offset` on, with status and progress (poll to follow)",
+       tag="builds", params=[BUILD_ID, q("offset", {"type": "integer", "minimum": 0})],
+       response=ref("BuildLog"), errors=(404,))
+def build_log(build_id: int):
+    b = builds.get_build(conn(), build_id)
+    offset = args.int_arg("offset", 0, 0, 2**53)
+    text, new_offset, more = "", offset, False
+    path = b.get("log_path")
+    if path:
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if offset > size:
+                    offset = 0  # the log was restarted
+                f.seek(offset)
+                chunk = whole_utf8(f.read(LOG_CHUNK))
+                text = chunk.decode("utf-8", "replace")
+                new_offset = offset + len(chunk)
+                more = new_offset < size
+        except FileNotFoundError:
+            pass
+    return jsonify({"offset": new_offset, "text": text, "more": more, "status": b["status"],
+                    "final": b["status"] in builds.FINAL, "progress": progress_fraction(b["progress"]),
+                    "phase": progress_phase(b["progress"]),
+                    "toplevel": b["toplevel"], "error": b["error"], "started_at": b["started_at"],
+                    "finished_at": b["finished_at"]})
+
+
+def whole_utf8(chunk: bytes) -> bytes:
+    """Drop a UTF-8 sequence cut at the end of `chunk` (the next poll reads it whole)."""
+    for back in range(1, min(4, len(chunk)) + 1):
+        b = chunk[-back]
+        if b & 0xC0 == 0x80:
+            continue
+        if b >= 0xC0:
+            need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+            return chunk if need <= back else chunk[:-back]
+        return chunk
+    return chunk

@@ -1,0 +1,117 @@
+"""Hosts: list, add, change, remove, their events and generations, Wake-on-LAN,
+hosts.json import and export."""
+
+from __future__ import annotations
+
+from flask import Response, jsonify, request
+
+from appliance.domain import events, generations, hosts
+from appliance.errors import InvalidInput
+from appliance.router import wol
+
+from ..context import config, conn
+from . import args
+from .registry import route
+from .schemas import LIMIT, NAME, OFFSET, STR, arr, page_of, q, ref
+
+
+@route("/hosts", "GET", "List hosts (search by name, MAC or IP; paginated)", tag="hosts",
+       params=[q("search", STR), LIMIT, OFFSET], response=page_of(ref("Host")))
+def list_hosts():
+    search = args.str_arg("search", 100)
+    limit = args.int_arg("limit", 100, 1, 1000)
+    offset = args.int_arg("offset", 0, 0, 10_000_000)
+    c = conn()
+    return jsonify({"items": hosts.list_hosts(c, search=search, limit=limit, offset=offset),
+                    "total": hosts.count_hosts(c, search=search), "limit": limit, "offset": offset})
+
+
+@route("/hosts", "POST", "Add a host", tag="hosts", body=ref("HostInput"), response=ref("Host"),
+       status=201, errors=(400, 409))
+def add_host():
+    d = args.body()
+    macs = d.get("macs") if "macs" in d else d.get("mac")
+    if isinstance(macs, str):
+        macs = [macs]
+    if not isinstance(macs, list) or not all(isinstance(m, str) for m in macs):
+        raise InvalidInput("macs must be a list of MAC address strings", field="macs")
+    h = hosts.add_host(conn(), args.want(d, "name", str, True), macs,
+                       args.want(d, "flake", str, True), args.want(d, "attr", str, nullable=True),
+                       args.want(d, "mode", str) or "netboot")
+    return jsonify(h), 201
+
+
+@route("/hosts/<name>", "GET", "One host", tag="hosts", params=[NAME], response=ref("Host"),
+       errors=(404,))
+def get_host(name: str):
+    return jsonify(hosts.get_host(conn(), name))
+
+
+@route("/hosts/<name>", "PATCH", "Change a host's MACs, flake, attribute or mode", tag="hosts",
+       params=[NAME], body=ref("HostPatch"), response=ref("Host"), errors=(400, 404, 409))
+def update_host(name: str):
+    d = args.body()
+    unknown = set(d) - {"macs", "flake", "attr", "mode"}
+    if unknown:
+        raise InvalidInput(f"unknown field {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
+    return jsonify(hosts.update_host(conn(), name, macs=args.want(d, "macs", list),
+                                     flake=args.want(d, "flake", str),
+                                     attr=args.want(d, "attr", str),
+                                     mode=args.want(d, "mode", str)))
+
+
+@route("/hosts/<name>", "DELETE", "Remove a host", tag="hosts", params=[NAME], status=204,
+       errors=(404,))
+def remove_host(name: str):
+    hosts.remove_host(conn(), name)
+    return Response(status=204)
+
+
+@route("/hosts/<name>/events", "GET", "A host's boot timeline (newest first)", tag="hosts",
+       params=[NAME, LIMIT], response=arr(ref("Event")), errors=(404,))
+def host_events(name: str):
+    h = hosts.get_host(conn(), name)
+    return jsonify(events.recent(conn(), host_id=h["id"], limit=args.int_arg("limit", 50, 1, 1000)))
+
+
+@route("/hosts/<name>/generations", "GET", "A host's generations (newest first)", tag="hosts",
+       params=[NAME], response=arr(ref("Generation")), errors=(404,))
+def host_generations(name: str):
+    return jsonify(generations.list_generations(conn(), name))
+
+
+@route("/hosts/<name>/generation", "PUT", "Choose the generation the host boots (rollback)",
+       tag="hosts", params=[NAME], body={"type": "object", "required": ["number"],
+                                          "properties": {"number": {"type": "integer", "minimum": 1}}},
+       response=ref("Host"), errors=(400, 404))
+def set_host_generation(name: str):
+    number = args.want(args.body(), "number", int, True)
+    return jsonify(generations.set_current_generation(conn(), name, number))
+
+
+@route("/hosts/<name>/wol", "POST", "Send Wake-on-LAN to every MAC of the host", tag="hosts",
+       params=[NAME], response={"type": "object", "properties": {"host": STR, "macs": arr(STR)}},
+       errors=(404, 502))
+def wake_host(name: str):
+    return jsonify({"host": name, "macs": wol.wake_host(conn(), name,
+                                                       interface=config().lan.interface)})
+
+
+@route("/hosts-json", "GET", "Export hosts.json", tag="hosts",
+       response={"type": "object", "additionalProperties": {"type": "object"}})
+def export_hosts():
+    return Response(hosts.export_hosts(conn()), mimetype="application/json")
+
+
+@route("/hosts-json", "POST", "Import a hosts.json (all or nothing)", tag="hosts",
+       params=[q("flake", STR, "flake for entries without one"),
+               q("replace", {"type": "boolean"}, "update hosts that exist")],
+       body={"type": "object",
+             "description": "hosts.json: name -> {mac_address | macs, flake, attr, mode}",
+             "additionalProperties": {"type": "object"}},
+       response={"type": "object", "properties": {"added": arr(STR), "updated": arr(STR)}},
+       errors=(400, 409))
+def import_hosts():
+    text = request.get_data(as_text=True)
+    return jsonify(hosts.import_hosts(conn(), text, default_flake=args.str_arg("flake", 2048),
+                                      replace=args.bool_arg("replace")))

@@ -1,0 +1,125 @@
+"""JSON schemas of the API's records and the pieces operations are declared with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliance.domain import hosts, settings
+
+
+def ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def arr(schema: dict) -> dict[str, Any]:
+    return {"type": "array", "items": schema}
+
+
+def nullable(schema: dict) -> dict[str, Any]:
+    return {"oneOf": [schema, {"type": "null"}]}
+
+
+def page_of(schema: dict) -> dict[str, Any]:
+    return {"type": "object", "required": ["items", "total"], "properties": {
+        "items": arr(schema), "total": {"type": "integer"},
+        "limit": {"type": "integer"}, "offset": {"type": "integer"}}}
+
+
+def q(name: str, schema: dict, description: str = "") -> dict[str, Any]:
+    """A query parameter."""
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+def p(name: str, schema: dict) -> dict[str, Any]:
+    """A path parameter."""
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+STR = {"type": "string"}
+INT = {"type": "integer"}
+NAME = p("name", {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"})
+LIMIT = q("limit", {"type": "integer", "minimum": 1, "maximum": 1000})
+OFFSET = q("offset", {"type": "integer", "minimum": 0, "maximum": 10_000_000})
+FLAKE_ID = p("flake_id", {"type": "integer", "minimum": 1})
+BUILD_ID = p("build_id", {"type": "integer", "minimum": 1})
+TOKEN_ID = p("token_id", {"type": "integer", "minimum": 1})
+
+EVAL_STATES = ["queued", "evaluating", "idle"]
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {
+        "error": STR, "field": STR}},
+    "Host": {"type": "object", "properties": {
+        "id": INT, "name": STR, "macs": arr(STR), "flake": STR, "attr": STR,
+        "mode": {"enum": list(hosts.MODES)}, "state": {"enum": list(hosts.STATES)},
+        "ip": {"type": ["string", "null"]}, "current_generation": {"type": ["integer", "null"]},
+        "last_seen": {"type": ["number", "null"]}}},
+    "HostInput": {"type": "object", "required": ["name", "macs", "flake"], "properties": {
+        "name": STR, "macs": arr(STR), "flake": STR, "attr": STR,
+        "mode": {"enum": list(hosts.MODES)}}},
+    "HostPatch": {"type": "object", "properties": {
+        "macs": arr(STR), "flake": STR, "attr": STR, "mode": {"enum": list(hosts.MODES)}}},
+    "Generation": {"type": "object", "properties": {
+        "number": INT, "build_id": {"type": ["integer", "null"]}, "toplevel": STR,
+        "created_at": {"type": "number"}, "current": {"type": "boolean"}}},
+    "Flake": {"type": "object", "properties": {
+        "id": INT, "url": STR, "configurations": arr(STR), "locked_url": {"type": ["string", "null"]},
+        "macs": {"type": "object", "additionalProperties": arr(STR),
+                 "description": "configuration -> the MACs it declares (config.nixie.netboot.macs)"},
+        "eval_state": {"enum": EVAL_STATES,
+                       "description": "queued: waiting for nixie serve's evaluator; evaluating: "
+                                      "nix is listing it now; idle: done (see last_error)"},
+        "eval_started_at": {"type": ["number", "null"]},
+        "created_at": {"type": "number"},
+        "last_refresh": {"type": ["number", "null"]}, "last_error": {"type": ["string", "null"]}}},
+    "Build": {"type": "object", "properties": {
+        "id": INT, "host_name": STR,
+        "status": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+        "toplevel": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]},
+        "progress": {"type": ["string", "null"], "description": "JSON written by the build worker"},
+        "queued_at": {"type": "number"}, "started_at": {"type": ["number", "null"]},
+        "finished_at": {"type": ["number", "null"]}}},
+    "BuildLog": {"type": "object", "required": ["offset", "text", "status"], "properties": {
+        "offset": INT, "text": STR, "more": {"type": "boolean"}, "final": {"type": "boolean"},
+        "status": STR, "progress": {"type": ["number", "null"], "description": "0..1"},
+        "phase": {"type": ["string", "null"], "description": "what the build is doing now"},
+        "toplevel": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]}}},
+    "Lease": {"type": "object", "properties": {
+        "ip": STR, "mac": STR, "host": {"type": ["string", "null"]},
+        "hostname": {"type": ["string", "null"]},
+        "state": STR, "starts": {"type": "number"}, "expires": {"type": "number"}}},
+    "Event": {"type": "object", "properties": {
+        "id": INT, "ts": {"type": "number"}, "kind": STR, "level": STR, "message": STR,
+        "host": {"type": ["string", "null"]}, "mac": {"type": ["string", "null"]},
+        "ip": {"type": ["string", "null"]}, "data": {}}},
+    "Token": {"type": "object", "properties": {
+        "id": INT, "name": STR, "user": STR, "created_at": {"type": "number"},
+        "last_used": {"type": ["number", "null"]}, "revoked_at": {"type": ["number", "null"]},
+        "token": {"type": "string", "description": "the secret; only in the answer to its creation"}}},
+    "Interface": {"type": "object", "properties": {
+        "name": STR, "state": STR, "up": {"type": "boolean"}, "mac": {"type": ["string", "null"]},
+        "mtu": {"type": ["integer", "null"]}, "addresses": arr(STR)}},
+    "Settings": {"type": "object", "description": "dotted config key -> value; "
+                 "only these keys may be set: " + ", ".join(settings.EDITABLE)
+                 + "; not those the deployment locks (see SettingsState.locked)",
+                 "properties": {k: {} for k in settings.EDITABLE}},
+    "ApplyStatus": {"type": "object", "description": "what nixie serve did with a change",
+                    "required": ["at", "ok"], "properties": {
+                        "at": {"type": "number"}, "ok": {"type": "boolean"},
+                        "by": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]},
+                        "changed": {"type": "object", "description": "key -> [old, new]"},
+                        "services": arr(STR)}},
+    "SettingsState": {"type": "object", "required": ["values", "locked", "apply"], "properties": {
+        "values": ref("Settings"),
+        "locked": {"type": "object", "additionalProperties": STR,
+                   "description": "editable keys the deployment pins -> the file that sets them"},
+        "apply": {**nullable(ref("ApplyStatus")),
+                  "description": "PATCH: what nixie serve did with this change (null: serve did "
+                                 "not answer; it applies the change when it starts); "
+                                 "GET: the last change it applied"},
+        "message": {"type": "string", "description": "the outcome in words (PATCH only)"}}},
+    "Status": {"type": "object", "properties": {
+        "counters": {"type": "object"}, "health": {"type": "object"},
+        "recent_boots": arr(ref("Event")), "build_queue": arr(ref("Build"))}},
+}
