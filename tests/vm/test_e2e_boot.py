@@ -17,21 +17,13 @@ import ipaddress
 import json
 import uuid
 
-import pytest
-
 from lab import flake as labflake
 from lab.qemu import PxeVM
 from tests.conftest import run_nixie
-from tests.vm.pxe_lab import add_and_build, appliance_serving, wait_booted
+from tests.vm.pxe_lab import add_and_build, wait_booted
 
 MACHINES = {"demo": ("52:54:00:4e:58:11", "bios"), "demo2": ("52:54:00:4e:58:12", "uefi")}
 BOOT_TIMEOUT = 420  # two TCG guests share two cores with the rest of the suite
-
-
-@pytest.fixture
-def appliance(tmp_path):
-    with appliance_serving(tmp_path) as (ns, path, cfg):
-        yield ns, path, cfg, tmp_path
 
 
 def test_bios_and_uefi_vms_boot_to_booted(appliance):

@@ -27,13 +27,11 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
-
 from lab import flake as labflake
 from lab.qemu import PxeVM
 from tests.conftest import run_nixie
 from tests.netns.serve_lab import http_get
-from tests.vm.pxe_lab import add_and_build, appliance_serving
+from tests.vm.pxe_lab import add_and_build
 
 HOST, MAC = "demo", "52:54:00:4e:58:21"
 ADMIN, PASSWORD = "ops", "rollback-test-pw-1"
@@ -176,12 +174,6 @@ def assert_booted_generation(console: str, gens: dict[int, str], number: int) ->
 def menu_items(script: str) -> list[tuple[str, str]]:
     """The menu's generation entries as (item id, text), in order."""
     return re.findall(r"^item --key \d+ (gen\d+) \[\d+\] (.*)$", script, re.M)
-
-
-@pytest.fixture
-def appliance(tmp_path):
-    with appliance_serving(tmp_path) as (ns, path, cfg):
-        yield ns, path, cfg, tmp_path
 
 
 def test_set_as_default_in_the_web_ui_rolls_a_netbooting_vm_back(appliance):
