@@ -219,7 +219,7 @@ def test_set_as_default_in_the_web_ui_rolls_a_netbooting_vm_back(appliance):
         assert host_page["status"] == 200 and host_page["url"] == f"{web}/hosts/{HOST}"
         assert after["submitted"] == ["csrf_token", "number"]
         assert after["status"] == 200 and after["url"] == f"{web}/hosts/{HOST}", after["url"]
-        assert f"{HOST} now boots generation 1." in after["text"], after["text"][-3000:]
+        assert f"host {HOST} now boots generation 1 by default." in after["text"], after["text"][-3000:]
         current_rows = re.findall(r'<tr class="current"><td>(\d+) ', after["text"])
         assert current_rows == ["1"], current_rows
 
