@@ -40,11 +40,12 @@ log = logging.getLogger("nixie.web")
 
 MAX_AUTO_WORKERS = 4
 WAITRESS_THREADS = 4
+RESPAWN_PAUSE = 0.5  # before a dead worker's successor; doubles while they die young
+RESPAWN_YOUNG_SECONDS = 5.0
 STOP_GRACE_SECONDS = 0.8
-RESTART_DELAY = (0.5, 10.0)  # first and longest pause before a dead worker's successor
-YOUNG_SECONDS = 5.0  # a worker dying younger than this doubles the pause
+RESPAWN_BACKOFF_MAX = 10.0
 BIND_RETRY_SECONDS = 3.0
-ROOT = str(Path(__file__).resolve().parents[2])  # the dir holding appliance/
+ROOT = Path(__file__).resolve().parents[2]  # the dir holding appliance/ (and webui/)
 
 
 def secret_key(cfg) -> bytes:
@@ -151,9 +152,10 @@ class WebWorkers:
                           [sys.executable, "-m", "appliance.runtime.web_worker"],
                           bind=lambda: bind_listeners(self.cfg.web.listen),
                           settings=self._settings(), log=log, reports=False,
-                          pythonpath=ROOT, bind_retry_seconds=BIND_RETRY_SECONDS,
-                          stop_grace=STOP_GRACE_SECONDS, restart_delay=RESTART_DELAY,
-                          young_seconds=YOUNG_SECONDS)
+                          pythonpath=str(ROOT), bind_retry_seconds=BIND_RETRY_SECONDS,
+                          stop_grace=STOP_GRACE_SECONDS,
+                          restart_delay=(RESPAWN_PAUSE, RESPAWN_BACKOFF_MAX),
+                          young_seconds=RESPAWN_YOUNG_SECONDS)
         with self._lock:
             if stop.is_set():
                 return
