@@ -1,11 +1,11 @@
 """A web worker process (`python -m appliance.runtime.web_worker`): started by
-`WebWorkers` in `nixie serve`, it serves the admin web UI on the listen sockets
-it inherits. Its settings come as one JSON line on stdin; stdin's end (serve
-gone, even by SIGKILL) stops it."""
+`WebWorkers` in `nixie serve` (a netservices/workerpool.py pool), it serves the
+admin web UI on the listen sockets it inherits. Its settings come as one JSON
+line on stdin; stdin's end (serve gone, even by SIGKILL), SIGTERM and serve's
+death (PR_SET_PDEATHSIG) stop it."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -21,12 +21,13 @@ from appliance.runtime.webserver import STOP_GRACE_SECONDS, stored_health
 from appliance.runtime.wiring import web_app
 from appliance.state.db import Store
 from appliance.state.status import HEARTBEAT_SECONDS
+from netservices.workerpool import join_pool, on_parent_gone
 
 log = logging.getLogger("nixie.web")
 
 
 def worker_main() -> int:
-    spec = json.loads(sys.stdin.readline())
+    spec = join_pool()
     setup_logging(spec["log_level"])
     server = None
     done = threading.Event()
@@ -40,14 +41,9 @@ def worker_main() -> int:
             server.task_dispatcher.shutdown(cancel_pending=True, timeout=STOP_GRACE_SECONDS / 2)
         os._exit(0)
 
-    def watch_parent() -> None:
-        sys.stdin.read()  # returns when serve closes the pipe or dies
-        finish()
-
     # watching from the start: a worker still starting must not keep the port from a new serve
-    threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
+    on_parent_gone(finish)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=finish, daemon=True).start())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C reaches serve, which stops us
     cfg = parse_config(spec["config"], spec["config_path"])
     socks = [socket.socket(fileno=fd) for fd in spec["fds"]]
     store = Store(cfg.db_path)

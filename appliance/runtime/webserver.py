@@ -5,11 +5,14 @@ Python runs one thread of Python at a time, so a single process renders pages
 on one core however many threads waitress has. With `web.workers` above 1,
 serve binds the `web.listen` sockets itself and starts that many worker
 processes (`python -m appliance.runtime.web_worker`) that share them: the kernel hands
-each new connection to one worker. A worker gets its settings as one JSON line
-on stdin and keeps stdin open; when serve goes away, even by SIGKILL, stdin
-ends and the worker stops. Everything a worker needs lives in the state DB
-(the web UI never holds state of its own that another process must see), and
-serve's health, written to the DB every heartbeat, is what a worker reports.
+each new connection to one worker. They run in the pool TFTP's workers run in
+(netservices/workerpool.py): a worker gets its settings as one JSON line on
+stdin and keeps stdin open; when serve goes away, even by SIGKILL, stdin ends
+and the worker stops (and PR_SET_PDEATHSIG sends it SIGTERM). Web workers print
+nothing for the pool: their log lines go straight to serve's stderr. Everything
+a worker needs lives in the state DB (the web UI never holds state of its own
+that another process must see), and serve's health, written to the DB every
+heartbeat, is what a worker reports.
 
 `WebService` (workers = 1) keeps the old in-process form, used on a one-CPU
 machine and where a test wants the app in-process.
@@ -17,13 +20,10 @@ machine and where a test wants the app in-process.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -33,12 +33,15 @@ from typing import Any
 from waitress.server import create_server
 
 from appliance.state.status import read_status
-from netservices.listen import bind_retrying, parse_listen, usable_cpus
+from netservices.listen import parse_listen, usable_cpus
+from netservices.workerpool import WorkerPool
 
 log = logging.getLogger("nixie.web")
 
 MAX_AUTO_WORKERS = 4
 WAITRESS_THREADS = 4
+RESPAWN_PAUSE = 0.5  # before a dead worker's successor; doubles while they die young
+RESPAWN_YOUNG_SECONDS = 5.0
 STOP_GRACE_SECONDS = 0.8
 RESPAWN_BACKOFF_MAX = 10.0
 BIND_RETRY_SECONDS = 3.0
@@ -126,86 +129,51 @@ class WebService:
 
 
 class WebWorkers:
-    """`workers` processes serving the web UI on sockets this process bound; a
-    worker that dies is replaced (with a growing pause if it keeps dying)."""
+    """`workers` processes serving the web UI on sockets this process bound
+    (netservices/workerpool.py): a worker that dies is replaced (with a growing
+    pause if it keeps dying), and all stop with serve (SIGTERM, SIGKILL after
+    STOP_GRACE_SECONDS)."""
 
     name = "web"
 
     def __init__(self, cfg, workers: int):
         self.cfg = cfg
         self.workers = workers
-        self.restarts = 0
-        self._procs: list[subprocess.Popen] = []
+        self._pool: WorkerPool | None = None
         self._lock = threading.Lock()
 
-    def _spec(self, fds: list[int]) -> str:
+    def _settings(self) -> dict[str, Any]:
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-        return json.dumps({"config": self.cfg.to_dict(), "config_path": self.cfg.path, "fds": fds,
-                           "threads": WAITRESS_THREADS, "log_level": str(level).lower()})
-
-    def _spawn(self, index: int, socks: list[socket.socket]) -> subprocess.Popen:
-        fds = [s.fileno() for s in socks]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-        proc = subprocess.Popen([sys.executable, "-m", "appliance.runtime.web_worker"], stdin=subprocess.PIPE,
-                                pass_fds=fds, env=env, cwd=str(ROOT))
-        assert proc.stdin is not None
-        proc.stdin.write((self._spec(fds) + "\n").encode())
-        proc.stdin.flush()  # stdin stays open: its end tells the worker serve is gone
-        log.info("web worker started", extra={"worker": index, "pid": proc.pid})
-        return proc
+        return {"config": self.cfg.to_dict(), "config_path": self.cfg.path,
+                "threads": WAITRESS_THREADS, "log_level": str(level).lower()}
 
     def run(self, stop: threading.Event) -> None:
-        socks = bind_retrying(lambda: bind_listeners(self.cfg.web.listen), stop,
-                              BIND_RETRY_SECONDS)
-        started: list[float] = []
-        pause: list[float] = []
-        try:
-            with self._lock:
-                for i in range(self.workers):
-                    self._procs.append(self._spawn(i, socks))
-                    started.append(time.monotonic())
-                    pause.append(0.5)
-            while not stop.wait(0.2):
-                for i, proc in enumerate(self._procs):
-                    if proc.poll() is None:
-                        continue
-                    log.warning("web worker exited; starting another",
-                                extra={"worker": i, "pid": proc.pid, "code": proc.returncode})
-                    # quick deaths in a row back off, so a broken worker cannot spin
-                    pause[i] = min(pause[i] * 2, RESPAWN_BACKOFF_MAX) \
-                        if time.monotonic() - started[i] < 5 else 0.5
-                    if stop.wait(pause[i]):
-                        break
-                    with self._lock:
-                        self._procs[i] = self._spawn(i, socks)
-                    started[i] = time.monotonic()
-                    self.restarts += 1
-        finally:
-            self._stop_workers()
-            for s in socks:
-                s.close()
-
-    def _stop_workers(self) -> None:
+        pool = WorkerPool("web worker", self.workers,
+                          [sys.executable, "-m", "appliance.runtime.web_worker"],
+                          bind=lambda: bind_listeners(self.cfg.web.listen),
+                          settings=self._settings(), log=log, reports=False,
+                          pythonpath=str(ROOT), bind_retry_seconds=BIND_RETRY_SECONDS,
+                          stop_grace=STOP_GRACE_SECONDS,
+                          restart_delay=(RESPAWN_PAUSE, RESPAWN_BACKOFF_MAX),
+                          young_seconds=RESPAWN_YOUNG_SECONDS)
         with self._lock:
-            procs, self._procs = self._procs, []
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-            if p.stdin:
-                p.stdin.close()
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for p in procs:
-            try:
-                p.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            if stop.is_set():
+                return
+            self._pool = pool
+        pool.run(stop)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            pool = self._pool
+        if pool is not None:
+            pool.shutdown()
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            pids = [p.pid for p in self._procs if p.poll() is None]
-        return {"workers": self.workers, "alive": len(pids), "pids": pids, "restarts": self.restarts}
+            pool = self._pool
+        pids = pool.pids() if pool is not None else []
+        return {"workers": self.workers, "alive": len(pids), "pids": pids,
+                "restarts": pool.restarts if pool is not None else 0}
 
 
 # ---------------------------------------------------------------- the worker process

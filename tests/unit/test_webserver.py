@@ -3,11 +3,18 @@ the health a worker reports, and a change seen by the admin who made it."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
+import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
+from appliance.config.schema import load_config
 from appliance.runtime import webserver
 from appliance.state.db import Store
 from appliance.state.status import write_status
@@ -60,6 +67,80 @@ def test_stored_health(tmp_path):
     assert webserver.stored_health(store, 6)["ok"] is False
     _status(store, ok=False)
     assert webserver.stored_health(store, 6)["ok"] is False
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _wait_for(pred, timeout: float = 30.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return pred()
+
+
+def test_web_workers_answer_with_the_stored_health_and_stop_with_the_service(config_file):
+    """Two worker processes answer /healthz on the socket the service bound, with
+    the health serve stored; a killed one is replaced, and shutdown ends them all."""
+    data = json.loads(config_file.read_text())
+    port = _free_tcp_port()
+    data["web"]["listen"] = [f"127.0.0.1:{port}"]
+    config_file.write_text(json.dumps(data))
+    cfg = load_config(config_file)
+    store = Store(cfg.db_path)
+    _status(store)
+    webserver.secret_key(cfg)  # made in serve, before the workers read it
+    web = webserver.WebWorkers(cfg, 2)
+    stop = threading.Event()
+    th = threading.Thread(target=web.run, args=(stop,), daemon=True)
+    th.start()
+    try:
+        assert _wait_for(lambda: web.stats()["alive"] == 2), web.stats()
+        pids = web.stats()["pids"]
+        assert os.getpid() not in pids
+
+        def healthy() -> bool:
+            try:
+                status, health = _get(f"http://127.0.0.1:{port}/healthz")
+            except OSError:  # a worker still starting: its socket queues, the connect waits
+                return False
+            return status == 200 and health["services"]["dhcp"]["state"] == "running"
+
+        assert _wait_for(healthy)
+        os.kill(pids[0], signal.SIGKILL)
+        assert _wait_for(lambda: web.stats()["restarts"] == 1 and web.stats()["alive"] == 2)
+        assert pids[0] not in web.stats()["pids"] and pids[1] in web.stats()["pids"]
+        assert all(healthy() for _ in range(4))
+        pids = web.stats()["pids"]
+    finally:
+        stop.set()
+        web.shutdown()
+        th.join(10)
+    assert not th.is_alive()
+    assert not [p for p in pids if _pid_alive(p)]
+    with pytest.raises(OSError):  # the listener is closed with the service
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
 def test_admin_sees_own_change_through_another_workers_cache(tmp_path, monkeypatch):
