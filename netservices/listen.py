@@ -1,6 +1,7 @@
 """Listen addresses as the config writes them (`host:port`, `[v6]:port`), and
-what a pool of worker processes sharing bound listeners needs (TFTP's here,
-the web UI's in appliance/runtime/webserver.py)."""
+what a pool of worker processes sharing bound listeners needs (binding with a
+retry, usable CPUs); the pool itself is `netservices/workerpool.py`, used by the
+TFTP workers and the web UI's (appliance/runtime/webserver.py)."""
 
 from __future__ import annotations
 
