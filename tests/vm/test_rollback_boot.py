@@ -220,7 +220,7 @@ def test_set_as_default_in_the_web_ui_rolls_a_netbooting_vm_back(appliance):
         assert after["submitted"] == ["csrf_token", "number"]
         assert after["status"] == 200 and after["url"] == f"{web}/hosts/{HOST}", after["url"]
         assert f"host {HOST} now boots generation 1 by default." in after["text"], after["text"][-3000:]
-        current_rows = re.findall(r'<tr class="current"><td>(\d+) ', after["text"])
+        current_rows = re.findall(r'<tr class="current" id="generation-(\d+)">', after["text"])
         assert current_rows == ["1"], current_rows
 
         # boot 2 (power-cycled): generation 1
