@@ -19,6 +19,7 @@ import pytest
 
 from netservices.workerpool import WorkerFailed, WorkerPool
 from tests.conftest import ROOT
+from tests.netns.serve_lab import pid_alive
 
 # `mode` (in the settings line) says how the child behaves:
 #   serve         answer datagrams; end on SIGTERM or when stdin ends (logging which)
@@ -81,15 +82,6 @@ def wait_for(pred, timeout: float = 15.0) -> bool:
             return True
         time.sleep(0.02)
     return pred()
-
-
-def pid_alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.fixture
