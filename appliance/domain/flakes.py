@@ -53,6 +53,12 @@ def request_evaluation(conn: sqlite3.Connection, url: str) -> dict[str, Any]:
     return get_flake(conn, str(f["id"]))
 
 
+def request_all_evaluations(conn: sqlite3.Connection) -> int:
+    """Queue an evaluation of every idle flake (the build worker's schedule); how many."""
+    return conn.execute("UPDATE flakes SET eval_state = 'queued' WHERE eval_state = 'idle'"
+                        ).rowcount
+
+
 # an evaluation claimed this long ago by a process that died is claimed again
 STALE_EVALUATION_SECONDS = 1800
 

@@ -27,7 +27,7 @@ from appliance.domain import events, users
 from appliance.errors import ConfigError, Conflict, InvalidInput
 from appliance.state import kv
 from appliance.state.db import now, transaction
-from appliance.state.status import HEARTBEAT_SECONDS, read_status
+from appliance.state.status import running_status
 
 PREFIX = "config."
 SETUP_KEY = "setup.completed"
@@ -176,9 +176,7 @@ def wait_applied(conn: sqlite3.Connection, since: float, timeout: float = 2.5
 def serve_running(conn: sqlite3.Connection) -> bool:
     """Whether a `nixie serve` runs on this state (its heartbeat is fresh): then a
     saved change is applied within 2 s; else when serve starts."""
-    st = read_status(conn)
-    return bool(st and st.get("state") == "running"
-                and now() - float(st.get("ts", 0)) < 3 * HEARTBEAT_SECONDS)
+    return running_status(conn) is not None
 
 
 def record_apply(conn: sqlite3.Connection, status: dict[str, Any]) -> None:

@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.domain import events
+from appliance.domain import events, flakes
 from appliance.domain.builds import get_build, wait
 from appliance.nix.command import Nix, NixFailed
-from appliance.nix.flake_eval import evaluate_next, refresh_flake
+from appliance.nix.flake_eval import evaluate_next
 from appliance.state.db import Store, now, transaction
 
 log = logging.getLogger("nixie.builder")
@@ -288,7 +288,7 @@ class BuildWorker:
                 next_refresh = time.monotonic() + self.refresh_seconds
                 self.refresh_all()
         self.shutdown()
-        for t in workers:
+        for t in [*workers, evaluator]:
             t.join(timeout=5)
 
     def shutdown(self) -> None:
@@ -342,13 +342,9 @@ class BuildWorker:
             conn.close()
 
     def refresh_all(self) -> None:
-        conn = self.store.conn()
-        for f in conn.execute("SELECT id FROM flakes ORDER BY id").fetchall():
-            try:
-                refresh_flake(conn, self.nix, f["id"])
-            except StopIteration:  # removed meanwhile
-                continue
-            self._count("refreshes")
+        """Every `builder.flake_refresh_seconds`: queue every flake for the evaluator
+        (one place evaluates, so a scheduled refresh never races an asked-for one)."""
+        flakes.request_all_evaluations(self.store.conn())
 
     # ------------------------------------------------------------- one build
     def build_one(self, conn, b: dict[str, Any], stop: threading.Event | None = None) -> None:

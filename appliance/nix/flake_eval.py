@@ -70,29 +70,27 @@ def refresh_flake(conn: sqlite3.Connection, nix: Nix, flake_id: int) -> dict[str
     return flakes.get_flake(conn, f["url"])
 
 
+def _evaluate_claimed(conn: sqlite3.Connection, nix: Nix, flake_id: int) -> dict[str, Any]:
+    """Evaluate a flake this caller claimed, and give the claim back."""
+    try:
+        return refresh_flake(conn, nix, flake_id)
+    finally:
+        flakes.finish_evaluation(conn, flake_id)
+
+
 def evaluate_next(conn: sqlite3.Connection, nix: Nix) -> dict[str, Any] | None:
     """Claim the oldest queued flake and evaluate it; None when none is queued."""
     f = flakes.claim_evaluation(conn)
-    if f is None:
-        return None
-    try:
-        return refresh_flake(conn, nix, f["id"])
-    finally:
-        flakes.finish_evaluation(conn, f["id"])
+    return None if f is None else _evaluate_claimed(conn, nix, f["id"])
 
 
 def evaluate_now(conn: sqlite3.Connection, nix: Nix, flake_id: int, *, timeout: float = 1800
                  ) -> dict[str, Any]:
     """Evaluate this flake here (the CLI), or wait while `nixie serve` evaluates it."""
     deadline = time.monotonic() + timeout
-    while True:
-        f = flakes.claim_evaluation(conn, flake_id)
-        if f is not None:
-            try:
-                return refresh_flake(conn, nix, flake_id)
-            finally:
-                flakes.finish_evaluation(conn, flake_id)
+    while flakes.claim_evaluation(conn, flake_id) is None:
         f = flakes.get_flake(conn, str(flake_id))
         if f["eval_state"] == "idle" or time.monotonic() > deadline:
             return f
         time.sleep(0.2)
+    return _evaluate_claimed(conn, nix, flake_id)

@@ -20,7 +20,7 @@ from appliance.logs import setup_logging
 from appliance.runtime.webserver import STOP_GRACE_SECONDS, stored_health
 from appliance.runtime.wiring import web_app
 from appliance.state.db import Store
-from appliance.state.status import HEARTBEAT_SECONDS
+from appliance.state.status import STALE_SECONDS
 from netservices.workerpool import join_pool, on_parent_gone
 
 log = logging.getLogger("nixie.web")
@@ -47,7 +47,7 @@ def worker_main() -> int:
     cfg = parse_config(spec["config"], spec["config_path"])
     socks = [socket.socket(fileno=fd) for fd in spec["fds"]]
     store = Store(cfg.db_path)
-    app = web_app(cfg, store, lambda: stored_health(store, 3 * HEARTBEAT_SECONDS))
+    app = web_app(cfg, store, lambda: stored_health(store, STALE_SECONDS))
     server = create_server(app, sockets=socks, threads=spec["threads"], asyncore_loop_timeout=1,
                            ident="nixie")
     if done.is_set():  # serve went away while we started

@@ -63,9 +63,18 @@ class Part:
     keys: tuple[str, ...]  # dotted keys or sections ("dhcp") it is built from
     build: Callable[[Config], Any | None]  # None: off in this config
     retune: Callable[[Any, Config], bool] | None = None  # in place; False: rebuild it
+    live: tuple[str, ...] = ()  # the keys `retune` can take; a change to any other rebuilds
 
     def affected(self, changed: dict[str, Any]) -> bool:
-        return any(k == p or k.startswith(p + ".") for k in changed for p in self.keys)
+        return any(_under(k, self.keys) for k in changed)
+
+    def retunable(self, changed: dict[str, Any]) -> bool:
+        return self.retune is not None and all(_under(k, self.live) for k in changed)
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    """`key` is one of `prefixes` or inside one of them (a section)."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
 def web_app(cfg: Config, store: Store, health):
@@ -98,13 +107,16 @@ class Runtime:
     # ---------------------------------------------------------------- parts
     def _parts(self) -> list[Part]:
         return [
-            Part("dhcp", ("lan", "dhcp", "boot"), self._dhcp, _retune_dhcp),
+            Part("dhcp", ("lan", "dhcp", "boot"), self._dhcp, _retune_dhcp,
+                 live=("lan", "dhcp", "boot")),
             Part("tftp", ("tftp", "state_dir"), self._tftp),
             Part("dns", ("dns", "lan", "vpn"), self._dns),
             Part("httpboot", ("boot", "dhcp.unknown_clients", "lan", "netboot", "nix"),
-                 self._httpboot, _retune_httpboot),
+                 self._httpboot, _retune_httpboot,
+                 live=("boot.menu", "boot.menu_timeout_seconds", "boot.cmdline",
+                       "boot.public_url", "dhcp.unknown_clients", "lan")),
             Part("builder", ("builder", "nix"), lambda c: BuildWorker(c, self.store),
-                 _retune_builder),
+                 _retune_builder, live=("builder", "nix")),
             Part("web", ("web",), self._web),
             Part("discovery", ("lan.interface",),
                  lambda c: DiscoveryService(self.store, c.lan.interface)),
@@ -165,11 +177,6 @@ def _retune_dhcp(svc: DhcpService, c: Config) -> bool:
 
 
 def _retune_httpboot(svc: HttpBootService, c: Config) -> bool:
-    old = svc.app.artifacts
-    if (c.boot.http_listen != svc.listen or c.boot.token_seconds != old.cfg.boot.token_seconds
-            or c.netboot.to_dict() != old.cfg.netboot.to_dict()
-            or c.nix.to_dict() != old.cfg.nix.to_dict()):
-        return False
     svc.app.settings = boot_settings(c)  # the next request renders with these
     return True
 
@@ -225,9 +232,10 @@ class ConfigApplier:
         done, errors = [], []
         for part in rt.parts:
             running = rt.lagging.get(part.name, rt.cfg)
-            if not part.affected(changed_keys(running, new)):
+            part_changed = changed_keys(running, new)
+            if not part.affected(part_changed):
                 continue
-            err, touched = self._apply_part(part, running, new)
+            err, touched = self._apply_part(part, running, new, part_changed)
             if err:
                 errors.append(f"{part.name}: {err}")
                 rt.lagging[part.name] = running
@@ -240,14 +248,14 @@ class ConfigApplier:
                   "changed": {k: list(v) for k, v in changed.items()}, "services": done}
         return self._record(conn, status, who)
 
-    def _apply_part(self, part: Part, old_cfg: Config, new_cfg: Config
-                    ) -> tuple[str | None, bool]:
+    def _apply_part(self, part: Part, old_cfg: Config, new_cfg: Config,
+                    changed: dict[str, Any]) -> tuple[str | None, bool]:
         """Retune or rebuild one part; on failure put the old one back. Returns (the
         error, whether a running service took the change)."""
         sup = self.supervisor
         svc = sup.get(part.name)
         try:
-            if svc is not None and part.retune is not None and part.retune(svc, new_cfg):
+            if svc is not None and part.retunable(changed) and part.retune(svc, new_cfg):
                 return None, True
             fresh = part.build(new_cfg)
         except Exception as e:  # noqa: BLE001 - a bad change must not stop the appliance

@@ -11,6 +11,7 @@ from appliance.state import kv
 from appliance.state.db import Store, now
 
 HEARTBEAT_SECONDS = 2.0
+STALE_SECONDS = 3 * HEARTBEAT_SECONDS  # a heartbeat older than this: serve is not running
 
 
 def write_status(store: Store, health: dict[str, Any], state: str = "running") -> None:
@@ -20,3 +21,12 @@ def write_status(store: Store, health: dict[str, Any], state: str = "running") -
 def read_status(conn) -> dict[str, Any] | None:
     """The last heartbeat (pid, ts, state, ok, services), or None before the first."""
     return kv.get(conn, "serve.status")
+
+
+def running_status(conn, stale_seconds: float = STALE_SECONDS) -> dict[str, Any] | None:
+    """The last heartbeat while serve runs (state running, fresher than
+    `stale_seconds`), else None: serve stopped, died or never ran."""
+    st = read_status(conn)
+    if st and st.get("state") == "running" and now() - float(st.get("ts") or 0) < stale_seconds:
+        return st
+    return None

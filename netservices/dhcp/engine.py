@@ -134,6 +134,12 @@ class _Base:
     def set_hosts(self, hosts: dict[str, HostEntry]) -> None:
         self.hosts = hosts
 
+    def reconfigure(self, s: DhcpSettings) -> None:
+        """New settings on the same interface and network (see `needs_restart`)."""
+        if needs_restart(self.settings, s):
+            raise ValueError("interface, mode or network changed: restart the server")
+        self.settings = s
+
     def _parse(self, data: bytes) -> Packet | None:
         try:
             req = codec.parse(data)
@@ -231,11 +237,8 @@ class AuthoritativeEngine(_Base):
                        + encode_option(codec.OPT_T2, codec.u32(ls * 7 // 8)))
 
     def reconfigure(self, s: DhcpSettings) -> None:
-        """New settings on the same interface and network (see `needs_restart`): the
-        range, lease time, options and boot policy change; every lease is kept."""
-        if needs_restart(self.settings, s):
-            raise ValueError("interface, mode or network changed: restart the server")
-        self.settings = s
+        """The range, lease time, options and boot policy change; every lease is kept."""
+        super().reconfigure(s)
         self.pool.set_range(ip_to_int(s.range_first), ip_to_int(s.range_last))
         self.pool.offer_hold = s.offer_hold_seconds
         self._encode_options(s)

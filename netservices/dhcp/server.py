@@ -263,11 +263,7 @@ class DhcpService:
         """In the loop's thread, between batches: no packet sees half of a change."""
         new, self._pending_settings = self._pending_settings, None
         self.settings = new
-        engine = self.engine
-        if isinstance(engine, AuthoritativeEngine):
-            engine.reconfigure(new)
-        else:
-            engine.settings = new
+        self.engine.reconfigure(new)
         log.info("dhcp settings applied", extra={"range": f"{new.range_first}-{new.range_last}",
                                                  "lease_seconds": new.lease_seconds})
 

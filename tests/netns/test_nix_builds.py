@@ -311,8 +311,14 @@ def test_service_refreshes_flakes_on_schedule_and_takes_queued_builds(tmp_path):
     t.start()
     try:
         done = [builds.wait(conn, b["id"], timeout=120) for b in queued]
+        # adding the flake queued its first evaluation; the schedule (every 1 s) must
+        # evaluate it again after that
         deadline = time.monotonic() + 30
         while flakes.get_flake(conn, f["url"])["last_refresh"] is None:
+            assert time.monotonic() < deadline, "the added flake was not evaluated"
+            time.sleep(0.2)
+        first = flakes.get_flake(conn, f["url"])["last_refresh"]
+        while flakes.get_flake(conn, f["url"])["last_refresh"] == first:
             assert time.monotonic() < deadline, "no scheduled refresh"
             time.sleep(0.2)
     finally:
