@@ -19,6 +19,7 @@ import pytest
 
 from lab import flake as labflake
 from tests.conftest import ROOT
+from tests.golden import assert_golden
 from tests.netns.desired_lab import (
     BOOT,
     WEB,
@@ -33,7 +34,6 @@ from tests.netns.desired_lab import (
 from tests.vm.pxe_lab import add_and_build
 
 SHOTS = ROOT / "test-artifacts" / "screenshots"
-GOLDEN = ROOT / "tests" / "data" / "boot"
 PASSWORD = "desired-state-pw-1"
 FILE_RANGE = ("10.77.0.100", "10.77.0.119")  # the config file's: no client may get one
 WIZARD_RANGE = ("10.77.0.120", "10.77.0.139")
@@ -167,9 +167,7 @@ def test_boot_menu_timeout_and_kernel_parameters_reach_the_next_boot_script(appl
     lan = appliance.lan
     flake = labflake.materialise(lan.tmp / "flake", release=f"desired-browser {uuid.uuid4()}")
     add_and_build(lan.config, flake, {"demo": HOST_MAC})
-    golden = (GOLDEN / "unknown-machine-menu-7s.ipxe").read_text()
-    before = boot_script(lan, UNKNOWN_MAC)
-    assert before == golden.replace("--timeout 7000", "--timeout 5000")  # the file's 5 s
+    assert_golden("unknown-machine-menu-5s.ipxe", boot_script(lan, UNKNOWN_MAC))  # the file's 5 s
     host_before = wait_for("the host's boot menu (its initrd is made on first request)",
                            lambda: kernel_lines(boot_script(lan, HOST_MAC)), timeout=120, every=1)
     assert [ln[-1].startswith("nixie.token=") for ln in host_before] == [True], host_before
@@ -178,7 +176,7 @@ def test_boot_menu_timeout_and_kernel_parameters_reach_the_next_boot_script(appl
     assert flash.startswith("Saved and applied to the running services: ") and "httpboot" in flash, flash
     shot(page, "desired-03-boot-settings-applied")
 
-    assert boot_script(lan, UNKNOWN_MAC) == golden
+    assert_golden("unknown-machine-menu-7s.ipxe", boot_script(lan, UNKNOWN_MAC))
     host_after = boot_script(lan, HOST_MAC)
     assert "choose --timeout 7000 --default gen0 selected || goto gen0" in host_after.splitlines()
     [kernel] = kernel_lines(host_after)
