@@ -26,11 +26,11 @@ from tests.netns.desired_lab import (
     add_client,
     appliance_lan,
     fresh_status,
-    in_range,
     request,
     udhcpc_lease,
     wait_for,
 )
+from tests.netns.dhcp_lab import in_range
 from tests.vm.pxe_lab import add_and_build
 
 SHOTS = ROOT / "test-artifacts" / "screenshots"
