@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 
 from lab import flake as labflake
-from tests.conftest import ROOT
+from tests.browser.chromium import chromium_page, shot
 from tests.golden import assert_golden
 from tests.netns.desired_lab import (
     BOOT,
@@ -33,7 +33,6 @@ from tests.netns.desired_lab import (
 from tests.netns.dhcp_lab import in_range
 from tests.vm.pxe_lab import add_and_build
 
-SHOTS = ROOT / "test-artifacts" / "screenshots"
 PASSWORD = "desired-state-pw-1"
 FILE_RANGE = ("10.77.0.100", "10.77.0.119")  # the config file's: no client may get one
 WIZARD_RANGE = ("10.77.0.120", "10.77.0.139")
@@ -65,28 +64,8 @@ def appliance(tmp_path_factory):
 @pytest.fixture(scope="module")
 def page(appliance):
     """Chromium in the router's namespace (it reaches the web UI on the LAN address)."""
-    from playwright.sync_api import sync_playwright
-
-    in_ns = appliance.lan.tmp / "chromium-in-netns"
-    in_ns.write_text(f'#!/bin/sh\nexec ip netns exec {appliance.lan.router.name} '
-                     '/usr/bin/chromium "$@"\n')
-    in_ns.chmod(0o755)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(in_ns),
-                                     args=["--headless", "--no-sandbox", "--disable-gpu",
-                                           "--disable-background-networking"])
-        try:
-            p = browser.new_context(base_url=WEB, viewport={"width": 1360, "height": 900}
-                                    ).new_page()
-            p.set_default_timeout(20_000)
-            yield p
-        finally:
-            browser.close()
-
-
-def shot(page, name: str) -> None:
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    with chromium_page(WEB, appliance.lan.router, appliance.lan.tmp) as p:
+        yield p
 
 
 def save_settings(page, fields: dict[str, str]) -> str:
