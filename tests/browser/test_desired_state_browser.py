@@ -18,22 +18,21 @@ from types import SimpleNamespace
 import pytest
 
 from lab import flake as labflake
-from tests.conftest import ROOT
+from tests.browser.chromium import chromium_page, shot
+from tests.golden import assert_golden
 from tests.netns.desired_lab import (
     BOOT,
     WEB,
     add_client,
     appliance_lan,
     fresh_status,
-    in_range,
     request,
     udhcpc_lease,
     wait_for,
 )
+from tests.netns.dhcp_lab import in_range
 from tests.vm.pxe_lab import add_and_build
 
-SHOTS = ROOT / "test-artifacts" / "screenshots"
-GOLDEN = ROOT / "tests" / "data" / "boot"
 PASSWORD = "desired-state-pw-1"
 FILE_RANGE = ("10.77.0.100", "10.77.0.119")  # the config file's: no client may get one
 WIZARD_RANGE = ("10.77.0.120", "10.77.0.139")
@@ -65,28 +64,8 @@ def appliance(tmp_path_factory):
 @pytest.fixture(scope="module")
 def page(appliance):
     """Chromium in the router's namespace (it reaches the web UI on the LAN address)."""
-    from playwright.sync_api import sync_playwright
-
-    in_ns = appliance.lan.tmp / "chromium-in-netns"
-    in_ns.write_text(f'#!/bin/sh\nexec ip netns exec {appliance.lan.router.name} '
-                     '/usr/bin/chromium "$@"\n')
-    in_ns.chmod(0o755)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(in_ns),
-                                     args=["--headless", "--no-sandbox", "--disable-gpu",
-                                           "--disable-background-networking"])
-        try:
-            p = browser.new_context(base_url=WEB, viewport={"width": 1360, "height": 900}
-                                    ).new_page()
-            p.set_default_timeout(20_000)
-            yield p
-        finally:
-            browser.close()
-
-
-def shot(page, name: str) -> None:
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    with chromium_page(WEB, appliance.lan.router, appliance.lan.tmp) as p:
+        yield p
 
 
 def save_settings(page, fields: dict[str, str]) -> str:
@@ -167,9 +146,7 @@ def test_boot_menu_timeout_and_kernel_parameters_reach_the_next_boot_script(appl
     lan = appliance.lan
     flake = labflake.materialise(lan.tmp / "flake", release=f"desired-browser {uuid.uuid4()}")
     add_and_build(lan.config, flake, {"demo": HOST_MAC})
-    golden = (GOLDEN / "unknown-machine-menu-7s.ipxe").read_text()
-    before = boot_script(lan, UNKNOWN_MAC)
-    assert before == golden.replace("--timeout 7000", "--timeout 5000")  # the file's 5 s
+    assert_golden("unknown-machine-menu-5s.ipxe", boot_script(lan, UNKNOWN_MAC))  # the file's 5 s
     host_before = wait_for("the host's boot menu (its initrd is made on first request)",
                            lambda: kernel_lines(boot_script(lan, HOST_MAC)), timeout=120, every=1)
     assert [ln[-1].startswith("nixie.token=") for ln in host_before] == [True], host_before
@@ -178,7 +155,7 @@ def test_boot_menu_timeout_and_kernel_parameters_reach_the_next_boot_script(appl
     assert flash.startswith("Saved and applied to the running services: ") and "httpboot" in flash, flash
     shot(page, "desired-03-boot-settings-applied")
 
-    assert boot_script(lan, UNKNOWN_MAC) == golden
+    assert_golden("unknown-machine-menu-7s.ipxe", boot_script(lan, UNKNOWN_MAC))
     host_after = boot_script(lan, HOST_MAC)
     assert "choose --timeout 7000 --default gen0 selected || goto gen0" in host_after.splitlines()
     [kernel] = kernel_lines(host_after)

@@ -20,9 +20,9 @@ import pytest
 
 from appliance.config.schema import example_config
 from lab.netns import serving
+from tests.browser.chromium import launch, shot
 from tests.conftest import ROOT
 
-SHOTS = ROOT / "test-artifacts" / "screenshots"
 PASSWORD = "browser-test-pw-1"
 MAC = "52:54:00:7e:57:01"
 HAVE_BUILD_WORKER = importlib.util.find_spec("appliance.nix.buildworker") is not None
@@ -113,9 +113,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path="/usr/bin/chromium",
-                               args=["--headless", "--no-sandbox", "--disable-gpu",
-                                     "--disable-background-networking"])
+        b = launch(pw)
         try:
             yield b
         finally:
@@ -124,7 +122,6 @@ def browser():
 
 @pytest.fixture(scope="module")
 def page(browser, server):
-    SHOTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(base_url=server["base"], viewport={"width": 1360, "height": 900})
     p = context.new_page()
     p.set_default_timeout(20_000)
@@ -145,10 +142,6 @@ def wait_js(page, expression: str, timeout: float = 20) -> None:
     while not page.evaluate(expression):
         assert time.monotonic() < deadline, f"timed out waiting for {expression}"
         time.sleep(0.1)
-
-
-def shot(page, name: str) -> None:
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def test_wizard_then_login(page, server):

@@ -5,14 +5,13 @@ made from inside a namespace as a user or a booting machine would."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import sys
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from appliance.domain import apitokens, users
 from appliance.state.db import Store
@@ -40,13 +39,6 @@ def appliance_lan(tmp: Path, dhcp_range: tuple[str, str], **sections: dict) -> L
     return lan
 
 
-def in_range(ip: str | None, first: str, last: str) -> bool:
-    if ip is None:
-        return False
-    a = ipaddress.IPv4Address(ip)
-    return ipaddress.IPv4Address(first) <= a <= ipaddress.IPv4Address(last)
-
-
 def add_client(lan: Lan, iface: str) -> str:
     """A DHCP client interface of its own MAC in the client namespace (a macvlan on
     eth0); returns its MAC."""
@@ -55,15 +47,27 @@ def add_client(lan: Lan, iface: str) -> str:
     return lan.mac(iface)
 
 
-def udhcpc_lease(lan: Lan, iface: str, requested: str | None = None) -> str | None:
-    """Run busybox udhcpc once on `iface` (asking for `requested`); the address it
-    was bound to, or None."""
+class Binding(NamedTuple):
+    """What a DHCP client was bound to: the address and the lease time it was given."""
+    ip: str
+    lease_seconds: int
+
+
+def udhcpc_binding(lan: Lan, iface: str, requested: str | None = None) -> Binding | None:
+    """Run busybox udhcpc once on `iface` (asking for `requested`); what it was bound
+    to, or None."""
     name = f"udhcpc-{iface}-{uuid.uuid4().hex[:6]}"
     lan.udhcpc(iface, name=name, args=("-r", requested) if requested else ())
     out = lan.tmp / f"{name}.out"
-    bound = [ln.split()[1] for ln in (out.read_text().splitlines() if out.exists() else [])
+    bound = [ln.split() for ln in (out.read_text().splitlines() if out.exists() else [])
              if ln.startswith("bound ")]
-    return bound[-1] if bound else None
+    return Binding(bound[-1][1], int(bound[-1][3])) if bound else None
+
+
+def udhcpc_lease(lan: Lan, iface: str, requested: str | None = None) -> str | None:
+    """The address udhcpc (run once on `iface`) was bound to, or None."""
+    binding = udhcpc_binding(lan, iface, requested)
+    return binding.ip if binding else None
 
 
 _HTTP = r"""

@@ -3,6 +3,7 @@ between them, and `nixie serve` (DHCP only) running in the router's."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import sqlite3
@@ -15,7 +16,7 @@ from appliance.state.status import read_status
 from lab.netns import Netns, start_serve, veth
 from tests.conftest import ROOT
 
-UDHCPC_SCRIPT = '#!/bin/sh\necho "$1 $ip $interface" >> {out}\n'
+UDHCPC_SCRIPT = '#!/bin/sh\necho "$1 $ip $interface $lease" >> {out}\n'
 DHCLIENT_SCRIPT = '#!/bin/sh\necho "$reason $new_ip_address $interface" >> {out}\n'
 
 
@@ -130,6 +131,14 @@ class Lan:
             if time.monotonic() > deadline:
                 return {}
             time.sleep(0.3)
+
+
+def in_range(ip: str | None, first: str, last: str) -> bool:
+    """`ip` is an address from `first` to `last` (None, no address, is not)."""
+    if ip is None:
+        return False
+    a = ipaddress.IPv4Address(ip)
+    return ipaddress.IPv4Address(first) <= a <= ipaddress.IPv4Address(last)
 
 
 def env() -> dict[str, str]:

@@ -21,14 +21,16 @@ from tests.netns.desired_lab import (
     admin_token,
     api,
     appliance_lan,
-    in_range,
     last_event_id,
     request,
     settings_events,
+    udhcpc_binding,
     udhcpc_lease,
     wait_for,
 )
+from tests.netns.dhcp_lab import in_range
 from tests.nixlab import lab_config
+from tests.vm.pxe_lab import build
 
 RANGE = ("10.77.0.100", "10.77.0.200")
 LEASE_SECONDS = 600  # the config file's
@@ -64,13 +66,6 @@ def change(lab, values: dict) -> dict:
     return applied_event(lab, before)
 
 
-def build(lab, host: str) -> dict:
-    r = run_nixie("build", host, "--wait", "--timeout", "300", "--json", config=lab.lan.config,
-                  timeout=320)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return json.loads(r.stdout)
-
-
 def nix_build_command(b: dict) -> list[str]:
     """The `nix build` command line the build worker wrote into the build's log."""
     with open(b["log_path"]) as f:
@@ -90,7 +85,7 @@ def test_substituters_set_through_the_api_are_on_the_next_nix_build(lab, tmp_pat
     r = run_nixie("host", "add", "demo", "--mac", "52:54:00:de:50:01", "--flake",
                   str(lab.flake), config=lab.lan.config)
     assert r.returncode == 0, r.stderr
-    first = build(lab, "demo")
+    first = build(lab.lan.config, "demo")
     assert first["status"] == "succeeded", first
     assert not has_option(nix_build_command(first), "extra-substituters", f"file://{cache}")
 
@@ -98,7 +93,7 @@ def test_substituters_set_through_the_api_are_on_the_next_nix_build(lab, tmp_pat
     assert ev["kind"] == "settings.applied", ev
     assert "builder" in ev["data"]["services"], ev
     labflake.set_release(lab.flake, f"desired-state {uuid.uuid4()}")  # a new system to build
-    second = build(lab, "demo")
+    second = build(lab.lan.config, "demo")
     assert second["status"] == "succeeded", second
     assert second["toplevel"] != first["toplevel"]
     assert has_option(nix_build_command(second), "extra-substituters", f"file://{cache}"), \
@@ -121,10 +116,9 @@ def test_a_change_that_cannot_be_applied_is_reported_and_the_old_settings_keep_s
         ev = change(lab, {"dhcp.lease_seconds": 1800})
         assert ev["kind"] == "settings.apply_failed", ev
         assert ev["data"]["error"] == "dhcp: OSError: [Errno 19] DHCP on nosuch0 port 67: No such device", ev
-        ip = udhcpc_lease(lab.lan, "mvb2")
-        assert in_range(ip, *RANGE)
-        lease = lab.lan.leases()[ip]
-        assert round(lease["expires"] - lease["starts"]) == LEASE_SECONDS
+        binding = udhcpc_binding(lab.lan, "mvb2")
+        assert binding and in_range(binding.ip, *RANGE), binding
+        assert binding.lease_seconds == LEASE_SECONDS, binding  # the lease time the client got
     finally:
         ev = change(lab, {"lan.interface": "lan0", "dhcp.lease_seconds": LEASE_SECONDS})
     assert ev["kind"] == "settings.applied", ev

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import signal
 import sqlite3
 import subprocess
@@ -12,12 +11,7 @@ import time
 import pytest
 
 from tests.conftest import run_nixie
-from tests.netns.dhcp_lab import Lan
-
-
-def in_range(ip: str, first: str, last: str) -> bool:
-    a = ipaddress.IPv4Address(ip)
-    return ipaddress.IPv4Address(first) <= a <= ipaddress.IPv4Address(last)
+from tests.netns.dhcp_lab import Lan, in_range
 
 
 @pytest.fixture

@@ -144,6 +144,15 @@ def appliance_serving(tmp_path: Path, lan_ip: str = "10.77.0.1"):
             yield ns, path, cfg
 
 
+def build(cfg_path: Path, name: str) -> dict:
+    """`nixie build NAME --wait --json`: the finished build as the CLI reports it
+    (the command must succeed; the build itself may have failed)."""
+    r = run_nixie("build", name, "--wait", "--timeout", "300", "--json", config=cfg_path,
+                  timeout=320)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
 def add_and_build(cfg_path: Path, flake: Path, hosts: dict[str, str]) -> None:
     """Add `flake` and each host (name -> MAC) on it, and build each; every step
     must succeed."""
@@ -151,10 +160,7 @@ def add_and_build(cfg_path: Path, flake: Path, hosts: dict[str, str]) -> None:
     for name, mac in hosts.items():
         r = run_nixie("host", "add", name, "--mac", mac, "--flake", str(flake), config=cfg_path)
         assert r.returncode == 0, r.stderr
-        r = run_nixie("build", name, "--wait", "--timeout", "300", "--json", config=cfg_path,
-                      timeout=320)
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert json.loads(r.stdout)["status"] == "succeeded"
+        assert build(cfg_path, name)["status"] == "succeeded"
 
 
 def wait_booted(cfg_path: Path, names, timeout: float, give_up=lambda: False) -> dict[str, dict]:
