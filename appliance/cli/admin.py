@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import sys
 
-from appliance.cli.context import Ctx, Leaf
+from appliance.cli.context import Ctx
+from appliance.cli.parser import Subparsers, group, leaf
 from appliance.domain import users
 
 
@@ -24,9 +24,8 @@ def cmd_admin_create_user(ctx: Ctx) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, leaf: Leaf, common: argparse.ArgumentParser,
-             listing: argparse.ArgumentParser) -> None:
-    ad = sub.add_parser("admin", help="administration").add_subparsers(dest="sub", required=True)
+def register(sub: Subparsers) -> None:
+    ad = group(sub, "admin", "administration")
     s = leaf(ad, "create-user", cmd_admin_create_user, "create an admin user")
     s.add_argument("username")
     s.add_argument("--password-stdin", action="store_true")

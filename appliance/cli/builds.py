@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
-
-from appliance.cli.context import Ctx, Leaf
-from appliance.cli.output import _ts, emit, print_table
+from appliance.cli.context import Ctx
+from appliance.cli.output import emit, print_table, timestamp
+from appliance.cli.parser import Subparsers, leaf
 from appliance.domain import builds
 from appliance.nix.buildworker import build_here
 
@@ -29,12 +28,11 @@ def cmd_build_list(ctx: Ctx) -> int:
     rows = builds.list_builds(ctx.conn, host_name=ctx.args.host)
     emit(ctx.args, rows, lambda: print_table(rows, [
         ("ID", "id"), ("HOST", "host_name"), ("STATUS", "status"),
-        ("QUEUED", lambda r: _ts(r["queued_at"])), ("TOPLEVEL", "toplevel")]))
+        ("QUEUED", lambda r: timestamp(r["queued_at"])), ("TOPLEVEL", "toplevel")]))
     return 0
 
 
-def register(sub: argparse._SubParsersAction, leaf: Leaf, common: argparse.ArgumentParser,
-             listing: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers) -> None:
     s = leaf(sub, "build", cmd_build, "queue a build of a host's system")
     s.add_argument("host")
     s.add_argument("--wait", action="store_true", help="wait until it finishes")

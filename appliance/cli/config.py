@@ -9,10 +9,10 @@ import re
 import sys
 from typing import Any
 
-from appliance.cli.context import Ctx, Leaf
+from appliance.cli.context import Ctx
 from appliance.cli.output import emit, print_table
-from appliance.cli.status import running_serve
-from appliance.config.resolve import NETWORK_KEYS, resolve
+from appliance.cli.parser import Subparsers, group, leaf
+from appliance.config.resolve import NETWORK_KEYS, lookup, resolve
 from appliance.config.schema import Config, example_config
 from appliance.domain import settings
 from appliance.errors import ConfigError, InvalidInput
@@ -40,37 +40,28 @@ def sources(cfg: Config, conn) -> dict[str, dict[str, Any]]:
     """{key: {value, source[, path]}} for every editable key. `source` is where the
     running value comes from: `file`, `override` (stored by the web UI, the API or
     `config set`), `network` (the confirmed network settings) or `locked` (the file
-    pins it; `path` names the file)."""
-    values = settings.effective_values(cfg, conn)
-    pinned = settings.locked(cfg)
-    stored = settings.overrides(conn)
-    net = settings.network(conn)
-    problem = stored_problem(cfg, stored, net)
-    if problem:
-        print(f"nixie: the stored settings do not fit the config file ({problem}); "
+    pins it; `path` names the file). Stored settings the file no longer accepts do
+    not run (`settings.effective_config`): then every value is the file's."""
+    stored, net = settings.overrides(conn), settings.network(conn)
+    try:
+        running = resolve(cfg, stored, net)
+    except ConfigError as e:
+        print(f"nixie: the stored settings do not fit the config file ({e}); "
               "the file's values run", file=sys.stderr)
+        running, stored, net = cfg, {}, None
+    values = running.to_dict()
+    pinned = settings.locked(cfg)
     out: dict[str, dict[str, Any]] = {}
     for key in settings.EDITABLE:
-        entry: dict[str, Any] = {"value": values[key], "source": "file"}
+        entry: dict[str, Any] = {"value": lookup(values, key), "source": "file"}
         if key in pinned:
             entry.update(source="locked", path=pinned[key])
-        elif problem:
-            pass
         elif net is not None and key in NETWORK_KEYS:
             entry["source"] = "network"
         elif key in stored:
             entry["source"] = "override"
         out[key] = entry
     return out
-
-
-def stored_problem(cfg: Config, stored: dict[str, Any], net: dict[str, Any] | None) -> str | None:
-    """Why the stored overrides and network settings cannot run with this file, or None."""
-    try:
-        resolve(cfg, stored, net)
-    except ConfigError as e:
-        return str(e)
-    return None
 
 
 def _value_text(value: Any) -> str:
@@ -125,7 +116,7 @@ def cmd_config_set(ctx: Ctx) -> int:
     applied = None
     if not changed:
         outcome = "unchanged"
-    elif running_serve(conn) is None:
+    elif not settings.serve_running(conn):
         outcome = "saved"
     else:
         applied = settings.wait_applied(conn, since=since, timeout=APPLY_WAIT_SECONDS)
@@ -154,10 +145,8 @@ def cmd_config_set(ctx: Ctx) -> int:
     return 1 if outcome == "failed" else 0
 
 
-def register(sub: argparse._SubParsersAction, leaf: Leaf, common: argparse.ArgumentParser,
-             listing: argparse.ArgumentParser) -> None:
-    cfgp = sub.add_parser("config", help="the config file, and the settings an admin may change"
-                          ).add_subparsers(dest="sub", required=True)
+def register(sub: Subparsers) -> None:
+    cfgp = group(sub, "config", "the config file, and the settings an admin may change")
     s = leaf(cfgp, "example", cmd_config_example, "print a config that works in the lab", [])
     s.add_argument("--state-dir", default="/var/lib/nixie")
     s.add_argument("--interface", default="br-lan")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
-from appliance.cli.context import Ctx, Leaf
-from appliance.cli.output import _ts, emit, print_table
+from appliance.cli.context import Ctx
+from appliance.cli.output import emit, print_table, timestamp
+from appliance.cli.parser import Subparsers, group, leaf
 from appliance.domain import flakes
 from appliance.nix.command import Nix
 from appliance.nix.flake_eval import evaluate_now, refresh_flake
@@ -45,7 +45,7 @@ def cmd_flake_list(ctx: Ctx) -> int:
     emit(ctx.args, rows, lambda: print_table(rows, [
         ("ID", "id"), ("URL", "url"),
         ("CONFIGURATIONS", lambda r: " ".join(r["configurations"])),
-        ("REFRESHED", lambda r: _ts(r["last_refresh"])),
+        ("REFRESHED", lambda r: timestamp(r["last_refresh"])),
         ("ERROR", lambda r: _last_line(r["last_error"]))]))
     return 0
 
@@ -74,9 +74,8 @@ def cmd_flake_remove(ctx: Ctx) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, leaf: Leaf, common: argparse.ArgumentParser,
-             listing: argparse.ArgumentParser) -> None:
-    fl = sub.add_parser("flake", help="flake URLs").add_subparsers(dest="sub", required=True)
+def register(sub: Subparsers) -> None:
+    fl = group(sub, "flake", "flake URLs")
     s = leaf(fl, "add", cmd_flake_add, "add a flake URL and list its nixosConfigurations")
     s.add_argument("url")
     s.add_argument("--no-wait", action="store_true", help="only queue the evaluation")

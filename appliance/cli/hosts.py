@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
-from appliance.cli.context import Ctx, Leaf
-from appliance.cli.output import _ts, emit, print_table
+from appliance.cli.context import Ctx
+from appliance.cli.output import emit, print_table, timestamp
+from appliance.cli.parser import Subparsers, group, leaf
 from appliance.domain import events, generations, hosts
 
 
@@ -16,9 +16,9 @@ def _host_human(h: dict[str, Any]) -> None:
               "current_generation"):
         v = h.get(k)
         print(f"{k + ':':<20}{' '.join(v) if isinstance(v, list) else ('-' if v is None else v)}")
-    print(f"{'last seen:':<20}{_ts(h.get('last_seen'))}")
+    print(f"{'last seen:':<20}{timestamp(h.get('last_seen'))}")
     for e in h.get("events", [])[:10]:
-        print(f"  {_ts(e['ts'])}  {e['kind']:<18} {e['message']}")
+        print(f"  {timestamp(e['ts'])}  {e['kind']:<18} {e['message']}")
 
 
 def _lan(ctx: Ctx, ip: str | None) -> str | None:
@@ -54,9 +54,7 @@ def cmd_host_list(ctx: Ctx) -> int:
 def cmd_host_show(ctx: Ctx) -> int:
     h = hosts.get_host(ctx.conn, ctx.args.name)
     h["events"] = events.recent(ctx.conn, host_id=h["id"], limit=50)
-    h["generations"] = [dict(r) for r in ctx.conn.execute(
-        "SELECT number, toplevel, created_at FROM generations WHERE host_id = ? "
-        "ORDER BY number DESC", (h["id"],))]
+    h["generations"] = generations.list_generations(ctx.conn, h["name"])
     emit(ctx.args, h, lambda: _host_human(h))
     return 0
 
@@ -92,9 +90,8 @@ def cmd_host_export(ctx: Ctx) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, leaf: Leaf, common: argparse.ArgumentParser,
-             listing: argparse.ArgumentParser) -> None:
-    ho = sub.add_parser("host", help="machines").add_subparsers(dest="sub", required=True)
+def register(sub: Subparsers) -> None:
+    ho = group(sub, "host", "machines")
     s = leaf(ho, "add", cmd_host_add, "bind a host name to MAC addresses and a flake attribute")
     s.add_argument("name")
     s.add_argument("--mac", action="append", required=True, help="MAC address (repeat for more)")

@@ -3,7 +3,6 @@ back unless confirmed."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import subprocess
@@ -11,8 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from appliance.cli.context import Ctx, Leaf
+from appliance.cli.context import Ctx
 from appliance.cli.output import emit
+from appliance.cli.parser import CONFIG, Subparsers, group, leaf
 from appliance.router import firewall, network
 
 
@@ -102,14 +102,12 @@ def cmd_net_watchdog(ctx: Ctx) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, leaf: Leaf, common: argparse.ArgumentParser,
-             listing: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers) -> None:
     s = leaf(sub, "firewall", cmd_firewall, "the nftables ruleset: show the generated text, "
-             "apply it (nft -f, atomic), or print what the kernel holds", [common])
+             "apply it (nft -f, atomic), or print what the kernel holds", [CONFIG])
     s.add_argument("action", choices=["show", "apply", "current"])
 
-    ne = sub.add_parser("net", help="interfaces: apply with automatic rollback, confirm"
-                        ).add_subparsers(dest="sub", required=True)
+    ne = group(sub, "net", "interfaces: apply with automatic rollback, confirm")
     leaf(ne, "status", cmd_net_status, "links, addresses, routes and the pending change")
     s = leaf(ne, "apply", cmd_net_apply, "apply network settings; they roll back unless confirmed")
     s.add_argument("--settings", metavar="FILE",
@@ -126,4 +124,4 @@ def register(sub: argparse._SubParsersAction, leaf: Leaf, common: argparse.Argum
                    help="default: network.confirm_seconds")
     leaf(ne, "confirm", cmd_net_confirm, "keep a pending change").add_argument("txn")
     leaf(ne, "rollback", cmd_net_rollback, "undo a pending change now").add_argument("txn")
-    leaf(ne, "watchdog", cmd_net_watchdog, "roll back unconfirmed changes when due", [common])
+    leaf(ne, "watchdog", cmd_net_watchdog, "roll back unconfirmed changes when due", [CONFIG])

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 
-def _ts(t: float | None) -> str:
+def timestamp(t: float | None) -> str:
+    """`t` (epoch seconds) in UTC, or - for none."""
     if not t:
         return "-"
     return _dt.datetime.fromtimestamp(t, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S")

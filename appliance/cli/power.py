@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
-
-from appliance.cli.context import Ctx, Leaf
+from appliance.cli.context import Ctx
 from appliance.cli.output import emit
+from appliance.cli.parser import Subparsers, leaf
 from appliance.router.wol import wake_host
 
 
@@ -18,8 +17,7 @@ def cmd_wol(ctx: Ctx) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, leaf: Leaf, common: argparse.ArgumentParser,
-             listing: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers) -> None:
     s = leaf(sub, "wol", cmd_wol, "send Wake-on-LAN to a host")
     s.add_argument("host")
     s.add_argument("--broadcast", help="directed broadcast address")

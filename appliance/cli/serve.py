@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from appliance.cli.context import Ctx, Leaf
+from appliance.cli.context import Ctx
+from appliance.cli.parser import CONFIG, Subparsers, leaf
 from appliance.logs import setup_logging
 from appliance.runtime import stateless
 from appliance.runtime.serve import serve
@@ -35,10 +35,9 @@ def cmd_serve(ctx: Ctx) -> int:
             stateless.cleanup(cfg)
 
 
-def register(sub: argparse._SubParsersAction, leaf: Leaf, common: argparse.ArgumentParser,
-             listing: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers) -> None:
     s = leaf(sub, "serve", cmd_serve,
-             "run DHCP, TFTP, DNS, HTTP boot, the web UI and the build worker", [common])
+             "run DHCP, TFTP, DNS, HTTP boot, the web UI and the build worker", [CONFIG])
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     st = s.add_argument_group("stateless mode (proxy-DHCP, temporary state; exits when done)")
     st.add_argument("--hosts", metavar="HOSTS_JSON", help="install/boot these hosts, then exit")

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
-import sqlite3
-from typing import Any
-
-from appliance.cli.context import Ctx, Leaf
-from appliance.cli.output import _ts, emit, print_table
-from appliance.domain import events, hosts
+from appliance.cli.context import Ctx
+from appliance.cli.output import emit, print_table, timestamp
+from appliance.cli.parser import Subparsers, leaf
+from appliance.domain import events, hosts, settings
 from appliance.state.db import now
 from appliance.state.status import read_status
-
-FRESH_SECONDS = 10  # a heartbeat older than this is a serve that died
-
-
-def running_serve(conn: sqlite3.Connection) -> dict[str, Any] | None:
-    """serve's last heartbeat while it runs (state running, fresh), else None."""
-    st = read_status(conn)
-    if st and st.get("state") == "running" and now() - st["ts"] < FRESH_SECONDS:
-        return st
-    return None
 
 
 def cmd_status(ctx: Ctx) -> int:
     conn = ctx.conn
     st = read_status(conn)
-    running = running_serve(conn) is not None
+    running = settings.serve_running(conn)
     by_state = {r[0]: r[1] for r in conn.execute(
         "SELECT state, count(*) FROM hosts GROUP BY state")}
     data = {
@@ -61,13 +48,12 @@ def cmd_events(ctx: Ctx) -> int:
     host_id = hosts.get_host(ctx.conn, ctx.args.host)["id"] if ctx.args.host else None
     rows = events.recent(ctx.conn, limit=ctx.args.limit, host_id=host_id, kind=ctx.args.kind)
     emit(ctx.args, rows, lambda: print_table(list(reversed(rows)), [
-        ("TIME", lambda r: _ts(r["ts"])), ("KIND", "kind"), ("HOST", "host"),
+        ("TIME", lambda r: timestamp(r["ts"])), ("KIND", "kind"), ("HOST", "host"),
         ("MESSAGE", "message")]))
     return 0
 
 
-def register(sub: argparse._SubParsersAction, leaf: Leaf, common: argparse.ArgumentParser,
-             listing: argparse.ArgumentParser) -> None:
+def register(sub: Subparsers) -> None:
     leaf(sub, "status", cmd_status, "appliance status")
     s = leaf(sub, "events", cmd_events, "recent events")
     s.add_argument("--host")

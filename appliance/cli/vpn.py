@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from appliance.cli.context import Ctx, Leaf
+from appliance.cli.context import Ctx
 from appliance.cli.output import emit, print_table
+from appliance.cli.parser import Subparsers, group, leaf
 from appliance.router import vpn
 
 
@@ -37,9 +37,8 @@ def cmd_vpn_config(ctx: Ctx) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, leaf: Leaf, common: argparse.ArgumentParser,
-             listing: argparse.ArgumentParser) -> None:
-    vp = sub.add_parser("vpn", help="WireGuard peers").add_subparsers(dest="sub", required=True)
+def register(sub: Subparsers) -> None:
+    vp = group(sub, "vpn", "WireGuard peers")
     s = leaf(vp, "add", cmd_vpn_add, "add a peer (keys generated unless --public-key)")
     s.add_argument("name")
     s.add_argument("--public-key", help="the peer's own public key (then no config to download)")

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 
 from lab import flake as labflake
 from lab.netns import Netns, bridge, serving
 from tests.conftest import run_nixie
 from tests.golden import assert_golden
+from tests.netns.desired_lab import wait_for
 from tests.netns.serve_lab import http_get
 from tests.nixlab import lab_config
 from tests.vm.pxe_lab import add_and_build
@@ -22,17 +22,15 @@ MAC = "52:54:00:5e:00:31"
 SCRIPT_URL = f"http://10.77.0.1:8081/boot/{MAC}.ipxe"
 
 
-def boot_script(ns, timeout: float = 90) -> str:
+def boot_script(ns) -> str:
     """The host's boot script once it boots something (while the default entry's
     initrd is being made, serve answers with a retry script)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def booting() -> str | None:
         status, body = http_get(ns, SCRIPT_URL)
         assert status == 200, body
-        if "Retrying in" not in body:
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(1)
+        return None if "Retrying in" in body else body
+
+    return wait_for("a boot script that boots the host", booting, timeout=90, every=1)
 
 
 def normalised(script: str, toplevels: dict[str, str]) -> str:

@@ -4,8 +4,8 @@ import argparse
 import dataclasses
 import json
 import sqlite3
-import time
 
+from appliance.cli import main
 from appliance.config.schema import load_config
 from appliance.domain import settings
 from appliance.router import network
@@ -70,11 +70,9 @@ def test_import_export_round_trip(config_file, tmp_path):
 def test_serve_bad_config_exits_2_naming_key(tmp_path):
     cfg = tmp_path / "bad.json"
     cfg.write_text(json.dumps({"state_dir": str(tmp_path), "dhcp": {"mdoe": "proxy"}}))
-    t0 = time.monotonic()
-    r = run_nixie("serve", config=cfg, timeout=20)
+    r = run_nixie("serve", config=cfg, timeout=20)  # exits, not serves
     assert r.returncode == 2
     assert "dhcp.mdoe" in r.stderr and "unknown key" in r.stderr
-    assert time.monotonic() - t0 < 20
     assert not (tmp_path / "nixie.db").exists()  # refused before touching state
 
 
@@ -114,8 +112,6 @@ def test_flake_add_list_remove(config_file):
 def test_every_verb_lives_in_its_group_module():
     """main.py only assembles: each leaf's function comes from a group module
     that registered it, and `python -m appliance.cli.main` is the command."""
-    from appliance.cli import main
-
     seen = {}
 
     def walk(parser, path):
@@ -255,3 +251,25 @@ def test_verbs_act_on_the_running_configuration(config_file):
                   "--ip", "127.0.0.50", config=config_file)
     assert r.returncode == 0, r.stderr
     assert 'iifname "lan8"' in run_nixie("firewall", "show", config=config_file).stdout
+
+
+def test_show_stored_settings_the_file_no_longer_accepts(config_file):
+    """The file moved the LAN away from a stored DHCP range: serve runs the file's
+    values (`settings.effective_config`), and `config show` says so once."""
+    cfg = json.loads(config_file.read_text())
+    cfg["dhcp"]["mode"] = "authoritative"  # the range must be in the LAN
+    config_file.write_text(json.dumps(cfg))
+    r = run_nixie("config", "set", 'dhcp.range=["127.0.0.150", "127.0.0.160"]',
+                  config=config_file)
+    assert r.returncode == 0, r.stderr
+    assert show(config_file)["dhcp.range"]["source"] == "override"
+    cfg["lan"]["address"] = "10.1.0.1/24"
+    cfg["dhcp"]["range"] = ["10.1.0.100", "10.1.0.200"]
+    config_file.write_text(json.dumps(cfg))
+    r = run_nixie("config", "show", "--json", config=config_file)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["dhcp.range"] == {"value": ["10.1.0.100", "10.1.0.200"],
+                                                 "source": "file"}
+    assert r.stderr.splitlines() == [
+        "nixie: the stored settings do not fit the config file (config: dhcp.range[0]: "
+        "127.0.0.150 is outside the LAN network 10.1.0.0/24); the file's values run"]
