@@ -18,6 +18,10 @@ from appliance.config.schema import load_config
 from appliance.runtime import webserver
 from appliance.state.db import Store
 from appliance.state.status import write_status
+from tests.conftest import wait_for
+from tests.netns.serve_lab import pid_alive
+from tests.webapp import logged_in_client, make_app, post_form
+from webui import fragments
 
 
 def test_worker_count_auto_is_cpus_capped(monkeypatch):
@@ -83,23 +87,6 @@ def _get(url: str) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _wait_for(pred, timeout: float = 30.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return pred()
-
-
 def test_web_workers_answer_with_the_stored_health_and_stop_with_the_service(config_file):
     """Two worker processes answer /healthz on the socket the service bound, with
     the health serve stored; a killed one is replaced, and shutdown ends them all."""
@@ -116,7 +103,7 @@ def test_web_workers_answer_with_the_stored_health_and_stop_with_the_service(con
     th = threading.Thread(target=web.run, args=(stop,), daemon=True)
     th.start()
     try:
-        assert _wait_for(lambda: web.stats()["alive"] == 2), web.stats()
+        assert wait_for(lambda: web.stats()["alive"] == 2, timeout=30), web.stats()
         pids = web.stats()["pids"]
         assert os.getpid() not in pids
 
@@ -127,9 +114,10 @@ def test_web_workers_answer_with_the_stored_health_and_stop_with_the_service(con
                 return False
             return status == 200 and health["services"]["dhcp"]["state"] == "running"
 
-        assert _wait_for(healthy)
+        assert wait_for(healthy, timeout=30)
         os.kill(pids[0], signal.SIGKILL)
-        assert _wait_for(lambda: web.stats()["restarts"] == 1 and web.stats()["alive"] == 2)
+        assert wait_for(lambda: web.stats()["restarts"] == 1 and web.stats()["alive"] == 2,
+                        timeout=30)
         assert pids[0] not in web.stats()["pids"] and pids[1] in web.stats()["pids"]
         assert all(healthy() for _ in range(4))
         pids = web.stats()["pids"]
@@ -138,7 +126,7 @@ def test_web_workers_answer_with_the_stored_health_and_stop_with_the_service(con
         web.shutdown()
         th.join(10)
     assert not th.is_alive()
-    assert not [p for p in pids if _pid_alive(p)]
+    assert not [p for p in pids if pid_alive(p)]
     with pytest.raises(OSError):  # the listener is closed with the service
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
@@ -147,9 +135,6 @@ def test_admin_sees_own_change_through_another_workers_cache(tmp_path, monkeypat
     """Two apps over one DB stand for two web worker processes: the hosts table
     the second one cached is not what the admin who just added a host through
     the first one is shown."""
-    from tests.webapp import logged_in_client, make_app, post_form
-    from webui import fragments
-
     # the cached table must still be fresh when it is asked again, however slow this run
     monkeypatch.setattr(fragments, "FRESH_SECONDS", 60.0)
 
@@ -174,6 +159,7 @@ def test_admin_sees_own_change_through_another_workers_cache(tmp_path, monkeypat
     # ...the admin who added the host is shown it by either worker
     same_session()
     assert row in c2.get("/hosts/").text
+
 
 def _session_without_mark(app, client) -> str:
     """client's session cookie, minus the 'changed' mark, signed like the app does."""
