@@ -55,6 +55,7 @@ from .listen import bind_retrying
 
 PR_SET_PDEATHSIG = 1
 _RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_NOT_FORWARDED = _RECORD_FIELDS | {"worker"}  # the parent sets `worker` itself
 
 
 class WorkerFailed(OSError):
@@ -315,7 +316,7 @@ class WorkerPool:
         elif "log" in msg:
             rec = msg["log"]
             extra = {k: v for k, v in (rec.get("extra") or {}).items()
-                     if k not in _RECORD_FIELDS and k != "worker"}
+                     if k not in _NOT_FORWARDED}
             self.log.log(int(rec.get("level", logging.INFO)), str(rec.get("msg", "")),
                          extra={**extra, "worker": w.pid})
         elif "ready" in msg:

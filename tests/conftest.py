@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,17 @@ def pytest_sessionfinish(session, exitstatus):
         from lab.netns import cleanup_stale
 
         cleanup_stale()
+
+
+def wait_for(pred: Callable[[], object], timeout: float = 15.0, every: float = 0.05) -> bool:
+    """True as soon as `pred()` is; False if it still is not after `timeout` seconds
+    (for `assert wait_for(...), what_went_wrong`)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(every)
+    return bool(pred())
 
 
 @pytest.fixture

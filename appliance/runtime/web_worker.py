@@ -17,7 +17,7 @@ from waitress.server import create_server
 
 from appliance.config.schema import parse_config
 from appliance.logs import setup_logging
-from appliance.runtime.webserver import STOP_GRACE_SECONDS, stored_health
+from appliance.runtime.webserver import STOP_GRACE_SECONDS, WAITRESS_THREADS, stored_health
 from appliance.runtime.wiring import web_app
 from appliance.state.db import Store
 from appliance.state.status import STALE_SECONDS
@@ -27,8 +27,8 @@ log = logging.getLogger("nixie.web")
 
 
 def worker_main() -> int:
-    spec = join_pool()
-    setup_logging(spec["log_level"])
+    settings = join_pool()
+    setup_logging(settings["log_level"])
     server = None
     done = threading.Event()
 
@@ -44,11 +44,11 @@ def worker_main() -> int:
     # watching from the start: a worker still starting must not keep the port from a new serve
     on_parent_gone(finish)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=finish, daemon=True).start())
-    cfg = parse_config(spec["config"], spec["config_path"])
-    socks = [socket.socket(fileno=fd) for fd in spec["fds"]]
+    cfg = parse_config(settings["config"], settings["config_path"])
+    socks = [socket.socket(fileno=fd) for fd in settings["fds"]]
     store = Store(cfg.db_path)
     app = web_app(cfg, store, lambda: stored_health(store, STALE_SECONDS))
-    server = create_server(app, sockets=socks, threads=spec["threads"], asyncore_loop_timeout=1,
+    server = create_server(app, sockets=socks, threads=WAITRESS_THREADS, asyncore_loop_timeout=1,
                            ident="nixie")
     if done.is_set():  # serve went away while we started
         server.close()

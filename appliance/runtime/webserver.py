@@ -44,7 +44,6 @@ RESPAWN_PAUSE = 0.5  # before a dead worker's successor; doubles while they die 
 RESPAWN_YOUNG_SECONDS = 5.0
 STOP_GRACE_SECONDS = 0.8
 RESPAWN_BACKOFF_MAX = 10.0
-BIND_RETRY_SECONDS = 3.0
 ROOT = Path(__file__).resolve().parents[2]  # the dir holding appliance/ (and webui/)
 
 
@@ -143,17 +142,17 @@ class WebWorkers:
         self._lock = threading.Lock()
 
     def _settings(self) -> dict[str, Any]:
+        """What a worker cannot know by itself (the pool adds the sockets)."""
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         return {"config": self.cfg.to_dict(), "config_path": self.cfg.path,
-                "threads": WAITRESS_THREADS, "log_level": str(level).lower()}
+                "log_level": str(level).lower()}
 
     def run(self, stop: threading.Event) -> None:
         pool = WorkerPool("web worker", self.workers,
                           [sys.executable, "-m", "appliance.runtime.web_worker"],
                           bind=lambda: bind_listeners(self.cfg.web.listen),
                           settings=self._settings(), log=log, reports=False,
-                          pythonpath=str(ROOT), bind_retry_seconds=BIND_RETRY_SECONDS,
-                          stop_grace=STOP_GRACE_SECONDS,
+                          pythonpath=str(ROOT), stop_grace=STOP_GRACE_SECONDS,
                           restart_delay=(RESPAWN_PAUSE, RESPAWN_BACKOFF_MAX),
                           young_seconds=RESPAWN_YOUNG_SECONDS)
         with self._lock:

@@ -35,10 +35,11 @@ class PipeEvents:
 
     def __init__(self, out: Reports):
         self.out = out
+        self.pid = os.getpid()
 
     def event(self, kind, message="", *, level="info", host_id=None, mac=None, ip=None,
               data=None) -> None:
-        data = {**(data or {}), "worker": os.getpid()}
+        data = {**(data or {}), "worker": self.pid}
         self.out.send({"event": {"kind": kind, "message": message, "level": level, "ip": ip,
                                  "data": data}})
 

@@ -32,11 +32,7 @@ __all__ = ["WorkerFailed", "WorkerPool", "resolve_workers"]
 log = logging.getLogger("nixie.tftp")
 
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # the dir holding netservices/
-READY_TIMEOUT = 15.0
-BIND_RETRY_SECONDS = 3.0
-STOP_GRACE = 1.0
-RESTART_DELAY = (0.2, 5.0)  # first and longest wait before starting a died worker again
-YOUNG_SECONDS = 30.0  # a worker dying younger than this doubles the wait
+BIND_RETRY_SECONDS = 3.0  # a taken address is tried again this long (other timings: the pool's)
 GAUGES = frozenset({"active"})  # a dead worker's last `active` is not carried
 
 
@@ -56,7 +52,6 @@ class WorkerPool(workerpool.WorkerPool):
         self.listen = list(listen)
         self.events = events
         self._host_by_ip = getattr(hosts, "host_by_ip", None)
-        self.busy_poll_us = busy_poll_us
         super().__init__(
             "tftp worker", workers, [python, "-m", "netservices.tftp.worker"],
             bind=lambda: [s for s, _ in bind_listeners(self.listen)],
@@ -64,8 +59,7 @@ class WorkerPool(workerpool.WorkerPool):
                       "hosts": [parse_listen(a)[1] for a in self.listen]},
             log=log, on_message=self._on_message, gauges=GAUGES, pythonpath=PACKAGE_PARENT,
             about={"root": self.root, "listen": ",".join(self.listen)},
-            ready_timeout=READY_TIMEOUT, bind_retry_seconds=BIND_RETRY_SECONDS,
-            stop_grace=STOP_GRACE, restart_delay=RESTART_DELAY, young_seconds=YOUNG_SECONDS)
+            bind_retry_seconds=BIND_RETRY_SECONDS)
 
     def _on_message(self, w: Worker, msg: dict) -> None:
         if "event" in msg:

@@ -10,18 +10,16 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 
 from lab.netns import Netns, bridge, bridge_port, start_serve, wait_port
+from tests.conftest import wait_for
 from tests.netns.serve_lab import pid_alive, router_config
 from tests.netns.tftp_lab import sha, tftp_lab
 
 SERVER, CLIENT = "10.81.0.1", "10.81.0.2"
 FILES = ("ipxe.efi", "undionly.kpxe", "snponly.efi")
-
-
 
 
 def children(pid: int) -> dict[int, str]:
@@ -42,16 +40,6 @@ def children(pid: int) -> dict[int, str]:
 
 def tftp_workers(pid: int) -> set[int]:
     return {p for p, cmd in children(pid).items() if "netservices.tftp.worker" in cmd}
-
-
-
-def wait_for(pred, timeout: float = 15.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 def fetch_all(cli: Netns, out, count: int, server: str = SERVER) -> None:

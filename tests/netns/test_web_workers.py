@@ -9,6 +9,7 @@ import time
 import pytest
 
 from lab.netns import Netns, bridge, serving
+from tests.conftest import wait_for
 from tests.netns.serve_lab import http_get, pid_alive, router_config
 
 URL = "http://10.77.0.1:8080"
@@ -37,7 +38,6 @@ def web_stats(ns, until=lambda s: True, timeout=15.0):
         time.sleep(0.5)
 
 
-
 def test_workers_serve_and_are_replaced(served):
     ns, proc, log = served
     status, health, stats = web_stats(ns, until=lambda s: s.get("alive") == 2)
@@ -63,7 +63,5 @@ def test_workers_die_with_a_killed_serve(served):
     assert len(pids) == 2
     os.kill(proc.pid, signal.SIGKILL)  # no chance to stop them: their stdin just ends
     proc.wait(timeout=5)
-    deadline = time.monotonic() + 5
-    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [p for p in pids if pid_alive(p)], "web workers outlived a SIGKILLed serve"
+    assert wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=5), \
+        "web workers outlived a SIGKILLed serve"

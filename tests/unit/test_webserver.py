@@ -18,6 +18,10 @@ from appliance.config.schema import load_config
 from appliance.runtime import webserver
 from appliance.state.db import Store
 from appliance.state.status import write_status
+from tests.conftest import wait_for
+from tests.netns.serve_lab import pid_alive
+from tests.webapp import logged_in_client, make_app, post_form
+from webui import fragments
 
 
 def test_worker_count_auto_is_cpus_capped(monkeypatch):
@@ -83,73 +87,92 @@ def _get(url: str) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+class RunningWebWorkers:
+    """`workers` web worker processes (WebWorkers, run in a thread as serve runs
+    it) on a free loopback port, with a stored health of serve's."""
 
+    def __init__(self, config_file, workers: int = 2):
+        data = json.loads(config_file.read_text())
+        self.port = _free_tcp_port()
+        data["web"]["listen"] = [f"127.0.0.1:{self.port}"]
+        config_file.write_text(json.dumps(data))
+        cfg = load_config(config_file)
+        _status(Store(cfg.db_path))
+        webserver.secret_key(cfg)  # made in serve, before the workers read it
+        self.web = webserver.WebWorkers(cfg, workers)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.web.run, args=(self.stop,), daemon=True)
 
-def _wait_for(pred, timeout: float = 30.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return pred()
+    def __enter__(self) -> RunningWebWorkers:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.web.shutdown()
+        self.thread.join(10)
+
+    def healthy(self) -> bool:
+        """/healthz answered 200 with the stored health."""
+        try:
+            status, health = _get(f"http://127.0.0.1:{self.port}/healthz")
+        except OSError:  # a worker still starting: its socket queues, the connect waits
+            return False
+        return status == 200 and health["services"]["dhcp"]["state"] == "running"
 
 
 def test_web_workers_answer_with_the_stored_health_and_stop_with_the_service(config_file):
     """Two worker processes answer /healthz on the socket the service bound, with
     the health serve stored; a killed one is replaced, and shutdown ends them all."""
-    data = json.loads(config_file.read_text())
-    port = _free_tcp_port()
-    data["web"]["listen"] = [f"127.0.0.1:{port}"]
-    config_file.write_text(json.dumps(data))
-    cfg = load_config(config_file)
-    store = Store(cfg.db_path)
-    _status(store)
-    webserver.secret_key(cfg)  # made in serve, before the workers read it
-    web = webserver.WebWorkers(cfg, 2)
-    stop = threading.Event()
-    th = threading.Thread(target=web.run, args=(stop,), daemon=True)
-    th.start()
-    try:
-        assert _wait_for(lambda: web.stats()["alive"] == 2), web.stats()
+    with RunningWebWorkers(config_file) as run:
+        web, port, healthy = run.web, run.port, run.healthy
+        assert wait_for(lambda: web.stats()["alive"] == 2, timeout=30), web.stats()
         pids = web.stats()["pids"]
         assert os.getpid() not in pids
-
-        def healthy() -> bool:
-            try:
-                status, health = _get(f"http://127.0.0.1:{port}/healthz")
-            except OSError:  # a worker still starting: its socket queues, the connect waits
-                return False
-            return status == 200 and health["services"]["dhcp"]["state"] == "running"
-
-        assert _wait_for(healthy)
+        assert wait_for(healthy, timeout=30)
         os.kill(pids[0], signal.SIGKILL)
-        assert _wait_for(lambda: web.stats()["restarts"] == 1 and web.stats()["alive"] == 2)
+        assert wait_for(lambda: web.stats()["restarts"] == 1 and web.stats()["alive"] == 2,
+                        timeout=30)
         assert pids[0] not in web.stats()["pids"] and pids[1] in web.stats()["pids"]
         assert all(healthy() for _ in range(4))
         pids = web.stats()["pids"]
-    finally:
-        stop.set()
-        web.shutdown()
-        th.join(10)
-    assert not th.is_alive()
-    assert not [p for p in pids if _pid_alive(p)]
+    assert not run.thread.is_alive()
+    assert not [p for p in pids if pid_alive(p)]
     with pytest.raises(OSError):  # the listener is closed with the service
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+# waitress's default connection_limit: a worker holding this many connections
+# stops accepting until one ends
+WAITRESS_CONNECTION_LIMIT = 100
+
+
+def test_web_workers_answer_while_slow_clients_hold_connections(config_file):
+    """Slow clients (half a request, or nothing at all) hold more connections than
+    one worker takes: the other worker, waiting on the same socket, takes the rest,
+    and every worker still answers a whole request at once."""
+    with RunningWebWorkers(config_file) as run:
+        assert wait_for(run.healthy, timeout=30)
+        slow: list[socket.socket] = []
+        try:
+            for i in range(WAITRESS_CONNECTION_LIMIT * 3 // 2):
+                s = socket.create_connection(("127.0.0.1", run.port), timeout=10)
+                slow.append(s)
+                if i % 2:  # headers begun and never ended
+                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: nixie\r\nX-Slow: ")
+            assert all(run.healthy() for _ in range(8))
+            assert run.web.stats()["alive"] == 2 and run.web.stats()["restarts"] == 0
+        finally:
+            for s in slow:
+                s.close()
+        assert run.healthy()
+    assert not run.thread.is_alive()
 
 
 def test_admin_sees_own_change_through_another_workers_cache(tmp_path, monkeypatch):
     """Two apps over one DB stand for two web worker processes: the hosts table
     the second one cached is not what the admin who just added a host through
     the first one is shown."""
-    from tests.webapp import logged_in_client, make_app, post_form
-    from webui import fragments
-
     # the cached table must still be fresh when it is asked again, however slow this run
     monkeypatch.setattr(fragments, "FRESH_SECONDS", 60.0)
 
@@ -174,6 +197,7 @@ def test_admin_sees_own_change_through_another_workers_cache(tmp_path, monkeypat
     # ...the admin who added the host is shown it by either worker
     same_session()
     assert row in c2.get("/hosts/").text
+
 
 def _session_without_mark(app, client) -> str:
     """client's session cookie, minus the 'changed' mark, signed like the app does."""

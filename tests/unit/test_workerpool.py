@@ -13,12 +13,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
 from netservices.workerpool import WorkerFailed, WorkerPool
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 from tests.netns.serve_lab import pid_alive
 
 # `mode` (in the settings line) says how the child behaves:
@@ -73,15 +72,6 @@ def udp_listener() -> list[socket.socket]:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
     return [s]
-
-
-def wait_for(pred, timeout: float = 15.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
 
 
 @pytest.fixture
