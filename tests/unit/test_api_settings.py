@@ -2,9 +2,9 @@
 shown read-only and refused; a save says what the running `nixie serve` did with
 it, or that it applies when serve starts.
 
-"Serve" here is the real config applier (`appliance.runtime.wiring.ConfigApplier`)
-under a supervisor with a heartbeat in the DB, applying to a stand-in DHCP service;
-the effect on real DHCP clients is tested in the netns and browser tiers."""
+"Serve" here is the real config applier over the real Runtime, under a supervisor
+with a heartbeat in the DB (tests/applier_lab.py), applying to a stand-in DHCP
+service; the effect on real DHCP clients is tested in the netns and browser tiers."""
 
 from __future__ import annotations
 
@@ -13,37 +13,19 @@ import threading
 
 import pytest
 
-from appliance.config.schema import example_config, parse_config
 from appliance.domain import settings
-from appliance.runtime.supervisor import Supervisor
-from appliance.runtime.wiring import ConfigApplier, Part
 from appliance.state import kv
-from appliance.state.db import Store, now
-from appliance.state.status import write_status
-from tests.webapp import csrf_of, logged_in_client, post_form
-from webui import create_app
-from webui.app import WebContext
+from appliance.state.db import now
+from tests.applier_lab import applying, runtime_with
+from tests.webapp import csrf_of, logged_in_client, make_app, post_form
 
 CONFIG_PATH = "/etc/nixie/config.json"
 LOCKED = ["dhcp.lease_seconds", "builder.substituters"]
 
 
-def make_app(state_dir, locked=()):
-    """The web app over a fresh state, its config file pinning `locked`."""
-    data = example_config(state_dir=str(state_dir), interface="lo", address="127.0.0.1/8")
-    data["dhcp"]["range"] = ["127.0.0.100", "127.0.0.199"]
-    data["locked"] = list(locked)
-    cfg = parse_config(data, CONFIG_PATH)
-    store = Store(cfg.db_path)
-    app = create_app(WebContext(store=store, config=cfg, health=lambda: {"ok": True, "services": {}},
-                                secret_key=b"k" * 32))
-    app.testing = True
-    return app, store, cfg
-
-
 @pytest.fixture
 def locked_web(tmp_path):
-    app, store, cfg = make_app(tmp_path / "state", LOCKED)
+    app, store, cfg = make_app(tmp_path / "state", locked=LOCKED, path=CONFIG_PATH)
     client = logged_in_client(app)
     yield store, cfg, client, {"X-CSRFToken": csrf_of(client.get("/").data)}
     store.close()
@@ -133,7 +115,8 @@ def test_settings_page_shows_locked_keys_read_only_and_keeps_them(locked_web):
 
 
 def test_the_wizard_leaves_locked_keys_to_the_file(tmp_path):
-    app, store, cfg = make_app(tmp_path / "state", ["lan.interface", "dhcp.range"])
+    app, store, cfg = make_app(tmp_path / "state", locked=["lan.interface", "dhcp.range"],
+                               path=CONFIG_PATH)
     try:
         c = app.test_client()
         page = c.get("/setup").data.decode()
@@ -167,54 +150,29 @@ class StandInDhcp:
         stop.wait()
 
 
-class AppliedRuntime:
-    """The applier's view of serve's runtime: the file, the running config, the parts."""
+def build_dhcp(c):
+    if c.lan.interface == "nope0":
+        raise OSError("cannot bind nope0")
+    return StandInDhcp(c)
 
-    def __init__(self, cfg, store):
-        self.base, self.store = cfg, store
-        self.cfg = settings.effective_config(cfg, store.conn())
-        self.lagging = {}
-        self.parts = [Part("dhcp", ("lan", "dhcp"), self.build, self.retune)]
 
-    @staticmethod
-    def build(c):
-        if c.lan.interface == "nope0":
-            raise OSError("cannot bind nope0")
-        return StandInDhcp(c)
-
-    @staticmethod
-    def retune(svc, c) -> bool:
-        if c.lan.interface != svc.cfg.lan.interface:
-            return False  # a new socket: rebuild
-        svc.cfg = c
-        return True
+def retune_dhcp(svc, c) -> bool:
+    if c.lan.interface != svc.cfg.lan.interface:
+        return False  # a new socket: rebuild
+    svc.cfg = c
+    return True
 
 
 @pytest.fixture
 def serving(tmp_path):
-    """The web app and, on the same state, the config applier with a fresh heartbeat."""
+    """The web app and, on the same state, serve's config applier with a fresh heartbeat."""
     app, store, cfg = make_app(tmp_path / "state")
     client = logged_in_client(app)
-    runtime = AppliedRuntime(cfg, store)
-    sup = Supervisor([StandInDhcp(cfg)])
-    sup.add(ConfigApplier(runtime, sup, poll=0.05))
-    sup.start()
-    stopping = threading.Event()
-
-    def heartbeat():  # what serve's main loop does, every HEARTBEAT_SECONDS
-        while True:
-            write_status(store, sup.health())
-            if stopping.wait(0.5):
-                return
-
-    beat = threading.Thread(target=heartbeat, daemon=True)
-    beat.start()
+    runtime = runtime_with(cfg, store, dhcp=(build_dhcp, retune_dhcp))
     try:
-        yield store, cfg, client, {"X-CSRFToken": csrf_of(client.get("/").data)}, sup
+        with applying(runtime, heartbeat=True) as sup:
+            yield store, cfg, client, {"X-CSRFToken": csrf_of(client.get("/").data)}, sup
     finally:
-        stopping.set()
-        beat.join(2)
-        sup.stop(2)
         store.close()
 
 
