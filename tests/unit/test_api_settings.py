@@ -8,6 +8,7 @@ service; the effect on real DHCP clients is tested in the netns and browser tier
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 
@@ -17,7 +18,7 @@ from appliance.domain import settings
 from appliance.state import kv
 from appliance.state.db import now
 from tests.applier_lab import applying, runtime_with
-from tests.webapp import csrf_of, logged_in_client, make_app, post_form
+from tests.webapp import PASSWORD, csrf_of, logged_in_client, make_app, post_form
 
 CONFIG_PATH = "/etc/nixie/config.json"
 LOCKED = ["dhcp.lease_seconds", "builder.substituters"]
@@ -107,11 +108,15 @@ def test_settings_page_shows_locked_keys_read_only_and_keeps_them(locked_web):
     form.update(boot_cmdline="console=ttyS1", dhcp_lease_seconds="60")
     r = post_form(client, "/settings/", form)
     assert r.status_code == 302, r.data.decode()[:2000]
-    eff = settings.effective_values(cfg, store.conn())
-    assert eff["boot.cmdline"] == "console=ttyS1"
-    assert eff["dhcp.lease_seconds"] == cfg.dhcp.lease_seconds
     page = client.get("/settings/").data.decode()
+    assert 'value="console=ttyS1"' in re.search(r'<input[^>]*id="boot_cmdline"[^>]*>', page).group(0)
+    lease = re.search(r'<input[^>]*id="dhcp_lease_seconds"[^>]*>', page).group(0)
+    assert f'value="{cfg.dhcp.lease_seconds}"' in lease
     assert '<div class="flash flash-info" role="status">Saved; applies when nixie serve starts.' in page
+    # and what serve starts with: its Runtime resolves the same
+    started = runtime_with(cfg, store).cfg
+    assert started.boot.cmdline == "console=ttyS1"
+    assert started.dhcp.lease_seconds == cfg.dhcp.lease_seconds
 
 
 def test_the_wizard_leaves_locked_keys_to_the_file(tmp_path):
@@ -128,11 +133,28 @@ def test_the_wizard_leaves_locked_keys_to_the_file(tmp_path):
                                    "password2": "correct horse battery", "dhcp_mode": "proxy",
                                    "builder_kind": "local", "lan_interface": "forged0"})
         assert r.status_code == 302, r.data.decode()[:2000]
-        eff = settings.effective_config(cfg, store.conn())
-        assert eff.lan.interface == "lo" and eff.dhcp.mode == "proxy"
+        started = runtime_with(cfg, store).cfg  # what serve builds its services from
+        assert started.lan.interface == "lo" and started.dhcp.mode == "proxy"
         assert "Saved; applies when nixie serve starts." in c.get(r.headers["Location"]).data.decode()
     finally:
         store.close()
+
+
+def test_patch_refuses_a_huge_body_and_forged_or_replayed_csrf_tokens(locked_web):
+    store, cfg, client, csrf = locked_web
+    before = client.get("/api/v1/settings").json
+    huge = json.dumps({"boot.cmdline": "x" * (9 << 20)})  # over the 8 MB body limit
+    r = client.patch("/api/v1/settings", data=huge, content_type="application/json", headers=csrf)
+    assert r.status_code == 413 and r.json["error"] == "request body too large"
+    # the token of another session (replayed), a made-up one, none
+    other = client.application.test_client()
+    assert post_form(other, "/login", {"username": "admin", "password": PASSWORD}).status_code == 302
+    for headers in ({"X-CSRFToken": csrf_of(other.get("/").data)}, {"X-CSRFToken": "forged"}, {}):
+        r = client.patch("/api/v1/settings", json={"boot.menu_timeout_seconds": 9}, headers=headers)
+        assert r.status_code == 400 and "CSRF" in r.json["error"], (headers, r.json)
+    assert client.get("/api/v1/settings").json == before
+    kinds = [row[0] for row in store.conn().execute("SELECT kind FROM events")]
+    assert not [k for k in kinds if k.startswith("settings.")], kinds
 
 
 # ---------------------------------------------------------------- with the applier running
