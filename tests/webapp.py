@@ -12,13 +12,16 @@ from appliance.state.db import Store
 PASSWORD = "correct horse battery"
 
 
-def make_app(state_dir, health=None):
+def make_app(state_dir, health=None, *, locked=(), path=None):
+    """The web app over a fresh state dir; its config file (named `path`) pins
+    the keys `locked`."""
     from webui import create_app
     from webui.app import WebContext
 
     data = example_config(state_dir=str(state_dir), interface="lo", address="127.0.0.1/8")
     data["dhcp"]["range"] = ["127.0.0.100", "127.0.0.199"]
-    cfg = parse_config(data)
+    data["locked"] = list(locked)
+    cfg = parse_config(data, path)
     store = Store(cfg.db_path)
     health = health or (lambda: {"ok": True, "services": {"web": {"state": "running", "restarts": 0}}})
     app = create_app(WebContext(store=store, config=cfg, health=health, secret_key=b"k" * 32))

@@ -13,9 +13,21 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask, jsonify
+from werkzeug.routing import IntegerConverter
 
 from . import api, filters, security
 from .views import ALL_BLUEPRINTS
+
+SQLITE_MAX_INTEGER = 2**63 - 1
+
+
+class RowIdConverter(IntegerConverter):
+    """`<int:...>` in this app's routes is a database row id: a number above
+    SQLite's largest INTEGER names no row (404) instead of overflowing the query."""
+
+    def __init__(self, url_map, *args, **kwargs):
+        kwargs.setdefault("max", SQLITE_MAX_INTEGER)
+        super().__init__(url_map, *args, **kwargs)
 
 
 @dataclass
@@ -45,6 +57,7 @@ def create_app(ctx: WebContext) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.extensions["nixie"] = ctx
+    app.url_map.converters["int"] = RowIdConverter  # before any route is added
 
     @app.get("/healthz")
     def healthz():

@@ -28,7 +28,49 @@ class ActionForm(FlaskForm):
     """A button that changes something: only the CSRF token."""
 
 
-class SetupForm(FlaskForm):
+class ShowsSettings:
+    """A form whose fields show settings keys: KEYS maps a field to its key, the
+    pair dhcp_first, dhcp_last shows `dhcp.range`, LISTS are one-item-a-line fields.
+    Keys the deployment locks are shown read-only (`lock`)."""
+
+    KEYS: dict[str, str] = {}
+    LISTS: tuple[str, ...] = ()
+
+    def fields_of(self, key: str) -> list:
+        """The form fields that show settings key `key`."""
+        if key == "dhcp.range":
+            return [self.dhcp_first, self.dhcp_last]
+        return [getattr(self, f) for f, k in self.KEYS.items() if k == key]
+
+    def show(self, values: dict, keys) -> None:
+        """Put the settings `keys` of `values` into their fields."""
+        for key in keys:
+            self.set_value(key, values.get(key))
+
+    def set_value(self, key: str, v) -> None:
+        if key == "dhcp.range":
+            self.dhcp_first.data, self.dhcp_last.data = v
+            return
+        for f in self.fields_of(key):
+            f.data = "\n".join(v or []) if f.name in self.LISTS else ("" if v is None else v)
+
+    def lock(self, locked: dict[str, str], values: dict) -> None:
+        """Show the keys the deployment pins read-only, with their effective value
+        (a disabled input is not submitted: its value is set here, not taken from
+        the request), and say where each is set."""
+        self.show(values, locked)
+        for key, where in locked.items():
+            for f in self.fields_of(key):
+                f.render_kw = {**(f.render_kw or {}), "disabled": True}
+                f.locked_by = where
+
+    def field_for(self, key: str):
+        """The field an error about settings key `key` is shown on."""
+        fields = self.fields_of(key)
+        return fields[0] if fields else None
+
+
+class SetupForm(ShowsSettings, FlaskForm):
     username = StringField("Admin user name", default="admin",
                            validators=[DataRequired(), Length(max=32)])
     password = PasswordField("Password", validators=[DataRequired(), Length(min=8, max=1024)])
@@ -46,6 +88,9 @@ class SetupForm(FlaskForm):
         ("local", "This router builds"), ("remote", "A remote Nix builder over SSH")))
     builder_uri = StringField("Remote builder URI", validators=[Optional(), Length(max=512)],
                               description="e.g. ssh-ng://nix@builder.lan")
+
+    KEYS = {"lan_interface": "lan.interface", "wan_interface": "wan.interface",
+            "dhcp_mode": "dhcp.mode", "builder_kind": "builder.kind", "builder_uri": "builder.uri"}
 
 
 class LoginForm(FlaskForm):
@@ -93,7 +138,7 @@ class TokenForm(FlaskForm):
                        description="Where it will be used, e.g. 'ci' or 'terraform'")
 
 
-class SettingsForm(FlaskForm):
+class SettingsForm(ShowsSettings, FlaskForm):
     lan_interface = StringField("LAN interface", validators=[DataRequired(), Length(max=15)])
     wan_interface = StringField("WAN interface", validators=[Optional(), Length(max=15)])
     dhcp_mode = SelectField("DHCP mode", choices=options("authoritative", "proxy", "off"))
@@ -126,31 +171,7 @@ class SettingsForm(FlaskForm):
     NULLABLE = ("wan_interface", "boot_cmdline", "builder_uri")
 
     def fill(self, values: dict) -> None:
-        for key in (*self.KEYS.values(), "dhcp.range"):
-            self.set_value(key, values.get(key))
-
-    def fields_of(self, key: str) -> list:
-        """The form fields that show settings key `key`."""
-        if key == "dhcp.range":
-            return [self.dhcp_first, self.dhcp_last]
-        return [getattr(self, f) for f, k in self.KEYS.items() if k == key]
-
-    def set_value(self, key: str, v) -> None:
-        if key == "dhcp.range":
-            self.dhcp_first.data, self.dhcp_last.data = v
-            return
-        for f in self.fields_of(key):
-            f.data = "\n".join(v or []) if f.name in self.LISTS else ("" if v is None else v)
-
-    def lock(self, locked: dict[str, str], values: dict) -> None:
-        """Show the keys the deployment pins read-only, with their effective value
-        (a disabled input is not submitted: its value is set here, not taken from
-        the request), and say where each is set."""
-        for key, where in locked.items():
-            self.set_value(key, values.get(key))
-            for f in self.fields_of(key):
-                f.render_kw = {**(f.render_kw or {}), "disabled": True}
-                f.locked_by = where
+        self.show(values, (*self.KEYS.values(), "dhcp.range"))
 
     def values(self) -> dict:
         out = {}
@@ -165,8 +186,3 @@ class SettingsForm(FlaskForm):
             out[key] = v
         out["dhcp.range"] = [(self.dhcp_first.data or "").strip(), (self.dhcp_last.data or "").strip()]
         return out
-
-    def field_for(self, key: str):
-        """The field an error about settings key `key` is shown on."""
-        fields = self.fields_of(key)
-        return fields[0] if fields else None

@@ -4,11 +4,13 @@ records (the real `nix` on a local flake) is what the API and the page show."""
 
 from __future__ import annotations
 
+import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from appliance.domain import flakes
+from appliance.domain import apitokens, flakes
 from appliance.nix import flake_eval
 from appliance.nix.command import SINGLE_USER_OFFLINE, Nix
 from tests.webapp import csrf_of, logged_in_client, make_app, post_form
@@ -141,3 +143,66 @@ def test_what_the_evaluator_records_is_what_the_api_and_page_show(web, tmp_path)
     assert r.json["configurations"] == ["demo", "other"]
     page = client.get("/flakes/").data.decode()
     assert 'data-pending="1"' in page and "the listing of" in page
+
+
+# ---------------------------------------------------------------- abuse
+
+
+def evaluations(conn, nix: Nix) -> int:
+    """How many evaluations serve's evaluator finds queued and runs, one after another."""
+    n = 0
+    while flake_eval.evaluate_next(conn, nix) is not None:
+        n += 1
+    return n
+
+
+def test_a_flood_of_refreshes_queues_one_evaluation(web, tmp_path):
+    app, store, _, _, _ = web
+    conn = store.conn()
+    uid = conn.execute("SELECT id FROM users").fetchone()[0]
+    auth = {"Authorization": f"Bearer {apitokens.create_token(conn, uid, 'flood')[1]}"}
+    no_nix = Nix(bin_dir=str(tmp_path))  # an evaluation here fails at once, offline
+    f = flakes.add_flake(conn, UNREACHABLE)
+    assert evaluations(conn, no_nix) == 1  # the evaluation the add queued; idle now
+    url = f"/api/v1/flakes/{f['id']}/refresh"
+
+    def flood(n: int) -> list[tuple[int, str]]:
+        client = app.test_client()
+        return [(r.status_code, r.json["eval_state"])
+                for r in (client.post(url, headers=auth) for _ in range(n))]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = [a for part in pool.map(flood, [25] * 8) for a in part]
+    assert len(answers) == 200 and set(answers) == {(202, "queued")}
+    # 200 requests, one evaluation for the evaluator to run
+    assert evaluations(conn, no_nix) == 1
+    # while one is running, a flood queues none behind it
+    assert flood(1) == [(202, "queued")]
+    assert flakes.claim_evaluation(conn)["id"] == f["id"]  # the evaluator takes it
+    with ThreadPoolExecutor(4) as pool:
+        answers = [a for part in pool.map(flood, [25] * 4) for a in part]
+    assert set(answers) == {(202, "evaluating")}
+    flakes.finish_evaluation(conn, f["id"])
+    assert evaluations(conn, no_nix) == 0
+    # nothing but the evaluations wrote events: the add, then two failed refreshes
+    kinds = [row[0] for row in conn.execute("SELECT kind FROM events WHERE kind LIKE 'flake.%'")]
+    assert sorted(kinds) == ["flake.added", "flake.refresh_failed", "flake.refresh_failed"]
+
+
+def test_oversized_flake_requests_are_refused_and_store_nothing(web):
+    _, store, _, client, csrf = web
+    huge = json.dumps({"url": "path:/srv/" + "x" * (9 << 20)})  # over the 8 MB body limit
+    r = client.post("/api/v1/flakes", data=huge, content_type="application/json", headers=csrf)
+    assert r.status_code == 413 and r.json["error"] == "request body too large"
+    # a body within the limit carrying a URL no flake has
+    r = client.post("/api/v1/flakes", json={"url": "path:/srv/" + "x" * (1 << 20)}, headers=csrf)
+    assert r.status_code == 400 and r.json["field"] == "url"
+    # a flake id no database row can have is no flake (not an overflow in the query)
+    for flake_id in (str(2**63), str(10**30), "9" * 5000):
+        r = client.post(f"/api/v1/flakes/{flake_id}/refresh", headers=csrf)
+        assert r.status_code == 404 and "error" in r.json
+        assert client.get(f"/api/v1/flakes/{flake_id}").status_code == 404
+        r = client.post(f"/flakes/{flake_id}/refresh", data={"csrf_token": csrf["X-CSRFToken"]})
+        assert r.status_code == 404
+    assert client.get("/api/v1/flakes").json == []
+    assert "flake.added" not in [row[0] for row in store.conn().execute("SELECT kind FROM events")]

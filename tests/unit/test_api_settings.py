@@ -2,48 +2,31 @@
 shown read-only and refused; a save says what the running `nixie serve` did with
 it, or that it applies when serve starts.
 
-"Serve" here is the real config applier (`appliance.runtime.wiring.ConfigApplier`)
-under a supervisor with a heartbeat in the DB, applying to a stand-in DHCP service;
-the effect on real DHCP clients is tested in the netns and browser tiers."""
+"Serve" here is the real config applier over the real Runtime, under a supervisor
+with a heartbeat in the DB (tests/applier_lab.py), applying to a stand-in DHCP
+service; the effect on real DHCP clients is tested in the netns and browser tiers."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 
 import pytest
 
-from appliance.config.schema import example_config, parse_config
 from appliance.domain import settings
-from appliance.runtime.supervisor import Supervisor
-from appliance.runtime.wiring import ConfigApplier, Part
 from appliance.state import kv
-from appliance.state.db import Store, now
-from appliance.state.status import write_status
-from tests.webapp import csrf_of, logged_in_client, post_form
-from webui import create_app
-from webui.app import WebContext
+from appliance.state.db import now
+from tests.applier_lab import applying, runtime_with
+from tests.webapp import PASSWORD, csrf_of, logged_in_client, make_app, post_form
 
 CONFIG_PATH = "/etc/nixie/config.json"
 LOCKED = ["dhcp.lease_seconds", "builder.substituters"]
 
 
-def make_app(state_dir, locked=()):
-    """The web app over a fresh state, its config file pinning `locked`."""
-    data = example_config(state_dir=str(state_dir), interface="lo", address="127.0.0.1/8")
-    data["dhcp"]["range"] = ["127.0.0.100", "127.0.0.199"]
-    data["locked"] = list(locked)
-    cfg = parse_config(data, CONFIG_PATH)
-    store = Store(cfg.db_path)
-    app = create_app(WebContext(store=store, config=cfg, health=lambda: {"ok": True, "services": {}},
-                                secret_key=b"k" * 32))
-    app.testing = True
-    return app, store, cfg
-
-
 @pytest.fixture
 def locked_web(tmp_path):
-    app, store, cfg = make_app(tmp_path / "state", LOCKED)
+    app, store, cfg = make_app(tmp_path / "state", locked=LOCKED, path=CONFIG_PATH)
     client = logged_in_client(app)
     yield store, cfg, client, {"X-CSRFToken": csrf_of(client.get("/").data)}
     store.close()
@@ -125,15 +108,20 @@ def test_settings_page_shows_locked_keys_read_only_and_keeps_them(locked_web):
     form.update(boot_cmdline="console=ttyS1", dhcp_lease_seconds="60")
     r = post_form(client, "/settings/", form)
     assert r.status_code == 302, r.data.decode()[:2000]
-    eff = settings.effective_values(cfg, store.conn())
-    assert eff["boot.cmdline"] == "console=ttyS1"
-    assert eff["dhcp.lease_seconds"] == cfg.dhcp.lease_seconds
     page = client.get("/settings/").data.decode()
+    assert 'value="console=ttyS1"' in re.search(r'<input[^>]*id="boot_cmdline"[^>]*>', page).group(0)
+    lease = re.search(r'<input[^>]*id="dhcp_lease_seconds"[^>]*>', page).group(0)
+    assert f'value="{cfg.dhcp.lease_seconds}"' in lease
     assert '<div class="flash flash-info" role="status">Saved; applies when nixie serve starts.' in page
+    # and what serve starts with: its Runtime resolves the same
+    started = runtime_with(cfg, store).cfg
+    assert started.boot.cmdline == "console=ttyS1"
+    assert started.dhcp.lease_seconds == cfg.dhcp.lease_seconds
 
 
 def test_the_wizard_leaves_locked_keys_to_the_file(tmp_path):
-    app, store, cfg = make_app(tmp_path / "state", ["lan.interface", "dhcp.range"])
+    app, store, cfg = make_app(tmp_path / "state", locked=["lan.interface", "dhcp.range"],
+                               path=CONFIG_PATH)
     try:
         c = app.test_client()
         page = c.get("/setup").data.decode()
@@ -145,11 +133,28 @@ def test_the_wizard_leaves_locked_keys_to_the_file(tmp_path):
                                    "password2": "correct horse battery", "dhcp_mode": "proxy",
                                    "builder_kind": "local", "lan_interface": "forged0"})
         assert r.status_code == 302, r.data.decode()[:2000]
-        eff = settings.effective_config(cfg, store.conn())
-        assert eff.lan.interface == "lo" and eff.dhcp.mode == "proxy"
+        started = runtime_with(cfg, store).cfg  # what serve builds its services from
+        assert started.lan.interface == "lo" and started.dhcp.mode == "proxy"
         assert "Saved; applies when nixie serve starts." in c.get(r.headers["Location"]).data.decode()
     finally:
         store.close()
+
+
+def test_patch_refuses_a_huge_body_and_forged_or_replayed_csrf_tokens(locked_web):
+    store, cfg, client, csrf = locked_web
+    before = client.get("/api/v1/settings").json
+    huge = json.dumps({"boot.cmdline": "x" * (9 << 20)})  # over the 8 MB body limit
+    r = client.patch("/api/v1/settings", data=huge, content_type="application/json", headers=csrf)
+    assert r.status_code == 413 and r.json["error"] == "request body too large"
+    # the token of another session (replayed), a made-up one, none
+    other = client.application.test_client()
+    assert post_form(other, "/login", {"username": "admin", "password": PASSWORD}).status_code == 302
+    for headers in ({"X-CSRFToken": csrf_of(other.get("/").data)}, {"X-CSRFToken": "forged"}, {}):
+        r = client.patch("/api/v1/settings", json={"boot.menu_timeout_seconds": 9}, headers=headers)
+        assert r.status_code == 400 and "CSRF" in r.json["error"], (headers, r.json)
+    assert client.get("/api/v1/settings").json == before
+    kinds = [row[0] for row in store.conn().execute("SELECT kind FROM events")]
+    assert not [k for k in kinds if k.startswith("settings.")], kinds
 
 
 # ---------------------------------------------------------------- with the applier running
@@ -167,54 +172,29 @@ class StandInDhcp:
         stop.wait()
 
 
-class AppliedRuntime:
-    """The applier's view of serve's runtime: the file, the running config, the parts."""
+def build_dhcp(c):
+    if c.lan.interface == "nope0":
+        raise OSError("cannot bind nope0")
+    return StandInDhcp(c)
 
-    def __init__(self, cfg, store):
-        self.base, self.store = cfg, store
-        self.cfg = settings.effective_config(cfg, store.conn())
-        self.lagging = {}
-        self.parts = [Part("dhcp", ("lan", "dhcp"), self.build, self.retune)]
 
-    @staticmethod
-    def build(c):
-        if c.lan.interface == "nope0":
-            raise OSError("cannot bind nope0")
-        return StandInDhcp(c)
-
-    @staticmethod
-    def retune(svc, c) -> bool:
-        if c.lan.interface != svc.cfg.lan.interface:
-            return False  # a new socket: rebuild
-        svc.cfg = c
-        return True
+def retune_dhcp(svc, c) -> bool:
+    if c.lan.interface != svc.cfg.lan.interface:
+        return False  # a new socket: rebuild
+    svc.cfg = c
+    return True
 
 
 @pytest.fixture
 def serving(tmp_path):
-    """The web app and, on the same state, the config applier with a fresh heartbeat."""
+    """The web app and, on the same state, serve's config applier with a fresh heartbeat."""
     app, store, cfg = make_app(tmp_path / "state")
     client = logged_in_client(app)
-    runtime = AppliedRuntime(cfg, store)
-    sup = Supervisor([StandInDhcp(cfg)])
-    sup.add(ConfigApplier(runtime, sup, poll=0.05))
-    sup.start()
-    stopping = threading.Event()
-
-    def heartbeat():  # what serve's main loop does, every HEARTBEAT_SECONDS
-        while True:
-            write_status(store, sup.health())
-            if stopping.wait(0.5):
-                return
-
-    beat = threading.Thread(target=heartbeat, daemon=True)
-    beat.start()
+    runtime = runtime_with(cfg, store, dhcp=(build_dhcp, retune_dhcp))
     try:
-        yield store, cfg, client, {"X-CSRFToken": csrf_of(client.get("/").data)}, sup
+        with applying(runtime, heartbeat=True) as sup:
+            yield store, cfg, client, {"X-CSRFToken": csrf_of(client.get("/").data)}, sup
     finally:
-        stopping.set()
-        beat.join(2)
-        sup.stop(2)
         store.close()
 
 

@@ -15,9 +15,9 @@ from appliance.config.schema import example_config, parse_config
 from appliance.domain import events, settings
 from appliance.errors import ConfigError, InvalidInput
 from appliance.runtime.supervisor import Supervisor
-from appliance.runtime.wiring import ConfigApplier, Part
 from appliance.state import kv
 from appliance.state.db import Store
+from tests.applier_lab import applying, runtime_with
 
 
 def base(**top):
@@ -130,14 +130,6 @@ def test_supervisor_replaces_one_service_and_leaves_the_others_running():
         assert sup.stop(2)
 
 
-class FakeRuntime:
-    """The applier's view of the runtime: a base config, a store, the parts."""
-
-    def __init__(self, cfg, store, parts):
-        self.base, self.cfg, self.store, self.parts = cfg, cfg, store, parts
-        self.lagging = {}
-
-
 def test_applier_rebuilds_the_affected_part_and_restores_it_when_the_new_one_fails(tmp_path):
     store = Store(tmp_path / "nixie.db")
     conn = store.conn()
@@ -150,13 +142,8 @@ def test_applier_rebuilds_the_affected_part_and_restores_it_when_the_new_one_fai
         return svc
 
     other = Waiter("tftp")
-    rt = FakeRuntime(cfg, store, [Part("dhcp", ("lan", "dhcp"), build), Part("tftp", ("tftp",),
-                                                                            lambda c: other)])
-    sup = Supervisor([build(cfg), other])
-    applier = ConfigApplier(rt, sup, poll=0.05)
-    sup.add(applier)
-    sup.start()
-    try:
+    rt = runtime_with(cfg, store, dhcp=(build, None), tftp=(lambda c: other, None))
+    with applying(rt) as sup:
         t = time.time()
         settings.update(cfg, conn, {"dhcp.lease_seconds": 120}, who="alice")
         st = settings.wait_applied(conn, t, 5)
@@ -172,5 +159,3 @@ def test_applier_rebuilds_the_affected_part_and_restores_it_when_the_new_one_fai
         assert sup.get("dhcp").ran.wait(2)
         kinds = [e["kind"] for e in events.recent(conn, limit=10)]
         assert "settings.apply_failed" in kinds and "settings.applied" in kinds
-    finally:
-        sup.stop(2)

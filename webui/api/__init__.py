@@ -3,17 +3,15 @@
 Routes are declared once with `@route(...)` (registry.py), which registers the
 Flask view and its OpenAPI operation; `/api/v1/openapi.json` (openapi.py) is
 built from that table, so the document cannot drift from the routes. One module
-per resource; request parsing in args.py, record schemas in schemas.py,
-appliance errors as JSON in errors.py. Authentication is the guard's
-(webui/security.py): a session (with X-CSRFToken on unsafe methods) or
-`Authorization: Bearer <API token>`.
+per resource; request parsing in args.py, record schemas in schemas.py, the
+error body in errors.py (the app's error handlers in webui/security.py answer
+with it). Authentication is the guard's (webui/security.py): a session (with
+X-CSRFToken on unsafe methods) or `Authorization: Bearer <API token>`.
 """
 
-from . import builds, errors, events, flakes, hosts, leases, network, settings, status, tokens
+from . import builds, events, flakes, hosts, leases, network, settings, status, tokens
 from .openapi import openapi_document
 from .registry import ROUTES, Operation, bp
-
-errors.init_blueprint(bp)
 
 RESOURCES = (status, hosts, flakes, builds, leases, network, events, settings, tokens)
 

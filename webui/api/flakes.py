@@ -20,10 +20,6 @@ LOCATION = {"Location": {"description": "the flake: poll it until eval_state is 
                          "schema": {"type": "string"}}}
 
 
-def _flake(flake_id: int) -> dict:
-    return flakes.get_flake(conn(), str(flake_id))
-
-
 def _accepted(f: dict) -> tuple[Response, int, dict[str, str]]:
     """202 with the flake record; Location is where to follow its evaluation."""
     return jsonify(f), ACCEPTED, {"Location": url_for("api.get_flake", flake_id=f["id"])}
@@ -46,13 +42,13 @@ def add_flake():
 @route("/flakes/<int:flake_id>", "GET", "One flake", tag="flakes", params=[FLAKE_ID],
        response=ref("Flake"), errors=(404,))
 def get_flake(flake_id: int):
-    return jsonify(_flake(flake_id))
+    return jsonify(flakes.get_flake(conn(), str(flake_id)))
 
 
 @route("/flakes/<int:flake_id>", "DELETE", "Remove a flake", tag="flakes", params=[FLAKE_ID],
        status=204, errors=(404,))
 def remove_flake(flake_id: int):
-    flakes.remove_flake(conn(), _flake(flake_id)["url"])
+    flakes.remove_flake(conn(), str(flake_id))
     return Response(status=204)
 
 
@@ -60,4 +56,4 @@ def remove_flake(flake_id: int):
        "(one queued or running already stays)", tag="flakes", params=[FLAKE_ID],
        response=ref("Flake"), status=ACCEPTED, errors=(404,), headers=LOCATION)
 def refresh_flake(flake_id: int):
-    return _accepted(flakes.request_evaluation(conn(), _flake(flake_id)["url"]))
+    return _accepted(flakes.request_evaluation(conn(), str(flake_id)))

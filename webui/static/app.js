@@ -20,14 +20,19 @@
   }
 
   // flakes page: while an evaluation is queued or running, poll the API and reload
-  // the page once a flake's state changes (its configurations or Nix's error are in)
+  // the page once a flake's state changes (its configurations or Nix's error are in);
+  // nothing pending: no polling. The pause grows from 1 s to at most 5 s while
+  // nothing changes (a flake stays queued while nixie serve is down).
   const flakeList = document.getElementById("flakes");
   if (flakeList && flakeList.dataset.pending) {
+    const POLL_FIRST_MS = 1000, POLL_MAX_MS = 5000;
+    let pause = POLL_FIRST_MS;
     const shown = {};
     flakeList.querySelectorAll("[data-flake-id]").forEach((el) => { shown[el.dataset.flakeId] = el.dataset.evalState; });
     async function pollFlakes() {
       try {
         const r = await fetch(flakeList.dataset.pollUrl, { headers: { "Accept": "application/json" }, credentials: "same-origin" });
+        if (r.status === 401) { window.location.reload(); return; }  // logged out: to the login page
         if (r.ok) {
           const now = await r.json();
           const changed = now.length !== Object.keys(shown).length ||
@@ -35,9 +40,10 @@
           if (changed) { window.location.reload(); return; }
         }
       } catch (e) { /* keep polling: the appliance may be restarting */ }
-      setTimeout(pollFlakes, 1000);
+      pause = Math.min(pause * 1.5, POLL_MAX_MS);
+      setTimeout(pollFlakes, pause);
     }
-    setTimeout(pollFlakes, 1000);
+    setTimeout(pollFlakes, pause);
   }
 
   // build page: follow the log and the progress by polling the API

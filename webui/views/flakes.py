@@ -49,8 +49,7 @@ def index():
 
 @bp.post("/<int:flake_id>/refresh")
 def refresh_one(flake_id: int):
-    f = flakes.get_flake(conn(), str(flake_id))
-    f = flakes.request_evaluation(conn(), f["url"])
+    f = flakes.request_evaluation(conn(), str(flake_id))
     flash(f"Evaluating {f['url']} again.", "ok")
     return redirect(url_for("flakes.index"))
 

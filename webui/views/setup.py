@@ -18,38 +18,7 @@ from .common import attach_error
 
 bp = Blueprint("setup", __name__)
 
-FIELDS = {"lan.interface": "lan_interface", "wan.interface": "wan_interface",
-          "dhcp.mode": "dhcp_mode", "dhcp.range": "dhcp_first", "builder.kind": "builder_kind",
-          "builder.uri": "builder_uri", "username": "username", "password": "password"}
-WIZARD_KEYS = ("lan.interface", "wan.interface", "dhcp.mode", "dhcp.range", "builder.kind",
-               "builder.uri")
-
-
-def _fields(form: SetupForm, key: str) -> list:
-    """The wizard's fields that show settings key `key`."""
-    names = ["dhcp_first", "dhcp_last"] if key == "dhcp.range" else [FIELDS.get(key)]
-    return [getattr(form, n) for n in names if n and hasattr(form, n)]
-
-
-def _show(form: SetupForm, values: dict, keys) -> None:
-    """Put the settings `keys` of `values` into the wizard's fields."""
-    for key in keys:
-        v = values[key]
-        fields = _fields(form, key)
-        if key == "dhcp.range":
-            fields[0].data, fields[1].data = v
-        else:
-            fields[0].data = "" if v is None else v
-
-
-def _lock(form: SetupForm, locked: dict[str, str], values: dict) -> None:
-    """The keys the deployment pins, read-only with their value (a disabled input
-    is not submitted), and where each is set."""
-    _show(form, values, locked)
-    for key, where in locked.items():
-        for f in _fields(form, key):
-            f.render_kw = {**(f.render_kw or {}), "disabled": True}
-            f.locked_by = where
+WIZARD_KEYS = (*SetupForm.KEYS.values(), "dhcp.range")
 
 
 @bp.route("/setup", methods=["GET", "POST"])
@@ -61,8 +30,8 @@ def wizard():
     locked = {k: v for k, v in settings.locked(cfg).items() if k in WIZARD_KEYS}
     effective = settings.effective_values(cfg, conn())
     if not form.is_submitted():
-        _show(form, effective, WIZARD_KEYS)
-    _lock(form, locked, effective)
+        form.show(effective, WIZARD_KEYS)
+    form.lock(locked, effective)
     if form.validate_on_submit():
         values = {
             "lan.interface": form.lan_interface.data.strip(),
@@ -82,7 +51,7 @@ def wizard():
         except Conflict:
             return redirect(url_for("auth.login"))
         except NixieError as e:
-            attach_error(form, e, FIELDS)
+            attach_error(form, e)
         else:
             current_app.extensions["nixie_setup_done"] = True
             login_user(uid, form.username.data.strip())
