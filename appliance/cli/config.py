@@ -113,17 +113,7 @@ def cmd_config_set(ctx: Ctx) -> int:
     except InvalidInput as e:
         raise InvalidInput(_naming_key(e), field=e.field) from None
     changed = [k for k in settings.EDITABLE if before.get(k) != after.get(k)]
-    applied = None
-    if not changed:
-        outcome = "unchanged"
-    elif not settings.serve_running(conn):
-        outcome = "saved"
-    else:
-        applied = settings.wait_applied(conn, since=since, timeout=APPLY_WAIT_SECONDS)
-        if applied is None:
-            outcome = "pending"
-        else:
-            outcome = "applied" if applied.get("ok") else "failed"
+    outcome, applied = settings.apply_outcome(conn, since, timeout=APPLY_WAIT_SECONDS)
 
     def human() -> None:
         for key in values:

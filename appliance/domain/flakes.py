@@ -22,7 +22,8 @@ def validate_url(url: object) -> str:
         raise InvalidInput("a flake URL is required", field="url")
     url = url.strip()
     if any(c.isspace() for c in url) or len(url) > 2048:
-        raise InvalidInput(f"{url!r} is not a flake URL", field="url")
+        shown = url if len(url) <= 80 else url[:80] + "..."
+        raise InvalidInput(f"{shown!r} is not a flake URL", field="url")
     return url
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from typing import Any
+from typing import Any, Literal
 
 from appliance.config.resolve import NETWORK_KEYS, lookup, merged, resolve
 from appliance.config.schema import Config, iter_keys, parse_config
@@ -171,6 +171,26 @@ def wait_applied(conn: sqlite3.Connection, since: float, timeout: float = 2.5
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.1)
+
+
+# what became of a saved change: nothing changed; stored while serve is not running (it
+# applies when serve starts); not applied within the wait; applied; refused by serve
+Outcome = Literal["unchanged", "saved", "pending", "applied", "failed"]
+
+
+def apply_outcome(conn: sqlite3.Connection, since: float, timeout: float = 2.5
+                  ) -> tuple[Outcome, dict[str, Any] | None]:
+    """What became of a save made at `since` (`now()` just before it), and serve's
+    apply status: waits up to `timeout` s only while `nixie serve` runs. The Settings
+    page, the wizard, `PATCH /api/v1/settings` and `nixie config set` all ask this."""
+    if (last_change(conn) or {}).get("at", 0) < since:
+        return "unchanged", None
+    if not serve_running(conn):
+        return "saved", None
+    st = wait_applied(conn, since, timeout)
+    if st is None:
+        return "pending", None
+    return ("applied" if st.get("ok") else "failed"), st
 
 
 def serve_running(conn: sqlite3.Connection) -> bool:
