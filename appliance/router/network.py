@@ -13,6 +13,12 @@ Three layers:
   restart still rolls back (`rollback_due`, run by `nixie serve`'s watchdog
   and by the detached `nixie net watchdog` that `nixie net apply` starts).
 
+A change's deadline is kept on the boot clock (CLOCK_BOOTTIME: steady, counting time
+suspended) together with the boot it was made in (`boot_id`): stepping the wall clock
+back cannot delay a rollback, and a change still pending after a reboot is rolled
+back as soon as serve starts (its kernel state did not survive; the confirmed
+settings are what the machine boots with).
+
 `confirm(txn_id)` makes the change stay and saves the settings (settings key
 `network`), which are the desired state from then on.
 """
@@ -30,6 +36,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -552,16 +559,42 @@ class Kernel:
             raise NetworkError(f"unknown operation {a}")
 
 
+# Both scripts leave an address that stays the same alone: removing it (a flush and an add
+# at every renewal) makes the kernel drop every NAT session masqueraded behind it.
+_SET_ADDRESS = r"""
+prefix_of() {  # 255.255.255.0 -> 24
+  n=0
+  old_ifs=$IFS
+  IFS=.
+  set -- $1
+  IFS=$old_ifs
+  for o in "$@"; do
+    case "$o" in
+      255) n=$((n + 8)) ;; 254) n=$((n + 7)) ;; 252) n=$((n + 6)) ;; 248) n=$((n + 5)) ;;
+      240) n=$((n + 4)) ;; 224) n=$((n + 3)) ;; 192) n=$((n + 2)) ;; 128) n=$((n + 1)) ;;
+    esac
+  done
+  echo "$n"
+}
+set_address() {  # set_address DEV IP MASK: DEV ends with IP/prefix only, untouched if so
+  want="$2/$(prefix_of "$3")"
+  ip -4 -o addr show dev "$1" | while read -r _n _dev _family have _rest; do
+    [ "$have" = "$want" ] || ip addr del "$have" dev "$1"
+  done
+  ip -4 -o addr show dev "$1" | grep -q " $want " || ip addr add "$want" dev "$1"
+}
+"""
+
 UDHCPC_SCRIPT = """#!/bin/sh
 # written by nixie: configures the WAN from udhcpc; never touches resolv.conf
+""" + _SET_ADDRESS + """
 case "$1" in
   deconfig)
     ip -4 addr flush dev "$interface"
     ip link set "$interface" up
     ;;
   bound|renew)
-    ip -4 addr flush dev "$interface"
-    ip addr add "$ip/$subnet" dev "$interface"
+    set_address "$interface" "$ip" "$subnet"
     for r in $router; do ip route replace default via "$r" dev "$interface"; break; done
     ;;
 esac
@@ -570,10 +603,10 @@ exit 0
 
 DHCLIENT_SCRIPT = """#!/bin/sh
 # written by nixie: configures the WAN from dhclient; never touches resolv.conf
+""" + _SET_ADDRESS + """
 case "$reason" in
   BOUND|RENEW|REBIND|REBOOT)
-    ip -4 addr flush dev "$interface"
-    ip addr add "$new_ip_address/$new_subnet_mask" dev "$interface"
+    set_address "$interface" "$new_ip_address" "$new_subnet_mask"
     for r in $new_routers; do ip route replace default via "$r" dev "$interface"; break; done
     ;;
   EXPIRE|FAIL|RELEASE|STOP)
@@ -587,6 +620,50 @@ exit 0
 # ------------------------------------------------------------------ transactions
 
 _lock = threading.Lock()
+BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+
+
+def _boot_clock() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def _boot_id() -> str:
+    try:
+        return BOOT_ID_PATH.read_text().strip()
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True)
+class Clocks:
+    """The clocks of a change's deadline: `wall` (shown, and the deadline of changes made
+    before the boot clock was recorded), `boot` (the deadline itself: steady across wall
+    clock steps and suspend) and `boot_id` (which boot `boot` counts from). Tests pass
+    their own."""
+
+    wall: Callable[[], float] = now
+    boot: Callable[[], float] = _boot_clock
+    boot_id: Callable[[], str] = _boot_id
+
+
+SYSTEM_CLOCKS = Clocks()
+
+
+def due_reason(row: sqlite3.Row, clocks: Clocks = SYSTEM_CLOCKS) -> str | None:
+    """Why pending change `row` must be rolled back now, or None while it may be confirmed."""
+    if row["boot_id"] is None or row["deadline_boottime"] is None:  # made before issue 15
+        return "not confirmed in time" if row["deadline"] <= clocks.wall() else None
+    if row["boot_id"] != clocks.boot_id():
+        return "the machine restarted before the change was confirmed"
+    return "not confirmed in time" if row["deadline_boottime"] <= clocks.boot() else None
+
+
+def _seconds_left(row: sqlite3.Row, clocks: Clocks) -> float:
+    if row["state"] != "pending" or due_reason(row, clocks) is not None:
+        return 0.0
+    if row["deadline_boottime"] is None:
+        return max(0.0, row["deadline"] - clocks.wall())
+    return max(0.0, row["deadline_boottime"] - clocks.boot())
 
 
 def _row(conn: sqlite3.Connection, txn_id: str) -> sqlite3.Row:
@@ -596,22 +673,22 @@ def _row(conn: sqlite3.Connection, txn_id: str) -> sqlite3.Row:
     return row
 
 
-def txn_dict(row: sqlite3.Row) -> dict[str, Any]:
+def txn_dict(row: sqlite3.Row, clocks: Clocks = SYSTEM_CLOCKS) -> dict[str, Any]:
     return {"id": row["id"], "state": row["state"], "created_at": row["created_at"],
             "deadline": row["deadline"], "desired": json.loads(row["desired"]),
             "ops": json.loads(row["ops"]), "finished_at": row["finished_at"], "error": row["error"],
-            "seconds_left": max(0.0, row["deadline"] - now()) if row["state"] == "pending" else 0.0}
+            "seconds_left": _seconds_left(row, clocks)}
 
 
-def pending(conn: sqlite3.Connection) -> dict[str, Any] | None:
+def pending(conn: sqlite3.Connection, clocks: Clocks = SYSTEM_CLOCKS) -> dict[str, Any] | None:
     row = conn.execute("SELECT * FROM net_transactions WHERE state IN ('pending', 'rolling_back') "
                        "ORDER BY created_at DESC LIMIT 1").fetchone()
-    return txn_dict(row) if row else None
+    return txn_dict(row, clocks) if row else None
 
 
 def begin(conn: sqlite3.Connection, kernel: Kernel, settings: NetworkSettings,
           confirm_seconds: float = DEFAULT_CONFIRM_SECONDS, *, timer: bool = True,
-          firewall_text: str | None = None) -> dict[str, Any]:
+          firewall_text: str | None = None, clocks: Clocks = SYSTEM_CLOCKS) -> dict[str, Any]:
     """Apply `settings` now; it rolls back by itself after `confirm_seconds` unless
     `confirm`ed. One transaction at a time (Conflict otherwise). With `firewall_text`
     (see `firewall_for`), the ruleset is replaced too, and restored on rollback."""
@@ -625,7 +702,7 @@ def begin(conn: sqlite3.Connection, kernel: Kernel, settings: NetworkSettings,
         before = current.restrict(names)
         ops = plan(before, target)
         txn_id = uuid.uuid4().hex[:12]
-        t = now()
+        t = clocks.wall()
         fw_before = None
         if firewall_text is not None:
             fw_before = firewall.current(netns=kernel.netns)
@@ -634,11 +711,12 @@ def begin(conn: sqlite3.Connection, kernel: Kernel, settings: NetworkSettings,
                             ).fetchone():
                 raise Conflict("another network change is waiting for confirmation")
             conn.execute("INSERT INTO net_transactions (id, state, created_at, deadline, before, "
-                         "desired, ops, netns, firewall_before) "
-                         "VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
+                         "desired, ops, netns, firewall_before, boot_id, deadline_boottime) "
+                         "VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (txn_id, t, t + confirm_seconds, before.to_json(),
                           json.dumps(settings.to_dict()), json.dumps([str(o) for o in ops]),
-                          kernel.netns, fw_before))
+                          kernel.netns, fw_before, clocks.boot_id(),
+                          clocks.boot() + confirm_seconds))
         log.info("network change applied; confirm or it rolls back",
                  extra={"txn": txn_id, "ops": len(ops), "seconds": confirm_seconds})
         try:
@@ -649,17 +727,17 @@ def begin(conn: sqlite3.Connection, kernel: Kernel, settings: NetworkSettings,
             _rollback(conn, kernel, txn_id, reason=f"apply failed: {e}")
             raise
     if timer:
-        _start_timer(conn, kernel, txn_id, confirm_seconds)
-    return txn_dict(_row(conn, txn_id))
+        _start_timer(conn, kernel, txn_id, confirm_seconds, clocks)
+    return txn_dict(_row(conn, txn_id), clocks)
 
 
-def _start_timer(conn, kernel: Kernel, txn_id: str, seconds: float) -> None:
+def _start_timer(conn, kernel: Kernel, txn_id: str, seconds: float, clocks: Clocks) -> None:
     path = conn.execute("PRAGMA database_list").fetchone()["file"]
 
     def fire():
         c = connect(path, migrate=False)
         try:
-            rollback_due(c, kernel)
+            rollback_due(c, kernel, clocks)
         except Exception:  # noqa: BLE001 - the watchdog retries
             log.exception("timed rollback failed", extra={"txn": txn_id})
         finally:
@@ -670,19 +748,22 @@ def _start_timer(conn, kernel: Kernel, txn_id: str, seconds: float) -> None:
     t.start()
 
 
-def confirm(conn: sqlite3.Connection, txn_id: str) -> dict[str, Any]:
+def confirm(conn: sqlite3.Connection, txn_id: str, clocks: Clocks = SYSTEM_CLOCKS
+            ) -> dict[str, Any]:
     """Keep the change (before its deadline) and make its settings the saved ones."""
     with transaction(conn):
         row = _row(conn, txn_id)
         if row["state"] != "pending":
             raise Conflict(f"transaction {txn_id} is {row['state']}, not pending")
-        if row["deadline"] <= now():
-            raise Conflict(f"transaction {txn_id} is past its deadline and is being rolled back")
+        why = due_reason(row, clocks)
+        if why is not None:
+            raise Conflict(f"transaction {txn_id} is past its deadline and is being rolled back"
+                           f" ({why})")
         conn.execute("UPDATE net_transactions SET state = 'confirmed', finished_at = ? WHERE id = ?",
                      (now(), txn_id))
         _save_settings(conn, NetworkSettings.from_dict(json.loads(row["desired"])))
     log.info("network change confirmed", extra={"txn": txn_id})
-    return txn_dict(_row(conn, txn_id))
+    return txn_dict(_row(conn, txn_id), clocks)
 
 
 def rollback(conn: sqlite3.Connection, kernel: Kernel, txn_id: str) -> dict[str, Any]:
@@ -747,16 +828,20 @@ def _new_bridges(before: NetState, current: NetState) -> set[str]:
             and any(p.master == n for p in current.links.values() if p.name in before.links)}
 
 
-def rollback_due(conn: sqlite3.Connection, kernel: Kernel | None = None) -> list[str]:
-    """Roll back every pending change past its deadline (also after a crash). Returns ids."""
-    rows = conn.execute("SELECT id, netns FROM net_transactions WHERE "
-                        "(state = 'pending' AND deadline <= ?) OR state = 'rolling_back'",
-                        (now(),)).fetchall()
+def rollback_due(conn: sqlite3.Connection, kernel: Kernel | None = None,
+                 clocks: Clocks = SYSTEM_CLOCKS) -> list[str]:
+    """Roll back every pending change past its deadline on the boot clock, or made before
+    the last reboot (also after a crash), and finish rollbacks a dead runner left. Returns ids."""
+    rows = conn.execute("SELECT * FROM net_transactions WHERE state IN ('pending', 'rolling_back')"
+                        ).fetchall()
     done = []
     for row in rows:
+        why = "interrupted rollback" if row["state"] == "rolling_back" else due_reason(row, clocks)
+        if why is None:
+            continue
         k = kernel or Kernel(row["netns"])
         with _lock:
-            if _rollback(conn, k, row["id"], reason="not confirmed in time"):
+            if _rollback(conn, k, row["id"], reason=why):
                 done.append(row["id"])
     return done
 

@@ -8,12 +8,11 @@ import logging
 import signal
 import threading
 import time
-from pathlib import Path
 
 from appliance.config.schema import Config
 from appliance.router.wol import WakeFailed, wake_host
 from appliance.runtime import wiring
-from appliance.state.db import Store
+from appliance.state.db import Store, secure_state
 from appliance.state.status import HEARTBEAT_SECONDS, write_status
 
 log = logging.getLogger("nixie.serve")
@@ -23,7 +22,10 @@ def serve(cfg: Config, *, until=None, wake: list[str] | None = None) -> int:
     """Run every service until SIGTERM/SIGINT. `until(conn)` (stateless mode) is
     asked every heartbeat and ends the run with the exit code it returns.
     `wake`: host names to send Wake-on-LAN to once the services run."""
-    Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)
+    fixed = secure_state(cfg.state_dir, cfg.db_path)  # 0700 / 0600, also when made by others
+    if fixed:
+        log.warning("state files were readable by others; made them owner-only",
+                    extra={"paths": ",".join(fixed)})
     store = Store(cfg.db_path)
     exit_code = 0
     runtime, supervisor = wiring.start(cfg, store)

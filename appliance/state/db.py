@@ -7,7 +7,9 @@ writers wait up to the busy timeout).
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +21,8 @@ import sqlite_utils
 from appliance.state.migrations import MIGRATIONS
 
 BUSY_TIMEOUT_MS = 10_000
+DB_MODE = 0o600  # nixie.db and its -wal/-shm (SQLite gives those the database's mode)
+STATE_DIR_MODE = 0o700
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
@@ -36,7 +40,9 @@ def _configure(conn: sqlite3.Connection) -> None:
 def connect(path: str | Path, *, migrate: bool = True) -> sqlite3.Connection:
     """Open (and by default migrate) the state database."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=STATE_DIR_MODE)
+    _create_private(path)
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                            check_same_thread=False)
     conn.row_factory = sqlite3.Row
@@ -44,6 +50,34 @@ def connect(path: str | Path, *, migrate: bool = True) -> sqlite3.Connection:
     if migrate:
         apply_migrations(conn)
     return conn
+
+
+def _create_private(path: Path) -> None:
+    """Create a missing database file owner-only (SQLite would create it with the umask's
+    mode, world-readable under the usual 022); an existing one is left as it is."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, DB_MODE))
+    except FileExistsError:
+        pass
+
+
+def secure_state(state_dir: str | Path, db_path: str | Path) -> list[str]:
+    """At serve's start: the state directory owner-only (0700) and the database files
+    0600, whatever made them (an older version, a copy, a umask of 022). Creates the
+    directory if it is missing. Returns the paths whose mode was changed."""
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=STATE_DIR_MODE)
+    changed = []
+    wanted = [(state_dir, STATE_DIR_MODE)] + [
+        (Path(f"{db_path}{suffix}"), DB_MODE) for suffix in ("", "-wal", "-shm")]
+    for p, mode in wanted:
+        try:
+            if stat.S_IMODE(p.stat().st_mode) != mode:
+                p.chmod(mode)
+                changed.append(str(p))
+        except FileNotFoundError:
+            continue
+    return changed
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

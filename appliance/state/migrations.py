@@ -186,4 +186,10 @@ ALTER TABLE flakes ADD COLUMN eval_state TEXT NOT NULL DEFAULT 'idle'
     CHECK (eval_state IN ('queued', 'evaluating', 'idle'));
 ALTER TABLE flakes ADD COLUMN eval_started_at REAL;
 """,
+    # issue 15: a network change's deadline on the boot clock (CLOCK_BOOTTIME) of the boot it
+    # was made in: a wall-clock step cannot delay it, and a reboot rolls it back at start
+    20: """
+ALTER TABLE net_transactions ADD COLUMN boot_id TEXT;
+ALTER TABLE net_transactions ADD COLUMN deadline_boottime REAL;
+""",
 }

@@ -1,7 +1,6 @@
 """Network transactions as data: settings validation, target state, plan, rollback plan,
 and the transaction store's rules (one pending change, confirm before the deadline)."""
 
-import time
 
 import pytest
 from hypothesis import given
@@ -135,28 +134,77 @@ class FakeKernel:
         self.applied.append([str(o) for o in ops])
 
 
+class StepClocks:
+    """Clocks a test moves: the wall clock and the boot clock separately, and the boot id."""
+
+    def __init__(self):
+        self.wall_t, self.boot_t, self.boot = 1_700_000_000.0, 500.0, "boot-1"
+
+    def clocks(self):
+        return network.Clocks(wall=lambda: self.wall_t, boot=lambda: self.boot_t,
+                              boot_id=lambda: self.boot)
+
+
 def test_transaction_rules(state_dir, monkeypatch):
     conn = Store(state_dir / "nixie.db").conn()
     k = FakeKernel()
     monkeypatch.setattr(network, "Kernel", lambda *a, **kw: k)
-    txn = network.begin(conn, k, settings(lan_address="10.88.0.1/24"), 5, timer=False)
+    t = StepClocks()
+    txn = network.begin(conn, k, settings(lan_address="10.88.0.1/24"), 5, timer=False,
+                        clocks=t.clocks())
     assert txn["state"] == "pending" and k.applied == [["addr_del lan0 10.77.0.1/24",
                                                         "addr_add lan0 10.88.0.1/24"]]
     with pytest.raises(Conflict):
         network.begin(conn, k, settings(), 5, timer=False)
-    assert network.rollback_due(conn, k) == []  # not yet due
-    conn.execute("UPDATE net_transactions SET deadline = ? WHERE id = ?", (time.time() - 1, txn["id"]))
+    assert network.rollback_due(conn, k, t.clocks()) == []  # not yet due
+    t.boot_t += 5
     with pytest.raises(Conflict, match="past its deadline"):
-        network.confirm(conn, txn["id"])
-    assert network.rollback_due(conn, k) == [txn["id"]]
+        network.confirm(conn, txn["id"], t.clocks())
+    assert network.rollback_due(conn, k, t.clocks()) == [txn["id"]]
     assert network._row(conn, txn["id"])["state"] == "rolled_back"
     # confirmed: the settings become the saved ones
-    txn2 = network.begin(conn, k, settings(lan_address="10.77.0.2/24"), 30, timer=False)
-    network.confirm(conn, txn2["id"])
+    txn2 = network.begin(conn, k, settings(lan_address="10.77.0.2/24"), 30, timer=False,
+                         clocks=t.clocks())
+    network.confirm(conn, txn2["id"], t.clocks())
     assert network.load_settings(conn, None).lan_address == "10.77.0.2/24"
-    assert network.rollback_due(conn, k) == []
+    assert network.rollback_due(conn, k, t.clocks()) == []
     with pytest.raises(Conflict):
-        network.confirm(conn, txn2["id"])
+        network.confirm(conn, txn2["id"], t.clocks())
+
+
+def test_a_wall_clock_step_back_does_not_delay_the_rollback(state_dir):
+    """The deadline is on the boot clock: the wall clock stepping back an hour (NTP, an
+    admin) right after the change leaves it due when its window has passed."""
+    conn = Store(state_dir / "nixie.db").conn()
+    k = FakeKernel()
+    t = StepClocks()
+    txn = network.begin(conn, k, settings(lan_address="10.88.0.1/24"), 10, timer=False,
+                        clocks=t.clocks())
+    t.wall_t -= 3600
+    t.boot_t += 4
+    assert network.rollback_due(conn, k, t.clocks()) == []
+    assert network.pending(conn, t.clocks())["seconds_left"] == pytest.approx(6.0)
+    t.boot_t += 6.5
+    t.wall_t += 6.5  # still an hour before the wall-clock deadline
+    assert network._row(conn, txn["id"])["deadline"] > t.wall_t + 3000
+    assert network.rollback_due(conn, k, t.clocks()) == [txn["id"]]
+    row = network._row(conn, txn["id"])
+    assert (row["state"], row["error"]) == ("rolled_back", "not confirmed in time")
+
+
+def test_a_change_pending_across_a_reboot_is_due_at_once(state_dir):
+    conn = Store(state_dir / "nixie.db").conn()
+    k = FakeKernel()
+    t = StepClocks()
+    txn = network.begin(conn, k, settings(lan_address="10.88.0.1/24"), 600, timer=False,
+                        clocks=t.clocks())
+    t.boot, t.boot_t = "boot-2", 3.0  # rebooted: the boot clock starts again near zero
+    row = network._row(conn, txn["id"])
+    assert network.due_reason(row, t.clocks()) == \
+        "the machine restarted before the change was confirmed"
+    with pytest.raises(Conflict, match="restarted"):
+        network.confirm(conn, txn["id"], t.clocks())
+    assert network.rollback_due(conn, k, t.clocks()) == [txn["id"]]
 
 
 _values = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20),
