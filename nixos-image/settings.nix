@@ -126,6 +126,12 @@ let
       store = opt optStr null "Nix store URI to use instead of the default (tests use a chroot store).";
       extra_config = opt types.str "" "Text appended to NIX_CONFIG for every nix call.";
     };
+
+    retention = {
+      event_days = opt (between 1 3650) 90 "Events older than this many days are deleted (checked every few minutes).";
+      event_rows = opt (between 1000 100000000) 200000 "At most this many events are kept; the oldest go first.";
+      anonymous_events_per_minute = opt (between 1 100000) 30 "Events one client (address, or MAC for DHCP) may cause per kind and minute without logging in: boot scripts and transfers, DHCP, rejected agent reports, failed logins. Over it they are counted and summarised in one events.suppressed event; one kind from all clients together gets 20 times this.";
+    };
   };
 
   isOption = v: builtins.isAttrs v && (v._type or null) == "option";

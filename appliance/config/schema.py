@@ -328,6 +328,14 @@ SCHEMA = Section(
             },
             "How the appliance calls Nix.",
         ),
+        "retention": Section(
+            {
+                "event_days": Key(int_range(1, 3_650), 90, "Events older than this many days are deleted (checked every few minutes)."),
+                "event_rows": Key(int_range(1_000, 100_000_000), 200_000, "At most this many events are kept; the oldest go first."),
+                "anonymous_events_per_minute": Key(int_range(1, 100_000), 30, "Events one client (address, or MAC for DHCP) may cause per kind and minute without logging in: boot scripts and transfers, DHCP, rejected agent reports, failed logins. Over it they are counted and summarised in one events.suppressed event; one kind from all clients together gets 20 times this."),
+            },
+            "How much of the event log is kept, and what anonymous traffic may write to it.",
+        ),
     }
 )
 

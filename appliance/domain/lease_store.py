@@ -4,16 +4,39 @@ The server keeps every lease in memory; this is only for durability. One
 connection, owned by the DHCP thread, with `synchronous = FULL`: a commit
 returns once the WAL is on disk, and the server sends the batch's ACKs only
 after that.
+
+A full disk (or a failing one) must not stop DHCP: a commit that cannot be written
+is retried without its events; if the leases still cannot be written, a renewal of
+a binding the database already holds (same address, MAC and client id, its row
+still bound and unexpired) is answered from that row, and every other lease of the
+batch is returned as not durable, so its ACK does not leave (the client asks again).
+`disk_trouble()` says so for the health report, and every such commit is logged.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
+from appliance.domain.events import admitted
 from appliance.state.db import connect
 from netservices.dhcp.store import EventRecord, HostEntry, LeaseRecord
+
+log = logging.getLogger("nixie.leases")
+_SQLITE_IOERR, _SQLITE_FULL = 10, 13
+LOG_EVERY_SECONDS = 10.0  # while the disk stays full, one error line per this long
+
+
+def is_disk_error(e: BaseException) -> bool:
+    """SQLITE_FULL or an I/O error (any extended code): the disk, not the data."""
+    code = getattr(e, "sqlite_errorcode", None)
+    return isinstance(e, sqlite3.OperationalError) and code is not None and \
+        (code & 0xFF) in (_SQLITE_FULL, _SQLITE_IOERR)
 
 _LEASE_HEAD = "INSERT INTO leases (ip, mac, client_id, hostname, state, starts, expires, updated_at) VALUES "
 _LEASE_TAIL = (
@@ -56,6 +79,13 @@ class SqliteLeaseStore:
                                               name="dhcp-checkpoint", daemon=True)
         self._checkpointer.start()
         self._lock = threading.Lock()  # the commit thread and the loop share the connection
+        # while commits fail on the disk: since when, the last error, and the counts
+        self.disk_error_since: float | None = None
+        self.disk_error: str | None = None
+        self.kept_renewals = 0  # renewals answered from the row already on disk
+        self.not_durable = 0  # leases whose ACK was held back
+        self.lost_events = 0  # events a failing commit could not write
+        self._logged_at = 0.0
 
     def load_leases(self) -> list[LeaseRecord]:
         with self._lock:
@@ -70,9 +100,81 @@ class SqliteLeaseStore:
                 "FROM host_macs m JOIN hosts h ON h.id = m.host_id").fetchall()
         return {r[0]: HostEntry(r[1], r[2], r[3], r[4]) for r in rows}
 
-    def commit(self, leases: list[LeaseRecord], events: list[EventRecord]) -> None:
+    def commit(self, leases: list[LeaseRecord], events: list[EventRecord]) -> set[str]:
+        """Write the batch; returns the addresses whose leases are not on disk (their ACKs
+        must not leave): empty unless the disk is full or failing."""
+        events = admitted(events, lambda e: (e.kind, e.mac or e.ip))
         with self._lock:
-            self._commit(leases, events)
+            try:
+                self._commit(leases, events)
+            except sqlite3.OperationalError as e:
+                if not is_disk_error(e):
+                    raise
+                return self._on_disk_error(leases, events, e)
+            if self.disk_error_since is not None:
+                log.warning("lease commits are written again", extra={
+                    "after_seconds": round(time.time() - self.disk_error_since, 1)})
+                self.disk_error_since = self.disk_error = None
+            return set()
+
+    def _on_disk_error(self, leases: list[LeaseRecord], events: list[EventRecord],
+                       error: sqlite3.OperationalError) -> set[str]:
+        if self.disk_error_since is None:
+            self.disk_error_since = time.time()
+        self.disk_error = str(error)
+        self.lost_events += len(events)
+        if events:
+            try:
+                self._commit(leases, [])  # the events are most of the pages
+                self._log_trouble("lease commit written without its events", 0, len(events))
+                return set()
+            except sqlite3.OperationalError as e:
+                if not is_disk_error(e):
+                    raise
+                self.disk_error = str(e)
+        held = self._not_durable(leases)
+        self._log_trouble("lease commit failed", len(held), len(events))
+        return held
+
+    def _not_durable(self, leases: list[LeaseRecord]) -> set[str]:
+        """Of a batch that could not be written: the bound leases the DB does not already
+        hold as the same binding, still valid (reading works on a full disk)."""
+        bound = [r for r in leases if r.state == "bound"]
+        on_disk: dict[str, Any] = {}
+        for k in range(0, len(bound), 500):
+            part = [r.ip for r in bound[k : k + 500]]
+            for row in self.conn.execute(
+                    "SELECT ip, mac, client_id, state, expires FROM leases WHERE ip IN "
+                    f"({','.join('?' * len(part))})", part):
+                on_disk[row[0]] = row
+        held = set()
+        for r in bound:
+            row = on_disk.get(r.ip)
+            if row is not None and row[1] == r.mac and row[2] == r.client_id and \
+                    row[3] == "bound" and row[4] > r.updated_at:
+                self.kept_renewals += 1
+            else:
+                held.add(r.ip)
+        self.not_durable += len(held)
+        return held
+
+    def _log_trouble(self, what: str, held: int, events: int) -> None:
+        t = time.monotonic()
+        if t - self._logged_at < LOG_EVERY_SECONDS:
+            return
+        self._logged_at = t
+        log.error(f"DISK FULL OR FAILING: {what}; renewals of leases on disk are still "
+                  "answered, new leases are not", extra={
+                      "error": self.disk_error, "acks_held": held, "events_lost": events,
+                      "kept_renewals": self.kept_renewals, "not_durable": self.not_durable})
+
+    def disk_trouble(self) -> dict[str, Any] | None:
+        """None while commits are written; else since when they fail and what was kept."""
+        if self.disk_error_since is None:
+            return None
+        return {"since": self.disk_error_since, "error": self.disk_error,
+                "kept_renewals": self.kept_renewals, "not_durable": self.not_durable,
+                "lost_events": self.lost_events}
 
     def _commit(self, leases: list[LeaseRecord], events: list[EventRecord]) -> None:
         c = self.conn
@@ -86,10 +188,11 @@ class SqliteLeaseStore:
                 _insert_rows(c, _EVENT_HEAD, "",
                              [(e.ts, e.kind, e.level, e.message, e.host_id, e.mac, e.ip,
                                json.dumps(e.data) if e.data else None) for e in events])
+            c.execute("COMMIT")  # on a full disk this is usually what fails
         except BaseException:
-            c.execute("ROLLBACK")
+            if c.in_transaction:  # SQLite may have rolled back already
+                c.execute("ROLLBACK")
             raise
-        c.execute("COMMIT")
 
     def _checkpoint_loop(self) -> None:
         conn = connect(self._db_path, migrate=False)

@@ -41,7 +41,7 @@ def serve(cfg: Config, *, until=None, wake: list[str] | None = None) -> int:
                                              "services": ",".join(s.name for s in supervisor.services)})
     def beat(state: str = "running") -> None:
         try:
-            write_status(store, supervisor.health(), state=state)
+            write_status(store, runtime.health(), state=state)
         except Exception:  # noqa: BLE001 - a locked DB must not stop the appliance
             log.warning("could not write status heartbeat", exc_info=True)
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from waitress.server import create_server
 
-from appliance.state.status import read_status
+from appliance.state.status import read_status, with_storage
 from netservices.listen import parse_listen, usable_cpus
 from netservices.workerpool import WorkerPool
 
@@ -191,4 +191,5 @@ def stored_health(store, stale_seconds: float) -> dict[str, Any]:
         out.update(ok=False, error=f"nixie serve is {status.get('state')}")
     elif age > stale_seconds:
         out.update(ok=False, error=f"nixie serve has not reported for {age:.0f} s")
-    return out
+    # checked here too: on a full disk serve's heartbeat cannot be written
+    return with_storage(out, store.path.parent)

@@ -41,6 +41,7 @@ from appliance.router.vpn import VpnService
 from appliance.runtime.supervisor import Supervisor
 from appliance.runtime.webserver import WebService, WebWorkers, secret_key, worker_count
 from appliance.state.db import Store, now
+from appliance.state.status import with_storage
 from netservices.dhcp.engine import DhcpSettings
 from netservices.dhcp.server import DhcpService
 from netservices.dns import make_dns_service
@@ -80,6 +81,7 @@ def _under(key: str, prefixes: tuple[str, ...]) -> bool:
 def web_app(cfg: Config, store: Store, health):
     """The admin web UI's Flask app (in serve, or in a web worker process). `cfg` is
     the config file: the UI layers the stored overrides on it per request."""
+    events.BUDGET.configure(cfg.retention.anonymous_events_per_minute)  # failed logins
     return create_app(WebContext(store=store, config=cfg, health=health,
                                  secret_key=secret_key(cfg)))
 
@@ -126,6 +128,8 @@ class Runtime:
             Part("firewall", ("firewall", "lan", "wan", "vpn", "dns", "web", "boot", "tftp",
                               "dhcp.mode"),
                  lambda c: FirewallService(c, self.store) if c.firewall.enable else None),
+            Part("retention", ("retention", "state_dir"),
+                 lambda c: events.RetentionService(self.store, c)),
         ]
 
     def _dhcp(self, c: Config):
@@ -310,7 +314,9 @@ def start(base: Config, store: Store) -> tuple[Runtime, Supervisor]:
     supervisor: Supervisor | None = None
 
     def health() -> dict[str, Any]:
-        return supervisor.health() if supervisor else {"ok": False, "services": {}}
+        """The services' health, not ok with a warning while the disk is (nearly) full."""
+        return with_storage(supervisor.health() if supervisor else {"ok": False, "services": {}},
+                            base.state_dir)
 
     runtime = Runtime(base, store, health)
     supervisor = Supervisor(runtime.services())

@@ -30,3 +30,58 @@ def running_status(conn, stale_seconds: float = STALE_SECONDS) -> dict[str, Any]
     if st and st.get("state") == "running" and now() - float(st.get("ts") or 0) < stale_seconds:
         return st
     return None
+
+
+# ------------------------------------------------------------------ the disk under state_dir
+
+LOW_SPACE_BYTES = 64 << 20
+LOW_SPACE_FRACTION = 0.05  # on a small disk: this share of it
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def storage(state_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Free space under `state_dir`: not ok below LOW_SPACE_BYTES (or LOW_SPACE_FRACTION of
+    a smaller disk), with a warning saying what that does to the appliance."""
+    st = os.statvfs(state_dir)
+    free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+    low = free < min(LOW_SPACE_BYTES, total * LOW_SPACE_FRACTION)
+    out: dict[str, Any] = {"path": str(state_dir), "free_bytes": free, "total_bytes": total,
+                           "ok": not low}
+    if low:
+        out["warning"] = (
+            f"DISK {'FULL' if free == 0 else 'NEARLY FULL'}: {_size(free)} free of {_size(total)} "
+            f"under {state_dir}. The state database cannot grow: DHCP still renews the leases "
+            "it has on disk but gives new clients no lease, and events are lost. Free space.")
+    return out
+
+
+def with_storage(health: dict[str, Any], state_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """`health` (the supervisor's report) with the disk under `state_dir` and the DHCP lease
+    store's commit trouble: not ok, with `warnings`, when either is in trouble."""
+    out = {**health}
+    warnings = list(health.get("warnings") or [])
+    try:
+        disk = storage(state_dir)
+    except OSError as e:
+        disk = {"path": str(state_dir), "ok": False, "warning": f"cannot check {state_dir}: {e}"}
+    out["storage"] = disk
+    if not disk["ok"]:
+        warnings.append(disk["warning"])
+    dhcp = ((health.get("services") or {}).get("dhcp") or {}).get("stats") or {}
+    trouble = dhcp.get("disk_trouble")
+    if trouble:
+        warnings.append(
+            f"LEASES NOT WRITTEN for {now() - trouble['since']:.0f} s ({trouble['error']}): "
+            f"{trouble['kept_renewals']} renewals answered from the leases on disk, "
+            f"{trouble['not_durable']} new leases refused, {trouble['lost_events']} events lost.")
+    if warnings:
+        out["ok"] = False
+        out["warnings"] = list(dict.fromkeys(warnings))
+    return out

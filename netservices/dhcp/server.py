@@ -116,6 +116,22 @@ class IcmpProbe:
         self.sock.close()
 
 
+def _ack_address(reply: Reply) -> str:
+    """The address an ACK hands out (BOOTP yiaddr)."""
+    return socket.inet_ntoa(reply.payload[16:20])
+
+
+def send_durable(send, acks: list, not_durable: set[str] | None) -> int:
+    """Send the held ACKs whose lease is on disk; returns how many were held back."""
+    held = 0
+    for sock, reply in acks:
+        if not_durable and _ack_address(reply) in not_durable:
+            held += 1
+            continue
+        send(sock, reply)
+    return held
+
+
 class Committer:
     """Commits lease batches and then sends their held ACKs, on its own thread,
     so the loop keeps reading while SQLite syncs. Batches that queue up during a
@@ -125,6 +141,7 @@ class Committer:
         self.store = store
         self.send = send
         self.commits = 0
+        self.acks_not_durable = 0  # ACKs not sent: their lease could not be written
         self.error: BaseException | None = None
         self._queue: list[tuple[list, list, list]] = []
         self._cv = threading.Condition()
@@ -171,7 +188,7 @@ class Committer:
             rows = [r for b in batch for r in b[0]]
             events = [e for b in batch for e in b[1]]
             try:
-                self.store.commit(rows, events)
+                not_durable = self.store.commit(rows, events)
             except BaseException as e:  # noqa: BLE001 - reported to the loop, which stops
                 log.error("lease commit failed; holding ACKs", exc_info=True)
                 with self._cv:
@@ -182,8 +199,7 @@ class Committer:
                 return
             self.commits += 1
             for b in batch:
-                for sock, reply in b[2]:
-                    self.send(sock, reply)
+                self.acks_not_durable += send_durable(self.send, b[2], not_durable)
 
 
 class DhcpService:
@@ -206,6 +222,7 @@ class DhcpService:
         # (best when every commit waits for an fsync)
         self.inline_commit = inline_commit
         self.inline_commits = 0
+        self.inline_not_durable = 0
         self._committer: Committer | None = None
         self._pending_settings: DhcpSettings | None = None
 
@@ -218,8 +235,11 @@ class DhcpService:
         if e is None:
             return {}
         c = self._committer
+        trouble = getattr(self.store, "disk_trouble", None)
         return {**e.stats(self.clock()), "batches": self.batches,
-                "commits": (c.commits if c else 0) + self.inline_commits}
+                "commits": (c.commits if c else 0) + self.inline_commits,
+                "acks_not_durable": (c.acks_not_durable if c else 0) + self.inline_not_durable,
+                "disk_trouble": trouble() if callable(trouble) else None}
 
     def shutdown(self) -> None:
         pass  # the loop polls with a timeout and sees the stop event
@@ -335,10 +355,10 @@ class DhcpService:
             if engine.dirty or engine.pending_events or held:
                 rows, evs = engine.take_dirty(now)
                 if self.inline_commit:
-                    store.commit(rows, evs)  # raises: no ACK leaves; the supervisor restarts us
+                    # raises: no ACK leaves; the supervisor restarts us
+                    not_durable = store.commit(rows, evs)
                     self.inline_commits += 1
-                    for sock, r in held:
-                        self._send(sock, r)
+                    self.inline_not_durable += send_durable(self._send, held, not_durable)
                 else:
                     # raises if an earlier commit failed: the supervisor restarts us from the DB
                     self._committer.submit(rows, evs, held)

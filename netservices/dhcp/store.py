@@ -54,9 +54,10 @@ class LeaseStore(Protocol):
         """MAC (lower-case, colons) -> host; re-read every few seconds."""
         ...
 
-    def commit(self, leases: list[LeaseRecord], events: list[EventRecord]) -> None:
+    def commit(self, leases: list[LeaseRecord], events: list[EventRecord]) -> set[str] | None:
         """Write the leases (upsert by ip) and events in one durable transaction;
-        return only once it is on disk."""
+        return only once it is on disk. Returns the addresses whose leases could not be
+        made durable (a full disk): their held ACKs are not sent. None or empty: all are."""
         ...
 
     def close(self) -> None: ...
