@@ -7,13 +7,17 @@ from appliance.cli.output import emit, print_table, timestamp
 from appliance.cli.parser import Subparsers, leaf
 from appliance.domain import events, hosts, settings
 from appliance.state.db import now
-from appliance.state.status import read_status
+from appliance.state.status import read_status, with_storage
 
 
 def cmd_status(ctx: Ctx) -> int:
     conn = ctx.conn
     st = read_status(conn)
     running = settings.serve_running(conn)
+    # the disk is checked here, not only read from serve's heartbeat: on a full disk
+    # serve cannot write its heartbeat
+    health = with_storage({"services": (st or {}).get("services", {}) if running else {}},
+                          ctx.cfg.state_dir)
     by_state = {r[0]: r[1] for r in conn.execute(
         "SELECT state, count(*) FROM hosts GROUP BY state")}
     data = {
@@ -25,14 +29,21 @@ def cmd_status(ctx: Ctx) -> int:
         ).fetchone()[0],
         "builds": {r[0]: r[1] for r in conn.execute(
             "SELECT status, count(*) FROM builds GROUP BY status")},
+        "storage": health["storage"],
+        "warnings": health.get("warnings", []),
     }
 
     def human():
+        for w in data["warnings"]:
+            print(f"WARNING: {w}")
         if running:
             print(f"serve: running (pid {st['pid']}), {'healthy' if st.get('ok') else 'DEGRADED'}")
             for name, s in st.get("services", {}).items():
                 print(f"  {name:<10} {s['state']:<9} restarts={s['restarts']}"
                       + (f" last_error={s['last_error']}" if s.get("last_error") else ""))
+        elif st and st.get("state") == "running" and data["warnings"]:
+            print(f"serve: not reporting since {timestamp(st['ts'])} (pid {st['pid']}): "
+                  "its heartbeat cannot be written")
         else:
             print("serve: not running")
         print("hosts: " + (", ".join(f"{k}={v}" for k, v in sorted(by_state.items())) or "none"))
