@@ -173,7 +173,7 @@ in
     };
     users.groups.nixie = { };
 
-    systemd.tmpfiles.rules = lib.optional (stateDir != defaultStateDir) "d ${stateDir} 0750 nixie nixie - -";
+    systemd.tmpfiles.rules = lib.optional (stateDir != defaultStateDir) "d ${stateDir} 0700 nixie nixie - -";
 
     systemd.services.nixie = {
       description = "Nixie router appliance";
@@ -204,7 +204,7 @@ in
         NoNewPrivileges = true;
 
         StateDirectory = mkIf (stateDir == defaultStateDir) "nixie";
-        StateDirectoryMode = "0750";
+        StateDirectoryMode = "0700"; # nixie serve makes it 0700 at start anyway
         ReadWritePaths = [ stateDir ];
         UMask = "0027";
 

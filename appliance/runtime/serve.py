@@ -24,7 +24,7 @@ def serve(cfg: Config, *, until=None, wake: list[str] | None = None) -> int:
     `wake`: host names to send Wake-on-LAN to once the services run."""
     fixed = secure_state(cfg.state_dir, cfg.db_path)  # 0700 / 0600, also when made by others
     if fixed:
-        log.warning("state files were readable by others; made them owner-only",
+        log.warning("state files were open to others than their owner; made them owner-only",
                     extra={"paths": ",".join(fixed)})
     store = Store(cfg.db_path)
     exit_code = 0

@@ -5,6 +5,7 @@ is rolled back when serve starts again."""
 
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import time
@@ -242,3 +243,73 @@ def test_in_process_change_rolls_back_on_its_timer(tmp_path):
         time.sleep(5.5)
         assert "10.200.0.0/16 via 10.77.0.9 dev lan0" in router.run("ip", "route").stdout
         assert network._row(conn, txn["id"])["state"] == "confirmed"
+
+
+def test_a_change_pending_across_a_reboot_is_rolled_back_when_serve_starts(lab):
+    """A change made in an earlier boot (its boot id is not this one's) and never
+    confirmed: serve rolls it back at start, though its window (10 min) is far from over."""
+    router, c1, c2, cfg, state, start_serve = lab
+    conn = Store(state / "nixie.db").conn()
+    kernel = network.Kernel(router.name, state)
+    earlier_boot = network.Clocks(boot_id=lambda: "an-earlier-boot")
+    txn = network.begin(conn, kernel, network.NetworkSettings("lan0", "10.66.0.1/24"), 600,
+                        timer=False, clocks=earlier_boot)
+    assert "10.66.0.1/24" in addrs(router, "lan0") and not up(c1)
+    assert network.pending(conn, earlier_boot)["seconds_left"] > 500
+    start_serve()
+    row = txn_row(state, txn["id"])
+    assert row["state"] == "rolled_back", dict(row)
+    assert row["error"] == "the machine restarted before the change was confirmed"
+    assert "10.77.0.1/24" in addrs(router, "lan0") and "10.66.0.1" not in addrs(router, "lan0")
+    assert wait_port(c1, *ADMIN, timeout=10)  # the admin UI is back on the LAN
+
+
+def test_a_wan_renewal_with_the_same_address_leaves_it_alone(tmp_path):
+    """The WAN's DHCP client renews (udhcpc, SIGUSR1) and gets the same address: the
+    address is not deleted and added again (which drops every NAT session behind it):
+    `ip monitor` sees no deletion, while the ISP's server saw the renewal."""
+    nss, procs = [], []
+    try:
+        router, isp = Netns(), Netns()
+        nss += [router, isp]
+        veth(router, "wan0", isp, "eth0")
+        router.run("ip", "link", "add", "lan0", "type", "bridge")
+        router.run("ip", "addr", "add", "10.77.0.1/24", "dev", "lan0")
+        isp.run("ip", "addr", "add", "192.0.2.254/24", "dev", "eth0")
+        dnsmasq_log = tmp_path / "dnsmasq.log"
+        procs.append(isp.popen("dnsmasq", "--no-daemon", "--port=0", "--interface=eth0",
+                               "--bind-interfaces", "--dhcp-range=192.0.2.100,192.0.2.150,1h",
+                               "--dhcp-option=3,192.0.2.254", "--pid-file=", "--user=root",
+                               "--log-dhcp", f"--log-facility={dnsmasq_log}",
+                               f"--dhcp-leasefile={tmp_path / 'isp.leases'}",
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        state = tmp_path / "state"
+        conn = Store(state / "nixie.db").conn()
+        kernel = network.Kernel(router.name, state)
+        txn = network.begin(conn, kernel, network.NetworkSettings(
+            "lan0", "10.77.0.1/24", wan_interface="wan0", wan_mode="dhcp"), 60, timer=False)
+        deadline = time.monotonic() + 10
+        while "192.0.2.1" not in addrs(router, "wan0") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        first = addrs(router, "wan0")
+        assert "inet 192.0.2.1" in first, first
+        monitor = router.popen("ip", "-o", "monitor", "address", "dev", "wan0",
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        procs.append(monitor)
+        time.sleep(0.3)  # ip monitor is listening
+        acks = dnsmasq_log.read_text().count("DHCPACK")
+        os.kill(kernel.dhcp_pid("wan0"), signal.SIGUSR1)  # renew now
+        deadline = time.monotonic() + 10
+        while dnsmasq_log.read_text().count("DHCPACK") == acks and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert dnsmasq_log.read_text().count("DHCPACK") > acks  # it did renew
+        time.sleep(1.0)  # the client's script ran
+        stop_processes([monitor])
+        seen = monitor.stdout.read()
+        assert "Deleted" not in seen, seen
+        assert addrs(router, "wan0") == first
+        network.rollback(conn, kernel, txn["id"])
+    finally:
+        stop_processes(procs)
+        for ns in nss:
+            ns.close()

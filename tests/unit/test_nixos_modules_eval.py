@@ -102,7 +102,7 @@ def test_router_elsewhere_state_dir_gets_a_tmpfiles_rule_instead_of_state_direct
     c = router('{ state_dir = "/srv/nixie"; }')["config"]
     sc = c["systemd"]["services"]["nixie"]["serviceConfig"]
     assert "StateDirectory" not in sc and sc["ReadWritePaths"] == ["/srv/nixie"]
-    assert c["systemd"]["tmpfiles"]["rules"] == ["d /srv/nixie 0750 nixie nixie - -"]
+    assert c["systemd"]["tmpfiles"]["rules"] == ["d /srv/nixie 0700 nixie nixie - -"]
     assert c["users"]["users"]["nixie"]["home"] == "/srv/nixie"
 
 
