@@ -218,6 +218,8 @@ def parse(data: bytes) -> Packet:
         if overload[0] & 2:
             _parse_options_into(sname, 0, len(sname), options, "sname")
             sname = b""
+        if options[OPT_OVERLOAD] != overload:
+            raise MalformedPacket("option overload inside an overloaded field")
     return Packet(op, htype, hlen, hops, xid, secs, flags, ciaddr, yiaddr, siaddr, giaddr,
                   chaddr, sname.rstrip(b"\0"), file.rstrip(b"\0"), options)
 

@@ -49,6 +49,8 @@ def reply_ttl(record: DNSRecord) -> int | None:
     rcode = record.header.rcode
     if record.header.tc or rcode not in (wire.NOERROR, wire.NXDOMAIN):
         return None
+    if not record.header.qr or record.header.opcode != 0:
+        return None  # not an answer to a standard query: never served to anyone
     ttls = [r.ttl for r in record.rr]
     if not ttls:  # negative: the SOA's minimum (RFC 2308)
         soas = [r for r in record.auth if r.rtype == QTYPE.SOA]

@@ -369,11 +369,15 @@ class BootApp:
         raw = environ["wsgi.input"].read(length) if length > 0 else b""
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
             return answer(400, {"error": "body is not JSON"})
         if not isinstance(body, dict) or not isinstance(body.get("event"), str) \
                 or not isinstance(body.get("message", ""), str):
             return answer(400, {"error": 'expected {"event": "...", "message": "..."}'})
+        try:  # JSON may escape lone surrogates ("\ud800"), which are not text
+            (body["event"] + body.get("message", "")).encode()
+        except UnicodeEncodeError:
+            return answer(400, {"error": "event and message must be Unicode text"})
         try:
             result = self.agent.agent_report(token.strip(), body["event"],
                                              body.get("message", ""), environ.get("REMOTE_ADDR"))

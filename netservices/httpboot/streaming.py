@@ -49,6 +49,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     first, last = first.strip(), last.strip()
     if not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
         return None
+    if not (first + last).isascii():
+        raise Unsatisfiable()  # digits, but not 0-9 ("\u00b2" is a digit int() cannot read)
     if first == "":
         if last == "":
             return None
