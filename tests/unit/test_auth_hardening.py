@@ -382,3 +382,23 @@ def test_an_admin_made_with_the_cli_retires_the_setup_code(web):
     assert settings.issue_setup_code(store.conn(), cfg.state_dir) is None
     assert not setupcode.code_path(cfg.state_dir).exists()
     assert not setupcode.outstanding(store.conn())
+
+
+def test_nixie_status_says_setup_is_pending_but_not_the_code(config_file):
+    cfg = load_config(config_file)
+    store = Store(cfg.db_path)
+    try:
+        code = settings.issue_setup_code(store.conn(), cfg.state_dir)  # as serve does at start
+        human = run_nixie("status", config=config_file)
+        assert human.returncode == 0, human.stderr
+        assert "setup: pending" in human.stdout and f"{cfg.state_dir}/setup_code" in human.stdout
+        as_json = run_nixie("--json", "status", config=config_file)
+        assert json.loads(as_json.stdout)["setup"] == {
+            "pending": True, "setup_code_file": f"{cfg.state_dir}/setup_code"}
+        for out in (human.stdout, as_json.stdout):
+            assert code not in out and setupcode.normalise(code) not in out
+        users.create_user(store.conn(), "ops", PASSWORD)
+        assert json.loads(run_nixie("--json", "status", config=config_file).stdout)["setup"] == {
+            "pending": False}
+    finally:
+        store.close()
