@@ -16,7 +16,8 @@ from io import BytesIO
 import pytest
 from flask import Flask
 
-from appliance.config.schema import load_config
+from appliance.config.resolve import resolve
+from appliance.config.schema import load_config, parse_config
 from appliance.domain import apitokens, loginlimits, settings, setupcode, users
 from appliance.domain.loginlimits import LoginLimits
 from appliance.errors import ConfigError
@@ -402,3 +403,19 @@ def test_nixie_status_says_setup_is_pending_but_not_the_code(config_file):
             "pending": False}
     finally:
         store.close()
+
+
+def test_listeners_follow_the_lan_address_never_every_address():
+    cfg = parse_config({"lan": {"address": "192.168.50.1/24"},
+                        "dhcp": {"range": ["192.168.50.100", "192.168.50.199"]}})
+    assert (cfg.web.listen, cfg.boot.http_listen, cfg.tftp.listen, cfg.dns.listen) == (
+        ["192.168.50.1:8080"], "192.168.50.1:8081", ["192.168.50.1:69"], ["192.168.50.1:53"])
+    assert cfg.boot_base_url == "http://192.168.50.1:8081"
+    # the network settings move the LAN: listeners left to the default move with it
+    moved = resolve(cfg, {"dhcp.range": ["192.168.60.100", "192.168.60.199"]},
+                    {"lan_interface": "eth1", "lan_address": "192.168.60.1/24",
+                     "wan_mode": "none"})
+    assert moved.web.listen == ["192.168.60.1:8080"] and moved.dns.listen == ["192.168.60.1:53"]
+    # a listener the file names is kept as it is
+    given = parse_config({"web": {"listen": ["0.0.0.0:8080"]}})
+    assert given.web.listen == ["0.0.0.0:8080"] and given.tftp.listen == ["10.0.0.1:69"]
