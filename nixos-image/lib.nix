@@ -15,6 +15,8 @@ let
     in if m == null then throw "nixie: ${listen} is not HOST:PORT" else toInt (builtins.head m);
 
   asList = v: if builtins.isList v then v else [ v ];
+  # the ports of a listen setting; null (the LAN address) listens on `default`
+  portsOf = default: v: if v == null then [ default ] else map portOf (asList v);
   unique = l: builtins.foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ] l;
   sort = l: builtins.sort builtins.lessThan l;
 
@@ -22,10 +24,10 @@ let
   servicePorts = s: {
     dhcp = if s.dhcp.mode == "authoritative" then [ 67 ]
            else if s.dhcp.mode == "proxy" then [ 67 4011 ] else [ ];
-    tftp = map portOf (asList s.tftp.listen);
-    dns = if s.dns.enable then map portOf (asList s.dns.listen) else [ ];
-    web = map portOf (asList s.web.listen);
-    http = [ (portOf s.boot.http_listen) ];
+    tftp = portsOf 69 s.tftp.listen;
+    dns = if s.dns.enable then portsOf 53 s.dns.listen else [ ];
+    web = portsOf 8080 s.web.listen;
+    http = portsOf 8081 s.boot.http_listen;
   };
 
   # The LAN gets every boot service, DNS and the web UI.

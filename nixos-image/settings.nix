@@ -54,7 +54,7 @@ let
     };
 
     tftp = {
-      listen = opt listenList [ "0.0.0.0:69" ] "Addresses the TFTP server binds.";
+      listen = opt (types.nullOr listenList) null "Addresses the TFTP server binds; null means the LAN address, port 69.";
       root = opt optPath null "Directory served read-only; null means state_dir/tftp (populated with the iPXE binaries).";
       ipxe_dir = opt path "/usr/lib/ipxe" "Where the iPXE binaries (undionly.kpxe, ipxe.efi, snponly.efi) come from. The router module sets it to iPXE built by nixpkgs.";
       workers = opt (between 0 64) 0 "Worker processes serving TFTP (all waiting on the listen sockets); 0 means one per two CPUs.";
@@ -62,7 +62,7 @@ let
     };
 
     boot = {
-      http_listen = opt listen "0.0.0.0:8081" "HTTP boot listener: iPXE scripts, kernels, initrds, the binary cache, the agent API.";
+      http_listen = opt (types.nullOr listen) null "HTTP boot listener: iPXE scripts, kernels, initrds, the binary cache, the agent API; null means the LAN address, port 8081.";
       public_url = opt optStr null "Base URL clients use to reach http_listen; null derives it from lan.address.";
       menu = opt types.bool true "Show a menu of the host's generations, newest first; the default entry is the current generation (the newest, unless the admin rolled back), marked \"(current)\".";
       menu_timeout_seconds = opt (between 0 3600) 5 "Seconds before the menu's default entry boots; 0 boots the current generation without a menu.";
@@ -71,13 +71,13 @@ let
     };
 
     web = {
-      listen = opt listenList [ "0.0.0.0:8080" ] "Admin web UI and REST API listeners.";
+      listen = opt (types.nullOr listenList) null "Admin web UI and REST API listeners; null means the LAN address, port 8080.";
       secret_key_file = opt optPath null "File holding the session signing key; null creates state_dir/secret_key.";
       workers = opt (between 0 64) 0 "Web server processes sharing the listeners; 0 means one per CPU (at most 4), 1 serves inside nixie serve.";
     };
 
     dns = {
-      listen = opt listenList [ "0.0.0.0:53" ] "Addresses the DNS server binds (UDP and TCP).";
+      listen = opt (types.nullOr listenList) null "Addresses the DNS server binds (UDP and TCP); null means the LAN address, port 53.";
       upstream = opt (types.listOf str) [ ] "Resolvers for names outside lan.domain (IP or IP:port); empty means no forwarding.";
       enable = opt types.bool true "Run the DNS server.";
     };

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from appliance.config.schema import example_config, parse_config
+from appliance.domain import settings, setupcode
 from appliance.state.db import Store
 
 PASSWORD = "correct horse battery"
@@ -24,9 +25,15 @@ def make_app(state_dir, health=None, *, locked=(), path=None):
     cfg = parse_config(data, path)
     store = Store(cfg.db_path)
     health = health or (lambda: {"ok": True, "services": {"web": {"state": "running", "restarts": 0}}})
+    settings.issue_setup_code(store.conn(), cfg.state_dir)  # what `nixie serve` does at start
     app = create_app(WebContext(store=store, config=cfg, health=health, secret_key=b"k" * 32))
     app.testing = True
     return app, store, cfg
+
+
+def setup_code_of(app) -> str:
+    """The one-time setup code, read where the admin reads it: state_dir/setup_code."""
+    return setupcode.code_path(app.extensions["nixie"].config.state_dir).read_text().strip()
 
 
 def csrf_of(html: bytes | str) -> str:
@@ -43,8 +50,9 @@ def post_form(client, path, data, *, page=None):
     return client.post(path, data={**data, "csrf_token": token})
 
 
-def setup_answers(**over):
-    d = dict(username="admin", password=PASSWORD, password2=PASSWORD, lan_interface="lo",
+def setup_answers(app, **over):
+    """The wizard's answers, with the setup code read from the state dir unless given."""
+    d = dict(setup_code=over.pop("setup_code", None) or setup_code_of(app), username="admin", password=PASSWORD, password2=PASSWORD, lan_interface="lo",
              wan_interface="", dhcp_mode="authoritative", dhcp_first="127.0.0.100",
              dhcp_last="127.0.0.199", builder_kind="local", builder_uri="")
     d.update(over)
@@ -52,7 +60,7 @@ def setup_answers(**over):
 
 
 def set_up(client):
-    r = post_form(client, "/setup", setup_answers())
+    r = post_form(client, "/setup", setup_answers(client.application))
     assert r.status_code == 302, r.data[:500]
     return r
 

@@ -13,12 +13,17 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask, jsonify
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.routing import IntegerConverter
+
+from appliance.errors import ConfigError
+from appliance.state.secretfile import SESSION_KEY_BYTES
 
 from . import api, filters, security
 from .views import ALL_BLUEPRINTS
 
 SQLITE_MAX_INTEGER = 2**63 - 1
+SESSION_LIFETIME = timedelta(hours=12)  # from login, whatever the session does after
 
 
 class RowIdConverter(IntegerConverter):
@@ -28,6 +33,17 @@ class RowIdConverter(IntegerConverter):
     def __init__(self, url_map, *args, **kwargs):
         kwargs.setdefault("max", SQLITE_MAX_INTEGER)
         super().__init__(url_map, *args, **kwargs)
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, where a body nested too deep for the parser is a ValueError
+    (a 400 "not a JSON object" for the API) instead of a RecursionError (a 500)."""
+
+    def loads(self, s, **kwargs):
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deep") from None
 
 
 @dataclass
@@ -43,13 +59,20 @@ class WebContext:
 
 
 def create_app(ctx: WebContext) -> Flask:
+    """The web UI over `ctx`. Raises ConfigError when the session signing key is
+    shorter than 32 bytes: there is no fallback key, so no one can forge a session."""
+    if not isinstance(ctx.secret_key, bytes) or len(ctx.secret_key) < SESSION_KEY_BYTES:
+        raise ConfigError("web.secret_key_file",
+                          f"the session signing key is missing or shorter than {SESSION_KEY_BYTES} "
+                          "bytes; refusing to start the web UI with it")
     app = Flask(__name__)
+    app.json = JSONProvider(app)
     app.config.update(
-        SECRET_KEY=ctx.secret_key or b"dev-only",
+        SECRET_KEY=ctx.secret_key,
         SESSION_COOKIE_NAME="nixie_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),  # from login; not slid per request
+        PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,  # the guard also ends it at login + this
         SESSION_REFRESH_EACH_REQUEST=False,
         MAX_CONTENT_LENGTH=8 * 1024 * 1024,
         WTF_CSRF_CHECK_DEFAULT=False,  # security.guard() decides, so API tokens skip it
@@ -61,8 +84,12 @@ def create_app(ctx: WebContext) -> Flask:
 
     @app.get("/healthz")
     def healthz():
+        """ok / not ok for anyone (a load balancer, a monitor); the services, their
+        errors and stats only for a logged-in admin or an API token."""
         h = ctx.health()
-        return jsonify(h), (200 if h.get("ok") else 503)
+        ok = bool(h.get("ok"))
+        body = h if security.authenticated_quietly() else {"ok": ok}
+        return jsonify(body), (200 if ok else 503)
 
     security.init_app(app)
     filters.init_app(app)

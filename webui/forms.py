@@ -71,6 +71,12 @@ class ShowsSettings:
 
 
 class SetupForm(ShowsSettings, FlaskForm):
+    setup_code = StringField("Setup code", validators=[DataRequired(), Length(max=64)],
+                             description="Printed in the log of nixie serve when it first "
+                                         "started, and in the file setup_code in its state "
+                                         "directory",
+                             render_kw={"autocomplete": "off", "spellcheck": "false",
+                                        "autocapitalize": "characters"})
     username = StringField("Admin user name", default="admin",
                            validators=[DataRequired(), Length(max=32)])
     password = PasswordField("Password", validators=[DataRequired(), Length(min=8, max=1024)])

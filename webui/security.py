@@ -3,6 +3,7 @@ rate limits and the security headers every response carries."""
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app, g, redirect, render_template, request, session, url_for
@@ -78,11 +79,15 @@ def _bearer() -> str | None:
 
 def login_user(uid: int, username: str) -> None:
     """A fresh session (nothing kept from before the login), with its CSRF secret
-    made now, so the cookie set at login is the one the browser keeps."""
+    made now, so the cookie set at login is the one the browser keeps. The login
+    time goes in the signed cookie: the session ends PERMANENT_SESSION_LIFETIME
+    after it, however often it is used or changed (a change re-signs the cookie,
+    which would otherwise restart the signature's age)."""
     session.clear()
     session.permanent = True
     session["uid"] = uid
     session["user"] = username
+    session["login_at"] = int(time.time())
     g.pop("csrf_token", None)  # flask-wtf's per-request copy of the old token
     generate_csrf()
 
@@ -111,19 +116,40 @@ def guard():
     resp = _csrf_check()
     if resp is not None:
         return resp
-    uid = session.get("uid")
-    user = users.get_user(conn(), uid) if isinstance(uid, int) else None
+    user = session_user()
     if user is not None:
         g.user = user
         g.auth = "session"
         return None
     if endpoint in LOGIN_ENDPOINTS or endpoint in SETUP_ENDPOINTS:
         return None
-    session.pop("uid", None)
+    for k in ("uid", "user", "login_at"):
+        session.pop(k, None)
     if is_api():
         return api_error(401, "log in or send Authorization: Bearer <API token>")
     nxt = request.full_path if request.method == "GET" else None
     return redirect(url_for("auth.login", next=nxt.rstrip("?") if nxt else None))
+
+
+def session_user() -> dict | None:
+    """The user this request's session belongs to; None when there is none, or it
+    is older than the session lifetime (counted from the login, not the last use)."""
+    uid, at = session.get("uid"), session.get("login_at")
+    if not isinstance(uid, int) or not isinstance(at, int):
+        return None
+    age = time.time() - at
+    if not -60 <= age <= current_app.permanent_session_lifetime.total_seconds():
+        return None
+    return users.get_user(conn(), uid)
+
+
+def authenticated_quietly() -> bool:
+    """A logged-in session or a valid API token, on a public endpoint (nothing
+    refused or recorded when neither)."""
+    token = _bearer()
+    if token is not None:
+        return apitokens.verify_token(conn(), token) is not None
+    return session_user() is not None
 
 
 def _csrf_check():

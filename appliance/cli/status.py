@@ -5,7 +5,7 @@ from __future__ import annotations
 from appliance.cli.context import Ctx
 from appliance.cli.output import emit, print_table, timestamp
 from appliance.cli.parser import Subparsers, leaf
-from appliance.domain import events, hosts, settings
+from appliance.domain import events, hosts, settings, setupcode
 from appliance.state.db import now
 from appliance.state.status import read_status, with_storage
 
@@ -31,6 +31,10 @@ def cmd_status(ctx: Ctx) -> int:
             "SELECT status, count(*) FROM builds GROUP BY status")},
         "storage": health["storage"],
         "warnings": health.get("warnings", []),
+        # never the code itself: it is in the serve log and in setup_code_file (0600)
+        "setup": ({"pending": False} if settings.is_setup_complete(conn) else
+                  {"pending": True,
+                   "setup_code_file": str(setupcode.code_path(ctx.cfg.state_dir))}),
     }
 
     def human():
@@ -50,6 +54,9 @@ def cmd_status(ctx: Ctx) -> int:
         print(f"leases: {data['leases_active']} active")
         print("builds: " + (", ".join(f"{k}={v}" for k, v in sorted(data["builds"].items()))
                             or "none"))
+        if data["setup"]["pending"]:
+            print("setup: pending; the web UI's setup wizard asks for the one-time setup code in "
+                  f"{data['setup']['setup_code_file']} (and in the log of nixie serve)")
 
     emit(ctx.args, data, human)
     return 0

@@ -53,6 +53,8 @@ def merged(base: Config, overrides: dict[str, Any], network: dict[str, Any] | No
     """The raw data of file ⊕ overrides ⊕ network, before validation. Keys the
     deployment locks (`locked`) keep the file's value whatever is stored."""
     data = copy.deepcopy(base.to_dict())
+    for key in base._derived:  # null in the file: derived again from the resolved values
+        assign(data, key, None)
     locked = set(base.locked)
     for key, value in (overrides | network_values(network)).items():
         if key not in locked:

@@ -128,6 +128,20 @@ def check_listen_list(key: str, v: Any) -> list[str]:
     return [check_listen(f"{key}[{i}]", x) for i, x in enumerate(v)]
 
 
+def check_opt_listen(key: str, v: Any) -> str | None:
+    return None if v is None else check_listen(key, v)
+
+
+def check_opt_listen_list(key: str, v: Any) -> list[str] | None:
+    return None if v is None else check_listen_list(key, v)
+
+
+# Listeners whose default (null) is the LAN address on this port, never every address:
+# outside NixOS nothing else (no firewall) keeps the WAN side away from them.
+LAN_LISTEN_PORTS = {"tftp.listen": 69, "boot.http_listen": 8081, "web.listen": 8080,
+                    "dns.listen": 53}
+
+
 def check_upstreams(key: str, v: Any) -> list[str]:
     """DNS upstreams: IP or IP:port strings."""
     if not isinstance(v, list):
@@ -236,7 +250,7 @@ SCHEMA = Section(
         ),
         "tftp": Section(
             {
-                "listen": Key(check_listen_list, ["0.0.0.0:69"], "Addresses the TFTP server binds."),
+                "listen": Key(check_opt_listen_list, None, "Addresses the TFTP server binds; null means the LAN address, port 69."),
                 "root": Key(check_opt_path, None, "Directory served read-only; null means state_dir/tftp (populated with the iPXE binaries)."),
                 "ipxe_dir": Key(check_path, "/usr/lib/ipxe", "Where the iPXE binaries (undionly.kpxe, ipxe.efi, snponly.efi) come from."),
                 "workers": Key(int_range(0, 64), 0, "Worker processes serving TFTP (all waiting on the listen sockets); 0 means one per two CPUs."),
@@ -246,7 +260,7 @@ SCHEMA = Section(
         ),
         "boot": Section(
             {
-                "http_listen": Key(check_listen, "0.0.0.0:8081", "HTTP boot listener: iPXE scripts, kernels, initrds, the binary cache, the agent API."),
+                "http_listen": Key(check_opt_listen, None, "HTTP boot listener: iPXE scripts, kernels, initrds, the binary cache, the agent API; null means the LAN address, port 8081."),
                 "public_url": Key(check_opt_str, None, "Base URL clients use to reach http_listen; null derives it from lan.address."),
                 "menu": Key(check_bool, True, "Show a menu of the host's generations, newest first; the default entry is the current generation (the newest, unless the admin rolled back), marked \"(current)\"."),
                 "menu_timeout_seconds": Key(int_range(0, 3600), 5, "Seconds before the menu's default entry boots; 0 boots the current generation without a menu."),
@@ -257,7 +271,7 @@ SCHEMA = Section(
         ),
         "web": Section(
             {
-                "listen": Key(check_listen_list, ["0.0.0.0:8080"], "Admin web UI and REST API listeners."),
+                "listen": Key(check_opt_listen_list, None, "Admin web UI and REST API listeners; null means the LAN address, port 8080."),
                 "secret_key_file": Key(check_opt_path, None, "File holding the session signing key; null creates state_dir/secret_key."),
                 "workers": Key(int_range(0, 64), 0, "Web server processes sharing the listeners; 0 means one per CPU (at most 4), 1 serves inside nixie serve."),
             },
@@ -265,7 +279,7 @@ SCHEMA = Section(
         ),
         "dns": Section(
             {
-                "listen": Key(check_listen_list, ["0.0.0.0:53"], "Addresses the DNS server binds (UDP and TCP)."),
+                "listen": Key(check_opt_listen_list, None, "Addresses the DNS server binds (UDP and TCP); null means the LAN address, port 53."),
                 "upstream": Key(check_upstreams, [], "Resolvers for names outside lan.domain; empty means no forwarding."),
                 "enable": Key(check_bool, True, "Run the DNS server."),
             },
@@ -408,7 +422,7 @@ class Config:
 
     root: ConfigNode
     path: str | None = None
-    _derived: dict[str, Any] = field(default_factory=dict, compare=False)
+    _derived: dict[str, Any] = field(default_factory=dict, compare=False)  # keys filled, not given
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.root, name)
@@ -458,9 +472,25 @@ def _cross_checks(cfg: Config) -> None:
 
 
 def parse_config(data: Any, path: str | None = None) -> Config:
-    cfg = Config(_validate(SCHEMA, data, ""), path)
+    root = _validate(SCHEMA, data, "")
+    cfg = Config(root, path, _listen_on_lan(root))
     _cross_checks(cfg)
     return cfg
+
+
+def _listen_on_lan(root: ConfigNode) -> dict[str, Any]:
+    """Fill each listener left null with the LAN address (LAN_LISTEN_PORTS); returns
+    {dotted key: value} of those it filled (`Config._derived`: resolving overrides
+    derives them again from the resolved lan.address)."""
+    ip = ipaddress.IPv4Interface(root.lan.address).ip
+    derived: dict[str, Any] = {}
+    for key, port in LAN_LISTEN_PORTS.items():
+        section, leaf = key.split(".")
+        values = root[section]._values
+        if values[leaf] is None:
+            values[leaf] = f"{ip}:{port}" if key == "boot.http_listen" else [f"{ip}:{port}"]
+            derived[key] = values[leaf]
+    return derived
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:
@@ -490,7 +520,14 @@ def iter_keys(section: Section = SCHEMA, prefix: str = ""):
 
 
 def defaults() -> dict[str, Any]:
-    return parse_config({}).to_dict()
+    """Every key's default, as a config file would hold it (a listener left to the
+    LAN address is null here; `parse_config({})` fills it in)."""
+    cfg = parse_config({})
+    data = cfg.to_dict()
+    for key in cfg._derived:
+        section, leaf = key.split(".")
+        data[section][leaf] = None
+    return data
 
 
 def example_config(state_dir: str = "/var/lib/nixie", interface: str = "br-lan",

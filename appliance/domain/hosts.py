@@ -287,6 +287,9 @@ def parse_hosts_json(text: str, default_flake: str | None = None) -> list[dict[s
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise InvalidInput(f"hosts.json is not valid JSON: {e.msg} at line {e.lineno}") from None
+    except RecursionError:
+        raise InvalidInput("hosts.json is nested too deeply to be a hosts file (an entry is an "
+                           "object of strings and lists of strings)") from None
     if isinstance(data, dict) and set(data) == {"hosts"} and isinstance(data["hosts"], dict):
         data = data["hosts"]
     if not isinstance(data, dict):

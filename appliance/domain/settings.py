@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from appliance.config.resolve import NETWORK_KEYS, lookup, merged, resolve
 from appliance.config.schema import Config, iter_keys, parse_config
-from appliance.domain import events, users
+from appliance.domain import events, setupcode, users
 from appliance.errors import ConfigError, Conflict, InvalidInput
 from appliance.state import kv
 from appliance.state.db import now, transaction
@@ -214,21 +214,38 @@ def is_setup_complete(conn: sqlite3.Connection) -> bool:
             or conn.execute("SELECT 1 FROM users LIMIT 1").fetchone() is not None)
 
 
-def complete_setup(cfg: Config, conn: sqlite3.Connection, *, username: str, password: str,
-                   values: dict[str, Any]) -> int:
-    """The setup wizard: the first admin user plus the network/builder answers, in one
-    transaction (two browsers racing through the wizard cannot both win).
+def issue_setup_code(conn: sqlite3.Connection, state_dir: str) -> str | None:
+    """At `nixie serve` start: while setup is pending, make sure a setup code is
+    outstanding (appliance/domain/setupcode.py); returns it when it is new (to log
+    it once). Once setup is complete (also by `nixie admin create-user`) a code
+    left over is deleted."""
+    if is_setup_complete(conn):
+        if setupcode.outstanding(conn):
+            setupcode.consume(conn)
+        setupcode.remove_file(state_dir)
+        return None
+    return setupcode.issue(conn, state_dir)
 
-    Raises Conflict when setup was already done, InvalidInput for a bad answer
-    (nothing is stored then)."""
+
+def complete_setup(cfg: Config, conn: sqlite3.Connection, *, username: str, password: str,
+                   values: dict[str, Any], setup_code: str | None) -> int:
+    """The setup wizard: the first admin user plus the network/builder answers, in one
+    transaction (two browsers racing through the wizard cannot both win). It needs
+    the one-time setup code `nixie serve` issued, and uses it up.
+
+    Raises Conflict when setup was already done, InvalidInput for a bad answer or a
+    wrong setup code (nothing is stored then)."""
     clean = validate(cfg, conn, values)
     users.check_new_user(username, password)
     pw_hash = users.hash_password(password)
     with transaction(conn):
         if is_setup_complete(conn) or users.count_users(conn):
             raise Conflict("setup is already complete")
+        setupcode.check(conn, setup_code)
+        setupcode.consume(conn)
         uid = users.insert_user(conn, username, pw_hash)
         _store(cfg, conn, clean, username)
         kv.put(conn, SETUP_KEY, {"at": now(), "by": username})
         events.record(conn, "setup.completed", f"setup wizard completed by {username}")
+    setupcode.remove_file(cfg.state_dir)
     return uid

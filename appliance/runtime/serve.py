@@ -10,6 +10,7 @@ import threading
 import time
 
 from appliance.config.schema import Config
+from appliance.domain import settings, setupcode
 from appliance.router.wol import WakeFailed, wake_host
 from appliance.runtime import wiring
 from appliance.state.db import Store, secure_state
@@ -29,6 +30,7 @@ def serve(cfg: Config, *, until=None, wake: list[str] | None = None) -> int:
     store = Store(cfg.db_path)
     exit_code = 0
     runtime, supervisor = wiring.start(cfg, store)
+    _announce_setup_code(cfg, store)
     stopping = threading.Event()
 
     def on_signal(signum, _frame):
@@ -65,6 +67,19 @@ def serve(cfg: Config, *, until=None, wake: list[str] | None = None) -> int:
     log.info("nixie serve stopped", extra={"clean": clean, "seconds": f"{time.monotonic() - t0:.2f}",
                                            "exit_code": exit_code})
     return exit_code
+
+
+def _announce_setup_code(cfg: Config, store: Store) -> None:
+    """While setup is pending: the one-time setup code the wizard asks for, in the
+    log once (when it is made); later starts name only the file that holds it."""
+    code = settings.issue_setup_code(store.conn(), cfg.state_dir)
+    path = str(setupcode.code_path(cfg.state_dir))
+    if code is not None:
+        log.warning("setup pending: open the web UI and enter this setup code in the wizard",
+                    extra={"setup_code": code, "file": path})
+    elif not settings.is_setup_complete(store.conn()):
+        log.warning("setup pending: the setup code the wizard asks for is in the file",
+                    extra={"file": path})
 
 
 def _wake(cfg: Config, store: Store, names: list[str]) -> None:

@@ -21,8 +21,6 @@ machine and where a test wants the app in-process.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 import socket
 import sys
 import threading
@@ -32,6 +30,7 @@ from typing import Any
 
 from waitress.server import create_server
 
+from appliance.state import secretfile
 from appliance.state.status import read_status, with_storage
 from netservices.listen import parse_listen, usable_cpus
 from netservices.workerpool import WorkerPool
@@ -48,14 +47,9 @@ ROOT = Path(__file__).resolve().parents[2]  # the dir holding appliance/ (and we
 
 
 def secret_key(cfg) -> bytes:
-    """The session signing key, made (0600) on first use."""
-    path = Path(cfg.web.secret_key_file or Path(cfg.state_dir) / "secret_key")
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(32))
-    return path.read_bytes()
+    """The session signing key, made (0600, atomically) on first use; ConfigError
+    when the file is empty or short (appliance/state/secretfile.py)."""
+    return secretfile.session_key(Path(cfg.web.secret_key_file or Path(cfg.state_dir) / "secret_key"))
 
 
 def worker_count(configured: int) -> int:

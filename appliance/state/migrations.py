@@ -192,4 +192,15 @@ ALTER TABLE flakes ADD COLUMN eval_started_at REAL;
 ALTER TABLE net_transactions ADD COLUMN boot_id TEXT;
 ALTER TABLE net_transactions ADD COLUMN deadline_boottime REAL;
 """,
+    # issue 15: failed logins count per (user name, address) and per address; no per-user
+    # count any address can fill (appliance/domain/loginlimits.py). Old counts are dropped.
+    21: """
+DROP TABLE login_failures;
+CREATE TABLE login_failures (
+    scope TEXT NOT NULL CHECK (scope IN ('ip', 'pair')),
+    key TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE INDEX login_failures_key ON login_failures(scope, key, ts);
+""",
 }

@@ -50,7 +50,8 @@ def populate(state_dir: Path, cfg) -> None:
 
     store = Store(cfg.db_path)
     conn = store.conn()
-    settings.complete_setup(cfg, conn, username="admin", password=PASSWORD, values={})
+    settings.complete_setup(cfg, conn, username="admin", password=PASSWORD, values={},
+                            setup_code=settings.issue_setup_code(conn, cfg.state_dir))
     entries = {f"node-{i:04d}": {"mac_address": f"52:54:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}:01",
                                  "flake": "github:example/fleet"} for i in range(1000)}
     hosts.import_hosts(conn, json.dumps(entries))

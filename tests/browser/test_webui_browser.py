@@ -135,6 +135,13 @@ def page(browser, server):
         context.close()
 
 
+def setup_code_from_log(log: Path) -> str:
+    """The one-time setup code from serve's log (logfmt), which prints it once."""
+    codes = re.findall(r"setup_code=([A-Z0-9-]+)", log.read_text())
+    assert len(codes) == 1, codes
+    return codes[0]
+
+
 def wait_js(page, expression: str, timeout: float = 20) -> None:
     """Poll a JS expression from here (the page's CSP forbids the eval that
     page.wait_for_function needs)."""
@@ -149,6 +156,7 @@ def test_wizard_then_login(page, server):
     assert page.url.endswith("/setup")
     shot(page, "01-setup")
     # a wrong answer comes back with the field's error and the input kept
+    page.fill("#setup_code", "AAAA-AAAA-AAAA")  # whoever arrives first, without the code
     page.fill("#username", "admin")
     page.fill("#password", PASSWORD)
     page.fill("#password2", PASSWORD)
@@ -164,7 +172,15 @@ def test_wizard_then_login(page, server):
     page.fill("#password2", PASSWORD)
     page.fill("#dhcp_first", "127.0.0.100")
     page.click("button[type=submit]")
+    assert "setup code is wrong" in page.inner_text(".has-error")
+    assert page.url.endswith("/setup")
+    # the admin reads the code where serve printed it, once, in its log
+    page.fill("#setup_code", setup_code_from_log(server["log"]))
+    page.fill("#password", PASSWORD)
+    page.fill("#password2", PASSWORD)
+    page.click("button[type=submit]")
     page.wait_for_url(re.compile(r"/\?welcome=1$"))
+    assert not (server["tmp"] / "state" / "setup_code").exists()  # used up
     assert "Setup complete" in page.inner_text("main")
     # log out, then in again
     page.click("text=Log out")

@@ -7,7 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from appliance.config.schema import example_config
+from appliance.config.schema import example_config, load_config
+from appliance.domain import apitokens, users
+from appliance.state.db import Store
 
 
 def router_config(tmp_path: Path, address: str | None = None, **sections: dict) -> Path:
@@ -24,14 +26,27 @@ def router_config(tmp_path: Path, address: str | None = None, **sections: dict) 
     return path
 
 
-def http_get(ns, url: str) -> tuple[int, str]:
-    """(status, body) of a GET run inside `ns`."""
+def http_get(ns, url: str, token: str | None = None) -> tuple[int, str]:
+    """(status, body) of a GET run inside `ns`; with an API token when given (what
+    /healthz needs to show more than ok / not ok)."""
     code = ("import urllib.request,sys\n"
-            "try:\n r=urllib.request.urlopen(sys.argv[1], timeout=5); print(r.status); print(r.read().decode())\n"
+            "h={'Authorization': 'Bearer '+sys.argv[2]} if len(sys.argv) > 2 else {}\n"
+            "try:\n r=urllib.request.urlopen(urllib.request.Request(sys.argv[1], headers=h), timeout=5); print(r.status); print(r.read().decode())\n"
             "except urllib.error.HTTPError as e: print(e.code); print(e.read().decode())\n")
-    r = ns.run(sys.executable, "-c", code, url)
+    r = ns.run(sys.executable, "-c", code, url, *([token] if token else []))
     status, _, body = r.stdout.partition("\n")
     return int(status), body
+
+
+def admin_api_token(config_path: Path) -> str:
+    """An admin user and an API token of theirs, made in the state DB of the config
+    at `config_path` (as `nixie admin create-user` and the Tokens page would)."""
+    store = Store(load_config(config_path).db_path)
+    try:
+        uid = users.create_user(store.conn(), "admin", "correct horse battery")
+        return apitokens.create_token(store.conn(), uid, "tests")[1]
+    finally:
+        store.close()
 
 
 def pid_alive(pid: int) -> bool:

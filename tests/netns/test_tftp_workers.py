@@ -9,13 +9,12 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 
 import pytest
 
 from lab.netns import Netns, bridge, bridge_port, start_serve, wait_port
 from tests.conftest import wait_for
-from tests.netns.serve_lab import pid_alive, router_config
+from tests.netns.serve_lab import admin_api_token, http_get, pid_alive, router_config
 from tests.netns.tftp_lab import sha, tftp_lab
 
 SERVER, CLIENT = "10.81.0.1", "10.81.0.2"
@@ -127,6 +126,7 @@ def test_serve_with_workers_reports_and_stops_them(tmp_path, workers, busy_poll_
         path = router_config(tmp_path, address=f"{SERVER}/24", tftp=tftp)
         out = tmp_path / "out"
         out.mkdir()
+        token = admin_api_token(path)  # /healthz shows the services' stats to an admin only
         proc = start_serve(ns, path, tmp_path / "serve.log")
         try:
             assert wait_port(ns, SERVER, 8080, timeout=30), (tmp_path / "serve.log").read_text()
@@ -135,10 +135,8 @@ def test_serve_with_workers_reports_and_stops_them(tmp_path, workers, busy_poll_
             fetch_all(cli, out, 8)
 
             def tftp_stats() -> dict:
-                code = ("import urllib.request,sys,json;"
-                        "print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())")
-                r = ns.run(sys.executable, "-c", code, f"http://{SERVER}:8080/healthz")
-                return json.loads(r.stdout)["services"]["tftp"]["stats"] or {}
+                _, body = http_get(ns, f"http://{SERVER}:8080/healthz", token)
+                return json.loads(body)["services"]["tftp"]["stats"] or {}
 
             assert wait_for(lambda: tftp_stats().get("completed") == 8), tftp_stats()
             assert tftp_stats()["workers"] == workers

@@ -10,7 +10,7 @@ import pytest
 
 from lab.netns import Netns, bridge, serving
 from tests.conftest import wait_for
-from tests.netns.serve_lab import http_get, pid_alive, router_config
+from tests.netns.serve_lab import admin_api_token, http_get, pid_alive, router_config
 
 URL = "http://10.77.0.1:8080"
 
@@ -18,20 +18,21 @@ URL = "http://10.77.0.1:8080"
 @pytest.fixture
 def served(tmp_path):
     path, log = router_config(tmp_path, web={"workers": 2}), tmp_path / "serve.log"
+    token = admin_api_token(path)  # /healthz shows the services' stats to an admin only
     with Netns() as ns:
         bridge(ns, "br-lan", "10.77.0.1/24")
         with serving(ns, path, log, [("10.77.0.1", 8080)], stop_timeout=5, group=True) as proc:
-            yield ns, proc, log
+            yield ns, proc, log, token
 
 
-def get(ns, path):
-    return http_get(ns, URL + path)
+def get(ns, path, token=None):
+    return http_get(ns, URL + path, token)
 
 
-def web_stats(ns, until=lambda s: True, timeout=15.0):
+def web_stats(ns, token, until=lambda s: True, timeout=15.0):
     deadline = time.monotonic() + timeout
     while True:
-        status, body = get(ns, "/healthz")
+        status, body = get(ns, "/healthz", token)
         stats = json.loads(body)["services"]["web"]["stats"]
         if until(stats) or time.monotonic() > deadline:
             return status, json.loads(body), stats
@@ -39,8 +40,8 @@ def web_stats(ns, until=lambda s: True, timeout=15.0):
 
 
 def test_workers_serve_and_are_replaced(served):
-    ns, proc, log = served
-    status, health, stats = web_stats(ns, until=lambda s: s.get("alive") == 2)
+    ns, proc, log, token = served
+    status, health, stats = web_stats(ns, token, until=lambda s: s.get("alive") == 2)
     assert status == 200 and health["ok"], health
     assert stats["workers"] == 2 and stats["alive"] == 2, stats
     pids = stats["pids"]
@@ -49,7 +50,7 @@ def test_workers_serve_and_are_replaced(served):
     assert all(get(ns, "/login")[0] == 200 for _ in range(6))
 
     os.kill(pids[0], signal.SIGKILL)
-    _, _, after = web_stats(ns, until=lambda s: s["restarts"] >= 1 and s["alive"] == 2)
+    _, _, after = web_stats(ns, token, until=lambda s: s["restarts"] >= 1 and s["alive"] == 2)
     assert after["restarts"] == 1 and after["alive"] == 2, after
     assert pids[0] not in after["pids"] and pids[1] in after["pids"]
     assert get(ns, "/login")[0] == 200
@@ -57,8 +58,8 @@ def test_workers_serve_and_are_replaced(served):
 
 
 def test_workers_die_with_a_killed_serve(served):
-    ns, proc, _ = served
-    _, _, stats = web_stats(ns, until=lambda s: s.get("alive") == 2)
+    ns, proc, _, token = served
+    _, _, stats = web_stats(ns, token, until=lambda s: s.get("alive") == 2)
     pids = stats["pids"]
     assert len(pids) == 2
     os.kill(proc.pid, signal.SIGKILL)  # no chance to stop them: their stdin just ends

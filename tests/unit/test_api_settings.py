@@ -18,7 +18,7 @@ from appliance.domain import settings
 from appliance.state import kv
 from appliance.state.db import now
 from tests.applier_lab import applying, runtime_with
-from tests.webapp import PASSWORD, csrf_of, logged_in_client, make_app, post_form
+from tests.webapp import PASSWORD, csrf_of, logged_in_client, make_app, post_form, setup_code_of
 
 CONFIG_PATH = "/etc/nixie/config.json"
 LOCKED = ["dhcp.lease_seconds", "builder.substituters"]
@@ -128,7 +128,8 @@ def test_the_wizard_leaves_locked_keys_to_the_file(tmp_path):
         assert " disabled" in re.search(r'<input[^>]*id="lan_interface"[^>]*>', page).group(0)
         assert page.count(f"set by <code>{CONFIG_PATH}</code>") == 3  # interface, first, last
         token = csrf_of(page)
-        r = c.post("/setup", data={"csrf_token": token, "username": "admin",
+        r = c.post("/setup", data={"csrf_token": token, "setup_code": setup_code_of(app),
+                                   "username": "admin",
                                    "password": "correct horse battery",
                                    "password2": "correct horse battery", "dhcp_mode": "proxy",
                                    "builder_kind": "local", "lan_interface": "forged0"})

@@ -15,19 +15,20 @@ import urllib.request
 import pytest
 
 from appliance.config.schema import load_config
+from appliance.domain import apitokens, users
 from appliance.runtime import webserver
 from appliance.state.db import Store
 from appliance.state.status import write_status
 from tests.conftest import wait_for
 from tests.netns.serve_lab import pid_alive
-from tests.webapp import logged_in_client, make_app, post_form
+from tests.webapp import PASSWORD, logged_in_client, make_app, post_form
 from webui import fragments
 
 
 def test_worker_count_auto_is_cpus_capped(monkeypatch):
-    monkeypatch.setattr(webserver.os, "sched_getaffinity", lambda _pid: set(range(16)))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)))
     assert webserver.worker_count(0) == webserver.MAX_AUTO_WORKERS
-    monkeypatch.setattr(webserver.os, "sched_getaffinity", lambda _pid: {0})
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})
     assert webserver.worker_count(0) == 1
     assert webserver.worker_count(3) == 3
 
@@ -79,9 +80,11 @@ def _free_tcp_port() -> int:
         return s.getsockname()[1]
 
 
-def _get(url: str) -> tuple[int, dict]:
+def _get(url: str, token: str | None = None) -> tuple[int, dict]:
+    """GET a JSON answer; with an API token, /healthz shows the services."""
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
@@ -97,7 +100,10 @@ class RunningWebWorkers:
         data["web"]["listen"] = [f"127.0.0.1:{self.port}"]
         config_file.write_text(json.dumps(data))
         cfg = load_config(config_file)
-        _status(Store(cfg.db_path))
+        store = Store(cfg.db_path)
+        _status(store)
+        uid = users.create_user(store.conn(), "admin", PASSWORD)
+        _, self.token = apitokens.create_token(store.conn(), uid, "health")
         webserver.secret_key(cfg)  # made in serve, before the workers read it
         self.web = webserver.WebWorkers(cfg, workers)
         self.stop = threading.Event()
@@ -115,7 +121,7 @@ class RunningWebWorkers:
     def healthy(self) -> bool:
         """/healthz answered 200 with the stored health."""
         try:
-            status, health = _get(f"http://127.0.0.1:{self.port}/healthz")
+            status, health = _get(f"http://127.0.0.1:{self.port}/healthz", self.token)
         except OSError:  # a worker still starting: its socket queues, the connect waits
             return False
         return status == 200 and health["services"]["dhcp"]["state"] == "running"

@@ -10,7 +10,15 @@ import pytest
 
 from appliance.domain import apitokens, builds, generations, hosts, settings, users
 from appliance.errors import InvalidInput
-from tests.webapp import PASSWORD, csrf_of, logged_in_client, make_app, post_form, setup_answers
+from tests.webapp import (
+    PASSWORD,
+    csrf_of,
+    logged_in_client,
+    make_app,
+    post_form,
+    setup_answers,
+    setup_code_of,
+)
 
 
 @pytest.fixture
@@ -40,20 +48,20 @@ def test_before_setup_everything_goes_to_the_wizard(web):
 def test_wizard_bad_answer_keeps_input_and_names_field(web):
     app, store, _ = web
     c = app.test_client()
-    r = post_form(c, "/setup", setup_answers(dhcp_first="10.9.9.9", lan_interface="lan0"))
+    r = post_form(c, "/setup", setup_answers(app, dhcp_first="10.9.9.9", lan_interface="lan0"))
     assert r.status_code == 400
     page = r.data.decode()
     assert "outside the LAN network" in page
     assert 'value="10.9.9.9"' in page and 'value="lan0"' in page
     assert users.count_users(store.conn()) == 0 and not settings.is_setup_complete(store.conn())
-    r = post_form(c, "/setup", setup_answers(password2="different"))
+    r = post_form(c, "/setup", setup_answers(app, password2="different"))
     assert r.status_code == 400 and "passwords differ" in r.data.decode()
 
 
 def test_wizard_stores_answers_and_logs_in(web):
     app, store, cfg = web
     c = app.test_client()
-    r = post_form(c, "/setup", setup_answers(lan_interface="eth9", builder_kind="remote",
+    r = post_form(c, "/setup", setup_answers(app, lan_interface="eth9", builder_kind="remote",
                                              builder_uri="ssh-ng://nix@b"))
     assert r.status_code == 302
     eff = settings.effective_config(cfg, store.conn())
@@ -61,7 +69,7 @@ def test_wizard_stores_answers_and_logs_in(web):
     assert c.get("/").status_code == 200
     # the wizard is closed now
     assert c.get("/setup").status_code == 302
-    r = post_form(c, "/setup", setup_answers(username="mallory"), page="/")
+    r = post_form(c, "/setup", setup_answers(app, username="mallory", setup_code="AAAA-AAAA-AAAA"), page="/")
     assert r.status_code == 302 and users.count_users(store.conn()) == 1
 
 
@@ -89,7 +97,7 @@ def test_session_cookie_secure_behind_tls_proxy(web):
     app, _, _ = web
     c = app.test_client()
     token = csrf_of(c.get("/setup", headers={"X-Forwarded-Proto": "https"}).data)
-    r = c.post("/setup", data={**setup_answers(), "csrf_token": token},
+    r = c.post("/setup", data={**setup_answers(app), "csrf_token": token},
                headers={"X-Forwarded-Proto": "https"})
     assert r.status_code == 302
     assert "Secure" in r.headers["Set-Cookie"]
@@ -104,52 +112,6 @@ def test_open_redirect_refused(web):
         r = post_form(c, "/login?next=" + target, {"username": "admin", "password": PASSWORD},
                       page="/login")
         assert r.status_code == 302 and r.headers["Location"] == "/", target
-
-
-def test_login_rate_limited_per_user(web):
-    app, store, _ = web
-    logged_in_client(app)
-    c = app.test_client()
-    for _ in range(5):
-        assert post_form(c, "/login", {"username": "admin", "password": "nope-nope"}).status_code == 401
-    # even the right password is refused while the window is full
-    r = post_form(c, "/login", {"username": "admin", "password": PASSWORD})
-    assert r.status_code == 429 and "Too many failed attempts" in r.data.decode()
-    assert store.conn().execute(
-        "SELECT count(*) FROM events WHERE kind = 'auth.login_failed'").fetchone()[0] == 5
-    # another user name from the same address is still allowed (per-IP limit is higher)
-    assert post_form(c, "/login", {"username": "bob", "password": "whatever1"}).status_code == 401
-
-
-def test_login_rate_limited_per_ip(tmp_path):
-    from appliance.domain.loginlimits import LoginLimits
-    from appliance.state.db import connect
-
-    conn = connect(tmp_path / "s.db")
-    other = connect(tmp_path / "s.db")  # another web worker process sees the same counts
-    lim = LoginLimits(per_ip=3, per_user=100, seconds=60)
-    for i in range(3):
-        assert lim.retry_after(conn, "10.0.0.9", f"user{i}") == 0
-        lim.failed(conn, "10.0.0.9", f"user{i}")
-    assert 0 < lim.retry_after(other, "10.0.0.9", "someone-else") <= 60
-    assert lim.retry_after(other, "10.0.0.10", "someone-else") == 0
-
-
-def test_login_limits_per_user_cleared_by_success(tmp_path):
-    from appliance.domain.loginlimits import LoginLimits
-    from appliance.state.db import connect
-
-    conn = connect(tmp_path / "s.db")
-    lim = LoginLimits(per_ip=100, per_user=2, seconds=60)
-    lim.failed(conn, "10.0.0.1", "Alice")
-    lim.failed(conn, "10.0.0.2", "alice")
-    assert lim.retry_after(conn, "10.0.0.3", "ALICE") > 0  # names compare without case
-    lim.succeeded(conn, "alice")
-    assert lim.retry_after(conn, "10.0.0.3", "alice") == 0
-    # failures older than the window are forgotten (and pruned)
-    conn.execute("UPDATE login_failures SET ts = ts - 120")
-    lim.failed(conn, "10.0.0.1", "bob")
-    assert conn.execute("SELECT count(*) FROM login_failures").fetchone()[0] == 2
 
 
 def test_security_headers_and_csp(client):
@@ -418,10 +380,13 @@ def test_setup_wizard_runs_once_even_when_raced(web):
 
     _, store, cfg = web
 
+    code = setup_code_of(web[0])
+
     def attempt(name):
         conn = connect(store.path, migrate=False)
         try:
-            return settings.complete_setup(cfg, conn, username=name, password=PASSWORD, values={})
+            return settings.complete_setup(cfg, conn, username=name, password=PASSWORD, values={},
+                                           setup_code=code)
         except Conflict:
             return None
         finally:

@@ -1,5 +1,6 @@
-"""Log in and out. Failed logins are rate-limited per address and per user
-name and recorded as events."""
+"""Log in and out. Failed logins slow down the (user name, address) pair that
+fails, progressively, and are capped per address (appliance/domain/loginlimits.py);
+they are recorded as events."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def login():
             events.record(conn(), "auth.login_throttled",
                           f"login for {username!r} from {ip} refused: too many failures",
                           level="warning", ip=ip)
-            status = 429
+            return (render_template("login.html", form=form), 429,
+                    {"Retry-After": str(math.ceil(wait))})
         else:
             uid = users.verify_password(conn(), username, form.password.data)
             if uid is None:
@@ -42,7 +44,7 @@ def login():
                 form.password.errors = ["Wrong user name or password."]
                 status = 401
             else:
-                limits.succeeded(conn(), username)
+                limits.succeeded(conn(), ip, username)
                 login_user(uid, username)
                 events.record(conn(), "auth.login", f"{username} logged in from {ip}", ip=ip)
                 return redirect(safe_next(request.args.get("next")) or url_for("dashboard.index"))

@@ -1,12 +1,17 @@
-"""First run: the setup wizard. Nothing else answers until it is done. Keys the
-deployment locks are shown read-only; the answers are applied like a Settings
-save (webui/apply_report.py)."""
+"""First run: the setup wizard. Nothing else answers until it is done. It asks
+for the one-time setup code `nixie serve` printed in its log and wrote to
+state_dir/setup_code (appliance/domain/setupcode.py), so the first browser to
+arrive does not become the admin; wrong codes are throttled like failed logins.
+Keys the deployment locks are shown read-only; the answers are applied like a
+Settings save (webui/apply_report.py)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, redirect, render_template, url_for
+import math
 
-from appliance.domain import settings
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+
+from appliance.domain import events, settings
 from appliance.errors import Conflict, NixieError
 from appliance.state.db import now
 
@@ -19,6 +24,7 @@ from .common import attach_error
 bp = Blueprint("setup", __name__)
 
 WIZARD_KEYS = (*SetupForm.KEYS.values(), "dhcp.range")
+CODE_NAME = "(setup code)"  # the name wrong setup codes count under in the login limits
 
 
 @bp.route("/setup", methods=["GET", "POST"])
@@ -44,13 +50,26 @@ def wizard():
             values["dhcp.range"] = [(form.dhcp_first.data or "").strip(),
                                     (form.dhcp_last.data or "").strip()]
         since = now()
+        limits = current_app.extensions["nixie_login_limits"]
+        ip = request.remote_addr or "?"
+        wait = limits.retry_after(conn(), ip, CODE_NAME)
+        if wait > 0:
+            form.setup_code.errors = [f"Too many wrong setup codes. Try again in {math.ceil(wait)} s."]
+            return (render_template("setup.html", form=form, cfg=cfg), 429,
+                    {"Retry-After": str(math.ceil(wait))})
         try:
             uid = settings.complete_setup(cfg, conn(), username=form.username.data.strip(),
                                           password=form.password.data,
-                                          values={k: v for k, v in values.items() if k not in locked})
+                                          values={k: v for k, v in values.items() if k not in locked},
+                                          setup_code=form.setup_code.data)
         except Conflict:
             return redirect(url_for("auth.login"))
         except NixieError as e:
+            if getattr(e, "field", None) == "setup_code":
+                limits.failed(conn(), ip, CODE_NAME)
+                events.record(conn(), "setup.code_refused",
+                              f"setup wizard refused from {ip}: wrong setup code",
+                              level="warning", ip=ip)
             attach_error(form, e)
         else:
             current_app.extensions["nixie_setup_done"] = True
