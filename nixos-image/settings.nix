@@ -126,6 +126,10 @@ let
       store = opt optStr null "Nix store URI to use instead of the default (tests use a chroot store).";
       extra_config = opt types.str "" "Text appended to NIX_CONFIG for every nix call.";
     };
+
+    bmc = {
+      poll_seconds = opt (between 0 86400) 60 "How often nixie serve asks every host's BMC for its power state (shown on the host list and dashboard); 0 never.";
+    };
   };
 
   isOption = v: builtins.isAttrs v && (v._type or null) == "option";

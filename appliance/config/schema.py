@@ -328,6 +328,12 @@ SCHEMA = Section(
             },
             "How the appliance calls Nix.",
         ),
+        "bmc": Section(
+            {
+                "poll_seconds": Key(int_range(0, 86400), 60, "How often nixie serve asks every host's BMC for its power state (shown on the host list and dashboard); 0 never."),
+            },
+            "Power control through hosts' BMCs (IPMI, Redfish).",
+        ),
     }
 )
 

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from appliance.config.schema import Config
-from appliance.router.wol import WakeFailed, wake_host
+from appliance.errors import NixieError
+from appliance.router.bmc.power import boot_from_network
 from appliance.runtime import wiring
 from appliance.state.db import Store
 from appliance.state.status import HEARTBEAT_SECONDS, write_status
@@ -66,8 +67,13 @@ def serve(cfg: Config, *, until=None, wake: list[str] | None = None) -> int:
 
 
 def _wake(cfg: Config, store: Store, names: list[str]) -> None:
+    """Boot each host from the network: through its BMC (next boot PXE once, then power on
+    or cycle), else Wake-on-LAN. Every step is an event on the host; the run goes on."""
     for name in names:
         try:
-            wake_host(store.conn(), name, interface=cfg.lan.interface)
-        except WakeFailed as e:  # recorded as an event by wake_host; the run goes on
-            log.warning("Wake-on-LAN failed", extra={"host": name, "error": str(e)})
+            out = boot_from_network(store.conn(), name, interface=cfg.lan.interface)
+        except NixieError as e:
+            log.warning("could not boot host from the network", extra={"host": name,
+                                                                         "error": str(e)})
+        else:
+            log.info(out.message, extra={"host": name, "via": out.via})

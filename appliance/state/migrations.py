@@ -186,4 +186,22 @@ ALTER TABLE flakes ADD COLUMN eval_state TEXT NOT NULL DEFAULT 'idle'
     CHECK (eval_state IN ('queued', 'evaluating', 'idle'));
 ALTER TABLE flakes ADD COLUMN eval_started_at REAL;
 """,
+    # issue 21: a host's BMC (IPMI or Redfish). The password is not here: it is a 0600 file
+    # state_dir/bmc-secrets/<secret_ref> (appliance/domain/bmc.py).
+    24: """
+CREATE TABLE host_bmc (
+    host_id INTEGER PRIMARY KEY REFERENCES hosts(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('ipmi', 'redfish')),
+    address TEXT NOT NULL,
+    port INTEGER,
+    username TEXT NOT NULL,
+    secret_ref TEXT NOT NULL,
+    verify_tls INTEGER NOT NULL DEFAULT 1,
+    system_id TEXT,
+    power_state TEXT,
+    power_checked_at REAL,
+    last_error TEXT,
+    updated_at REAL NOT NULL
+);
+""",
 }
