@@ -194,3 +194,4 @@ def register(sub: Subparsers) -> None:
     s.add_argument("--no-verify-tls", dest="verify_tls", action="store_false",
                    help="Redfish: accept a self-signed certificate")
     s.add_argument("--clear", action="store_true", help="forget the BMC and its password")
+    s.set_defaults(verify_tls=None)  # neither flag: keep what is stored

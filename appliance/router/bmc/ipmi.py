@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 
 from appliance.domain.bmc import Credentials
@@ -56,16 +57,29 @@ class IpmiDriver:
             raise BmcError(f"{self._where()} offers no cipher suite ipmitool accepts "
                            "(enable cipher suite 17 or 3 on the BMC)")
         if "Unable to establish IPMI v2 / RMCP+ session" in err:
-            if "Error in open session response" in err or "RAKP" in err:
-                raise BmcBadAnswer(f"{self._where()} answered, but not as an IPMI 2.0 BMC does")
-            raise BmcUnreachable(f"{self._where()} does not answer IPMI over LAN (address, port "
-                                 "623/udp, 'IPMI over LAN' enabled?)")
+            self._diagnose()
+            raise BmcBadAnswer(f"{self._where()} answered, but no IPMI 2.0 session could be "
+                               "established")
         failed = [line for line in err.splitlines() if "failed" in line.lower()
                   or line.startswith("Error")]
         if r.returncode != 0 or failed:
             detail = (failed or err.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
             raise BmcError(f"{self._where()}: {' '.join(command)}: {detail.strip()[:200]}")
         return r.stdout
+
+    def _diagnose(self) -> None:
+        """ipmitool could not open a session: tell an unreachable BMC from one that answers
+        garbage with an RMCP presence ping (what `rmcp_ping` answers)."""
+        b = self.creds.bmc
+        answer = rmcp_ping(b.address, b.port)
+        if answer == "refused":
+            raise BmcUnreachable(f"{self._where()}: nothing listens on UDP port {b.port} "
+                                 "(is IPMI over LAN enabled?)")
+        if answer == "silent":
+            raise BmcUnreachable(f"{self._where()} does not answer (address, port {b.port}/udp, "
+                                 "'IPMI over LAN' enabled?)")
+        if answer == "garbage":
+            raise BmcBadAnswer(f"{self._where()} answered, but not with IPMI/RMCP: is it a BMC?")
 
     def status(self) -> str:
         out = self.run("power", "status")
@@ -95,3 +109,27 @@ class IpmiDriver:
         if "Set Boot Device to pxe" not in out:
             raise BmcBadAnswer(f"{self._where()}: unexpected answer to 'chassis bootdev pxe': "
                                f"{out.strip()[:100]!r}")
+
+
+def rmcp_ping(address: str, port: int, timeout: float = 2.0) -> str:
+    """Send an RMCP/ASF presence ping (DMTF ASF 2.0, 3.2.4.1): "pong" when a BMC answers
+    as one, "garbage" for any other answer, "refused" when the host says nothing listens
+    (ICMP port unreachable), "silent" when nothing comes back."""
+    ping = bytes([0x06, 0x00, 0xFF, 0x06, 0x00, 0x00, 0x11, 0xBE, 0x80, 0x4E, 0x00, 0x00])
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_DGRAM)
+    except socket.gaierror:
+        return "silent"
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(addr)
+            s.send(ping)
+            data = s.recv(512)
+        except ConnectionRefusedError:
+            return "refused"
+        except OSError:
+            return "silent"
+    is_pong = len(data) >= 12 and data[0] == 0x06 and data[3] == 0x06 and data[8] == 0x40
+    return "pong" if is_pong else "garbage"

@@ -10,6 +10,7 @@ explicit choice, recorded with the BMC.
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
@@ -33,7 +34,7 @@ class RedfishDriver:
                     f":{b.port}"
         self.session = requests.Session()
         self.session.auth = (b.username, creds.password)
-        self.session.verify = b.verify_tls
+        self.verify = b.verify_tls  # per request: a session's verify loses to REQUESTS_CA_BUNDLE
         self.session.headers.update({"Accept": "application/json", "OData-Version": "4.0"})
         self._system: str | None = None
 
@@ -46,11 +47,14 @@ class RedfishDriver:
             with warnings.catch_warnings():  # verify_tls off is the admin's choice
                 warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
                 r = self.session.request(method, self.base + path, json=body,
-                                         timeout=self.timeout, allow_redirects=False)
+                                         timeout=self.timeout, allow_redirects=False,
+                                         verify=self.verify)
         except requests.exceptions.SSLError as e:
-            raise BmcError(f"{self._where()}: TLS verification failed ({_short(e)}); install "
-                           "a certificate the router trusts or turn TLS verification off "
-                           "for this BMC") from None
+            if "CERTIFICATE_VERIFY_FAILED" in str(e) or "certificate verify failed" in str(e):
+                raise BmcError(f"{self._where()}: its TLS certificate is not trusted "
+                               f"({_short(e)}); install a certificate the router trusts or "
+                               "turn TLS verification off for this BMC") from None
+            raise BmcBadAnswer(f"{self._where()} does not speak HTTPS ({_short(e)})") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
             raise BmcUnreachable(f"{self._where()} is unreachable ({_short(e)})") from None
         except requests.exceptions.RequestException as e:
@@ -129,6 +133,9 @@ class RedfishDriver:
 
 def _short(e: Exception) -> str:
     text = str(e)
+    m = re.search(r"(certificate verify failed: [^(')]*|\[SSL: [A-Z_]+\] [^(')]*)", text)
+    if m:
+        return m.group(1).strip()
     for marker in ("Caused by ", "Max retries exceeded"):
         if marker in text:
             text = text.split(marker, 1)[-1]
