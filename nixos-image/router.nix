@@ -182,8 +182,9 @@ in
       after = [ "network-online.target" "nix-daemon.socket" "nixie-cache-key.service" ];
       restartTriggers = [ configFile ];
       # nix for the build worker, git for flakes, ssh for a remote builder,
-      # iproute2/nftables for the network pages and the firewall, wg for the VPN
-      path = [ config.nix.package pkgs.git pkgs.openssh pkgs.iproute2 pkgs.nftables ]
+      # iproute2/nftables for the network pages and the firewall, wg for the VPN, ipmitool
+      # for BMC power control over IPMI
+      path = [ config.nix.package pkgs.git pkgs.openssh pkgs.iproute2 pkgs.nftables pkgs.ipmitool ]
         ++ lib.optional vpnOn pkgs.wireguard-tools;
       environment = {
         NIXIE_CONFIG = "/etc/nixie/config.json";

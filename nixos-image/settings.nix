@@ -132,6 +132,9 @@ let
       event_rows = opt (between 1000 100000000) 200000 "At most this many events are kept; the oldest go first.";
       anonymous_events_per_minute = opt (between 1 100000) 30 "Events one client (address, or MAC for DHCP) may cause per kind and minute without logging in: boot scripts and transfers, DHCP, rejected agent reports, failed logins. Over it they are counted and summarised in one events.suppressed event; one kind from all clients together gets 20 times this.";
     };
+    bmc = {
+      poll_seconds = opt (between 0 86400) 60 "How often nixie serve asks every host's BMC for its power state (shown on the host list and dashboard); 0 never.";
+    };
   };
 
   isOption = v: builtins.isAttrs v && (v._type or null) == "option";

@@ -124,6 +124,35 @@ class HostForm(FlaskForm):
         return [m for m in self.macs.data.replace(",", " ").split() if m]
 
 
+class BmcForm(FlaskForm):
+    """A host's BMC. The password field is never filled in: empty keeps the stored one."""
+
+    kind = SelectField("Kind", choices=options(("ipmi", "IPMI over LAN"), ("redfish", "Redfish")),
+                       default="ipmi")
+    address = StringField("Address", validators=[DataRequired(), Length(max=253)],
+                          description="The BMC's IP address or DNS name")
+    port = IntegerField("Port", validators=[Optional(), NumberRange(1, 65535)],
+                        description="Empty: 623 (IPMI) or 443 (Redfish)")
+    username = StringField("User", validators=[DataRequired(), Length(max=64)],
+                           render_kw={"autocomplete": "off"})
+    password = PasswordField("Password", validators=[Optional(), Length(max=128)],
+                             description="Stored on the router, never shown again; empty keeps "
+                                         "the stored one",
+                             render_kw={"autocomplete": "new-password"})
+    system_id = StringField("Redfish system id", validators=[Optional(), Length(max=128)],
+                            description="Empty: the only system the BMC lists")
+    verify_tls = BooleanField("Verify the Redfish TLS certificate", default=True)
+
+    def to_input(self) -> dict:
+        d = {"kind": self.kind.data, "address": self.address.data,
+             "port": self.port.data, "username": self.username.data,
+             "system_id": (self.system_id.data or "").strip() or None,
+             "verify_tls": bool(self.verify_tls.data)}
+        if self.password.data:
+            d["password"] = self.password.data
+        return d
+
+
 class GenerationForm(FlaskForm):
     number = SelectField("Generation", coerce=int, choices=[])
 

@@ -8,7 +8,8 @@ from typing import Any
 from appliance.cli.context import Ctx
 from appliance.cli.output import emit, print_table, timestamp
 from appliance.cli.parser import Subparsers, group, leaf
-from appliance.domain import events, generations, hosts
+from appliance.domain import bmc, events, generations, hosts
+from appliance.errors import InvalidInput
 
 
 def _host_human(h: dict[str, Any]) -> None:
@@ -80,8 +81,62 @@ def cmd_host_import(ctx: Ctx) -> int:
     return 0
 
 
+def _read_password(a) -> str | None:
+    """The BMC password from --password-file or one line of stdin (never an argument:
+    `ps` would show it)."""
+    if a.password_file:
+        with open(a.password_file) as f:
+            return f.read().rstrip("\r\n")
+    if a.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return None
+
+
+def _bmc_human(b: bmc.Bmc | None, name: str) -> None:
+    if b is None:
+        print(f"host {name} has no BMC")
+        return
+    for k, v in b.public().items():
+        print(f"{k + ':':<20}{'-' if v is None else v}")
+
+
+def cmd_host_bmc(ctx: Ctx) -> int:
+    a = ctx.args
+    if a.clear:
+        had = bmc.clear_bmc(ctx.conn, a.name)
+        emit(a, {"host": a.name, "cleared": had},
+             lambda: print(f"BMC of {a.name} {'removed' if had else 'was not set'}"))
+        return 0
+    password = _read_password(a)
+    given = {k: v for k, v in (("kind", a.kind), ("address", a.address), ("port", a.port),
+                               ("username", a.user), ("system_id", a.system_id))
+             if v is not None}
+    if not given and password is None and a.verify_tls is None:
+        b = bmc.get_bmc(ctx.conn, a.name)
+        emit(a, b.public() if b else None, lambda: _bmc_human(b, a.name))
+        return 0
+    current = bmc.get_bmc(ctx.conn, a.name)
+    base = {"kind": current.kind, "address": current.address, "port": current.port,
+            "username": current.username, "system_id": current.system_id,
+            "verify_tls": current.verify_tls} if current else {}
+    if current and "kind" in given and given["kind"] != current.kind and "port" not in given:
+        base.pop("port")  # the new kind's default port
+    d = base | given
+    if a.verify_tls is not None:
+        d["verify_tls"] = a.verify_tls
+    if password is not None:
+        d["password"] = password
+    for k in ("kind", "address", "username"):
+        if k not in d:
+            raise InvalidInput(f"--{'user' if k == 'username' else k} is required", field=k)
+    b = bmc.set_bmc(ctx.conn, a.name, bmc.parse_input(d))
+    emit(a, b.public(), lambda: print(f"BMC of {a.name}: {b.kind} {b.username}@{b.address}:"
+                                      f"{b.port} (password stored, not shown)"))
+    return 0
+
+
 def cmd_host_export(ctx: Ctx) -> int:
-    text = hosts.export_hosts(ctx.conn)
+    text = hosts.export_hosts(ctx.conn, with_secrets=ctx.args.with_secrets)
     if ctx.args.output and ctx.args.output != "-":
         with open(ctx.args.output, "w") as f:
             f.write(text)
@@ -119,4 +174,24 @@ def register(sub: Subparsers) -> None:
     s.add_argument("file", help="path, or - for stdin")
     s.add_argument("--flake", help="flake for entries that name none")
     s.add_argument("--replace", action="store_true", help="update hosts that exist")
-    leaf(ho, "export", cmd_host_export, "print hosts.json").add_argument("-o", "--output")
+    s = leaf(ho, "export", cmd_host_export, "print hosts.json")
+    s.add_argument("-o", "--output")
+    s.add_argument("--with-secrets", action="store_true",
+                   help="include BMC passwords (keep the file private)")
+    s = leaf(ho, "bmc", cmd_host_bmc, "show, set or clear a host's BMC (IPMI or Redfish); "
+             "the password is read from --password-file or stdin and never shown again")
+    s.add_argument("name")
+    s.add_argument("--kind", choices=bmc.KINDS)
+    s.add_argument("--address", help="the BMC's IP address or DNS name")
+    s.add_argument("--port", type=int, help="default 623 (IPMI) or 443 (Redfish)")
+    s.add_argument("--user")
+    s.add_argument("--password-file", metavar="FILE", help="read the password from FILE")
+    s.add_argument("--password-stdin", action="store_true",
+                   help="read the password from the first line of stdin")
+    s.add_argument("--system-id", help="Redfish: the ComputerSystem id (default: the only one)")
+    s.add_argument("--verify-tls", dest="verify_tls", action="store_true", default=None,
+                   help="Redfish: verify the BMC's certificate (the default)")
+    s.add_argument("--no-verify-tls", dest="verify_tls", action="store_false",
+                   help="Redfish: accept a self-signed certificate")
+    s.add_argument("--clear", action="store_true", help="forget the BMC and its password")
+    s.set_defaults(verify_tls=None)  # neither flag: keep what is stored

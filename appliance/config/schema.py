@@ -350,6 +350,12 @@ SCHEMA = Section(
             },
             "How much of the event log is kept, and what anonymous traffic may write to it.",
         ),
+        "bmc": Section(
+            {
+                "poll_seconds": Key(int_range(0, 86400), 60, "How often nixie serve asks every host's BMC for its power state (shown on the host list and dashboard); 0 never."),
+            },
+            "Power control through hosts' BMCs (IPMI, Redfish).",
+        ),
     }
 )
 

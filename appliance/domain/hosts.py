@@ -11,10 +11,11 @@ import ipaddress
 import json
 import re
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 from appliance.config.macs import normalize_mac
-from appliance.domain import events
+from appliance.domain import bmc, events
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.state.db import now, transaction
 
@@ -236,6 +237,7 @@ def remove_host(conn: sqlite3.Connection, name: str) -> None:
         host = _get_row(conn, name)
         conn.execute("DELETE FROM hosts WHERE id = ?", (host["id"],))
         events.record(conn, "host.removed", f"host {name} removed")
+    bmc.remove_orphan_secrets(conn)  # its BMC row went with it (ON DELETE CASCADE)
 
 
 def set_state(conn: sqlite3.Connection, host_id: int, state: str, *, ip: str | None = None,
@@ -255,7 +257,7 @@ def set_state(conn: sqlite3.Connection, host_id: int, state: str, *, ip: str | N
 def _parse_entry(name: str, entry: Any, default_flake: str | None) -> dict[str, Any]:
     if not isinstance(entry, dict):
         raise InvalidInput(f"hosts.json: entry {name!r} must be an object")
-    known = {"mac_address", "macs", "flake", "attr", "mode"}
+    known = {"mac_address", "macs", "flake", "attr", "mode", "bmc"}
     unknown = set(entry) - known
     if unknown:
         raise InvalidInput(f"hosts.json: {name}: unknown key {sorted(unknown)[0]!r}")
@@ -269,12 +271,15 @@ def _parse_entry(name: str, entry: Any, default_flake: str | None) -> dict[str, 
     if not flake:
         raise InvalidInput(f"hosts.json: {name}: no flake (give one with --flake)")
     try:
+        if "bmc" in entry and not isinstance(entry["bmc"], dict):
+            raise InvalidInput("bmc must be an object", field="bmc")
         return {
             "name": validate_name(name),
             "macs": _normalize_macs(macs),
             "flake": _validate_flake(flake),
             "attr": _validate_attr(entry.get("attr") or default_attr(name)),
             "mode": validate_mode(entry.get("mode", "netboot")),
+            "bmc": bmc.parse_input(entry["bmc"]) if "bmc" in entry else None,
         }
     except InvalidInput as e:
         raise InvalidInput(f"hosts.json: {name}: {e}", field=e.field) from None
@@ -306,37 +311,62 @@ def parse_hosts_json(text: str, default_flake: str | None = None) -> list[dict[s
 
 def import_hosts(conn: sqlite3.Connection, text: str, *, default_flake: str | None = None,
                  replace: bool = False) -> dict[str, list[str]]:
-    """Add (or with replace=True, update) every host in a hosts.json, all or nothing."""
+    """Add (or with replace=True, update) every host in a hosts.json, all or nothing.
+    An entry's `bmc` object sets the host's BMC (its password is stored as a secret file)."""
     entries = parse_hosts_json(text, default_flake)
     added, updated = [], []
-    with transaction(conn):
-        for e in entries:
-            row = conn.execute("SELECT id FROM hosts WHERE name = ?", (e["name"],)).fetchone()
-            if row and not replace:
-                raise Conflict(f"host {e['name']} already exists (use --replace to update it)")
-            host_id = row["id"] if row else None
-            _check_macs_free(conn, e["macs"], host_id)
-            t = now()
-            if host_id is None:
-                host_id = conn.execute(
-                    "INSERT INTO hosts (name, flake, attr, mode, state, created_at, updated_at) "
-                    "VALUES (?,?,?,?,?,?,?)",
-                    (e["name"], e["flake"], e["attr"], e["mode"], "unknown", t, t)).lastrowid
-                added.append(e["name"])
-            else:
-                conn.execute("UPDATE hosts SET flake=?, attr=?, mode=?, updated_at=? WHERE id=?",
-                             (e["flake"], e["attr"], e["mode"], t, host_id))
-                conn.execute("DELETE FROM host_macs WHERE host_id = ?", (host_id,))
-                updated.append(e["name"])
-            conn.executemany("INSERT INTO host_macs (mac, host_id) VALUES (?, ?)",
-                             [(m, host_id) for m in e["macs"]])
-        events.record(conn, "hosts.imported",
-                      f"hosts.json imported: {len(added)} added, {len(updated)} updated")
+    secrets_dir = bmc.secrets_dir(conn) if any(e["bmc"] for e in entries) else Path()
+    new_refs: list[str | None] = []
+    replaced: list[str | None] = []
+    try:
+        with transaction(conn):
+            _import_entries(conn, entries, replace, added, updated, secrets_dir, new_refs,
+                            replaced)
+    except BaseException:
+        for ref in new_refs:
+            if ref:
+                (secrets_dir / ref).unlink(missing_ok=True)
+        raise
+    for ref in replaced:
+        if ref:
+            (secrets_dir / ref).unlink(missing_ok=True)
     return {"added": added, "updated": updated}
 
 
-def export_hosts(conn: sqlite3.Connection) -> str:
-    """hosts.json in our form, which Nixie reads too (mac_address is the first MAC)."""
+def _import_entries(conn: sqlite3.Connection, entries: list[dict[str, Any]], replace: bool,
+                    added: list[str], updated: list[str], secrets_dir: Path,
+                    new_refs: list[str | None], replaced: list[str | None]) -> None:
+    for e in entries:
+        row = conn.execute("SELECT id FROM hosts WHERE name = ?", (e["name"],)).fetchone()
+        if row and not replace:
+            raise Conflict(f"host {e['name']} already exists (use --replace to update it)")
+        host_id = row["id"] if row else None
+        _check_macs_free(conn, e["macs"], host_id)
+        t = now()
+        if host_id is None:
+            host_id = conn.execute(
+                "INSERT INTO hosts (name, flake, attr, mode, state, created_at, updated_at) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (e["name"], e["flake"], e["attr"], e["mode"], "unknown", t, t)).lastrowid
+            added.append(e["name"])
+        else:
+            conn.execute("UPDATE hosts SET flake=?, attr=?, mode=?, updated_at=? WHERE id=?",
+                         (e["flake"], e["attr"], e["mode"], t, host_id))
+            conn.execute("DELETE FROM host_macs WHERE host_id = ?", (host_id,))
+            updated.append(e["name"])
+        conn.executemany("INSERT INTO host_macs (mac, host_id) VALUES (?, ?)",
+                         [(m, host_id) for m in e["macs"]])
+        if e["bmc"] is not None:
+            new_ref, old_ref = bmc.upsert_in(conn, host_id, e["name"], e["bmc"], secrets_dir)
+            new_refs.append(new_ref)
+            replaced.append(old_ref)
+    events.record(conn, "hosts.imported",
+                  f"hosts.json imported: {len(added)} added, {len(updated)} updated")
+
+
+def export_hosts(conn: sqlite3.Connection, *, with_secrets: bool = False) -> str:
+    """hosts.json in our form, which Nixie reads too (mac_address is the first MAC). A host's
+    BMC is exported without its password unless `with_secrets`."""
     out: dict[str, Any] = {}
     for h in list_hosts(conn):
         out[h["name"]] = {
@@ -346,6 +376,9 @@ def export_hosts(conn: sqlite3.Connection) -> str:
             "attr": h["attr"],
             "mode": h["mode"],
         }
+        b = bmc.export_entry(conn, h["id"], with_secrets=with_secrets)
+        if b is not None:
+            out[h["name"]]["bmc"] = b
     return json.dumps(out, indent=2, sort_keys=True) + "\n"
 
 

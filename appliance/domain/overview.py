@@ -46,7 +46,7 @@ def build_queue(conn: sqlite3.Connection, limit: int = 10) -> list[dict[str, Any
 def active_hosts(conn: sqlite3.Connection, limit: int = 24) -> list[dict[str, Any]]:
     """Hosts most recently changed state (what an admin looks at first)."""
     return [dict(r) for r in conn.execute(
-        "SELECT name, state, ip, mode, current_generation, state_changed_at FROM hosts "
+        "SELECT id, name, state, ip, mode, current_generation, state_changed_at FROM hosts "
         "ORDER BY coalesce(state_changed_at, 0) DESC, name LIMIT ?", (limit,))]
 
 

@@ -11,7 +11,8 @@ import time
 
 from appliance.config.schema import Config
 from appliance.domain import settings, setupcode
-from appliance.router.wol import WakeFailed, wake_host
+from appliance.errors import NixieError
+from appliance.router.bmc.power import boot_from_network
 from appliance.runtime import wiring
 from appliance.state.db import Store, secure_state
 from appliance.state.status import HEARTBEAT_SECONDS, write_status
@@ -83,8 +84,13 @@ def _announce_setup_code(cfg: Config, store: Store) -> None:
 
 
 def _wake(cfg: Config, store: Store, names: list[str]) -> None:
+    """Boot each host from the network: through its BMC (next boot PXE once, then power on
+    or cycle), else Wake-on-LAN. Every step is an event on the host; the run goes on."""
     for name in names:
         try:
-            wake_host(store.conn(), name, interface=cfg.lan.interface)
-        except WakeFailed as e:  # recorded as an event by wake_host; the run goes on
-            log.warning("Wake-on-LAN failed", extra={"host": name, "error": str(e)})
+            out = boot_from_network(store.conn(), name, interface=cfg.lan.interface)
+        except NixieError as e:
+            log.warning("could not boot host from the network", extra={"host": name,
+                                                                         "error": str(e)})
+        else:
+            log.info(out.message, extra={"host": name, "via": out.via})

@@ -34,6 +34,7 @@ from appliance.errors import ConfigError
 from appliance.nix.binary_cache import create_binary_cache
 from appliance.nix.bootartifacts import StoreBootArtifacts
 from appliance.nix.buildworker import BuildWorker
+from appliance.router.bmc.poller import PowerPoller
 from appliance.router.discovery import DiscoveryService
 from appliance.router.firewall import FirewallService
 from appliance.router.network import NetworkWatchdog
@@ -130,6 +131,9 @@ class Runtime:
                  lambda c: FirewallService(c, self.store) if c.firewall.enable else None),
             Part("retention", ("retention", "state_dir"),
                  lambda c: events.RetentionService(self.store, c)),
+            Part("bmc", ("bmc",),
+                 lambda c: PowerPoller(self.store, c.bmc.poll_seconds)
+                 if c.bmc.poll_seconds else None),
         ]
 
     def _dhcp(self, c: Config):

@@ -203,4 +203,22 @@ CREATE TABLE login_failures (
 );
 CREATE INDEX login_failures_key ON login_failures(scope, key, ts);
 """,
+    # issue 21: a host's BMC (IPMI or Redfish). The password is not here: it is a 0600 file
+    # state_dir/bmc-secrets/<secret_ref> (appliance/domain/bmc.py).
+    24: """
+CREATE TABLE host_bmc (
+    host_id INTEGER PRIMARY KEY REFERENCES hosts(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('ipmi', 'redfish')),
+    address TEXT NOT NULL,
+    port INTEGER,
+    username TEXT NOT NULL,
+    secret_ref TEXT NOT NULL,
+    verify_tls INTEGER NOT NULL DEFAULT 1,
+    system_id TEXT,
+    power_state TEXT,
+    power_checked_at REAL,
+    last_error TEXT,
+    updated_at REAL NOT NULL
+);
+""",
 }

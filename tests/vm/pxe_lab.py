@@ -126,9 +126,10 @@ class OtherDhcpServer:
 
 
 @contextmanager
-def appliance_serving(tmp_path: Path, lan_ip: str = "10.77.0.1"):
+def appliance_serving(tmp_path: Path, lan_ip: str = "10.77.0.1", sections: dict | None = None):
     """`nixie serve` (our DHCP, TFTP, HTTP boot and a local build worker on the
-    real `nix`) in a namespace with its LAN bridge; yields (ns, config path, config)."""
+    real `nix`) in a namespace with its LAN bridge; yields (ns, config path, config).
+    `sections`: config sections to set besides (e.g. {"bmc": {"poll_seconds": 2}})."""
     from appliance.config.schema import example_config
     from tests.nixlab import NIX_EXTRA
 
@@ -137,6 +138,7 @@ def appliance_serving(tmp_path: Path, lan_ip: str = "10.77.0.1"):
     cfg["nix"] = {"extra_config": NIX_EXTRA}
     cfg["builder"] = {"kind": "local", "flake_refresh_seconds": 0}
     cfg["boot"]["menu_timeout_seconds"] = 1
+    cfg.update(sections or {})
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
     with router_namespace(lan_ip) as ns:

@@ -97,10 +97,12 @@ def wake_host(name: str):
                                                        interface=config().lan.interface)})
 
 
-@route("/hosts-json", "GET", "Export hosts.json", tag="hosts",
+@route("/hosts-json", "GET", "Export hosts.json (BMC passwords only with with_secrets=true)",
+       tag="hosts", params=[q("with_secrets", {"type": "boolean"}, "include BMC passwords")],
        response={"type": "object", "additionalProperties": {"type": "object"}})
 def export_hosts():
-    return Response(hosts.export_hosts(conn()), mimetype="application/json")
+    return Response(hosts.export_hosts(conn(), with_secrets=args.bool_arg("with_secrets")),
+                    mimetype="application/json")
 
 
 @route("/hosts-json", "POST", "Import a hosts.json (all or nothing)", tag="hosts",

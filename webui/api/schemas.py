@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance.domain import hosts, settings
+from appliance.domain import bmc, hosts, settings
 
 
 def ref(name: str) -> dict[str, Any]:
@@ -119,6 +119,25 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                                  "not answer; it applies the change when it starts); "
                                  "GET: the last change it applied"},
         "message": {"type": "string", "description": "the outcome in words (PATCH only)"}}},
+    "Bmc": {"type": "object", "description": "a host's BMC; the password is never returned",
+            "properties": {
+                "host": STR, "kind": {"enum": list(bmc.KINDS)}, "address": STR, "port": INT,
+                "username": STR, "verify_tls": {"type": "boolean"},
+                "system_id": {"type": ["string", "null"]},
+                "power_state": {"type": ["string", "null"], "enum": ["on", "off", None]},
+                "power_checked_at": {"type": ["number", "null"]},
+                "last_error": {"type": ["string", "null"]}}},
+    "BmcInput": {"type": "object", "required": ["kind", "address", "username"], "properties": {
+        "kind": {"enum": list(bmc.KINDS)}, "address": STR,
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "username": STR, "password": {"type": "string", "writeOnly": True},
+        "verify_tls": {"type": "boolean"}, "system_id": STR}},
+    "PowerResult": {"type": "object", "properties": {
+        "host": STR, "action": STR, "power_state": {"type": ["string", "null"]},
+        "message": STR}},
+    "BootOutcome": {"type": "object", "properties": {
+        "host": STR, "via": {"enum": ["bmc", "wol"]}, "action": STR, "message": STR,
+        "bmc_error": {"type": ["string", "null"]}}},
     "Status": {"type": "object", "properties": {
         "counters": {"type": "object"}, "health": {"type": "object"},
         "recent_boots": arr(ref("Event")), "build_queue": arr(ref("Build"))}},

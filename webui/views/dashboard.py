@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 
-from appliance.domain import overview
+from appliance.domain import bmc, overview
 
 from .. import fragments
 from ..context import conn, ctx
@@ -19,7 +19,7 @@ def _body() -> str:
     return render_template("_dashboard_body.html", health=ctx().health(),
                            counters=overview.counters(c), hosts=overview.active_hosts(c),
                            boots=overview.recent_boots(c), queue=overview.build_queue(c),
-                           recent=overview.recent_events(c))
+                           recent=overview.recent_events(c), power=bmc.power_by_host(c))
 
 
 @bp.get("/")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
-from appliance.domain import builds, events, flakes, generations, hosts
+from appliance.domain import bmc, builds, events, flakes, generations, hosts
 from appliance.errors import NixieError
 from appliance.router import wol
+from appliance.router.bmc import power
 
 from .. import fragments
 from ..context import config, conn
-from ..forms import ActionForm, GenerationForm, HostForm, ImportForm, options
+from ..forms import ActionForm, BmcForm, GenerationForm, HostForm, ImportForm, options
 from .common import PAGE_SIZE, attach_error, page_arg
 
 bp = Blueprint("hosts", __name__, url_prefix="/hosts")
@@ -28,7 +29,8 @@ def index():
         total = hosts.count_hosts(c, search=q or None)
         rows = hosts.list_hosts(c, search=q or None, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
         return render_template("hosts/_table.html", hosts=rows, q=q, page=page, total=total,
-                               pages=max(1, -(-total // PAGE_SIZE)))
+                               pages=max(1, -(-total // PAGE_SIZE)),
+                               power=bmc.power_by_host(c))
 
     return render_template("hosts/index.html", q=q, table=fragments.cached(request.full_path, table),
                            import_fields=fragments.constant("hosts:import-fields", _import_fields))
@@ -74,8 +76,10 @@ def show(name: str):
     gen_form.number.data = default
     form = HostForm(data={"name": h["name"], "macs": "\n".join(h["macs"]), "flake": h["flake"],
                           "attr": h["attr"], "mode": h["mode"]})
+    host_bmc = bmc.get_bmc(c, name)
+    bmc_form = BmcForm(data=_bmc_form_data(host_bmc))
     return render_template("hosts/show.html", host=h, gens=gens, default=default,
-                           gen_form=gen_form, form=form,
+                           gen_form=gen_form, form=form, bmc=host_bmc, bmc_form=bmc_form,
                            timeline=events.recent(c, host_id=h["id"], limit=50),
                            builds=builds.list_builds(c, host_name=name, limit=10),
                            action=ActionForm(), flakes=_flake_choices())
@@ -138,6 +142,63 @@ def wake(name: str):
 def wake_host(name: str) -> list[str]:
     """Wake-on-LAN on the LAN interface (of the effective config)."""
     return wol.wake_host(conn(), name, interface=config().lan.interface)
+
+
+def _bmc_form_data(b: bmc.Bmc | None) -> dict:
+    if b is None:
+        return {"kind": "ipmi", "verify_tls": True}
+    return {"kind": b.kind, "address": b.address, "port": b.port, "username": b.username,
+            "system_id": b.system_id or "", "verify_tls": b.verify_tls}
+
+
+@bp.post("/<name>/bmc")
+def set_bmc(name: str):
+    form = BmcForm()
+    if form.validate_on_submit():
+        try:
+            bmc.set_bmc(conn(), name, bmc.parse_input(form.to_input()))
+        except NixieError as e:
+            flash(f"BMC not saved: {e}", "error")
+        else:
+            flash(f"BMC of {name} saved (the password is not shown again).", "ok")
+    else:
+        problems = "; ".join(f"{form[k].label.text}: {' '.join(v)}" for k, v in form.errors.items()
+                             if k in form._fields)
+        flash(f"BMC not saved: {problems or 'the form expired, try again'}", "error")
+    return redirect(url_for("hosts.show", name=name))
+
+
+@bp.post("/<name>/bmc/clear")
+def clear_bmc(name: str):
+    bmc.clear_bmc(conn(), name)
+    flash(f"BMC of {name} removed.", "ok")
+    return redirect(url_for("hosts.show", name=name))
+
+
+@bp.post("/<name>/power/<action>")
+def power_action(name: str, action: str):
+    """A BMC action; a failing BMC is a message here and an event on the host."""
+    try:
+        r = power.power_action(conn(), name, action)
+    except NixieError as e:
+        flash(f"Power {action} failed, nothing changed: {e}", "error")
+    else:
+        flash(f"{name}: {r.message}.", "ok")
+    return redirect(url_for("hosts.show", name=name))
+
+
+@bp.post("/<name>/boot")
+def boot_now(name: str):
+    """Boot now: one-time network boot through the BMC, else Wake-on-LAN."""
+    try:
+        out = power.boot_from_network(conn(), name, interface=config().lan.interface)
+    except NixieError as e:
+        flash(f"Boot now failed: {e}", "error")
+    else:
+        if out.bmc_error:
+            flash(f"The BMC failed ({out.bmc_error}); sent Wake-on-LAN instead.", "error")
+        flash(out.message + ".", "ok")
+    return redirect(url_for("hosts.show", name=name))
 
 
 @bp.post("/<name>/build")
