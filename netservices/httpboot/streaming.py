@@ -37,17 +37,21 @@ class Unsatisfiable(Exception):
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """A single `bytes=` range as (start, length); None for no range, several
     ranges or a header we do not understand (serve the whole thing). Raises
-    Unsatisfiable when the range starts past the end."""
+    Unsatisfiable when the range starts past the end, or when its positions are
+    not ASCII digits (`bytes=٣-`, `bytes=²-`: str.isdigit() says yes, int() may
+    not, and no byte of the resource has such a position)."""
     if not header:
         return None
     unit, _, spec = header.strip().partition("=")
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
+    if not spec.isascii():
+        raise Unsatisfiable()
     first, dash, last = spec.strip().partition("-")
     if not dash:
         return None
     first, last = first.strip(), last.strip()
-    if not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+    if not _ascii_digits(first, empty_ok=True) or not _ascii_digits(last, empty_ok=True):
         return None
     if first == "":
         if last == "":
@@ -64,6 +68,10 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if end < start:
         return None  # syntactically invalid: ignore
     return start, end - start + 1
+
+
+def _ascii_digits(s: str, empty_ok: bool) -> bool:
+    return (s == "" and empty_ok) or (s != "" and s.isascii() and s.isdigit())
 
 
 # ------------------------------------------------------------------ segments

@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 import time
+import ssl
 import urllib.error
 import urllib.request
 
@@ -73,6 +74,9 @@ def test_stored_health(tmp_path):
     assert webserver.stored_health(store, 6)["ok"] is False
 
 
+UNVERIFIED = ssl._create_unverified_context()  # the self-signed certificate of the test's state dir
+
+
 def _free_tcp_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -81,7 +85,7 @@ def _free_tcp_port() -> int:
 
 def _get(url: str) -> tuple[int, dict]:
     try:
-        with urllib.request.urlopen(url, timeout=10) as r:
+        with urllib.request.urlopen(url, timeout=10, context=UNVERIFIED) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
@@ -99,6 +103,7 @@ class RunningWebWorkers:
         cfg = load_config(config_file)
         _status(Store(cfg.db_path))
         webserver.secret_key(cfg)  # made in serve, before the workers read it
+        webserver.prepare_tls(cfg)  # so is the certificate
         self.web = webserver.WebWorkers(cfg, workers)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.web.run, args=(self.stop,), daemon=True)
@@ -115,7 +120,7 @@ class RunningWebWorkers:
     def healthy(self) -> bool:
         """/healthz answered 200 with the stored health."""
         try:
-            status, health = _get(f"http://127.0.0.1:{self.port}/healthz")
+            status, health = _get(f"https://127.0.0.1:{self.port}/healthz")
         except OSError:  # a worker still starting: its socket queues, the connect waits
             return False
         return status == 200 and health["services"]["dhcp"]["state"] == "running"
