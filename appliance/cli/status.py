@@ -5,7 +5,7 @@ from __future__ import annotations
 from appliance.cli.context import Ctx
 from appliance.cli.output import emit, print_table, timestamp
 from appliance.cli.parser import Subparsers, leaf
-from appliance.domain import events, hosts, settings
+from appliance.domain import events, hosts, settings, tls_cert
 from appliance.state.db import now
 from appliance.state.status import read_status
 
@@ -25,6 +25,7 @@ def cmd_status(ctx: Ctx) -> int:
         ).fetchone()[0],
         "builds": {r[0]: r[1] for r in conn.execute(
             "SELECT status, count(*) FROM builds GROUP BY status")},
+        "web": tls_cert.web_summary(ctx.runtime_cfg),
     }
 
     def human():
@@ -39,6 +40,15 @@ def cmd_status(ctx: Ctx) -> int:
         print(f"leases: {data['leases_active']} active")
         print("builds: " + (", ".join(f"{k}={v}" for k, v in sorted(data["builds"].items()))
                             or "none"))
+        web = data["web"]
+        print(f"web: {', '.join(web['urls'])}")
+        if web["tls"] and web["certificate"]:
+            cert = web["certificate"]
+            print(f"  certificate sha256 {cert['sha256']}"
+                  + (" (self-signed)" if cert["self_signed"] else "")
+                  + f", valid until {cert['not_after']}")
+        elif web["tls"]:
+            print("  certificate: not made yet (nixie serve makes it at its first start)")
 
     emit(ctx.args, data, human)
     return 0

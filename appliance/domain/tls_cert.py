@@ -148,16 +148,25 @@ def _key_pem(key) -> bytes:
 def _write_pair(paths: CertPaths, cert_pem: bytes, key_pem: bytes) -> None:
     """Key first, then certificate, each written whole (temp file, fsync, rename):
     a reader never sees half a file, and the pair is new once the cert is."""
-    paths.cert.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not paths.cert.parent.exists():
+        paths.cert.parent.mkdir(mode=0o700, parents=True)
+        state = paths.cert.parent.parent.stat()  # owned like state_dir
+        if os.geteuid() == 0:
+            os.chown(paths.cert.parent, state.st_uid, state.st_gid)
     os.chmod(paths.cert.parent, 0o700)
     _write_atomic(paths.key, key_pem, 0o600)
     _write_atomic(paths.cert, cert_pem, 0o644)
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """The file whole or not at all, owned like its directory (root installing a
+    certificate for serve, which runs as its own user on NixOS)."""
+    owner = path.parent.stat()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, mode)
+        if os.geteuid() == 0:
+            os.fchown(fd, owner.st_uid, owner.st_gid)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -214,3 +223,17 @@ def self_signed(names: list[str]) -> tuple[ec.EllipticCurvePrivateKey, x509.Cert
                            critical=False)
             .sign(key, hashes.SHA256()))
     return key, cert
+
+
+def web_summary(cfg: Config) -> dict:
+    """Where the admin UI is, and the certificate an admin compares before trusting
+    it (`nixie status`, serve's start-up lines)."""
+    scheme = "https" if cfg.web.tls else "http"
+    urls = []
+    for listen in cfg.web.listen:
+        _, host, port = parse_listen(listen)
+        if host in ("0.0.0.0", "::"):
+            host = cfg.lan_ip
+        urls.append(f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}/")
+    cert = info(cfg) if cfg.web.tls else None
+    return {"tls": cfg.web.tls, "urls": urls, "certificate": cert.to_dict() if cert else None}

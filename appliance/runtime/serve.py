@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from appliance.config.schema import Config
+from appliance.domain import tls_cert
 from appliance.router.wol import WakeFailed, wake_host
 from appliance.runtime import wiring
 from appliance.state.db import Store
@@ -37,6 +38,7 @@ def serve(cfg: Config, *, until=None, wake: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     log.info("nixie serve starting", extra={"config": cfg.path, "state_dir": cfg.state_dir,
                                              "services": ",".join(s.name for s in supervisor.services)})
+    _announce_web(runtime.cfg)
     def beat(state: str = "running") -> None:
         try:
             write_status(store, supervisor.health(), state=state)
@@ -63,6 +65,15 @@ def serve(cfg: Config, *, until=None, wake: list[str] | None = None) -> int:
     log.info("nixie serve stopped", extra={"clean": clean, "seconds": f"{time.monotonic() - t0:.2f}",
                                            "exit_code": exit_code})
     return exit_code
+
+
+def _announce_web(cfg: Config) -> None:
+    """The admin UI's address and certificate fingerprint, on the console at every
+    start: what an admin compares with the browser's certificate dialog."""
+    web = tls_cert.web_summary(cfg)
+    cert = web["certificate"] or {}
+    log.info("admin web UI", extra={"url": " ".join(web["urls"]),
+                                    **({"sha256": cert["sha256"]} if cert else {})})
 
 
 def _wake(cfg: Config, store: Store, names: list[str]) -> None:

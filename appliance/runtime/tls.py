@@ -289,7 +289,7 @@ def https_only(app, hsts_seconds: int):
             status = ("301 Moved Permanently" if method in ("GET", "HEAD")
                       else "308 Permanent Redirect")
             start_response(status, [("Location", location), ("Content-Type", "text/plain"),
-                                    ("Content-Length", str(len(body))), ("Connection", "close")])
+                                    ("Content-Length", str(len(body)))])
             return [] if method == "HEAD" else [body]
         if not hsts:
             return app(environ, start_response)

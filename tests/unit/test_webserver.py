@@ -7,9 +7,9 @@ import json
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
-import ssl
 import urllib.error
 import urllib.request
 

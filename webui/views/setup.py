@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, flash, redirect, render_template, url_for
 
-from appliance.domain import settings
+from appliance.domain import settings, tls_cert
 from appliance.errors import Conflict, NixieError
 from appliance.state.db import now
 
@@ -19,6 +19,13 @@ from .common import attach_error
 bp = Blueprint("setup", __name__)
 
 WIZARD_KEYS = (*SetupForm.KEYS.values(), "dhcp.range")
+
+
+@bp.context_processor
+def web_certificate():
+    """The admin UI's TLS certificate (_tls_fingerprint.html shows its fingerprint)."""
+    cfg = ctx().config
+    return {"web_cert": tls_cert.info(cfg) if cfg.web.tls else None}
 
 
 @bp.route("/setup", methods=["GET", "POST"])
