@@ -303,14 +303,17 @@ def https_only(app, hsts_seconds: int):
 
 
 def redirect_target(environ) -> str:
-    """https://<the host the client asked for>:<this port><path>?<query>; a Host
-    header that is not a plain host name or address gives way to ours."""
+    """https://<the host and port the client asked for><path>?<query>: the same
+    port, as the client sees it (a port forward may stand between); without a port
+    in Host, this server's. A Host header that is not a plain host name or address
+    gives way to ours."""
     host = environ.get("HTTP_HOST", "")
     m = _HOST.match(host)
     name = m.group(1) if m else environ.get("SERVER_NAME", "localhost")
     if ":" in name and not name.startswith("["):
         name = f"[{name}]"
-    port = str(environ.get("SERVER_PORT", "443"))
+    port = (m.group(2) or "")[1:] if m else ""
+    port = port or str(environ.get("SERVER_PORT", "443"))
     netloc = name if port == "443" else f"{name}:{port}"
     raw_path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "") or "/"
     path = quote(raw_path.encode("latin-1", "replace"), safe="/;:@&=+$,!~*'()-._")

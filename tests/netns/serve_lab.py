@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from appliance.config.schema import example_config
+from tests.https import GET_SNIPPET
 
 
 def router_config(tmp_path: Path, address: str | None = None, **sections: dict) -> Path:
@@ -26,10 +27,7 @@ def router_config(tmp_path: Path, address: str | None = None, **sections: dict) 
 
 def http_get(ns, url: str) -> tuple[int, str]:
     """(status, body) of a GET run inside `ns`."""
-    code = ("import urllib.request,sys\n"
-            "try:\n r=urllib.request.urlopen(sys.argv[1], timeout=5); print(r.status); print(r.read().decode())\n"
-            "except urllib.error.HTTPError as e: print(e.code); print(e.read().decode())\n")
-    r = ns.run(sys.executable, "-c", code, url)
+    r = ns.run(sys.executable, "-c", GET_SNIPPET, url)  # https: the appliance's own certificate
     status, _, body = r.stdout.partition("\n")
     return int(status), body
 

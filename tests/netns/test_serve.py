@@ -26,7 +26,7 @@ def test_serve_concurrent_cli_and_sigterm(lan, tmp_path):
     proc = start_serve(ns, cfg, tmp_path / "serve.log")
     try:
         assert wait_port(ns, "10.77.0.1", 8080, timeout=20), open(tmp_path / "serve.log").read()
-        status, body = http_get(ns, "http://10.77.0.1:8080/healthz")
+        status, body = http_get(ns, "https://10.77.0.1:8080/healthz")
         health = json.loads(body)
         assert status == 200 and health["ok"], body
         assert {"web", "tftp", "httpboot", "builder"} <= set(health["services"])
@@ -49,7 +49,7 @@ def test_serve_concurrent_cli_and_sigterm(lan, tmp_path):
         st = json.loads(run_nixie("status", "--json", config=cfg, ns=ns).stdout)
         assert st["serve"]["running"] and st["serve"]["pid"] == proc.pid
 
-        workers = json.loads(http_get(ns, "http://10.77.0.1:8080/healthz")[1])[
+        workers = json.loads(http_get(ns, "https://10.77.0.1:8080/healthz")[1])[
             "services"]["web"]["stats"].get("pids", [])
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)

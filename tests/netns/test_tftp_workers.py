@@ -15,6 +15,7 @@ import pytest
 
 from lab.netns import Netns, bridge, bridge_port, start_serve, wait_port
 from tests.conftest import wait_for
+from tests.https import GET_SNIPPET
 from tests.netns.serve_lab import pid_alive, router_config
 from tests.netns.tftp_lab import sha, tftp_lab
 
@@ -135,10 +136,8 @@ def test_serve_with_workers_reports_and_stops_them(tmp_path, workers, busy_poll_
             fetch_all(cli, out, 8)
 
             def tftp_stats() -> dict:
-                code = ("import urllib.request,sys,json;"
-                        "print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())")
-                r = ns.run(sys.executable, "-c", code, f"http://{SERVER}:8080/healthz")
-                return json.loads(r.stdout)["services"]["tftp"]["stats"] or {}
+                r = ns.run(sys.executable, "-c", GET_SNIPPET, f"https://{SERVER}:8080/healthz")
+                return json.loads(r.stdout.partition("\n")[2])["services"]["tftp"]["stats"] or {}
 
             assert wait_for(lambda: tftp_stats().get("completed") == 8), tftp_stats()
             assert tftp_stats()["workers"] == workers
