@@ -56,10 +56,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if first == "":
         if last == "":
             return None
-        n = int(last)
-        if n == 0:
+        n = min(int(last), size)
+        if n == 0:  # bytes=-0, or any suffix of an empty resource
             raise Unsatisfiable()
-        n = min(n, size)
         return size - n, n
     start = int(first)
     if start >= size:
