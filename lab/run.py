@@ -2,7 +2,7 @@
 
 The LAN is a bridge `br-lan` inside the namespace `<name>`; the appliance
 runs there with `nixie serve`, and its web listener is forwarded to
-http://127.0.0.1:<web-port> on the host (socat), so a browser on this
+https://127.0.0.1:<web-port> on the host (socat), so a browser on this
 machine reaches it. Virtual machines that PXE-boot attach their tap devices
 to the same bridge. Everything the lab makes is undone by `down` or Ctrl-C.
 """
@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from appliance.config.schema import example_config
+from appliance.config.schema import example_config, load_config
+from appliance.domain import tls_cert
 from appliance.nix.command import SINGLE_USER_OFFLINE
 from lab import vms as labvm
 from lab.netns import Netns, bridge, sh, start_serve, wait_port
@@ -55,6 +56,12 @@ def down(name: str) -> None:
     subprocess.run(["pkill", "-f", f"EXEC:ip netns exec {name} "], capture_output=True)
 
 
+def _fingerprint(cfg_path) -> str:
+    """The fingerprint of the certificate serve made (what the browser's dialog shows)."""
+    cert = tls_cert.info(load_config(cfg_path))
+    return cert.fingerprint if cert else "(not made yet)"
+
+
 def up(name: str, web_port: int, with_vm: bool) -> int:
     if os.geteuid() != 0:
         print("nixie lab: needs root (network namespaces)", file=sys.stderr)
@@ -89,7 +96,8 @@ def up(name: str, web_port: int, with_vm: bool) -> int:
         extra = labvm.start(ns, d, cfg_path, procs) if with_vm else ""
         print(f"""
 Nixie lab is up.
-  web UI:    http://127.0.0.1:{web_port}/   (health: http://127.0.0.1:{web_port}/healthz)
+  web UI:    https://127.0.0.1:{web_port}/   (health: https://127.0.0.1:{web_port}/healthz)
+             its own certificate, sha256 {_fingerprint(cfg_path)}
   LAN:       bridge br-lan {LAN_ADDRESS} in network namespace {name}
   config:    {cfg_path}
   logs:      {d / 'serve.log'}

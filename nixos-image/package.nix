@@ -35,6 +35,7 @@ python3Packages.buildPythonApplication {
     argon2-cffi
     qrcode
     requests
+    cryptography
   ];
 
   # pyproject.toml bounds versions for PyPI installs; nixpkgs pins its own set

@@ -74,6 +74,16 @@ let
       listen = opt (types.nullOr listenList) null "Admin web UI and REST API listeners; null means the LAN address, port 8080.";
       secret_key_file = opt optPath null "File holding the session signing key; null creates state_dir/secret_key.";
       workers = opt (between 0 64) 0 "Web server processes sharing the listeners; 0 means one per CPU (at most 4), 1 serves inside nixie serve.";
+      tls = opt types.bool true "Serve the admin UI and API over HTTPS (plain HTTP on the same port is redirected to it); false serves plain HTTP.";
+      tls_cert_file = opt optPath null "PEM certificate (chain) the admin UI serves; null uses state_dir/tls/cert.pem, made self-signed at first start (nixie admin cert install replaces it).";
+      tls_key_file = opt optPath null "PEM private key of tls_cert_file (set both or neither).";
+      hsts_seconds = opt (between 0 63072000) 31536000 "max-age of the Strict-Transport-Security header on HTTPS answers; 0 sends none.";
+      max_body_bytes = opt (between 1024 67108864) 1048576 "Largest request body the admin server reads (forms, API calls); a larger one is refused with 413 before it is read.";
+      max_import_bytes = opt (between 1024 268435456) 9437184 "Largest request body for a hosts.json import (the Hosts page's upload and POST /api/v1/hosts-json).";
+      idle_timeout_seconds = opt (between 1 3600) 30 "Seconds a connection with no request in flight is kept open.";
+      request_timeout_seconds = opt (between 1 3600) 30 "Seconds a request (TLS handshake, headers and body) may take to arrive after its first byte; a slower one is cut off.";
+      max_connections = opt (between 16 4096) 256 "Open connections per web server process; a new one beyond it closes the idlest idle one.";
+      max_connections_per_client = opt (between 1 4096) 64 "Open connections per client address and web server process; beyond it the client's own idlest connection is closed (or the new one refused).";
     };
 
     dns = {

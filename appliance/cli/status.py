@@ -5,7 +5,7 @@ from __future__ import annotations
 from appliance.cli.context import Ctx
 from appliance.cli.output import emit, print_table, timestamp
 from appliance.cli.parser import Subparsers, leaf
-from appliance.domain import events, hosts, settings, setupcode
+from appliance.domain import events, hosts, settings, setupcode, tls_cert
 from appliance.state.db import now
 from appliance.state.status import read_status, with_storage
 
@@ -35,6 +35,7 @@ def cmd_status(ctx: Ctx) -> int:
         "setup": ({"pending": False} if settings.is_setup_complete(conn) else
                   {"pending": True,
                    "setup_code_file": str(setupcode.code_path(ctx.cfg.state_dir))}),
+        "web": tls_cert.web_summary(ctx.runtime_cfg),
     }
 
     def human():
@@ -57,6 +58,15 @@ def cmd_status(ctx: Ctx) -> int:
         if data["setup"]["pending"]:
             print("setup: pending; the web UI's setup wizard asks for the one-time setup code in "
                   f"{data['setup']['setup_code_file']} (and in the log of nixie serve)")
+        web = data["web"]
+        print(f"web: {', '.join(web['urls'])}")
+        if web["tls"] and web["certificate"]:
+            cert = web["certificate"]
+            print(f"  certificate sha256 {cert['sha256']}"
+                  + (" (self-signed)" if cert["self_signed"] else "")
+                  + f", valid until {cert['not_after']}")
+        elif web["tls"]:
+            print("  certificate: not made yet (nixie serve makes it at its first start)")
 
     emit(ctx.args, data, human)
     return 0

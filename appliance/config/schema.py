@@ -274,6 +274,16 @@ SCHEMA = Section(
                 "listen": Key(check_opt_listen_list, None, "Admin web UI and REST API listeners; null means the LAN address, port 8080."),
                 "secret_key_file": Key(check_opt_path, None, "File holding the session signing key; null creates state_dir/secret_key."),
                 "workers": Key(int_range(0, 64), 0, "Web server processes sharing the listeners; 0 means one per CPU (at most 4), 1 serves inside nixie serve."),
+                "tls": Key(check_bool, True, "Serve the admin UI and API over HTTPS (plain HTTP on the same port is redirected to it); false serves plain HTTP."),
+                "tls_cert_file": Key(check_opt_path, None, "PEM certificate (chain) the admin UI serves; null uses state_dir/tls/cert.pem, made self-signed at first start (nixie admin cert install replaces it)."),
+                "tls_key_file": Key(check_opt_path, None, "PEM private key of tls_cert_file (set both or neither)."),
+                "hsts_seconds": Key(int_range(0, 2 * 365 * 86400), 31536000, "max-age of the Strict-Transport-Security header on HTTPS answers; 0 sends none."),
+                "max_body_bytes": Key(int_range(1024, 64 * 1024 * 1024), 1024 * 1024, "Largest request body the admin server reads (forms, API calls); a larger one is refused with 413 before it is read."),
+                "max_import_bytes": Key(int_range(1024, 256 * 1024 * 1024), 9 * 1024 * 1024, "Largest request body for a hosts.json import (the Hosts page's upload and POST /api/v1/hosts-json)."),
+                "idle_timeout_seconds": Key(int_range(1, 3600), 30, "Seconds a connection with no request in flight is kept open."),
+                "request_timeout_seconds": Key(int_range(1, 3600), 30, "Seconds a request (TLS handshake, headers and body) may take to arrive after its first byte; a slower one is cut off."),
+                "max_connections": Key(int_range(16, 4096), 256, "Open connections per web server process; a new one beyond it closes the idlest idle one."),
+                "max_connections_per_client": Key(int_range(1, 4096), 64, "Open connections per client address and web server process; beyond it the client's own idlest connection is closed (or the new one refused)."),
             },
             "Admin web UI.",
         ),
@@ -473,6 +483,8 @@ def _cross_checks(cfg: Config) -> None:
                 raise ConfigError(f"dhcp.range[{i}]", f"{a} is outside the LAN network {net}")
         if first <= cfg.lan_interface.ip <= last:
             raise ConfigError("dhcp.range", f"the range includes the router's own address {cfg.lan_ip}")
+    if bool(cfg.web.tls_cert_file) != bool(cfg.web.tls_key_file):
+        raise ConfigError("web.tls_key_file", "set web.tls_cert_file and web.tls_key_file together")
     if cfg.builder.kind == "remote" and not cfg.builder.uri:
         raise ConfigError("builder.uri", "is required when builder.kind is remote")
 

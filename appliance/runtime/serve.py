@@ -10,7 +10,7 @@ import threading
 import time
 
 from appliance.config.schema import Config
-from appliance.domain import settings, setupcode
+from appliance.domain import settings, setupcode, tls_cert
 from appliance.errors import NixieError
 from appliance.router.bmc.power import boot_from_network
 from appliance.runtime import wiring
@@ -42,6 +42,7 @@ def serve(cfg: Config, *, until=None, wake: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     log.info("nixie serve starting", extra={"config": cfg.path, "state_dir": cfg.state_dir,
                                              "services": ",".join(s.name for s in supervisor.services)})
+    _announce_web(runtime.cfg)
     def beat(state: str = "running") -> None:
         try:
             write_status(store, runtime.health(), state=state)
@@ -81,6 +82,15 @@ def _announce_setup_code(cfg: Config, store: Store) -> None:
     elif not settings.is_setup_complete(store.conn()):
         log.warning("setup pending: the setup code the wizard asks for is in the file",
                     extra={"file": path})
+
+
+def _announce_web(cfg: Config) -> None:
+    """The admin UI's address and certificate fingerprint, on the console at every
+    start: what an admin compares with the browser's certificate dialog."""
+    web = tls_cert.web_summary(cfg)
+    cert = web["certificate"] or {}
+    log.info("admin web UI", extra={"url": " ".join(web["urls"]),
+                                    **({"sha256": cert["sha256"]} if cert else {})})
 
 
 def _wake(cfg: Config, store: Store, names: list[str]) -> None:

@@ -13,11 +13,9 @@ import socket
 import sys
 import threading
 
-from waitress.server import create_server
-
 from appliance.config.schema import parse_config
 from appliance.logs import setup_logging
-from appliance.runtime.webserver import STOP_GRACE_SECONDS, WAITRESS_THREADS, stored_health
+from appliance.runtime.webserver import STOP_GRACE_SECONDS, make_web_server, stored_health
 from appliance.runtime.wiring import web_app
 from appliance.state.db import Store
 from appliance.state.status import STALE_SECONDS
@@ -48,8 +46,7 @@ def worker_main() -> int:
     socks = [socket.socket(fileno=fd) for fd in settings["fds"]]
     store = Store(cfg.db_path)
     app = web_app(cfg, store, lambda: stored_health(store, STALE_SECONDS))
-    server = create_server(app, sockets=socks, threads=WAITRESS_THREADS, asyncore_loop_timeout=1,
-                           ident="nixie")
+    server = make_web_server(app, cfg, sockets=socks)
     if done.is_set():  # serve went away while we started
         server.close()
         os._exit(0)

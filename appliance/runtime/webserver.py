@@ -16,6 +16,11 @@ heartbeat, is what a worker reports.
 
 `WebService` (workers = 1) keeps the old in-process form, used on a one-CPU
 machine and where a test wants the app in-process.
+
+Either way the server is `make_web_server`: waitress under the limits of
+`web_limits` (body sizes per surface, idle and request timeouts, connection caps:
+netservices/httpserver.py) and, with `web.tls`, HTTPS with the certificate of
+appliance/domain/tls_cert.py (appliance/runtime/tls.py says how).
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from waitress.server import create_server
-
+from appliance.config.schema import Config
+from appliance.domain import tls_cert
+from appliance.runtime.tls import CertSource, https_only, tls_channel
 from appliance.state import secretfile
 from appliance.state.status import read_status, with_storage
+from netservices.httpserver import GuardedChannel, Limits, create_server
 from netservices.listen import parse_listen, usable_cpus
 from netservices.workerpool import WorkerPool
 
@@ -50,6 +57,44 @@ def secret_key(cfg) -> bytes:
     """The session signing key, made (0600, atomically) on first use; ConfigError
     when the file is empty or short (appliance/state/secretfile.py)."""
     return secretfile.session_key(Path(cfg.web.secret_key_file or Path(cfg.state_dir) / "secret_key"))
+
+
+# the paths whose bodies may be a whole hosts.json (web.max_import_bytes)
+IMPORT_PATHS = ("/hosts/_import", "/api/v1/hosts-json")
+
+
+def web_limits(cfg: Config) -> Limits:
+    web = cfg.web
+    return Limits(max_body=web.max_body_bytes,
+                  body_by_prefix=tuple((p, web.max_import_bytes) for p in IMPORT_PATHS),
+                  idle_timeout=web.idle_timeout_seconds,
+                  request_timeout=web.request_timeout_seconds,
+                  max_connections=web.max_connections,
+                  max_per_client=web.max_connections_per_client)
+
+
+def prepare_tls(cfg: Config) -> tls_cert.CertInfo | None:
+    """With web.tls: the certificate made (first start) or checked, and announced
+    by its fingerprint. Raises InvalidInput for a configured pair that is bad."""
+    if not cfg.web.tls:
+        return None
+    cert = tls_cert.ensure(cfg)
+    log.info("web UI certificate", extra={"sha256": cert.fingerprint, "cert": cert.path,
+                                          "self_signed": cert.self_signed})
+    return cert
+
+
+def make_web_server(app, cfg: Config, *, sockets: list[socket.socket] | None = None,
+                    threads: int = WAITRESS_THREADS):
+    """The admin UI's waitress server on `sockets` (else on web.listen)."""
+    channel = GuardedChannel
+    if cfg.web.tls:
+        paths = tls_cert.cert_paths(cfg)
+        channel = tls_channel(CertSource(paths.cert, paths.key))
+        app = https_only(app, cfg.web.hsts_seconds)
+    where = {"sockets": sockets} if sockets is not None else {"listen": " ".join(cfg.web.listen)}
+    return create_server(app, limits=web_limits(cfg), channel_class=channel, threads=threads,
+                         ident="nixie", **where)
 
 
 def worker_count(configured: int) -> int:
@@ -84,9 +129,10 @@ class WebService:
 
     name = "web"
 
-    def __init__(self, app, listen: list[str], threads: int = WAITRESS_THREADS):
+    def __init__(self, app, cfg: Config, threads: int = WAITRESS_THREADS):
         self.app = app
-        self.listen = listen
+        self.cfg = cfg
+        self.listen = cfg.web.listen
         self.threads = threads
         self._server = None
         self._lock = threading.Lock()
@@ -95,9 +141,7 @@ class WebService:
         with self._lock:
             if stop.is_set():
                 return
-            self._server = create_server(self.app, listen=" ".join(self.listen),
-                                         threads=self.threads, asyncore_loop_timeout=1,
-                                         ident="nixie")
+            self._server = make_web_server(self.app, self.cfg, threads=self.threads)
         try:
             self._server.run()
         finally:

@@ -40,7 +40,13 @@ from appliance.router.firewall import FirewallService
 from appliance.router.network import NetworkWatchdog
 from appliance.router.vpn import VpnService
 from appliance.runtime.supervisor import Supervisor
-from appliance.runtime.webserver import WebService, WebWorkers, secret_key, worker_count
+from appliance.runtime.webserver import (
+    WebService,
+    WebWorkers,
+    prepare_tls,
+    secret_key,
+    worker_count,
+)
 from appliance.state.db import Store, now
 from appliance.state.status import with_storage
 from netservices.dhcp.engine import DhcpSettings
@@ -167,8 +173,9 @@ class Runtime:
     def _web(self, c: Config):
         """`web.workers` processes sharing the listeners, or (1) waitress in this process."""
         n = worker_count(c.web.workers)
+        prepare_tls(c)  # the certificate made (first start) before a server loads it
         if n == 1:
-            return WebService(web_app(self.base, self.store, self.health), c.web.listen)
+            return WebService(web_app(self.base, self.store, self.health), c)
         secret_key(c)  # made once here, before the workers read it
         return WebWorkers(self.base, n)
 

@@ -27,6 +27,7 @@ import random
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -90,7 +91,9 @@ def populate(state_dir: Path, cfg) -> None:
 def login(host: str, port: int) -> str:
     """Log in like a browser; returns the session cookie, checked to be stable
     (a page view must not re-issue it)."""
-    c = http.client.HTTPConnection(host, port, timeout=10)
+    # web.tls (the default): the appliance's own self-signed certificate
+    c = http.client.HTTPSConnection(host, port, timeout=10,
+                                    context=ssl._create_unverified_context())
     c.request("GET", "/login")
     r = c.getresponse()
     body = r.read().decode()
@@ -205,7 +208,7 @@ def main() -> int:
             cpu0 = tree_cpu_seconds(proc.pid)
             r = subprocess.run(argv("wrk", f"-t{min(2, clients)}", f"-c{clients}", f"-d{int(seconds)}s",
                                     "--timeout", "10s", "-s", str(HERE / "load.lua"),
-                                    f"http://{host}:{port}{path}", "--", str(cookies), path,
+                                    f"https://{host}:{port}{path}", "--", str(cookies), path,
                                     *(["bust"] if bust else [])),
                                capture_output=True, text=True, timeout=seconds + 60)
             line = [x for x in r.stdout.splitlines() if x.startswith("{")]

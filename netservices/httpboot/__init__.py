@@ -8,13 +8,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..httpserver import GuardedChannel, Limits, create_server
 from ..listen import parse_listen
 from .app import BootApp, NoArtifacts
 from .scripts import BootSettings
 from .streaming import SendfileChannel
 
-__all__ = ["BootApp", "BootSettings", "HttpBootService", "NoArtifacts", "create_boot_app",
-           "make_server", "make_servers"]
+__all__ = ["BOOT_LIMITS", "BootApp", "BootSettings", "HttpBootService", "NoArtifacts",
+           "create_boot_app", "make_server", "make_servers"]
 
 log = logging.getLogger("nixie.httpboot")
 
@@ -38,21 +39,25 @@ def _reuseport_socket(listen: str) -> socket.socket:
     return sock
 
 
-def make_server(app, listen: str, threads: int = 8, zero_copy: bool = True,
-                sock: socket.socket | None = None):
-    """A waitress server for `app` on one HOST:PORT (or a bound socket); with
-    `zero_copy` its connections send artifact bytes with os.sendfile()."""
-    from waitress.server import create_server
+# What one client may cost HTTP boot: the only request with a body is the agent's
+# event (a few hundred bytes of JSON); an iPXE or kernel download is never idle for
+# long; a booting machine holds a handful of connections.
+BOOT_LIMITS = Limits(max_body=64 * 1024, idle_timeout=60, request_timeout=30,
+                     max_connections=1000, max_per_client=64)
 
+
+class BootChannel(GuardedChannel, SendfileChannel):
+    """A connection under BOOT_LIMITS whose artifact bytes leave with os.sendfile()."""
+
+
+def make_server(app, listen: str, threads: int = 8, zero_copy: bool = True,
+                sock: socket.socket | None = None, limits: Limits = BOOT_LIMITS):
+    """A waitress server for `app` on one HOST:PORT (or a bound socket), under
+    `limits` (netservices/httpserver.py); with `zero_copy` its connections send
+    artifact bytes with os.sendfile()."""
     where = {"sockets": [sock]} if sock is not None else {"listen": listen}
-    # asyncore_loop_timeout is an int to waitress (0.2 would become 0: a busy loop);
-    # close() wakes the loop at once, so 1 s does not slow shutdown down
-    server = create_server(app, threads=threads, asyncore_loop_timeout=1,
-                           ident="nixie-boot", connection_limit=1000, channel_timeout=300,
-                           **where)
-    if zero_copy:
-        server.channel_class = SendfileChannel
-    return server
+    return create_server(app, limits=limits, channel_class=BootChannel if zero_copy
+                         else GuardedChannel, threads=threads, ident="nixie-boot", **where)
 
 
 def make_servers(app, listen: str, workers: int = 2, threads: int = 8,

@@ -37,27 +37,30 @@ class Unsatisfiable(Exception):
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """A single `bytes=` range as (start, length); None for no range, several
     ranges or a header we do not understand (serve the whole thing). Raises
-    Unsatisfiable when the range starts past the end."""
+    Unsatisfiable when the range starts past the end, or when its positions are
+    not ASCII digits (`bytes=٣-`, `bytes=²-`: str.isdigit() says yes, int() may
+    not, and no byte of the resource has such a position)."""
     if not header:
         return None
     unit, _, spec = header.strip().partition("=")
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
+    if not spec.isascii():
+        raise Unsatisfiable()
     first, dash, last = spec.strip().partition("-")
     if not dash:
         return None
     first, last = first.strip(), last.strip()
-    if not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+    if not _ascii_digits(first, empty_ok=True) or not _ascii_digits(last, empty_ok=True):
         return None
     if not (first + last).isascii():
         raise Unsatisfiable()  # digits, but not 0-9 ("\u00b2" is a digit int() cannot read)
     if first == "":
         if last == "":
             return None
-        n = int(last)
-        if n == 0:
+        n = min(int(last), size)
+        if n == 0:  # bytes=-0, or any suffix of an empty resource
             raise Unsatisfiable()
-        n = min(n, size)
         return size - n, n
     start = int(first)
     if start >= size:
@@ -66,6 +69,10 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if end < start:
         return None  # syntactically invalid: ignore
     return start, end - start + 1
+
+
+def _ascii_digits(s: str, empty_ok: bool) -> bool:
+    return (s == "" and empty_ok) or (s != "" and s.isascii() and s.isdigit())
 
 
 # ------------------------------------------------------------------ segments

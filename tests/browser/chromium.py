@@ -38,8 +38,9 @@ def chromium_page(base_url: str, ns: Netns | None = None, tmp: Path | None = Non
     with sync_playwright() as pw:
         browser = launch(pw, ns, tmp)
         try:
-            page = browser.new_context(base_url=base_url, viewport={"width": 1360, "height": 900}
-                                       ).new_page()
+            # ignore_https_errors: the appliance's own self-signed certificate
+            page = browser.new_context(base_url=base_url, viewport={"width": 1360, "height": 900},
+                                       ignore_https_errors=True).new_page()
             page.set_default_timeout(20_000)
             yield page
         finally:

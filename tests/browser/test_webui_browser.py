@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import time
 import urllib.request
 import uuid
@@ -19,9 +20,11 @@ from pathlib import Path
 import pytest
 
 from appliance.config.schema import example_config
+from appliance.domain import tls_cert
 from lab.netns import serving
 from tests.browser.chromium import launch, shot
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_nixie
+from tests.https import urlopen
 
 PASSWORD = "browser-test-pw-1"
 MAC = "52:54:00:7e:57:01"
@@ -66,7 +69,7 @@ def wait_http(url: str, timeout: float = 30) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(url, timeout=2)
+            urlopen(url, timeout=2)
             return True
         except urllib.error.HTTPError:
             return True
@@ -100,7 +103,7 @@ def server(tmp_path_factory):
     cfg["nix"] = {"extra_config": NIX_TEST_CONFIG}
     path = tmp / "config.json"
     path.write_text(json.dumps(cfg))
-    base = f"http://127.0.0.1:{port}"
+    base = f"https://127.0.0.1:{port}"  # web.tls is on by default
     with serving(None, path, tmp / "serve.log", group=True,
                  env={**os.environ, "PYTHONPATH": str(ROOT)}) as proc:
         assert wait_http(base + "/healthz"), (tmp / "serve.log").read_text()
@@ -122,7 +125,10 @@ def browser():
 
 @pytest.fixture(scope="module")
 def page(browser, server):
-    context = browser.new_context(base_url=server["base"], viewport={"width": 1360, "height": 900})
+    # the appliance's own self-signed certificate: test_https_and_the_certificate_fingerprint
+    # compares it by fingerprint instead
+    context = browser.new_context(base_url=server["base"], viewport={"width": 1360, "height": 900},
+                                  ignore_https_errors=True)
     p = context.new_page()
     p.set_default_timeout(20_000)
     problems: list[str] = []
@@ -149,6 +155,20 @@ def wait_js(page, expression: str, timeout: float = 20) -> None:
     while not page.evaluate(expression):
         assert time.monotonic() < deadline, f"timed out waiting for {expression}"
         time.sleep(0.1)
+
+
+def test_https_and_the_certificate_fingerprint(page, server):
+    """The UI is HTTPS; http:// on the same port lands there; the wizard shows the
+    fingerprint of the certificate the browser got, which `nixie status` shows too."""
+    port = server["base"].rsplit(":", 1)[1]
+    resp = page.goto(f"http://127.0.0.1:{port}/hosts/")
+    assert page.url == f"https://127.0.0.1:{port}/setup", page.url
+    assert resp.headers["strict-transport-security"].startswith("max-age=")
+    served = ssl.get_server_certificate(("127.0.0.1", int(port)))
+    want = tls_cert.fingerprint_of_der(ssl.PEM_cert_to_DER_cert(served))
+    assert page.inner_text("code.fingerprint").strip() == want
+    status = run_nixie("status", "--json", config=server["tmp"] / "config.json")
+    assert json.loads(status.stdout)["web"]["certificate"]["sha256"] == want
 
 
 def test_wizard_then_login(page, server):
@@ -298,7 +318,7 @@ def test_every_page(page, server):
     # the token works against the API of the same server
     req = urllib.request.Request(server["base"] + "/api/v1/hosts/demo",
                                  headers={"Authorization": f"Bearer {secret}"})
-    assert json.loads(urllib.request.urlopen(req, timeout=5).read())["macs"] == [MAC]
+    assert json.loads(urlopen(req, timeout=5).read())["macs"] == [MAC]
     resp = page.goto("/hosts/no-such-host")
     assert resp.status == 404 and "no host named" in page.inner_text("main")
     shot(page, "14b-not-found")

@@ -20,7 +20,7 @@ from tests.netns.dhcp_lab import Lan
 from tests.nixlab import NIX_EXTRA
 
 LAN_IP = "10.77.0.1"
-WEB = f"http://{LAN_IP}:8080"
+WEB = f"https://{LAN_IP}:8080"  # web.tls: the appliance's own certificate
 BOOT = f"http://{LAN_IP}:8081"
 T = TypeVar("T")
 
@@ -71,7 +71,7 @@ def udhcpc_lease(lan: Lan, iface: str, requested: str | None = None) -> str | No
 
 
 _HTTP = r"""
-import json, sys, urllib.request, urllib.error
+import json, ssl, sys, urllib.request, urllib.error
 method, url, token, body = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 headers = {"Content-Type": "application/json"}
 if token:
@@ -79,7 +79,7 @@ if token:
 req = urllib.request.Request(url, method=method, headers=headers,
                              data=body.encode() if body else None)
 try:
-    r = urllib.request.urlopen(req, timeout=30)
+    r = urllib.request.urlopen(req, timeout=30, context=ssl._create_unverified_context())
     print(r.status); print(r.read().decode(), end="")
 except urllib.error.HTTPError as e:
     print(e.code); print(e.read().decode(), end="")

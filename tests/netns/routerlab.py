@@ -13,6 +13,8 @@ from lab.netns import Netns, stop_processes, veth, wait_port
 
 HTTP_PROBE = ("import socket,sys\n"
               "s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=float(sys.argv[3]))\n"
+              "if sys.argv[5:]==['tls']:\n"
+              "    import ssl; s=ssl._create_unverified_context().wrap_socket(s)\n"
               "s.sendall(b'GET '+sys.argv[4].encode()+b' HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n')\n"
               "data=b''\n"
               "while True:\n"
@@ -60,11 +62,12 @@ class RouterLab:
         return p
 
     @staticmethod
-    def http_status(ns: Netns, host: str, port: int, timeout: float = 2.0, path: str = "/"
-                    ) -> str | None:
-        """The status line of GET `path`, or None if nothing answered."""
-        r = ns.run(sys.executable, "-c", HTTP_PROBE, host, str(port), str(timeout), path, check=False,
-                   timeout=timeout + 10)
+    def http_status(ns: Netns, host: str, port: int, timeout: float = 2.0, path: str = "/",
+                    tls: bool = False) -> str | None:
+        """The status line of GET `path` (over HTTPS with `tls`, the certificate
+        unchecked), or None if nothing answered."""
+        r = ns.run(sys.executable, "-c", HTTP_PROBE, host, str(port), str(timeout), path,
+                   *(["tls"] if tls else []), check=False, timeout=timeout + 10)
         return r.stdout.strip() if r.returncode == 0 else None
 
     def close(self) -> None:

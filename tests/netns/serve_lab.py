@@ -10,6 +10,7 @@ from pathlib import Path
 from appliance.config.schema import example_config, load_config
 from appliance.domain import apitokens, users
 from appliance.state.db import Store
+from tests.https import GET_SNIPPET
 
 
 def router_config(tmp_path: Path, address: str | None = None, **sections: dict) -> Path:
@@ -34,6 +35,7 @@ def http_get(ns, url: str, token: str | None = None) -> tuple[int, str]:
             "try:\n r=urllib.request.urlopen(urllib.request.Request(sys.argv[1], headers=h), timeout=5); print(r.status); print(r.read().decode())\n"
             "except urllib.error.HTTPError as e: print(e.code); print(e.read().decode())\n")
     r = ns.run(sys.executable, "-c", code, url, *([token] if token else []))
+from tests.https import GET_SNIPPET
     status, _, body = r.stdout.partition("\n")
     return int(status), body
 

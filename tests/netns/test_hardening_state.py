@@ -226,7 +226,7 @@ def test_a_full_disk_keeps_renewals_and_refuses_undurable_leases(tmp_path):
         assert "lease of" not in r.stdout + r.stderr
 
         # the warning: /healthz (web workers), `nixie status`, the log
-        code, body = http_get(lan.router, f"http://{ROUTER}:8080/healthz")
+        code, body = http_get(lan.router, f"https://{ROUTER}:8080/healthz")
         health = json.loads(body)
         assert code == 503 and any("DISK FULL" in w for w in health["warnings"]), body
         st = run_nixie("status", config=lan.config)

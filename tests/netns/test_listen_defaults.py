@@ -46,7 +46,7 @@ def test_listeners_default_to_the_lan_address(tmp_path):
             for port in (8080, 8081):
                 r = ns.run(sys.executable, "-c", CONNECT, WAN_IP, str(port))
                 assert r.stdout.strip() != "0", f"{WAN_IP}:{port} accepted a connection"
-            assert http_get(ns, f"http://{LAN_IP}:8080/setup")[0] == 200
+            assert http_get(ns, f"https://{LAN_IP}:8080/setup")[0] == 200
     text = log.read_text()
     codes = re.findall(r"setup_code=([A-Z0-9-]+)", text)
     assert len(codes) == 1, text[-2000:]

@@ -17,6 +17,7 @@ import pytest
 
 from lab.netns import Netns, bridge, serving
 from tests.conftest import ROOT, run_nixie
+from tests.https import GET_SNIPPET
 from tests.nixeval import STUB_LIB, nix_eval, nix_reason, nix_str, settings_expr
 
 pytestmark = pytest.mark.skipif(nix_reason() is not None, reason=str(nix_reason()))
@@ -45,9 +46,7 @@ def test_serve_runs_with_the_module_written_config(tmp_path):
         assert cfg["web"]["listen"] is None  # the default: the LAN address, port 8080
         port = 8080
         with serving(ns, path, tmp_path / "serve.log", [(lan_ip, port)], timeout=30) as proc:
-            probe = ("import json,urllib.request,sys;"
-                     "r=urllib.request.urlopen(sys.argv[1],timeout=5);print(r.status);print(r.read().decode())")
-            r = ns.run(sys.executable, "-c", probe, f"http://{lan_ip}:{port}/healthz")
+            r = ns.run(sys.executable, "-c", GET_SNIPPET, f"https://{lan_ip}:{port}/healthz")
             status, _, body = r.stdout.partition("\n")
             assert status == "200"
             health = json.loads(body)

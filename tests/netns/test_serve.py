@@ -27,9 +27,9 @@ def test_serve_concurrent_cli_and_sigterm(lan, tmp_path):
     try:
         assert wait_port(ns, "10.77.0.1", 8080, timeout=20), open(tmp_path / "serve.log").read()
         token = admin_api_token(cfg)
-        status, body = http_get(ns, "http://10.77.0.1:8080/healthz")  # anonymous: ok only
+        status, body = http_get(ns, "https://10.77.0.1:8080/healthz")  # anonymous: ok only
         assert status == 200 and json.loads(body) == {"ok": True}, body
-        status, body = http_get(ns, "http://10.77.0.1:8080/healthz", token)
+        status, body = http_get(ns, "https://10.77.0.1:8080/healthz", token)
         health = json.loads(body)
         assert status == 200 and health["ok"], body
         assert {"web", "tftp", "httpboot", "builder"} <= set(health["services"])
@@ -52,7 +52,7 @@ def test_serve_concurrent_cli_and_sigterm(lan, tmp_path):
         st = json.loads(run_nixie("status", "--json", config=cfg, ns=ns).stdout)
         assert st["serve"]["running"] and st["serve"]["pid"] == proc.pid
 
-        workers = json.loads(http_get(ns, "http://10.77.0.1:8080/healthz", token)[1])[
+        workers = json.loads(http_get(ns, "https://10.77.0.1:8080/healthz", token)[1])[
             "services"]["web"]["stats"].get("pids", [])
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)

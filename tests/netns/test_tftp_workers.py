@@ -135,7 +135,7 @@ def test_serve_with_workers_reports_and_stops_them(tmp_path, workers, busy_poll_
             fetch_all(cli, out, 8)
 
             def tftp_stats() -> dict:
-                _, body = http_get(ns, f"http://{SERVER}:8080/healthz", token)
+                _, body = http_get(ns, f"https://{SERVER}:8080/healthz", token)
                 return json.loads(body)["services"]["tftp"]["stats"] or {}
 
             assert wait_for(lambda: tftp_stats().get("completed") == 8), tftp_stats()

@@ -97,7 +97,8 @@ def test_peer_reaches_admin_ui_through_the_tunnel_only(lab):
     status = None
     deadline = time.monotonic() + 15
     while status is None and time.monotonic() < deadline:  # serve syncs peers every 2 s
-        status = RouterLab.http_status(peer, "10.77.0.1", 8080, timeout=1, path="/healthz")
+        status = RouterLab.http_status(peer, "10.77.0.1", 8080, timeout=1, path="/healthz",
+                                           tls=True)
     assert status is not None and " 200 " in status + " ", status
     assert RouterLab.http_status(peer, "10.77.0.1", 8081) is not None  # no firewall yet
 
@@ -118,7 +119,8 @@ def test_peer_reaches_admin_ui_through_the_tunnel_only(lab):
     # handshake only after 10 s + 5 s without an answer (WireGuard's rekey timers)
     deadline = time.monotonic() + 30
     while status is None and time.monotonic() < deadline:
-        status = RouterLab.http_status(peer, "10.77.0.1", 8080, timeout=1, path="/healthz")
+        status = RouterLab.http_status(peer, "10.77.0.1", 8080, timeout=1, path="/healthz",
+                                           tls=True)
     assert status is not None and " 200 " in status + " ", (tmp / "serve.log").read_text()
 
     r = run_nixie("vpn", "remove", "laptop", config=cfg, ns=router)

@@ -12,7 +12,7 @@ from lab.netns import Netns, bridge, serving
 from tests.conftest import wait_for
 from tests.netns.serve_lab import admin_api_token, http_get, pid_alive, router_config
 
-URL = "http://10.77.0.1:8080"
+URL = "https://10.77.0.1:8080"  # web.tls: the appliance's own certificate
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -74,6 +75,9 @@ def test_stored_health(tmp_path):
     assert webserver.stored_health(store, 6)["ok"] is False
 
 
+UNVERIFIED = ssl._create_unverified_context()  # the self-signed certificate of the test's state dir
+
+
 def _free_tcp_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -84,7 +88,7 @@ def _get(url: str, token: str | None = None) -> tuple[int, dict]:
     """GET a JSON answer; with an API token, /healthz shows the services."""
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10, context=UNVERIFIED) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
@@ -105,6 +109,7 @@ class RunningWebWorkers:
         uid = users.create_user(store.conn(), "admin", PASSWORD)
         _, self.token = apitokens.create_token(store.conn(), uid, "health")
         webserver.secret_key(cfg)  # made in serve, before the workers read it
+        webserver.prepare_tls(cfg)  # so is the certificate
         self.web = webserver.WebWorkers(cfg, workers)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.web.run, args=(self.stop,), daemon=True)
@@ -121,7 +126,7 @@ class RunningWebWorkers:
     def healthy(self) -> bool:
         """/healthz answered 200 with the stored health."""
         try:
-            status, health = _get(f"http://127.0.0.1:{self.port}/healthz", self.token)
+            status, health = _get(f"https://127.0.0.1:{self.port}/healthz", self.token)
         except OSError:  # a worker still starting: its socket queues, the connect waits
             return False
         return status == 200 and health["services"]["dhcp"]["state"] == "running"

@@ -114,7 +114,7 @@ def test_set_as_default_in_the_web_ui_rolls_a_netbooting_vm_back(appliance):
         assert booted == [f"demo reached stage 2 of {gens[2]}"], booted
 
         # the admin picks generation 1 in the web UI, in the real Chromium
-        web = f"http://{cfg['web']['listen'][0]}"
+        web = f"https://{cfg['web']['listen'][0]}"  # web.tls: the appliance's own certificate
         with chromium_page(web, ns, tmp) as page:
             assert page.goto("/login").status == 200
             page.fill("#username", ADMIN)

@@ -11,7 +11,7 @@ import math
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
-from appliance.domain import events, settings
+from appliance.domain import events, settings, tls_cert
 from appliance.errors import Conflict, NixieError
 from appliance.state.db import now
 
@@ -25,6 +25,13 @@ bp = Blueprint("setup", __name__)
 
 WIZARD_KEYS = (*SetupForm.KEYS.values(), "dhcp.range")
 CODE_NAME = "(setup code)"  # the name wrong setup codes count under in the login limits
+
+
+@bp.context_processor
+def web_certificate():
+    """The admin UI's TLS certificate (_tls_fingerprint.html shows its fingerprint)."""
+    cfg = ctx().config
+    return {"web_cert": tls_cert.info(cfg) if cfg.web.tls else None}
 
 
 @bp.route("/setup", methods=["GET", "POST"])
