@@ -28,14 +28,9 @@ def router_config(tmp_path: Path, address: str | None = None, **sections: dict) 
 
 
 def http_get(ns, url: str, token: str | None = None) -> tuple[int, str]:
-    """(status, body) of a GET run inside `ns`; with an API token when given (what
-    /healthz needs to show more than ok / not ok)."""
-    code = ("import urllib.request,sys\n"
-            "h={'Authorization': 'Bearer '+sys.argv[2]} if len(sys.argv) > 2 else {}\n"
-            "try:\n r=urllib.request.urlopen(urllib.request.Request(sys.argv[1], headers=h), timeout=5); print(r.status); print(r.read().decode())\n"
-            "except urllib.error.HTTPError as e: print(e.code); print(e.read().decode())\n")
-    r = ns.run(sys.executable, "-c", code, url, *([token] if token else []))
-from tests.https import GET_SNIPPET
+    """(status, body) of a GET run inside `ns` (https: the appliance's own certificate);
+    with an API token when given (what /healthz needs to show more than ok / not ok)."""
+    r = ns.run(sys.executable, "-c", GET_SNIPPET, url, *([token] if token else []))
     status, _, body = r.stdout.partition("\n")
     return int(status), body
 
