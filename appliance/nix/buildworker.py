@@ -40,7 +40,7 @@ from typing import Any
 
 from appliance.domain import events, flakes
 from appliance.domain.builds import get_build, wait
-from appliance.nix.command import Nix, NixFailed
+from appliance.nix.command import Nix, NixFailed, check_reference
 from appliance.nix.flake_eval import evaluate_next
 from appliance.state.db import Store, now, transaction
 
@@ -363,9 +363,10 @@ class BuildWorker:
             conn.execute("UPDATE builds SET locked_url = ? WHERE id = ?", (locked, b["id"]))
             link = self.root_dir / f"{b['host_name']}-build-{b['id']}"
             installable = f"{locked}#{b['attr']}.config.system.build.toplevel"
+            # the installable after `--`: a reference can never be read as an option
             args = [self.nix.exe("nix"), "build", "--json", "--log-format", "internal-json",
                     "--out-link", str(link), *self.nix.store_args(), *self.nix.option_args(),
-                    *builder_args(self.cfg), installable]
+                    *builder_args(self.cfg), "--", check_reference(installable)]
             logf.write("$ " + shlex.join(["nix", *args[1:]]) + "\n")
             toplevel, lines, rc = self._run_nix(b["id"], args, logf, conn)
         if rc != 0 or not toplevel:
