@@ -358,7 +358,7 @@ class BootApp:
             return answer(503, {"error": "agent API not available"})
         auth = environ.get("HTTP_AUTHORIZATION", "")
         scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        if auth and (scheme.lower() != "bearer" or not token.strip()):
             return answer(401, {"error": "missing Authorization: Bearer <token>"})
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -372,8 +372,14 @@ class BootApp:
         except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
             return answer(400, {"error": "body is not JSON"})
         if not isinstance(body, dict) or not isinstance(body.get("event"), str) \
-                or not isinstance(body.get("message", ""), str):
+                or not isinstance(body.get("message", ""), str) \
+                or not isinstance(body.get("token", ""), str):
             return answer(400, {"error": 'expected {"event": "...", "message": "..."}'})
+        if not auth:  # wget cannot send a header without putting it on its command line
+            token = body.get("token", "")
+            if not token.strip():
+                return answer(401, {"error": "missing Authorization: Bearer <token> "
+                                             '(or "token" in the body)'})
         try:  # JSON may escape lone surrogates ("\ud800"), which are not text
             (body["event"] + body.get("message", "")).encode()
         except UnicodeEncodeError:
