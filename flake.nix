@@ -89,6 +89,7 @@
           packages = [
             (pkgs.python3.withPackages (ps: with ps; [
               flask flask-wtf wtforms pyroute2 dnslib tftpy waitress sqlite-utils zstandard argon2-cffi qrcode
+              cryptography
               pytest pytest-timeout hypothesis requests
             ]))
             pkgs.ruff

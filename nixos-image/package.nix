@@ -34,6 +34,7 @@ python3Packages.buildPythonApplication {
     zstandard
     argon2-cffi
     qrcode
+    cryptography
   ];
 
   # pyproject.toml bounds versions for PyPI installs; nixpkgs pins its own set

@@ -126,6 +126,7 @@ let
       bin_dir = opt optPath null "Directory holding nix, nix-store, nix-build; null uses PATH.";
       store = opt optStr null "Nix store URI to use instead of the default (tests use a chroot store).";
       extra_config = opt types.str "" "Text appended to NIX_CONFIG for every nix call.";
+      cache_key_file = opt optPath null "The Nix secret key file the binary cache at /nix-cache signs with (the NixOS module sets the key its Nix daemon signs builds with); null makes one in state_dir/binary-cache.";
     };
 
     retention = {

@@ -340,6 +340,7 @@ SCHEMA = Section(
                 "bin_dir": Key(check_opt_path, None, "Directory holding nix, nix-store, nix-build; null uses PATH."),
                 "store": Key(check_opt_str, None, "Nix store URI to use instead of the default (tests use a chroot store)."),
                 "extra_config": Key(lambda k, v: v if isinstance(v, str) else check_str(k, v), "", "Text appended to NIX_CONFIG for every nix call."),
+                "cache_key_file": Key(check_opt_path, None, "The Nix secret key file the binary cache at /nix-cache signs with (the NixOS module sets the key its Nix daemon signs builds with); null makes one in state_dir/binary-cache."),
             },
             "How the appliance calls Nix.",
         ),
