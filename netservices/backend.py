@@ -123,8 +123,12 @@ class BootArtifacts(Protocol):
         LookupError if there is no such thing."""
         ...
 
-    def issue_boot_token(self, host: HostRecord, target: BootTarget) -> str:
-        """A per-boot agent token bound to the host and the generation booted."""
+    def issue_boot_token(self, host: HostRecord, target: BootTarget, client_ip: str,
+                         purpose: str) -> str | None:
+        """A per-boot agent token bound to the host, the generation booted, the boot's
+        purpose ("netboot" or "install") and the address that fetched the script; it
+        replaces the host's outstanding token for that generation. None when that
+        address may not have one (it is not the host's): the script then carries none."""
         ...
 
 
@@ -137,5 +141,6 @@ class AgentSink(Protocol):
     def agent_report(self, token: str, event: str, message: str, source_ip: str) -> dict:
         """Record one agent report and return a JSON-able answer. Raises an
         exception with `.status`: 401 wrong or expired token, 400 bad event,
-        409 a transition the host's state does not allow."""
+        403 the token is not valid from `source_ip`, 409 a transition the boot or the
+        host's state does not allow."""
         ...

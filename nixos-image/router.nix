@@ -126,6 +126,8 @@ in
   config = mkIf cfg.enable {
     services.nixie.settings = {
       tftp.ipxe_dir = mkDefault "${cfg.ipxe.package}";
+      # the binary cache signs with the key the daemon signs its builds with
+      nix.cache_key_file = mkDefault cfg.cacheKey.secretKeyFile;
       # the appliance keeps its own table (inet nixie) in step with its network
       # changes and does the NAT; a packet must pass it and NixOS's firewall
       firewall.enable = mkDefault true;
@@ -238,17 +240,22 @@ in
       description = "Generate the Nixie binary cache signing key";
       wantedBy = [ "multi-user.target" ];
       before = [ "nix-daemon.service" "nixie.service" ];
-      unitConfig.ConditionPathExists = "!${cfg.cacheKey.secretKeyFile}";
       serviceConfig = {
         Type = "oneshot";
         UMask = "0077";
       };
       script = ''
         mkdir -p "$(dirname ${lib.escapeShellArg cfg.cacheKey.secretKeyFile})"
-        ${config.nix.package}/bin/nix-store --generate-binary-cache-key \
-          ${lib.escapeShellArg cfg.cacheKey.name} \
-          ${lib.escapeShellArg cfg.cacheKey.secretKeyFile} \
-          "$(dirname ${lib.escapeShellArg cfg.cacheKey.secretKeyFile})/cache-key.pub"
+        if [ ! -e ${lib.escapeShellArg cfg.cacheKey.secretKeyFile} ]; then
+          ${config.nix.package}/bin/nix-store --generate-binary-cache-key \
+            ${lib.escapeShellArg cfg.cacheKey.name} \
+            ${lib.escapeShellArg cfg.cacheKey.secretKeyFile} \
+            "$(dirname ${lib.escapeShellArg cfg.cacheKey.secretKeyFile})/cache-key.pub"
+        fi
+        # the appliance signs what it serves (paths the daemon did not build, or built
+        # before the key existed) with the same key: readable by its group, nobody else
+        chgrp nixie ${lib.escapeShellArg cfg.cacheKey.secretKeyFile}
+        chmod 0640 ${lib.escapeShellArg cfg.cacheKey.secretKeyFile}
         # the public half is for everyone (the web UI shows it, installers get it)
         chmod 0755 "$(dirname ${lib.escapeShellArg cfg.cacheKey.secretKeyFile})"
         chmod 0644 "$(dirname ${lib.escapeShellArg cfg.cacheKey.secretKeyFile})/cache-key.pub"

@@ -67,7 +67,8 @@ let
       menu = opt types.bool true "Show a menu of the host's generations, newest first; the default entry is the current generation (the newest, unless the admin rolled back), marked \"(current)\".";
       menu_timeout_seconds = opt (between 0 3600) 5 "Seconds before the menu's default entry boots; 0 boots the current generation without a menu.";
       cmdline = opt optStr null "Extra kernel parameters for every netbooted host.";
-      token_seconds = opt (between 60 2592000) 86400 "How long a per-boot agent token stays valid.";
+      token_seconds = opt (between 60 2592000) 3600 "How long a per-boot agent token stays valid unused after its boot script is fetched, and after each `installing` report of an install.";
+      token_used_seconds = opt (between 10 86400) 120 "How long a per-boot agent token stays valid after the report that ends its boot (booted, installed or failed): time for the agent's retries only.";
     };
 
     web = {
@@ -135,6 +136,7 @@ let
       bin_dir = opt optPath null "Directory holding nix, nix-store, nix-build; null uses PATH.";
       store = opt optStr null "Nix store URI to use instead of the default (tests use a chroot store).";
       extra_config = opt types.str "" "Text appended to NIX_CONFIG for every nix call.";
+      cache_key_file = opt optPath null "The Nix secret key file the binary cache at /nix-cache signs with (the NixOS module sets the key its Nix daemon signs builds with); null makes one in state_dir/binary-cache.";
     };
 
     retention = {

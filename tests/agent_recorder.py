@@ -1,8 +1,9 @@
 """A recording stand-in for the router's agent endpoint, run inside a test's namespace.
 
 It answers each POST with the next status of its plan (the last one repeats) and
-writes every request (method, path, headers, body) as one JSON line, so tests check
-what the router would receive. Used by the agent and installer tests until they can
+writes every request (method, path, headers, body, the token presented and every
+process command line holding it while the request was open) as one JSON line, so tests
+check what the router would receive and what `ps` would have shown. Used by the agent and installer tests until they can
 run against the real endpoint.
 """
 
@@ -23,16 +24,46 @@ AGENT = ROOT / "nixos-image" / "agent" / "nixie-agent"
 PORT = 8081
 
 RECORDER = r'''
-import http.server, json, sys
+import http.server, json, os, sys
 plan_file, log_file, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+def argv_holding(secret):
+    """The command lines (of every process on this machine) holding `secret`, read
+    while the client waits for this answer: what `ps` would show any local user."""
+    hits = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read()
+        except OSError:
+            continue
+        if secret and secret.encode() in argv:
+            hits.append(argv.decode("utf-8", "replace").split("\0"))
+    return hits
+
+
+def presented_token(headers, body):
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    if token:
+        return token
+    try:
+        return json.loads(body).get("token", "")
+    except ValueError:
+        return ""
+
 
 class Recorder(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        token = presented_token(self.headers, body)
         with open(log_file, "a") as log:
             log.write(json.dumps({"method": "POST", "path": self.path,
                                   "headers": dict(self.headers.items()),
-                                  "body": body.decode("utf-8", "replace")}) + "\n")
+                                  "body": body.decode("utf-8", "replace"),
+                                  "token": token,
+                                  "token_in_argv": argv_holding(token)}) + "\n")
         with open(log_file) as log:
             n = sum(1 for _ in log)
         plan = json.load(open(plan_file))
@@ -76,7 +107,9 @@ class Recording:
         return [json.loads(line) for line in self._log.read_text().splitlines()]
 
     def events(self) -> list[dict]:
-        return [json.loads(r["body"]) for r in self.requests()]
+        """The reports' bodies without the token (wget sends it there)."""
+        return [{k: v for k, v in json.loads(r["body"]).items() if k != "token"}
+                for r in self.requests()]
 
 
 @contextmanager

@@ -105,7 +105,8 @@ class SpecBackend:
             raise LookupError(f"no {key}")
         return self._target(base)
 
-    def issue_boot_token(self, host: HostRecord, target: BootTarget) -> str:
+    def issue_boot_token(self, host: HostRecord, target: BootTarget, client_ip: str,
+                         purpose: str) -> str | None:
         token = secrets.token_urlsafe(24)
         with self._lock:
             self.tokens[token] = (host.id, target.toplevel)

@@ -24,6 +24,9 @@ def validate_url(url: object) -> str:
     if any(c.isspace() for c in url) or len(url) > 2048:
         shown = url if len(url) <= 80 else url[:80] + "..."
         raise InvalidInput(f"{shown!r} is not a flake URL", field="url")
+    if url.startswith("-"):  # `nix` would read it as an option
+        raise InvalidInput(f"{url[:80]!r} is not a flake URL: it must not start with '-'",
+                           field="url")
     return url
 
 

@@ -49,6 +49,9 @@ def _validate_flake(flake: object) -> str:
         raise InvalidInput("a flake reference is required", field="flake")
     if any(c.isspace() for c in flake):
         raise InvalidInput(f"{flake!r} contains white space", field="flake")
+    if flake.strip().startswith("-"):  # `nix` would read it as an option
+        raise InvalidInput(f"{flake.strip()[:80]!r} is not a flake reference: it must not "
+                           "start with '-'", field="flake")
     return flake.strip()
 
 

@@ -2,15 +2,21 @@
 
 Routes, relative to where the HTTP boot server mounts it (`/nix-cache`):
 - `GET /nix-cache-info`
-- `GET /<hash>.narinfo`: path info from `nix path-info --json`, signed with the
-  router's own key (made once by `nix-store --generate-binary-cache-key` in
-  `state_dir/binary-cache/`, secret file mode 0600). Signing is done by Nix
-  itself (`nix store sign`), so the fingerprint is exactly what clients check.
+- `GET /<hash>.narinfo`: path info from `nix path-info --json` with the router's
+  signature. Only paths the router signed are served: the closure of every build is
+  signed when the build completes (`sign_closure`, also for paths that were in the
+  store before the key existed), never at request time. The key is `nix.cache_key_file`
+  (on NixOS the one the daemon signs its builds with) or one made once by
+  `nix-store --generate-binary-cache-key` in `state_dir/binary-cache/` (mode 0600).
+  Signing needs no privilege: the appliance signs Nix's own fingerprint of the path
+  with ed25519 and keeps the signature next to the key (`sigs/<hash>`), since an
+  unprivileged client of the Nix daemon may not add signatures to the store.
 - `GET /nar/<hash>.nar`: `nix-store --dump`, streamed in chunks with its
   Content-Length (the NAR size) known up front; never buffered whole.
 
 Every store path is addressed by the 32-character hash of its name; nothing
-outside the store can be named.
+outside the store can be named. A path that is not signed is a 404; a failure of
+Nix or of the key is a 503 with an event, never a 500.
 """
 
 from __future__ import annotations
@@ -25,8 +31,12 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from appliance.nix.command import Nix, NixFailed
 
@@ -86,6 +96,119 @@ def ensure_signing_key(nix: Nix, key_dir: str | os.PathLike, name: str | None = 
     return secret, public.read_text().strip()
 
 
+class KeyUnusable(Exception):
+    """The signing key cannot be read or is not a Nix secret key."""
+
+
+class CacheKey:
+    """A Nix binary-cache secret key (`name:base64(ed25519 seed + public key)`)."""
+
+    def __init__(self, name: str, private: Ed25519PrivateKey):
+        self.name = name
+        self._private = private
+        pub = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.public = f"{name}:{base64.b64encode(pub).decode()}"
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CacheKey:
+        try:
+            text = Path(path).read_text().strip()
+            name, _, b64 = text.partition(":")
+            raw = base64.b64decode(b64, validate=True)
+        except (OSError, ValueError) as e:
+            raise KeyUnusable(f"cannot read the cache signing key {path}: {e}") from None
+        if not name or len(raw) != 64:
+            raise KeyUnusable(f"{path} is not a Nix secret key (name:base64 of 64 bytes)")
+        return cls(name, Ed25519PrivateKey.from_private_bytes(raw[:32]))
+
+    def sign(self, fingerprint_text: str) -> str:
+        sig = self._private.sign(fingerprint_text.encode())
+        return f"{self.name}:{base64.b64encode(sig).decode()}"
+
+
+def fingerprint(info: dict[str, Any]) -> str:
+    """What Nix signs and checks: `1;<path>;<nar hash, nix32>;<nar size>;<refs,...>`."""
+    refs = ",".join(sorted(info.get("references", [])))
+    return (f"1;{info['path']};{to_nix32_hash(info['narHash'])};{int(info['narSize'])};"
+            f"{refs}")
+
+
+class Signatures:
+    """The router's signatures of store paths, one small file per path under `directory`,
+    each with the fingerprint it signed: a path whose contents changed (deleted and
+    rebuilt differently) no longer matches and counts as unsigned."""
+
+    def __init__(self, directory: str | os.PathLike, key: CacheKey):
+        self.dir = Path(directory)
+        self.key = key
+
+    def _file(self, path: str) -> Path:
+        return self.dir / os.path.basename(path)[:32]
+
+    def get(self, info: dict[str, Any]) -> str | None:
+        try:
+            saved = json.loads(self._file(info["path"]).read_text())
+        except (OSError, ValueError):
+            return None
+        sig = saved.get("sig", "") if isinstance(saved, dict) else ""
+        if not sig.startswith(self.key.name + ":") or saved.get("fingerprint") != fingerprint(info):
+            return None
+        return sig
+
+    def put(self, info: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fp = fingerprint(info)
+        target = self._file(info["path"])
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"path": info["path"], "fingerprint": fp,
+                                   "sig": self.key.sign(fp)}))
+        os.replace(tmp, target)
+
+    def signed(self, info: dict[str, Any]) -> dict[str, Any] | None:
+        """`info` with the router's signature, or None if the router did not sign it."""
+        ours = [s for s in info.get("signatures", []) if s.startswith(self.key.name + ":")]
+        if not ours:
+            sig = self.get(info)
+            if sig is None:
+                return None
+            return {**info, "signatures": [*info.get("signatures", []), sig]}
+        return info
+
+
+def path_infos(nix: Nix, paths: Iterable[str], recursive: bool = True) -> list[dict[str, Any]]:
+    """`nix path-info --json [-r]` of `paths`: the valid ones (with `-r`, every valid
+    member of their closures). Raises NixFailed when one is not valid."""
+    paths = list(paths)
+    if not paths:
+        return []
+    raw = json.loads(nix.run(["nix", "path-info", "--json", *(["-r"] if recursive else []),
+                              *nix.store_args(), "--", *paths]))
+    if isinstance(raw, dict):  # newer Nix: {path: info}
+        raw = [{"path": p, **(i or {})} for p, i in raw.items()]
+    return [i for i in raw if i.get("valid", True) and "narHash" in i]
+
+
+def sign_closure(nix: Nix, sigs: Signatures, paths: Iterable[str]) -> int:
+    """Sign every path of the closures of `paths` that the router has not signed yet,
+    old or new. Returns how many were signed now. Raises NixFailed or OSError."""
+    n = 0
+    for info in path_infos(nix, paths):
+        if sigs.signed(info) is None:
+            sigs.put(info)
+            n += 1
+    return n
+
+
+def cache_signatures(cfg, nix: Nix) -> Signatures:
+    """The signatures store of the configured key (`nix.cache_key_file`, else the key
+    made in state_dir/binary-cache). Raises KeyUnusable, NixFailed or OSError."""
+    key_dir = Path(cfg.state_dir) / "binary-cache"
+    key_file = cfg.nix.cache_key_file
+    if key_file is None:
+        key_file, _ = ensure_signing_key(nix, key_dir)
+    return Signatures(key_dir / "sigs", CacheKey.load(key_file))
+
+
 def render_narinfo(info: dict[str, Any]) -> str:
     """narinfo text from one `nix path-info --json` entry."""
     path = info["path"]
@@ -108,21 +231,31 @@ def render_narinfo(info: dict[str, Any]) -> str:
 
 
 class BinaryCache:
-    """WSGI app serving the local store as a signed binary cache."""
+    """WSGI app serving the paths of the local store the router signed, as a binary cache.
 
-    def __init__(self, nix: Nix, key_dir: str | os.PathLike, *, priority: int = 40,
-                 store_dir: str = STORE_DIR, key_name: str | None = None):
+    `signatures` is None when the key is unusable (`problem` says why): every narinfo and
+    NAR is then a 503. `events(kind, message, level=...)` records a failure (at most one
+    a minute per kind), so a broken cache shows in the event log."""
+
+    EVENT_INTERVAL = 60.0
+
+    def __init__(self, nix: Nix, signatures: Signatures | None, *, priority: int = 40,
+                 store_dir: str = STORE_DIR, problem: str | None = None,
+                 events: Callable[..., Any] | None = None):
         self.nix = nix
         self.store_dir = store_dir
         self.priority = priority
-        self.secret_key, self.public_key = ensure_signing_key(nix, key_dir, key_name)
-        self.key_name = self.public_key.split(":", 1)[0]
+        self.sigs = signatures
+        self.problem = problem if signatures is None else None
+        self.events = events
+        self.public_key = signatures.key.public if signatures else None
         self._lock = threading.Lock()
         self._index: dict[str, str] = {}
         self._infos: dict[str, dict[str, Any]] = {}  # basename -> signed path info
         self._index_time = 0.0
-        self.stats = {"requests": 0, "narinfo": 0, "narinfo_missing": 0, "nar": 0,
-                      "nar_bytes": 0, "bad_requests": 0}
+        self._last_event: dict[str, float] = {}
+        self.stats = {"requests": 0, "narinfo": 0, "narinfo_missing": 0, "unsigned": 0,
+                      "nar": 0, "nar_bytes": 0, "bad_requests": 0, "unavailable": 0}
 
     # ------------------------------------------------------------ lookups
     def path_for_hash(self, hash_part: str) -> str | None:
@@ -151,39 +284,56 @@ class BinaryCache:
             pass
         self._index, self._index_time = index, time.monotonic()
 
-    def _signed(self, info: dict[str, Any]) -> bool:
-        return any(sig.startswith(self.key_name + ":") for sig in info.get("signatures", []))
-
     def path_info(self, path: str) -> dict[str, Any] | None:
-        """`nix path-info` of a valid path, signed with our key. The first time a
-        path is asked for, its whole closure is signed and read in one go
-        (a client copying a closure asks for every member next); path info
-        of a valid path never changes, so it is kept in memory."""
+        """Path info of a valid path the router signed, with its signature; None when
+        the path is not valid or not signed (no signing happens here). A signed path's
+        closure is read in one go (a client copying it asks for every member next);
+        signed path info never changes, so it is kept in memory."""
         base = os.path.basename(path)
         info = self._infos.get(base)
         if info is not None:
             return info
         try:
-            infos = json.loads(self.nix.run(["nix", "path-info", "--json", "-r", path]))
+            mine = [i for i in path_infos(self.nix, [path], recursive=False)
+                    if i["path"] == path]
         except NixFailed:
             return None  # not valid in the store (e.g. a half-built output)
-        unsigned = [i["path"] for i in infos if i.get("valid", True) and not self._signed(i)]
-        if unsigned:
-            with self._lock:
-                for k in range(0, len(unsigned), 200):
-                    self.nix.run(["nix", "store", "sign", "--key-file", str(self.secret_key),
-                                  *unsigned[k:k + 200]])
-            infos = json.loads(self.nix.run(["nix", "path-info", "--json", "-r", path]))
+        if not mine or self.sigs.signed(mine[0]) is None:
+            self.stats["unsigned"] += 1
+            return None
         if len(self._infos) > 200_000:
             self._infos.clear()
-        for i in infos:
-            if i.get("valid", True) and self._signed(i):
-                self._infos[os.path.basename(i["path"])] = i
+        for i in path_infos(self.nix, [path]):
+            signed = self.sigs.signed(i)
+            if signed is not None:
+                self._infos[os.path.basename(i["path"])] = signed
         return self._infos.get(base)
 
     # ------------------------------------------------------------ WSGI
     def __call__(self, environ, start_response):
         self.stats["requests"] += 1
+        try:
+            return self._route(environ, start_response)
+        except Exception as e:  # noqa: BLE001 - never a 500: say it is unavailable
+            log.exception("binary cache request failed")
+            return self._unavailable(start_response, f"{type(e).__name__}: {e}")
+
+    def _unavailable(self, start_response, why: str):
+        self.stats["unavailable"] += 1
+        t = time.monotonic()
+        if self.events is not None and t - self._last_event.get(why, -1e9) > self.EVENT_INTERVAL:
+            self._last_event[why] = t
+            try:
+                self.events("cache.unavailable", f"binary cache unavailable: {why}",
+                            level="error")
+            except Exception:  # noqa: BLE001 - the answer matters more than the event
+                log.warning("could not record a binary cache event", exc_info=True)
+        log.error("binary cache unavailable", extra={"reason": why})
+        return self._error(start_response, "503 Service Unavailable",
+                           "binary cache unavailable; see the router's event log\n",
+                           [("Retry-After", "60")])
+
+    def _route(self, environ, start_response):
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "") or "/"
         if method not in ("GET", "HEAD"):
@@ -195,6 +345,8 @@ class BinaryCache:
                     f"Priority: {self.priority}\n").encode()
             return self._ok(start_response, body, "text/x-nix-cache-info", head)
         m = re.fullmatch(r"/([0-9a-z]{32})\.narinfo", path)
+        if (m or path.startswith("/nar/")) and self.sigs is None:
+            return self._unavailable(start_response, self.problem or "no signing key")
         if m:
             return self._narinfo(m.group(1), start_response, head)
         m = re.fullmatch(r"/nar/([0-9a-z]{32})\.nar", path)
@@ -218,7 +370,8 @@ class BinaryCache:
         info = self.path_info(path) if path else None
         if info is None:
             self.stats["narinfo_missing"] += 1
-            return self._error(start_response, "404 Not Found", "no such path\n")
+            return self._error(start_response, "404 Not Found",
+                               "no such path signed by this router\n")
         self.stats["narinfo"] += 1
         return self._ok(start_response, render_narinfo(info).encode(), "text/x-nix-narinfo", head)
 
@@ -260,7 +413,14 @@ class BinaryCache:
             proc.stdout.close()
 
 
-def create_binary_cache(cfg, nix: Nix | None = None) -> BinaryCache:
-    """The app the HTTP boot server mounts at /nix-cache."""
+def create_binary_cache(cfg, nix: Nix | None = None,
+                        events: Callable[..., Any] | None = None) -> BinaryCache:
+    """The app the HTTP boot server mounts at /nix-cache. A key that cannot be used
+    does not stop the router: the cache answers 503 and says why in the event log."""
     nix = nix or Nix.from_config(cfg)
-    return BinaryCache(nix, Path(cfg.state_dir) / "binary-cache")
+    try:
+        sigs = cache_signatures(cfg, nix)
+    except (KeyUnusable, NixFailed, OSError) as e:
+        log.error("binary cache has no usable signing key", extra={"error": str(e)})
+        return BinaryCache(nix, None, problem=str(e), events=events)
+    return BinaryCache(nix, sigs, events=events)

@@ -111,9 +111,12 @@ class StoreBootArtifacts:
         except FutureTimeout:
             raise Pending(f"building the initrd of {toplevel}", retry_after=5) from None
 
-    def issue_boot_token(self, host: HostRecord, target: BootTarget) -> str:
+    def issue_boot_token(self, host: HostRecord, target: BootTarget, client_ip: str,
+                         purpose: str) -> str | None:
         return agent.issue_token(self.store.conn(), host.id, target.generation_id,
-                                 ttl_seconds=self.cfg.boot.token_seconds)
+                                 client_ip=client_ip, purpose=purpose,
+                                 ttl_seconds=self.cfg.boot.token_seconds,
+                                 used_ttl_seconds=self.cfg.boot.token_used_seconds)
 
     # ----------------------------------------------------------- dispatch
     def resolve(self, kind: str, args: list[str]) -> BootTarget:

@@ -40,7 +40,8 @@ from typing import Any
 
 from appliance.domain import events, flakes
 from appliance.domain.builds import get_build, wait
-from appliance.nix.command import Nix, NixFailed
+from appliance.nix.binary_cache import KeyUnusable, cache_signatures, sign_closure
+from appliance.nix.command import Nix, NixFailed, check_reference
 from appliance.nix.flake_eval import evaluate_next
 from appliance.state.db import Store, now, transaction
 
@@ -281,6 +282,8 @@ class BuildWorker:
         evaluator = threading.Thread(target=self._evaluator, args=(stop,), daemon=True,
                                      name="flake-eval")
         evaluator.start()
+        # generations built before this key existed (a new state dir or key) are signed too
+        threading.Thread(target=self.sign_generations, daemon=True, name="cache-sign").start()
         next_refresh = time.monotonic() + (self.refresh_seconds or 0)
         while not stop.wait(1.0):
             grow()
@@ -363,9 +366,10 @@ class BuildWorker:
             conn.execute("UPDATE builds SET locked_url = ? WHERE id = ?", (locked, b["id"]))
             link = self.root_dir / f"{b['host_name']}-build-{b['id']}"
             installable = f"{locked}#{b['attr']}.config.system.build.toplevel"
+            # the installable after `--`: a reference can never be read as an option
             args = [self.nix.exe("nix"), "build", "--json", "--log-format", "internal-json",
                     "--out-link", str(link), *self.nix.store_args(), *self.nix.option_args(),
-                    *builder_args(self.cfg), installable]
+                    *builder_args(self.cfg), "--", check_reference(installable)]
             logf.write("$ " + shlex.join(["nix", *args[1:]]) + "\n")
             toplevel, lines, rc = self._run_nix(b["id"], args, logf, conn)
         if rc != 0 or not toplevel:
@@ -385,9 +389,33 @@ class BuildWorker:
         gen, drop = record_success(conn, b, toplevel, str(link), self.keep)
         for root in drop:
             self._drop_root(root)
+        if gen:
+            self.sign_for_cache(conn, [toplevel], host_id=b["host_id"])
         self._count("succeeded")
         log.info("build succeeded", extra={"build": b["id"], "host": b["host_name"],
                                            "generation": gen.get("number"), "toplevel": toplevel})
+
+    def sign_for_cache(self, conn, toplevels: list[str], host_id: int | None = None) -> int:
+        """Sign the closures of `toplevels` for the binary cache (every path, also those
+        that were in the store before the key existed). A failure is logged and is a
+        `cache.sign_failed` event; the build stays good."""
+        try:
+            n = sign_closure(self.nix, cache_signatures(self.cfg, self.nix), toplevels)
+        except (KeyUnusable, NixFailed, OSError, ValueError, KeyError) as e:
+            log.error("could not sign for the binary cache", extra={"error": str(e)})
+            events.record(conn, "cache.sign_failed",
+                          f"the binary cache cannot serve {', '.join(toplevels)}: {e}"[:2000],
+                          level="error", host_id=host_id)
+            return 0
+        log.info("signed for the binary cache", extra={"paths": n, "toplevels": toplevels})
+        return n
+
+    def sign_generations(self) -> int:
+        """Sign the closures of every generation the router keeps."""
+        conn = self.store.conn()
+        tops = sorted({r[0] for r in conn.execute("SELECT toplevel FROM generations")
+                       if os.path.lexists(r[0])})
+        return self.sign_for_cache(conn, tops) if tops else 0
 
     def _drop_root(self, root: str) -> None:
         p = Path(root)

@@ -19,6 +19,14 @@ class NixFailed(Exception):
     """A nix command failed; the message is Nix's own error text."""
 
 
+def check_reference(ref: str) -> str:
+    """A flake reference or installable as Nix may be given it: never something `nix`
+    would parse as an option (the callers also put it after `--`)."""
+    if not isinstance(ref, str) or not ref or ref.startswith("-"):
+        raise NixFailed(f"{ref!r} is not a flake reference (it must not start with '-')")
+    return ref
+
+
 @dataclass
 class Nix:
     bin_dir: str | None = None
@@ -61,8 +69,16 @@ class Nix:
     def store_args(self) -> list[str]:
         return ["--store", self.store] if self.store else []
 
+    def command(self, args: list[str]) -> list[str]:
+        """The argv of `args` (program name first): for `nix`, the builder's options go
+        before a `--`, so whatever follows it (flake references, installables) can only be
+        an argument, never an option."""
+        opts = self.option_args() if args[0] == "nix" else []
+        end = args.index("--") if "--" in args else len(args)
+        return [self.exe(args[0]), *args[1:end], *opts, *args[end:]]
+
     def run(self, args: list[str], *, timeout: float | None = 600) -> str:
-        cmd = [self.exe(args[0]), *args[1:], *(self.option_args() if args[0] == "nix" else [])]
+        cmd = self.command(args)
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, env=self.env(), timeout=timeout)
         except FileNotFoundError:
@@ -74,10 +90,11 @@ class Nix:
         return p.stdout
 
     def eval_json(self, installable: str, apply: str | None = None) -> Any:
-        args = ["nix", "eval", "--json", *self.store_args(), installable]
+        args = ["nix", "eval", "--json", *self.store_args()]
         if apply:
             args += ["--apply", apply]
-        return json.loads(self.run(args))
+        return json.loads(self.run([*args, "--", check_reference(installable)]))
 
     def flake_metadata(self, url: str) -> dict[str, Any]:
-        return json.loads(self.run(["nix", "flake", "metadata", "--json", *self.store_args(), url]))
+        return json.loads(self.run(["nix", "flake", "metadata", "--json", *self.store_args(),
+                                    "--", check_reference(url)]))

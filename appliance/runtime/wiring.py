@@ -167,7 +167,8 @@ class Runtime:
         app = create_boot_app(hosts=self.backend, events=self.backend,
                               artifacts=StoreBootArtifacts(c, self.store), agent=self.backend,
                               settings=boot_settings(c), tftp_root=str(c.tftp_root),
-                              mounts={"/nix-cache": create_binary_cache(c)})
+                              mounts={"/nix-cache": create_binary_cache(
+                                  c, events=self.backend.event)})
         return HttpBootService(app, c.boot.http_listen)
 
     def _web(self, c: Config):

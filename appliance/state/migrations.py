@@ -186,6 +186,29 @@ ALTER TABLE flakes ADD COLUMN eval_state TEXT NOT NULL DEFAULT 'idle'
     CHECK (eval_state IN ('queued', 'evaluating', 'idle'));
 ALTER TABLE flakes ADD COLUMN eval_started_at REAL;
 """,
+    # issue 15: agent tokens bound to the boot they were issued for: the address that fetched
+    # the script (one holding the host's lease), what the boot is (netboot or install), the
+    # last report (a token only moves forward) and its lifetimes. At most one per host and
+    # generation. Tokens of earlier versions are bound to no address: void.
+    19: """
+DROP TABLE boot_tokens;
+CREATE TABLE boot_tokens (
+    token_hash TEXT PRIMARY KEY,
+    host_id INTEGER NOT NULL REFERENCES hosts(id) ON DELETE CASCADE,
+    generation_id INTEGER REFERENCES generations(id) ON DELETE CASCADE,
+    client_ip TEXT,
+    purpose TEXT NOT NULL DEFAULT 'netboot' CHECK (purpose IN ('netboot', 'install')),
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    ttl_seconds REAL NOT NULL DEFAULT 3600,
+    used_ttl_seconds REAL NOT NULL DEFAULT 120,
+    last_used REAL,
+    last_event TEXT
+);
+CREATE INDEX boot_tokens_host ON boot_tokens(host_id);
+CREATE UNIQUE INDEX boot_tokens_boot ON boot_tokens(host_id, ifnull(generation_id, 0))
+    WHERE client_ip IS NOT NULL;
+""",
     # issue 15: a network change's deadline on the boot clock (CLOCK_BOOTTIME) of the boot it
     # was made in: a wall-clock step cannot delay it, and a reboot rolls it back at start
     20: """

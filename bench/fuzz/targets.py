@@ -561,16 +561,19 @@ AGENT_BODIES = [
 ]
 
 
-def issue_agent_token(conn, host_id: int) -> str:
-    """A real per-boot token for a host, as a boot script would carry it."""
-    return agent.issue_token(conn, host_id, None, 3600)
+def issue_agent_token(conn, host_id: int, purpose: str = "netboot",
+                      generation_id: int | None = None) -> str:
+    """A real per-boot token for a host, as a boot script fetched from 10.77.0.50 carries it."""
+    return agent.issue_token(conn, host_id, generation_id, client_ip="10.77.0.50",
+                             purpose=purpose, ttl_seconds=3600)
 
 
 class AgentTarget(Target):
     """The agent endpoint of the HTTP boot app over the appliance's SQLite backend."""
 
     name = "agent"
-    SOURCES = ("10.77.0.50", "10.77.0.51", "192.0.2.1", "")
+    # mostly the address the tokens were issued to, so reports get past the address check
+    SOURCES = ("10.77.0.50",) * 9 + ("10.77.0.51", "192.0.2.1", "")
 
     def __init__(self, workdir: Path):
         super().__init__(workdir)
@@ -586,7 +589,13 @@ class AgentTarget(Target):
         self.tokens = []
         for i, mode in enumerate(("netboot", "install", "local")):
             h = hosts.add_host(conn, f"node{i}", [MACS[i]], "/srv/fleet", mode=mode)
-            self.tokens.append(issue_agent_token(conn, h["id"]))
+            # a token per generation (as a boot menu carries them): each moves only forward
+            for number in range(1, 9):
+                gen = conn.execute("INSERT INTO generations (host_id, number, toplevel, "
+                                   "created_at) VALUES (?, ?, '/nix/store/x', 0)",
+                                   (h["id"], number)).lastrowid
+                self.tokens.append(issue_agent_token(
+                    conn, h["id"], "install" if mode == "install" else "netboot", gen))
         backend = SqliteBackend(self.store)
         self.app = create_boot_app(hosts=backend, events=backend, artifacts=None, agent=backend,
                                    settings=BootSettings("http://10.77.0.1:8081"),
@@ -597,6 +606,8 @@ class AgentTarget(Target):
         if roll < 0.02:  # deep nesting, up to the 64 KiB the endpoint reads
             depth = rng.choice((100, 1000, 30_000))
             body = b'{"event": "booted", "message": ' + b"[" * depth + b"]" * depth + b"}"
+        elif roll < 0.1:  # well-formed reports: the token state machine is exercised
+            body = rng.choice(AGENT_BODIES[:4])
         else:
             body = mutate(rng, AGENT_BODIES, max_len=2000, random_share=0.05)
         token = rng.choice(self.tokens)
@@ -604,6 +615,10 @@ class AgentTarget(Target):
                 rng.choice((f"bearer  {token} ", "Bearer x", "Basic abc", "", "Bearer " + "A" * 300)))
         if rng.random() < 0.1:
             auth = mutate_text(rng, [auth or "Bearer"], 400)
+        elif rng.random() < 0.25 and body.startswith(b"{") and b'"token"' not in body:
+            # wget's way: no header, the token as the body's "token" member
+            auth = ""
+            body = b'{"token": "' + token.encode() + b'", ' + body[1:]
         length = rng.choice((str(len(body)),) * 8 + ("", "-1", "abc", "70000", "1e3",
                                                      str(len(body) + 10), "0", "\xb2"))
         return {"auth": auth, "length": length, "body": body.decode("latin-1"),

@@ -51,7 +51,8 @@ class NoArtifacts:
     def resolve(self, kind: str, args: list[str]) -> BootTarget:
         raise LookupError(f"no {kind} {'/'.join(args)}")
 
-    def issue_boot_token(self, host: HostRecord, target: BootTarget) -> str:
+    def issue_boot_token(self, host: HostRecord, target: BootTarget, client_ip: str,
+                         purpose: str) -> str | None:
         raise LookupError("no tokens without boot targets")
 
 
@@ -189,15 +190,18 @@ class BootApp:
             else:
                 text = scripts.local_script(mac)
             return self._script(environ, start_response, text)
-        text, kind, targets = self._render_host(host, self_url)
         ip = environ.get("REMOTE_ADDR") or ""
+        text, kind, targets = self._render_host(host, self_url, ip)
         if targets:
             self.recent.remember(ip, [scripts.store_basename(t.toplevel) for t in targets], host.id)
         self._event("boot.script", f"{host.name}: {kind}", environ, host_id=host.id, mac=mac,
                     data={"script": kind, "targets": [t.toplevel for t in targets]})
         return self._script(environ, start_response, text)
 
-    def _render_host(self, host: HostRecord, self_url: str) -> tuple[str, str, list[BootTarget]]:
+    def _render_host(self, host: HostRecord, self_url: str, client_ip: str
+                     ) -> tuple[str, str, list[BootTarget]]:
+        """The script, its kind and its targets. Agent tokens are bound to `client_ip`
+        (the backend gives none to an address that is not the host's)."""
         s = self.settings
         if host.mode == "local":
             return scripts.local_script(host.name), "local", []
@@ -218,16 +222,18 @@ class BootApp:
                     "pending", [])
         if host.mode == "install":
             t = default
-            token = self.artifacts.issue_boot_token(host, t)
+            token = self.artifacts.issue_boot_token(host, t, client_ip, "install")
             return (scripts.target_script(t, s, self_url, title=f"{host.name} installer",
                                           token=token, extra=["nixie.mode=install"]),
                     "install", [t])
         if s.menu and s.menu_timeout_seconds > 0:
-            text = scripts.menu_script(host, targets, s, self_url,
-                                       lambda t: self.artifacts.issue_boot_token(host, t))
+            # one token per generation listed: each replaces that generation's last one
+            text = scripts.menu_script(
+                host, targets, s, self_url,
+                lambda t: self.artifacts.issue_boot_token(host, t, client_ip, "netboot"))
             return text, "menu", targets
         t = default
-        token = self.artifacts.issue_boot_token(host, t)
+        token = self.artifacts.issue_boot_token(host, t, client_ip, "netboot")
         return scripts.target_script(t, s, self_url, title=host.name, token=token), "netboot", [t]
 
     # ------------------------------------------------------------ dispatch kinds
@@ -348,7 +354,8 @@ class BootApp:
     def agent_events(self, environ, start_response):
         def answer(status: int, obj: dict):
             body = json.dumps(obj).encode()
-            reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 409: "Conflict",
+            reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+                      409: "Conflict",
                       413: "Payload Too Large", 503: "Service Unavailable"}.get(status, "Error")
             start_response(f"{status} {reason}", [("Content-Type", "application/json"),
                                                    ("Content-Length", str(len(body)))])
@@ -358,7 +365,7 @@ class BootApp:
             return answer(503, {"error": "agent API not available"})
         auth = environ.get("HTTP_AUTHORIZATION", "")
         scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        if auth and (scheme.lower() != "bearer" or not token.strip()):
             return answer(401, {"error": "missing Authorization: Bearer <token>"})
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -370,6 +377,13 @@ class BootApp:
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
+            body = None
+        if not auth:  # wget cannot send a header without putting it on its command line
+            token = body.get("token") if isinstance(body, dict) else None
+            if not isinstance(token, str) or not token.strip():
+                return answer(401, {"error": "missing Authorization: Bearer <token> "
+                                             '(or "token" in the body)'})
+        if body is None:
             return answer(400, {"error": "body is not JSON"})
         if not isinstance(body, dict) or not isinstance(body.get("event"), str) \
                 or not isinstance(body.get("message", ""), str):
@@ -383,7 +397,7 @@ class BootApp:
                                              body.get("message", ""), environ.get("REMOTE_ADDR"))
         except Exception as e:  # noqa: BLE001 - the sink signals with .status
             status = getattr(e, "status", None)
-            if status in (400, 401, 409):
+            if status in (400, 401, 403, 409):
                 return answer(status, {"error": str(e)})
             log.exception("agent report failed")
             return answer(500, {"error": "internal error"})

@@ -160,7 +160,7 @@ def default_target(targets: Sequence[BootTarget]) -> int:
 
 
 def menu_script(host: HostRecord, targets: Sequence[BootTarget], s: BootSettings,
-                self_url: str, token_for: Callable[[BootTarget], str],
+                self_url: str, token_for: Callable[[BootTarget], str | None],
                 extra: Sequence[str] = ()) -> str:
     """The host's generations, newest first; the default is the current one (the
     newest unless the admin chose another) and keys 0-9 pick one directly, so any

@@ -13,7 +13,7 @@ import pytest
 
 from appliance.config.schema import example_config
 from appliance.domain.agent import issue_token
-from appliance.state.db import Store, transaction
+from appliance.state.db import Store
 from lab.netns import Netns, bridge, bridge_port, serving
 from tests.agent_recorder import AGENT, busybox_bin
 from tests.conftest import run_nixie
@@ -56,8 +56,7 @@ def test_agent_moves_the_host_to_booted_with_its_address(router_and_client, tmp_
     store = Store(tmp_path / "state" / "nixie.db")
     conn = store.conn()
     host_id = conn.execute("SELECT id FROM hosts WHERE name = 'node1'").fetchone()[0]
-    with transaction(conn):
-        token = issue_token(conn, host_id, None, 3600)
+    token = issue_token(conn, host_id, None, client_ip=CLIENT_IP, purpose="netboot")
     store.close()
 
     bad = run_agent(client, tmp_path, "not-the-token", "booted")

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -67,10 +68,15 @@ def test_report_retries_503_with_backoff_then_lands(recorder, client, busybox_pa
     for req in reqs:
         assert req["method"] == "POST" and req["path"] == "/api/v1/agent/events"
         headers = {k.lower(): v for k, v in req["headers"].items()}
-        assert headers["authorization"] == f"Bearer {TOKEN}"
+        body = json.loads(req["body"])
+        if client == "curl":
+            assert headers["authorization"] == f"Bearer {TOKEN}"
+        else:  # busybox wget cannot read a header from a file: the body carries it
+            assert "authorization" not in headers and body.pop("token") == TOKEN
+        assert req["token"] == TOKEN and req["token_in_argv"] == [], req["token_in_argv"]
         assert headers["content-type"] == "application/json"
         # the control character is dropped; quotes, backslash, newline, tab survive
-        assert json.loads(req["body"]) == {"event": "booted", "message": MESSAGE.replace("\x07", "")}
+        assert body == {"event": "booted", "message": MESSAGE.replace("\x07", "")}
     assert "retrying in 1s" in out and "retrying in 2s" in out, out
     assert "reported booted" in out
     assert TOKEN not in out
@@ -92,7 +98,8 @@ def test_refusal_is_final_and_giving_up_is_bounded(recorder, client, busybox_pat
     assert "giving up" in r.stderr and "HTTP 500" in r.stderr
     later = requests()[1:]
     assert len(later) == 2
-    assert all(json.loads(q["body"]) == {"event": "failed", "message": "disko failed"} for q in later)
+    assert all({k: v for k, v in json.loads(q["body"]).items() if k != "token"}
+               == {"event": "failed", "message": "disko failed"} for q in later)
     assert TOKEN not in r.stdout + r.stderr
 
 
@@ -116,8 +123,28 @@ def test_arguments_override_the_command_line_and_token_file(recorder, busybox_pa
                   "installing")
     assert r.returncode == 0, r.stderr
     (req,) = requests()
-    assert req["headers"]["Authorization"] == "Bearer from-file-token"
-    assert json.loads(req["body"]) == {"event": "installing", "message": ""}
+    assert "Authorization" not in req["headers"] and req["token_in_argv"] == []
+    assert json.loads(req["body"]) == {"event": "installing", "message": "",
+                                       "token": "from-file-token"}
+
+
+def test_wget_path_never_puts_the_token_on_a_command_line(recorder, busybox_path, tmp_path):
+    """The attack: a local user reading every /proc/*/cmdline (what `ps` shows) while
+    the busybox-wget report is in flight. The recorder scans them during the request;
+    a process that does hold the token in its argv proves the scan would see it."""
+    ns, _, requests = recorder
+    decoy_argv = [sys.executable, "-c", "import time; time.sleep(60)", TOKEN]
+    decoy = subprocess.Popen(decoy_argv)
+    try:
+        r = run_agent(ns, "busybox-wget", busybox_path, tmp_path, "booted", "gen 3")
+    finally:
+        decoy.kill()
+        decoy.wait()
+    assert r.returncode == 0, r.stderr
+    (req,) = requests()
+    assert req["token"] == TOKEN
+    # the decoy is seen, and nothing else: not wget, not timeout, not the shell
+    assert req["token_in_argv"] == [[*decoy_argv, ""]], req["token_in_argv"]
 
 
 @pytest.mark.parametrize("args, problem", [

@@ -1,7 +1,10 @@
 """The router's store as a signed binary cache, pulled by the real `nix copy`.
 
-The app runs standalone under waitress in a namespace (the HTTP boot server
-mounts it at /nix-cache; that server is wired at merge)."""
+The app runs standalone under waitress in a namespace, built from a lab config the way
+`nixie serve` builds it (`create_binary_cache`); its build worker signs at build
+completion. The path is built before the router's key exists (a fresh state dir over an
+existing store), and the cache's `nix` refuses `nix store sign` as the NixOS daemon does
+for the unprivileged appliance (issue 15, finding 10)."""
 
 from __future__ import annotations
 
@@ -15,20 +18,29 @@ import uuid
 
 import pytest
 
-from appliance.nix.binary_cache import BinaryCache, nix32, render_narinfo, to_nix32_hash
+from appliance.config.schema import load_config
+from appliance.domain import builds, events, hosts
+from appliance.nix.binary_cache import (
+    create_binary_cache,
+    nix32,
+    render_narinfo,
+    to_nix32_hash,
+)
+from appliance.nix.buildworker import BuildWorker, claim_next
 from appliance.nix.command import Nix
+from appliance.state.db import Store
 from lab import flake as labflake
 from lab.netns import Netns, veth, wait_port
 from tests.conftest import ROOT
-from tests.nixlab import NIX_EXTRA
+from tests.nixlab import NIX_EXTRA, lab_config
 
 SERVER = textwrap.dedent("""
     import sys
     from waitress import serve
-    from appliance.nix.binary_cache import BinaryCache
-    from appliance.nix.command import Nix
+    from appliance.config.schema import load_config
+    from appliance.nix.binary_cache import create_binary_cache
 
-    cache = BinaryCache(Nix(extra_config=sys.argv[2]), sys.argv[1])
+    cache = create_binary_cache(load_config(sys.argv[1]))
 
     def tampering(environ, start_response):
         # /tampered/... serves the same files with one NAR byte flipped
@@ -45,15 +57,44 @@ SERVER = textwrap.dedent("""
     serve(tampering, listen="10.88.0.1:5000", threads=4, ident="nixie-cache")
 """)
 
+# what the NixOS daemon answers the unprivileged appliance: no signatures added to the store
+REFUSING_NIX = """#!/bin/sh
+case "$*" in
+    *"store sign"*) echo "error: you are not privileged to add signatures" >&2; exit 1 ;;
+esac
+exec {real} "$@"
+"""
+
 
 @pytest.fixture(scope="module")
-def toplevel(tmp_path_factory):
+def flake_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bcflake")
-    d = labflake.materialise(tmp / "flake", release=f"cache-test {uuid.uuid4()}")
+    return labflake.materialise(tmp / "flake", release=f"cache-test {uuid.uuid4()}")
+
+
+@pytest.fixture(scope="module")
+def toplevel(flake_dir):
+    """Built before any router key exists."""
     nix = Nix(extra_config=NIX_EXTRA)
     out = nix.run(["nix", "build", "--json", "--no-link",
-                   f"{d}#nixosConfigurations.demo.config.system.build.toplevel"])
+                   f"{flake_dir}#nixosConfigurations.demo.config.system.build.toplevel"])
     return json.loads(out)[0]["outputs"]["out"]
+
+
+def router_config(tmp_path):
+    """A lab config whose nix refuses `nix store sign`; its state dir is new."""
+    path, _ = lab_config(tmp_path)
+    bindir = tmp_path / "nixbin"
+    bindir.mkdir()
+    for tool in ("nix", "nix-store", "nix-build"):
+        real = subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True,
+                              text=True).stdout.strip()
+        (bindir / tool).write_text(REFUSING_NIX.format(real=real))
+        (bindir / tool).chmod(0o755)
+    raw = json.loads(path.read_text())
+    raw["nix"]["bin_dir"] = str(bindir)
+    path.write_text(json.dumps(raw))
+    return path, load_config(path)
 
 
 @pytest.fixture
@@ -64,20 +105,34 @@ def cache_server(tmp_path):
         veth(router, "eth0", client, "eth0")
         router.run("ip", "addr", "add", "10.88.0.1/24", "dev", "eth0")
         client.run("ip", "addr", "add", "10.88.0.2/24", "dev", "eth0")
-        key_dir = tmp_path / "keys"
+        cfg_path, cfg = router_config(tmp_path)
         log = open(tmp_path / "server.log", "w")
-        proc = router.popen(sys.executable, "-c", SERVER, str(key_dir), NIX_EXTRA,
+        proc = router.popen(sys.executable, "-c", SERVER, str(cfg_path),
                             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert wait_port(client, "10.88.0.1", 5000, timeout=20), \
             (tmp_path / "server.log").read_text()
-        yield client, key_dir, "http://10.88.0.1:5000"
+        yield client, cfg, "http://10.88.0.1:5000"
     finally:
         if proc is not None and proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=10)
         router.close()
         client.close()
+
+
+def complete_a_build(cfg, flake_dir) -> dict:
+    """The router's build worker builds the host (already in the store: nothing to do)
+    and, at completion, signs the closure."""
+    store = Store(cfg.db_path)
+    conn = store.conn()
+    hosts.add_host(conn, "demo", ["52:54:00:5e:00:01"], str(flake_dir), None, "netboot")
+    worker = BuildWorker(cfg, store)
+    worker.log_dir.mkdir(parents=True, exist_ok=True)
+    worker.root_dir.mkdir(parents=True, exist_ok=True)
+    b = builds.enqueue(conn, "demo")
+    worker.build_one(conn, claim_next(conn))
+    return builds.get_build(conn, b["id"])
 
 
 def nix_copy(client: Netns, url: str, dest, path: str, public_key: str):
@@ -98,15 +153,29 @@ def test_nix32_matches_nix():
     assert nix32(b"") == ""
 
 
-def test_nix_copy_from_router_cache_checks_signatures(cache_server, toplevel, tmp_path):
-    client, key_dir, url = cache_server
-    public = (key_dir / "public").read_text().strip()
+def test_nix_copy_of_a_path_older_than_the_key_checks_signatures(cache_server, toplevel,
+                                                                 flake_dir, tmp_path):
+    client, cfg, url = cache_server
+    key_dir = tmp_path / "state" / "binary-cache"
     assert stat.S_IMODE(os.stat(key_dir / "secret").st_mode) == 0o600
+    public = (key_dir / "public").read_text().strip()
     info = client.run("curl", "-sf", f"{url}/nix-cache-info").stdout
     assert "StoreDir: /nix/store" in info
-    narinfo = client.run("curl", "-sf", f"{url}/{os.path.basename(toplevel)[:32]}.narinfo").stdout
-    assert f"StorePath: {toplevel}" in narinfo and "Sig: " + public.split(":")[0] in narinfo
+    narinfo_url = f"{url}/{os.path.basename(toplevel)[:32]}.narinfo"
 
+    # before a build completed: the old path is not served unsigned, and nothing is a 500
+    r = client.run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", narinfo_url)
+    assert r.stdout == "404"
+    early = nix_copy(client, url, tmp_path / "early", toplevel, public)
+    assert early.returncode != 0 and not (tmp_path / "early" / toplevel.lstrip("/")).exists()
+
+    b = complete_a_build(cfg, flake_dir)
+    assert b["status"] == "succeeded" and b["toplevel"] == toplevel, b
+    conn = Store(cfg.db_path).conn()
+    assert events.recent(conn, kind="cache.sign_failed", limit=5) == []
+
+    narinfo = client.run("curl", "-sf", narinfo_url).stdout
+    assert f"StorePath: {toplevel}" in narinfo and "Sig: " + public.split(":")[0] in narinfo
     dest = tmp_path / "dest"
     r = nix_copy(client, url, dest, toplevel, public)
     assert r.returncode == 0, r.stderr
@@ -121,31 +190,74 @@ def test_nix_copy_from_router_cache_checks_signatures(cache_server, toplevel, tm
     assert other.returncode != 0 and "signature" in other.stderr.lower()
 
 
-def test_tampered_nar_is_rejected(cache_server, toplevel, tmp_path):
-    client, key_dir, url = cache_server
-    public = (key_dir / "public").read_text().strip()
+def test_tampered_nar_is_rejected(cache_server, toplevel, flake_dir, tmp_path):
+    client, cfg, url = cache_server
+    assert complete_a_build(cfg, flake_dir)["status"] == "succeeded"
+    public = (tmp_path / "state" / "binary-cache" / "public").read_text().strip()
     r = nix_copy(client, f"{url}/tampered", tmp_path / "dest", toplevel, public)
     assert r.returncode != 0
     assert "hash mismatch" in r.stderr or "NAR hash" in r.stderr, r.stderr
     assert not (tmp_path / "dest" / toplevel.lstrip("/")).exists()
 
 
-def test_unknown_and_malformed_requests_get_404(tmp_path, toplevel):
-    cache = BinaryCache(Nix(extra_config=NIX_EXTRA), tmp_path / "keys")
+def test_unknown_and_malformed_requests_get_404(tmp_path, toplevel, flake_dir):
+    _, cfg = lab_config(tmp_path)
+    cache = create_binary_cache(cfg)
     statuses = []
 
     def call(path, method="GET"):
         body = b"".join(cache({"PATH_INFO": path, "REQUEST_METHOD": method},
-                              lambda s, h: statuses.append(s)))
+                              lambda s, h, *a: statuses.append(s)))
         return statuses[-1], body
 
     assert call("/" + "0" * 32 + ".narinfo")[0].startswith("404")
     assert call("/../../etc/passwd")[0].startswith("404")
     assert call("/nar/" + "e" * 32 + ".nar")[0].startswith("404")  # 'e' is not nix32
     assert call("/nix-cache-info", "POST")[0].startswith("405")
-    status, body = call(f"/{os.path.basename(toplevel)[:32]}.narinfo", "HEAD")
+    top = f"/{os.path.basename(toplevel)[:32]}.narinfo"
+    status, body = call(top)  # in the store, not signed by this router
+    assert status.startswith("404") and b"signed" in body
+    assert call(f"/nar/{os.path.basename(toplevel)[:32]}.nar")[0].startswith("404")
+    assert complete_a_build(cfg, flake_dir)["status"] == "succeeded"
+    status, body = call(top, "HEAD")
     assert status.startswith("200") and body == b""
     assert cache.stats["bad_requests"] == 1
+
+
+def test_an_unusable_key_or_a_failing_nix_is_a_503_with_an_event_never_a_500(tmp_path,
+                                                                                toplevel):
+    path, _ = lab_config(tmp_path)
+    raw = json.loads(path.read_text())
+    (tmp_path / "bad.sec").write_text("not a key")
+    raw["nix"]["cache_key_file"] = str(tmp_path / "bad.sec")
+    path.write_text(json.dumps(raw))
+    recorded = []
+    cache = create_binary_cache(load_config(path),
+                                events=lambda kind, msg, **kw: recorded.append((kind, msg)))
+    statuses = []
+
+    def call(path):
+        body = b"".join(cache({"PATH_INFO": path, "REQUEST_METHOD": "GET"},
+                              lambda s, h, *a: statuses.append(s)))
+        return statuses[-1], body
+
+    for _ in range(3):
+        status, body = call(f"/{os.path.basename(toplevel)[:32]}.narinfo")
+        assert status.startswith("503") and b"unavailable" in body
+    assert call("/nix-cache-info")[0].startswith("200")
+    assert len(recorded) == 1 and recorded[0][0] == "cache.unavailable"
+    assert "is not a Nix secret key" in recorded[0][1]
+
+    # a failure while answering (here: the store cannot be read) is a 503 too
+    (tmp_path / "two").mkdir()
+    _, cfg = lab_config(tmp_path / "two")
+    good = create_binary_cache(cfg, events=lambda kind, msg, **kw: recorded.append((kind, msg)))
+    good.store_dir = str(tmp_path / "no-store")
+    good._rescan = lambda: (_ for _ in ()).throw(OSError("disk gone"))
+    got = []
+    b"".join(good({"PATH_INFO": f"/{os.path.basename(toplevel)[:32]}.narinfo",
+                   "REQUEST_METHOD": "GET"}, lambda s, h, *a: got.append(s)))
+    assert got[0].startswith("503") and recorded[-1][0] == "cache.unavailable"
 
 
 def test_render_narinfo_shape():

@@ -32,18 +32,25 @@ def test_agent_api_over_sqlite_backend(tmp_path):
     app, store = make_app(tmp_path)
     conn = store.conn()
     h = hosts.add_host(conn, "web1", ["bc:24:11:00:00:01"], "github:me/infra", mode="install")
-    token = agent.issue_token(conn, h["id"], None, 600)
+    # issued to the address call() requests from, as if it had fetched the install script
+    token = agent.issue_token(conn, h["id"], None, client_ip="10.0.0.50", purpose="install")
 
-    def post(body, tok=token):
+    def post(body, tok=token, in_body=False):
+        headers = {} if in_body else {"Authorization": f"Bearer {tok}"}
+        if in_body:
+            body = {**body, "token": tok}
         status, _, out = call(app, "/api/v1/agent/events", "POST", body=json.dumps(body).encode(),
-                              headers={"Authorization": f"Bearer {tok}"})
+                              headers=headers)
         return status, json.loads(out)
 
     assert post({"event": "booted"}, tok="wrong")[0] == 401
+    assert post({"event": "booted"}, tok="wrong", in_body=True)[0] == 401
     assert post({"event": "nonsense"})[0] == 400
     assert post({"event": "installed"})[0] == 409  # unknown -> installed is not allowed
     assert post({"event": "installing", "message": "disko"}) == (
         200, {"host": "web1", "state": "installing", "ip": "10.0.0.50"})
+    # wget's way: no header, the token in the body
+    assert post({"event": "installing", "message": "copy"}, in_body=True)[0] == 200
     got = hosts.get_host(conn, "web1")
     assert got["state"] == "installing" and got["ip"] == "10.0.0.50"
 

@@ -55,6 +55,8 @@ def test_router_writes_the_settings_as_the_config_json(tmp_path, nixie):
     expected = C.defaults()
     expected["lan"]["interface"], expected["wan"]["interface"] = "enp2s0", "enp1s0"
     expected["tftp"]["ipxe_dir"] = "/nix/store/stub-nixie-ipxe"  # the module's iPXE, not Debian's
+    # the binary cache signs with the key the module's Nix daemon signs builds with
+    expected["nix"]["cache_key_file"] = "/var/lib/nixie-cache-key/cache-key.sec"
     # the appliance's own ruleset is on, opening the SSH port sshd uses (2222 in module-eval.nix)
     expected["firewall"] = {"enable": True, "ssh_port": 2222}
     assert written == expected
@@ -194,7 +196,11 @@ def test_router_nix_builders_substituters_and_cache_key():
     key = c["systemd"]["services"]["nixie-cache-key"]
     assert re.search(r"nix-store --generate-binary-cache-key \\\s+'router-nixie-1' \\\s+"
                      r"'/var/lib/nixie-cache-key/cache-key.sec'", key["script"]), key["script"]
-    assert key["unitConfig"]["ConditionPathExists"] == "!/var/lib/nixie-cache-key/cache-key.sec"
+    # made once; on every start readable by the appliance's group (it signs with it too)
+    assert "if [ ! -e '/var/lib/nixie-cache-key/cache-key.sec' ]" in key["script"]
+    assert "chgrp nixie '/var/lib/nixie-cache-key/cache-key.sec'" in key["script"]
+    assert "chmod 0640 '/var/lib/nixie-cache-key/cache-key.sec'" in key["script"]
+    assert "unitConfig" not in key
     assert "nix-daemon.service" in key["before"]
     assert router()["config"]["nix"]["distributedBuilds"] is False
 
