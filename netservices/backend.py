@@ -7,7 +7,7 @@ over plain dicts. Keep them small: one method per question a server asks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 @dataclass(frozen=True)
@@ -31,20 +31,24 @@ class HostDirectory(Protocol):
     # def host_by_ip(self, ip: str) -> HostRecord | None: ...
 
 
+class NameRecord(NamedTuple):
+    """A name the LAN zone may answer for. `source` says who chose it: "host", a
+    registered host (the admin: its name is taken even while `ip` is None), or "lease",
+    the hostname a DHCP client sent (it gets the name only if nobody else has it:
+    `netservices.dns.zone.lan_records`)."""
+
+    name: str
+    ip: str | None
+    source: str = "host"
+
+
 class NameDirectory(Protocol):
     """The LAN's names for DNS (implemented over hosts and bound leases)."""
 
-    def name_records(self) -> list[tuple[str, str]]:
-        """Every (hostname, ipv4) the LAN domain answers for: static hosts first, then
-        bound unexpired leases. DNS rebuilds its zone from this every few seconds."""
-        ...
-
-    def lookup_name(self, name: str) -> list[str]:
-        """IPv4 addresses of a bare hostname (no domain); [] if unknown."""
-        ...
-
-    def lookup_ip(self, ip: str) -> str | None:
-        """The hostname for an IPv4 address, or None."""
+    def name_records(self) -> list[NameRecord]:
+        """Every registered host (with its ipv4, or None), then every bound unexpired
+        lease with a hostname, oldest first. DNS rebuilds its zone from this every few
+        seconds, deciding which claims win (`zone.lan_records`)."""
         ...
 
 

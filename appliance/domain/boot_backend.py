@@ -6,7 +6,7 @@ from typing import Any
 
 from appliance.domain import agent, events, hosts
 from appliance.state.db import Store, now
-from netservices.backend import HostRecord
+from netservices.backend import HostRecord, NameRecord
 
 
 class SqliteBackend:
@@ -38,25 +38,19 @@ class SqliteBackend:
                       ip=ip, data=data)
 
     # ------------------------------------------------------------ NameDirectory
-    def name_records(self) -> list[tuple[str, str]]:
-        """Hosts with an address (a reservation if the DHCP room adds one, else the last
-        seen IP), then bound unexpired leases with a hostname."""
+    def name_records(self) -> list[NameRecord]:
+        """Every registered host (its reservation, else the last seen IP, else None: its
+        name is still taken), then bound unexpired leases with a hostname, oldest first.
+        Which claims win is DNS's policy (`netservices.dns.zone.lan_records`)."""
         conn = self.store.conn()
         cols = {r["name"] for r in conn.execute("PRAGMA table_info(hosts)")}
         ip_expr = "coalesce(ip_reservation, ip)" if "ip_reservation" in cols else "ip"
-        out = [(r["name"], r["ip"]) for r in conn.execute(
-            f"SELECT name, {ip_expr} AS ip FROM hosts WHERE {ip_expr} IS NOT NULL ORDER BY id")]
-        out += [(r["hostname"], r["ip"]) for r in conn.execute(
+        out = [NameRecord(r["name"], r["ip"], "host") for r in conn.execute(
+            f"SELECT name, {ip_expr} AS ip FROM hosts ORDER BY id")]
+        out += [NameRecord(r["hostname"], r["ip"], "lease") for r in conn.execute(
             "SELECT hostname, ip FROM leases WHERE state = 'bound' AND expires > ? "
             "AND hostname IS NOT NULL AND hostname != '' ORDER BY starts", (now(),))]
         return out
-
-    def lookup_name(self, name: str) -> list[str]:
-        want = name.lower()
-        return [ip for n, ip in self.name_records() if n.lower() == want]
-
-    def lookup_ip(self, ip: str) -> str | None:
-        return next((n for n, i in self.name_records() if i == ip), None)
 
     def agent_report(self, token: str, event: str, message: str, source_ip: str) -> dict:
         """AgentSink: raises agent.AgentRejected (with .status 401/400/409)."""

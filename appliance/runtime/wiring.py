@@ -159,7 +159,8 @@ class Runtime:
         vpn = [str(ipaddress.IPv4Interface(c.vpn.address).network)] if c.vpn.enable else []
         return make_dns_service(listen=c.dns.listen, domain=c.lan.domain,
                                 network=str(c.lan_interface.network), directory=self.backend,
-                                upstreams=c.dns.upstream, clients=vpn)
+                                upstreams=c.dns.upstream, clients=vpn,
+                                router_ip=str(c.lan_interface.ip))
 
     def _httpboot(self, c: Config):
         """HTTP boot on boot.http_listen: scripts, kernels and initrds from the image

@@ -33,7 +33,15 @@ from .codec import (
     encode_option,
 )
 from .policy import BootAnswer, BootSettings, boot_answer, is_pxe_client
-from .pool import BOUND, Lease, LeasePool, client_key, int_to_ip, ip_to_int
+from .pool import (
+    BOUND,
+    MAX_DECLINES_PER_CLIENT,
+    Lease,
+    LeasePool,
+    client_key,
+    int_to_ip,
+    ip_to_int,
+)
 from .store import EventRecord, HostEntry, LeaseRecord
 
 ZERO = b"\0\0\0\0"
@@ -459,7 +467,7 @@ class AuthoritativeEngine(_Base):
             ip_s = int_to_ip(lease.ip)
             if not self.probe(ip_s):
                 return lease
-            self.pool.decline(key, mac, lease.ip, now, self.quarantine)
+            self.pool.decline(key, mac, lease.ip, now, self.quarantine, by_client=False)
             self.dirty[lease.ip] = lease
             self.pending_events.append(EventRecord(
                 "dhcp.conflict", f"{ip_s} answers on the network before being offered; "
@@ -504,11 +512,19 @@ class AuthoritativeEngine(_Base):
             ip = int.from_bytes(requested, "big")
             if not self.pool.in_network(ip):
                 return self._nak(req, "wrong network")
+            if not self.pool.knows(key, mac):
+                # RFC 2131 4.3.2: no record of this client, so stay silent (the client
+                # falls back to DISCOVER); an ACK here would hand out any address asked for
+                self.counters.dropped["init_reboot_unknown"] += 1
+                return []
             if not self.pool.usable_by(ip, key, mac, now):
                 return self._nak(req, "address not available")
             return self._ack(req, key, mac, ip, now, ciaddr=ZERO)
         if req.ciaddr != ZERO:  # RENEWING / REBINDING
             ip = int.from_bytes(req.ciaddr, "big")
+            if not self.pool.knows(key, mac):
+                self.counters.dropped["renew_unknown"] += 1  # as INIT-REBOOT: silence
+                return []
             if not self.pool.usable_by(ip, key, mac, now):
                 return self._nak(req, "address not available")
             return self._ack(req, key, mac, ip, now, ciaddr=req.ciaddr)
@@ -563,8 +579,11 @@ class AuthoritativeEngine(_Base):
             return
         key = client_key(req.client_id, req.mac)
         ip = int.from_bytes(requested, "big")
+        if self.pool.declines_held(req.mac_str, now) >= MAX_DECLINES_PER_CLIENT:
+            self.counters.dropped["decline_over_limit"] += 1
+            return
         lease = self.pool.decline(key, req.mac_str, ip, now, self.quarantine)
-        if lease is None:
+        if lease is None:  # not offered or leased to this client: nothing changes
             self.counters.dropped["decline_unknown"] += 1
             return
         self.dirty[ip] = lease

@@ -6,9 +6,17 @@ key: the client identifier (option 61) when it sends one, else 0x01 + MAC.
 
 Allocation order for a client: its reservation; the address it had; the
 address it asks for; a never-used address of the range; the address whose
-lease ended longest ago (released, expired, end of a decline quarantine).
+lease ended longest ago (released, expired, end of a decline quarantine); and
+only when nothing else is free, a quarantined (declined) address, the one whose
+quarantine ends first (as ISC dhcpd reclaims abandoned leases): a quarantine
+never makes the pool run dry.
 An offered address is held for `offer_hold` seconds, so two clients never get
 one address.
+
+A DECLINE counts only for an address offered or leased to the client that sends
+it, and each client (by MAC) may hold at most `MAX_DECLINES_PER_CLIENT`
+addresses in quarantine at a time: a forged DECLINE for an address somebody else
+holds, or never handed out, changes nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import heapq
 from dataclasses import dataclass
 
 OFFERED, BOUND, RELEASED, DECLINED, EXPIRED = "offered", "bound", "released", "declined", "expired"
+MAX_DECLINES_PER_CLIENT = 2
 
 
 @dataclass(slots=True)
@@ -61,6 +70,8 @@ class LeasePool:
         self.reserved_ips: dict[int, str] = {}
         self._fresh = first  # every address below this one has been handed out once
         self._heap: list[tuple[float, int]] = []
+        # MAC -> addresses it declined (some may have left quarantine since: see declines_held)
+        self.declined_by: dict[str, set[int]] = {}
 
     def set_range(self, first: int, last: int) -> None:
         """Move the dynamic range (a settings change, applied live). Bindings stay:
@@ -85,6 +96,8 @@ class LeasePool:
                 cur = self.by_key.get(lease.key)
                 if cur is None or cur.expires <= lease.expires:
                     self.by_key[lease.key] = lease
+            if lease.state == DECLINED:
+                self.declined_by.setdefault(lease.mac, set()).add(lease.ip)
         self._heap = [(le.expires, le.ip) for le in self.by_ip.values()]
         heapq.heapify(self._heap)
 
@@ -103,6 +116,27 @@ class LeasePool:
 
     def lease_of(self, key: bytes) -> Lease | None:
         return self.by_key.get(key)
+
+    def knows(self, key: bytes, mac: str) -> bool:
+        """Whether the server has a record of this client: a lease (in any state) or a
+        reservation. RFC 2131 4.3.2: a REQUEST from a client without one gets silence."""
+        return key in self.by_key or mac in self.reserved_by_mac
+
+    def declines_held(self, mac: str, now: float) -> int:
+        """How many addresses this MAC's DECLINEs hold in quarantine now."""
+        ips = self.declined_by.get(mac)
+        if not ips:
+            return 0
+        for ip in [ip for ip in ips if not self._quarantined_by(ip, mac, now)]:
+            ips.discard(ip)
+        if not ips:
+            del self.declined_by[mac]
+        return len(ips)
+
+    def _quarantined_by(self, ip: int, mac: str, now: float) -> bool:
+        lease = self.by_ip.get(ip)
+        return lease is not None and lease.state == DECLINED and lease.mac == mac \
+            and lease.expires > now
 
     def usable_by(self, ip: int, key: bytes, mac: str, now: float) -> bool:
         """May this client have `ip` now?"""
@@ -150,11 +184,21 @@ class LeasePool:
                 heapq.heappop(heap)  # stale entry: the lease changed since
                 continue
             if expires > now:
-                return None  # the oldest lease is still running
+                break  # the oldest lease is still running
             heapq.heappop(heap)
             if self.in_range(ip):
                 return ip
-        return None
+        return self._reclaim_quarantined(now)
+
+    def _reclaim_quarantined(self, now: float) -> int | None:
+        """Nothing else is free: the quarantined address whose quarantine ends first."""
+        best = None
+        for lease in self.by_ip.values():
+            if lease.state == DECLINED and lease.expires > now and self.in_range(lease.ip) \
+                    and lease.ip not in self.reserved_ips \
+                    and (best is None or lease.expires < best.expires):
+                best = lease
+        return best.ip if best is not None else None
 
     def offer(self, key: bytes, mac: str, client_id: bytes | None, requested: int | None,
               now: float) -> Lease | None:
@@ -217,19 +261,22 @@ class LeasePool:
         heapq.heappush(self._heap, (now, ip))
         return lease
 
-    def decline(self, key: bytes, mac: str, ip: int, now: float, quarantine: float) -> Lease | None:
-        """The client found `ip` in use: nobody gets it for `quarantine` seconds."""
+    def decline(self, key: bytes, mac: str, ip: int, now: float, quarantine: float, *,
+                by_client: bool = True) -> Lease | None:
+        """The client found `ip` in use: nobody gets it for `quarantine` seconds (unless
+        nothing else is free). Only an address currently offered or leased to this client
+        can be declined; anything else returns None and changes nothing. `by_client`:
+        the client's own DECLINE (counted in `declines_held`), not the server's ping."""
         lease = self.by_ip.get(ip)
-        if lease is not None and lease.key != key:
-            return None  # a decline for somebody else's address is ignored
-        if lease is None:
-            if not self.in_range(ip):
-                return None
-            lease = Lease(ip, b"", mac, None, None, DECLINED, now, now + quarantine)
-            self.by_ip[ip] = lease
+        if lease is None or lease.key != key or lease.state not in (OFFERED, BOUND) \
+                or lease.expires <= now:
+            return None
         if self.by_key.get(key) is lease:
             del self.by_key[key]
         lease.key, lease.state, lease.starts, lease.expires = b"", DECLINED, now, now + quarantine
+        lease.mac = mac
+        if by_client:
+            self.declined_by.setdefault(mac, set()).add(ip)
         heapq.heappush(self._heap, (lease.expires, ip))
         return lease
 

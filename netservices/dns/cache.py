@@ -71,7 +71,10 @@ class ForwardCache:
         return len(self._entries)
 
     def put(self, key: tuple[bytes, int, int], reply: bytes, now: float) -> bool:
-        """Keep an upstream reply (wire bytes). Returns whether it was cached."""
+        """Keep an upstream reply (wire bytes). Returns whether it was cached. A truncated
+        reply (TC) is not: it lacks records, and the client asks again over TCP."""
+        if len(reply) < 4 or reply[2] & (wire.TC >> 8):
+            return False
         try:
             record = DNSRecord.parse(reply)
         except Exception:  # noqa: BLE001 - dnslib raises several kinds on junk

@@ -34,6 +34,7 @@ class Counters:
     truncated: int = 0
     upstream_timeouts: int = 0
     upstream_errors: int = 0
+    upstream_mismatched: int = 0  # datagrams on an upstream socket that were not its answer
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)

@@ -14,7 +14,7 @@ in, so the query path never touches the database.
 from __future__ import annotations
 
 import logging
-import random
+import secrets
 import selectors
 import socket
 import struct
@@ -25,22 +25,28 @@ from dataclasses import dataclass, field
 from ..listen import parse_listen
 from . import wire
 from .resolver import Counters, Resolver
-from .zone import build_zone
+from .zone import build_zone, lan_records
 
 log = logging.getLogger("nixie.dns")
 UPSTREAM_TIMEOUT = 2.0
-TCP_IDLE_SECONDS = 10.0
+MAX_PENDING = 1024  # upstream queries in flight per loop (each holds a socket)
+TCP_IDLE_SECONDS = 5.0
 MAX_TCP_CLIENTS = 64
+MAX_TCP_PER_CLIENT = 8
 
 
-@dataclass
+@dataclass(eq=False)
 class Pending:
+    """One query sent upstream, on its own socket (connected to `server`)."""
+
     client: tuple
-    sock: socket.socket
+    sock: socket.socket  # the listening socket to answer the client on
     query: wire.Query
     deadline: float
     upstream_index: int
     raw: bytes
+    up: socket.socket
+    qid: bytes  # the ID sent upstream, packed
 
 
 @dataclass
@@ -49,8 +55,22 @@ class Loop:
 
     resolver: Resolver
     udp: list[socket.socket]
-    upstream: socket.socket
-    pending: dict[int, Pending] = field(default_factory=dict)
+    pending: dict[int, Pending] = field(default_factory=dict)  # by upstream socket fd
+    sel: selectors.BaseSelector | None = None
+
+
+@dataclass(eq=False)
+class TcpClient:
+    ip: str
+    conn: socket.socket
+    idle_since: float | None  # waiting for a query since (monotonic); None while answering
+
+
+def upstream_reply_matches(data: bytes, qid: bytes, question: bytes) -> bool:
+    """Is `data` the answer to the query sent with `qid` and `question`? (The socket is
+    connected: the kernel already dropped datagrams from other addresses and ports.)"""
+    return len(data) >= 12 + len(question) and data[:2] == qid and data[2] & 0x80 != 0 \
+        and data[12:12 + len(question)].lower() == question.lower()
 
 
 class DnsService:
@@ -58,7 +78,8 @@ class DnsService:
 
     def __init__(self, resolver: Resolver, listen: list[str], directory=None, *,
                  domain: str = "lan", network: str | None = None, refresh_seconds: float = 2.0,
-                 ttl: int = 60, workers: int = 1):
+                 ttl: int = 60, workers: int = 1, router_ip: str | None = None,
+                 router_names: tuple[str, ...] = ()):
         self.resolver = resolver
         self.views = [resolver] + [
             Resolver(resolver.zone, resolver.clients, resolver.upstreams, resolver.cache)
@@ -69,10 +90,15 @@ class DnsService:
         self.network = network
         self.refresh_seconds = refresh_seconds
         self.ttl = ttl
+        self.router_ip = router_ip
+        self.router_names = tuple(router_names)
         self._socks: list[socket.socket] = []
         self._wake_r, self._wake_w = None, None
         self._loops: list[Loop] = []
-        self._tcp_clients = threading.BoundedSemaphore(MAX_TCP_CLIENTS)
+        self._tcp_lock = threading.Lock()
+        self._tcp: dict[socket.socket, TcpClient] = {}
+        self.tcp_counters = {"tcp_refused_per_client": 0, "tcp_evicted_idle": 0,
+                             "tcp_idle_closed": 0}
         self._stop: threading.Event | None = None
         self.bound: list[tuple[str, int]] = []
 
@@ -81,7 +107,8 @@ class DnsService:
         """Rebuild the zone from the directory; True if it changed."""
         if self.directory is None:
             return False
-        records = tuple(self.directory.name_records())
+        records = tuple(lan_records(self.directory.name_records(), router_ip=self.router_ip,
+                                    router_names=self.router_names))
         if records == getattr(self, "_last_records", None):
             return False
         self._last_records = records
@@ -139,12 +166,7 @@ class DnsService:
             udp, tcp = self._bind()
             self._wake_r, self._wake_w = socket.socketpair()
             self._socks += [self._wake_r, self._wake_w]
-            self._loops = []
-            for view, socks in zip(self.views, udp, strict=True):
-                up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                up.setblocking(False)
-                self._socks.append(up)
-                self._loops.append(Loop(view, socks, up))
+            self._loops = [Loop(view, socks) for view, socks in zip(self.views, udp, strict=True)]
             threads.append(threading.Thread(target=self._refresher, args=(stop,),
                                             name="dns-refresh", daemon=True))
             for lp in self._loops[1:]:
@@ -161,15 +183,17 @@ class DnsService:
             self._socks = []
             for t in threads:
                 t.join(timeout=1)
+            with self._tcp_lock:
+                for c in list(self._tcp.values()):
+                    _shutdown(c.conn)
 
     def _loop(self, lp: Loop, tcp: list[socket.socket], stop: threading.Event) -> None:
-        sel = selectors.DefaultSelector()
+        sel = lp.sel = selectors.DefaultSelector()
         try:
             for u in lp.udp:
                 sel.register(u, selectors.EVENT_READ, "udp")
             for t in tcp:
                 sel.register(t, selectors.EVENT_READ, "tcp")
-            sel.register(lp.upstream, selectors.EVENT_READ, "up")
             if tcp:  # the first loop also wakes on shutdown()
                 sel.register(self._wake_r, selectors.EVENT_READ, "wake")
             while not stop.is_set():
@@ -177,8 +201,8 @@ class DnsService:
                     kind = key.data
                     if kind == "udp":
                         self._drain_udp(lp, key.fileobj)
-                    elif kind == "up":
-                        self._drain_upstream(lp)
+                    elif type(kind) is Pending:
+                        self._on_upstream(lp, kind)
                     elif kind == "tcp":
                         self._accept(key.fileobj)
                     else:
@@ -192,6 +216,9 @@ class DnsService:
             if not stop.is_set():
                 raise
         finally:
+            for p in list(lp.pending.values()):
+                p.up.close()
+            lp.pending.clear()
             sel.close()
 
     def _drain_udp(self, lp: Loop, sock: socket.socket) -> None:
@@ -215,50 +242,71 @@ class DnsService:
                 pass
 
     def _forward(self, lp: Loop, q: wire.Query, raw: bytes, client, sock, index: int) -> None:
+        """Send `q` to upstream `index` from a socket of its own (see the module doc)."""
         ups = lp.resolver.upstreams
-        for _ in range(8):
-            new_id = random.getrandbits(16)
-            if new_id not in lp.pending:
-                break
-        else:
-            return
-        lp.pending[new_id] = Pending(client, sock, q, time.monotonic() + UPSTREAM_TIMEOUT, index, raw)
-        try:
-            lp.upstream.sendto(struct.pack("!H", new_id) + raw[2:], ups[index % len(ups)])
-        except OSError:
+        if len(lp.pending) >= MAX_PENDING or lp.sel is None:
             lp.resolver.counters.upstream_errors += 1
+            return  # the client asks again
+        server = ups[index % len(ups)]
+        qid = struct.pack("!H", secrets.randbits(16))
+        up = socket.socket(socket.AF_INET6 if ":" in server[0] else socket.AF_INET,
+                           socket.SOCK_DGRAM)
+        try:
+            up.setblocking(False)
+            up.connect(server)  # a random source port, and only this server's datagrams
+            up.send(qid + raw[2:])
+        except OSError:
+            up.close()
+            lp.resolver.counters.upstream_errors += 1
+            if index + 1 < len(ups):
+                self._forward(lp, q, raw, client, sock, index + 1)
+            return
+        p = Pending(client, sock, q, time.monotonic() + UPSTREAM_TIMEOUT, index, raw, up, qid)
+        lp.pending[up.fileno()] = p
+        lp.sel.register(up, selectors.EVENT_READ, p)
 
-    def _drain_upstream(self, lp: Loop) -> None:
-        ups = set(lp.resolver.upstreams)
-        for _ in range(256):
+    def _drop_pending(self, lp: Loop, p: Pending) -> None:
+        lp.pending.pop(p.up.fileno(), None)
+        if lp.sel is not None:
             try:
-                data, addr = lp.upstream.recvfrom(65535)
-            except (BlockingIOError, InterruptedError, OSError):
-                return
-            if len(data) < 12 or (addr[0], addr[1]) not in ups:
-                continue
-            p = lp.pending.pop(struct.unpack_from("!H", data)[0], None)
-            if p is None:
-                continue
-            if data[12:12 + len(p.query.question)].lower() != p.query.question.lower():
-                lp.resolver.counters.upstream_errors += 1
-                continue
-            reply = struct.pack("!H", p.query.id) + data[2:]
-            lp.resolver.cache.put((p.query.key, p.query.qtype, p.query.qclass), data, time.time())
-            if len(reply) > p.query.udp_limit():
-                cached = lp.resolver.cache.get(p.query, time.time(), p.query.udp_limit())
-                flags = struct.unpack_from("!H", data, 2)[0]
-                reply = cached or wire.truncated(p.query, flags)
-            try:
-                p.sock.sendto(reply, p.client)
-            except OSError:
+                lp.sel.unregister(p.up)
+            except (KeyError, ValueError):
                 pass
+        p.up.close()
+
+    def _on_upstream(self, lp: Loop, p: Pending) -> None:
+        counters = lp.resolver.counters
+        for _ in range(16):  # bounded: a flood of forgeries must not hold the loop
+            try:
+                data = p.up.recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # ICMP unreachable: the timeout moves on to the next upstream
+                return
+            if not upstream_reply_matches(data, p.qid, p.query.question):
+                counters.upstream_mismatched += 1
+                continue  # forged or stray: keep waiting for the real answer
+            self._drop_pending(lp, p)
+            self._answer(lp, p, data)
+            return
+
+    def _answer(self, lp: Loop, p: Pending, data: bytes) -> None:
+        reply = struct.pack("!H", p.query.id) + data[2:]
+        lp.resolver.cache.put((p.query.key, p.query.qtype, p.query.qclass), data, time.time())
+        if len(reply) > p.query.udp_limit():
+            cached = lp.resolver.cache.get(p.query, time.time(), p.query.udp_limit())
+            flags = struct.unpack_from("!H", data, 2)[0]
+            reply = cached or wire.truncated(p.query, flags)
+        try:
+            p.sock.sendto(reply, p.client)
+        except OSError:
+            pass
 
     def _expire(self, lp: Loop) -> None:
         t = time.monotonic()
-        late = [k for k, p in lp.pending.items() if p.deadline <= t]
-        for k in late:
-            p = lp.pending.pop(k)
+        late = [p for p in lp.pending.values() if p.deadline <= t]
+        for p in late:
+            self._drop_pending(lp, p)
             if p.upstream_index + 1 < len(lp.resolver.upstreams):
                 self._forward(lp, p.query, p.raw, p.client, p.sock, p.upstream_index + 1)
                 continue
@@ -274,47 +322,74 @@ class DnsService:
             conn, addr = lsock.accept()
         except OSError:
             return
-        if not self._tcp_clients.acquire(blocking=False):
-            conn.close()
-            return
-        threading.Thread(target=self._serve_tcp, args=(conn, addr), daemon=True,
+        client = TcpClient(addr[0], conn, time.monotonic())
+        with self._tcp_lock:
+            if sum(1 for c in self._tcp.values() if c.ip == client.ip) >= MAX_TCP_PER_CLIENT:
+                self.tcp_counters["tcp_refused_per_client"] += 1
+                conn.close()
+                return
+            if len(self._tcp) >= MAX_TCP_CLIENTS:
+                idle = [c for c in self._tcp.values() if c.idle_since is not None]
+                if not idle:
+                    conn.close()
+                    return
+                victim = min(idle, key=lambda c: c.idle_since)
+                del self._tcp[victim.conn]  # its thread finds it gone and just closes
+                _shutdown(victim.conn)
+                self.tcp_counters["tcp_evicted_idle"] += 1
+            self._tcp[conn] = client
+        threading.Thread(target=self._serve_tcp, args=(client,), daemon=True,
                          name="dns-tcp").start()
 
-    def _serve_tcp(self, conn: socket.socket, addr) -> None:
+    def _serve_tcp(self, client: TcpClient) -> None:
+        conn = client.conn
         try:
             conn.setblocking(True)
-            conn.settimeout(TCP_IDLE_SECONDS)
             while self._stop is not None and not self._stop.is_set():
-                head = _recv_exact(conn, 2)
-                if head is None:
-                    return
-                data = _recv_exact(conn, struct.unpack("!H", head)[0])
+                deadline = time.monotonic() + TCP_IDLE_SECONDS
+                head = _recv_exact(conn, 2, deadline)
+                data = _recv_exact(conn, struct.unpack("!H", head)[0], deadline) if head else None
                 if data is None:
                     return
-                out = self.resolver.handle(data, addr[0], time.time(), tcp=True)
+                with self._tcp_lock:
+                    if self._tcp.get(conn) is not client:
+                        return  # evicted while the query came in
+                    client.idle_since = None
+                out = self.resolver.handle(data, client.ip, time.time(), tcp=True)
                 if out is None:
                     return  # malformed over TCP: close the stream
                 if type(out) is tuple:
                     out = self._forward_tcp(out[1], data)
                 conn.sendall(struct.pack("!H", len(out)) + out)
+                with self._tcp_lock:
+                    client.idle_since = time.monotonic()
+        except TimeoutError:
+            with self._tcp_lock:
+                self.tcp_counters["tcp_idle_closed"] += 1
         except OSError:
             pass
         finally:
+            with self._tcp_lock:
+                if self._tcp.get(conn) is client:
+                    del self._tcp[conn]
             conn.close()
-            self._tcp_clients.release()
 
     def _forward_tcp(self, q: wire.Query, raw: bytes) -> bytes:
         for host, port in self.resolver.upstreams:
+            qid = struct.pack("!H", secrets.randbits(16))
+            deadline = time.monotonic() + UPSTREAM_TIMEOUT
             try:
                 with socket.create_connection((host, port), timeout=UPSTREAM_TIMEOUT) as s:
-                    s.sendall(struct.pack("!H", len(raw)) + raw)
-                    head = _recv_exact(s, 2)
-                    data = _recv_exact(s, struct.unpack("!H", head)[0]) if head else None
+                    s.sendall(struct.pack("!H", len(raw)) + qid + raw[2:])
+                    head = _recv_exact(s, 2, deadline)
+                    data = _recv_exact(s, struct.unpack("!H", head)[0], deadline) if head else None
             except OSError:
                 continue
-            if data and len(data) >= 12 and data[12:12 + len(q.question)].lower() == q.question.lower():
+            if data and upstream_reply_matches(data, qid, q.question):
                 self.resolver.cache.put((q.key, q.qtype, q.qclass), data, time.time())
                 return struct.pack("!H", q.id) + data[2:]
+            if data:
+                self.resolver.counters.upstream_mismatched += 1
         self.resolver.counters.upstream_timeouts += 1
         return wire.error(q, wire.SERVFAIL)
 
@@ -332,14 +407,29 @@ class DnsService:
         for view in self.views:
             for k, v in view.counters.to_dict().items():
                 setattr(total, k, getattr(total, k) + v)
-        return {**total.to_dict(), "cache_entries": len(self.resolver.cache),
+        with self._tcp_lock:
+            tcp = {**self.tcp_counters, "tcp_clients": len(self._tcp)}
+        return {**total.to_dict(), **tcp, "cache_entries": len(self.resolver.cache),
                 "zone_records": len(self.resolver.zone.records),
                 "pending": sum(len(lp.pending) for lp in self._loops), "workers": len(self.views)}
 
 
-def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
+def _shutdown(conn: socket.socket) -> None:
+    """Wake the thread blocked reading `conn` (it then closes it)."""
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _recv_exact(conn: socket.socket, n: int, deadline: float) -> bytes | None:
+    """`n` bytes, all before `deadline` (monotonic; TimeoutError after it), or None at EOF."""
     buf = b""
     while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no whole message in time")
+        conn.settimeout(left)
         chunk = conn.recv(n - len(buf))
         if not chunk:
             return None

@@ -14,9 +14,16 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..backend import NameRecord
 from . import wire
 
 _LABEL_JUNK = re.compile(r"[^a-z0-9-]+")
+# Names a DHCP client never gets (RFC 6761 localhost; the proxy and IPv6-transition
+# auto-discovery names clients look up and would then trust; loopback aliases)
+RESERVED_LABELS = frozenset({
+    "localhost", "localdomain", "broadcasthost", "ip6-localhost", "ip6-loopback",
+    "wpad", "isatap", "local",
+})
 
 
 def clean_hostname(name: str) -> str | None:
@@ -25,6 +32,47 @@ def clean_hostname(name: str) -> str | None:
         return None
     label = _LABEL_JUNK.sub("-", name.strip().lower().split(".")[0]).strip("-")[:63].strip("-")
     return label or None
+
+
+def lan_records(records: Iterable[NameRecord | tuple], *, router_ip: str | None = None,
+                router_names: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """Which (label, ipv4) the LAN zone answers, from the directory's records.
+
+    Registered hosts come first and always keep their names (even one without an
+    address: no DHCP client may take it); then the router's own names (with
+    `router_ip`) unless a host has that name; then the hostnames DHCP clients sent,
+    each given to the first lease that claims it and only if nobody above has it and it
+    is not in `RESERVED_LABELS`. A DHCP client cannot add itself to another machine's
+    name, nor claim `wpad`. Plain function over data: `build_zone` compiles the result."""
+    taken: set[str] = set()
+    out: list[tuple[str, str]] = []
+    leases: list[NameRecord] = []
+    for rec in records:
+        r = NameRecord(*rec)
+        if r.source != "host":
+            leases.append(r)
+            continue
+        label = clean_hostname(r.name)
+        if label is None:
+            continue
+        taken.add(label)
+        if r.ip:
+            out.append((label, r.ip))
+    if router_ip:
+        for name in router_names:
+            label = clean_hostname(name)
+            if label is not None and label not in taken:
+                taken.add(label)
+                out.append((label, router_ip))
+    claimed: set[str] = set()
+    for r in leases:
+        label = clean_hostname(r.name)
+        if label is None or not r.ip or label in taken or label in RESERVED_LABELS \
+                or label in claimed:
+            continue
+        claimed.add(label)
+        out.append((label, r.ip))
+    return out
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,10 @@ MIN_BLKSIZE, MAX_BLKSIZE = 8, 65464
 DEFAULT_BLKSIZE = 512
 MAX_WINDOWSIZE = 64
 DEFAULT_TIMEOUT = 2.0
+# The longest retransmission timeout a client may ask for (RFC 2349 allows 255 s; a
+# request asking more gets no `timeout` in the OACK and the default applies): a silent
+# client must not hold a transfer slot for minutes.
+MAX_TIMEOUT = 5
 
 
 class Refused(Exception):
@@ -52,8 +56,8 @@ class Negotiated:
 
 
 def negotiate(options: dict[str, str], size: int, max_blksize: int = MAX_BLKSIZE) -> Negotiated:
-    """Accept blksize, tsize, timeout and windowsize (clamped to what we allow);
-    ignore options we do not know, as RFC 2347 says."""
+    """Accept blksize, tsize, timeout (up to MAX_TIMEOUT) and windowsize (clamped to what
+    we allow); ignore options we do not know or values we refuse, as RFC 2347 says."""
     blksize, timeout, windowsize = DEFAULT_BLKSIZE, DEFAULT_TIMEOUT, 1
     ack: dict[str, str] = {}
     for name, value in options.items():
@@ -69,7 +73,7 @@ def negotiate(options: dict[str, str], size: int, max_blksize: int = MAX_BLKSIZE
         elif name == "tsize":
             ack["tsize"] = str(size)
         elif name == "timeout":
-            if 1 <= n <= 255:
+            if 1 <= n <= MAX_TIMEOUT:
                 timeout = float(n)
                 ack["timeout"] = str(n)
         elif name == "windowsize":

@@ -16,6 +16,15 @@ net.core.busy_poll does for sockets: a single client's ACK usually lands inside
 that window. It spins only while a transfer is active and never longer than that
 per wait, and it runs in a process of its own (nixie serve runs TFTP in worker
 processes), so it takes no lock another service needs.
+
+A request costs little and its source address may be forged, so what one can make
+the server do is bounded: a transfer that has never heard from its client (no
+valid ACK, not even of the OACK) is sent at most `UNHEARD_SENDS` times in all (its
+first DATA or OACK and two resends, within about two seconds; no ERROR at the end)
+and then dropped; a client address may have `MAX_PER_CLIENT` transfers at a time
+in a worker (more requests are dropped unanswered); and when every slot is taken, the
+oldest transfer that never heard from its client makes room for a new request.
+Negotiated timeouts are capped (`policy.MAX_TIMEOUT`).
 """
 
 from __future__ import annotations
@@ -40,6 +49,8 @@ from .policy import Refused
 log = logging.getLogger("nixie.tftp")
 
 MAX_RETRIES = 6
+UNHEARD_SENDS = 3  # first send + 2 resends for a transfer whose client never answered
+MAX_PER_CLIENT = 8  # transfers at a time per client address (per worker)
 # Retransmission: the first resend comes after FIRST_RTO (a LAN answers in well
 # under a millisecond), then the wait doubles up to the negotiated timeout, so
 # one lost packet costs a fraction of a second, not the client's 6 s timeout.
@@ -165,7 +176,7 @@ class Transfer:
 
     __slots__ = ("sock", "peer", "path", "name", "view", "size", "blksize", "window",
                  "timeout", "oack", "nblocks", "acked", "sent_upto", "retries", "deadline", "rto",
-                 "started", "fd", "recv", "sendmsg", "send", "expect", "packets")
+                 "started", "fd", "recv", "sendmsg", "send", "expect", "packets", "heard")
 
     def __init__(self, sock: socket.socket, peer: tuple, path: str, name: str, view: memoryview,
                  neg: policy.Negotiated, packets: list[bytes] | None = None):
@@ -192,6 +203,7 @@ class Transfer:
         self.retries = 0
         self.deadline = 0.0
         self.started = time.monotonic()
+        self.heard = False  # a valid ACK came back: the client is real and listening
 
     def send_window(self, now: float, resend: bool = True) -> int:
         """Send the blocks after `acked` that fit in the window (only the ones not
@@ -229,6 +241,7 @@ class Transfer:
         if self.oack is not None:
             if wire_block == 0:
                 self.oack = None
+                self.heard = True
                 self.progress()
                 return True
             return False
@@ -243,6 +256,7 @@ class Transfer:
         if self.acked + delta > self.sent_upto:
             return False  # an ACK for something never sent
         self.acked += delta
+        self.heard = True
         self.progress()
         return True
 
@@ -279,6 +293,7 @@ class TftpServer:
         self.bytes_sent = 0
         self.files = FileCache()
         self.transfers: dict[int, Transfer] = {}
+        self.per_client: Counter[str] = Counter()  # client address -> transfers
         self.listeners: dict[int, tuple[socket.socket, str]] = {}
         self._ep: select.epoll | None = None
         self._wake_r, self._wake_w = os.pipe()
@@ -381,6 +396,7 @@ class TftpServer:
                 # (OACK phase, windows, duplicates, errors, junk): _on_packet.
                 if data == t.expect:
                     blk = t.acked = t.sent_upto
+                    t.heard = True
                     if t.retries:
                         t.progress()
                     if blk >= t.nblocks:
@@ -430,7 +446,10 @@ class TftpServer:
             if req.write:
                 raise Refused(codec.ERR_ACCESS, "this server is read-only")
             policy.check_mode(req.mode)
-            if len(self.transfers) >= self.max_transfers:
+            if self.per_client[peer[0]] >= MAX_PER_CLIENT:
+                self.counters["dropped_per_client"] += 1  # no answer: nothing to reflect
+                return
+            if len(self.transfers) >= self.max_transfers and not self._evict_unheard():
                 raise Refused(codec.ERR_UNDEFINED, "server busy, try again")
             path = policy.resolve_path(self.root, req.filename)
             try:
@@ -452,12 +471,24 @@ class TftpServer:
             return
         t = Transfer(s, peer, path, req.filename, f.view, neg, f.data_packets(neg.blksize))
         self.transfers[t.fd] = t
+        self.per_client[peer[0]] += 1
         self._ep.register(t.fd, select.EPOLLIN)
         self.counters["transfers"] += 1
         try:
             t.send_window(now)
         except OSError:
             self._finish(t, "client unreachable", ok=False)
+
+    def _evict_unheard(self) -> bool:
+        """Every slot is taken: drop the oldest transfer that never heard from its client
+        (a forged or silent request), if there is one."""
+        unheard = [t for t in self.transfers.values() if not t.heard]
+        if not unheard:
+            return False
+        self.counters["evicted_unheard"] += 1
+        self._finish(min(unheard, key=lambda t: t.started), "no answer from the client",
+                     ok=False, notify=False)
+        return True
 
     def _transfer_socket(self, host: str, peer: tuple) -> socket.socket:
         family = socket.AF_INET6 if ":" in peer[0] else socket.AF_INET
@@ -507,6 +538,11 @@ class TftpServer:
     def _check_timeouts(self, now: float) -> None:
         for t in [t for t in self.transfers.values() if t.deadline <= now]:
             t.retries += 1
+            if not t.heard and t.retries >= UNHEARD_SENDS:
+                # never answered: maybe a forged source address; stop reflecting at it
+                self.counters["unheard"] += 1
+                self._finish(t, "no answer from the client", ok=False)
+                continue
             if t.retries > MAX_RETRIES:
                 self.counters["timeouts"] += 1
                 try:
@@ -526,6 +562,10 @@ class TftpServer:
                 notify: bool = True) -> None:
         if self.transfers.pop(t.fd, None) is None:
             return
+        ip = t.peer[0]
+        self.per_client[ip] -= 1
+        if self.per_client[ip] <= 0:
+            del self.per_client[ip]
         try:
             if self._ep is not None:
                 self._ep.unregister(t.fd)

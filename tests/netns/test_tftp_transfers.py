@@ -38,8 +38,13 @@ def test_curl_and_tftp_hpa_fetch_the_right_bytes(tftp):
 
 
 def test_twenty_concurrent_clients(tftp):
+    """Twenty machines at once (twenty addresses: one address gets at most
+    MAX_PER_CLIENT transfers at a time, see test_tftp_hostile)."""
     cli, root, out, _ = tftp
+    for i in range(20):
+        cli.run("ip", "addr", "add", f"10.79.0.{100 + i}/24", "dev", "eth0")
     procs = [cli.popen("curl", "-sSf", "--tftp-blksize", "1468" if i % 2 else "512",
+                       "--interface", f"10.79.0.{100 + i}",
                        "-o", str(out / f"c{i}"), f"tftp://{SERVER}/ipxe.efi")
              for i in range(20)]
     assert [p.wait(timeout=120) for p in procs] == [0] * 20

@@ -130,16 +130,62 @@ def test_release_then_reuse_oldest_first():
     assert c == b
 
 
-def test_decline_quarantines_the_address():
-    e = AuthoritativeEngine(settings(range_last="10.77.0.100"), decline_quarantine=100)
+def test_decline_quarantines_the_address_until_nothing_else_is_free():
+    e = AuthoritativeEngine(settings(range_last="10.77.0.101"), decline_quarantine=100)
     ip, *_ = dora(e, mac(1))
     e.handle(client_packet(DECLINE, mac(1), 4, opt50=codec.ip_bytes(ip), opt54=SERVER), 1001.0)
     rows, events = e.take_dirty(1001.0)
     assert rows[0].state == "declined" and events[-1].kind == "dhcp.decline"
     assert events[-1].level == "warning"
-    assert e.handle(client_packet(DISCOVER, mac(2), 5), 1050.0) == []  # only address quarantined
-    _, o = one(e.handle(client_packet(DISCOVER, mac(2), 5), 1102.0))
+    other, *_ = dora(e, mac(2), 1010.0)  # the quarantined address is skipped
+    assert other == "10.77.0.101"
+    # nothing else is free: the quarantine yields rather than the pool running dry
+    _, o = one(e.handle(client_packet(DISCOVER, mac(3), 5), 1050.0))
     assert codec.ip_str(o.yiaddr) == ip
+
+
+def test_forged_declines_and_unknown_init_reboots_do_not_drain_the_pool():
+    """Finding 3: a DECLINE for an address never offered to its sender, and an
+    INIT-REBOOT or RENEW from a client the server has no record of, change nothing
+    and get no answer; a client may quarantine at most two addresses at a time."""
+    e = AuthoritativeEngine(settings(), decline_quarantine=3600)
+    now = 1000.0
+    for i in range(100):
+        ip = codec.ip_bytes(f"10.77.0.{100 + i % 10}")
+        forged = [f"52:54:00:0{k}:00:{i:02x}" for k in (2, 3, 4)]
+        assert e.handle(client_packet(DECLINE, forged[0], i, opt50=ip, opt54=SERVER), now) == []
+        assert e.handle(client_packet(REQUEST, forged[1], i, opt50=ip), now) == []
+        assert e.handle(client_packet(REQUEST, forged[2], i, ciaddr=codec.ip_str(ip)), now) == []
+    assert e.take_dirty(now) == ([], [])
+    d = e.counters.dropped
+    assert (d["decline_unknown"], d["init_reboot_unknown"], d["renew_unknown"]) == (100, 100, 100)
+    # somebody else's lease cannot be declined either
+    ip, *_ = dora(e, mac(1), now)
+    e.handle(client_packet(DECLINE, mac(2), 3, opt50=codec.ip_bytes(ip), opt54=SERVER), now)
+    assert e.pool.by_ip[int.from_bytes(codec.ip_bytes(ip), "big")].state == "bound"
+    # one client declining whatever it is offered holds at most two addresses
+    for k in range(6):
+        _, o = one(e.handle(client_packet(DISCOVER, mac(50), 10 + k), now + k))
+        e.handle(client_packet(DECLINE, mac(50), 10 + k, opt50=o.yiaddr, opt54=SERVER), now + k)
+    states = [le.state for le in e.pool.by_ip.values()]
+    assert states.count("declined") == 2 and d["decline_over_limit"] == 4
+    # and every other client still gets an address
+    got = {dora(e, mac(60 + k), now + 10)[0] for k in range(7)}
+    assert len(got) == 7
+
+
+def test_a_known_client_still_reboots_and_renews_into_its_address():
+    e = AuthoritativeEngine(settings())
+    ip, *_ = dora(e, mac(1))
+    e2 = AuthoritativeEngine(settings())  # a restart: the leases come from the store
+    e2.load(e.take_dirty(1000.0)[0])
+    _, ack = one(e2.handle(client_packet(REQUEST, mac(1), 8, opt50=codec.ip_bytes(ip)), 1100.0))
+    assert ack.message_type == ACK and codec.ip_str(ack.yiaddr) == ip
+    # a reserved client is known without a lease
+    e2.set_hosts({mac(7): HostEntry(7, "res", "netboot", "10.77.0.42")})
+    _, ack = one(e2.handle(client_packet(REQUEST, mac(7), 9, opt50=codec.ip_bytes("10.77.0.42")),
+                           1100.0))
+    assert ack.message_type == ACK
 
 
 def test_inform_answers_options_without_a_lease():
@@ -164,9 +210,12 @@ def test_reservation_is_honoured_even_outside_the_pool():
     e.set_hosts({mac(5): HostEntry(3, "node5", ip_reservation="10.77.0.20")})
     ip, ack, _ = dora(e, mac(5))
     assert ip == "10.77.0.20" and ack.options[codec.OPT_HOSTNAME] == b"node5"
-    # nobody else may take it
-    r = e.handle(client_packet(REQUEST, mac(6), 1, opt50=codec.ip_bytes("10.77.0.20")), 1001.0)
+    # nobody else may take it: NAK when selecting it, silence on an INIT-REBOOT (unknown client)
+    r = e.handle(client_packet(REQUEST, mac(6), 1, opt50=codec.ip_bytes("10.77.0.20"),
+                               opt54=SERVER), 1001.0)
     assert codec.parse(r[0].payload).message_type == NAK
+    assert e.handle(client_packet(REQUEST, mac(6), 1, opt50=codec.ip_bytes("10.77.0.20")),
+                    1001.0) == []
     # nor is a reserved pool address handed out dynamically
     e.set_hosts({mac(7): HostEntry(4, "node7", ip_reservation="10.77.0.100")})
     got = {dora(e, mac(20 + i))[0] for i in range(9)}

@@ -10,10 +10,12 @@ from dnslib import EDNS0, QTYPE, RCODE, RR, A, DNSRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from netservices.backend import NameRecord
 from netservices.dns import make_dns_service, wire
 from netservices.dns.cache import ForwardCache
 from netservices.dns.resolver import FORWARD, Resolver
-from netservices.dns.zone import build_zone, clean_hostname
+from netservices.dns.server import MAX_TCP_CLIENTS, MAX_TCP_PER_CLIENT
+from netservices.dns.zone import build_zone, clean_hostname, lan_records
 
 RECORDS = [("node1", "10.77.0.5"), ("Lap Top!", "10.77.0.150"), ("node1", "10.77.0.6"),
            ("bad", "not-an-ip"), ("", "10.77.0.9")]
@@ -310,3 +312,128 @@ def test_fuzz_upstream_replies_never_raise(data):
     assert kept or out is None
     if out is not None:
         assert out[:2] == struct.pack("!H", query.id) and out[2] & 0x80
+
+
+def test_lan_records_registered_and_router_names_win_over_dhcp():
+    """Finding 4 as a plain function: registered hosts, then the router's names, then the
+    first DHCP claim of a free name that is not reserved."""
+    records = [NameRecord("db1", "10.77.0.5"), NameRecord("spare", None),
+               NameRecord("db1", "10.77.0.99", "lease"), NameRecord("spare", "10.77.0.98", "lease"),
+               NameRecord("WPAD", "10.77.0.97", "lease"), NameRecord("isatap", "10.77.0.96", "lease"),
+               NameRecord("localhost", "10.77.0.95", "lease"),
+               NameRecord("gw", "10.77.0.94", "lease"), NameRecord("laptop", "10.77.0.93", "lease"),
+               NameRecord("Laptop", "10.77.0.92", "lease")]
+    got = lan_records(records, router_ip="10.77.0.1", router_names=["gw", "db1"])
+    assert got == [("db1", "10.77.0.5"), ("gw", "10.77.0.1"), ("laptop", "10.77.0.93")]
+    r = resolver(got)
+    assert [str(x.rdata) for x in ask(r, q("db1.lab.nixie")).rr] == ["10.77.0.5"]
+    assert ask(r, q("wpad.lab.nixie")).header.rcode == RCODE.NXDOMAIN
+
+
+def test_cache_keeps_no_truncated_reply():
+    rep = q("big.example").reply()
+    rep.header.tc = 1
+    assert not ForwardCache().put((b"k", 1, 1), rep.pack(), 0)
+
+
+def start_service(**kw):
+    svc = make_dns_service(listen=["127.0.0.1:0"], domain="lab.nixie", network="10.77.0.0/24",
+                           directory=Directory(), **kw)
+    stop = threading.Event()
+    t = threading.Thread(target=svc.run, args=(stop,), daemon=True)
+    t.start()
+    deadline = time.monotonic() + 5
+    while not svc.bound and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return svc, stop, t
+
+
+def test_forged_upstream_replies_do_not_drop_the_real_answer():
+    """Finding 6 on loopback: an upstream that sees the query (so knows ID and port)
+    first sends forgeries (right ID, wrong question; wrong ID; from another port), then
+    the real answer. The client gets the real answer; every query left from its own
+    source port."""
+    up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    up.bind(("127.0.0.1", 0))
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.bind(("127.0.0.1", 0))
+    up.settimeout(0.2)
+    ports, stop_up = [], threading.Event()
+
+    def serve():
+        while not stop_up.is_set():
+            try:
+                data, addr = up.recvfrom(4096)
+            except OSError:
+                continue
+            ports.append(addr[1])
+            req = DNSRecord.parse(data)
+            wrong_q = DNSRecord.question("evil.example")
+            wrong_q.header.id = req.header.id
+            forged = wrong_q.reply()
+            forged.add_answer(RR("evil.example", QTYPE.A, rdata=A("6.6.6.6"), ttl=300))
+            up.sendto(forged.pack(), addr)
+            fake = req.reply()
+            fake.add_answer(RR(req.q.qname, QTYPE.A, rdata=A("6.6.6.7"), ttl=300))
+            other.sendto(fake.pack(), addr)  # right ID and question, wrong source port
+            fake.header.id ^= 1
+            up.sendto(fake.pack(), addr)  # right source and question, wrong ID
+            real = req.reply()
+            real.add_answer(RR(req.q.qname, QTYPE.A, rdata=A("192.0.2.80"), ttl=300))
+            up.sendto(real.pack(), addr)
+
+    ut = threading.Thread(target=serve, daemon=True)
+    ut.start()
+    svc, stop, t = start_service(upstreams=[f"127.0.0.1:{up.getsockname()[1]}"])
+    try:
+        host, port = svc.bound[0]
+        for i in range(6):
+            ans = DNSRecord.parse(q(f"www{i}.example.org").send(host, port, timeout=3))
+            assert [str(x.rdata) for x in ans.rr] == ["192.0.2.80"]
+        assert len(set(ports)) == 6, ports
+        assert svc.stats()["upstream_mismatched"] == 6 * 2  # the one from `other` never arrives
+    finally:
+        stop.set()
+        svc.shutdown()
+        t.join(3)
+        stop_up.set()
+        ut.join(2)
+        up.close()
+        other.close()
+
+
+def tcp_ask(host, port, name, source):
+    with socket.create_connection((host, port), timeout=3, source_address=(source, 0)) as c:
+        data = q(name).pack()
+        c.sendall(struct.pack("!H", len(data)) + data)
+        n = struct.unpack("!H", c.recv(2, socket.MSG_WAITALL))[0]
+        return DNSRecord.parse(c.recv(n, socket.MSG_WAITALL))
+
+
+def test_idle_tcp_connections_cannot_take_every_slot():
+    """Finding 11 (DNS part) on loopback: one address holds at most MAX_TCP_PER_CLIENT
+    connections; with every slot taken by idle ones (ten addresses), a new client still
+    gets its answer: the connection idle longest makes room."""
+    svc, stop, t = start_service()
+    held = []
+    try:
+        host, port = svc.bound[0]
+        for i in range(1, 11):
+            for _ in range(MAX_TCP_PER_CLIENT + 2):
+                held.append(socket.create_connection((host, port), timeout=2,
+                                                     source_address=(f"127.0.1.{i}", 0)))
+        deadline = time.monotonic() + 5
+        while svc.stats()["tcp_refused_per_client"] < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        st_ = svc.stats()
+        assert st_["tcp_refused_per_client"] == 20
+        assert st_["tcp_clients"] == MAX_TCP_CLIENTS and st_["tcp_evicted_idle"] == 80 - 64
+        ans = tcp_ask(host, port, "node1.lab.nixie", "127.0.0.2")
+        assert [str(x.rdata) for x in ans.rr] == ["10.77.0.5"]
+        assert svc.stats()["tcp_evicted_idle"] == 80 - 64 + 1
+    finally:
+        for s in held:
+            s.close()
+        stop.set()
+        svc.shutdown()
+        t.join(3)

@@ -5,6 +5,7 @@ import time
 from appliance.domain import hosts
 from appliance.domain.boot_backend import SqliteBackend
 from appliance.state.db import Store
+from netservices.dns.zone import lan_records
 
 
 def lease(conn, ip, hostname, state="bound", expires_in=600):
@@ -26,7 +27,23 @@ def test_name_records_from_hosts_and_leases(state_dir):
     lease(conn, "10.77.0.152", "offered", state="offered")
     lease(conn, "10.77.0.153", None)
     b = SqliteBackend(store)
-    assert b.name_records() == [("node1", "10.77.0.5"), ("laptop", "10.77.0.150")]
-    assert b.lookup_name("LAPTOP") == ["10.77.0.150"]
-    assert b.lookup_ip("10.77.0.5") == "node1"
-    assert b.lookup_ip("10.77.0.151") is None
+    assert b.name_records() == [("node1", "10.77.0.5", "host"), ("node2", None, "host"),
+                                ("laptop", "10.77.0.150", "lease")]
+
+
+def test_dhcp_hostnames_never_take_a_registered_or_reserved_name(state_dir):
+    """Finding 4, over the real backend: leases claiming `db1` (a registered host, even
+    one without an address), `node1`, `wpad`, `localhost` or the router's name get
+    nothing; the first lease claiming a free name keeps it."""
+    store = Store(state_dir / "nixie.db")
+    conn = store.conn()
+    h = hosts.add_host(conn, "node1", ["bc:24:11:00:00:01"], "github:me/infra")
+    hosts.set_state(conn, h["id"], "booted", ip="10.77.0.5")
+    hosts.add_host(conn, "db1", ["bc:24:11:00:00:02"], "github:me/infra")
+    for i, name in enumerate(["laptop", "DB1", "node1.lan", "wpad", "WPAD.evil", "localhost",
+                              "isatap", "nixie-router", "laptop"]):
+        lease(conn, f"10.77.0.{150 + i}", name)
+    records = lan_records(SqliteBackend(store).name_records(), router_ip="10.77.0.1",
+                          router_names=["nixie-router"])
+    assert records == [("node1", "10.77.0.5"), ("nixie-router", "10.77.0.1"),
+                       ("laptop", "10.77.0.150")]

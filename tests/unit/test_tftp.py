@@ -16,7 +16,7 @@ from netservices.backend import HostRecord
 from netservices.tftp import codec, policy, populate_root
 from netservices.tftp.codec import MalformedPacket
 from netservices.tftp.policy import Refused
-from netservices.tftp.server import TftpServer
+from netservices.tftp.server import MAX_PER_CLIENT, UNHEARD_SENDS, TftpServer
 
 
 def rrq(name: str, mode: str = "octet", **opts) -> bytes:
@@ -106,6 +106,7 @@ def test_negotiate():
     assert policy.negotiate({"blksize": "99999", "windowsize": "1000"}, 5).oack == {
         "blksize": str(policy.MAX_BLKSIZE), "windowsize": str(policy.MAX_WINDOWSIZE)}
     assert policy.negotiate({"blksize": "4", "timeout": "0"}, 5).oack is None
+    assert policy.negotiate({"timeout": "255"}, 5) == policy.Negotiated()  # capped: ignored
 
 
 def test_populate_root_copies(tmp_path):
@@ -126,8 +127,9 @@ def test_populate_root_copies(tmp_path):
 
 # ------------------------------------------------------------------ server on loopback
 class Client:
-    def __init__(self, port: int):
+    def __init__(self, port: int, source: str = "127.0.0.1"):
         self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.s.bind((source, 0))
         self.s.settimeout(5)
         self.server = ("127.0.0.1", port)
 
@@ -254,30 +256,93 @@ def test_stuck_client_does_not_block_others(server, root):
     srv, port, ev = server
     stuck = Client(port)
     try:
-        stuck.s.sendto(rrq("big.bin", timeout=255), stuck.server)
-        stuck.s.recvfrom(1000)  # the OACK arrives, never acknowledged (resent for ~30 s)
+        stuck.s.sendto(rrq("big.bin", blksize=1468), stuck.server)
+        stuck.s.recvfrom(1000)  # the OACK arrives, never acknowledged
         results = []
 
-        def fetch():
-            c = Client(port)
+        def fetch(i):
+            c = Client(port, f"127.0.0.{2 + i}")
             try:
                 results.append(c.get("big.bin", blksize=1468)[0])
             finally:
                 c.close()
 
-        threads = [threading.Thread(target=fetch) for _ in range(8)]
+        threads = [threading.Thread(target=fetch, args=(i,)) for i in range(8)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(20)
         want = (root / "big.bin").read_bytes()
         assert len(results) == 8 and all(r == want for r in results)
-        # the fetchers' last ACKs may still be on their way; the stuck one stays
-        assert wait_for(lambda: srv.stats()["active"] == 1), srv.stats()
-        stuck.close()  # it vanishes: the next retransmission meets ICMP port unreachable
+        # the stuck one is dropped after a few resends, without an ERROR
         assert wait_for(lambda: srv.stats()["active"] == 0, 10), srv.stats()
+        assert srv.stats()["unheard"] == 1
     finally:
         stuck.close()
+
+
+def received(sock: socket.socket, quiet: float) -> list[tuple[bytes, tuple]]:
+    """Every datagram until none came for `quiet` seconds."""
+    out = []
+    sock.settimeout(quiet)
+    while True:
+        try:
+            out.append(sock.recvfrom(70000))
+        except TimeoutError:
+            return out
+
+
+def test_silent_requests_are_bounded_in_time_packets_and_per_client(server, root):
+    """Finding 8 on loopback: RRQs asking timeout=255 and never answering get the
+    timeout refused, at most three packets each (no ERROR), and hold no slot for long;
+    one address gets at most MAX_PER_CLIENT transfers at a time."""
+    srv, port, ev = server
+    attacker = Client(port, "127.0.0.20")
+    try:
+        for _ in range(MAX_PER_CLIENT + 4):
+            attacker.s.sendto(rrq("big.bin", timeout=255), attacker.server)
+        attacker.s.sendto(rrq("big.bin", timeout=255, blksize=1468), attacker.server)
+        got = received(attacker.s, 3.0)
+        by_tid: dict[int, list[bytes]] = {}
+        for data, peer in got:
+            by_tid.setdefault(peer[1], []).append(data)
+        assert len(by_tid) == MAX_PER_CLIENT  # the other requests got nothing at all
+        for packets in by_tid.values():
+            assert 1 <= len(packets) <= UNHEARD_SENDS
+            assert all(p[:2] in (b"\x00\x03", b"\x00\x06") for p in packets)  # no ERROR
+            if packets[0][:2] == b"\x00\x06":
+                assert "timeout" not in codec.decode_oack(packets[0])
+        assert wait_for(lambda: srv.stats()["active"] == 0, 10), srv.stats()
+        st = srv.stats()
+        assert st["dropped_per_client"] == 5 and st["unheard"] == MAX_PER_CLIENT
+    finally:
+        attacker.close()
+
+
+def test_a_full_table_of_silent_transfers_makes_room_for_a_real_client(root):
+    (root / "f.bin").write_bytes(os.urandom(5000))
+    srv = TftpServer(str(root), ["127.0.0.1:0"], max_transfers=4)
+    srv.bind()
+    th = threading.Thread(target=srv.serve, daemon=True)
+    th.start()
+    port = srv.addresses[0][1]
+    silent = [Client(port, f"127.0.0.{30 + i}") for i in range(4)]
+    try:
+        for c in silent:
+            c.s.sendto(rrq("f.bin"), c.server)
+            c.s.recvfrom(1000)
+        assert srv.stats()["active"] == 4
+        real = Client(port, "127.0.0.40")
+        try:
+            assert real.get("f.bin")[0] == (root / "f.bin").read_bytes()
+        finally:
+            real.close()
+        assert srv.stats()["evicted_unheard"] == 1
+    finally:
+        for c in silent:
+            c.close()
+        srv.shutdown()
+        th.join(5)
 
 
 def test_events_name_the_file_and_client(server):
