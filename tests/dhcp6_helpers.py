@@ -28,7 +28,7 @@ def settings(**kw) -> Dhcp6Settings:
     base = dict(mode="stateful", interface="lan0", server_ip=SERVER_IP, prefix=PREFIX,
                 range_first="fd00:77::1:0", range_last="fd00:77::1:ffff", server_duid=SERVER_DUID,
                 dns_servers=(SERVER_IP,), domains=("lab.nixie",),
-                boot_base_url="http://[fd00:77::1]:8081")
+                boot_base_url="http://[fd00:77::1]:8081", tftp_server=SERVER_IP)
     base.update(kw)
     return Dhcp6Settings(**base)
 

@@ -88,13 +88,14 @@ class Dhcp6Settings:
     domains: tuple[str, ...] = ()
     rapid_commit: bool = True
     unknown_clients: str = "menu"
-    boot_base_url: str = ""
+    boot_base_url: str = ""  # http://[addr]:port; "" when HTTP boot does not listen on IPv6
+    tftp_server: str = ""  # the address in tftp:// URLs; "" when TFTP does not listen on IPv6
     info_refresh_seconds: int = 86400
     offer_hold_seconds: float = 30.0
 
     @property
     def boot(self) -> Boot6Settings:
-        return Boot6Settings(self.server_ip, self.boot_base_url, self.unknown_clients)
+        return Boot6Settings(self.tftp_server, self.boot_base_url, self.unknown_clients)
 
 
 def needs_restart(old: Dhcp6Settings, new: Dhcp6Settings) -> bool:

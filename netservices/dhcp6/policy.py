@@ -20,8 +20,8 @@ from .codec import Message
 
 @dataclass(frozen=True)
 class Boot6Settings:
-    server_ip: str  # the router's IPv6 address: the TFTP server in tftp:// URLs
-    boot_base_url: str  # http://[addr]:port, reachable over IPv6
+    tftp_server: str  # the router's IPv6 address in tftp:// URLs; "": no TFTP over IPv6
+    boot_base_url: str  # http://[addr]:port, reachable over IPv6; "": no HTTP over IPv6
     unknown_clients: str = "menu"
 
 
@@ -54,14 +54,18 @@ def boot_answer6(msg: Message, mac: str | None, host: object | None,
         return None
     arches = msg.client_arches
     arch = arches[0] if arches else None
+    base = settings.boot_base_url
     if is_ipxe(msg):
-        if mac is None:
+        if mac is None or not base:
             return None  # no MAC, no host script
         return Boot6Answer("script", script_url(settings.boot_base_url, mac), False, arch)
     name = boot_file_for_arch(arch)
     if name is None:
         return None
     if is_http_client(msg):
-        return Boot6Answer("http", f"{settings.boot_base_url.rstrip('/')}/ipxe/{name}", True,
-                           arch)
-    return Boot6Answer("tftp", f"tftp://[{settings.server_ip}]/{name}", False, arch)
+        if not base:
+            return None
+        return Boot6Answer("http", f"{base.rstrip('/')}/ipxe/{name}", True, arch)
+    if not settings.tftp_server:
+        return None
+    return Boot6Answer("tftp", f"tftp://[{settings.tftp_server}]/{name}", False, arch)

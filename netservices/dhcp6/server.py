@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from netservices.dhcp.server import Committer
+from netservices.interfaces import wait_for_interface
 
 from .engine import (
     ALL_SERVERS_AND_RELAYS,
@@ -108,6 +109,8 @@ class Dhcp6Service:
 
     def run(self, stop: threading.Event) -> None:
         s = self.settings
+        if not wait_for_interface(s.interface, stop, log):
+            return
         if self.prepare is not None:
             self.prepare()
         self.engine = Dhcp6Engine(s)

@@ -18,10 +18,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from netservices.interfaces import wait_for_interface
+
 from .engine import (
     ALL_NODES,
     ALL_ROUTERS,
-    MAX_FINAL_RTR_ADVERTISEMENTS,
     Advertiser,
     RaSettings,
     needs_restart,
@@ -105,6 +106,8 @@ class RaService:
 
     def run(self, stop: threading.Event) -> None:
         s = self.settings
+        if not wait_for_interface(s.interface, stop, log):
+            return
         if self.prepare is not None:
             self.prepare()
         if s.source_mac is None:
@@ -118,8 +121,9 @@ class RaService:
         try:
             self._loop(stop, sock, adv, ifindex)
         finally:
-            for _ in range(MAX_FINAL_RTR_ADVERTISEMENTS if not stop.is_set() else 1):
-                self._send(sock, adv.goodbye, ALL_NODES, ifindex)
+            # RFC 4861 6.2.5: router lifetime 0, so hosts stop using us at once (one
+            # RA rather than MAX_FINAL_RTR_ADVERTISEMENTS: a stop must take < 2 s)
+            self._send(sock, adv.goodbye, ALL_NODES, ifindex)
             adv.counters["sent"]["ra_final"] += 1
             sock.close()
 

@@ -279,3 +279,12 @@ def test_fuzz_mutated_real_messages(seed, flips, cut):
     for s in SEEDS[:4]:
         run_dhcp6(e, s)
     run_dhcp6(e, bytes(b[:cut]) if cut < len(b) else bytes(b))
+
+
+def test_no_boot_url_for_a_service_that_does_not_listen_on_ipv6():
+    arch7 = [(c6.OPT_CLIENT_ARCH_TYPE, b"\x00\x07")]
+    ipxe = [(c6.OPT_USER_CLASS, c6.encode_classes([b"iPXE"]))]
+    e = Dhcp6Engine(s6(tftp_server="", boot_base_url=""))
+    for extra in (arch7, ipxe):
+        _, m = one(e, message(c6.SOLICIT, duid=DUID, ias=[ia_na(1)], extra=extra))
+        assert _boot_url(m) is None and addresses_of(m)
