@@ -67,6 +67,35 @@ def open_icmp6(interface: str, *, join: str | None, pass_types: tuple[int, ...])
     return s
 
 
+IFA_F_TENTATIVE, IFA_F_DADFAILED = 0x40, 0x08
+
+
+def link_local(interface: str) -> str | None:
+    """The interface's usable link-local address (DAD done), from /proc/net/if_inet6."""
+    try:
+        lines = open("/proc/net/if_inet6").read().splitlines()
+    except OSError:
+        return None
+    for ln in lines:
+        f = ln.split()
+        if len(f) == 6 and f[5] == interface and int(f[3], 16) == 0x20 \
+                and not int(f[4], 16) & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
+            return socket.inet_ntop(socket.AF_INET6, bytes.fromhex(f[0]))
+    return None
+
+
+def wait_link_local(interface: str, stop: threading.Event, timeout: float = 10.0) -> str | None:
+    """RAs must come from a link-local address (RFC 4861 6.1.2: hosts drop others);
+    a new interface has one once duplicate address detection is done."""
+    deadline = time.monotonic() + timeout
+    while not stop.is_set() and time.monotonic() < deadline:
+        ll = link_local(interface)
+        if ll:
+            return ll
+        stop.wait(0.1)
+    return None
+
+
 def hop_limit_of(ancdata: list[tuple[int, int, bytes]]) -> int | None:
     for level, kind, data in ancdata:
         if level == socket.IPPROTO_IPV6 and kind == IPV6_HOPLIMIT and len(data) >= 4:
@@ -113,7 +142,17 @@ class RaService:
         if s.source_mac is None:
             s = self.settings = replace(s, source_mac=interface_mac(s.interface))
         ifindex = socket.if_nametoindex(s.interface)
+        ll = wait_link_local(s.interface, stop)
+        if ll is None:
+            if stop.is_set():
+                return
+            raise OSError(f"no link-local IPv6 address on {s.interface}: RAs need one")
         sock = open_icmp6(s.interface, join=ALL_ROUTERS, pass_types=(133,))
+        try:
+            sock.bind((ll, 0, 0, ifindex))  # the source of every RA
+        except OSError:
+            sock.close()
+            raise
         self.advertiser = adv = Advertiser(s, now=self.clock())
         log.info("router advertisements", extra={"interface": s.interface, "prefix": s.prefix,
                                                   "managed": s.managed, "other": s.other})
