@@ -18,6 +18,8 @@ let
   optPath = types.nullOr path;
   ipv4 = types.strMatching "[0-9]{1,3}(\\.[0-9]{1,3}){3}";
   cidr = types.strMatching "[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}";
+  ipv6 = types.strMatching "[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*";
+  cidr6 = types.strMatching "[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*/64";
   listen = types.strMatching "([[][0-9A-Fa-f:.]+[]]|[0-9.]+|[0-9A-Fa-f:]+):[0-9]{1,5}";
   # a list of HOST:PORT; a single string is accepted as a list of one
   listenList = types.coercedTo listen (l: [ l ]) (types.listOf listen);
@@ -33,6 +35,7 @@ let
       interface = opt str "eth0" "The LAN interface the boot services answer on.";
       address = opt cidr "10.0.0.1/24" "The router's LAN address with prefix; DHCP serves this network.";
       domain = opt str "lan" "DNS domain of LAN hosts and leases.";
+      address6 = opt (types.nullOr cidr6) null "The router's LAN IPv6 address in a /64; null means a ULA /64 generated at first start and kept (settings key lan.ula), the router taking ::1 in it. Router advertisements and DHCPv6 serve this prefix.";
     };
 
     wan = {
@@ -51,6 +54,24 @@ let
       conflict_check = opt types.bool false "Ping an address before offering it.";
       unknown_clients = opt (types.enum [ "menu" "local" "ignore" ]) "menu" "What PXE clients with no host record get: the boot menu, boot from local disk, or no boot answer.";
       lease_sync = opt (types.enum [ "full" "normal" ]) "full" "How a lease is on disk before its ACK: full fsyncs every group commit (survives power loss); normal writes the WAL without fsync (survives a crash or kill -9, like Kea's memfile).";
+    };
+
+    dhcp6 = {
+      mode = opt (types.enum [ "stateful" "stateless" "off" ]) "stateful" "stateful: hand out addresses (IA_NA) and answer information requests; stateless: only DNS servers, domain and boot URLs (clients make their own addresses from the RA prefix); off. The RA's M and O flags follow it.";
+      range = opt (types.nullOr (types.addCheck (types.listOf ipv6) (l: builtins.length l == 2))) null "[first, last] IPv6 addresses of the dynamic pool (stateful mode); null means <prefix>::1:0 to <prefix>::1:ffff of lan.address6.";
+      preferred_seconds = opt (between 60 31536000) 3600 "Preferred lifetime of an address; clients renew at half of it.";
+      valid_seconds = opt (between 60 31536000) 7200 "Valid lifetime of an address (the lease time), at least the preferred lifetime.";
+      rapid_commit = opt types.bool true "Answer a SOLICIT that asks for rapid commit with the binding REPLY at once (two messages instead of four).";
+      dns_servers = opt (types.nullOr (types.listOf ipv6)) null "DNS servers option (23), also in the RA's RDNSS; null means the router's IPv6 address.";
+    };
+
+    ra = {
+      enable = opt types.bool true "Send IPv6 router advertisements on the LAN: the lan.address6 prefix (SLAAC), the router as DNS server (RDNSS) and lan.domain (DNSSL); solicitations are answered at once.";
+      interval_seconds = opt (between 4 1800) 600 "Longest time between unsolicited advertisements (MaxRtrAdvInterval); each waits a random time between a third of it and it.";
+      router_lifetime_seconds = opt (between 0 9000) 1800 "How long clients use the router as their default IPv6 router; 0 advertises the prefix and DNS without being a default router.";
+      prefix_valid_seconds = opt (between 0 4294967295) 86400 "Valid lifetime of the advertised prefix.";
+      prefix_preferred_seconds = opt (between 0 4294967295) 14400 "Preferred lifetime of the advertised prefix.";
+      mtu = opt (between 0 65535) 0 "MTU option of the advertisements; 0 leaves it out.";
     };
 
     tftp = {

@@ -10,6 +10,7 @@ from appliance.domain import leases
 
 def cmd_lease_list(ctx: Ctx) -> int:
     rows = leases.list_leases(ctx.conn, include_expired=ctx.args.all)
+    rows += leases.list_leases6(ctx.conn, include_expired=ctx.args.all)  # DHCPv6 bindings
     emit(ctx.args, rows, lambda: print_table(rows, [
         ("IP", "ip"), ("MAC", "mac"), ("HOST", "host"), ("HOSTNAME", "hostname"),
         ("STATE", "state"), ("EXPIRES", lambda r: timestamp(r["expires"]))]))

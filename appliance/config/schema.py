@@ -174,6 +174,52 @@ def check_range(key: str, v: Any) -> list[str]:
     return [str(first), str(last)]
 
 
+def check_cidr6(key: str, v: Any) -> str:
+    """An IPv6 host address in a /64 (the prefix SLAAC needs), e.g. fd12:3456:789a:1::1/64."""
+    if not isinstance(v, str) or "/" not in v:
+        raise ConfigError(key, f"expected an IPv6 address with prefix like fd00:1::1/64, got {json.dumps(v)}")
+    try:
+        iface = ipaddress.IPv6Interface(v)
+    except ValueError:
+        raise ConfigError(key, f"{v!r} is not an IPv6 address with prefix") from None
+    if iface.network.prefixlen != 64:
+        raise ConfigError(key, f"{v!r}: the LAN prefix must be a /64 (SLAAC needs it)")
+    if iface.ip == iface.network.network_address:
+        raise ConfigError(key, f"{v!r} is the network address, not a host address")
+    return str(iface)
+
+
+def check_opt_cidr6(key: str, v: Any) -> str | None:
+    return None if v is None else check_cidr6(key, v)
+
+
+def check_ipv6(key: str, v: Any) -> str:
+    if not isinstance(v, str):
+        raise ConfigError(key, f"expected an IPv6 address string, got {json.dumps(v)}")
+    try:
+        return str(ipaddress.IPv6Address(v))
+    except ValueError:
+        raise ConfigError(key, f"{v!r} is not an IPv6 address") from None
+
+
+def check_opt_range6(key: str, v: Any) -> list[str] | None:
+    if v is None:
+        return None
+    if not isinstance(v, list) or len(v) != 2:
+        raise ConfigError(key, f"expected [first, last] IPv6 addresses or null, got {json.dumps(v)}")
+    first = ipaddress.IPv6Address(check_ipv6(f"{key}[0]", v[0]))
+    last = ipaddress.IPv6Address(check_ipv6(f"{key}[1]", v[1]))
+    if last < first:
+        raise ConfigError(key, f"last address {last} is before first {first}")
+    return [str(first), str(last)]
+
+
+def check_opt_ipv6_list(key: str, v: Any) -> list[str] | None:
+    if v is None:
+        return None
+    return [check_ipv6(f"{key}[{i}]", x) for i, x in enumerate(check_str_list(key, v))]
+
+
 def check_path(key: str, v: Any) -> str:
     s = check_str(key, v)
     if "\0" in s:
@@ -223,6 +269,7 @@ SCHEMA = Section(
                 "interface": Key(check_str, "eth0", "The LAN interface the boot services answer on."),
                 "address": Key(check_cidr, "10.0.0.1/24", "The router's LAN address with prefix; DHCP serves this network."),
                 "domain": Key(check_str, "lan", "DNS domain of LAN hosts and leases."),
+                "address6": Key(check_opt_cidr6, None, "The router's LAN IPv6 address in a /64; null means a ULA /64 generated at first start and kept (settings key lan.ula), the router taking ::1 in it. Router advertisements and DHCPv6 serve this prefix."),
             },
             "The network the router serves.",
         ),
@@ -247,6 +294,28 @@ SCHEMA = Section(
                 "lease_sync": Key(one_of("full", "normal"), "full", "How a lease is on disk before its ACK: full fsyncs every group commit (survives power loss); normal writes the WAL without fsync (survives a crash or kill -9, like Kea's memfile)."),
             },
             "DHCPv4 server.",
+        ),
+        "dhcp6": Section(
+            {
+                "mode": Key(one_of("stateful", "stateless", "off"), "stateful", "stateful: hand out addresses (IA_NA) and answer information requests; stateless: only DNS servers, domain and boot URLs (clients make their own addresses from the RA prefix); off. The RA's M and O flags follow it."),
+                "range": Key(check_opt_range6, None, "[first, last] IPv6 addresses of the dynamic pool (stateful mode); null means <prefix>::1:0 to <prefix>::1:ffff of lan.address6."),
+                "preferred_seconds": Key(int_range(60, 365 * 86400), 3600, "Preferred lifetime of an address; clients renew at half of it."),
+                "valid_seconds": Key(int_range(60, 365 * 86400), 7200, "Valid lifetime of an address (the lease time), at least the preferred lifetime."),
+                "rapid_commit": Key(check_bool, True, "Answer a SOLICIT that asks for rapid commit with the binding REPLY at once (two messages instead of four)."),
+                "dns_servers": Key(check_opt_ipv6_list, None, "DNS servers option (23), also in the RA's RDNSS; null means the router's IPv6 address."),
+            },
+            "DHCPv6 server (RFC 8415); unknown PXE clients follow dhcp.unknown_clients.",
+        ),
+        "ra": Section(
+            {
+                "enable": Key(check_bool, True, "Send IPv6 router advertisements on the LAN: the lan.address6 prefix (SLAAC), the router as DNS server (RDNSS) and lan.domain (DNSSL); solicitations are answered at once."),
+                "interval_seconds": Key(int_range(4, 1800), 600, "Longest time between unsolicited advertisements (MaxRtrAdvInterval); each waits a random time between a third of it and it."),
+                "router_lifetime_seconds": Key(int_range(0, 9000), 1800, "How long clients use the router as their default IPv6 router; 0 advertises the prefix and DNS without being a default router."),
+                "prefix_valid_seconds": Key(int_range(0, 0xFFFFFFFF), 86400, "Valid lifetime of the advertised prefix."),
+                "prefix_preferred_seconds": Key(int_range(0, 0xFFFFFFFF), 14400, "Preferred lifetime of the advertised prefix."),
+                "mtu": Key(int_range(0, 65535), 0, "MTU option of the advertisements; 0 leaves it out."),
+            },
+            "IPv6 router advertisements (RFC 4861, RDNSS/DNSSL of RFC 8106).",
         ),
         "tftp": Section(
             {
@@ -487,6 +556,13 @@ def _cross_checks(cfg: Config) -> None:
             raise ConfigError("dhcp.range", f"the range includes the router's own address {cfg.lan_ip}")
     if bool(cfg.web.tls_cert_file) != bool(cfg.web.tls_key_file):
         raise ConfigError("web.tls_key_file", "set web.tls_cert_file and web.tls_key_file together")
+    if cfg.dhcp6.range is not None and cfg.lan.address6 is not None:
+        net6 = ipaddress.IPv6Interface(cfg.lan.address6).network
+        for i, a in enumerate(cfg.dhcp6.range):
+            if ipaddress.IPv6Address(a) not in net6:
+                raise ConfigError(f"dhcp6.range[{i}]", f"{a} is outside the LAN prefix {net6}")
+    if cfg.dhcp6.valid_seconds < cfg.dhcp6.preferred_seconds:
+        raise ConfigError("dhcp6.valid_seconds", "is shorter than dhcp6.preferred_seconds")
     if cfg.builder.kind == "remote" and not cfg.builder.uri:
         raise ConfigError("builder.uri", "is required when builder.kind is remote")
 

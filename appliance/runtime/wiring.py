@@ -29,11 +29,14 @@ from appliance.config.resolve import changed_keys, resolve
 from appliance.config.schema import Config
 from appliance.domain import events, settings
 from appliance.domain.boot_backend import SqliteBackend
+from appliance.domain.ipv6 import default_range6, lan_address6, server_duid6
 from appliance.domain.lease_store import SqliteLeaseStore
+from appliance.domain.lease_store6 import SqliteLease6Store
 from appliance.errors import ConfigError
 from appliance.nix.binary_cache import create_binary_cache
 from appliance.nix.bootartifacts import StoreBootArtifacts
 from appliance.nix.buildworker import BuildWorker
+from appliance.router.address6 import ensure_address6
 from appliance.router.bmc.poller import PowerPoller
 from appliance.router.discovery import DiscoveryService
 from appliance.router.firewall import FirewallService
@@ -51,8 +54,13 @@ from appliance.state.db import Store, now
 from appliance.state.status import with_storage
 from netservices.dhcp.engine import DhcpSettings
 from netservices.dhcp.server import DhcpService
+from netservices.dhcp6.engine import Dhcp6Settings
+from netservices.dhcp6.server import Dhcp6Service
 from netservices.dns import make_dns_service
 from netservices.httpboot import BootSettings, HttpBootService, create_boot_app
+from netservices.listen import parse_listen
+from netservices.ra.engine import RaSettings
+from netservices.ra.server import RaService
 from netservices.tftp import TftpService
 from webui import create_app
 from webui.app import WebContext
@@ -99,6 +107,54 @@ def boot_settings(cfg: Config) -> BootSettings:
                         cmdline=cfg.boot.cmdline, unknown_clients=cfg.dhcp.unknown_clients)
 
 
+def _v6_host(listen: str, router6: str) -> str | None:
+    """The IPv6 address a listener is reachable on, or None (an IPv4 listener)."""
+    _, host, _ = parse_listen(listen)
+    if ":" not in host:
+        return None
+    return router6 if host == "::" else host
+
+
+def _dns6(c: Config, router6: str) -> tuple[str, ...]:
+    """DNS servers for IPv6 clients (DHCPv6 option 23, RA RDNSS): dhcp6.dns_servers, else
+    the router when its DNS server listens on IPv6, else none."""
+    if c.dhcp6.dns_servers is not None:
+        return tuple(c.dhcp6.dns_servers)
+    if c.dns.enable:
+        hosts = [h for h in (_v6_host(x, router6) for x in c.dns.listen) if h]
+        if hosts:
+            return (hosts[0],)
+    return ()
+
+
+def dhcp6_settings(c: Config, address6: str, duid: bytes) -> Dhcp6Settings:
+    """DHCPv6 from the config and the LAN's IPv6 address. Boot URLs point at TFTP and
+    HTTP boot only when they listen on IPv6."""
+    router6 = str(ipaddress.IPv6Interface(address6).ip)
+    first, last = c.dhcp6.range or default_range6(address6)
+    tftp = next((h for h in (_v6_host(x, router6) for x in c.tftp.listen) if h), "")
+    http_host = _v6_host(c.boot.http_listen, router6)
+    base = f"http://[{http_host}]:{parse_listen(c.boot.http_listen)[2]}" if http_host else ""
+    return Dhcp6Settings(
+        mode=c.dhcp6.mode, interface=c.lan.interface, server_ip=router6,
+        prefix=str(ipaddress.IPv6Interface(address6).network), range_first=first,
+        range_last=last, server_duid=duid, preferred_seconds=c.dhcp6.preferred_seconds,
+        valid_seconds=c.dhcp6.valid_seconds, dns_servers=_dns6(c, router6),
+        domains=(c.lan.domain,), rapid_commit=c.dhcp6.rapid_commit,
+        unknown_clients=c.dhcp.unknown_clients, boot_base_url=base, tftp_server=tftp)
+
+
+def ra_settings(c: Config, address6: str) -> RaSettings:
+    """The advertisement: the LAN prefix, M/O from the DHCPv6 mode, RDNSS and DNSSL."""
+    router6 = str(ipaddress.IPv6Interface(address6).ip)
+    return RaSettings(
+        interface=c.lan.interface, prefix=str(ipaddress.IPv6Interface(address6).network),
+        managed=c.dhcp6.mode == "stateful", other=c.dhcp6.mode != "off",
+        router_lifetime=c.ra.router_lifetime_seconds, max_interval=float(c.ra.interval_seconds),
+        valid_seconds=c.ra.prefix_valid_seconds, preferred_seconds=c.ra.prefix_preferred_seconds,
+        rdnss=_dns6(c, router6), dnssl=(c.lan.domain,), mtu=c.ra.mtu or None)
+
+
 class Runtime:
     """The resolved config and every part, built over one store."""
 
@@ -119,6 +175,13 @@ class Runtime:
             Part("dhcp", ("lan", "dhcp", "boot"), self._dhcp, _retune_dhcp,
                  live=("lan", "dhcp", "boot")),
             Part("tftp", ("tftp", "state_dir"), self._tftp),
+            Part("ra", ("lan", "ra", "dhcp6.mode", "dhcp6.dns_servers", "dns"), self._ra,
+                 self._retune_ra, live=("ra", "dhcp6.mode", "dhcp6.dns_servers", "dns",
+                                   "lan.domain")),
+            Part("dhcp6", ("lan", "dhcp6", "dhcp.unknown_clients", "dhcp.lease_sync", "boot",
+                           "tftp.listen", "dns"), self._dhcp6, self._retune_dhcp6,
+                 live=("dhcp6", "dhcp.unknown_clients", "boot", "tftp.listen", "dns",
+                       "lan.domain")),
             Part("dns", ("dns", "lan", "vpn"), self._dns),
             Part("httpboot", ("boot", "dhcp.unknown_clients", "lan", "netboot", "nix"),
                  self._httpboot, _retune_httpboot,
@@ -147,6 +210,33 @@ class Runtime:
             return None
         return DhcpService(DhcpSettings.from_config(c),
                            SqliteLeaseStore(c.db_path, c.dhcp.lease_sync))
+
+    def address6(self, c: Config) -> str:
+        """The router's LAN IPv6 address/prefix: lan.address6 or the stored ULA."""
+        return lan_address6(self.store.conn(), c.lan.address6)
+
+    def _prepare6(self, c: Config) -> Callable[[], None]:
+        address6 = self.address6(c)
+        return lambda: ensure_address6(c.lan.interface, address6)
+
+    def _ra(self, c: Config):
+        if not c.ra.enable:
+            return None
+        return RaService(ra_settings(c, self.address6(c)), prepare=self._prepare6(c))
+
+    def _dhcp6(self, c: Config):
+        if c.dhcp6.mode == "off":
+            return None
+        settings6 = dhcp6_settings(c, self.address6(c), server_duid6(self.store.conn()))
+        return Dhcp6Service(settings6, SqliteLease6Store(c.db_path, c.dhcp.lease_sync),
+                            prepare=self._prepare6(c))
+
+    def _retune_ra(self, svc: RaService, c: Config) -> bool:
+        return c.ra.enable and svc.reconfigure(ra_settings(c, self.address6(c)))
+
+    def _retune_dhcp6(self, svc: Dhcp6Service, c: Config) -> bool:
+        return c.dhcp6.mode != "off" and svc.reconfigure(
+            dhcp6_settings(c, self.address6(c), server_duid6(self.store.conn())))
 
     def _tftp(self, c: Config):
         return TftpService(c.tftp_root, c.tftp.listen, ipxe_dir=c.tftp.ipxe_dir,

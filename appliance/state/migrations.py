@@ -244,4 +244,26 @@ CREATE TABLE host_bmc (
     updated_at REAL NOT NULL
 );
 """,
+    # issue 16: DHCPv6 bindings (netservices/dhcp6, appliance/domain/lease_store6.py)
+    22: """
+CREATE TABLE leases6 (
+    address TEXT PRIMARY KEY,               -- IPv6, compressed form
+    duid TEXT NOT NULL,                     -- hex
+    iaid INTEGER NOT NULL,
+    mac TEXT,                               -- from the DUID, option 79 or an EUI-64 source
+    hostname TEXT,
+    state TEXT NOT NULL CHECK (state IN ('bound', 'released', 'declined', 'expired')),
+    starts REAL NOT NULL,
+    expires REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX leases6_mac ON leases6(mac);
+CREATE INDEX leases6_state_expires ON leases6(state, expires);
+""",
+    # issue 16: a host's fixed DHCPv6 address (by its MAC, which DUID-LL/LLT carry)
+    23: """
+ALTER TABLE hosts ADD COLUMN ip6_reservation TEXT;
+CREATE UNIQUE INDEX hosts_ip6_reservation ON hosts(ip6_reservation)
+    WHERE ip6_reservation IS NOT NULL;
+""",
 }

@@ -71,7 +71,7 @@ def test_config_is_read_only():
 
 def test_docs_describe_every_key():
     doc = (ROOT / "docs" / "configuration.md").read_text()
-    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", doc, re.M))
+    documented = set(re.findall(r"^\| `([a-z0-9_.]+)` \|", doc, re.M))
     keys = {k for k, _ in iter_keys()}
     assert keys - documented == set(), "keys missing from docs/configuration.md"
     assert documented - keys == set(), "docs/configuration.md names keys that do not exist"

@@ -186,7 +186,8 @@ def test_written_config_carries_overrides_and_only_option_keys(tmp_path, nixie):
     }"""
     written = nix_eval(settings_expr(values))["config"]
     assert set(written) == set(C.defaults())
-    assert written["lan"] == {"interface": "enp2s0", "address": "192.168.50.1/24", "domain": "lan"}
+    assert written["lan"] == {"interface": "enp2s0", "address": "192.168.50.1/24", "domain": "lan",
+                              "address6": None}
     assert written["builder"]["max_jobs"] == 4 and written["builder"]["systems"] == ["x86_64-linux"]
     path = tmp_path / "config.json"
     path.write_text(json.dumps(written))

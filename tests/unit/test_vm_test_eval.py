@@ -56,7 +56,8 @@ def test_router_node_settings_are_a_valid_config(vmtest, tmp_path, nixie):
                                      "ipxe": {"arm64": False}}
     values = json.dumps(vmtest["routerSettings"])
     written = nix_eval(settings_expr(f"builtins.fromJSON ''{values}''"))["config"]
-    assert written["lan"] == {"interface": "eth1", "address": "192.168.1.1/24", "domain": "test"}
+    assert written["lan"] == {"interface": "eth1", "address": "192.168.1.1/24", "domain": "test",
+                              "address6": None}
     path = tmp_path / "config.json"
     path.write_text(json.dumps(written))
     r = nixie("config", "check", config=path)

@@ -1,0 +1,61 @@
+"""The DHCPv6 server's lease store over the state DB (`netservices.dhcp6.store.Lease6Store`).
+
+The same durability as DHCPv4 (`lease_store.SqliteLeaseStore`, whose connection
+set-up and checkpointer it shares): one connection owned by the DHCPv6 service,
+`synchronous = FULL` (or NORMAL with `dhcp.lease_sync`), and the server sends a
+batch's REPLYs only once `commit` returned.
+"""
+
+from __future__ import annotations
+
+import json
+
+from appliance.domain.lease_store import SqliteLeaseStore, _insert_rows
+from netservices.dhcp.store import EventRecord
+from netservices.dhcp6.store import Host6Entry, Lease6Record
+
+_LEASE6_HEAD = ("INSERT INTO leases6 (address, duid, iaid, mac, hostname, state, starts, expires, "
+                "updated_at) VALUES ")
+_LEASE6_TAIL = (
+    " ON CONFLICT(address) DO UPDATE SET duid = excluded.duid, iaid = excluded.iaid, "
+    "mac = coalesce(excluded.mac, leases6.mac), hostname = CASE WHEN excluded.duid = leases6.duid "
+    "THEN coalesce(excluded.hostname, leases6.hostname) ELSE excluded.hostname END, "
+    "state = excluded.state, starts = excluded.starts, expires = excluded.expires, "
+    "updated_at = excluded.updated_at")
+_EVENT_HEAD = "INSERT INTO events (ts, kind, level, message, host_id, mac, ip, data) VALUES "
+_ROW9 = "(?,?,?,?,?,?,?,?,?)"
+CHUNK = 64
+
+
+class SqliteLease6Store(SqliteLeaseStore):
+    def load_leases6(self) -> list[Lease6Record]:
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT address, duid, iaid, mac, hostname, state, starts, expires, updated_at "
+                "FROM leases6")
+            return [Lease6Record(*r) for r in rows]
+
+    def hosts6_by_mac(self) -> dict[str, Host6Entry]:
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT m.mac, h.id, h.name, h.ip6_reservation "
+                "FROM host_macs m JOIN hosts h ON h.id = m.host_id").fetchall()
+        return {r[0]: Host6Entry(r[1], r[2], r[3]) for r in rows}
+
+    def _commit(self, leases: list[Lease6Record], events: list[EventRecord]) -> None:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for k in range(0, len(leases), CHUNK):
+                part = leases[k : k + CHUNK]
+                c.execute(_LEASE6_HEAD + ",".join([_ROW9] * len(part)) + _LEASE6_TAIL,
+                          [v for r in part for v in (r.address, r.duid, r.iaid, r.mac, r.hostname,
+                                                     r.state, r.starts, r.expires, r.updated_at)])
+            if events:
+                _insert_rows(c, _EVENT_HEAD, "",
+                             [(e.ts, e.kind, e.level, e.message, e.host_id, e.mac, e.ip,
+                               json.dumps(e.data) if e.data else None) for e in events])
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")

@@ -1,0 +1,220 @@
+"""DHCPv6 benchmark: ours vs Kea (kea-dhcp6, memfile).
+
+One load generator (bench/dhcp6/loadgen.c, compiled here with gcc) does
+SOLICIT->REPLY exchanges with random DUID-LLs, 64 in flight, over the same veth
+pair between two fresh namespaces for every server, in two modes:
+
+  "4msg":  the full SOLICIT/ADVERTISE/REQUEST/REPLY exchange
+  "rapid": SOLICIT with rapid commit -> REPLY (both servers allow it)
+
+For each server and mode:
+
+  phase "1k":  exchanges 0 -> 1 000 leases (measured)
+  fill:        1 000 -> 10 000 leases (capped in time)
+  phase "10k": 10 000 more exchanges with 10 000+ leases held (measured)
+
+Ours runs as `nixie serve` (DHCPv6 only), every binding committed to SQLite
+before its REPLY leaves (dhcp.lease_sync = normal: the WAL written, not fsynced,
+survives kill -9 like Kea's memfile; "ours-full" fsyncs every group commit).
+After the run the bench checks that SQLite holds as many bound leases as the
+generator received REPLYs.
+
+    python -m bench.dhcp6.run [--servers ours,ours-full,kea] [--modes 4msg,rapid]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from appliance.config.schema import example_config
+from lab.netns import Netns, start_serve, stop_processes, veth
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+ADDRESS6 = "fd00:80::1/64"
+POOL6 = ("fd00:80::1:0", "fd00:80::3:ffff")
+FILL_SECONDS = 60
+PHASE_SECONDS = 30
+MODES = {"4msg": 4, "rapid": 2}
+
+
+def compile_loadgen(tmp: Path) -> Path:
+    exe = tmp / "loadgen6"
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe), str(HERE / "loadgen.c")], check=True)
+    return exe
+
+
+def wait_link_local(ns: Netns, dev: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = ns.run("ip", "-6", "addr", "show", "dev", dev, "scope", "link").stdout
+        if "inet6" in out and "tentative" not in out:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"no usable link-local address on {dev}")
+
+
+def wait_udp547(ns: Netns, proc: subprocess.Popen, log: Path, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
+        if ":547 " in ns.run("ss", "-Hulpn").stdout.replace("\n", " ") + " ":
+            time.sleep(0.3)
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"server did not bind port 547: {log.read_text()[-2000:]}")
+
+
+def start_ours(ns: Netns, tmp: Path, sync: str = "normal") -> tuple[subprocess.Popen, dict]:
+    state = tmp / f"ours-{sync}-state"
+    cfg = example_config(state_dir=str(state), interface="s0", address="10.80.0.1/16")
+    cfg["lan"]["address6"] = ADDRESS6
+    cfg["dhcp"].update(mode="off", lease_sync=sync, range=["10.80.1.0", "10.80.255.254"])
+    cfg["dhcp6"] = {"mode": "stateful", "range": list(POOL6), "preferred_seconds": 3000,
+                    "valid_seconds": 4000, "rapid_commit": True}
+    cfg["ra"] = {"enable": False}
+    cfg["dns"]["enable"] = False
+    path = tmp / f"ours-{sync}.json"
+    path.write_text(json.dumps(cfg))
+    log = tmp / f"ours-{sync}.log"
+    proc = start_serve(ns, path, log, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    wait_udp547(ns, proc, log)
+    return proc, {"db": state / "nixie.db", "log": log}
+
+
+def start_kea(ns: Netns, tmp: Path) -> tuple[subprocess.Popen, dict]:
+    d = tmp / "kea"
+    d.mkdir()
+    conf = {"Dhcp6": {
+        "interfaces-config": {"interfaces": ["s0"]}, "data-directory": str(d),
+        "lease-database": {"type": "memfile", "persist": True, "name": str(d / "leases6.csv"),
+                           "lfc-interval": 0},
+        "preferred-lifetime": 3000, "valid-lifetime": 4000,
+        "subnet6": [{"id": 1, "subnet": "fd00:80::/64", "interface": "s0", "rapid-commit": True,
+                     "pools": [{"pool": f"{POOL6[0]} - {POOL6[1]}"}],
+                     "option-data": [{"name": "dns-servers", "data": "fd00:80::1"}]}],
+        "loggers": [{"name": "kea-dhcp6", "severity": "WARN",
+                     "output_options": [{"output": str(d / "kea.log")}]}],
+    }}
+    (d / "kea.json").write_text(json.dumps(conf))
+    log = d / "stdout.log"
+    env = {**os.environ, "KEA_PIDFILE_DIR": str(d), "KEA_LOCKFILE_DIR": str(d)}
+    proc = subprocess.Popen(ns.argv("kea-dhcp6", "-c", str(d / "kea.json")), stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    wait_udp547(ns, proc, log)
+    return proc, {"leasefile": d / "leases6.csv"}
+
+
+SERVERS = {"ours": start_ours, "ours-full": lambda ns, tmp: start_ours(ns, tmp, "full"),
+           "kea": start_kea}
+
+
+def loadgen(gen: Netns, exe: Path, count: int, inflight: int, seconds: float, seed: int,
+            mode: int) -> dict:
+    r = gen.run(str(exe), "g0", str(count), str(inflight), str(seconds), str(seed), str(mode),
+                timeout=seconds + 30)
+    return json.loads(r.stdout)
+
+
+def bench_one(name: str, mode: str, exe: Path, tmp: Path, inflight: int) -> dict:
+    tmp.mkdir()
+    srv, gen = Netns(), Netns()
+    proc = None
+    m = MODES[mode]
+    try:
+        veth(srv, "s0", gen, "g0")
+        srv.run("ip", "-6", "addr", "add", ADDRESS6, "dev", "s0", "nodad")
+        wait_link_local(srv, "s0")
+        wait_link_local(gen, "g0")
+        proc, info = SERVERS[name](srv, tmp)
+        out: dict = {}
+        out["1k"] = loadgen(gen, exe, 1000, inflight, PHASE_SECONDS, 1, m)
+        out["fill"] = loadgen(gen, exe, 9000, inflight, FILL_SECONDS, 2, m)
+        out["leases_before_10k"] = out["1k"]["done"] + out["fill"]["done"]
+        out["10k"] = loadgen(gen, exe, 10000, inflight, PHASE_SECONDS, 3, m)
+        out["replied"] = out["leases_before_10k"] + out["10k"]["done"]
+        if name.startswith("ours"):
+            conn = sqlite3.connect(info["db"])
+            out["durable"] = conn.execute(
+                "SELECT count(*) FROM leases6 WHERE state = 'bound'").fetchone()[0]
+            conn.close()
+        return out
+    finally:
+        if proc is not None:
+            stop_processes([proc], timeout=10, group=True)
+        gen.close()
+        srv.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--servers", default="ours,kea")
+    ap.add_argument("--modes", default="4msg,rapid")
+    ap.add_argument("--inflight", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=1, help="runs per server; the best counts")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench/dhcp6 needs root (network namespaces)")
+        return 1
+    names = [n for n in args.servers.split(",") if n]
+    modes = [m for m in args.modes.split(",") if m]
+    missing = [b for b, n in (("kea-dhcp6", "kea"), ("gcc", None))
+               if (n is None or n in names) and not shutil.which(b)]
+    if missing:
+        print("missing: " + " ".join(missing))
+        return 1
+    tmp = Path(tempfile.mkdtemp(prefix="nixie-bench-dhcp6-"))
+    os.chmod(tmp, 0o755)
+    try:
+        exe = compile_loadgen(tmp)
+        results: dict[tuple[str, str], dict] = {}
+        for rnd in range(args.rounds):
+            for mode in modes:
+                for n in names:
+                    print(f"-- {n} {mode} (round {rnd + 1}) ...", flush=True)
+                    r = bench_one(n, mode, exe, tmp / f"{n}-{mode}-{rnd}", args.inflight)
+                    print(f"   1k: {r['1k']}\n   fill: {r['fill']}\n   10k: {r['10k']}", flush=True)
+                    best = results.get((n, mode))
+                    if best is None:
+                        results[(n, mode)] = r
+                        continue
+                    for ph in ("1k", "10k"):
+                        if r[ph]["rate"] > best[ph]["rate"]:
+                            best[ph] = r[ph]
+                    best["replied"] += r["replied"]
+                    if "durable" in r:
+                        best["durable"] += r["durable"]
+        print()
+        print(f"{'server':<10} {'mode':<6} {'ex/s @1k':>10} {'ex/s @10k':>10} {'leases held':>12} "
+              f"{'timeouts':>9}")
+        for (n, mode), r in results.items():
+            t = r["1k"]["timeouts"] + r["fill"]["timeouts"] + r["10k"]["timeouts"]
+            print(f"{n:<10} {mode:<6} {r['1k']['rate']:>10.0f} {r['10k']['rate']:>10.0f} "
+                  f"{r['leases_before_10k']:>12} {t:>9}")
+        for (n, mode), o in results.items():
+            if not n.startswith("ours"):
+                continue
+            ok = "every REPLYed lease durable" if o["durable"] >= o["replied"] else "MISSING LEASES"
+            print(f"\n{n} {mode}: {o['replied']} leases REPLYed, {o['durable']} bound in SQLite ({ok})")
+            ref = results.get(("kea", mode))
+            if ref:
+                for ph in ("1k", "10k"):
+                    print(f"ratio {n}/kea {mode} @{ph}: "
+                          f"{o[ph]['rate'] / (ref[ph]['rate'] or 1e-9):.2f}")
+        return 0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
