@@ -126,16 +126,18 @@ class OtherDhcpServer:
 
 
 @contextmanager
-def appliance_serving(tmp_path: Path, lan_ip: str = "10.77.0.1"):
+def appliance_serving(tmp_path: Path, lan_ip: str = "10.77.0.1", builder: dict | None = None):
     """`nixie serve` (our DHCP, TFTP, HTTP boot and a local build worker on the
-    real `nix`) in a namespace with its LAN bridge; yields (ns, config path, config)."""
+    real `nix`) in a namespace with its LAN bridge; yields (ns, config path, config).
+    `builder` overrides builder keys (flakes are manual unless it says otherwise)."""
     from appliance.config.schema import example_config
     from tests.nixlab import NIX_EXTRA
 
     cfg = example_config(state_dir=str(tmp_path / "state"), interface="br-lan")
     cfg["dns"]["enable"] = False
     cfg["nix"] = {"extra_config": NIX_EXTRA}
-    cfg["builder"] = {"kind": "local", "flake_refresh_seconds": 0}
+    cfg["builder"] = {"kind": "local", "flake_refresh_seconds": 0, "flake_policy": "manual",
+                      **(builder or {})}
     cfg["boot"]["menu_timeout_seconds"] = 1
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
