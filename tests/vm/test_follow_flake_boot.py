@@ -56,7 +56,7 @@ def wait_until(what: str, check, timeout: float, cfg_path: Path):
         if got:
             return got
         if time.monotonic() > deadline:
-            builds = nixie_json(cfg_path, "build", "list")
+            builds = nixie_json(cfg_path, "builds")
             pytest.fail(f"{what}: not within {timeout} s; builds: "
                         + json.dumps([(b["host_name"], b["status"], b.get("error")) for b in builds]))
         time.sleep(2)
@@ -72,7 +72,7 @@ def generations(cfg_path: Path, name: str) -> dict[int, str]:
 
 
 def builds_of(cfg_path: Path, name: str) -> list[dict]:
-    return [b for b in nixie_json(cfg_path, "build", "list") if b["host_name"] == name]
+    return [b for b in nixie_json(cfg_path, "builds") if b["host_name"] == name]
 
 
 POST = ("import sys, urllib.request, json\n"
