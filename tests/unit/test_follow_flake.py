@@ -20,10 +20,12 @@ from werkzeug.datastructures import Headers
 from appliance.domain import autobuild, builds, flakes, hosts, machines
 from appliance.domain.boot_backend import SqliteBackend
 from appliance.domain.lease_store import SqliteLeaseStore
-from appliance.nix import flake_access
+from appliance.nix import flake_access, flake_eval
 from appliance.nix.command import Nix
+from lab import flake as labflake
 from netservices.dhcp.store import EventRecord
 from tests.conftest import run_nixie
+from tests.nixlab import NIX_EXTRA
 from tests.webapp import csrf_of, logged_in_client, make_app, post_form
 
 URL = "git+https://forge.nixie.invalid/fleet"
@@ -361,3 +363,31 @@ def test_cache_key_in_api_dashboard_and_cli(web, tmp_path):
     assert snippet.replace('"', "&#34;") in client.get("/").get_data(as_text=True)
     r = run_nixie("cache", "key", "--json", config=cfg_file(tmp_path, cfg))
     assert r.returncode == 0 and json.loads(r.stdout)["snippet"] == snippet
+
+
+# ------------------------------------------------------------------ the real nix on a git flake
+
+@pytest.mark.skipif(shutil.which("nix") is None, reason="nix is not installed")
+def test_real_evaluation_records_systems_and_the_revision_check_sees_a_commit(web, tmp_path):
+    _, store, cfg, _, _ = web
+    conn = store.conn()
+    repo = labflake.materialise(tmp_path / "flake", release="follow unit")
+    url = f"git+file://{repo}"
+    f = flakes.add_flake(conn, url)
+    nix = Nix(extra_config=NIX_EXTRA)
+    f = flake_eval.evaluate_next(conn, nix, str(cfg.state_dir))
+    assert f["last_error"] is None and sorted(f["toplevels"]) == ["demo", "demo2"]
+    assert all(t["drv"].endswith(".drv") and t["out"].startswith("/nix/store/")
+               for t in f["toplevels"].values())
+    # the revision has not moved: nothing queued
+    assert not flake_eval.check_revision(conn, nix, f, str(cfg.state_dir))
+    assert flakes.get_flake(conn, url)["eval_state"] == "idle"
+    # a commit moves it: queued, and evaluating it changes exactly demo2's system
+    before = f["toplevels"]
+    p = repo / "flake.nix"
+    p.write_text(p.read_text().replace('hostName = "demo2";',
+                                       'hostName = "demo2"; kernelParams = [ "quiet" ];'))
+    labflake.commit(repo, "demo2 only")
+    assert flake_eval.check_revision(conn, nix, flakes.get_flake(conn, url), str(cfg.state_dir))
+    after = flake_eval.evaluate_next(conn, nix, str(cfg.state_dir))["toplevels"]
+    assert after["demo"] == before["demo"] and after["demo2"] != before["demo2"]
