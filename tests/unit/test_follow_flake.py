@@ -391,3 +391,26 @@ def test_real_evaluation_records_systems_and_the_revision_check_sees_a_commit(we
     assert flake_eval.check_revision(conn, nix, flakes.get_flake(conn, url), str(cfg.state_dir))
     after = flake_eval.evaluate_next(conn, nix, str(cfg.state_dir))["toplevels"]
     assert after["demo"] == before["demo"] and after["demo2"] != before["demo2"]
+
+
+def test_flakes_page_sets_policy_and_credential_and_shows_a_webhook_secret_once(web):
+    _, store, cfg, client, _ = web
+    conn = store.conn()
+    f = evaluated(conn, url="github:me/fleet", macs={"web": [MAC_A]})
+    autobuild.reconcile(conn)
+    page = client.get("/flakes/").get_data(as_text=True)
+    assert "from the flake" in page and "Make a webhook secret" in page
+    r = post_form(client, f"/flakes/{f['id']}/hook", {}, page="/flakes/")
+    assert r.status_code == 200
+    shown = r.get_data(as_text=True)
+    secret = flake_access.hook_secret(cfg.state_dir, f["id"]).decode()
+    assert f'id="hook-secret">{secret}</pre>' in shown and 'data-copy="hook-secret"' in shown
+    assert secret not in client.get("/flakes/").get_data(as_text=True)  # never again
+    r = post_form(client, f"/flakes/{f['id']}/policy", {"build_policy": "manual"}, page="/flakes/")
+    assert r.status_code == 302 and flakes.get_flake(conn, str(f["id"]))["build_policy"] == "manual"
+    r = post_form(client, f"/flakes/{f['id']}/credential",
+                  {"kind": "token", "secret": "glpat-abcdefghijklmnop"}, page="/flakes/")
+    assert r.status_code == 302
+    page = client.get("/flakes/").get_data(as_text=True)
+    assert "Access: access token" in page and "glpat-abcdefghijklmnop" not in page
+    assert "<script>" not in page
