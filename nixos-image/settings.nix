@@ -143,6 +143,8 @@ let
       flake_refresh_seconds = opt (between 0 604800) 900 "How often the build worker evaluates every flake again; 0 never.";
       host_key = opt optStr null "The remote builder's SSH host public key (e.g. \"ssh-ed25519 AAAA...\"); null uses the system's known_hosts.";
       keep_generations = opt (between 1 1000) 10 "Generations kept per host (rows and GC roots); older ones are dropped.";
+      flake_policy = opt (types.enum [ "on_change" "manual" ]) "on_change" "What a newly added flake does by itself (each flake can be switched): on_change binds the hosts its configurations declare (nixie.netboot.macs) and builds every bound host whose system changed; manual: neither, the admin binds and builds.";
+      flake_check_seconds = opt (between 0 86400) 60 "How often the build worker checks each on_change flake's locked revision (nix flake metadata) and evaluates it again when it moved; 0 never (webhooks still do).";
     };
 
     netboot = {

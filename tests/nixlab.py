@@ -17,7 +17,8 @@ def lab_config(tmp_path: Path, **builder) -> tuple[Path, object]:
     cfg["dhcp"]["mode"] = "off"
     cfg["dns"]["enable"] = False
     cfg["nix"] = {"extra_config": NIX_EXTRA}
-    cfg["builder"] = {"kind": "local", "flake_refresh_seconds": 0, **builder}
+    cfg["builder"] = {"kind": "local", "flake_refresh_seconds": 0, "flake_policy": "manual",
+                      **builder}
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
     return path, load_config(path)

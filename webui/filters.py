@@ -94,6 +94,7 @@ def page_url(**changes: Any) -> str:
 
 
 NAV = [("dashboard.index", "Dashboard", "▦"), ("hosts.index", "Hosts", "▤"),
+       ("machines.index", "Machines waiting", "⏻"),
        ("flakes.index", "Flakes", "❄"), ("builds.index", "Builds", "⚙"),
        ("leases.index", "Leases", "⇄"), ("network.index", "Network", "⌁"),
        ("events.index", "Events", "☰"), ("settings.index", "Settings", "✎"),

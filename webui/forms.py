@@ -107,6 +107,29 @@ class LoginForm(FlaskForm):
 class FlakeForm(FlaskForm):
     url = StringField("Flake URL", validators=[DataRequired(), Length(max=2048)],
                       description="e.g. github:me/fleet, git+https://…, /srv/fleet")
+    build_policy = SelectField("Builds", choices=options(
+        ("on_change", "follow the flake"), ("manual", "manual")), validate_choice=False,
+        description="follow the flake: bind the hosts it declares and build every changed "
+                    "system by itself")
+
+
+class FlakePolicyForm(FlaskForm):
+    build_policy = SelectField("Builds", choices=options(
+        ("on_change", "follow the flake"), ("manual", "manual")))
+
+
+class FlakeCredentialForm(FlaskForm):
+    kind = SelectField("Credential", choices=options(
+        ("token", "access token"), ("ssh_key", "SSH deploy key"), ("none", "none (public)")))
+    secret = TextAreaField("Secret", validators=[Optional(), Length(max=16384)],
+                           description="Stored 0600 on the router and never shown again",
+                           render_kw={"rows": 3, "autocomplete": "off", "spellcheck": "false"})
+
+
+class AdoptForm(FlaskForm):
+    configuration = SelectField("Configuration", validators=[DataRequired()], choices=[],
+                                validate_choice=False)
+    name = StringField("Host name", validators=[DataRequired(), Length(max=63)])
 
 
 class HostForm(FlaskForm):

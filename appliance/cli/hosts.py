@@ -8,13 +8,13 @@ from typing import Any
 from appliance.cli.context import Ctx
 from appliance.cli.output import emit, print_table, timestamp
 from appliance.cli.parser import Subparsers, group, leaf
-from appliance.domain import bmc, events, generations, hosts
+from appliance.domain import bmc, events, generations, hosts, machines
 from appliance.errors import InvalidInput
 
 
 def _host_human(h: dict[str, Any]) -> None:
     for k in ("name", "macs", "flake", "attr", "mode", "state", "ip", "ip_reservation",
-              "current_generation"):
+              "current_generation", "source"):
         v = h.get(k)
         print(f"{k + ':':<20}{' '.join(v) if isinstance(v, list) else ('-' if v is None else v)}")
     print(f"{'last seen:':<20}{timestamp(h.get('last_seen'))}")
@@ -49,6 +49,24 @@ def cmd_host_list(ctx: Ctx) -> int:
         ("NAME", "name"), ("MACS", lambda r: ",".join(r["macs"])), ("MODE", "mode"),
         ("STATE", "state"), ("IP", "ip"), ("GEN", "current_generation"),
         ("FLAKE", lambda r: f"{r['flake']}#{r['attr']}")]))
+    return 0
+
+
+def cmd_host_waiting(ctx: Ctx) -> int:
+    rows = machines.list_waiting(ctx.conn)
+    emit(ctx.args, rows, lambda: print_table(rows, [
+        ("MAC", "mac"), ("FIRMWARE", "firmware"), ("VENDOR CLASS", "vendor_class"),
+        ("IP", "ip"), ("FIRST SEEN", lambda r: timestamp(r["first_seen"])),
+        ("LAST SEEN", lambda r: timestamp(r["last_seen"])), ("NAME", "suggested_name")]))
+    return 0
+
+
+def cmd_host_adopt(ctx: Ctx) -> int:
+    a = ctx.args
+    r = machines.adopt(ctx.conn, a.mac, a.configuration, flake=a.flake, name=a.name)
+    h, b = r["host"], r["build"]
+    emit(a, r, lambda: print(f"adopted {h['macs'][0]} as host {h['name']} "
+                             f"({h['flake']}#{h['attr']}); build {b['id']} queued"))
     return 0
 
 
@@ -162,6 +180,16 @@ def register(sub: Subparsers) -> None:
     s.add_argument("--mode", choices=hosts.MODES)
     s.add_argument("--ip", help="reserve this LAN address for the host; '' clears it")
     leaf(ho, "list", cmd_host_list, "list hosts").add_argument("--search")
+    leaf(ho, "waiting", cmd_host_waiting,
+         "machines waiting: MACs that PXE-booted without a host record")
+    s = leaf(ho, "adopt", cmd_host_adopt, "add a waiting machine as a host of a configuration "
+             "and queue its build")
+    s.add_argument("mac")
+    # (--config after a verb is the config file, as everywhere in nixie)
+    s.add_argument("--configuration", "-C", required=True, metavar="NAME",
+                   help="the nixosConfiguration it boots")
+    s.add_argument("--name", help="host name (default: the configuration's, if free)")
+    s.add_argument("--flake", help="flake URL or id (when several list the configuration)")
     leaf(ho, "show", cmd_host_show,
          "show one host, its generations and recent events").add_argument("name")
     leaf(ho, "remove", cmd_host_remove, "remove a host").add_argument("name")

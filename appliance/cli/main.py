@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from appliance.cli import (
     admin,
     builds,
+    cache,
     config,
     flakes,
     hosts,
@@ -31,7 +32,8 @@ from appliance.cli.parser import CONFIG_HELP
 from appliance.errors import ConfigError, NixieError, NotFound
 
 # in the order `nixie --help` lists them
-GROUPS = (serve, config, flakes, hosts, leases, builds, power, status, admin, network, vpn)
+GROUPS = (serve, config, flakes, hosts, leases, builds, power, status, admin, network, vpn,
+          cache)
 
 
 def build_parser() -> argparse.ArgumentParser:

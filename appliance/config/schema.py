@@ -401,6 +401,8 @@ SCHEMA = Section(
                 "trusted_public_keys": Key(check_str_list, [], "Keys of the extra binary caches."),
                 "keep_generations": Key(int_range(1, 1000), 10, "Generations kept per host (rows and GC roots); older ones are dropped."),
                 "flake_refresh_seconds": Key(int_range(0, 7 * 86400), 900, "How often the build worker evaluates every flake again; 0 never."),
+                "flake_policy": Key(one_of("on_change", "manual"), "on_change", "What a newly added flake does by itself (each flake can be switched): on_change binds the hosts its configurations declare (nixie.netboot.macs) and builds every bound host whose system changed; manual: neither, the admin binds and builds."),
+                "flake_check_seconds": Key(int_range(0, 86400), 60, "How often the build worker checks each on_change flake's locked revision (nix flake metadata) and evaluates it again when it moved; 0 never (webhooks still do)."),
             },
             "Where host systems are built.",
         ),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance.domain import agent, events, hosts
+from appliance.domain import agent, events, hosts, machines
 from appliance.state.db import Store, now
 from netservices.backend import HostRecord, NameRecord
 
@@ -34,8 +34,12 @@ class SqliteBackend:
     def event(self, kind: str, message: str = "", *, level: str = "info",
               host_id: int | None = None, mac: str | None = None, ip: str | None = None,
               data: dict[str, Any] | None = None) -> None:
-        events.record(self.store.conn(), kind, message, level=level, host_id=host_id, mac=mac,
-                      ip=ip, data=data)
+        conn = self.store.conn()
+        if kind == "boot.script" and host_id is None and mac and (data or {}).get("script") \
+                == "unknown":
+            machines.seen_now(conn, mac, ip=ip)  # a machine waiting to be adopted
+        events.record(conn, kind, message, level=level, host_id=host_id, mac=mac, ip=ip,
+                      data=data)
 
     # ------------------------------------------------------------ NameDirectory
     def name_records(self) -> list[NameRecord]:

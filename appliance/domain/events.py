@@ -28,7 +28,8 @@ log = logging.getLogger("nixie.events")
 
 ANONYMOUS_PREFIXES = ("boot.", "dhcp.")
 ANONYMOUS_KINDS = frozenset({"agent.rejected", "auth.login_failed", "auth.login_throttled",
-                             "setup.code_refused"})
+                             "setup.code_refused", "flake.hook_rejected",
+                             "flake.hook_received"})
 SUPPRESSED = "events.suppressed"
 DEFAULT_PER_SOURCE = 30  # events of one kind from one source a minute (retention.anonymous_events_per_minute)
 KIND_FACTOR = 20  # all sources together: this many sources' worth of one kind a minute

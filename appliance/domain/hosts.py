@@ -20,6 +20,7 @@ from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.state.db import now, transaction
 
 MODES = ("netboot", "install", "local")
+SOURCES = ("manual", "flake", "adopted")  # who made the host: the admin, its flake, adoption
 STATES = ("unknown", "booting", "booted", "installing", "installed", "failed")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -120,8 +121,10 @@ def _normalize_macs(macs: list[str] | str) -> list[str]:
 
 def add_host(conn: sqlite3.Connection, name: str, macs: list[str] | str, flake: str,
              attr: str | None = None, mode: str = "netboot", ip: str | None = None,
-             network: str | None = None) -> dict[str, Any]:
+             network: str | None = None, source: str = "manual") -> dict[str, Any]:
     name = validate_name(name)
+    if source not in SOURCES:
+        raise InvalidInput(f"source must be one of {', '.join(SOURCES)}", field="source")
     ip = validate_reservation(ip, network)
     mac_list = _normalize_macs(macs)
     flake = _validate_flake(flake)
@@ -134,12 +137,14 @@ def add_host(conn: sqlite3.Connection, name: str, macs: list[str] | str, flake: 
         _check_reservation_free(conn, ip, None)
         t = now()
         host_id = conn.execute(
-            "INSERT INTO hosts (name, flake, attr, mode, state, created_at, updated_at, ip_reservation) "
-            "VALUES (?,?,?,?,?,?,?,?)", (name, flake, attr, mode, "unknown", t, t, ip)).lastrowid
+            "INSERT INTO hosts (name, flake, attr, mode, state, created_at, updated_at, ip_reservation, "
+            "source) VALUES (?,?,?,?,?,?,?,?,?)",
+            (name, flake, attr, mode, "unknown", t, t, ip, source)).lastrowid
         conn.executemany("INSERT INTO host_macs (mac, host_id) VALUES (?, ?)",
                          [(m, host_id) for m in mac_list])
-        events.record(conn, "host.added", f"host {name} added ({', '.join(mac_list)})",
-                      host_id=host_id)
+        how = {"manual": "", "flake": " from its flake", "adopted": " (adopted)"}[source]
+        events.record(conn, "host.added", f"host {name} added{how} ({', '.join(mac_list)})",
+                      host_id=host_id, data={"source": source} if source != "manual" else None)
     return get_host(conn, name)
 
 

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from appliance.domain import machines
 from appliance.domain.events import admitted
 from appliance.state.db import connect
 from netservices.dhcp.store import EventRecord, HostEntry, LeaseRecord
@@ -103,10 +104,11 @@ class SqliteLeaseStore:
     def commit(self, leases: list[LeaseRecord], events: list[EventRecord]) -> set[str]:
         """Write the batch; returns the addresses whose leases are not on disk (their ACKs
         must not leave): empty unless the disk is full or failing."""
+        seen = machines.sightings_of_events(events)  # every one, within or over the budget
         events = admitted(events, lambda e: (e.kind, e.mac or e.ip))
         with self._lock:
             try:
-                self._commit(leases, events)
+                self._commit(leases, events, seen)
             except sqlite3.OperationalError as e:
                 if not is_disk_error(e):
                     raise
@@ -176,10 +178,12 @@ class SqliteLeaseStore:
                 "kept_renewals": self.kept_renewals, "not_durable": self.not_durable,
                 "lost_events": self.lost_events}
 
-    def _commit(self, leases: list[LeaseRecord], events: list[EventRecord]) -> None:
+    def _commit(self, leases: list[LeaseRecord], events: list[EventRecord],
+                seen: list[machines.Sighting] | None = None) -> None:
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
+            machines.record(c, seen or [])
             if leases:
                 _insert_rows(c, _LEASE_HEAD, _LEASE_TAIL,
                              [(r.ip, r.mac, r.client_id, r.hostname, r.state, r.starts, r.expires,

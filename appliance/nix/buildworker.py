@@ -20,6 +20,13 @@ Builders: `local`, or `remote` (`builder.uri`, e.g. ssh-ng://nix@host) through
 Nix's own remote building (`--builders`, `--max-jobs 0`) with
 `builder.ssh_key`. The same service refreshes every flake's listing every
 `builder.flake_refresh_seconds`.
+
+Builds follow the flake: every `builder.flake_check_seconds` the evaluator thread checks
+each on_change flake's locked revision and evaluates it again when it moved (a webhook
+queues that evaluation at once); after every evaluation, and every second,
+`appliance.domain.autobuild.reconcile` binds declared hosts and queues the builds of the
+hosts whose system changed. A private flake's credential reaches nix through its
+environment (`appliance.nix.flake_access`); its secrets are cleared from stored errors.
 """
 
 from __future__ import annotations
@@ -38,11 +45,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.domain import events, flakes
+from appliance.domain import autobuild, events, flakes
 from appliance.domain.builds import get_build, wait
+from appliance.nix import flake_access
 from appliance.nix.binary_cache import KeyUnusable, cache_signatures, sign_closure
 from appliance.nix.command import Nix, NixFailed, check_reference
-from appliance.nix.flake_eval import evaluate_next
+from appliance.nix.flake_eval import check_revision, evaluate_next
 from appliance.state.db import Store, now, transaction
 
 log = logging.getLogger("nixie.builder")
@@ -239,6 +247,7 @@ class BuildWorker:
         self.max_jobs = cfg.builder.max_jobs
         self.keep = cfg.builder.keep_generations
         self.refresh_seconds = cfg.builder.flake_refresh_seconds
+        self.check_seconds = cfg.builder.flake_check_seconds
         self._procs: dict[int, subprocess.Popen] = {}
         self._lock = threading.Lock()
         self.counts = {"succeeded": 0, "failed": 0, "refreshes": 0}
@@ -261,6 +270,7 @@ class BuildWorker:
         self.nix = Nix.from_config(cfg)
         self.keep = cfg.builder.keep_generations
         self.refresh_seconds = cfg.builder.flake_refresh_seconds
+        self.check_seconds = cfg.builder.flake_check_seconds
         self.max_jobs = cfg.builder.max_jobs
         return True
 
@@ -290,6 +300,7 @@ class BuildWorker:
             if self.refresh_seconds and time.monotonic() >= next_refresh:
                 next_refresh = time.monotonic() + self.refresh_seconds
                 self.refresh_all()
+            self.follow_flakes()
         self.shutdown()
         for t in [*workers, evaluator]:
             t.join(timeout=5)
@@ -330,19 +341,50 @@ class BuildWorker:
             conn.close()
 
     def _evaluator(self, stop: threading.Event) -> None:
-        """Evaluates queued flakes (just added, or a refresh asked for), one at a time."""
+        """Evaluates queued flakes (just added, a refresh asked for, a webhook, a moved
+        revision), one at a time; when none is queued, checks the revisions that are due."""
         conn = self.store.new_connection()
         try:
             while not stop.is_set():
                 try:
-                    if evaluate_next(conn, self.nix) is not None:
+                    if evaluate_next(conn, self.nix, str(self.state_dir)) is not None:
                         self._count("refreshes")
+                        self._reconcile(conn)
+                        continue
+                    if self.check_revisions(conn, stop):
                         continue
                 except Exception:  # noqa: BLE001 - one bad flake never stops the evaluator
                     log.error("flake evaluation crashed", exc_info=True)
                 stop.wait(self.poll)
         finally:
             conn.close()
+
+    def check_revisions(self, conn, stop: threading.Event | None = None) -> bool:
+        """Check the locked revision of each on_change flake due (`builder.flake_check_seconds`);
+        True when one moved (its evaluation is queued)."""
+        if not self.check_seconds:
+            return False
+        moved = False
+        for f in flakes.flakes_to_check(conn, self.check_seconds):
+            if stop is not None and stop.is_set():
+                break
+            moved |= check_revision(conn, self.nix, f, str(self.state_dir))
+        return moved
+
+    def _reconcile(self, conn) -> None:
+        r = autobuild.reconcile(conn)
+        if r.bound or r.queued:
+            log.info("builds follow the flake", extra={"bound": r.bound, "queued": r.queued})
+
+    def follow_flakes(self) -> None:
+        """Every second: webhooks that waited out their interval, declared hosts, changed
+        systems (a host just added to an evaluated flake is built now)."""
+        conn = self.store.conn()
+        try:
+            flakes.queue_pending_hooks(conn)
+            self._reconcile(conn)
+        except Exception:  # noqa: BLE001 - the builder keeps building whatever this hits
+            log.error("following the flakes failed", exc_info=True)
 
     def refresh_all(self) -> None:
         """Every `builder.flake_refresh_seconds`: queue every flake for the evaluator
@@ -353,13 +395,18 @@ class BuildWorker:
     def build_one(self, conn, b: dict[str, Any], stop: threading.Event | None = None) -> None:
         log_path = self.log_dir / f"build-{b['id']}.log"
         conn.execute("UPDATE builds SET log_path = ? WHERE id = ?", (str(log_path), b["id"]))
+        flake = conn.execute("SELECT * FROM flakes WHERE url = ?", (b["flake"],)).fetchone()
+        flake = dict(flake) if flake else None
+        nix = flake_access.nix_for(self.nix, self.state_dir, flake)
+
+        clean = flake_access.redactor(self.state_dir, flake)
         with open(log_path, "a", buffering=1) as logf:
             logf.write(f"# build {b['id']} of {b['host_name']}: {b['flake']}#{b['attr']}\n")
             try:
-                meta = self.nix.flake_metadata(b["flake"])
+                meta = nix.flake_metadata(b["flake"])
             except NixFailed as e:
-                logf.write(str(e) + "\n")
-                record_failure(conn, b, str(e))
+                logf.write(clean(str(e)) + "\n")
+                record_failure(conn, b, clean(str(e)))
                 self._count("failed")
                 return
             locked = meta.get("url") or b["flake"]
@@ -371,7 +418,7 @@ class BuildWorker:
                     "--out-link", str(link), *self.nix.store_args(), *self.nix.option_args(),
                     *builder_args(self.cfg), "--", check_reference(installable)]
             logf.write("$ " + shlex.join(["nix", *args[1:]]) + "\n")
-            toplevel, lines, rc = self._run_nix(b["id"], args, logf, conn)
+            toplevel, lines, rc = self._run_nix(b["id"], args, logf, conn, nix.env(), clean)
         if rc != 0 or not toplevel:
             err = nix_error_text(lines) if rc != 0 else "nix build printed no output path"
             if stop is not None and stop.is_set():
@@ -422,13 +469,13 @@ class BuildWorker:
         if p.parent == self.root_dir and p.is_symlink():
             p.unlink()
 
-    def _run_nix(self, build_id: int, args: list[str], logf, conn
-                 ) -> tuple[str | None, list[str], int]:
+    def _run_nix(self, build_id: int, args: list[str], logf, conn, env: dict[str, str] | None = None,
+                 clean=lambda text: text) -> tuple[str | None, list[str], int]:
         progress = Progress()
         lines: list[str] = []
         try:
             proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, env=self.nix.env(), start_new_session=True,
+                                    text=True, env=env or self.nix.env(), start_new_session=True,
                                     errors="replace")
         except FileNotFoundError:
             return None, [f"error: {args[0]} is not installed"], 127
@@ -443,6 +490,7 @@ class BuildWorker:
             for raw in proc.stderr:
                 text = progress.feed(raw)
                 if text is not None:
+                    text = clean(text)
                     logf.write(text + "\n")
                     lines.append(text)
                     if len(lines) > 2000:

@@ -266,4 +266,33 @@ ALTER TABLE hosts ADD COLUMN ip6_reservation TEXT;
 CREATE UNIQUE INDEX hosts_ip6_reservation ON hosts(ip6_reservation)
     WHERE ip6_reservation IS NOT NULL;
 """,
+    # issue 18: builds follow the flake (policy, the configurations' toplevels, credentials and
+    # webhook kept in files under state_dir/flakes/<id>/), hosts bound from the flake or adopted,
+    # machines that PXE-boot without a host record (capped: appliance/domain/machines.py)
+    27: """
+ALTER TABLE flakes ADD COLUMN build_policy TEXT NOT NULL DEFAULT 'on_change'
+    CHECK (build_policy IN ('on_change', 'manual'));
+ALTER TABLE flakes ADD COLUMN toplevels TEXT NOT NULL DEFAULT '{}';  -- JSON {configuration: {drv, out}}
+ALTER TABLE flakes ADD COLUMN credential TEXT NOT NULL DEFAULT 'none'
+    CHECK (credential IN ('none', 'token', 'ssh_key'));
+ALTER TABLE flakes ADD COLUMN hook_enabled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE flakes ADD COLUMN hook_pending_at REAL;  -- a webhook came while one was recent
+ALTER TABLE flakes ADD COLUMN last_checked REAL;     -- the last locked-revision check
+
+ALTER TABLE hosts ADD COLUMN source TEXT NOT NULL DEFAULT 'manual'
+    CHECK (source IN ('manual', 'flake', 'adopted'));
+ALTER TABLE hosts ADD COLUMN built_drv TEXT;  -- the configuration's .drv the router last built
+
+CREATE TABLE waiting_machines (
+    mac TEXT PRIMARY KEY,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    arch INTEGER,                           -- DHCP option 93
+    firmware TEXT,                          -- bios | uefi | uefi-http | arm64 ...
+    vendor_class TEXT,                      -- DHCP option 60
+    ip TEXT,
+    seen INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX waiting_machines_last_seen ON waiting_machines(last_seen);
+""",
 }

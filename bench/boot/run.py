@@ -172,7 +172,7 @@ class Ours:
         cfg = example_config(state_dir=str(self.tmp / "state"), interface="br-lan")
         cfg["dns"]["enable"] = False
         cfg["nix"] = {"extra_config": SINGLE_USER_OFFLINE}
-        cfg["builder"] = {"kind": "local", "flake_refresh_seconds": 0}
+        cfg["builder"] = {"kind": "local", "flake_refresh_seconds": 0, "flake_policy": "manual"}
         cfg["boot"]["menu_timeout_seconds"] = 0  # the same one-target script as the reference
         self.cfg = cfg
         self.cfg_path = self.tmp / "config.json"

@@ -181,7 +181,8 @@ class _Base:
         self.pending_events.append(EventRecord(
             "boot.dhcp", f"boot answer {ans.filename} to {req.mac_str} (arch {ans.arch})", now,
             host_id=host.id if host else None, mac=req.mac_str, ip=ip,
-            data={"arch": ans.arch, "boot_file": ans.filename, "kind": ans.kind}))
+            data={"arch": ans.arch, "boot_file": ans.filename, "kind": ans.kind,
+                  "vendor_class": req.vendor_class[:64].decode("ascii", "replace")}))
 
     # Option 60 "PXEClient" marks a proxyDHCP answer. From a server that also
     # hands out the address it would make EDK2 classify the offer as "BINL" and

@@ -101,6 +101,7 @@ def server(tmp_path_factory):
     cfg["boot"]["http_listen"] = f"127.0.0.1:{free_port()}"
     cfg["web"]["listen"] = [f"127.0.0.1:{port}"]
     cfg["nix"] = {"extra_config": NIX_TEST_CONFIG}
+    cfg["builder"] = {"flake_policy": "manual"}  # this test builds by hand
     path = tmp / "config.json"
     path.write_text(json.dumps(cfg))
     base = f"https://127.0.0.1:{port}"  # web.tls is on by default

@@ -32,7 +32,7 @@ def appliance_lan(tmp: Path, dhcp_range: tuple[str, str], **sections: dict) -> L
     lan = Lan(tmp, address=f"{LAN_IP}/24", dhcp_range=dhcp_range)
     cfg = json.loads(lan.config.read_text())
     cfg["nix"] = {"extra_config": NIX_EXTRA}
-    cfg["builder"] = {"kind": "local", "flake_refresh_seconds": 0}
+    cfg["builder"] = {"kind": "local", "flake_refresh_seconds": 0, "flake_policy": "manual"}
     for name, values in sections.items():
         cfg.setdefault(name, {}).update(values)
     lan.config.write_text(json.dumps(cfg))

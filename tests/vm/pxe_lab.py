@@ -126,17 +126,20 @@ class OtherDhcpServer:
 
 
 @contextmanager
-def appliance_serving(tmp_path: Path, lan_ip: str = "10.77.0.1", sections: dict | None = None):
+def appliance_serving(tmp_path: Path, lan_ip: str = "10.77.0.1", sections: dict | None = None,
+                      builder: dict | None = None):
     """`nixie serve` (our DHCP, TFTP, HTTP boot and a local build worker on the
     real `nix`) in a namespace with its LAN bridge; yields (ns, config path, config).
-    `sections`: config sections to set besides (e.g. {"bmc": {"poll_seconds": 2}})."""
+    `sections`: config sections to set besides (e.g. {"bmc": {"poll_seconds": 2}});
+    `builder` overrides builder keys (flakes are manual unless it says otherwise)."""
     from appliance.config.schema import example_config
     from tests.nixlab import NIX_EXTRA
 
     cfg = example_config(state_dir=str(tmp_path / "state"), interface="br-lan")
     cfg["dns"]["enable"] = False
     cfg["nix"] = {"extra_config": NIX_EXTRA}
-    cfg["builder"] = {"kind": "local", "flake_refresh_seconds": 0}
+    cfg["builder"] = {"kind": "local", "flake_refresh_seconds": 0, "flake_policy": "manual",
+                      **(builder or {})}
     cfg["boot"]["menu_timeout_seconds"] = 1
     cfg.update(sections or {})
     path = tmp_path / "config.json"

@@ -9,10 +9,24 @@ with it). Authentication is the guard's (webui/security.py): a session (with
 X-CSRFToken on unsafe methods) or `Authorization: Bearer <API token>`.
 """
 
-from . import builds, events, flakes, hosts, leases, network, power, settings, status, tokens
+from . import (
+    builds,
+    cache,
+    events,
+    flakes,
+    hosts,
+    leases,
+    machines,
+    network,
+    power,
+    settings,
+    status,
+    tokens,
+)
 from .openapi import openapi_document
 from .registry import ROUTES, Operation, bp
 
-RESOURCES = (status, hosts, power, flakes, builds, leases, network, events, settings, tokens)
+RESOURCES = (status, hosts, power, flakes, builds, leases, network, events, settings, tokens,
+             machines, cache)
 
 __all__ = ["ROUTES", "RESOURCES", "Operation", "bp", "openapi_document"]

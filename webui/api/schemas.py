@@ -54,7 +54,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "id": INT, "name": STR, "macs": arr(STR), "flake": STR, "attr": STR,
         "mode": {"enum": list(hosts.MODES)}, "state": {"enum": list(hosts.STATES)},
         "ip": {"type": ["string", "null"]}, "current_generation": {"type": ["integer", "null"]},
-        "last_seen": {"type": ["number", "null"]}}},
+        "last_seen": {"type": ["number", "null"]},
+        "source": {"enum": list(hosts.SOURCES),
+                   "description": "manual, flake (declared MACs) or adopted (Machines waiting)"}}},
     "HostInput": {"type": "object", "required": ["name", "macs", "flake"], "properties": {
         "name": STR, "macs": arr(STR), "flake": STR, "attr": STR,
         "mode": {"enum": list(hosts.MODES)}}},
@@ -72,7 +74,29 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                                       "nix is listing it now; idle: done (see last_error)"},
         "eval_started_at": {"type": ["number", "null"]},
         "created_at": {"type": "number"},
-        "last_refresh": {"type": ["number", "null"]}, "last_error": {"type": ["string", "null"]}}},
+        "last_refresh": {"type": ["number", "null"]}, "last_error": {"type": ["string", "null"]},
+        "build_policy": {"enum": ["on_change", "manual"],
+                         "description": "on_change: bind declared hosts, build changed systems"},
+        "toplevels": {"type": "object", "description": "configuration -> {drv, out} of its "
+                      "system at the last evaluation (on_change flakes)"},
+        "credential": {"enum": ["none", "token", "ssh_key"],
+                       "description": "what nix fetches it with (the secret is never shown)"},
+        "hook_enabled": {"type": "boolean"},
+        "last_checked": {"type": ["number", "null"]}}},
+    "HookSecret": {"type": "object", "required": ["secret", "url"], "properties": {
+        "secret": {"type": "string", "description": "shown only in this answer"},
+        "url": {"type": "string", "description": "where the forge posts (push events)"}}},
+    "Machine": {"type": "object", "description": "a MAC that PXE-booted without a host record",
+                "properties": {
+                    "mac": STR, "first_seen": {"type": "number"}, "last_seen": {"type": "number"},
+                    "arch": {"type": ["integer", "null"]}, "firmware": {"type": ["string", "null"]},
+                    "vendor_class": {"type": ["string", "null"]}, "ip": {"type": ["string", "null"]},
+                    "seen": INT, "suggested_name": STR}},
+    "Adopted": {"type": "object", "properties": {"host": ref("Host"), "build": ref("Build")}},
+    "CacheInfo": {"type": "object", "required": ["url", "public_key", "snippet"], "properties": {
+        "url": STR, "public_key": {"type": ["string", "null"],
+                                   "description": "null until nixie serve made the key"},
+        "snippet": {"type": ["string", "null"], "description": "nix.settings for a NixOS host"}}},
     "Build": {"type": "object", "properties": {
         "id": INT, "host_name": STR,
         "status": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},

@@ -96,4 +96,26 @@
     }
     poll();
   }
+
+  // copy buttons (the cache snippet, a new webhook secret): the text of the element named
+  // by data-copy; where the clipboard API is not allowed (plain http), select it instead
+  document.addEventListener("click", (ev) => {
+    const btn = ev.target.closest && ev.target.closest("[data-copy]");
+    if (!btn) return;
+    const el = document.getElementById(btn.dataset.copy);
+    if (!el) return;
+    const select = () => {
+      const range = document.createRange();
+      range.selectNodeContents(el);
+      const sel = window.getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(el.textContent).then(() => { btn.textContent = "Copied"; }, select);
+    } else {
+      select();
+      btn.textContent = "Selected: press Ctrl+C";
+    }
+  });
 })();
