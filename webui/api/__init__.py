@@ -9,10 +9,11 @@ with it). Authentication is the guard's (webui/security.py): a session (with
 X-CSRFToken on unsafe methods) or `Authorization: Bearer <API token>`.
 """
 
-from . import builds, events, flakes, hosts, leases, network, settings, status, tokens
+from . import builds, events, flakes, hosts, leases, network, settings, status, tokens, users, vpn
 from .openapi import openapi_document
 from .registry import ROUTES, Operation, bp
 
 RESOURCES = (status, hosts, flakes, builds, leases, network, events, settings, tokens)
+RESOURCES += (vpn, users)
 
 __all__ = ["ROUTES", "RESOURCES", "Operation", "bp", "openapi_document"]
