@@ -755,7 +755,9 @@ def _apply_later(conn, kernel: Kernel, txn_id: str, ops: list[Op], firewall_text
         c = connect(path, migrate=False)
         try:
             with _lock:
-                if _row(c, txn_id)["state"] != "pending":  # reverted before it was applied
+                # confirmed already (a quick admin): apply it all the same; reverted or
+                # rolled back before it was applied: nothing to do
+                if _row(c, txn_id)["state"] not in ("pending", "confirmed"):
                     return
                 _apply_txn(c, kernel, txn_id, ops, firewall_text, confirm_seconds)
         except Exception:  # noqa: BLE001 - recorded on the transaction by _rollback
