@@ -99,6 +99,7 @@ NAV = [("dashboard.index", "Dashboard", "▦"), ("hosts.index", "Hosts", "▤"),
        ("leases.index", "Leases", "⇄"), ("network.index", "Network", "⌁"),
        ("events.index", "Events", "☰"), ("settings.index", "Settings", "✎"),
        ("tokens.index", "API tokens", "◈")]
+NAV += [("vpn.index", "VPN", "⛨"), ("users.index", "Users", "☺")]
 
 
 def nav_links() -> list[tuple[str, str, str, str]]:

@@ -17,6 +17,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional
 
 from appliance.domain.hosts import MODES
+from appliance.errors import InvalidInput
 
 
 def options(*items: str | tuple[object, str]) -> list[SelectChoice]:
@@ -142,6 +143,9 @@ class HostForm(FlaskForm):
                        description="Default: nixosConfigurations.NAME",
                        render_kw={"list": "attr-list", "autocomplete": "off"})
     mode = SelectField("Boot mode", choices=options(*MODES), default="netboot")
+    ip = StringField("IP reservation", validators=[Optional(), Length(max=64)],
+                     description="A fixed LAN address DHCP always gives this host; empty: one "
+                                 "from the pool")
 
     def mac_list(self) -> list[str]:
         return [m for m in self.macs.data.replace(",", " ").split() if m]
@@ -244,3 +248,93 @@ class SettingsForm(ShowsSettings, FlaskForm):
             out[key] = v
         out["dhcp.range"] = [(self.dhcp_first.data or "").strip(), (self.dhcp_last.data or "").strip()]
         return out
+
+
+class NetworkForm(FlaskForm):
+    """The router's interfaces, as `appliance.router.network.NetworkSettings`."""
+
+    lan_interface = StringField("LAN interface", validators=[DataRequired(), Length(max=15)])
+    lan_address = StringField("LAN address", validators=[DataRequired(), Length(max=64)],
+                              description="The router's address with prefix, e.g. 10.0.0.1/24")
+    lan_ports = StringField("LAN bridge ports", validators=[Optional(), Length(max=512)],
+                            description="Interfaces to bridge into the LAN (separated by spaces); "
+                                        "empty: the LAN interface is a plain port")
+    wan_mode = SelectField("WAN", choices=options(("none", "No WAN"), ("dhcp", "DHCP client"),
+                                                  ("static", "Static address")))
+    wan_interface = StringField("WAN interface", validators=[Optional(), Length(max=15)])
+    wan_address = StringField("WAN address", validators=[Optional(), Length(max=64)],
+                              description="Static only: address with prefix")
+    wan_gateway = StringField("WAN gateway", validators=[Optional(), Length(max=64)],
+                              description="Static only: the default route")
+    routes = TextAreaField("Static routes", validators=[Optional(), Length(max=8192)],
+                           description="One a line: DESTINATION via GATEWAY [dev INTERFACE], "
+                                       "e.g. 10.20.0.0/16 via 10.0.0.254")
+    confirm_seconds = IntegerField("Confirm within (s)", validators=[DataRequired(),
+                                                                     NumberRange(5, 3600)],
+                                   description="Not confirmed in time, the change rolls back")
+
+    def fill(self, s: dict) -> None:
+        for k in ("lan_interface", "lan_address", "wan_mode", "wan_interface", "wan_address",
+                  "wan_gateway"):
+            getattr(self, k).data = s.get(k) or ("none" if k == "wan_mode" else "")
+        self.lan_ports.data = " ".join(s.get("lan_ports") or ())
+        self.routes.data = "\n".join(
+            " ".join(x for x in (r["dst"], f"via {r['via']}" if r.get("via") else "",
+                                 f"dev {r['dev']}" if r.get("dev") else "") if x)
+            for r in s.get("routes") or ())
+
+    def settings(self) -> dict:
+        """The settings as `NetworkSettings.from_dict` takes them (InvalidInput on a route
+        line that does not parse)."""
+        text = _stripped
+        return {"lan_interface": text(self.lan_interface), "lan_address": text(self.lan_address),
+                "lan_ports": (self.lan_ports.data or "").replace(",", " ").split(),
+                "wan_mode": self.wan_mode.data, "wan_interface": text(self.wan_interface),
+                "wan_address": text(self.wan_address), "wan_gateway": text(self.wan_gateway),
+                "routes": parse_routes(self.routes.data or "")}
+
+
+def _stripped(f) -> str | None:
+    return (f.data or "").strip() or None
+
+
+def parse_routes(text: str) -> list[dict]:
+    """Route lines `DST [via GW] [dev DEV]` -> [{dst, via, dev}]."""
+    routes = []
+    for n, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        if not words:
+            continue
+        r = {"dst": words[0], "via": None, "dev": None}
+        rest = words[1:]
+        while rest:
+            if len(rest) < 2 or rest[0] not in ("via", "dev") or r[rest[0]] is not None:
+                raise InvalidInput(f"line {n}: write DESTINATION via GATEWAY [dev INTERFACE]",
+                                   field="routes")
+            r[rest[0]] = rest[1]
+            rest = rest[2:]
+        routes.append(r)
+    return routes
+
+
+class VpnPeerForm(FlaskForm):
+    name = StringField("Peer name", validators=[DataRequired(), Length(max=63)],
+                       description="e.g. laptop-anna")
+    public_key = StringField("Its public key (optional)", validators=[Optional(), Length(max=64)],
+                             description="Empty: the router makes a key pair and a config to "
+                                         "download or scan")
+
+
+class PasswordForm(FlaskForm):
+    current_password = PasswordField("Current password",
+                                     validators=[DataRequired(), Length(max=1024)])
+    new_password = PasswordField("New password", validators=[DataRequired(), Length(max=1024)])
+    new_password2 = PasswordField("New password again", validators=[
+        DataRequired(), EqualTo("new_password", message="the two passwords differ")])
+
+
+class UserForm(FlaskForm):
+    username = StringField("User name", validators=[DataRequired(), Length(max=32)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+    password2 = PasswordField("Password again", validators=[
+        DataRequired(), EqualTo("password", message="the two passwords differ")])

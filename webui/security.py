@@ -88,6 +88,7 @@ def login_user(uid: int, username: str) -> None:
     session["uid"] = uid
     session["user"] = username
     session["login_at"] = int(time.time())
+    session["stamp"] = users.stamp_of(conn(), uid)  # ends when the password changes
     g.pop("csrf_token", None)  # flask-wtf's per-request copy of the old token
     generate_csrf()
 
@@ -123,7 +124,7 @@ def guard():
         return None
     if endpoint in LOGIN_ENDPOINTS or endpoint in SETUP_ENDPOINTS:
         return None
-    for k in ("uid", "user", "login_at"):
+    for k in ("uid", "user", "login_at", "stamp"):
         session.pop(k, None)
     if is_api():
         return api_error(401, "log in or send Authorization: Bearer <API token>")
@@ -140,7 +141,7 @@ def session_user() -> dict | None:
     age = time.time() - at
     if not -60 <= age <= current_app.permanent_session_lifetime.total_seconds():
         return None
-    return users.get_user(conn(), uid)
+    return users.session_user(conn(), uid, session.get("stamp"))
 
 
 def authenticated_quietly() -> bool:

@@ -688,10 +688,15 @@ def pending(conn: sqlite3.Connection, clocks: Clocks = SYSTEM_CLOCKS) -> dict[st
 
 def begin(conn: sqlite3.Connection, kernel: Kernel, settings: NetworkSettings,
           confirm_seconds: float = DEFAULT_CONFIRM_SECONDS, *, timer: bool = True,
-          firewall_text: str | None = None, clocks: Clocks = SYSTEM_CLOCKS) -> dict[str, Any]:
+          firewall_text: str | None = None, clocks: Clocks = SYSTEM_CLOCKS,
+          apply_delay: float = 0.0) -> dict[str, Any]:
     """Apply `settings` now; it rolls back by itself after `confirm_seconds` unless
     `confirm`ed. One transaction at a time (Conflict otherwise). With `firewall_text`
-    (see `firewall_for`), the ruleset is replaced too, and restored on rollback."""
+    (see `firewall_for`), the ruleset is replaced too, and restored on rollback.
+
+    With `apply_delay`, the transaction (and its deadline) starts now but the kernel is
+    changed that many seconds later, in a thread: the web UI answers the request first,
+    so a browser the change cuts off has the page with the countdown already."""
     settings = _validate(settings)
     if not 5 <= confirm_seconds <= 3600:
         raise InvalidInput("confirm window must be 5..3600 seconds", field="confirm_seconds")
@@ -717,17 +722,55 @@ def begin(conn: sqlite3.Connection, kernel: Kernel, settings: NetworkSettings,
                           json.dumps(settings.to_dict()), json.dumps([str(o) for o in ops]),
                           kernel.netns, fw_before, clocks.boot_id(),
                           clocks.boot() + confirm_seconds))
-        log.info("network change applied; confirm or it rolls back",
-                 extra={"txn": txn_id, "ops": len(ops), "seconds": confirm_seconds})
-        try:
-            kernel.apply(ops)
-            if firewall_text is not None:
-                firewall.apply(firewall_text, netns=kernel.netns)
-        except Exception as e:
-            _rollback(conn, kernel, txn_id, reason=f"apply failed: {e}")
-            raise
+        if apply_delay <= 0:
+            _apply_txn(conn, kernel, txn_id, ops, firewall_text, confirm_seconds)
+    if apply_delay > 0:
+        _apply_later(conn, kernel, txn_id, ops, firewall_text, confirm_seconds, apply_delay)
     if timer:
         _start_timer(conn, kernel, txn_id, confirm_seconds, clocks)
+    return txn_dict(_row(conn, txn_id), clocks)
+
+
+def _apply_txn(conn, kernel: Kernel, txn_id: str, ops: list[Op], firewall_text: str | None,
+               confirm_seconds: float) -> None:
+    """Change the kernel for transaction `txn_id` (the caller holds `_lock`); a failure
+    rolls back at once and is raised."""
+    log.info("network change applied; confirm or it rolls back",
+             extra={"txn": txn_id, "ops": len(ops), "seconds": confirm_seconds})
+    try:
+        kernel.apply(ops)
+        if firewall_text is not None:
+            firewall.apply(firewall_text, netns=kernel.netns)
+    except Exception as e:
+        _rollback(conn, kernel, txn_id, reason=f"apply failed: {e}")
+        raise
+
+
+def _apply_later(conn, kernel: Kernel, txn_id: str, ops: list[Op], firewall_text: str | None,
+                 confirm_seconds: float, delay: float) -> None:
+    path = conn.execute("PRAGMA database_list").fetchone()["file"]
+
+    def run():
+        time.sleep(delay)
+        c = connect(path, migrate=False)
+        try:
+            with _lock:
+                # confirmed already (a quick admin): apply it all the same; reverted or
+                # rolled back before it was applied: nothing to do
+                if _row(c, txn_id)["state"] not in ("pending", "confirmed"):
+                    return
+                _apply_txn(c, kernel, txn_id, ops, firewall_text, confirm_seconds)
+        except Exception:  # noqa: BLE001 - recorded on the transaction by _rollback
+            log.exception("delayed network change failed", extra={"txn": txn_id})
+        finally:
+            c.close()
+
+    threading.Thread(target=run, name=f"net-apply-{txn_id}", daemon=True).start()
+
+
+def get_transaction(conn: sqlite3.Connection, txn_id: str,
+                    clocks: Clocks = SYSTEM_CLOCKS) -> dict[str, Any]:
+    """One network change, whatever its state (NotFound when there is none of that id)."""
     return txn_dict(_row(conn, txn_id), clocks)
 
 
@@ -917,15 +960,19 @@ class NetworkWatchdog:
 # ------------------------------------------------------------------ for the web UI
 
 
+WEB_APPLY_DELAY = 1.0  # seconds between the web UI's answer and the kernel change
+
+
 def apply_settings(conn: sqlite3.Connection, cfg, settings: NetworkSettings | dict[str, Any],
-                   confirm_seconds: float | None = None) -> dict[str, Any]:
+                   confirm_seconds: float | None = None, *, apply_delay: float = 0.0
+                   ) -> dict[str, Any]:
     """What the UI's "apply" calls: validate (InvalidInput names the field), apply with the
     firewall following, and roll back by itself unless `confirm`ed within `confirm_seconds`."""
     if isinstance(settings, dict):
         settings = NetworkSettings.from_dict(settings)
     return begin(conn, Kernel(None, cfg.state_dir), settings,
                  confirm_seconds or cfg.network.confirm_seconds,
-                 firewall_text=firewall_for(cfg, settings))
+                 firewall_text=firewall_for(cfg, settings), apply_delay=apply_delay)
 
 
 def revert(conn: sqlite3.Connection, cfg, txn_id: str) -> dict[str, Any]:

@@ -206,11 +206,11 @@ def client_config(conn: sqlite3.Connection, cfg, name: str) -> str:
 
 
 def qr_svg(text: str) -> str:
-    """A QR code of `text` as an SVG document (no Pillow needed)."""
+    """A QR code of `text` as an SVG document on white (no Pillow needed)."""
     import qrcode
     import qrcode.image.svg
 
-    img = qrcode.make(text, image_factory=qrcode.image.svg.SvgPathImage,
+    img = qrcode.make(text, image_factory=qrcode.image.svg.SvgPathFillImage,
                       error_correction=qrcode.constants.ERROR_CORRECT_M)
     return img.to_string(encoding="unicode")
 

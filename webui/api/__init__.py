@@ -22,11 +22,14 @@ from . import (
     settings,
     status,
     tokens,
+    users,
+    vpn,
 )
 from .openapi import openapi_document
 from .registry import ROUTES, Operation, bp
 
 RESOURCES = (status, hosts, power, flakes, builds, leases, network, events, settings, tokens,
              machines, cache)
+RESOURCES += (vpn, users)
 
 __all__ = ["ROUTES", "RESOURCES", "Operation", "bp", "openapi_document"]

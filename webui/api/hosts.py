@@ -35,9 +35,11 @@ def add_host():
         macs = [macs]
     if not isinstance(macs, list) or not all(isinstance(m, str) for m in macs):
         raise InvalidInput("macs must be a list of MAC address strings", field="macs")
+    ip = args.want(d, "ip_reservation", str, nullable=True)
     h = hosts.add_host(conn(), args.want(d, "name", str, True), macs,
                        args.want(d, "flake", str, True), args.want(d, "attr", str, nullable=True),
-                       args.want(d, "mode", str) or "netboot")
+                       args.want(d, "mode", str) or "netboot", ip=ip,
+                       network=config().lan.address if ip else None)
     return jsonify(h), 201
 
 
@@ -47,17 +49,21 @@ def get_host(name: str):
     return jsonify(hosts.get_host(conn(), name))
 
 
-@route("/hosts/<name>", "PATCH", "Change a host's MACs, flake, attribute or mode", tag="hosts",
+@route("/hosts/<name>", "PATCH", "Change a host's MACs, flake, attribute, mode or IP reservation", tag="hosts",
        params=[NAME], body=ref("HostPatch"), response=ref("Host"), errors=(400, 404, 409))
 def update_host(name: str):
     d = args.body()
-    unknown = set(d) - {"macs", "flake", "attr", "mode"}
+    unknown = set(d) - {"macs", "flake", "attr", "mode", "ip_reservation"}
     if unknown:
         raise InvalidInput(f"unknown field {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
+    ip = args.want(d, "ip_reservation", str, nullable=True)
+    if "ip_reservation" in d and ip is None:
+        ip = ""  # null clears the reservation
     return jsonify(hosts.update_host(conn(), name, macs=args.want(d, "macs", list),
                                      flake=args.want(d, "flake", str),
                                      attr=args.want(d, "attr", str),
-                                     mode=args.want(d, "mode", str)))
+                                     mode=args.want(d, "mode", str), ip=ip,
+                                     network=config().lan.address if ip else None))
 
 
 @route("/hosts/<name>", "DELETE", "Remove a host", tag="hosts", params=[NAME], status=204,

@@ -54,14 +54,17 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "id": INT, "name": STR, "macs": arr(STR), "flake": STR, "attr": STR,
         "mode": {"enum": list(hosts.MODES)}, "state": {"enum": list(hosts.STATES)},
         "ip": {"type": ["string", "null"]}, "current_generation": {"type": ["integer", "null"]},
+        "ip_reservation": {"type": ["string", "null"],
+                           "description": "the LAN address DHCP always gives this host"},
         "last_seen": {"type": ["number", "null"]},
         "source": {"enum": list(hosts.SOURCES),
                    "description": "manual, flake (declared MACs) or adopted (Machines waiting)"}}},
     "HostInput": {"type": "object", "required": ["name", "macs", "flake"], "properties": {
         "name": STR, "macs": arr(STR), "flake": STR, "attr": STR,
-        "mode": {"enum": list(hosts.MODES)}}},
+        "mode": {"enum": list(hosts.MODES)}, "ip_reservation": {"type": ["string", "null"]}}},
     "HostPatch": {"type": "object", "properties": {
-        "macs": arr(STR), "flake": STR, "attr": STR, "mode": {"enum": list(hosts.MODES)}}},
+        "macs": arr(STR), "flake": STR, "attr": STR, "mode": {"enum": list(hosts.MODES)},
+        "ip_reservation": {"type": ["string", "null"], "description": "null clears it"}}},
     "Generation": {"type": "object", "properties": {
         "number": INT, "build_id": {"type": ["integer", "null"]}, "toplevel": STR,
         "created_at": {"type": "number"}, "current": {"type": "boolean"}}},

@@ -118,4 +118,38 @@
       btn.textContent = "Selected: press Ctrl+C";
     }
   });
+  // network page: a change waiting for confirmation. Count down to its rollback and
+  // follow its state through the API; when the router does not answer (the change cut
+  // this browser off), say so and keep asking: the router rolls the change back by
+  // itself when the time is up, and then the page comes back with the outcome.
+  const netChange = document.getElementById("net-change");
+  if (netChange && netChange.dataset.state === "pending") {
+    const deadline = Date.now() + parseFloat(netChange.dataset.secondsLeft || "0") * 1000;
+    const countdown = document.getElementById("net-countdown");
+    const lost = document.getElementById("net-lost");
+    const tick = () => {
+      if (countdown) countdown.textContent = String(Math.max(0, Math.ceil((deadline - Date.now()) / 1000)));
+    };
+    tick();
+    setInterval(tick, 250);
+    async function pollChange() {
+      const ctl = new AbortController();
+      const timer = setTimeout(() => ctl.abort(), 2000);
+      try {
+        const r = await fetch(netChange.dataset.statusUrl, { headers: { "Accept": "application/json" }, credentials: "same-origin", cache: "no-store", signal: ctl.signal });
+        if (r.status === 401) { window.location.reload(); return; }
+        if (r.ok) {
+          if (lost) lost.hidden = true;
+          const d = await r.json();
+          if (d.state !== "pending") { window.location.assign(netChange.dataset.pageUrl); return; }
+        }
+      } catch (e) {
+        if (lost) lost.hidden = false;  // cut off: the router rolls back by itself
+      } finally {
+        clearTimeout(timer);
+      }
+      setTimeout(pollChange, 1000);
+    }
+    setTimeout(pollChange, 1000);
+  }
 })();

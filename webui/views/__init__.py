@@ -1,5 +1,6 @@
 """The UI's blueprints, one per area."""
 
+from .account import bp as account_bp
 from .auth import bp as auth_bp
 from .builds import bp as builds_bp
 from .dashboard import bp as dashboard_bp
@@ -12,6 +13,9 @@ from .network import bp as network_bp
 from .settings import bp as settings_bp
 from .setup import bp as setup_bp
 from .tokens import bp as tokens_bp
+from .users import bp as users_bp
+from .vpn import bp as vpn_bp
 
 ALL_BLUEPRINTS = [setup_bp, auth_bp, dashboard_bp, hosts_bp, flakes_bp, builds_bp, leases_bp,
                   network_bp, settings_bp, events_bp, tokens_bp, machines_bp]
+ALL_BLUEPRINTS += [vpn_bp, users_bp, account_bp]

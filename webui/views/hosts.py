@@ -55,7 +55,8 @@ def new():
     if form.validate_on_submit():
         try:
             h = hosts.add_host(conn(), form.name.data.strip(), form.mac_list(), form.flake.data,
-                               (form.attr.data or "").strip() or None, form.mode.data)
+                               (form.attr.data or "").strip() or None, form.mode.data,
+                               **_reservation(form))
         except NixieError as e:
             attach_error(form, e, FIELDS)
         else:
@@ -98,11 +99,12 @@ def default_generation(gens: list[dict]) -> int | None:
 def edit(name: str):
     h = hosts.get_host(conn(), name)
     form = HostForm(data={"name": h["name"], "macs": "\n".join(h["macs"]), "flake": h["flake"],
-                          "attr": h["attr"], "mode": h["mode"]})
+                          "attr": h["attr"], "mode": h["mode"], "ip": h["ip_reservation"]})
     if form.validate_on_submit():
         try:
             hosts.update_host(conn(), name, macs=form.mac_list(), flake=form.flake.data,
-                              attr=(form.attr.data or "").strip() or None, mode=form.mode.data)
+                              attr=(form.attr.data or "").strip() or None, mode=form.mode.data,
+                              **_reservation(form, clear=True))
         except NixieError as e:
             attach_error(form, e, FIELDS)
         else:
@@ -110,6 +112,15 @@ def edit(name: str):
             return redirect(url_for("hosts.show", name=name))
     return render_template("hosts/form.html", form=form, host=h, flakes=_flake_choices()), \
         (400 if form.errors else 200)
+
+
+def _reservation(form: HostForm, clear: bool = False) -> dict:
+    """The IP reservation the form asks for, checked against the LAN that runs ('' clears
+    it on an edit)."""
+    ip = (form.ip.data or "").strip()
+    if not ip:
+        return {"ip": ""} if clear else {}
+    return {"ip": ip, "network": config().lan.address}
 
 
 @bp.post("/<name>/remove")
