@@ -131,6 +131,7 @@ fi
 device=; esp_mib=
 . "$system/nixie-disk"
 [ -n "$device" ] && [ -n "$esp_mib" ] || fail "the disk layout of $system names no device or ESP size"
+[ "$esp_mib" -ge 34 ] || fail "an ESP of $esp_mib MiB is too small for FAT32 (34 MiB at least)"
 for m in ${builtins.concatStringsSep " " installModules}; do
   insmod ${kernel}/modules/$m.ko 2>/dev/null
 done
@@ -147,7 +148,9 @@ step "partition: $device ($size_mib MiB): ESP $esp_mib MiB, root ext2 on the res
 [ -b "$device" ] || fail "no disk $device"
 [ "$size_mib" -ge "$need_mib" ] || \
   fail "disk $device is too small: $size_mib MiB, this system needs at least $need_mib MiB"
-printf 'o\nn\np\n1\n2048\n+%sM\nt\nef\nn\np\n2\n\n\na\n2\nw\n' "$esp_mib" \
+# fdisk would put a partition with a default start into the gap before the ESP
+root_start=$(( 2048 + esp_mib * 2048 ))
+printf 'o\nn\np\n1\n2048\n+%sM\nt\nef\nn\np\n2\n%s\n\na\n2\nw\n' "$esp_mib" "$root_start" \
   | fdisk "$device" >/tmp/fdisk.log 2>&1 || fail "fdisk: $(tail -n 1 /tmp/fdisk.log)"
 i=0
 while [ ! -b "$part"2 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
@@ -251,8 +254,10 @@ S
 
   # disk: the layout an install applies (MBR: an ESP of espMiB, then the root
   # filesystem on the rest); the installer reads it from the toplevel's nixie-disk.
+  # busybox mkdosfs always writes FAT32, which UEFI firmware reads only with at least
+  # 65525 clusters: 34 MiB and up.
   nixosSystem = { hostName, macs ? [ ], kernelParams ? [ "console=ttyS0" "panic=-1" ],
-                  disk ? { device = "/dev/vda"; espMiB = 16; } }:
+                  disk ? { device = "/dev/vda"; espMiB = 64; } }:
     let
       # The knob tests turn: it is baked into the toplevel only, so changing
       # release.txt changes exactly one store path (the toplevel).
