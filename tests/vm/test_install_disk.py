@@ -132,7 +132,8 @@ def check_disk_offline(disk: Path, toplevel: str, tmp: Path) -> None:
     store = f"local?root={out}"
     subprocess.run(["nix-store", "--store", store, "--load-db"], input=registration, text=True,
                    env=env, check=True, capture_output=True)
-    r = subprocess.run(["nix", "store", "verify", "--store", store, "--no-trust", "-r", toplevel],
+    r = subprocess.run(["nix", "--extra-experimental-features", "nix-command", "store", "verify",
+                        "--store", store, "--no-trust", "-r", toplevel],
                        env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     r = subprocess.run(["nix-store", "--store", store, "-qR", toplevel], env=env,
