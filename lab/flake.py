@@ -4,7 +4,10 @@ busybox as every builder and a prebuilt Debian kernel, no nixpkgs.
 `materialise(dest)` turns the committed template (examples/lab-flake) into a
 git repository that is a valid local flake: it copies the host's static
 busybox to bbdir/bin/busybox and the lab kernel (scripts/fetch-lab-kernel.sh)
-with its virtio modules to kernel/.
+with its virtio modules to kernel/, and the boot loaders an install puts on a
+disk to bootloaders/ (`bootloaders`): SYSLINUX's MBR and `extlinux` (with the
+glibc it runs on: the lab system is busybox otherwise) for BIOS, and a
+standalone GRUB EFI binary for UEFI, made here once with `grub-mkstandalone`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,19 @@ TEMPLATE = ROOT / "examples" / "lab-flake"
 FETCH_KERNEL = ROOT / "scripts" / "fetch-lab-kernel.sh"
 VIRTIO_MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
                   "virtio_pci", "failover", "net_failover", "virtio_net")
+# what an install needs besides: the disk, its filesystems (ext4 is built in)
+DISK_MODULES = ("virtio_blk", "fat", "vfat", "nls_cp437", "nls_utf8", "nls_ascii")
 HOSTS = ("demo", "demo2")
+SYSLINUX_MBR = Path("/usr/lib/syslinux/mbr/mbr.bin")
+EXTLINUX = Path("/usr/bin/extlinux")
+GLIBC = (Path("/lib64/ld-linux-x86-64.so.2"), Path("/lib/x86_64-linux-gnu/libc.so.6"))
+# GRUB's own config inside the EFI binary: find the installed system's menu on the disk
+GRUB_EMBEDDED_CFG = """\
+search --no-floppy --file /boot/nixie/grub.cfg --set=root
+configfile /boot/nixie/grub.cfg
+"""
+GRUB_MODULES = ("linux normal ext2 fat part_msdos part_gpt search search_fs_file configfile "
+                "echo test serial terminal boot")
 _GIT = ["git", "-c", "user.name=nixie-lab", "-c", "user.email=lab@nixie.invalid",
         "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false"]
 
@@ -51,13 +66,35 @@ def materialise(dest: str | os.PathLike, *, release: str = "lab release 1",
     kdir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(kc / "vmlinuz", dest / "kernel" / "bzImage")
     mods = {p.name.removesuffix(".ko"): p for p in (kc / "lib" / "modules").rglob("*.ko")}
-    for m in VIRTIO_MODULES:
+    for m in (*VIRTIO_MODULES, *DISK_MODULES):
         if m not in mods:
             raise FileNotFoundError(f"module {m}.ko is not in the lab kernel at {kc}")
         shutil.copyfile(mods[m], kdir / f"{m}.ko")
+    bootloaders(dest / "bootloaders")
     if not (dest / ".git").exists():
         subprocess.run([*_GIT, "init", "-q", str(dest)], check=True, capture_output=True)
     commit(dest, "lab flake")
+    return dest
+
+
+def bootloaders(dest: Path) -> Path:
+    """The boot loaders an install writes (Debian packages `extlinux`, `syslinux-common`,
+    `grub-efi-amd64-bin`): everything offline, nothing per system."""
+    missing = [str(p) for p in (SYSLINUX_MBR, EXTLINUX, *GLIBC) if not p.exists()]
+    if missing or not shutil.which("grub-mkstandalone"):
+        raise FileNotFoundError("the lab's boot loaders need extlinux, syslinux-common and "
+                                f"grub-efi-amd64-bin (missing: {missing or 'grub-mkstandalone'})")
+    dest.mkdir(parents=True, exist_ok=True)
+    for src in (SYSLINUX_MBR, EXTLINUX, *GLIBC):
+        shutil.copyfile(src, dest / src.name)
+    os.chmod(dest / "extlinux", 0o755)
+    os.chmod(dest / GLIBC[0].name, 0o755)
+    cfg = dest / "grub-embedded.cfg"
+    cfg.write_text(GRUB_EMBEDDED_CFG)
+    subprocess.run(["grub-mkstandalone", "-O", "x86_64-efi", "-o", str(dest / "BOOTX64.EFI"),
+                    f"--install-modules={GRUB_MODULES}", "--modules=part_msdos ext2 search_fs_file",
+                    "--locales=", "--themes=", "--fonts=", f"boot/grub/grub.cfg={cfg}"],
+                   check=True, capture_output=True, text=True)
     return dest
 
 

@@ -9,6 +9,13 @@ turned off through its fw_cfg knobs (`opt/org.tianocore/IPv4PXESupport`,
 `IPv6PXESupport`), so the NIC's first boot option is "UEFI HTTPv4" with an empty
 URI: the firmware asks DHCP as `HTTPClient` and boots the URL it is given. KVM
 guests fail on these machines, so `-accel tcg`.
+
+A VM may have a virtio disk (`disk=`, made by `create_disk`: a sparse raw file,
+easy to read offline). Its boot order is then the network first, the disk
+second (`bootindex` 1 and 2), as on a machine that installs itself: the router
+decides each power-on whether the host netboots or goes on to its disk. With a
+disk the VM reboots in place (no `-no-reboot`), so an installer's reboot lands
+on the firmware again.
 """
 
 from __future__ import annotations
@@ -26,17 +33,40 @@ OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 NETBOOTS = ("pxe", "http")
 
 
+def create_disk(path: Path, size_mib: int, fmt: str = "raw") -> Path:
+    """An empty sparse disk image (`qemu-img create`); raw unless `fmt` says qcow2."""
+    if fmt not in ("raw", "qcow2"):
+        raise ValueError("disk format must be raw or qcow2")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", fmt, str(path), f"{int(size_mib)}M"],
+                   check=True, capture_output=True, text=True)
+    return path
+
+
+def disk_format(path: Path) -> str:
+    with open(path, "rb") as f:
+        return "qcow2" if f.read(4) == b"QFI\xfb" else "raw"
+
+
 def qemu_argv(*, firmware: str, mac: str, tap: str, serial: Path, workdir: Path,
-              memory_mb: int = 768, accel: str = "tcg", netboot: str = "pxe") -> list[str]:
+              memory_mb: int = 768, accel: str = "tcg", netboot: str = "pxe",
+              disk: Path | None = None) -> list[str]:
     if firmware not in ("bios", "uefi"):
         raise ValueError("firmware must be bios or uefi")
     if netboot not in NETBOOTS or (netboot == "http" and firmware != "uefi"):
         raise ValueError("netboot must be pxe, or http with uefi firmware")
     argv = ["qemu-system-x86_64", "-accel", accel, "-m", str(memory_mb), "-smp", "1",
-            "-display", "none", "-monitor", "none", "-no-reboot", "-serial", f"file:{serial}",
+            "-display", "none", "-monitor", "none",
+            *(["-no-reboot"] if disk is None else []), "-serial", f"file:{serial}",
             "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no"]
+    if disk is not None:  # second in the boot order, after the network
+        argv += ["-drive", f"file={disk},format={disk_format(disk)},if=none,id=d0,cache=unsafe",
+                 "-device", "virtio-blk-pci,drive=d0,bootindex=2"]
     if firmware == "bios":
-        argv += ["-device", f"virtio-net-pci,netdev=n0,mac={mac},bootindex=1", "-boot", "n"]
+        argv += ["-device", f"virtio-net-pci,netdev=n0,mac={mac},bootindex=1"]
+        if disk is None:
+            argv += ["-boot", "n"]
     else:
         vars_copy = workdir / f"OVMF_VARS-{mac.replace(':', '')}.fd"
         shutil.copyfile(OVMF_VARS, vars_copy)
@@ -61,6 +91,7 @@ class PxeVM:
     workdir: Path
     memory_mb: int = 768
     netboot: str = "pxe"
+    disk: Path | None = None
     tap: str = field(default_factory=lambda: unique("t"))
     proc: subprocess.Popen | None = None
 
@@ -75,7 +106,8 @@ class PxeVM:
         self.ns.run("ip", "link", "set", self.tap, "master", self.bridge)
         self.ns.run("ip", "link", "set", self.tap, "up")
         argv = qemu_argv(firmware=self.firmware, mac=self.mac, tap=self.tap, serial=self.serial,
-                         workdir=self.workdir, memory_mb=self.memory_mb, netboot=self.netboot)
+                         workdir=self.workdir, memory_mb=self.memory_mb, netboot=self.netboot,
+                         disk=self.disk)
         err = open(self.workdir / f"qemu-{self.firmware}-{self.mac.replace(':', '')}.err", "w")
         self.proc = self.ns.popen(*argv, stdout=subprocess.DEVNULL, stderr=err)
         return self

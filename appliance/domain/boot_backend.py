@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance.domain import agent, events, hosts, machines
+from appliance.domain import agent, events, hosts, localboot, machines
 from appliance.state.db import Store, now
 from netservices.backend import HostRecord, NameRecord
 
@@ -57,5 +57,21 @@ class SqliteBackend:
         return out
 
     def agent_report(self, token: str, event: str, message: str, source_ip: str) -> dict:
-        """AgentSink: raises agent.AgentRejected (with .status 401/400/409)."""
-        return agent.report(self.store.conn(), token, event, message, source_ip)
+        """AgentSink: raises agent.AgentRejected (with .status 401/400/403/409).
+
+        A disk token (an installed system booted from its disk) goes to
+        `localboot.report`; a per-boot token to `agent.report`. The answer to an
+        `installed` report carries the new disk token (`local_token`), which the
+        installer writes onto the disk."""
+        conn = self.store.conn()
+        disk = localboot.verify_disk_token(conn, token)
+        if disk is not None:
+            return localboot.report(conn, disk, event, message, source_ip)
+        boot = agent.verify_token(conn, token)
+        result = agent.report(conn, token, event, message, source_ip)
+        if boot is not None and event in localboot.BOOT_MODE_OF_REPORT:
+            localboot.set_boot_mode(conn, boot.host_id, localboot.BOOT_MODE_OF_REPORT[event])
+        if boot is not None and event == "installed":
+            result["local_token"] = localboot.issue_disk_token(conn, boot.host_id,
+                                                               boot.generation_id)
+        return result

@@ -295,4 +295,18 @@ CREATE TABLE waiting_machines (
 );
 CREATE INDEX waiting_machines_last_seen ON waiting_machines(last_seen);
 """,
+    # issue 17: install to disk. A host installed to its disk keeps one disk token there
+    # (stored here as a hash) to report its local boots; `boot_mode` is how the host last
+    # came up as its agent reported it: netboot, install (the installer) or local (its disk).
+    26: """
+CREATE TABLE disk_tokens (
+    host_id INTEGER PRIMARY KEY REFERENCES hosts(id) ON DELETE CASCADE,
+    token_hash TEXT NOT NULL UNIQUE,
+    generation_id INTEGER REFERENCES generations(id) ON DELETE SET NULL,
+    toplevel TEXT,
+    created_at REAL NOT NULL,
+    last_used REAL
+);
+ALTER TABLE hosts ADD COLUMN boot_mode TEXT CHECK (boot_mode IN ('netboot', 'install', 'local'));
+""",
 }

@@ -1,12 +1,20 @@
 # NixOS-shaped systems without nixpkgs: every derivation's builder is a copy
 # of busybox (materialised into ./bbdir by lab/flake.py), the kernel
-# is a prebuilt Debian kernel with its virtio modules (./kernel).
+# is a prebuilt Debian kernel with its virtio modules (./kernel), the boot
+# loaders an install writes are Debian's SYSLINUX and GRUB (./bootloaders).
 { src }:
 let
   system = "x86_64-linux";
   busybox = builtins.path { path = ./bbdir; name = "busybox"; };
   bb = "${busybox}/bin/busybox";
   kernel = builtins.path { path = ./kernel; name = "linux-lab"; };
+  virtioModules = [ "virtio_ring" "virtio" "virtio_pci_modern_dev" "virtio_pci_legacy_dev"
+                    "virtio_pci" "failover" "net_failover" "virtio_net" ];
+  # what stage 1 loads to reach a virtio disk (ext4 is built into the kernel)
+  diskModules = [ "virtio_ring" "virtio" "virtio_pci_modern_dev" "virtio_pci_legacy_dev"
+                  "virtio_pci" "virtio_blk" ];
+  # what the installer adds: the disk, and FAT for the ESP
+  installModules = [ "virtio_blk" "fat" "vfat" "nls_cp437" "nls_utf8" "nls_ascii" ];
 
   # A derivation whose builder is busybox sh; applets are linked into the
   # build directory first so scripts can call them by name.
@@ -21,25 +29,49 @@ let
     '' ];
   };
 
-  # Stage 1: a newc cpio with /init. The closure itself arrives as the
-  # appended per-store-path archives, so /init can exec straight into
-  # /nix/store.
+  # Stage 1: a newc cpio with /init, its own busybox and the modules that reach
+  # a virtio disk. Netboot: the closure arrives as the appended per-store-path
+  # archives, so /init execs straight into /nix/store. Local boot (`root=` on
+  # the command line, written by the installer's boot loader entry): mount the
+  # disk's root filesystem, which holds /nix/store, and switch to it.
   stage1 = run "initrd-stage1" ''
-    mkdir -p root/proc root/sys root/dev root/bin root/tmp root/run
+    mkdir -p root/proc root/sys root/dev root/bin root/tmp root/run root/sysroot root/lib/modules
+    cp ${bb} root/bin/busybox
+    for m in ${builtins.concatStringsSep " " diskModules}; do
+      cp ${kernel}/modules/$m.ko root/lib/modules/
+    done
     cat > root/init <<'INIT'
-#!${bb} sh
-bb=${bb}
-$bb mount -t devtmpfs devtmpfs /dev
+#!/bin/busybox sh
+/bin/busybox mount -t devtmpfs devtmpfs /dev
 exec </dev/console >/dev/console 2>&1
-$bb mount -t proc proc /proc
-$bb mount -t sysfs sysfs /sys
-$bb --install -s /bin
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox --install -s /bin
 export PATH=/bin
 echo "NIXIE-STAGE1"
-init=
+init=; root=
 for w in $(cat /proc/cmdline); do
-  case "$w" in init=*) init="''${w#init=}" ;; esac
+  case "$w" in
+    init=*) init="''${w#init=}" ;;
+    root=*) root="''${w#root=}" ;;
+  esac
 done
+if [ -n "$root" ]; then
+  for m in ${builtins.concatStringsSep " " diskModules}; do insmod /lib/modules/$m.ko 2>/dev/null; done
+  i=0
+  while [ ! -b "$root" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+  if ! mount -t ext4 "$root" /sysroot; then
+    echo "stage 1: cannot mount the root filesystem $root"
+    exec sh
+  fi
+  echo "NIXIE-STAGE1-LOCAL $root"
+  for d in dev proc sys; do mkdir -p /sysroot/$d; mount --move /$d /sysroot/$d; done
+  if [ -z "$init" ] || [ ! -x "/sysroot$init" ]; then
+    echo "stage 1: no usable init= on the kernel command line ($init)"
+    exec sh
+  fi
+  exec switch_root /sysroot "$init"
+fi
 if [ -z "$init" ] || [ ! -x "$init" ]; then
   echo "stage 1: no usable init= on the kernel command line ($init)"
   exec sh
@@ -49,6 +81,158 @@ INIT
     chmod 0755 root/init
     cd root
     find . | sort | cpio -o -H newc > "$out"
+  '';
+
+  # The boot loaders (lab/flake.py puts them in ./bootloaders): SYSLINUX's MBR and
+  # extlinux with the glibc it needs, GRUB as one EFI binary.
+  bootloaders = builtins.path { path = ./bootloaders; name = "nixie-lab-bootloaders"; };
+
+  # The installer (stage 2 runs it when the router boots the host with
+  # nixie.mode=install): the disk layout the system declares (nixie-disk in the
+  # toplevel), busybox fdisk/mkdosfs/mke2fs, the netbooted closure copied from
+  # RAM into the disk's /nix/store with its registration, extlinux + GRUB, each
+  # step reported to the router, then a reboot.
+  installer = run "nixie-lab-installer" ''
+    cat > "$out" <<'S'
+#!${bb} sh
+# usage: installer SYSTEM API TOKEN
+system=$1; api=$2; token=$3
+export PATH=/bin
+loaders=${bootloaders}
+post() {  # EVENT MESSAGE: one agent report; the router's answer lands in /tmp/answer
+  [ -n "$api" ] || return 0
+  m=$(echo "$2" | tr -d '"\\' | tr '\n' ' ')
+  wget -q -O /tmp/answer --header "Authorization: Bearer $token" \
+    --header "Content-Type: application/json" \
+    --post-data "{\"event\":\"$1\",\"message\":\"$m\"}" "$api/api/v1/agent/events"
+}
+step() { echo "NIXIE-INSTALL $1"; post installing "$1" || echo "NIXIE-REPORT-FAILED"; }
+fail() {
+  echo "NIXIE-INSTALL-FAILED $1"
+  umount /esp 2>/dev/null; umount /mnt 2>/dev/null
+  post failed "install failed: $1" || echo "NIXIE-REPORT-FAILED"
+  while true; do sleep 3600; done
+}
+uptime_cs() { awk '{ printf "%d", $1 * 100 }' /proc/uptime; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 100 }'; }
+
+compare=; want=
+for w in $(cat /proc/cmdline); do
+  case "$w" in
+    nixie.system=*) want="''${w#nixie.system=}" ;;
+    nixie.install.compare=1) compare=1 ;;
+  esac
+done
+if [ -n "$want" ] && [ "$want" != "$system" ]; then
+  [ -x "$want/init" ] || fail "system $want is not in this boot's store"
+  system=$want
+fi
+[ -r "$system/nixie-disk" ] || fail "$system declares no disk layout (nixie-disk)"
+device=; esp_mib=
+. "$system/nixie-disk"
+[ -n "$device" ] && [ -n "$esp_mib" ] || fail "the disk layout of $system names no device or ESP size"
+[ "$esp_mib" -ge 34 ] || fail "an ESP of $esp_mib MiB is too small for FAT32 (34 MiB at least)"
+for m in ${builtins.concatStringsSep " " installModules}; do
+  insmod ${kernel}/modules/$m.ko 2>/dev/null
+done
+i=0
+while [ ! -b "$device" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+dev=$(basename "$device")
+case "$dev" in *[0-9]) part="$device"p ;; *) part="$device" ;; esac
+size_mib=0
+[ -b "$device" ] && size_mib=$(( $(cat /sys/block/$dev/size) / 2048 ))
+store_mib=$(du -sm /nix/store | cut -f1)
+paths=$(ls /nix/store | wc -l)
+need_mib=$(( esp_mib + 1 + store_mib + store_mib / 4 + 16 ))
+step "partition: $device ($size_mib MiB): ESP $esp_mib MiB, root ext2 on the rest"
+[ -b "$device" ] || fail "no disk $device"
+[ "$size_mib" -ge "$need_mib" ] || \
+  fail "disk $device is too small: $size_mib MiB, this system needs at least $need_mib MiB"
+# fdisk would put a partition with a default start into the gap before the ESP
+root_start=$(( 2048 + esp_mib * 2048 ))
+printf 'o\nn\np\n1\n2048\n+%sM\nt\nef\nn\np\n2\n%s\n\na\n2\nw\n' "$esp_mib" "$root_start" \
+  | fdisk "$device" >/tmp/fdisk.log 2>&1 || fail "fdisk: $(tail -n 1 /tmp/fdisk.log)"
+i=0
+while [ ! -b "$part"2 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+[ -b "$part"2 ] || fail "the new partitions of $device did not appear"
+
+step "format: ''${part}1 FAT (ESP), ''${part}2 ext2 (root)"
+mkdosfs -n NIXIE-ESP "$part"1 >/tmp/mkdosfs.log 2>&1 || fail "mkdosfs: $(tail -n 1 /tmp/mkdosfs.log)"
+mke2fs -F -L nixie-root "$part"2 >/tmp/mke2fs.log 2>&1 || fail "mke2fs: $(tail -n 1 /tmp/mke2fs.log)"
+mkdir -p /mnt /esp
+mount -t ext4 "$part"2 /mnt || fail "cannot mount the new root filesystem ''${part}2"
+
+step "copy: $paths store paths, $store_mib MiB, into /nix/store on ''${part}2"
+t0=$(uptime_cs)
+mkdir -p /mnt/nix/store /mnt/nix/.nixie /mnt/nix/var/nix/profiles
+cp -a /nix/store/. /mnt/nix/store/ 2>/tmp/cp.log || fail "copy into /nix/store: $(tail -n 1 /tmp/cp.log)"
+sync
+t1=$(uptime_cs)
+reg=/nix/.nix-netboot-serve-db/registration
+[ -r "$reg" ] || reg=/nix/.nixie/registration
+[ -r "$reg" ] || fail "this boot holds no registration of its closure"
+cp "$reg" /mnt/nix/.nixie/registration
+ln -sfn "$system" /mnt/nix/var/nix/profiles/system-1-link
+ln -sfn system-1-link /mnt/nix/var/nix/profiles/system
+mkdir -p /mnt/dev /mnt/proc /mnt/sys /mnt/tmp /mnt/run /mnt/bin
+copied="copied $paths paths ($store_mib MiB) in $(secs $t0 $t1) s"
+if [ -n "$compare" ]; then  # the reference: plain cp -a of the same closure, same disk
+  r0=$(uptime_cs); mkdir -p /mnt/tmp/ref
+  cp -a /nix/store/. /mnt/tmp/ref/ && sync
+  r1=$(uptime_cs); rm -rf /mnt/tmp/ref; sync
+  copied="$copied; reference cp -a $(secs $r0 $r1) s"
+fi
+echo "NIXIE-INSTALL $copied"
+
+step "boot loader: extlinux (BIOS) and GRUB (UEFI); $copied"
+mkdir -p /mnt/boot/nixie /mnt/boot/extlinux
+cp -L "$system/kernel" /mnt/boot/nixie/kernel || fail "copying the kernel"
+cp -L "$system/initrd" /mnt/boot/nixie/initrd || fail "copying the initrd"
+params="init=$system/init root=''${part}2 $(cat "$system/kernel-params") nixie.boot=local nixie.api=$api"
+cat > /mnt/boot/extlinux/extlinux.conf <<CFG
+SERIAL 0 115200
+DEFAULT nixie
+PROMPT 0
+TIMEOUT 1
+LABEL nixie
+  LINUX /boot/nixie/kernel
+  INITRD /boot/nixie/initrd
+  APPEND $params
+CFG
+cat > /mnt/boot/nixie/grub.cfg <<CFG
+set timeout=0
+menuentry "nixie $(basename "$system")" {
+  linux /boot/nixie/kernel $params
+  initrd /boot/nixie/initrd
+}
+CFG
+$loaders/ld-linux-x86-64.so.2 --library-path $loaders $loaders/extlinux \
+  --install /mnt/boot/extlinux >/tmp/extlinux.log 2>&1 || fail "extlinux: $(tail -n 1 /tmp/extlinux.log)"
+dd if=$loaders/mbr.bin of="$device" bs=440 count=1 conv=notrunc 2>/dev/null || fail "writing the MBR"
+mount -t vfat "$part"1 /esp || fail "cannot mount the ESP ''${part}1"
+mkdir -p /esp/EFI/BOOT
+cp $loaders/BOOTX64.EFI /esp/EFI/BOOT/BOOTX64.EFI || fail "copying GRUB to the ESP"
+umount /esp
+sync
+
+n=0
+until post installed "installed $system on $device"; do
+  n=$((n+1))
+  [ $n -lt 5 ] || { umount /mnt; echo "NIXIE-REPORT-FAILED"; while true; do sleep 3600; done; }
+  sleep 2
+done
+ltok=$(sed -n 's/.*"local_token": *"\([^"]*\)".*/\1/p' /tmp/answer)
+if [ -n "$ltok" ]; then
+  (umask 077; echo "$ltok" > /mnt/nix/.nixie/agent-token)
+else
+  echo "NIXIE-NO-LOCAL-TOKEN"
+fi
+sync
+umount /mnt
+echo "NIXIE-INSTALLED $system"
+reboot -f
+S
+    chmod 0755 "$out"
   '';
 
   udhcpcScript = run "udhcpc-script" ''
@@ -68,10 +252,12 @@ S
     chmod 0755 "$out"
   '';
 
-  virtioModules = [ "virtio_ring" "virtio" "virtio_pci_modern_dev" "virtio_pci_legacy_dev"
-                    "virtio_pci" "failover" "net_failover" "virtio_net" ];
-
-  nixosSystem = { hostName, macs ? [ ], kernelParams ? [ "console=ttyS0" "panic=-1" ] }:
+  # disk: the layout an install applies (MBR: an ESP of espMiB, then the root
+  # filesystem on the rest); the installer reads it from the toplevel's nixie-disk.
+  # busybox mkdosfs always writes FAT32, which UEFI firmware reads only with at least
+  # 65525 clusters: 34 MiB and up.
+  nixosSystem = { hostName, macs ? [ ], kernelParams ? [ "console=ttyS0" "panic=-1" ],
+                  disk ? { device = "/dev/vda"; espMiB = 64; } }:
     let
       # The knob tests turn: it is baked into the toplevel only, so changing
       # release.txt changes exactly one store path (the toplevel).
@@ -82,6 +268,8 @@ S
         ln -s ${stage1} "$out/initrd"
         printf '%s' "${builtins.concatStringsSep " " kernelParams}" > "$out/kernel-params"
         printf '%s\n' "${hostName}" > "$out/hostname"
+        printf 'device=%s\nesp_mib=%s\n' "${disk.device}" "${toString disk.espMiB}" \
+          > "$out/nixie-disk"
         cat > "$out/nixie-release" <<'REL'
     ${release}
     REL
@@ -101,15 +289,26 @@ S
     while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
     ip link set eth0 up
     udhcpc -i eth0 -n -q -t 20 -T 1 -s ${udhcpcScript} || echo "NIXIE-DHCP-FAILED"
-    api=; token=
+    api=; token=; mode=; boot=
     for w in $(cat /proc/cmdline); do
       case "$w" in
         nixie.api=*) api="''${w#nixie.api=}" ;;
         nixie.token=*) token="''${w#nixie.token=}" ;;
+        nixie.mode=*) mode="''${w#nixie.mode=}" ;;
+        nixie.boot=*) boot="''${w#nixie.boot=}" ;;
       esac
     done
     self=$(dirname "$0")
+    if [ "$mode" = install ]; then
+      echo "NIXIE-INSTALLER ${hostName}"
+      exec ${installer} "$self" "$api" "$token"
+    fi
     msg="${hostName} reached stage 2 of $self"
+    if [ "$boot" = local ]; then
+      token=$(cat /nix/.nixie/agent-token 2>/dev/null)
+      msg="${hostName} booted $self from its disk (mode local)"
+      echo "NIXIE-LOCAL-BOOT ${hostName}"
+    fi
     if [ -n "$api" ]; then
       if wget -q -O /tmp/report --header "Authorization: Bearer $token" \
           --header "Content-Type: application/json" \
@@ -130,6 +329,7 @@ S
         system.build.toplevel = toplevel;
         networking.hostName = hostName;
         nixie.netboot.macs = macs;
+        nixie.install.disk = disk;
         boot.kernelParams = kernelParams;
       };
     };

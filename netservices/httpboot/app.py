@@ -223,8 +223,10 @@ class BootApp:
         if host.mode == "install":
             t = default
             token = self.artifacts.issue_boot_token(host, t, client_ip, "install")
+            # the installer installs the system it was booted with (`nixie.system`)
             return (scripts.target_script(t, s, self_url, title=f"{host.name} installer",
-                                          token=token, extra=["nixie.mode=install"]),
+                                          token=token, extra=["nixie.mode=install",
+                                                              f"nixie.system={t.toplevel}"]),
                     "install", [t])
         if s.menu and s.menu_timeout_seconds > 0:
             # one token per generation listed: each replaces that generation's last one

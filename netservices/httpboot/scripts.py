@@ -106,10 +106,12 @@ def retry_script(message: str, self_url: str, seconds: int) -> str:
 
 def local_script(name: str) -> str:
     """Boot the local disk: UEFI returns to the firmware's boot order; BIOS sanboots
-    the first disk (and returns to the BIOS if that fails)."""
+    the first disk (and returns to the BIOS if that fails). UEFI needs a non-zero exit:
+    EDK2 firmware that sees a boot option return success stops at its setup menu
+    instead of trying the next boot option (the disk)."""
     return "\n".join([
         *_header(f"{name}: booting from local disk"),
-        "iseq ${platform} efi && exit 0 ||",
+        "iseq ${platform} efi && exit 1 ||",
         "sanboot --no-describe --drive 0x80 || exit 0",
         "",
     ])
@@ -125,7 +127,7 @@ def unknown_menu_script(mac: str, self_url: str, timeout_seconds: int) -> str:
         f"choose --timeout {max(1, timeout_seconds) * 1000} --default local selected || goto local",
         "goto ${selected}",
         ":local",
-        "iseq ${platform} efi && exit 0 ||",
+        "iseq ${platform} efi && exit 1 ||",
         "sanboot --no-describe --drive 0x80 || exit 0",
         ":retry",
         f"chain --replace --autofree {self_url}",
@@ -181,7 +183,7 @@ def menu_script(host: HostRecord, targets: Sequence[BootTarget], s: BootSettings
         kernel, initrd, _ = boot_lines(t, s, token=token_for(t), extra=extra)
         out += [f":gen{i}", f"echo Booting {name}: {safe_label(t.label)}", kernel, initrd,
                 "boot || goto failed"]
-    out += [":local", "iseq ${platform} efi && exit 0 ||",
+    out += [":local", "iseq ${platform} efi && exit 1 ||",
             "sanboot --no-describe --drive 0x80 || exit 0",
             ":retry", f"chain --replace --autofree {self_url}",
             ":failed", f"echo Boot failed; retrying in {s.retry_seconds} seconds",

@@ -348,3 +348,15 @@ def test_waitress_streams_segments_and_cuts_a_shrunk_file(tmp_path, zero_copy):
     finally:
         srv.close()
         th.join(5)
+
+
+def test_install_and_local_disk_scripts_golden(lab):
+    """An install-mode host boots its system with nixie.mode=install and names the
+    toplevel the installer puts on the disk (nixie.system); once installed (mode local)
+    it gets the boot-from-disk script: BIOS sanboots the first disk, UEFI exits to the
+    firmware's next boot entry."""
+    app = lab["make"]()
+    text = call(app, "/boot/52:54:00:aa:bb:02.ipxe")[2].decode()
+    token = text.split("nixie.token=")[1].split()[0]
+    assert_golden("install.ipxe", text.replace(token, "TOKEN"))
+    assert_golden("local-disk.ipxe", call(app, "/boot/52:54:00:aa:bb:03.ipxe")[2].decode())

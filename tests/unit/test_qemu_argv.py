@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.qemu import qemu_argv
+from lab.qemu import create_disk, qemu_argv
 
 PXE_OFF = ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
            "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]
@@ -29,3 +29,16 @@ def test_uefi_http_boot_turns_off_ovmf_pxe_options_only(tmp_path):
 def test_bad_firmware_or_netboot_is_refused(tmp_path, firmware, netboot):
     with pytest.raises(ValueError):
         argv(tmp_path, firmware=firmware, netboot=netboot)
+
+
+@pytest.mark.parametrize("firmware", ["bios", "uefi"])
+def test_a_disk_boots_after_the_network_and_the_vm_may_reboot(tmp_path, firmware):
+    disk = create_disk(tmp_path / "d.img", 64)
+    assert disk.stat().st_size == 64 << 20 and disk.stat().st_blocks * 512 < 1 << 20  # sparse raw
+    with_disk = argv(tmp_path, firmware=firmware, disk=disk)
+    assert "-no-reboot" in argv(tmp_path, firmware=firmware) and "-no-reboot" not in with_disk
+    joined = " ".join(with_disk)
+    assert f"file={disk},format=raw" in joined and "virtio-blk-pci,drive=d0,bootindex=2" in joined
+    assert ",bootindex=1" in joined and "-boot" not in with_disk
+    assert "format=qcow2" in " ".join(argv(tmp_path, firmware=firmware,
+                                           disk=create_disk(tmp_path / "q.img", 64, "qcow2")))

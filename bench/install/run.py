@@ -1,0 +1,172 @@
+"""Power-on -> installed -> booted from disk, BIOS and UEFI, with the step table.
+
+`nixie serve` in a namespace with its LAN bridge builds the lab system with the real
+`nix`; one VM per firmware, with an empty 256 MiB virtio disk, powers on with its
+host in install mode. Steps, from the host's events (the router's clock) and QEMU's
+start: power-on -> install script served -> partition -> format -> copy -> boot loader
+-> installed (the installer's reports) -> reboot (the boot-from-disk script served)
+-> first local boot (the system on the disk reports `booted`, boot mode local).
+
+The copy step is measured by the installer itself in the VM (`cp -a` of the
+netbooted closure from RAM onto the disk, then `sync`), and with
+`nixie.install.compare=1` on the kernel line (`boot.cmdline`) it copies the same
+closure a second time with a plain `cp -a` into a scratch directory on the same
+filesystem, then deletes it: the printed ratio is ours / reference (target <= 1).
+Anchor: Nixie's "under 2 minutes from empty drives"; target in the lab under TCG:
+power-on -> booted from disk under 120 s for the lab system.
+
+Env: BENCH_INSTALL_FIRMWARES (default "bios uefi"), BENCH_INSTALL_TIMEOUT (per
+install, default 420 s), BENCH_INSTALL_KEEP=1 (keep the temp dir).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from appliance.config.schema import example_config
+from appliance.nix.command import SINGLE_USER_OFFLINE
+from lab import flake as labflake
+from lab.netns import Netns, bridge, serving
+from lab.qemu import PxeVM, create_disk
+
+ROOT = Path(__file__).resolve().parents[2]
+ROUTER, PORT = "10.77.0.1", 8081
+MACS = {"bios": "52:54:00:4e:58:31", "uefi": "52:54:00:4e:58:32"}
+FIRMWARES = os.environ.get("BENCH_INSTALL_FIRMWARES", "bios uefi").split()
+TIMEOUT = float(os.environ.get("BENCH_INSTALL_TIMEOUT", "420"))
+TARGET_SECONDS = 120
+STEPS = ("partition:", "format:", "copy:", "boot loader:")
+COPY = re.compile(r"in ([0-9.]+) s; reference cp -a ([0-9.]+) s")
+
+
+def nixie(cfg_path: Path, *args: str, timeout: float = 60) -> str:
+    r = subprocess.run([sys.executable, "-m", "appliance.cli.main", *args, "--config",
+                        str(cfg_path)], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if r.returncode != 0:
+        raise RuntimeError(f"nixie {' '.join(args)}: {r.stdout[-1500:]}{r.stderr[-1500:]}")
+    return r.stdout
+
+
+def events(cfg_path: Path, name: str) -> list[dict]:
+    out = nixie(cfg_path, "events", "--host", name, "--limit", "2000", "--json")
+    return sorted(json.loads(out), key=lambda e: e["id"])
+
+
+def install_once(cfg_path: Path, ns: Netns, tmp: Path, firmware: str) -> dict:
+    name = f"bench-{firmware}"
+    disk = create_disk(tmp / f"{name}.img", 256)
+    vm = PxeVM(ns, "br-lan", firmware, MACS[firmware], tmp / name, memory_mb=512, disk=disk)
+    power_on = time.time()
+    vm.start()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline and vm.proc.poll() is None:
+            if any(e["kind"] == "boot.local" for e in events(cfg_path, name)):
+                break
+            time.sleep(1)
+    finally:
+        vm.stop()
+    evs = events(cfg_path, name)
+    if not any(e["kind"] == "boot.local" for e in evs):
+        raise RuntimeError(f"{firmware}: no local boot within {TIMEOUT:.0f} s:\n"
+                           + vm.console()[-2500:])
+    at = {"power-on": power_on}
+    for e in evs:
+        if e["kind"] == "boot.script" and (e.get("data") or {}).get("script") == "install":
+            at.setdefault("install script", e["ts"])
+        if e["kind"] == "host.installing":
+            for step in STEPS:
+                if e["message"].startswith(step):
+                    at.setdefault(step.rstrip(":"), e["ts"])
+        if e["kind"] == "host.installed":
+            at.setdefault("installed", e["ts"])
+        if e["kind"] == "boot.script" and (e.get("data") or {}).get("script") == "local":
+            at.setdefault("disk script", e["ts"])
+        if e["kind"] == "boot.local":
+            at.setdefault("booted from disk", e["ts"])
+    copy = next((COPY.search(e["message"]) for e in evs if e["kind"] == "host.installing"
+                 and COPY.search(e["message"])), None)
+    return {"at": at, "copy": (float(copy[1]), float(copy[2])) if copy else None}
+
+
+# the step table: (row, from, to)
+ROWS = (("power-on -> install script", "power-on", "install script"),
+        ("netboot installer", "install script", "partition"),
+        ("partition", "partition", "format"),
+        ("format", "format", "copy"),
+        ("copy (+ sync)", "copy", "boot loader"),
+        ("boot loader", "boot loader", "installed"),
+        ("reboot -> disk script", "installed", "disk script"),
+        ("first local boot", "disk script", "booted from disk"),
+        ("power-on -> booted from disk", "power-on", "booted from disk"))
+
+
+def main() -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="nixie-bench-install-"))
+    os.chmod(tmp, 0o755)
+    cfg = example_config(state_dir=str(tmp / "state"), interface="br-lan")
+    cfg["dns"]["enable"] = False
+    cfg["nix"] = {"extra_config": SINGLE_USER_OFFLINE}
+    cfg["builder"] = {"kind": "local", "flake_refresh_seconds": 0}
+    cfg["boot"]["menu_timeout_seconds"] = 0
+    cfg["boot"]["cmdline"] = "nixie.install.compare=1"
+    cfg_path = tmp / "config.json"
+    cfg_path.write_text(json.dumps(cfg))
+    results = {}
+    ns = Netns()
+    try:
+        bridge(ns, "br-lan", f"{ROUTER}/24")
+        with serving(ns, cfg_path, tmp / "serve.log", [(ROUTER, PORT)], timeout=60):
+            flake = labflake.materialise(tmp / "flake", release="bench install")
+            nixie(cfg_path, "flake", "add", str(flake), timeout=300)
+            for fw in FIRMWARES:
+                name = f"bench-{fw}"
+                nixie(cfg_path, "host", "add", name, "--mac", MACS[fw], "--flake", str(flake),
+                      "--attr", "nixosConfigurations.demo", "--mode", "install")
+                out = json.loads(nixie(cfg_path, "build", name, "--wait", "--timeout", "400",
+                                       "--json", timeout=420))
+                if out["status"] != "succeeded":
+                    raise RuntimeError(f"build: {out}")
+            for fw in FIRMWARES:
+                print(f"  {fw}: installing ...", flush=True)
+                results[fw] = install_once(cfg_path, ns, tmp, fw)
+    finally:
+        ns.close()
+        if os.environ.get("BENCH_INSTALL_KEEP"):
+            print(f"  kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"\ninstall to disk, lab system under TCG (target: power-on -> booted from disk "
+          f"< {TARGET_SECONDS} s)")
+    print(f"  {'step':<32}" + "".join(f"{fw:>10}" for fw in FIRMWARES))
+    for row, a, b in ROWS:
+        cells = []
+        for fw in FIRMWARES:
+            at = results[fw]["at"]
+            cells.append(f"{at[b] - at[a]:>9.1f}s" if a in at and b in at else f"{'-':>10}")
+        print(f"  {row:<32}" + "".join(cells))
+    for fw in FIRMWARES:
+        copy = results[fw]["copy"]
+        if copy:
+            ours, ref = copy
+            ratio = ours / ref if ref > 0 else float("inf")
+            print(f"  {fw}: copy {ours:.2f} s vs cp -a {ref:.2f} s of the same closure: "
+                  f"ratio {ratio:.2f} (target <= 1)")
+        total = results[fw]["at"]["booted from disk"] - results[fw]["at"]["power-on"]
+        print(f"  {fw}: power-on -> booted from disk {total:.1f} s "
+              f"({'within' if total < TARGET_SECONDS else 'over'} the {TARGET_SECONDS} s target)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
