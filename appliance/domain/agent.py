@@ -33,7 +33,8 @@ PURPOSES = ("netboot", "install")
 # which state each report moves a host to, from which host states it may come
 TRANSITIONS = {
     "booted": {"unknown", "booting", "booted", "installed", "failed", "installing"},
-    "installing": {"unknown", "booting", "booted", "installing", "failed"},
+    # from installed too: a reinstall (the admin set the host to install again)
+    "installing": {"unknown", "booting", "booted", "installing", "installed", "failed"},
     "installed": {"installing", "booting", "booted", "installed"},
     "failed": set(hosts.STATES),
 }

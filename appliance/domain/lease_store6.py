@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from appliance.domain import machines
 from appliance.domain.lease_store import SqliteLeaseStore, _insert_rows
 from netservices.dhcp.store import EventRecord
 from netservices.dhcp6.store import Host6Entry, Lease6Record
@@ -42,10 +43,12 @@ class SqliteLease6Store(SqliteLeaseStore):
                 "FROM host_macs m JOIN hosts h ON h.id = m.host_id").fetchall()
         return {r[0]: Host6Entry(r[1], r[2], r[3]) for r in rows}
 
-    def _commit(self, leases: list[Lease6Record], events: list[EventRecord]) -> None:
+    def _commit(self, leases: list[Lease6Record], events: list[EventRecord],
+                seen: list[machines.Sighting] | None = None) -> None:
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
+            machines.record(c, seen or [])
             for k in range(0, len(leases), CHUNK):
                 part = leases[k : k + CHUNK]
                 c.execute(_LEASE6_HEAD + ",".join([_ROW9] * len(part)) + _LEASE6_TAIL,
@@ -55,7 +58,8 @@ class SqliteLease6Store(SqliteLeaseStore):
                 _insert_rows(c, _EVENT_HEAD, "",
                              [(e.ts, e.kind, e.level, e.message, e.host_id, e.mac, e.ip,
                                json.dumps(e.data) if e.data else None) for e in events])
+            c.execute("COMMIT")  # on a full disk this is usually what fails
         except BaseException:
-            c.execute("ROLLBACK")
+            if c.in_transaction:  # SQLite may have rolled back already
+                c.execute("ROLLBACK")
             raise
-        c.execute("COMMIT")

@@ -19,7 +19,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from appliance.domain import events, hosts
-from appliance.domain.agent import AgentRejected
+from appliance.domain.agent import AgentRejected, host_addresses
 from appliance.state.db import now, transaction
 
 BOOT_MODES = ("netboot", "install", "local")
@@ -67,19 +67,6 @@ def verify_disk_token(conn: sqlite3.Connection, token: str) -> DiskToken | None:
         "JOIN hosts h ON h.id = d.host_id WHERE d.token_hash = ?", (_hash(token),)).fetchone()
     return DiskToken(row["host_id"], row["name"], row["generation_id"],
                      row["toplevel"]) if row else None
-
-
-def host_addresses(conn: sqlite3.Connection, host_id: int) -> set[str]:
-    """The addresses the router knows are the host's: live DHCP leases (offered or
-    bound, unexpired) of its MACs, and its reservation."""
-    t = now()
-    out = {r[0] for r in conn.execute(
-        "SELECT l.ip FROM leases l JOIN host_macs m ON m.mac = l.mac WHERE m.host_id = ? "
-        "AND l.state IN ('offered', 'bound') AND l.expires > ?", (host_id, t))}
-    row = conn.execute("SELECT ip_reservation FROM hosts WHERE id = ?", (host_id,)).fetchone()
-    if row is not None and row[0]:
-        out.add(row[0])
-    return out
 
 
 def report(conn: sqlite3.Connection, info: DiskToken, event: str, message: str,

@@ -31,7 +31,7 @@ def backend(tmp_path):
 def _install(backend) -> str:
     conn = backend.store.conn()
     h = hosts.get_host(conn, "web1")
-    tok = agent.issue_token(conn, h["id"], None, ttl_seconds=600)
+    tok = agent.issue_token(conn, h["id"], None, client_ip=IP, purpose="install", ttl_seconds=600)
     r = backend.agent_report(tok, "installing", "partition: /dev/vda", IP)
     assert r["state"] == "installing" and "local_token" not in r
     assert hosts.get_host(conn, "web1")["boot_mode"] == "install"
@@ -89,7 +89,7 @@ def test_a_new_install_replaces_the_disk_token(backend):
 def test_failed_install_leaves_install_mode_for_a_retry(backend):
     conn = backend.store.conn()
     h = hosts.get_host(conn, "web1")
-    tok = agent.issue_token(conn, h["id"], None, ttl_seconds=600)
+    tok = agent.issue_token(conn, h["id"], None, client_ip=IP, purpose="install", ttl_seconds=600)
     backend.agent_report(tok, "installing", "partition", IP)
     r = backend.agent_report(tok, "failed", "install failed: disk /dev/vda is too small", IP)
     assert "local_token" not in r
