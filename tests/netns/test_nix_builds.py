@@ -301,7 +301,7 @@ def test_service_refreshes_flakes_on_schedule_and_takes_queued_builds(tmp_path):
     _path, cfg = lab_config(tmp_path, flake_refresh_seconds=1, max_jobs=2)
     store = Store(cfg.db_path)
     conn = store.conn()
-    f = flakes.add_flake(conn, str(flake))
+    f = flakes.add_flake(conn, str(flake), policy="manual")  # only the queued builds run
     hosts.add_host(conn, "demo", ["52:54:00:5e:00:01"], str(flake), None, "netboot")
     hosts.add_host(conn, "demo2", ["52:54:00:5e:00:02"], str(flake), None, "netboot")
     queued = [builds.enqueue(conn, "demo"), builds.enqueue(conn, "demo2")]
