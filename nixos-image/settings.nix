@@ -57,7 +57,7 @@ let
     };
 
     dhcp6 = {
-      mode = opt (types.enum [ "stateful" "stateless" "off" ]) "stateful" "stateful: hand out addresses (IA_NA) and answer information requests; stateless: only DNS servers, domain and boot URLs (clients make their own addresses from the RA prefix); off. The RA's M and O flags follow it.";
+      mode = opt (types.enum [ "stateful" "stateless" "off" ]) "off" "stateful: hand out addresses (IA_NA) and answer information requests; stateless: only DNS servers, domain and boot URLs (clients make their own addresses from the RA prefix); off. The RA's M and O flags follow it. Off by default until IPv6 netboot (TFTP, HTTP boot, DNS over IPv6) is done.";
       range = opt (types.nullOr (types.addCheck (types.listOf ipv6) (l: builtins.length l == 2))) null "[first, last] IPv6 addresses of the dynamic pool (stateful mode); null means <prefix>::1:0 to <prefix>::1:ffff of lan.address6.";
       preferred_seconds = opt (between 60 31536000) 3600 "Preferred lifetime of an address; clients renew at half of it.";
       valid_seconds = opt (between 60 31536000) 7200 "Valid lifetime of an address (the lease time), at least the preferred lifetime.";
@@ -66,7 +66,7 @@ let
     };
 
     ra = {
-      enable = opt types.bool true "Send IPv6 router advertisements on the LAN: the lan.address6 prefix (SLAAC), the router as DNS server (RDNSS) and lan.domain (DNSSL); solicitations are answered at once.";
+      enable = opt types.bool false "Send IPv6 router advertisements on the LAN: the lan.address6 prefix (SLAAC), the router as DNS server (RDNSS) and lan.domain (DNSSL); solicitations are answered at once. Off by default until IPv6 netboot (TFTP, HTTP boot, DNS over IPv6) is done.";
       interval_seconds = opt (between 4 1800) 600 "Longest time between unsolicited advertisements (MaxRtrAdvInterval); each waits a random time between a third of it and it.";
       router_lifetime_seconds = opt (between 0 9000) 1800 "How long clients use the router as their default IPv6 router; 0 advertises the prefix and DNS without being a default router.";
       prefix_valid_seconds = opt (between 0 4294967295) 86400 "Valid lifetime of the advertised prefix.";

@@ -297,7 +297,7 @@ SCHEMA = Section(
         ),
         "dhcp6": Section(
             {
-                "mode": Key(one_of("stateful", "stateless", "off"), "stateful", "stateful: hand out addresses (IA_NA) and answer information requests; stateless: only DNS servers, domain and boot URLs (clients make their own addresses from the RA prefix); off. The RA's M and O flags follow it."),
+                "mode": Key(one_of("stateful", "stateless", "off"), "off", "stateful: hand out addresses (IA_NA) and answer information requests; stateless: only DNS servers, domain and boot URLs (clients make their own addresses from the RA prefix); off. The RA's M and O flags follow it. Off by default until IPv6 netboot (TFTP, HTTP boot, DNS over IPv6) is done."),
                 "range": Key(check_opt_range6, None, "[first, last] IPv6 addresses of the dynamic pool (stateful mode); null means <prefix>::1:0 to <prefix>::1:ffff of lan.address6."),
                 "preferred_seconds": Key(int_range(60, 365 * 86400), 3600, "Preferred lifetime of an address; clients renew at half of it."),
                 "valid_seconds": Key(int_range(60, 365 * 86400), 7200, "Valid lifetime of an address (the lease time), at least the preferred lifetime."),
@@ -308,7 +308,7 @@ SCHEMA = Section(
         ),
         "ra": Section(
             {
-                "enable": Key(check_bool, True, "Send IPv6 router advertisements on the LAN: the lan.address6 prefix (SLAAC), the router as DNS server (RDNSS) and lan.domain (DNSSL); solicitations are answered at once."),
+                "enable": Key(check_bool, False, "Send IPv6 router advertisements on the LAN: the lan.address6 prefix (SLAAC), the router as DNS server (RDNSS) and lan.domain (DNSSL); solicitations are answered at once. Off by default until IPv6 netboot (TFTP, HTTP boot, DNS over IPv6) is done."),
                 "interval_seconds": Key(int_range(4, 1800), 600, "Longest time between unsolicited advertisements (MaxRtrAdvInterval); each waits a random time between a third of it and it."),
                 "router_lifetime_seconds": Key(int_range(0, 9000), 1800, "How long clients use the router as their default IPv6 router; 0 advertises the prefix and DNS without being a default router."),
                 "prefix_valid_seconds": Key(int_range(0, 0xFFFFFFFF), 86400, "Valid lifetime of the advertised prefix."),
