@@ -158,7 +158,8 @@ def test_vpn_peer_qr_is_the_config_and_reaches_the_ui(appliance, page):
     # the remote namespace has no other way to 10.77.0.1 than the tunnel
     status = wait_for("the UI through the tunnel", lambda: RouterLab.http_status(
         remote, "10.77.0.1", 8080, timeout=1, path="/healthz"), timeout=30)
-    assert " 200 " in status + " ", status
+    # the admin UI answered through the tunnel: over plain HTTP it sends the client to HTTPS
+    assert " 301 " in status + " ", status
 
 
 def test_network_change_that_cuts_the_browser_off_rolls_back_by_itself(appliance, page):
