@@ -10,6 +10,7 @@ from appliance.cli.output import emit, print_table, timestamp
 from appliance.cli.parser import Subparsers, group, leaf
 from appliance.domain import bmc, events, generations, hosts, machines
 from appliance.errors import InvalidInput
+from appliance.router.bmc import flows
 
 
 def _host_human(h: dict[str, Any]) -> None:
@@ -153,6 +154,14 @@ def cmd_host_bmc(ctx: Ctx) -> int:
     return 0
 
 
+def cmd_host_reinstall(ctx: Ctx) -> int:
+    a = ctx.args
+    out = flows.reinstall(ctx.conn, a.name, interface=ctx.runtime_cfg.lan.interface)
+    emit(a, out.to_dict(), lambda: print(f"{a.name}: install mode; {out.message}" + (
+        f" (BMC failed: {out.bmc_error})" if out.bmc_error else "")))
+    return 0
+
+
 def cmd_host_export(ctx: Ctx) -> int:
     text = hosts.export_hosts(ctx.conn, with_secrets=ctx.args.with_secrets)
     if ctx.args.output and ctx.args.output != "-":
@@ -193,6 +202,9 @@ def register(sub: Subparsers) -> None:
     leaf(ho, "show", cmd_host_show,
          "show one host, its generations and recent events").add_argument("name")
     leaf(ho, "remove", cmd_host_remove, "remove a host").add_argument("name")
+    leaf(ho, "reinstall", cmd_host_reinstall,
+         "set a host to install mode and boot it from the network now (BMC one-time PXE, "
+         "else Wake-on-LAN)").add_argument("name")
     s = leaf(ho, "rollback", cmd_host_rollback,
              "boot an older generation by default (newer ones stay in the menu)")
     s.add_argument("name")

@@ -42,6 +42,7 @@ from appliance.router.discovery import DiscoveryService
 from appliance.router.firewall import FirewallService
 from appliance.router.network import NetworkWatchdog
 from appliance.router.vpn import VpnService
+from appliance.runtime.reboot_watch import RebootAfterBuildWatcher
 from appliance.runtime.supervisor import Supervisor
 from appliance.runtime.webserver import (
     WebService,
@@ -203,6 +204,8 @@ class Runtime:
             Part("bmc", ("bmc",),
                  lambda c: PowerPoller(self.store, c.bmc.poll_seconds)
                  if c.bmc.poll_seconds else None),
+            Part("reboot-after-build", ("lan.interface",),
+                 lambda c: RebootAfterBuildWatcher(self.store, c.lan.interface)),
         ]
 
     def _dhcp(self, c: Config):

@@ -207,3 +207,26 @@ def test_redfish_garbage_and_unreachable(lab):
         r, _ = power(lab, "status")
     assert r.returncode != 0 and "does not speak HTTPS" in r.stderr, r.stderr
     assert bmc_record(lab)["last_error"]
+
+
+def test_reinstall_through_ipmi_sim_sets_pxe_and_powers_on_in_install_mode(lab):
+    ns, path, tmp = lab
+    prog, d = chassis(tmp)
+    with IpmiSim(ns, tmp / "sim", port=IPMI_PORT, chassis=prog) as sim:
+        set_bmc(lab, "--kind", "ipmi", "--address", "127.0.0.1", "--port", str(IPMI_PORT),
+                "--user", sim.user, password=sim.password)
+        assert sim.ipmitool("power", "status").stdout.strip() == "Chassis Power is off"
+        r = nixie(lab, "host", "reinstall", "srv", "--json")
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert (out["via"], out["action"], out["bmc_error"]) == ("bmc", "on", None)
+        # ipmitool, the reference client, reads back what the router asked the BMC for
+        assert "Force PXE" in sim.ipmitool("chassis", "bootparam", "get", "5").stdout
+        assert sim.ipmitool("power", "status").stdout.strip() == "Chassis Power is on"
+        calls = (d / "log").read_text().splitlines()
+        assert calls.index("set boot pxe") < calls.index("set power 1"), calls
+    host = json.loads(nixie(lab, "host", "show", "srv", "--json").stdout)
+    assert host["mode"] == "install"
+    kinds = [e["kind"] for e in host_events(lab, "host.*")]
+    for k in ("host.reinstall", "host.power_pxe", "host.power_on"):
+        assert k in kinds, kinds

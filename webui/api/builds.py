@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from flask import jsonify
+from flask import jsonify, request
 
 from appliance.domain import builds
 
@@ -17,10 +17,31 @@ from .schemas import BUILD_ID, LIMIT, NAME, STR, arr, q, ref
 LOG_CHUNK = 256 * 1024
 
 
-@route("/hosts/<name>/builds", "POST", "Queue a build of the host", tag="builds", params=[NAME],
-       response=ref("Build"), status=201, errors=(404,))
+REBOOT = {"type": "boolean",
+          "description": "when the build succeeds, boot the host from the network (BMC "
+                         "one-time PXE, else Wake-on-LAN); a failed build reboots nothing"}
+
+
+def _reboot_arg(d: dict) -> bool:
+    return bool(args.want(d, "reboot", bool))
+
+
+@route("/hosts/<name>/builds", "POST", "Queue a build of the host (and reboot it after)",
+       tag="builds", params=[NAME],
+       body={"type": "object", "properties": {"reboot": REBOOT}},
+       response=ref("Build"), status=201, errors=(400, 404))
 def build_host(name: str):
-    return jsonify(builds.enqueue(conn(), name)), 201
+    d = args.body() if request.get_data() else {}
+    return jsonify(builds.enqueue(conn(), name, reboot_after=_reboot_arg(d))), 201
+
+
+@route("/hosts/<name>/build", "POST", "Queue a build of the host; with reboot, boot it from "
+       "the network when the build succeeds (rebuild and reboot)", tag="builds", params=[NAME],
+       body={"type": "object", "properties": {"reboot": REBOOT}},
+       response=ref("Build"), status=201, errors=(400, 404))
+def build_host_and_reboot(name: str):
+    d = args.body() if request.get_data() else {}
+    return jsonify(builds.enqueue(conn(), name, reboot_after=_reboot_arg(d))), 201
 
 
 @route("/builds", "GET", "Recent builds, newest first", tag="builds",
@@ -31,10 +52,13 @@ def list_builds():
 
 
 @route("/builds", "POST", "Queue a build of a host", tag="builds",
-       body={"type": "object", "required": ["host"], "properties": {"host": STR}},
+       body={"type": "object", "required": ["host"], "properties": {"host": STR,
+                                                                    "reboot": REBOOT}},
        response=ref("Build"), status=201, errors=(400, 404))
 def enqueue_build():
-    return jsonify(builds.enqueue(conn(), args.want(args.body(), "host", str, True))), 201
+    d = args.body()
+    return jsonify(builds.enqueue(conn(), args.want(d, "host", str, True),
+                                  reboot_after=_reboot_arg(d))), 201
 
 
 @route("/builds/<int:build_id>", "GET", "One build", tag="builds", params=[BUILD_ID],

@@ -7,7 +7,7 @@ from flask import Response, jsonify
 
 from appliance.domain import bmc
 from appliance.errors import InvalidInput, NotFound
-from appliance.router.bmc import power
+from appliance.router.bmc import flows, power
 
 from ..context import config, conn
 from . import args
@@ -57,4 +57,12 @@ def power_action(name: str):
        params=[NAME], response=ref("BootOutcome"), errors=(404, 502))
 def boot_now(name: str):
     out = power.boot_from_network(conn(), name, interface=config().lan.interface)
+    return jsonify(out.to_dict())
+
+
+@route("/hosts/<name>/reinstall", "POST", "Reinstall: set the host's mode to install and boot "
+       "it from the network now (BMC one-time PXE, else Wake-on-LAN)", tag="power",
+       params=[NAME], response=ref("BootOutcome"), errors=(404, 502))
+def reinstall(name: str):
+    out = flows.reinstall(conn(), name, interface=config().lan.interface)
     return jsonify(out.to_dict())

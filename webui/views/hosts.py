@@ -8,7 +8,7 @@ from flask import Blueprint, Response, flash, redirect, render_template, request
 from appliance.domain import bmc, builds, events, flakes, generations, hosts
 from appliance.errors import NixieError
 from appliance.router import wol
-from appliance.router.bmc import power
+from appliance.router.bmc import flows, power
 
 from .. import fragments
 from ..context import config, conn
@@ -217,6 +217,29 @@ def build(name: str):
     b = builds.enqueue(conn(), name)
     flash(f"Build {b['id']} of {name} queued.", "ok")
     return redirect(url_for("builds.show", build_id=b["id"]))
+
+
+@bp.post("/<name>/rebuild-and-reboot")
+def rebuild_and_reboot(name: str):
+    """Build now; when the build succeeds, boot the host from the network."""
+    b = builds.enqueue(conn(), name, reboot_after=True)
+    flash(f"Build {b['id']} of {name} queued; {name} boots from the network when it "
+          "succeeds.", "ok")
+    return redirect(url_for("builds.show", build_id=b["id"]))
+
+
+@bp.post("/<name>/reinstall")
+def reinstall(name: str):
+    """Install mode, then boot from the network (BMC one-time PXE, else Wake-on-LAN)."""
+    try:
+        out = flows.reinstall(conn(), name, interface=config().lan.interface)
+    except NixieError as e:
+        flash(f"{name} is in install mode, but booting it failed: {e}", "error")
+    else:
+        if out.bmc_error:
+            flash(f"The BMC failed ({out.bmc_error}); sent Wake-on-LAN instead.", "error")
+        flash(f"Reinstalling: {out.message}.", "ok")
+    return redirect(url_for("hosts.show", name=name))
 
 
 @bp.get("/hosts.json")
