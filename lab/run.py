@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from appliance.config.schema import example_config, load_config
-from appliance.domain import tls_cert
+from appliance.domain import setupcode, tls_cert
 from appliance.nix.command import SINGLE_USER_OFFLINE
 from lab import vms as labvm
 from lab.netns import Netns, bridge, sh, start_serve, wait_port
@@ -62,6 +62,12 @@ def _fingerprint(cfg_path) -> str:
     return cert.fingerprint if cert else "(not made yet)"
 
 
+def _setup_code(cfg_path) -> str:
+    """The one-time code the setup wizard asks for (serve wrote it at its first start)."""
+    path = setupcode.code_path(load_config(cfg_path).state_dir)
+    return path.read_text().strip() if path.exists() else "(setup already done)"
+
+
 def up(name: str, web_port: int, with_vm: bool) -> int:
     if os.geteuid() != 0:
         print("nixie lab: needs root (network namespaces)", file=sys.stderr)
@@ -98,6 +104,7 @@ def up(name: str, web_port: int, with_vm: bool) -> int:
 Nixie lab is up.
   web UI:    https://127.0.0.1:{web_port}/   (health: https://127.0.0.1:{web_port}/healthz)
              its own certificate, sha256 {_fingerprint(cfg_path)}
+  setup code: {_setup_code(cfg_path)}   (the setup wizard asks for it once)
   LAN:       bridge br-lan {LAN_ADDRESS} in network namespace {name}
   config:    {cfg_path}
   logs:      {d / 'serve.log'}

@@ -82,6 +82,14 @@ POST = ("import sys, ssl, urllib.request, json\n"
         "except urllib.error.HTTPError as e: print(e.code); print(e.read().decode())\n")
 
 
+def log_in(page) -> None:
+    page.goto("/login")
+    page.fill("#username", ADMIN)
+    page.fill("#password", PASSWORD)
+    with page.expect_navigation():
+        page.click("button:has-text('Log in')")
+
+
 def post_hook(ns, url: str, body: str, headers: dict[str, str]) -> tuple[int, str]:
     r = ns.run(sys.executable, "-c", POST, url, body, json.dumps(headers))
     status, _, text = r.stdout.partition("\n")
@@ -106,8 +114,17 @@ def test_builds_follow_the_flake_and_an_unknown_vm_is_adopted_in_the_ui(tmp_path
                                               "flake_check_seconds": 0}) as (ns, cfg_path, cfg):
         web = f"https://{cfg['web']['listen'][0]}"  # the admin UI's own certificate
         boot = f"http://{cfg['boot']['http_listen']}"
-        # 1. add the flake: its declared hosts are bound and built by themselves
-        f = nixie_json(cfg_path, "flake", "add", str(flake))
+        # 1. add the flake in the web UI: its declared hosts are bound and built by themselves
+        r = run_nixie("admin", "create-user", ADMIN, "--password-stdin", config=cfg_path,
+                      input=PASSWORD + "\n")
+        assert r.returncode == 0, r.stderr
+        with chromium_page(web, ns, tmp_path) as page:
+            log_in(page)
+            page.goto("/flakes/")
+            page.fill("#url", str(flake))
+            page.click("button:has-text('Add and evaluate')")
+            page.wait_for_selector(".flake[data-eval-state='idle']", timeout=BUILD_TIMEOUT * 1000)
+        (f,) = nixie_json(cfg_path, "flake", "list")  # the one the browser added
         assert f["build_policy"] == "on_change" and f["configurations"] == ["demo", "demo2"]
         hosts = wait_until("declared hosts built", lambda: (
             h if set(h := hosts_of(cfg_path)) == set(DECLARED)
@@ -150,15 +167,8 @@ def test_builds_follow_the_flake_and_an_unknown_vm_is_adopted_in_the_ui(tmp_path
             wait_until("the unknown VM listed as waiting", lambda: UNKNOWN_MAC in [
                 m["mac"] for m in nixie_json(cfg_path, "host", "waiting")], BOOT_TIMEOUT, cfg_path)
             vm.stop()
-            r = run_nixie("admin", "create-user", ADMIN, "--password-stdin", config=cfg_path,
-                          input=PASSWORD + "\n")
-            assert r.returncode == 0, r.stderr
             with chromium_page(web, ns, tmp_path) as page:
-                page.goto("/login")
-                page.fill("#username", ADMIN)
-                page.fill("#password", PASSWORD)
-                with page.expect_navigation():
-                    page.click("button:has-text('Log in')")
+                log_in(page)
                 assert UNKNOWN_MAC in page.inner_text("#machines-waiting")
                 page.goto("/machines/")
                 row = page.locator(f"tr.machine[data-mac='{UNKNOWN_MAC}']")
