@@ -223,7 +223,7 @@ class Runtime:
         return lambda: ensure_address6(c.lan.interface, address6)
 
     def _ra(self, c: Config):
-        if not c.ra.enable:
+        if not c.ra.enable or not c.ipv6_lan:
             return None
         return RaService(ra_settings(c, self.address6(c)), prepare=self._prepare6(c))
 
