@@ -59,7 +59,9 @@ class PxeLab:
         return p
 
     def start_services(self) -> None:
-        self.spawn("tcpdump", "-i", "br-lan", "-U", "-w", str(self.pcap),
+        # --immediate-mode: each packet is written as it comes (not a buffer's worth a
+        # second later), so a boot that fetches its script at once finds its DHCP in the file
+        self.spawn("tcpdump", "-i", "br-lan", "--immediate-mode", "-U", "-w", str(self.pcap),
                    "udp port 67 or udp port 68 or udp port 69 or udp port 4011", log="tcpdump.log")
         self.spawn("in.tftpd", "-L", "-u", "root", "-a", f"{self.lan_ip}:69", "-s", str(self.tftp_root),
                    log="tftpd.log")
