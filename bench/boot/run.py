@@ -294,7 +294,7 @@ class Reference:
         self.www = www or self.tmp / "www"
         self.tftp = self.tmp / "tftp"
         self.www.mkdir(parents=True, exist_ok=True)
-        self.tftp.mkdir()
+        self.tftp.mkdir(parents=True)
         self.dhcp_log = self.tmp / "dnsmasq.log"
         self.ns: Netns | None = None
         self.procs: list[subprocess.Popen] = []
