@@ -35,11 +35,14 @@ class NameRecord(NamedTuple):
     """A name the LAN zone may answer for. `source` says who chose it: "host", a
     registered host (the admin: its name is taken even while `ip` is None), or "lease",
     the hostname a DHCP client sent (it gets the name only if nobody else has it:
-    `netservices.dns.zone.lan_records`)."""
+    `netservices.dns.zone.lan_records`). `ip` is IPv4 or IPv6 (a name may have one of
+    each); `owner` (a lease's MAC) lets one client's IPv4 and IPv6 leases share the
+    name it sent."""
 
     name: str
     ip: str | None
     source: str = "host"
+    owner: str | None = None
 
 
 class NameDirectory(Protocol):

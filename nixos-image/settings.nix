@@ -57,7 +57,7 @@ let
     };
 
     dhcp6 = {
-      mode = opt (types.enum [ "stateful" "stateless" "off" ]) "off" "stateful: hand out addresses (IA_NA) and answer information requests; stateless: only DNS servers, domain and boot URLs (clients make their own addresses from the RA prefix); off. The RA's M and O flags follow it. Off by default until IPv6 netboot (TFTP, HTTP boot, DNS over IPv6) is done.";
+      mode = opt (types.enum [ "stateful" "stateless" "off" ]) "off" "stateful: hand out addresses (IA_NA) and answer information requests; stateless: only DNS servers, domain and boot URLs (clients make their own addresses from the RA prefix); off. The RA's M and O flags follow it. Off by default: the RA's prefix (SLAAC) gives LAN hosts their addresses and its RDNSS the DNS server, and a client that sees neither M nor O in the RA (iPXE) boots without a DHCPv6 round.";
       range = opt (types.nullOr (types.addCheck (types.listOf ipv6) (l: builtins.length l == 2))) null "[first, last] IPv6 addresses of the dynamic pool (stateful mode); null means <prefix>::1:0 to <prefix>::1:ffff of lan.address6.";
       preferred_seconds = opt (between 60 31536000) 3600 "Preferred lifetime of an address; clients renew at half of it.";
       valid_seconds = opt (between 60 31536000) 7200 "Valid lifetime of an address (the lease time), at least the preferred lifetime.";
@@ -66,7 +66,7 @@ let
     };
 
     ra = {
-      enable = opt types.bool false "Send IPv6 router advertisements on the LAN: the lan.address6 prefix (SLAAC), the router as DNS server (RDNSS) and lan.domain (DNSSL); solicitations are answered at once. Off by default until IPv6 netboot (TFTP, HTTP boot, DNS over IPv6) is done.";
+      enable = opt types.bool true "Send IPv6 router advertisements on the LAN: the lan.address6 prefix (SLAAC), the router as DNS server (RDNSS) and lan.domain (DNSSL); solicitations are answered at once. On by default: iPXE configures IPv4 and IPv6 at once, and without an answer to its router solicitations every boot waits about 12 s for them to time out.";
       interval_seconds = opt (between 4 1800) 600 "Longest time between unsolicited advertisements (MaxRtrAdvInterval); each waits a random time between a third of it and it.";
       router_lifetime_seconds = opt (between 0 9000) 1800 "How long clients use the router as their default IPv6 router; 0 advertises the prefix and DNS without being a default router.";
       prefix_valid_seconds = opt (between 0 4294967295) 86400 "Valid lifetime of the advertised prefix.";
@@ -109,7 +109,7 @@ let
     };
 
     dns = {
-      listen = opt (types.nullOr listenList) null "Addresses the DNS server binds (UDP and TCP); null means the LAN address, port 53.";
+      listen = opt (types.nullOr listenList) null "Addresses the DNS server binds (UDP and TCP); null means the LAN address, port 53, and with IPv6 on the LAN (ra.enable or dhcp6.mode) the router's LAN IPv6 address (lan.address6 or the ULA) too.";
       upstream = opt (types.listOf str) [ ] "Resolvers for names outside lan.domain (IP or IP:port); empty means no forwarding.";
       enable = opt types.bool true "Run the DNS server.";
     };

@@ -17,7 +17,7 @@ from appliance.router import firewall, network
 
 
 def cmd_firewall(ctx: Ctx) -> int:
-    text = firewall.render(firewall.FirewallSpec.from_config(ctx.runtime_cfg))
+    text = firewall.render(firewall.FirewallSpec.from_config(ctx.runtime_cfg, conn=ctx.conn))
     if ctx.args.action == "apply":
         firewall.apply(text)
     elif ctx.args.action == "current":
@@ -69,7 +69,7 @@ def cmd_net_apply(ctx: Ctx) -> int:
     s = dataclasses.replace(s, **changes)
     seconds = a.confirm_seconds or running.network.confirm_seconds
     txn = network.begin(ctx.conn, _kernel(ctx), s, seconds, timer=False,
-                        firewall_text=network.firewall_for(running, s))
+                        firewall_text=network.firewall_for(running, s, ctx.conn))
     # a detached watchdog rolls it back if nobody confirms (nixie serve also watches)
     subprocess.Popen([sys.executable, "-m", "appliance.cli.main", "net", "watchdog",
                       *(["--config", ctx.args.config] if ctx.args.config else [])],

@@ -297,7 +297,7 @@ SCHEMA = Section(
         ),
         "dhcp6": Section(
             {
-                "mode": Key(one_of("stateful", "stateless", "off"), "off", "stateful: hand out addresses (IA_NA) and answer information requests; stateless: only DNS servers, domain and boot URLs (clients make their own addresses from the RA prefix); off. The RA's M and O flags follow it. Off by default until IPv6 netboot (TFTP, HTTP boot, DNS over IPv6) is done."),
+                "mode": Key(one_of("stateful", "stateless", "off"), "off", "stateful: hand out addresses (IA_NA) and answer information requests; stateless: only DNS servers, domain and boot URLs (clients make their own addresses from the RA prefix); off. The RA's M and O flags follow it. Off by default: the RA's prefix (SLAAC) gives LAN hosts their addresses and its RDNSS the DNS server, and a client that sees neither M nor O in the RA (iPXE) boots without a DHCPv6 round."),
                 "range": Key(check_opt_range6, None, "[first, last] IPv6 addresses of the dynamic pool (stateful mode); null means <prefix>::1:0 to <prefix>::1:ffff of lan.address6."),
                 "preferred_seconds": Key(int_range(60, 365 * 86400), 3600, "Preferred lifetime of an address; clients renew at half of it."),
                 "valid_seconds": Key(int_range(60, 365 * 86400), 7200, "Valid lifetime of an address (the lease time), at least the preferred lifetime."),
@@ -308,7 +308,7 @@ SCHEMA = Section(
         ),
         "ra": Section(
             {
-                "enable": Key(check_bool, False, "Send IPv6 router advertisements on the LAN: the lan.address6 prefix (SLAAC), the router as DNS server (RDNSS) and lan.domain (DNSSL); solicitations are answered at once. Off by default until IPv6 netboot (TFTP, HTTP boot, DNS over IPv6) is done."),
+                "enable": Key(check_bool, True, "Send IPv6 router advertisements on the LAN: the lan.address6 prefix (SLAAC), the router as DNS server (RDNSS) and lan.domain (DNSSL); solicitations are answered at once. On by default: iPXE configures IPv4 and IPv6 at once, and without an answer to its router solicitations every boot waits about 12 s for them to time out."),
                 "interval_seconds": Key(int_range(4, 1800), 600, "Longest time between unsolicited advertisements (MaxRtrAdvInterval); each waits a random time between a third of it and it."),
                 "router_lifetime_seconds": Key(int_range(0, 9000), 1800, "How long clients use the router as their default IPv6 router; 0 advertises the prefix and DNS without being a default router."),
                 "prefix_valid_seconds": Key(int_range(0, 0xFFFFFFFF), 86400, "Valid lifetime of the advertised prefix."),
@@ -359,7 +359,7 @@ SCHEMA = Section(
         ),
         "dns": Section(
             {
-                "listen": Key(check_opt_listen_list, None, "Addresses the DNS server binds (UDP and TCP); null means the LAN address, port 53."),
+                "listen": Key(check_opt_listen_list, None, "Addresses the DNS server binds (UDP and TCP); null means the LAN address, port 53, and with IPv6 on the LAN (ra.enable or dhcp6.mode) the router's LAN IPv6 address (lan.address6 or the ULA) too."),
                 "upstream": Key(check_upstreams, [], "Resolvers for names outside lan.domain; empty means no forwarding."),
                 "enable": Key(check_bool, True, "Run the DNS server."),
             },
@@ -517,6 +517,16 @@ class Config:
         return getattr(self.root, name)
 
     # derived values ------------------------------------------------------
+    def derived(self, key: str) -> bool:
+        """Was the listener `key` left null (filled with the LAN address)?"""
+        return key in self._derived
+
+    @property
+    def ipv6_lan(self) -> bool:
+        """Does the router serve IPv6 on the LAN (router advertisements or DHCPv6)? Never
+        on a loopback LAN interface: it has no link to advertise on."""
+        return (self.root.ra.enable or self.root.dhcp6.mode != "off") and self.root.lan.interface != "lo"
+
     @property
     def lan_interface(self) -> ipaddress.IPv4Interface:
         return ipaddress.IPv4Interface(self.root.lan.address)

@@ -44,16 +44,27 @@ class SqliteBackend:
     # ------------------------------------------------------------ NameDirectory
     def name_records(self) -> list[NameRecord]:
         """Every registered host (its reservation, else the last seen IP, else None: its
-        name is still taken), then bound unexpired leases with a hostname, oldest first.
+        name is still taken), then each host's IPv6 address (its DHCPv6 reservation, else
+        the newest bound DHCPv6 lease of one of its MACs), then bound unexpired leases
+        with a hostname, IPv4 then IPv6, oldest first, owned by their MAC.
         Which claims win is DNS's policy (`netservices.dns.zone.lan_records`)."""
         conn = self.store.conn()
+        t = now()
         cols = {r["name"] for r in conn.execute("PRAGMA table_info(hosts)")}
         ip_expr = "coalesce(ip_reservation, ip)" if "ip_reservation" in cols else "ip"
         out = [NameRecord(r["name"], r["ip"], "host") for r in conn.execute(
             f"SELECT name, {ip_expr} AS ip FROM hosts ORDER BY id")]
-        out += [NameRecord(r["hostname"], r["ip"], "lease") for r in conn.execute(
-            "SELECT hostname, ip FROM leases WHERE state = 'bound' AND expires > ? "
-            "AND hostname IS NOT NULL AND hostname != '' ORDER BY starts", (now(),))]
+        out += [NameRecord(r["name"], r["ip6"], "host") for r in conn.execute(
+            "SELECT name, coalesce(ip6_reservation, (SELECT l.address FROM leases6 l "
+            "JOIN host_macs m ON m.mac = l.mac WHERE m.host_id = hosts.id AND l.state = 'bound' "
+            "AND l.expires > ? ORDER BY l.starts DESC LIMIT 1)) AS ip6 FROM hosts "
+            "WHERE ip6 IS NOT NULL ORDER BY id", (t,))]
+        out += [NameRecord(r["hostname"], r["ip"], "lease", r["mac"]) for r in conn.execute(
+            "SELECT hostname, ip, mac FROM leases WHERE state = 'bound' AND expires > ? "
+            "AND hostname IS NOT NULL AND hostname != '' ORDER BY starts", (t,))]
+        out += [NameRecord(r["hostname"], r["address"], "lease", r["mac"]) for r in conn.execute(
+            "SELECT hostname, address, mac FROM leases6 WHERE state = 'bound' AND expires > ? "
+            "AND hostname IS NOT NULL AND hostname != '' ORDER BY starts", (t,))]
         return out
 
     def agent_report(self, token: str, event: str, message: str, source_ip: str) -> dict:

@@ -10,6 +10,13 @@ accepted; the admin UI and SSH only from the LAN and the VPN; the boot services
 (DHCP 67/4011, TFTP 69, HTTP boot) only from the LAN; DNS from the LAN and the
 VPN; WireGuard's port and DHCP-client replies on the WAN. The LAN (and the VPN)
 may go out through the WAN, masqueraded when `wan.nat` is on.
+
+The table is `inet`: each service rule names interfaces and ports, so it holds for
+IPv4 and IPv6 alike. For IPv6 on the LAN (`lan_net6`, the LAN prefix) the router
+also accepts the ICMPv6 that IPv6 needs (RFC 4890: errors, echo, neighbour discovery;
+router solicitations and MLD from the LAN; router advertisements on the WAN), DHCPv6
+from the LAN, and takes IPv6 from the LAN only from the LAN prefix, link-local
+addresses or `::` (DAD).
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+import sqlite3
 import subprocess
 import time
 from dataclasses import dataclass, replace
 
+from appliance.domain.ipv6 import lan_address6
 from appliance.errors import NixieError
 from netservices.listen import parse_listen
 
@@ -56,10 +65,18 @@ class FirewallSpec:
     boot_udp: tuple[int, ...] = (67, 4011, 69)
     dns_port: int | None = 53
     vpn_to_lan: bool = True
+    lan_net6: str | None = None  # the LAN's IPv6 prefix when the router serves IPv6 there
+    dhcp6: bool = False  # DHCPv6 server on the LAN (udp 547)
 
     @classmethod
-    def from_config(cls, cfg, *, ssh_port: int | None = None) -> FirewallSpec:
+    def from_config(cls, cfg, *, ssh_port: int | None = None,
+                    conn: sqlite3.Connection | None = None) -> FirewallSpec:
+        """With IPv6 on the LAN, its prefix is lan.address6's, or the stored ULA's
+        (read, or made, through `conn`)."""
         vpn = cfg.vpn
+        address6 = None
+        if cfg.ipv6_lan:
+            address6 = lan_address6(conn, cfg.lan.address6) if conn is not None else cfg.lan.address6
         ssh_port = ssh_port or cfg.firewall.ssh_port
         dns_ports = sorted({_port(x) for x in cfg.dns.listen}) if cfg.dns.enable else []
         return cls(
@@ -75,16 +92,44 @@ class FirewallSpec:
             boot_udp=tuple(sorted({67, 4011, *(_port(x) for x in cfg.tftp.listen)}))
             if cfg.dhcp.mode != "off" else tuple(sorted({_port(x) for x in cfg.tftp.listen})),
             dns_port=dns_ports[0] if dns_ports else None,
+            lan_net6=str(ipaddress.IPv6Interface(address6).network) if address6 else None,
+            dhcp6=bool(address6) and cfg.dhcp6.mode != "off",
         )
 
 
-def spec_for(cfg, settings) -> FirewallSpec:
+def spec_for(cfg, settings, conn: sqlite3.Connection | None = None) -> FirewallSpec:
     """The spec for the config with the (confirmed or pending) network settings' LAN and WAN
     interfaces, which may differ from the config's (a bridge made in the UI)."""
-    base = FirewallSpec.from_config(cfg)
+    base = FirewallSpec.from_config(cfg, conn=conn)
     return replace(base, lan_if=settings.lan_interface,
                    lan_net=str(ipaddress.IPv4Interface(settings.lan_address).network),
                    wan_if=settings.wan_interface if settings.wan_mode != "none" else None)
+
+
+ICMP6_ALWAYS = ("destination-unreachable", "packet-too-big", "time-exceeded",
+                "parameter-problem", "echo-request")
+MLD = ("mld-listener-query", "mld-listener-report", "mld-listener-done", "mld2-listener-report")
+
+
+def _ipv6_rules(spec: FirewallSpec, lan: str, wan: str | None) -> list[str]:
+    """The input rules IPv6 needs; the LAN's source check comes before the services."""
+    net6 = ipaddress.IPv6Network(spec.lan_net6)
+    rules = [
+        f"icmpv6 type {_set(ICMP6_ALWAYS)} accept comment \"ICMPv6 errors and echo\"",
+        "ip6 hoplimit 255 icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept "
+        "comment \"IPv6 neighbour discovery\"",
+        f"iifname {lan} ip6 hoplimit 255 icmpv6 type nd-router-solicit accept "
+        "comment \"router solicitations\"",
+        f"iifname {lan} ip6 saddr {{ ::, fe80::/10 }} icmpv6 type {_set(MLD)} accept comment \"MLD\"",
+    ]
+    if wan:
+        rules.append(f"iifname {wan} ip6 hoplimit 255 icmpv6 type nd-router-advert accept "
+                     "comment \"router advertisements on the WAN\"")
+    rules.append(f"iifname {lan} ip6 saddr != {{ ::, fe80::/10, {net6} }} counter drop "
+                 "comment \"IPv6 from the LAN only from its prefix\"")
+    if spec.dhcp6:
+        rules.append(f"iifname {lan} udp dport 547 accept comment \"DHCPv6\"")
+    return rules
 
 
 def _set(values) -> str:
@@ -108,6 +153,8 @@ def render(spec: FirewallSpec) -> str:
         'iifname "lo" accept',
         "ip protocol icmp icmp type { echo-request, destination-unreachable, time-exceeded } accept",
     ]
+    if spec.lan_net6:
+        inp += _ipv6_rules(spec, lan, wan)
     if spec.admin_tcp:
         inp.append(f"iifname {inside} tcp dport {_set(spec.admin_tcp)} accept comment \"admin UI and SSH\"")
     if spec.boot_udp:
@@ -205,10 +252,12 @@ class FirewallService:
 
     def __init__(self, cfg, store=None):
         self.cfg = cfg
+        self.store = store
         self._stats: dict = {}
 
     def run(self, stop) -> None:
-        text = render(FirewallSpec.from_config(self.cfg))
+        conn = self.store.conn() if self.store is not None else None
+        text = render(FirewallSpec.from_config(self.cfg, conn=conn))
         apply(text)
         self._stats = {"applied_at": time.time(),
                        "ruleset_sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}

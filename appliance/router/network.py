@@ -889,11 +889,13 @@ def rollback_due(conn: sqlite3.Connection, kernel: Kernel | None = None,
     return done
 
 
-def firewall_for(cfg, settings: NetworkSettings) -> str | None:
-    """The ruleset to apply with `settings` (None when firewall.enable is off)."""
+def firewall_for(cfg, settings: NetworkSettings, conn: sqlite3.Connection | None = None
+                 ) -> str | None:
+    """The ruleset to apply with `settings` (None when firewall.enable is off); `conn`
+    gives the stored LAN IPv6 prefix (ULA)."""
     if cfg is None or not cfg.firewall.enable:
         return None
-    return firewall.render(firewall.spec_for(cfg, settings))
+    return firewall.render(firewall.spec_for(cfg, settings, conn))
 
 
 def status(conn: sqlite3.Connection, kernel: Kernel, cfg) -> dict[str, Any]:
@@ -917,7 +919,7 @@ def apply_saved(conn: sqlite3.Connection, kernel: Kernel, cfg) -> list[str]:
         target = target_state(settings, current)
         ops = plan(current.restrict(managed_names(settings, current)), target)
         kernel.apply(ops)
-    text = firewall_for(cfg, settings)
+    text = firewall_for(cfg, settings, conn)
     if text is not None:
         firewall.apply(text, netns=kernel.netns)
     if ops:
@@ -972,7 +974,7 @@ def apply_settings(conn: sqlite3.Connection, cfg, settings: NetworkSettings | di
         settings = NetworkSettings.from_dict(settings)
     return begin(conn, Kernel(None, cfg.state_dir), settings,
                  confirm_seconds or cfg.network.confirm_seconds,
-                 firewall_text=firewall_for(cfg, settings), apply_delay=apply_delay)
+                 firewall_text=firewall_for(cfg, settings, conn), apply_delay=apply_delay)
 
 
 def revert(conn: sqlite3.Connection, cfg, txn_id: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.config.resolve import changed_keys, resolve
-from appliance.config.schema import Config
+from appliance.config.schema import LAN_LISTEN_PORTS, Config
 from appliance.domain import events, settings
 from appliance.domain.boot_backend import SqliteBackend
 from appliance.domain.ipv6 import default_range6, lan_address6, server_duid6
@@ -116,13 +116,21 @@ def _v6_host(listen: str, router6: str) -> str | None:
     return router6 if host == "::" else host
 
 
+def dns_listen(c: Config, router6: str) -> list[str]:
+    """Where DNS listens: dns.listen; left null, the LAN address and, with IPv6 on the
+    LAN, the router's LAN IPv6 address too (port 53)."""
+    if c.derived("dns.listen") and c.ipv6_lan:
+        return [*c.dns.listen, f"[{router6}]:{LAN_LISTEN_PORTS['dns.listen']}"]
+    return list(c.dns.listen)
+
+
 def _dns6(c: Config, router6: str) -> tuple[str, ...]:
     """DNS servers for IPv6 clients (DHCPv6 option 23, RA RDNSS): dhcp6.dns_servers, else
     the router when its DNS server listens on IPv6, else none."""
     if c.dhcp6.dns_servers is not None:
         return tuple(c.dhcp6.dns_servers)
     if c.dns.enable:
-        hosts = [h for h in (_v6_host(x, router6) for x in c.dns.listen) if h]
+        hosts = [h for h in (_v6_host(x, router6) for x in dns_listen(c, router6)) if h]
         if hosts:
             return (hosts[0],)
     return ()
@@ -183,7 +191,7 @@ class Runtime:
                            "tftp.listen", "dns"), self._dhcp6, self._retune_dhcp6,
                  live=("dhcp6", "dhcp.unknown_clients", "boot", "tftp.listen", "dns",
                        "lan.domain")),
-            Part("dns", ("dns", "lan", "vpn"), self._dns),
+            Part("dns", ("dns", "lan", "vpn", "ra.enable", "dhcp6.mode"), self._dns),
             Part("httpboot", ("boot", "dhcp.unknown_clients", "lan", "netboot", "nix"),
                  self._httpboot, _retune_httpboot,
                  live=("boot.menu", "boot.menu_timeout_seconds", "boot.cmdline",
@@ -197,7 +205,7 @@ class Runtime:
                  lambda c: NetworkWatchdog(self.store, c.state_dir, cfg=c)),
             Part("vpn", ("vpn", "wan"), lambda c: VpnService(c, self.store) if c.vpn.enable else None),
             Part("firewall", ("firewall", "lan", "wan", "vpn", "dns", "web", "boot", "tftp",
-                              "dhcp.mode"),
+                              "dhcp.mode", "ra.enable", "dhcp6.mode"),
                  lambda c: FirewallService(c, self.store) if c.firewall.enable else None),
             Part("retention", ("retention", "state_dir"),
                  lambda c: events.RetentionService(self.store, c)),
@@ -223,7 +231,7 @@ class Runtime:
         return lambda: ensure_address6(c.lan.interface, address6)
 
     def _ra(self, c: Config):
-        if not c.ra.enable:
+        if not c.ra.enable or not c.ipv6_lan:
             return None
         return RaService(ra_settings(c, self.address6(c)), prepare=self._prepare6(c))
 
@@ -250,10 +258,21 @@ class Runtime:
         if not c.dns.enable:
             return None
         vpn = [str(ipaddress.IPv4Interface(c.vpn.address).network)] if c.vpn.enable else []
-        return make_dns_service(listen=c.dns.listen, domain=c.lan.domain,
+        listen, network6, router6 = list(c.dns.listen), None, None
+        if c.ipv6_lan:  # AAAA, ip6.arpa and clients of the LAN prefix; listening on it
+            address6 = ipaddress.IPv6Interface(self.address6(c))
+            network6, router6 = str(address6.network), str(address6.ip)
+            if len(dns_listen(c, router6)) > len(listen):
+                try:  # bound before RA/DHCPv6 would put it there
+                    ensure_address6(c.lan.interface, str(address6))
+                    listen = dns_listen(c, router6)
+                except OSError as e:
+                    log.warning("dns: not listening on IPv6", extra={"error": str(e)})
+        return make_dns_service(listen=listen, domain=c.lan.domain,
                                 network=str(c.lan_interface.network), directory=self.backend,
                                 upstreams=c.dns.upstream, clients=vpn,
-                                router_ip=str(c.lan_interface.ip))
+                                router_ip=str(c.lan_interface.ip), network6=network6,
+                                router_ip6=router6)
 
     def _httpboot(self, c: Config):
         """HTTP boot on boot.http_listen: scripts, kernels and initrds from the image

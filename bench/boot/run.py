@@ -25,7 +25,10 @@ per-step table.
 
 Env: BENCH_BOOT_ROUNDS (default 3), BENCH_BOOT_FIRMWARES (default "bios uefi"),
 BENCH_BOOT_TIMEOUT (per boot, default 240 s), BENCH_BOOT_DEBUG=1 (raw steps),
-BENCH_BOOT_KEEP=1 (keep the temp dir: consoles, captures, logs).
+BENCH_BOOT_KEEP=1 (keep the temp dir: consoles, captures, logs), BENCH_BOOT_STACKS
+(default "ours reference reference-ra": the third is the reference with dnsmasq's
+router advertisements, `--enable-ra` with an ra-only ULA /64; ours is compared with
+each), BENCH_BOOT_OURS_RA=0 (ours with ra.enable false, the boot before RAs).
 """
 
 from __future__ import annotations
@@ -74,6 +77,12 @@ BOOT_TIMEOUT = float(os.environ.get("BENCH_BOOT_TIMEOUT", "240"))
 FIRMWARES = os.environ.get("BENCH_BOOT_FIRMWARES", "bios uefi").split()
 TARGET = 1.05
 IPXE_DIR = Path("/usr/lib/ipxe")
+ULA_PREFIX = "fd4e:6978:6965::"  # the RA reference's /64, on its bridge
+# the stacks each firmware boots from, in turn: ours, dnsmasq + nginx, and the same
+# with dnsmasq's router advertisements
+STACKS = os.environ.get("BENCH_BOOT_STACKS", "ours reference reference-ra").split()
+# BENCH_BOOT_OURS_RA=0: ours without router advertisements (the boot before ra.enable)
+OURS_RA = os.environ.get("BENCH_BOOT_OURS_RA", "1") != "0"
 
 
 def nixie(cfg_path: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -174,6 +183,7 @@ class Ours:
         cfg["nix"] = {"extra_config": SINGLE_USER_OFFLINE}
         cfg["builder"] = {"kind": "local", "flake_refresh_seconds": 0, "flake_policy": "manual"}
         cfg["boot"]["menu_timeout_seconds"] = 0  # the same one-target script as the reference
+        cfg["ra"] = {"enable": OURS_RA}
         self.cfg = cfg
         self.cfg_path = self.tmp / "config.json"
         self.cfg_path.write_text(json.dumps(cfg))
@@ -272,14 +282,19 @@ http {{
 
 
 class Reference:
-    """dnsmasq (DHCP + TFTP) and nginx (HTTP) in their own namespace."""
+    """dnsmasq (DHCP + TFTP) and nginx (HTTP) in their own namespace. With `ra`, dnsmasq
+    also sends router advertisements (`--enable-ra`, an `ra-only` range: SLAAC, no
+    DHCPv6) for a ULA /64 on the bridge, as a LAN with an IPv6 router has."""
 
-    def __init__(self, tmp: Path):
-        self.tmp = tmp / "reference"
-        self.www = self.tmp / "www"
+    def __init__(self, tmp: Path, name: str = "reference", *, ra: bool = False,
+                 www: Path | None = None):
+        self.name = name
+        self.ra = ra
+        self.tmp = tmp / name
+        self.www = www or self.tmp / "www"
         self.tftp = self.tmp / "tftp"
-        self.www.mkdir(parents=True)
-        self.tftp.mkdir()
+        self.www.mkdir(parents=True, exist_ok=True)
+        self.tftp.mkdir(parents=True)
         self.dhcp_log = self.tmp / "dnsmasq.log"
         self.ns: Netns | None = None
         self.procs: list[subprocess.Popen] = []
@@ -287,10 +302,14 @@ class Reference:
     def start(self) -> None:
         for name in ("undionly.kpxe", "snponly.efi"):
             shutil.copyfile(IPXE_DIR / name, self.tftp / name)
-        for p in [self.tmp, *self.tmp.rglob("*")]:  # nginx workers run as nobody
+        for p in [self.tmp, *self.tmp.rglob("*"), self.www, *self.www.rglob("*")]:  # nginx: nobody
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
         self.ns = Netns()
         bridge(self.ns, "br-lan", f"{ROUTER}/24")
+        ra_args: list[str] = []
+        if self.ra:
+            self.ns.run("ip", "-6", "addr", "add", f"{ULA_PREFIX}1/64", "dev", "br-lan", "nodad")
+            ra_args = ["--enable-ra", f"--dhcp-range={ULA_PREFIX},ra-only,64"]
         conf = self.tmp / "nginx.conf"
         conf.write_text(NGINX_CONF.format(tmp=self.tmp, fmt=NGINX_LOG_FORMAT, addr=ROUTER,
                                           port=PORT, root=self.www))
@@ -310,7 +329,7 @@ class Reference:
             "--dhcp-match=set:efi64,option:client-arch,7",
             f"--dhcp-boot=tag:ipxe,{script_url}",
             "--dhcp-boot=tag:!ipxe,tag:efi64,snponly.efi",
-            "--dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe",
+            "--dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe", *ra_args,
             stdout=subprocess.DEVNULL, stderr=err))
         if not wait_port(self.ns, ROUTER, PORT, timeout=15):
             raise RuntimeError("nginx did not listen: " + (self.tmp / "nginx-error.log").read_text())
@@ -347,7 +366,11 @@ def main() -> int:
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="nixie-bench-boot-"))
     os.chmod(tmp, 0o711)  # mkdtemp is 700; nginx's workers (nobody) must traverse it
-    ours, ref = Ours(tmp), Reference(tmp)
+    ours = Ours(tmp)
+    www = tmp / "www"
+    refs = {name: Reference(tmp, name, ra=name.endswith("-ra"), www=www)
+            for name in STACKS if name != "ours"}
+    stacks: dict[str, Ours | Reference] = {"ours": ours, **refs}
     boots: list[BootTimes] = []
 
     def on_term(*_):
@@ -358,22 +381,25 @@ def main() -> int:
         t0 = time.monotonic()
         ours.start()
         ours.build()
-        script, basename = ours.export(ref.www)
-        size = (ref.www / "boot" / basename / "initrd").stat().st_size
+        script, basename = ours.export(www)
+        size = (www / "boot" / basename / "initrd").stat().st_size
         print(f"generation {basename} built and exported in {time.monotonic() - t0:.0f} s "
-              f"(initrd {size / 1e6:.1f} MB)", flush=True)
-        ref.start()
+              f"(initrd {size / 1e6:.1f} MB); ours with ra.enable {OURS_RA}", flush=True)
+        for ref in refs.values():
+            ref.start()
         for i in range(ROUNDS):
             for fw in FIRMWARES:
-                for stack in ("ours", "reference"):
-                    me, other = (ours, ref) if stack == "ours" else (ref, ours)
-                    freeze(other.procs, True)
+                for stack in STACKS:
+                    me = stacks[stack]
+                    for other in stacks.values():
+                        if other is not me:
+                            freeze(other.procs, True)
                     freeze(me.procs, False)
                     power_on, poll, tail, dhcp = boot_once(me.ns, tmp / f"vm-{stack}-{fw}-{i}", fw)
                     if stack == "ours":
                         steps = appliance_steps(ours.events(), power_on)
                     else:
-                        steps = reference_steps(ref.requests(), power_on, basename)
+                        steps = reference_steps(refs[stack].requests(), power_on, basename)
                     steps.update(wire_steps(dhcp, power_on))
                     steps["stage1"] = poll.console.first.get("NIXIE-STAGE1")
                     steps["stage2"] = poll.console.first.get("NIXIE-STAGE2")
@@ -382,40 +408,49 @@ def main() -> int:
                     if os.environ.get("BENCH_BOOT_DEBUG"):
                         print(f"  {stack} steps: "
                               f"{ {k: v and round(v - power_on, 2) for k, v in steps.items()} }")
-                    print(f"round {i + 1} {fw:<4} {stack:<9} power-on -> booted {fmt(b.total)}",
+                    print(f"round {i + 1} {fw:<4} {stack:<12} power-on -> booted {fmt(b.total)}",
                           flush=True)
                     if b.total is None:
                         print(f"  no booted; console ends with:\n{tail}", flush=True)
     except KeyboardInterrupt:
         print("interrupted; cleaning up", flush=True)
     finally:
-        ref.stop()
+        for ref in refs.values():
+            ref.stop()
         ours.stop()
         if os.environ.get("BENCH_BOOT_KEEP") != "1":
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"kept {tmp}")
 
-    if not boots:
-        return 1
+    return report(boots, list(refs)) if boots else 1
+
+
+def report(boots: list[BootTimes], refs: list[str]) -> int:
+    """Per firmware: the step table, the phases against each reference and the ratios;
+    1 if a boot did not finish."""
     rc = 0
     for fw in FIRMWARES:
         mine = [b for b in boots if b.firmware == fw]
         o = median_or_none([b.total for b in mine if b.stack == "ours"])
-        r = median_or_none([b.total for b in mine if b.stack == "reference"])
         print()
-        print(f"{fw.upper()} VM (TCG), median of {ROUNDS} boots per stack")
+        print(f"{fw.upper()} VM (TCG), median of {ROUNDS} boots per stack "
+              f"(ours with ra.enable {OURS_RA})")
         print(step_table(mine))
-        print()
-        print(phase_table(mine))
-        print(f"power-on -> booted: ours {fmt(o)}, reference {fmt(r)}")
-        q = ratio(o, r)
-        if q is None:
-            print("ratio ours/reference: - (a boot did not finish)")
-            rc = 1
-            continue
-        print(f"ratio ours/reference: {q:.3f} (target <= {TARGET}) "
-              f"{'OK' if q <= TARGET else 'ABOVE TARGET'}")
+        for name in refs:
+            print()
+            print(phase_table(mine, name))
+        for name in refs:
+            r = median_or_none([b.total for b in mine if b.stack == name])
+            print(f"power-on -> booted: ours {fmt(o)}, {name} {fmt(r)}")
+            q = ratio(o, r)
+            if q is None:
+                print(f"ratio ours/{name}: - (a boot did not finish)")
+                rc = 1
+                continue
+            target = 1.0 if name.endswith("-ra") else TARGET
+            print(f"ratio ours/{name}: {q:.3f} (target <= {target}) "
+                  f"{'OK' if q <= target else 'ABOVE TARGET'}")
     return rc
 
 

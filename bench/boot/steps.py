@@ -162,20 +162,25 @@ def ratio(ours: float | None, reference: float | None) -> float | None:
 
 
 def step_table(boots: list[BootTimes]) -> str:
-    """Median time of each step since power-on, per stack, with the ratio."""
+    """Median time of each step since power-on, per stack, with ours/each other stack
+    (one column `ratio` beside one reference; `/<stack>` per stack beside several)."""
     stacks = sorted({b.stack for b in boots}, key=lambda s: (s != "ours", s))
-    head = f"{'step (s since power-on)':<26}" + "".join(f"{s:>12}" for s in stacks)
-    if set(stacks) == {"ours", "reference"}:
-        head += f"{'ratio':>9}"
+    others = [s for s in stacks[1:]] if stacks and stacks[0] == "ours" else []
+    cols = ["ratio"] if len(others) == 1 else [f"/{s}" for s in others]
+    widths = [max(12, len(s) + 1) for s in stacks]
+    head = f"{'step (s since power-on)':<26}" + "".join(f"{s:>{w}}" for s, w in zip(stacks, widths, strict=True))
+    head += "".join(f"{c:>{max(9, len(c) + 1)}}" for c in cols)
     lines = [head, "-" * len(head)]
     for step in STEPS:
         meds = [median_or_none([b.rel(step) for b in boots if b.stack == s]) for s in stacks]
         if all(m is None for m in meds):
             continue
-        row = f"{step:<26}" + "".join(f"{m:>12.2f}" if m is not None else f"{'-':>12}" for m in meds)
-        if len(meds) == 2:
-            r = ratio(meds[0], meds[1])
-            row += f"{r:>9.3f}" if r is not None else f"{'-':>9}"
+        row = f"{step:<26}" + "".join(f"{m:>{w}.2f}" if m is not None else f"{'-':>{w}}"
+                                      for m, w in zip(meds, widths, strict=True))
+        for c, m in zip(cols, meds[1:len(cols) + 1], strict=True):
+            r = ratio(meds[0], m)
+            w = max(9, len(c) + 1)
+            row += f"{r:>{w}.3f}" if r is not None else f"{'-':>{w}}"
         lines.append(row)
     return "\n".join(lines)
 
@@ -196,16 +201,16 @@ def phase(b: BootTimes, start: str | None, end: str) -> float | None:
     return None if t0 is None or t1 is None else t1 - t0
 
 
-def phase_table(boots: list[BootTimes]) -> str:
-    """Median duration of each phase per stack: which part of the boot differs."""
-    stacks = ("ours", "reference")
-    head = f"{'phase (s)':<30}" + "".join(f"{s:>12}" for s in stacks) + f"{'diff':>9}"
+def phase_table(boots: list[BootTimes], reference: str = "reference") -> str:
+    """Median duration of each phase, ours and `reference`: which part of the boot differs."""
+    stacks = ("ours", reference)
+    head = f"{'phase (s)':<30}" + "".join(f"{s:>13}" for s in stacks) + f"{'diff':>9}"
     lines = [head, "-" * len(head)]
     for label, a, z in PHASES:
         meds = [median_or_none([phase(b, a, z) for b in boots if b.stack == s]) for s in stacks]
         if all(m is None for m in meds):
             continue
-        row = f"{label:<30}" + "".join(f"{m:>12.2f}" if m is not None else f"{'-':>12}" for m in meds)
+        row = f"{label:<30}" + "".join(f"{m:>13.2f}" if m is not None else f"{'-':>13}" for m in meds)
         row += f"{meds[0] - meds[1]:>+9.2f}" if None not in meds else f"{'-':>9}"
         lines.append(row)
     return "\n".join(lines)

@@ -62,9 +62,11 @@ class Resolver:
 
     @classmethod
     def create(cls, domain: str, network: str, *, clients: Iterable[str] = (),
-               upstreams: Iterable[str] = ()) -> Resolver:
-        nets = tuple(ipaddress.ip_network(c, strict=False) for c in (network, *clients))
-        return cls(build_zone(domain, [], network=network), nets,
+               upstreams: Iterable[str] = (), network6: str | None = None) -> Resolver:
+        """`network` (and `network6`, the LAN's IPv6 prefix) and `clients` may query."""
+        nets = tuple(ipaddress.ip_network(c, strict=False)
+                     for c in (network, *([network6] if network6 else []), *clients))
+        return cls(build_zone(domain, [], network=network, network6=network6), nets,
                    tuple(parse_upstream(u) for u in upstreams))
 
     def allowed(self, client_ip: str) -> bool:

@@ -79,7 +79,8 @@ class DnsService:
     def __init__(self, resolver: Resolver, listen: list[str], directory=None, *,
                  domain: str = "lan", network: str | None = None, refresh_seconds: float = 2.0,
                  ttl: int = 60, workers: int = 1, router_ip: str | None = None,
-                 router_names: tuple[str, ...] = ()):
+                 router_names: tuple[str, ...] = (), network6: str | None = None,
+                 router_ip6: str | None = None):
         self.resolver = resolver
         self.views = [resolver] + [
             Resolver(resolver.zone, resolver.clients, resolver.upstreams, resolver.cache)
@@ -91,6 +92,8 @@ class DnsService:
         self.refresh_seconds = refresh_seconds
         self.ttl = ttl
         self.router_ip = router_ip
+        self.network6 = network6
+        self.router_ip6 = router_ip6
         self.router_names = tuple(router_names)
         self._socks: list[socket.socket] = []
         self._wake_r, self._wake_w = None, None
@@ -108,12 +111,12 @@ class DnsService:
         if self.directory is None:
             return False
         records = tuple(lan_records(self.directory.name_records(), router_ip=self.router_ip,
-                                    router_names=self.router_names))
+                                    router_names=self.router_names, router_ip6=self.router_ip6))
         if records == getattr(self, "_last_records", None):
             return False
         self._last_records = records
         zone = build_zone(self.domain, records, network=self.network, ttl=self.ttl,
-                          serial=int(time.time()))
+                          serial=int(time.time()), network6=self.network6)
         for view in self.views:
             view.zone = zone
         return True

@@ -189,11 +189,26 @@ def wire_labels(wire: bytes) -> list[bytes]:
 
 
 def reverse_name(ip: str) -> str:
-    return ipaddress.IPv4Address(ip).reverse_pointer
+    """'10.77.0.5' -> '5.0.77.10.in-addr.arpa'; an IPv6 address -> its 32 nibbles under ip6.arpa."""
+    return ipaddress.ip_address(ip).reverse_pointer
+
+
+_HEX = frozenset(b"0123456789abcdef")
+
+
+def ip6_of_reverse(labels: list[bytes]) -> str | None:
+    """The 32 nibble labels under ip6.arpa (lower-cased wire) -> the IPv6 address, or None."""
+    if len(labels) != 34 or labels[32:] != [b"ip6", b"arpa"]:
+        return None
+    if not all(len(x) == 1 and x[0] in _HEX for x in labels[:32]):
+        return None
+    return str(ipaddress.IPv6Address(int(b"".join(reversed(labels[:32])), 16)))
 
 
 def ip_of_reverse(labels: list[bytes]) -> str | None:
     """[b'5', b'0', b'77', b'10', b'in-addr', b'arpa'] -> '10.77.0.5'."""
+    if len(labels) == 34:
+        return ip6_of_reverse(labels)
     if len(labels) != 6 or labels[4:] != [b"in-addr", b"arpa"]:
         return None
     try:

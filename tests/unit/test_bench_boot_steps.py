@@ -131,6 +131,19 @@ def test_medians_ratio_and_table():
     assert not any(ln.startswith("kernel") for ln in lines)  # no stack saw it: no row
 
 
+def test_table_beside_the_reference_with_router_advertisements():
+    boots = [BootTimes("ours", 0.0, {"booted": 12.0}),
+             BootTimes("reference", 100.0, {"booted": 124.0}),
+             BootTimes("reference-ra", 200.0, {"booted": 215.0})]
+    lines = step_table(boots).splitlines()
+    assert lines[0].split()[-5:] == ["ours", "reference", "reference-ra", "/reference",
+                                     "/reference-ra"]
+    booted = next(ln for ln in lines if ln.startswith("booted"))
+    assert booted.split()[1:] == ["12.00", "24.00", "15.00", "0.500", "0.800"]
+    rows = phase_table(boots, "reference-ra").splitlines()
+    assert rows[0].split()[-3:] == ["ours", "reference-ra", "diff"]
+
+
 def test_phases_are_spans_between_steps():
     ours = BootTimes("ours", 100.0, {"dhcp": 105.0, "script": 118.0, "initrd": 120.0,
                                      "stage1": 125.0, "booted": 126.0})

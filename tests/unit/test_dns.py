@@ -1,5 +1,6 @@
 """LAN DNS: codec, zone, resolver policy, cache, and the server on loopback."""
 
+import ipaddress
 import socket
 import struct
 import threading
@@ -437,3 +438,28 @@ def test_idle_tcp_connections_cannot_take_every_slot():
         stop.set()
         svc.shutdown()
         t.join(3)
+
+
+def test_aaaa_and_ip6_arpa_ptr_for_the_lan_prefix():
+    """AAAA beside A for one name, its ip6.arpa PTR; names in the prefix we do not know
+    are NXDOMAIN, other ip6.arpa names are not ours; clients in the prefix may query,
+    IPv6 clients outside it are refused."""
+    r = Resolver.create("lab.nixie", "10.77.0.0/24", network6="fd00:77::/64", upstreams=["10.0.0.53"])
+    r.zone = build_zone("lab.nixie", [("node1", "10.77.0.5"), ("node1", "fd00:77::1:5"),
+                                      ("v6only", "FD00:77::0:1:6")],
+                        network="10.77.0.0/24", network6="fd00:77::/64")
+    client = "fd00:77::abcd"
+    aaaa = ask(r, q("node1.lab.nixie", "AAAA"), client)
+    assert aaaa.header.rcode == RCODE.NOERROR and aaaa.header.aa
+    assert [str(x.rdata) for x in aaaa.rr] == ["fd00:77::1:5"] and aaaa.rr[0].rtype == QTYPE.AAAA
+    assert [str(x.rdata) for x in ask(r, q("node1.lab.nixie"), client).rr] == ["10.77.0.5"]
+    nodata = ask(r, q("v6only.lab.nixie", "A"), client)
+    assert nodata.header.rcode == RCODE.NOERROR and not nodata.rr and nodata.auth
+    ptr = ask(r, q(ipaddress.IPv6Address("fd00:77::1:6").reverse_pointer, "PTR"), client)
+    assert [str(x.rdata) for x in ptr.rr] == ["v6only.lab.nixie."]
+    unknown = ask(r, q(ipaddress.IPv6Address("fd00:77::99").reverse_pointer, "PTR"), client)
+    assert unknown.header.rcode == RCODE.NXDOMAIN and unknown.auth
+    out = r.handle(q(ipaddress.IPv6Address("2001:db8::1").reverse_pointer, "PTR").pack(), client, 0)
+    assert isinstance(out, tuple) and out[0] is FORWARD
+    refused = ask(r, q("node1.lab.nixie", "AAAA"), "2001:db8::5")
+    assert refused.header.rcode == RCODE.REFUSED and not refused.rr

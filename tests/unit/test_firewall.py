@@ -1,12 +1,16 @@
 """The nftables generator: what the ruleset allows, from config."""
 
+import ipaddress
 import shutil
 import subprocess
 
 import pytest
 
 from appliance.config.schema import example_config, parse_config
+from appliance.domain.ipv6 import lan_address6
 from appliance.router.firewall import FirewallError, FirewallSpec, render
+from appliance.state.db import Store
+from tests.golden import assert_golden
 
 
 def cfg(**over):
@@ -78,6 +82,48 @@ def test_nft_parses_the_generated_ruleset():
     """`nft -c` (check only, needs no privileges to parse? it does need CAP_NET_ADMIN on some
     kernels; skip then) accepts what we render."""
     text = render(FirewallSpec.from_config(cfg(vpn={"enable": True})))
+    r = subprocess.run(["nft", "-c", "-f", "-"], input=text, capture_output=True, text=True)
+    if r.returncode != 0 and "Operation not permitted" in r.stderr:
+        pytest.skip("nft -c needs CAP_NET_ADMIN here")
+    assert r.returncode == 0, r.stderr
+
+
+def test_ipv6_on_the_lan_adds_icmpv6_dhcpv6_and_the_prefix_check(state_dir):
+    """RA on (the default) with a known prefix: the IPv6 rules come before the services
+    and name the LAN prefix; without a known prefix, or with RA and DHCPv6 off, none."""
+    v6 = FirewallSpec.from_config(cfg(lan={"address6": "fd00:77::1/64"}, dhcp6={"mode": "stateless"}))
+    assert v6.lan_net6 == "fd00:77::/64" and v6.dhcp6
+    assert FirewallSpec.from_config(cfg(lan={"address6": "fd00:77::1/64"})).dhcp6 is False
+    off = cfg(lan={"address6": "fd00:77::1/64"}, ra={"enable": False})
+    assert FirewallSpec.from_config(off).lan_net6 is None
+    assert "icmpv6" not in render(FirewallSpec.from_config(off))
+    # the stored ULA when lan.address6 is null (made once, the same one the RA serves)
+    conn = Store(state_dir / "nixie.db").conn()
+    ula = FirewallSpec.from_config(cfg(), conn=conn).lan_net6
+    assert ula is not None and ula.startswith("fd") and ula.endswith("::/64")
+    assert ula == str(ipaddress.IPv6Interface(lan_address6(conn, None)).network)
+
+    text = render(v6)
+    assert_golden("firewall-ipv6.nft", text)
+    inp = rule_lines(text, "input")
+    nd = 'ip6 hoplimit 255 icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept ' \
+         'comment "IPv6 neighbour discovery"'
+    check = ('iifname "br-lan" ip6 saddr != { ::, fe80::/10, fd00:77::/64 } counter drop '
+             'comment "IPv6 from the LAN only from its prefix"')
+    admin = 'iifname "br-lan" tcp dport { 22, 8080 } accept comment "admin UI and SSH"'
+    assert inp.index(nd) < inp.index(check) < inp.index(admin)
+    assert 'iifname "br-lan" udp dport 547 accept comment "DHCPv6"' in inp
+    assert 'iifname "wan0" ip6 hoplimit 255 icmpv6 type nd-router-advert accept ' \
+           'comment "router advertisements on the WAN"' in inp
+    assert [r for r in inp if "nd-router-solicit" in r] == [
+        'iifname "br-lan" ip6 hoplimit 255 icmpv6 type nd-router-solicit accept '
+        'comment "router solicitations"']
+
+
+@pytest.mark.skipif(not shutil.which("nft"), reason="nft not installed")
+def test_nft_parses_the_ipv6_ruleset():
+    text = render(FirewallSpec.from_config(cfg(lan={"address6": "fd00:77::1/64"},
+                                               dhcp6={"mode": "stateful"})))
     r = subprocess.run(["nft", "-c", "-f", "-"], input=text, capture_output=True, text=True)
     if r.returncode != 0 and "Operation not permitted" in r.stderr:
         pytest.skip("nft -c needs CAP_NET_ADMIN here")

@@ -4,6 +4,7 @@ the firmware's own PXE client), started by `lab.qemu.PxeVM`."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -58,7 +59,9 @@ class PxeLab:
         return p
 
     def start_services(self) -> None:
-        self.spawn("tcpdump", "-i", "br-lan", "-U", "-w", str(self.pcap),
+        # --immediate-mode: each packet is written as it comes (not a buffer's worth a
+        # second later), so a boot that fetches its script at once finds its DHCP in the file
+        self.spawn("tcpdump", "-i", "br-lan", "--immediate-mode", "-U", "-w", str(self.pcap),
                    "udp port 67 or udp port 68 or udp port 69 or udp port 4011", log="tcpdump.log")
         self.spawn("in.tftpd", "-L", "-u", "root", "-a", f"{self.lan_ip}:69", "-s", str(self.tftp_root),
                    log="tftpd.log")
@@ -147,6 +150,34 @@ def appliance_serving(tmp_path: Path, lan_ip: str = "10.77.0.1", sections: dict 
     with router_namespace(lan_ip) as ns:
         with serving(ns, path, tmp_path / "serve.log", [(lan_ip, 8081)], timeout=30):
             yield ns, path, cfg
+
+
+def ipv6_neighbours(ns: Netns, macs, timeout: float = 30, bridge_name: str = "br-lan"
+                    ) -> tuple[ipaddress.IPv6Network, dict[str, set]]:
+    """What the router's namespace sees of the LAN over IPv6: (the LAN prefix, MAC ->
+    addresses in it). It pings all-nodes from its own address in the prefix (each host
+    answers from its address there), pings each answering address so the kernel
+    resolves its MAC, and reads the neighbour table; until each of `macs` is seen or
+    `timeout` passes (a host that just booted may still be on DAD)."""
+    addrs = json.loads(ns.run("ip", "-j", "-6", "addr", "show", "dev", bridge_name, "scope", "global").stdout)
+    info = next(a for link in addrs for a in link["addr_info"] if a["family"] == "inet6")
+    prefix = ipaddress.IPv6Interface(f"{info['local']}/{info['prefixlen']}").network
+    deadline = time.monotonic() + timeout
+    while True:
+        out = ns.run("ping", "-6", "-n", "-c", "3", "-i", "0.3", "-w", "2", "-I", info["local"],
+                     "ff02::1%" + bridge_name, check=False).stdout
+        answered = {w.rstrip(":") for line in out.splitlines() if " from " in line
+                    for w in line.split()[3:4]}
+        for a in answered:
+            if a != info["local"] and ipaddress.IPv6Address(a) in prefix:
+                ns.run("ping", "-6", "-n", "-c", "1", "-w", "1", a, check=False)
+        found: dict[str, set] = {}
+        for n in json.loads(ns.run("ip", "-j", "-6", "neigh", "show", "dev", bridge_name).stdout):
+            ip, mac = ipaddress.IPv6Address(n["dst"]), n.get("lladdr")
+            if mac and ip in prefix:
+                found.setdefault(mac.lower(), set()).add(ip)
+        if all(m in found for m in macs) or time.monotonic() >= deadline:
+            return prefix, found
 
 
 def build(cfg_path: Path, name: str) -> dict:

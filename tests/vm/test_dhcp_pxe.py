@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import time
 
 import pytest
 
@@ -31,6 +32,17 @@ def serve(ns, tmp, mode: str) -> subprocess.Popen:
     path = tmp / "config.json"
     path.write_text(json.dumps(cfg))
     return start_serve(ns, path, tmp / "serve.log")
+
+
+def dhcp_packets_when(pcap, done, timeout: float = 10) -> list[codec.Packet]:
+    """The DHCP packets captured so far, once `done(packets)` holds or `timeout` passes:
+    the capture may lag a boot that (with router advertisements) fetches at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pkts = dhcp_packets(pcap)
+        if done(pkts) or time.monotonic() >= deadline:
+            return pkts
+        time.sleep(0.2)
 
 
 def dhcp_packets(pcap) -> list[codec.Packet]:
@@ -74,7 +86,7 @@ def test_ovmf_uefi_pxe_gets_snponly_over_tftp_then_the_http_script(lab, tmp_path
     lines = lab.wait_http(f"/boot/{mac}.ipxe", VM_SECONDS)
     assert f"/boot/{mac}.ipxe" in lines, (lines, (tmp_path / "serve.log").read_text()[-2000:])
     assert b"snponly.efi" in tftp_requests(lab.pcap)
-    pkts = dhcp_packets(lab.pcap)
+    pkts = dhcp_packets_when(lab.pcap, lambda ps: sum(p.op == 2 and p.file != b"" for p in ps) >= 2)
     firmware_offer = [p for p in pkts if p.op == 2 and p.file == b"snponly.efi"]
     ipxe_offer = [p for p in pkts if p.op == 2 and p.file == f"http://10.77.0.1:8081/boot/{mac}.ipxe".encode()]
     assert firmware_offer and ipxe_offer
@@ -100,7 +112,8 @@ def test_bios_ipxe_rom_gets_the_script_from_proxy_dhcp_next_to_dnsmasq(lab, tmp_
         lab.start_vm(mac, uefi=False)
         lines = lab.wait_http(f"/boot/{mac}.ipxe", VM_SECONDS)
         assert f"/boot/{mac}.ipxe" in lines, (lines, other.log.read_text()[-2000:])
-        pkts = dhcp_packets(lab.pcap)
+        pkts = dhcp_packets_when(lab.pcap, lambda ps: {b"\nM\x00\x01", b"\nM\x00\x02"} <= {
+            p.server_id for p in ps if p.op == 2})
         ours = [p for p in pkts if p.op == 2 and p.server_id == codec.ip_bytes("10.77.0.1")]
         theirs = [p for p in pkts if p.op == 2 and p.server_id == codec.ip_bytes("10.77.0.2")]
         assert ours and all(p.yiaddr == b"\0\0\0\0" for p in ours)  # boot info, never an address

@@ -8,7 +8,9 @@ the host's script, kernel and initrd (stage-1 initrd + one zstd CPIO per
 closure path), run stage 1 and stage 2 from /nix/store in the initramfs and
 report with their per-boot token. `nixie host show --json` must then say
 `booted`, with the address DHCP gave, and the host's events must hold every
-boot step.
+boot step. Router advertisements are on (the default): each booted VM answers the
+router over IPv6 from an address in the LAN's prefix (SLAAC), seen in the
+router's neighbour table.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import uuid
 from lab import flake as labflake
 from lab.qemu import PxeVM
 from tests.conftest import run_nixie
-from tests.vm.pxe_lab import add_and_build, wait_booted
+from tests.vm.pxe_lab import add_and_build, ipv6_neighbours, wait_booted
 
 MACHINES = {"demo": ("52:54:00:4e:58:11", "bios"), "demo2": ("52:54:00:4e:58:12", "uefi")}
 BOOT_TIMEOUT = 420  # two TCG guests share two cores with the rest of the suite
@@ -37,6 +39,7 @@ def test_bios_and_uefi_vms_boot_to_booted(appliance):
             vm.start()
         states = wait_booted(cfg_path, MACHINES, BOOT_TIMEOUT)
         consoles = {vm.firmware: vm.console()[-2500:] for vm in vms}
+        prefix6, neighbours6 = ipv6_neighbours(ns, [mac for mac, _ in MACHINES.values()])
     finally:
         for vm in vms:
             vm.stop()
@@ -58,4 +61,6 @@ def test_bios_and_uefi_vms_boot_to_booted(appliance):
             assert "boot.tftp" in kinds or any(
                 e["kind"] == "boot.dhcp" and "snponly.efi" in json.dumps(e.get("data"))
                 for e in h["events"]), sorted(set(kinds))
+        # IPv4 and IPv6 on the LAN: it made its address from our RA's prefix
+        assert neighbours6.get(mac), (name, str(prefix6), neighbours6)
         assert h["generations"] and h["current_generation"] == h["generations"][0]["number"]
