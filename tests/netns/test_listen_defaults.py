@@ -102,6 +102,13 @@ def test_with_ipv6_on_the_lan_tftp_and_http_boot_listen_on_the_lan_ipv6_address_
                            "--data", '{"event":"booted"}',
                            f"http://[{ROUTER6}]:8081/api/v1/agent/events")
         assert r.stdout == "401", r.stdout
+        # ...and the IPv6 listener has the same limits: a 2 MB body is refused unread
+        big = tmp_path / "big.json"
+        big.write_bytes(b"{" + b" " * (2 << 20) + b"}")
+        r = lan.client.run("curl", "-sS", "-g", "-o", "/dev/null", "-w", "%{http_code}",
+                           "-H", "Content-Type: application/json", "--data-binary", f"@{big}",
+                           f"http://[{ROUTER6}]:8081/api/v1/agent/events", check=False)
+        assert r.stdout == "413", (r.stdout, r.stderr)
         # nothing on the router's other IPv6 address (TFTP's UDP sockets: `ss` above)
         r = lan.router.run(sys.executable, "-c", CONNECT6, OTHER6, "8081")
         assert r.stdout.strip() != "0", f"[{OTHER6}]:8081 accepted a connection"
