@@ -87,6 +87,12 @@ def test_with_ipv6_on_the_lan_tftp_and_http_boot_listen_on_the_lan_ipv6_address_
         r = lan.client.run("tftp", "-6", "-m", "octet", ROUTER6, "-c", "get", "snponly.efi", str(got), check=False)
         assert r.returncode == 0 and got.read_bytes() == Path(
             "/usr/lib/ipxe/snponly.efi").read_bytes(), r.stdout + r.stderr
+        # ...and nothing outside its root (a path escape over IPv6 gets an error, no file)
+        leak = tmp_path / "leak"
+        r = lan.client.run("tftp", "-6", "-m", "octet", ROUTER6, "-c", "get",
+                           "../../../../etc/passwd", str(leak), check=False)
+        assert not leak.exists() or leak.stat().st_size == 0, r.stdout
+        assert "Error code" in r.stdout, r.stdout
         # HTTP boot over IPv6: the unknown-machine script, and the iPXE binary
         r = lan.client.run("curl", "-sS", "-g", "-o", "-", "-w", "\n%{http_code}",
                            f"http://[{ROUTER6}]:8081/boot/52:54:00:aa:bb:cc.ipxe")
