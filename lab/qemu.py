@@ -7,7 +7,9 @@ empty `romfile=` uses EDK2's own PXE client, which fetches snponly.efi over
 TFTP. UEFI HTTP Boot (`netboot="http"`): OVMF's PXEv4/PXEv6 boot options are
 turned off through its fw_cfg knobs (`opt/org.tianocore/IPv4PXESupport`,
 `IPv6PXESupport`), so the NIC's first boot option is "UEFI HTTPv4" with an empty
-URI: the firmware asks DHCP as `HTTPClient` and boots the URL it is given. KVM
+URI: the firmware asks DHCP as `HTTPClient` and boots the URL it is given. IPv6
+PXE (`netboot="pxe6"`): only the PXEv4 option is turned off, so "UEFI PXEv6"
+comes first (DHCPv6, then the boot file over TFTP/IPv6). KVM
 guests fail on these machines, so `-accel tcg`.
 
 A VM may have a virtio disk (`disk=`, made by `create_disk`: a sparse raw file,
@@ -30,7 +32,7 @@ from lab.netns import Netns, unique
 
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
-NETBOOTS = ("pxe", "http")
+NETBOOTS = ("pxe", "http", "pxe6")
 
 
 def create_disk(path: Path, size_mib: int, fmt: str = "raw") -> Path:
@@ -54,8 +56,8 @@ def qemu_argv(*, firmware: str, mac: str, tap: str, serial: Path, workdir: Path,
               disk: Path | None = None) -> list[str]:
     if firmware not in ("bios", "uefi"):
         raise ValueError("firmware must be bios or uefi")
-    if netboot not in NETBOOTS or (netboot == "http" and firmware != "uefi"):
-        raise ValueError("netboot must be pxe, or http with uefi firmware")
+    if netboot not in NETBOOTS or (netboot != "pxe" and firmware != "uefi"):
+        raise ValueError("netboot must be pxe, or http or pxe6 with uefi firmware")
     argv = ["qemu-system-x86_64", "-accel", accel, "-m", str(memory_mb), "-smp", "1",
             "-display", "none", "-monitor", "none",
             *(["-no-reboot"] if disk is None else []), "-serial", f"file:{serial}",
@@ -76,6 +78,8 @@ def qemu_argv(*, firmware: str, mac: str, tap: str, serial: Path, workdir: Path,
         if netboot == "http":  # no PXE boot options: HTTPv4 comes first
             argv += ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
                      "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]
+        elif netboot == "pxe6":  # no PXEv4 boot option: PXEv6 comes first
+            argv += ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"]
     return argv
 
 

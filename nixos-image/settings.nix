@@ -75,7 +75,7 @@ let
     };
 
     tftp = {
-      listen = opt (types.nullOr listenList) null "Addresses the TFTP server binds; null means the LAN address, port 69.";
+      listen = opt (types.nullOr listenList) null "Addresses the TFTP server binds (IPv4 or [IPv6]:port); null means the LAN address, port 69, and the LAN IPv6 address when IPv6 runs on the LAN (ra.enable or dhcp6.mode).";
       root = opt optPath null "Directory served read-only; null means state_dir/tftp (populated with the iPXE binaries).";
       ipxe_dir = opt path "/usr/lib/ipxe" "Where the iPXE binaries (undionly.kpxe, ipxe.efi, snponly.efi) come from. The router module sets it to iPXE built by nixpkgs.";
       workers = opt (between 0 64) 0 "Worker processes serving TFTP (all waiting on the listen sockets); 0 means one per two CPUs.";
@@ -83,7 +83,7 @@ let
     };
 
     boot = {
-      http_listen = opt (types.nullOr listen) null "HTTP boot listener: iPXE scripts, kernels, initrds, the binary cache, the agent API; null means the LAN address, port 8081.";
+      http_listen = opt (types.nullOr listen) null "HTTP boot listener: iPXE scripts, kernels, initrds, the binary cache, the agent API (IPv4 or [IPv6]:port); null means the LAN address, port 8081, and the LAN IPv6 address when IPv6 runs on the LAN (ra.enable or dhcp6.mode).";
       public_url = opt optStr null "Base URL clients use to reach http_listen; null derives it from lan.address.";
       menu = opt types.bool true "Show a menu of the host's generations, newest first; the default entry is the current generation (the newest, unless the admin rolled back), marked \"(current)\".";
       menu_timeout_seconds = opt (between 0 3600) 5 "Seconds before the menu's default entry boots; 0 boots the current generation without a menu.";

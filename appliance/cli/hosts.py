@@ -14,7 +14,7 @@ from appliance.router.bmc import flows
 
 
 def _host_human(h: dict[str, Any]) -> None:
-    for k in ("name", "macs", "flake", "attr", "mode", "state", "ip", "ip_reservation",
+    for k in ("name", "macs", "flake", "attr", "mode", "state", "ip", "ip6", "ip_reservation",
               "current_generation", "source"):
         v = h.get(k)
         print(f"{k + ':':<20}{' '.join(v) if isinstance(v, list) else ('-' if v is None else v)}")

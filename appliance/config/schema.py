@@ -319,7 +319,7 @@ SCHEMA = Section(
         ),
         "tftp": Section(
             {
-                "listen": Key(check_opt_listen_list, None, "Addresses the TFTP server binds; null means the LAN address, port 69."),
+                "listen": Key(check_opt_listen_list, None, "Addresses the TFTP server binds (IPv4 or [IPv6]:port); null means the LAN address, port 69, and the LAN IPv6 address when IPv6 runs on the LAN (ra.enable or dhcp6.mode)."),
                 "root": Key(check_opt_path, None, "Directory served read-only; null means state_dir/tftp (populated with the iPXE binaries)."),
                 "ipxe_dir": Key(check_path, "/usr/lib/ipxe", "Where the iPXE binaries (undionly.kpxe, ipxe.efi, snponly.efi) come from."),
                 "workers": Key(int_range(0, 64), 0, "Worker processes serving TFTP (all waiting on the listen sockets); 0 means one per two CPUs."),
@@ -329,7 +329,7 @@ SCHEMA = Section(
         ),
         "boot": Section(
             {
-                "http_listen": Key(check_opt_listen, None, "HTTP boot listener: iPXE scripts, kernels, initrds, the binary cache, the agent API; null means the LAN address, port 8081."),
+                "http_listen": Key(check_opt_listen, None, "HTTP boot listener: iPXE scripts, kernels, initrds, the binary cache, the agent API (IPv4 or [IPv6]:port); null means the LAN address, port 8081, and the LAN IPv6 address when IPv6 runs on the LAN (ra.enable or dhcp6.mode)."),
                 "public_url": Key(check_opt_str, None, "Base URL clients use to reach http_listen; null derives it from lan.address."),
                 "menu": Key(check_bool, True, "Show a menu of the host's generations, newest first; the default entry is the current generation (the newest, unless the admin rolled back), marked \"(current)\"."),
                 "menu_timeout_seconds": Key(int_range(0, 3600), 5, "Seconds before the menu's default entry boots; 0 boots the current generation without a menu."),
@@ -517,10 +517,6 @@ class Config:
         return getattr(self.root, name)
 
     # derived values ------------------------------------------------------
-    def derived(self, key: str) -> bool:
-        """Was the listener `key` left null (filled with the LAN address)?"""
-        return key in self._derived
-
     @property
     def ipv6_lan(self) -> bool:
         """Does the router serve IPv6 on the LAN (router advertisements or DHCPv6)? Never
@@ -534,6 +530,10 @@ class Config:
     @property
     def lan_ip(self) -> str:
         return str(self.lan_interface.ip)
+
+    def listen_is_default(self, key: str) -> bool:
+        """`key` (one of LAN_LISTEN_PORTS) was left null: it listens where the LAN is."""
+        return key in self._derived
 
     @property
     def db_path(self) -> Path:

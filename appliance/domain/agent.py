@@ -8,8 +8,9 @@ with each report.
 
 What a LAN client who is not the host can do with the unauthenticated boot script:
 - fetch it from its own address: when the router knows the host's addresses (a live
-  DHCP lease of one of its MACs, its reservation), no token is put in a script fetched
-  from any other address, and the host's outstanding token is left alone;
+  DHCP or DHCPv6 lease of one of its MACs, its reservation, or over IPv6 the SLAAC
+  address its MAC makes), no token is put in a script fetched from any other address,
+  and the host's outstanding token is left alone;
 - replay a token from another address: refused (403), the host's state unchanged;
 - accumulate tokens: there is at most one per (host, generation), a new script for the
   same boot replaces it (an iPXE menu holds one per generation it lists);
@@ -21,6 +22,7 @@ What a LAN client who is not the host can do with the unauthenticated boot scrip
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import secrets
 import sqlite3
 from dataclasses import dataclass
@@ -59,10 +61,34 @@ def host_addresses(conn: sqlite3.Connection, host_id: int) -> set[str]:
     out = {r[0] for r in conn.execute(
         "SELECT l.ip FROM leases l JOIN host_macs m ON m.mac = l.mac WHERE m.host_id = ? "
         "AND l.state IN ('offered', 'bound') AND l.expires > ?", (host_id, t))}
+    out |= {r[0] for r in conn.execute(
+        "SELECT l.address FROM leases6 l JOIN host_macs m ON m.mac = l.mac WHERE m.host_id = ? "
+        "AND l.state = 'bound' AND l.expires > ?", (host_id, t))}
     row = conn.execute("SELECT ip_reservation FROM hosts WHERE id = ?", (host_id,)).fetchone()
     if row is not None and row[0]:
         out.add(row[0])
     return out
+
+
+def eui64_interface_id(mac: str) -> int:
+    """The modified EUI-64 interface identifier of a MAC (RFC 4291 appendix A)."""
+    b = bytearray(bytes.fromhex(mac.replace(":", "")))
+    b[0] ^= 0x02
+    return int.from_bytes(bytes(b[:3]) + b"\xff\xfe" + bytes(b[3:]), "big")
+
+
+def slaac_of_host(conn: sqlite3.Connection, host_id: int, ip: str) -> bool:
+    """`ip` is an IPv6 address made from one of the host's MACs (SLAAC with an EUI-64
+    interface identifier: what iPXE and Linux make from the RA's prefix by default)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if not isinstance(addr, ipaddress.IPv6Address) or addr.ipv4_mapped is not None:
+        return False
+    iid = int(addr) & (2**64 - 1)
+    return any(eui64_interface_id(r[0]) == iid for r in conn.execute(
+        "SELECT mac FROM host_macs WHERE host_id = ?", (host_id,)))
 
 
 def issue_token(conn: sqlite3.Connection, host_id: int, generation_id: int | None, *,
@@ -80,7 +106,7 @@ def issue_token(conn: sqlite3.Connection, host_id: int, generation_id: int | Non
     t = now()
     with transaction(conn):
         known = host_addresses(conn, host_id)
-        if known and client_ip not in known:
+        if known and client_ip not in known and not slaac_of_host(conn, host_id, client_ip):
             return None
         conn.execute("DELETE FROM boot_tokens WHERE host_id = ? AND generation_id IS ?",
                      (host_id, generation_id))
@@ -122,10 +148,12 @@ def verify_token(conn: sqlite3.Connection, token: str) -> TokenInfo | None:
 
 def from_the_host(conn: sqlite3.Connection, info: TokenInfo, source_ip: str | None) -> bool:
     """A report may come from the address that fetched the script, or from one that holds a
-    live lease of the host's MACs (the booted system's own DHCP client may get another)."""
+    live lease (DHCP, DHCPv6) of the host's MACs (the booted system's own DHCP client may
+    get another), or its SLAAC address (an IPv6 boot's system configures itself)."""
     if not source_ip:
         return False
-    return source_ip == info.client_ip or source_ip in host_addresses(conn, info.host_id)
+    return (source_ip == info.client_ip or source_ip in host_addresses(conn, info.host_id)
+            or slaac_of_host(conn, info.host_id, source_ip))
 
 
 class AgentRejected(Exception):

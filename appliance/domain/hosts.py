@@ -248,15 +248,32 @@ def remove_host(conn: sqlite3.Connection, name: str) -> None:
     bmc.remove_orphan_secrets(conn)  # its BMC row went with it (ON DELETE CASCADE)
 
 
+def split_family(ip: str | None) -> tuple[str | None, str | None]:
+    """(IPv4, IPv6) of an address a host was seen at: a host keeps one of each
+    (`ip`, `ip6`); an IPv4-mapped IPv6 address is the IPv4 one."""
+    if not ip:
+        return None, None
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return None, None
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is None:
+            return None, str(addr)
+        return str(addr.ipv4_mapped), None
+    return str(addr), None
+
+
 def set_state(conn: sqlite3.Connection, host_id: int, state: str, *, ip: str | None = None,
               message: str = "") -> None:
     """Move a host to `state` (and record where it was seen), with an event."""
     if state not in STATES:
         raise InvalidInput(f"unknown host state {state!r}", field="state")
     t = now()
+    ip4, ip6 = split_family(ip)
     conn.execute(
         "UPDATE hosts SET state = ?, state_changed_at = ?, last_seen = ?, ip = coalesce(?, ip), "
-        "updated_at = ? WHERE id = ?", (state, t, t, ip, t, host_id))
+        "ip6 = coalesce(?, ip6), updated_at = ? WHERE id = ?", (state, t, t, ip4, ip6, t, host_id))
     events.record(conn, f"host.{state}", message or f"host is {state}", host_id=host_id, ip=ip)
 
 

@@ -1,7 +1,8 @@
 """IP discovery: learn hosts' addresses from the LAN's neighbour table.
 
-Leases and agent reports give most addresses; the neighbour table (ARP) adds
-hosts with static addresses and keeps `last_seen` fresh. Pure part:
+Leases and agent reports give most addresses; the neighbour tables (ARP, and IPv6's
+neighbour discovery for `hosts.ip6`; link-local addresses are left out) add hosts with
+static or SLAAC addresses and keep `last_seen` fresh. Pure part:
 `changes(neighbours, known)`; the service reads the kernel with pyroute2.
 """
 
@@ -19,8 +20,9 @@ log = logging.getLogger("nixie.discovery")
 LIVE_STATES = 0x02 | 0x04 | 0x08 | 0x10 | 0x80
 
 
-def read_neighbours(ifname: str) -> dict[str, str]:
-    """MAC -> IPv4 on `ifname`, live entries only."""
+def read_neighbours(ifname: str, family: int = 2) -> dict[str, str]:
+    """MAC -> IPv4 (family 2) or IPv6 (family 10, link-local ones left out) on `ifname`,
+    live entries only."""
     from pyroute2 import IPRoute
 
     out: dict[str, str] = {}
@@ -28,11 +30,15 @@ def read_neighbours(ifname: str) -> dict[str, str]:
         idx = ipr.link_lookup(ifname=ifname)
         if not idx:
             return out
-        for n in ipr.get_neighbours(family=2, ifindex=idx[0]):
+        for n in ipr.get_neighbours(family=family, ifindex=idx[0]):
             mac, ip = n.get_attr("NDA_LLADDR"), n.get_attr("NDA_DST")
-            if mac and ip and n["state"] & LIVE_STATES:
+            if mac and ip and n["state"] & LIVE_STATES and not _link_local(ip):
                 out[mac.lower()] = ip
     return out
+
+
+def _link_local(ip: str) -> bool:
+    return ip.lower().startswith("fe80:")
 
 
 def changes(neighbours: dict[str, str], known: dict[str, tuple[int, str | None]]
@@ -42,14 +48,18 @@ def changes(neighbours: dict[str, str], known: dict[str, tuple[int, str | None]]
     return [(host_id, neighbours[mac]) for mac, (host_id, _ip) in known.items() if mac in neighbours]
 
 
-def apply(conn: sqlite3.Connection, neighbours: dict[str, str]) -> int:
+COLUMNS = {2: "ip", 10: "ip6"}  # address family -> the hosts column it fills
+
+
+def apply(conn: sqlite3.Connection, neighbours: dict[str, str], family: int = 2) -> int:
+    col = COLUMNS[family]
     known = {r["mac"]: (r["host_id"], r["ip"]) for r in conn.execute(
-        "SELECT m.mac, m.host_id, h.ip FROM host_macs m JOIN hosts h ON h.id = m.host_id")}
+        f"SELECT m.mac, m.host_id, h.{col} AS ip FROM host_macs m JOIN hosts h ON h.id = m.host_id")}
     moved = 0
     t = now()
     for host_id, ip in changes(neighbours, known):
-        cur = conn.execute("UPDATE hosts SET last_seen = ?, ip = ? WHERE id = ? AND "
-                           "(ip IS NOT ? OR last_seen IS NULL OR last_seen < ?)",
+        cur = conn.execute(f"UPDATE hosts SET last_seen = ?, {col} = ? WHERE id = ? AND "
+                           f"({col} IS NOT ? OR last_seen IS NULL OR last_seen < ?)",
                            (t, ip, host_id, ip, t - 30))
         moved += cur.rowcount
     return moved
@@ -67,7 +77,9 @@ class DiscoveryService:
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(self.interval):
             try:
-                self.updates += apply(self.store.conn(), read_neighbours(self.interface))
+                for family in COLUMNS:
+                    self.updates += apply(self.store.conn(), read_neighbours(self.interface, family),
+                                          family)
             except OSError as e:
                 log.warning("neighbour table unreadable", extra={"error": str(e)})
 

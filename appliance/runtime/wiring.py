@@ -102,13 +102,16 @@ def web_app(cfg: Config, store: Store, health):
                                  secret_key=secret_key(cfg)))
 
 
-def boot_settings(cfg: Config) -> BootSettings:
+def boot_settings(cfg: Config, router6: str | None = None) -> BootSettings:
+    """HTTP boot's settings; `router6` the router's LAN IPv6 address when IPv6 runs on
+    the LAN (hosts that fetch their script over IPv6 get IPv6 URLs)."""
     return BootSettings(base_url=cfg.boot_base_url, menu=cfg.boot.menu,
                         menu_timeout_seconds=cfg.boot.menu_timeout_seconds,
-                        cmdline=cfg.boot.cmdline, unknown_clients=cfg.dhcp.unknown_clients)
+                        cmdline=cfg.boot.cmdline, unknown_clients=cfg.dhcp.unknown_clients,
+                        base_url6="" if cfg.boot.public_url else boot_url6(cfg, router6))
 
 
-def _v6_host(listen: str, router6: str) -> str | None:
+def _v6_host(listen: str, router6: str | None) -> str | None:
     """The IPv6 address a listener is reachable on, or None (an IPv4 listener)."""
     _, host, _ = parse_listen(listen)
     if ":" not in host:
@@ -119,9 +122,33 @@ def _v6_host(listen: str, router6: str) -> str | None:
 def dns_listen(c: Config, router6: str) -> list[str]:
     """Where DNS listens: dns.listen; left null, the LAN address and, with IPv6 on the
     LAN, the router's LAN IPv6 address too (port 53)."""
-    if c.derived("dns.listen") and c.ipv6_lan:
+    if c.listen_is_default("dns.listen") and c.ipv6_lan:
         return [*c.dns.listen, f"[{router6}]:{LAN_LISTEN_PORTS['dns.listen']}"]
     return list(c.dns.listen)
+def lan_listeners(c: Config, key: str, listens: list[str], router6: str | None) -> list[str]:
+    """`listens` (the value of listener `key`), and, when the key was left to its default
+    and IPv6 runs on the LAN (`router6` is the router's LAN IPv6 address), the same port
+    on the LAN's IPv6 address: never any other address."""
+    if router6 is None or not c.listen_is_default(key):
+        return list(listens)
+    return [*listens, f"[{router6}]:{parse_listen(listens[0])[2]}"]
+
+
+def tftp_listeners(c: Config, router6: str | None) -> list[str]:
+    return lan_listeners(c, "tftp.listen", c.tftp.listen, router6)
+
+
+def http_boot_listeners(c: Config, router6: str | None) -> list[str]:
+    return lan_listeners(c, "boot.http_listen", [c.boot.http_listen], router6)
+
+
+def boot_url6(c: Config, router6: str | None) -> str:
+    """http://[addr]:port of HTTP boot over IPv6, or "" when it does not listen on IPv6."""
+    for listen in http_boot_listeners(c, router6):
+        host = _v6_host(listen, router6)
+        if host:
+            return f"http://[{host}]:{parse_listen(listen)[2]}"
+    return ""
 
 
 def _dns6(c: Config, router6: str) -> tuple[str, ...]:
@@ -141,9 +168,8 @@ def dhcp6_settings(c: Config, address6: str, duid: bytes) -> Dhcp6Settings:
     HTTP boot only when they listen on IPv6."""
     router6 = str(ipaddress.IPv6Interface(address6).ip)
     first, last = c.dhcp6.range or default_range6(address6)
-    tftp = next((h for h in (_v6_host(x, router6) for x in c.tftp.listen) if h), "")
-    http_host = _v6_host(c.boot.http_listen, router6)
-    base = f"http://[{http_host}]:{parse_listen(c.boot.http_listen)[2]}" if http_host else ""
+    tftp = next((h for h in (_v6_host(x, router6) for x in tftp_listeners(c, router6)) if h), "")
+    base = boot_url6(c, router6)
     return Dhcp6Settings(
         mode=c.dhcp6.mode, interface=c.lan.interface, server_ip=router6,
         prefix=str(ipaddress.IPv6Interface(address6).network), range_first=first,
@@ -183,7 +209,7 @@ class Runtime:
         return [
             Part("dhcp", ("lan", "dhcp", "boot"), self._dhcp, _retune_dhcp,
                  live=("lan", "dhcp", "boot")),
-            Part("tftp", ("tftp", "state_dir"), self._tftp),
+            Part("tftp", ("tftp", "state_dir", "lan", "ra.enable", "dhcp6.mode"), self._tftp),
             Part("ra", ("lan", "ra", "dhcp6.mode", "dhcp6.dns_servers", "dns"), self._ra,
                  self._retune_ra, live=("ra", "dhcp6.mode", "dhcp6.dns_servers", "dns",
                                    "lan.domain")),
@@ -192,8 +218,9 @@ class Runtime:
                  live=("dhcp6", "dhcp.unknown_clients", "boot", "tftp.listen", "dns",
                        "lan.domain")),
             Part("dns", ("dns", "lan", "vpn", "ra.enable", "dhcp6.mode"), self._dns),
-            Part("httpboot", ("boot", "dhcp.unknown_clients", "lan", "netboot", "nix"),
-                 self._httpboot, _retune_httpboot,
+            Part("httpboot", ("boot", "dhcp.unknown_clients", "lan", "netboot", "nix",
+                              "ra.enable", "dhcp6.mode"),
+                 self._httpboot, self._retune_httpboot,
                  live=("boot.menu", "boot.menu_timeout_seconds", "boot.cmdline",
                        "boot.public_url", "dhcp.unknown_clients", "lan")),
             Part("builder", ("builder", "nix"), lambda c: BuildWorker(c, self.store),
@@ -226,6 +253,19 @@ class Runtime:
         """The router's LAN IPv6 address/prefix: lan.address6 or the stored ULA."""
         return lan_address6(self.store.conn(), c.lan.address6)
 
+    def router6(self, c: Config) -> str | None:
+        """The router's LAN IPv6 address when IPv6 runs on the LAN, else None."""
+        if not c.ipv6_lan:
+            return None
+        return str(ipaddress.IPv6Interface(self.address6(c)).ip)
+
+    def _prepare_listeners(self, c: Config, listens: list[str]) -> Callable[[], None] | None:
+        """Put the LAN's IPv6 address in place first when a listener binds it."""
+        router6 = self.router6(c)
+        if router6 is None or not any(_v6_host(x, router6) == router6 for x in listens):
+            return None
+        return self._prepare6(c)
+
     def _prepare6(self, c: Config) -> Callable[[], None]:
         address6 = self.address6(c)
         return lambda: ensure_address6(c.lan.interface, address6)
@@ -250,9 +290,11 @@ class Runtime:
             dhcp6_settings(c, self.address6(c), server_duid6(self.store.conn())))
 
     def _tftp(self, c: Config):
-        return TftpService(c.tftp_root, c.tftp.listen, ipxe_dir=c.tftp.ipxe_dir,
+        listens = tftp_listeners(c, self.router6(c))
+        return TftpService(c.tftp_root, listens, ipxe_dir=c.tftp.ipxe_dir,
                            events=self.backend, hosts=self.backend, workers=c.tftp.workers,
-                           busy_poll_us=c.tftp.busy_poll_us)
+                           busy_poll_us=c.tftp.busy_poll_us,
+                           prepare=self._prepare_listeners(c, listens))
 
     def _dns(self, c: Config):
         if not c.dns.enable:
@@ -277,12 +319,21 @@ class Runtime:
     def _httpboot(self, c: Config):
         """HTTP boot on boot.http_listen: scripts, kernels and initrds from the image
         builder, the agent API, and the binary cache under /nix-cache."""
+        router6 = self.router6(c)
         app = create_boot_app(hosts=self.backend, events=self.backend,
                               artifacts=StoreBootArtifacts(c, self.store), agent=self.backend,
-                              settings=boot_settings(c), tftp_root=str(c.tftp_root),
+                              settings=boot_settings(c, router6), tftp_root=str(c.tftp_root),
                               mounts={"/nix-cache": create_binary_cache(
                                   c, events=self.backend.event)})
-        return HttpBootService(app, c.boot.http_listen)
+        listens = http_boot_listeners(c, router6)
+        return HttpBootService(app, listens, prepare=self._prepare_listeners(c, listens))
+
+    def _retune_httpboot(self, svc: HttpBootService, c: Config) -> bool:
+        router6 = self.router6(c)
+        if svc.listen != http_boot_listeners(c, router6):
+            return False  # e.g. lan.address6 moved: new sockets
+        svc.app.settings = boot_settings(c, router6)  # the next request renders with these
+        return True
 
     def _web(self, c: Config):
         """`web.workers` processes sharing the listeners, or (1) waitress in this process."""
@@ -303,11 +354,6 @@ class Runtime:
 
 def _retune_dhcp(svc: DhcpService, c: Config) -> bool:
     return c.dhcp.mode != "off" and svc.reconfigure(DhcpSettings.from_config(c))
-
-
-def _retune_httpboot(svc: HttpBootService, c: Config) -> bool:
-    svc.app.settings = boot_settings(c)  # the next request renders with these
-    return True
 
 
 def _retune_builder(svc: BuildWorker, c: Config) -> bool:

@@ -309,4 +309,9 @@ CREATE TABLE disk_tokens (
 );
 ALTER TABLE hosts ADD COLUMN boot_mode TEXT CHECK (boot_mode IN ('netboot', 'install', 'local'));
 """,
+    # issue 16: a host's IPv6 address on the LAN (its agent's report over IPv6, the IPv6
+    # neighbour table), beside its IPv4 `ip`
+    28: """
+ALTER TABLE hosts ADD COLUMN ip6 TEXT;
+""",
 }

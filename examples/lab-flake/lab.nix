@@ -288,7 +288,6 @@ S
     i=0
     while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
     ip link set eth0 up
-    udhcpc -i eth0 -n -q -t 20 -T 1 -s ${udhcpcScript} || echo "NIXIE-DHCP-FAILED"
     api=; token=; mode=; boot=
     for w in $(cat /proc/cmdline); do
       case "$w" in
@@ -298,6 +297,14 @@ S
         nixie.boot=*) boot="''${w#nixie.boot=}" ;;
       esac
     done
+    case "$api" in
+      *://\[*)  # booted over IPv6: the address the router advertises (SLAAC), no DHCPv4
+        i=0
+        while ! ip -6 addr show dev eth0 | grep 'scope global' | grep -qv tentative \
+            && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
+        echo "NIXIE-IPV6 $(ip -6 addr show dev eth0 | grep 'scope global')" ;;
+      *) udhcpc -i eth0 -n -q -t 20 -T 1 -s ${udhcpcScript} || echo "NIXIE-DHCP-FAILED" ;;
+    esac
     self=$(dirname "$0")
     if [ "$mode" = install ]; then
       echo "NIXIE-INSTALLER ${hostName}"

@@ -51,23 +51,25 @@ class BootChannel(GuardedChannel, SendfileChannel):
 
 
 def make_server(app, listen: str, threads: int = 8, zero_copy: bool = True,
-                sock: socket.socket | None = None, limits: Limits = BOOT_LIMITS):
-    """A waitress server for `app` on one HOST:PORT (or a bound socket), under
+                sockets: list[socket.socket] | None = None, limits: Limits = BOOT_LIMITS):
+    """A waitress server for `app` on "HOST:PORT ..." (or bound sockets), under
     `limits` (netservices/httpserver.py); with `zero_copy` its connections send
     artifact bytes with os.sendfile()."""
-    where = {"sockets": [sock]} if sock is not None else {"listen": listen}
+    where = {"sockets": sockets} if sockets is not None else {"listen": listen}
     return create_server(app, limits=limits, channel_class=BootChannel if zero_copy
                          else GuardedChannel, threads=threads, ident="nixie-boot", **where)
 
 
-def make_servers(app, listen: str, workers: int = 2, threads: int = 8,
+def make_servers(app, listen: str | list[str], workers: int = 2, threads: int = 8,
                  zero_copy: bool = True) -> list:
-    """`workers` waitress servers on the same address (SO_REUSEPORT): the kernel spreads
-    connections over them, so each has its own I/O loop (sendfile releases the GIL)."""
+    """`workers` waitress servers on the same addresses (SO_REUSEPORT): the kernel spreads
+    connections over them, so each has its own I/O loop (sendfile releases the GIL).
+    `listen` is one HOST:PORT or a list of them (e.g. the LAN's IPv4 and IPv6 address)."""
+    listens = [listen] if isinstance(listen, str) else list(listen)
     if workers <= 1:
-        return [make_server(app, listen, threads, zero_copy)]
+        return [make_server(app, " ".join(listens), threads, zero_copy)]
     per = max(2, threads // workers)
-    return [make_server(app, listen, per, zero_copy, sock=_reuseport_socket(listen))
+    return [make_server(app, "", per, zero_copy, sockets=[_reuseport_socket(a) for a in listens])
             for _ in range(workers)]
 
 
@@ -76,9 +78,11 @@ class HttpBootService:
 
     name = "httpboot"
 
-    def __init__(self, app: BootApp, listen: str, threads: int = 8, workers: int = 2):
+    def __init__(self, app: BootApp, listen: str | list[str], threads: int = 8,
+                 workers: int = 2, prepare: Callable[[], None] | None = None):
         self.app = app
-        self.listen = listen
+        self.listen = [listen] if isinstance(listen, str) else list(listen)
+        self.prepare = prepare  # before binding: e.g. put the LAN's IPv6 address in place
         self.threads = threads
         self.workers = workers
         self._servers: list = []
@@ -88,9 +92,11 @@ class HttpBootService:
         with self._lock:
             if stop.is_set():
                 return
+            if self.prepare is not None:
+                self.prepare()
             self._servers = make_servers(self.app, self.listen, self.workers, self.threads,
                                          zero_copy=self.app.zero_copy)
-        log.info("http boot serving", extra={"listen": self.listen, "workers": self.workers})
+        log.info("http boot serving", extra={"listen": ",".join(self.listen), "workers": self.workers})
         extra = [threading.Thread(target=run_quietly, args=(srv,), name=f"httpboot-{i}",
                                   daemon=True) for i, srv in enumerate(self._servers[1:], 1)]
         for t in extra:

@@ -165,8 +165,12 @@ class BootApp:
             return None
         return host.id if host else None
 
+    def _settings(self, environ) -> BootSettings:
+        """The boot settings for this request's client (its address family's URLs)."""
+        return self.settings.for_client(environ.get("REMOTE_ADDR") or "")
+
     def _self_url(self, environ) -> str:
-        url = self.settings.base_url + environ.get("PATH_INFO", "")
+        url = self._settings(environ).base_url + environ.get("PATH_INFO", "")
         qs = environ.get("QUERY_STRING", "")
         if qs:
             url += "?" + qs
@@ -179,7 +183,7 @@ class BootApp:
         mac = normalize_mac(mac_text)
         if mac is None:
             return self._plain(start_response, 400, "expected /boot/<mac>.ipxe\n")
-        s = self.settings
+        s = self._settings(environ)
         self_url = f"{s.base_url}/boot/{mac}.ipxe"
         host = self.hosts.host_by_mac(mac)
         if host is None:
@@ -191,18 +195,17 @@ class BootApp:
                 text = scripts.local_script(mac)
             return self._script(environ, start_response, text)
         ip = environ.get("REMOTE_ADDR") or ""
-        text, kind, targets = self._render_host(host, self_url, ip)
+        text, kind, targets = self._render_host(host, s, self_url, ip)
         if targets:
             self.recent.remember(ip, [scripts.store_basename(t.toplevel) for t in targets], host.id)
         self._event("boot.script", f"{host.name}: {kind}", environ, host_id=host.id, mac=mac,
                     data={"script": kind, "targets": [t.toplevel for t in targets]})
         return self._script(environ, start_response, text)
 
-    def _render_host(self, host: HostRecord, self_url: str, client_ip: str
+    def _render_host(self, host: HostRecord, s: BootSettings, self_url: str, client_ip: str
                      ) -> tuple[str, str, list[BootTarget]]:
         """The script, its kind and its targets. Agent tokens are bound to `client_ip`
         (the backend gives none to an address that is not the host's)."""
-        s = self.settings
         if host.mode == "local":
             return scripts.local_script(host.name), "local", []
         try:
@@ -262,7 +265,7 @@ class BootApp:
             return self._plain(start_response, 404, f"{e}\n")
         self.recent.remember(environ.get("REMOTE_ADDR") or "", [scripts.store_basename(target.toplevel)], -1)
         self._event("boot.script", what, environ, data={"script": kind, "targets": [target.toplevel]})
-        text = scripts.target_script(target, self.settings, self_url, title=what,
+        text = scripts.target_script(target, self._settings(environ), self_url, title=what,
                                      prefix=prefix, suffix=suffix)
         return self._script(environ, start_response, text)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..backend import BootTarget, HostRecord
 
@@ -30,6 +30,15 @@ class BootSettings:
     cmdline: str | None = None  # boot.cmdline
     unknown_clients: str = "menu"  # menu | local | ignore
     retry_seconds: int = 10
+    # the base URL for clients that reach us over IPv6 (http://[addr]:port); "": base_url
+    base_url6: str = ""
+
+    def for_client(self, client_ip: str) -> BootSettings:
+        """These settings as a client at `client_ip` needs them: a host that booted over
+        IPv6 gets every URL (scripts, kernel, initrd, `nixie.api`) in IPv6."""
+        if self.base_url6 and ":" in client_ip and not client_ip.startswith("::ffff:"):
+            return replace(self, base_url=self.base_url6)
+        return self
 
 
 def safe_label(text: str, limit: int = 80) -> str:

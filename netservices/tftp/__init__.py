@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,10 @@ class TftpService:
     name = "tftp"
 
     def __init__(self, root: str | os.PathLike, listen: list[str], ipxe_dir: str | None = None,
-                 events=None, workers: int = 0, hosts=None, busy_poll_us: int = BUSY_POLL_US):
+                 events=None, workers: int = 0, hosts=None, busy_poll_us: int = BUSY_POLL_US,
+                 prepare: Callable[[], None] | None = None):
         self.root = str(root)
+        self.prepare = prepare  # before binding: e.g. put the LAN's IPv6 address in place
         self.listen = list(listen)
         self.ipxe_dir = ipxe_dir
         self.events = events
@@ -75,6 +78,8 @@ class TftpService:
             populate_root(self.root, self.ipxe_dir)
         else:
             Path(self.root).mkdir(parents=True, exist_ok=True)
+        if self.prepare is not None:
+            self.prepare()
         pool = WorkerPool(self.root, self.listen, self.workers, events=self.events,
                           hosts=self.hosts, busy_poll_us=self.busy_poll_us)
         with self._lock:

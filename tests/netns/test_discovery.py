@@ -1,5 +1,6 @@
 """A host's address learned from the real neighbour table of the LAN bridge."""
 
+import json
 import sys
 
 from appliance.domain import hosts
@@ -21,10 +22,31 @@ def test_neighbour_table_gives_host_ip(tmp_path):
         table = router.run(sys.executable, "-c",
                            "import json,appliance.router.discovery as d;print(json.dumps(d.read_neighbours('br-lan')))",
                            check=True).stdout
-    import json
-
     neighbours = json.loads(table)
     assert neighbours.get(mac) == "10.77.0.57"
     assert discovery.apply(conn, neighbours) == 1
     assert hosts.get_host(conn, "m1")["ip"] == "10.77.0.57"
     assert hosts.get_host(conn, "m2")["ip"] is None
+
+
+def test_ipv6_neighbour_table_gives_host_ip6(tmp_path):
+    """Issue 16: the IPv6 neighbour table fills `ip6` (shown by `host show`), never `ip`;
+    link-local neighbours are left out."""
+    conn = db.connect(tmp_path / "nixie.db")
+    with Netns() as router, Netns() as machine:
+        bridge(router, "br-lan", "10.77.0.1/24")
+        router.run("ip", "-6", "addr", "add", "fd00:77::1/64", "dev", "br-lan", "nodad")
+        bridge_port(router, "br-lan", "lan0", machine)
+        mac = machine.run("cat", "/sys/class/net/eth0/address").stdout.strip()
+        hosts.add_host(conn, "m1", [mac], "f")
+        machine.run("ip", "-6", "addr", "add", "fd00:77::57/64", "dev", "eth0", "nodad")
+        machine.run("ping", "-6", "-c", "1", "-W", "2", "fd00:77::1")
+        table = router.run(sys.executable, "-c",
+                           "import json,appliance.router.discovery as d;"
+                           "print(json.dumps(d.read_neighbours('br-lan', 10)))", check=True).stdout
+    neighbours = json.loads(table)
+    assert neighbours.get(mac) == "fd00:77::57", neighbours
+    assert not any(ip.startswith("fe80:") for ip in neighbours.values()), neighbours
+    assert discovery.apply(conn, neighbours, 10) == 1
+    h = hosts.get_host(conn, "m1")
+    assert h["ip6"] == "fd00:77::57" and h["ip"] is None

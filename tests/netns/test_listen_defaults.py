@@ -9,16 +9,22 @@ from __future__ import annotations
 import json
 import re
 import sys
+from pathlib import Path
 
 from lab.netns import Netns, bridge, serving
+from tests.netns.dhcp6_lab import Lan6
 from tests.netns.serve_lab import http_get, router_config
 
 LAN_IP = "10.77.0.1"
 WAN_IP = "192.0.2.1"
+ROUTER6 = "fd00:77::1"
+CLIENT6 = "fd00:77::99"
+OTHER6 = "2001:db8:9::1"
 
 CONNECT = ("import socket,sys\n"
            "s=socket.socket(); s.settimeout(3)\n"
            "print(s.connect_ex((sys.argv[1], int(sys.argv[2]))))\n")
+CONNECT6 = CONNECT.replace("socket.socket()", "socket.socket(socket.AF_INET6)")
 
 
 def listening(ns) -> set[str]:
@@ -54,3 +60,63 @@ def test_listeners_default_to_the_lan_address(tmp_path):
     assert code_file.read_text().strip() == codes[0]
     assert code_file.stat().st_mode & 0o777 == 0o600
 
+
+
+def test_with_ipv6_on_the_lan_tftp_and_http_boot_listen_on_the_lan_ipv6_address_too(tmp_path):
+    """Issue 16: RA and DHCPv6 on, listeners left null: TFTP and HTTP boot (scripts,
+    artifacts, the agent API) also listen on the LAN's IPv6 address, and only there.
+    A real tftp-hpa client and curl in a LAN namespace fetch over IPv6; a connection
+    to the router's other IPv6 address is refused."""
+    lan = Lan6(tmp_path)
+    try:
+        data = json.loads(lan.config.read_text())
+        data["tftp"].pop("listen")
+        data["boot"].pop("http_listen")
+        lan.config.write_text(json.dumps(data))
+        lan.router.run("ip", "-6", "addr", "add", f"{OTHER6}/64", "dev", "lo")
+        lan.client.run("ip", "-6", "addr", "add", f"{CLIENT6}/64", "dev", "eth0", "nodad")
+        lan.start()
+        sockets = listening(lan.router)
+        for port in (69, 8081):
+            assert f"{LAN_IP}:{port}" in sockets, sockets
+            assert f"[{ROUTER6}]:{port}" in sockets, sockets
+            assert not {s for s in sockets if s.endswith(f":{port}")} - {
+                f"{LAN_IP}:{port}", f"[{ROUTER6}]:{port}"}, sockets
+        # TFTP over IPv6: the real tftp-hpa client gets the iPXE binary byte for byte
+        got = tmp_path / "snponly.efi"
+        r = lan.client.run("tftp", "-6", "-m", "octet", ROUTER6, "-c", "get", "snponly.efi", str(got), check=False)
+        assert r.returncode == 0 and got.read_bytes() == Path(
+            "/usr/lib/ipxe/snponly.efi").read_bytes(), r.stdout + r.stderr
+        # ...and nothing outside its root (a path escape over IPv6 gets an error, no file)
+        leak = tmp_path / "leak"
+        r = lan.client.run("tftp", "-6", "-m", "octet", ROUTER6, "-c", "get",
+                           "../../../../etc/passwd", str(leak), check=False)
+        assert not leak.exists() or leak.stat().st_size == 0, r.stdout
+        assert "Error code" in r.stdout, r.stdout
+        # HTTP boot over IPv6: the unknown-machine script, and the iPXE binary
+        r = lan.client.run("curl", "-sS", "-g", "-o", "-", "-w", "\n%{http_code}",
+                           f"http://[{ROUTER6}]:8081/boot/52:54:00:aa:bb:cc.ipxe")
+        body, _, code = r.stdout.rpartition("\n")
+        assert code == "200" and body.startswith("#!ipxe"), r.stdout
+        assert f"http://[{ROUTER6}]:8081/boot/52:54:00:aa:bb:cc.ipxe" in body, body
+        r = lan.client.run("curl", "-sS", "-g", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+                           f"http://[{ROUTER6}]:8081/ipxe/snponly.efi")
+        assert r.stdout.split() == ["200", str(Path("/usr/lib/ipxe/snponly.efi").stat().st_size)]
+        # the agent API answers over IPv6 too (a forged token is refused, not unreachable)
+        r = lan.client.run("curl", "-sS", "-g", "-o", "/dev/null", "-w", "%{http_code}",
+                           "-H", "Authorization: Bearer forged", "-H", "Content-Type: application/json",
+                           "--data", '{"event":"booted"}',
+                           f"http://[{ROUTER6}]:8081/api/v1/agent/events")
+        assert r.stdout == "401", r.stdout
+        # ...and the IPv6 listener has the same limits: a 2 MB body is refused unread
+        big = tmp_path / "big.json"
+        big.write_bytes(b"{" + b" " * (2 << 20) + b"}")
+        r = lan.client.run("curl", "-sS", "-g", "-o", "/dev/null", "-w", "%{http_code}",
+                           "-H", "Content-Type: application/json", "--data-binary", f"@{big}",
+                           f"http://[{ROUTER6}]:8081/api/v1/agent/events", check=False)
+        assert r.stdout == "413", (r.stdout, r.stderr)
+        # nothing on the router's other IPv6 address (TFTP's UDP sockets: `ss` above)
+        r = lan.router.run(sys.executable, "-c", CONNECT6, OTHER6, "8081")
+        assert r.stdout.strip() != "0", f"[{OTHER6}]:8081 accepted a connection"
+    finally:
+        lan.close()

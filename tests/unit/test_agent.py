@@ -179,3 +179,42 @@ def test_install_steps_keep_the_token_alive_for_the_next(conn, monkeypatch):
     with pytest.raises(agent.AgentRejected) as e:
         agent.report(conn, tok, "installed", "", HOST_IP)
     assert e.value.status == 401
+
+
+def lease6(conn, address, mac="bc:24:11:00:00:01", expires=9e9):
+    conn.execute("INSERT OR REPLACE INTO leases6 (address, duid, iaid, mac, state, starts, expires, "
+                 "updated_at) VALUES (?, '0001', 1, ?, 'bound', 0, ?, 0)", (address, mac, expires))
+
+
+# the SLAAC address bc:24:11:00:00:01 makes in fd00:77::/64 (modified EUI-64)
+SLAAC = "fd00:77::be24:11ff:fe00:1"
+
+
+def test_ipv6_boot_a_token_from_the_dhcpv6_lease_reported_from_the_slaac_address(conn):
+    """Issue 16: iPXE fetched the script from its DHCPv6 address; the booted system
+    reports from the address SLAAC made from its MAC. Both are the host's; another
+    machine's DHCPv6 lease or SLAAC address is not. The host's IPv6 address is kept in
+    `ip6` (its IPv4 `ip` untouched)."""
+    lease6(conn, "fd00:77::1:5")
+    lease6(conn, "fd00:77::1:6", mac="bc:24:11:00:00:99")
+    assert agent.eui64_interface_id("bc:24:11:00:00:01") == 0xbe2411fffe000001
+    assert issue(conn, "netboot", ip="fd00:77::1:6") is None  # somebody else's lease
+    assert issue(conn, "netboot", ip="fd00:77::be24:11ff:fe00:99") is None  # another MAC's
+    tok = issue(conn, "netboot", ip="fd00:77::1:5")
+    for ip in ("fd00:77::1:6", "fd00:77::be24:11ff:fe00:99", "::ffff:10.77.0.9"):
+        with pytest.raises(agent.AgentRejected) as e:
+            agent.report(conn, tok, "booted", "", ip)
+        assert e.value.status == 403
+    assert agent.report(conn, tok, "booted", "", SLAAC)["state"] == "booted"
+    h = hosts.get_host(conn, "web1")
+    assert h["ip6"] == SLAAC and h["ip"] is None
+
+
+def test_ipv6_boot_without_a_lease_binds_the_token_to_the_slaac_address(conn):
+    lease(conn, HOST_IP)  # the host also holds an IPv4 lease: its SLAAC address is still its own
+    tok = issue(conn, "netboot", ip=SLAAC)
+    assert tok is not None
+    agent.report(conn, tok, "booted", "", SLAAC)
+    assert hosts.get_host(conn, "web1")["ip6"] == SLAAC
+    assert hosts.split_family("::ffff:10.77.0.9") == ("10.77.0.9", None)
+    assert hosts.split_family("fd00::1") == (None, "fd00::1")

@@ -6,6 +6,12 @@ import pytest
 
 from appliance.config.schema import example_config, iter_keys, load_config, parse_config
 from appliance.errors import ConfigError
+from appliance.runtime.wiring import (
+    boot_url6,
+    dhcp6_settings,
+    http_boot_listeners,
+    tftp_listeners,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,3 +87,31 @@ def test_config_round_trips_through_json(tmp_path):
     cfg = parse_config(example_config(state_dir=str(tmp_path)))
     again = parse_config(json.loads(json.dumps(cfg.to_dict())))
     assert again.to_dict() == cfg.to_dict()
+
+
+def test_default_listeners_add_the_lan_ipv6_address_only_when_ipv6_runs_and_only_to_defaults():
+    """Issue 16: null TFTP/HTTP boot listeners get the LAN's IPv6 address with IPv6 on;
+    an explicit list is taken as written (it may hold IPv6 addresses)."""
+    off = parse_config({})
+    assert tftp_listeners(off, None) == ["10.0.0.1:69"]
+    on = parse_config({"ra": {"enable": True}})
+    assert on.ipv6_lan and not off.ipv6_lan
+    assert tftp_listeners(on, "fd00:1::1") == ["10.0.0.1:69", "[fd00:1::1]:69"]
+    assert http_boot_listeners(on, "fd00:1::1") == ["10.0.0.1:8081", "[fd00:1::1]:8081"]
+    assert boot_url6(on, "fd00:1::1") == "http://[fd00:1::1]:8081"
+    explicit = parse_config({"ra": {"enable": True}, "tftp": {"listen": ["[fd00:1::7]:69"]},
+                             "boot": {"http_listen": "10.0.0.1:8081"}})
+    assert tftp_listeners(explicit, "fd00:1::1") == ["[fd00:1::7]:69"]
+    assert boot_url6(explicit, "fd00:1::1") == ""
+
+
+def test_dhcp6_boot_urls_follow_the_default_listeners():
+    """With DHCPv6 on and the listeners left null, option 59 points at the LAN IPv6
+    address for TFTP (UEFI IPv6 PXE) and HTTP boot (HTTPClient, iPXE)."""
+    c = parse_config({"dhcp6": {"mode": "stateful"}})
+    s = dhcp6_settings(c, "fd00:1::1/64", b"\x00\x04" + bytes(16))
+    assert (s.tftp_server, s.boot_base_url) == ("fd00:1::1", "http://[fd00:1::1]:8081")
+    explicit = parse_config({"dhcp6": {"mode": "stateful"}, "tftp": {"listen": ["10.0.0.1:69"]},
+                             "boot": {"http_listen": "10.0.0.1:8081"}})
+    s = dhcp6_settings(explicit, "fd00:1::1/64", b"\x00\x04" + bytes(16))
+    assert (s.tftp_server, s.boot_base_url) == ("", "")

@@ -220,6 +220,8 @@ def test_boot_urls_by_architecture_and_class():
     ipxe = (c6.OPT_USER_CLASS, c6.encode_classes([b"iPXE"]))
     _, m = one(e, message(c6.SOLICIT, duid=DUID, ias=[ia_na(1)], extra=[arch(7)]))
     assert _boot_url(m) == "tftp://[fd00:77::1]/snponly.efi" and not m.has(c6.OPT_VENDOR_CLASS)
+    _, m = one(e, message(c6.SOLICIT, duid=DUID, ias=[ia_na(1)], extra=[arch(9)]))
+    assert _boot_url(m) == "tftp://[fd00:77::1]/snponly.efi"  # x64 EFI, the older number
     _, m = one(e, message(c6.SOLICIT, duid=DUID, ias=[ia_na(1)], extra=[arch(16), http]))
     assert _boot_url(m) == "http://[fd00:77::1]:8081/ipxe/snponly.efi"
     assert m.vendor_classes == [b"HTTPClient"]
@@ -229,7 +231,7 @@ def test_boot_urls_by_architecture_and_class():
     assert _boot_url(m) == f"http://[fd00:77::1]:8081/boot/{MAC}.ipxe"
     _, m = one(e, message(c6.SOLICIT, duid=DUID, ias=[ia_na(1)]))
     assert _boot_url(m) is None
-    assert e.counters.boot == {"tftp": 1, "http": 1, "script": 2}
+    assert e.counters.boot == {"tftp": 2, "http": 1, "script": 2}
     quiet = Dhcp6Engine(s6(unknown_clients="ignore"))
     _, m = one(quiet, message(c6.SOLICIT, duid=DUID, ias=[ia_na(1)], extra=[arch(7)]))
     assert _boot_url(m) is None

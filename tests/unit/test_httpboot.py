@@ -171,10 +171,10 @@ def lab(tmp_path):
             "initrd": b"".join(p.read_bytes() for p in parts)}
 
 
-def call(app, path, method="GET", headers=None, body=b"", query=""):
+def call(app, path, method="GET", headers=None, body=b"", query="", environ=None):
     environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
                "REMOTE_ADDR": "10.0.0.50", "SCRIPT_NAME": "", "wsgi.input": io.BytesIO(body),
-               "CONTENT_LENGTH": str(len(body))}
+               "CONTENT_LENGTH": str(len(body)), **(environ or {})}
     for k, v in (headers or {}).items():
         environ["HTTP_" + k.upper().replace("-", "_")] = v
     got = {}
@@ -360,3 +360,35 @@ def test_install_and_local_disk_scripts_golden(lab):
     token = text.split("nixie.token=")[1].split()[0]
     assert_golden("install.ipxe", text.replace(token, "TOKEN"))
     assert_golden("local-disk.ipxe", call(app, "/boot/52:54:00:aa:bb:03.ipxe")[2].decode())
+
+
+BASE6 = "http://[fd00:77::1]:8081"
+
+
+@pytest.mark.parametrize("client, base", [("fd00:77::1:5", BASE6), ("fe80::5054:ff:fe00:1", BASE6),
+                                          ("10.0.0.50", BASE), ("::ffff:10.0.0.50", BASE)])
+def test_a_script_fetched_over_ipv6_gives_every_url_in_ipv6(lab, client, base):
+    """Issue 16: the family of every URL the host is sent to (kernel, initrd, the script's
+    own retry URL, `nixie.api`) is the family its script request came from."""
+    app = lab["make"](base_url6=BASE6)
+    environ_ip = {"REMOTE_ADDR": client}
+    status, _, body = call(app, f"/boot/{MAC}.ipxe", environ=environ_ip)
+    text = body.decode()
+    b2 = lab["b2"]
+    assert status == 200
+    assert f"kernel {base}/boot/{b2}/kernel " in text and f" nixie.api={base} " in text, text
+    assert f"initrd --name initrd {base}/boot/{b2}/initrd" in text, text
+    other = BASE if base == BASE6 else BASE6
+    assert other not in text, text
+    if client == "fd00:77::1:5":
+        token = text.split("nixie.token=")[1].split()[0]
+        assert_golden("netboot-ipv6.ipxe", text.replace(token, "TOKEN"))
+    # a host still waiting for its system is told to retry at the same family's URL
+    status, _, body = call(app, "/boot/52:54:00:aa:bb:04.ipxe", environ=environ_ip)
+    assert f"{base}/boot/52:54:00:aa:bb:04.ipxe" in body.decode(), body.decode()
+
+
+def test_without_an_ipv6_url_ipv6_clients_get_the_configured_one(lab):
+    app = lab["make"]()  # boot.public_url set, or HTTP boot not on IPv6
+    _, _, body = call(app, f"/boot/{MAC}.ipxe", environ={"REMOTE_ADDR": "fd00:77::1:5"})
+    assert f"nixie.api={BASE} " in body.decode()

@@ -12,9 +12,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+from lab import flake as labflake
 from lab.netns import Netns, bridge, bridge_port, serving, stop_processes
 from lab.qemu import PxeVM
 from tests.conftest import run_nixie
@@ -210,3 +212,27 @@ def wait_booted(cfg_path: Path, names, timeout: float, give_up=lambda: False) ->
                 or time.monotonic() >= deadline):
             return hosts
         time.sleep(2)
+
+
+def boot_captured(ns: Netns, cfg_path: Path, tmp: Path, mac: str, *, netboot: str, capture: str,
+                  timeout: float) -> tuple[dict, str, Path]:
+    """The lab flake (a fresh release) built for host `demo` at `mac`, then a UEFI VM
+    booting it (`netboot`: lab.qemu's) while tcpdump writes the LAN's `capture` filter to
+    a pcap; waits until demo is booted (or the VM exits, or `timeout`). Returns (demo's
+    host record, the VM's console, the pcap). The VM and the capture are stopped
+    whatever happens."""
+    flake = labflake.materialise(tmp / "flake", release=f"{netboot} {uuid.uuid4()}")
+    add_and_build(cfg_path, flake, {"demo": mac})
+    pcap = tmp / "lan.pcap"
+    vm = PxeVM(ns, "br-lan", "uefi", mac, tmp / "vms", netboot=netboot)
+    proc = ns.popen("tcpdump", "-i", "br-lan", "-U", "-n", "-w", str(pcap), capture,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1)  # let tcpdump open the bridge before the firmware speaks
+        vm.start()
+        host = wait_booted(cfg_path, ["demo"], timeout,
+                           give_up=lambda: vm.proc.poll() is not None)["demo"]
+        return host, vm.console(), pcap
+    finally:
+        vm.stop()
+        stop_processes([proc])

@@ -14,16 +14,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
-import uuid
 
 import pytest
 
-from lab import flake as labflake
-from lab.netns import stop_processes
-from lab.qemu import PxeVM
 from tests.conftest import run_nixie
-from tests.vm.pxe_lab import add_and_build, appliance_serving, wait_booted
+from tests.vm.pxe_lab import appliance_serving, boot_captured
 
 MAC = "52:54:00:4e:58:31"
 SERVER = "10.77.0.1"
@@ -38,22 +33,8 @@ def appliance(tmp_path):
 
 def test_ovmf_http_boot_learns_the_url_from_our_dhcp_and_never_uses_tftp(appliance):
     ns, cfg_path, tmp = appliance
-    flake = labflake.materialise(tmp / "flake", release=f"httpboot {uuid.uuid4()}")
-    add_and_build(cfg_path, flake, {"demo": MAC})
-
-    pcap = tmp / "lan.pcap"
-    capture = ns.popen("tcpdump", "-i", "br-lan", "-U", "-n", "-w", str(pcap), "udp",
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    vm = PxeVM(ns, "br-lan", "uefi", MAC, tmp / "vms", netboot="http")
-    try:
-        time.sleep(1)  # let tcpdump open the bridge before the firmware speaks
-        vm.start()
-        host = wait_booted(cfg_path, ["demo"], BOOT_TIMEOUT,
-                           give_up=lambda: vm.proc.poll() is not None)["demo"]
-        console = vm.console()
-    finally:
-        vm.stop()
-        stop_processes([capture])
+    host, console, pcap = boot_captured(ns, cfg_path, tmp, MAC, netboot="http",
+                                        capture="udp", timeout=BOOT_TIMEOUT)
 
     tail = console[-3000:]
     assert host["state"] == "booted", f"demo is {host['state']}:\n{tail}"

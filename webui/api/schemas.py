@@ -54,6 +54,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "id": INT, "name": STR, "macs": arr(STR), "flake": STR, "attr": STR,
         "mode": {"enum": list(hosts.MODES)}, "state": {"enum": list(hosts.STATES)},
         "ip": {"type": ["string", "null"]}, "current_generation": {"type": ["integer", "null"]},
+        "ip6": {"type": ["string", "null"],
+                "description": "the host's IPv6 address on the LAN (agent report, neighbour table)"},
         "ip_reservation": {"type": ["string", "null"],
                            "description": "the LAN address DHCP always gives this host"},
         "last_seen": {"type": ["number", "null"]},
