@@ -65,33 +65,32 @@ def _validate_attr(attr: object) -> str:
 def validate_reservation(ip: object, network: str | None = None) -> str | None:
     """An IPv4 address for a MAC reservation ('' or None clears it); inside
     `network` (the LAN, e.g. 10.0.0.0/24) when given."""
-    if ip is None or ip == "":
-        return None
-    try:
-        addr = ipaddress.IPv4Address(ip)
-    except (ValueError, TypeError):
-        raise InvalidInput(f"{ip!r} is not an IPv4 address", field="ip") from None
-    if network is not None:
-        net = ipaddress.IPv4Network(network, strict=False)
-        if addr not in net or addr in (net.network_address, net.broadcast_address):
-            raise InvalidInput(f"{addr} is not a host address of the LAN network {net}", field="ip")
-    return str(addr)
+    return _reserved_address(ip, network, 4)
 
 
 def validate_reservation6(ip6: object, network6: str | None = None) -> str | None:
     """An IPv6 address for the host's DHCPv6 reservation ('' or None clears it), in
     compressed form; inside `network6` (the LAN prefix, e.g. fd00:1::/64) when given."""
-    if ip6 is None or ip6 == "":
+    return _reserved_address(ip6, network6, 6)
+
+
+def _reserved_address(ip: object, network: str | None, family: int) -> str | None:
+    if ip is None or ip == "":
         return None
+    field, what = ("ip", "IPv4 address") if family == 4 else ("ip6", "IPv6 address")
     try:
-        addr = ipaddress.IPv6Address(ip6)
+        addr = ipaddress.ip_address(ip)
+        if addr.version != family:
+            raise ValueError
     except (ValueError, TypeError):
-        raise InvalidInput(f"{ip6!r} is not an IPv6 address", field="ip6") from None
-    if network6 is not None:
-        net = ipaddress.IPv6Network(network6, strict=False)
-        if addr not in net or addr == net.network_address:
-            raise InvalidInput(f"{addr} is not a host address of the LAN prefix {net}",
-                               field="ip6")
+        raise InvalidInput(f"{ip!r} is not an {what}", field=field) from None
+    if network is not None:
+        net = ipaddress.ip_network(network, strict=False)
+        if addr not in net or addr == net.network_address or (
+                family == 4 and addr == net.broadcast_address):
+            where = "network" if family == 4 else "prefix"
+            raise InvalidInput(f"{addr} is not a host address of the LAN {where} {net}",
+                               field=field)
     return str(addr)
 
 
