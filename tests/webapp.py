@@ -16,19 +16,26 @@ PASSWORD = "correct horse battery"
 def make_app(state_dir, health=None, *, locked=(), path=None):
     """The web app over a fresh state dir; its config file (named `path`) pins
     the keys `locked`."""
-    from webui import create_app
-    from webui.app import WebContext
-
     data = example_config(state_dir=str(state_dir), interface="lo", address="127.0.0.1/8")
     data["dhcp"]["range"] = ["127.0.0.100", "127.0.0.199"]
     data["locked"] = list(locked)
     cfg = parse_config(data, path)
+    app, store = app_over(cfg, health)
+    return app, store, cfg
+
+
+def app_over(cfg, health=None):
+    """(the web app, its store) over the state of `cfg`: the state dir may be the one a
+    running `nixie serve` uses, as the web worker it forks would."""
+    from webui import create_app
+    from webui.app import WebContext
+
     store = Store(cfg.db_path)
     health = health or (lambda: {"ok": True, "services": {"web": {"state": "running", "restarts": 0}}})
     settings.issue_setup_code(store.conn(), cfg.state_dir)  # what `nixie serve` does at start
     app = create_app(WebContext(store=store, config=cfg, health=health, secret_key=b"k" * 32))
     app.testing = True
-    return app, store, cfg
+    return app, store
 
 
 def setup_code_of(app) -> str:

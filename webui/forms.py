@@ -36,11 +36,14 @@ class ShowsSettings:
 
     KEYS: dict[str, str] = {}
     LISTS: tuple[str, ...] = ()
+    # [first, last] keys shown in two fields; a null range (dhcp6.range) is two empty ones
+    RANGES = {"dhcp.range": ("dhcp_first", "dhcp_last"),
+              "dhcp6.range": ("dhcp6_first", "dhcp6_last")}
 
     def fields_of(self, key: str) -> list:
         """The form fields that show settings key `key`."""
-        if key == "dhcp.range":
-            return [self.dhcp_first, self.dhcp_last]
+        if key in self.RANGES:
+            return [getattr(self, f) for f in self.RANGES[key] if hasattr(self, f)]
         return [getattr(self, f) for f, k in self.KEYS.items() if k == key]
 
     def show(self, values: dict, keys) -> None:
@@ -49,8 +52,9 @@ class ShowsSettings:
             self.set_value(key, values.get(key))
 
     def set_value(self, key: str, v) -> None:
-        if key == "dhcp.range":
-            self.dhcp_first.data, self.dhcp_last.data = v
+        if key in self.RANGES:
+            for f, x in zip(self.fields_of(key), v or ("", ""), strict=False):
+                f.data = x
             return
         for f in self.fields_of(key):
             f.data = "\n".join(v or []) if f.name in self.LISTS else ("" if v is None else v)
@@ -146,6 +150,9 @@ class HostForm(FlaskForm):
     ip = StringField("IP reservation", validators=[Optional(), Length(max=64)],
                      description="A fixed LAN address DHCP always gives this host; empty: one "
                                  "from the pool")
+    ip6 = StringField("IPv6 reservation", validators=[Optional(), Length(max=64)],
+                      description="A fixed address in the LAN's IPv6 prefix DHCPv6 always gives "
+                                  "this host; empty: one from the IPv6 range")
 
     def mac_list(self) -> list[str]:
         return [m for m in self.macs.data.replace(",", " ").split() if m]
@@ -218,6 +225,20 @@ class SettingsForm(ShowsSettings, FlaskForm):
     builder_max_jobs = IntegerField("Parallel builds", validators=[DataRequired(), NumberRange(1, 256)])
     builder_substituters = TextAreaField("Substituters", description="One URL per line")
     builder_trusted_public_keys = TextAreaField("Trusted public keys", description="One per line")
+    lan_address6 = StringField("LAN IPv6 address", validators=[Optional(), Length(max=64)],
+                               description="The router's address in a /64, e.g. fd00:1::1/64; "
+                                           "empty: a generated ULA /64")
+    ra_enable = BooleanField("Send router advertisements")
+    dhcp6_mode = SelectField("DHCPv6 mode", choices=options(
+        ("stateful", "stateful: hand out addresses"),
+        ("stateless", "stateless: DNS and boot options only"), ("off", "off")))
+    dhcp6_first = StringField("IPv6 range: first", validators=[Optional(), Length(max=64)],
+                              description="Empty (both): <prefix>::1:0 to <prefix>::1:ffff")
+    dhcp6_last = StringField("IPv6 range: last", validators=[Optional(), Length(max=64)])
+    dhcp6_preferred_seconds = IntegerField("Preferred lifetime (s)", validators=[
+        DataRequired(), NumberRange(60, 365 * 86400)])
+    dhcp6_valid_seconds = IntegerField("Valid lifetime (s)", validators=[
+        DataRequired(), NumberRange(60, 365 * 86400)])
 
     # form field <-> settings key
     KEYS = {
@@ -228,12 +249,15 @@ class SettingsForm(ShowsSettings, FlaskForm):
         "builder_kind": "builder.kind", "builder_uri": "builder.uri",
         "builder_max_jobs": "builder.max_jobs", "builder_substituters": "builder.substituters",
         "builder_trusted_public_keys": "builder.trusted_public_keys",
+        "lan_address6": "lan.address6", "ra_enable": "ra.enable", "dhcp6_mode": "dhcp6.mode",
+        "dhcp6_preferred_seconds": "dhcp6.preferred_seconds",
+        "dhcp6_valid_seconds": "dhcp6.valid_seconds",
     }
     LISTS = ("builder_substituters", "builder_trusted_public_keys")
-    NULLABLE = ("wan_interface", "boot_cmdline", "builder_uri")
+    NULLABLE = ("wan_interface", "boot_cmdline", "builder_uri", "lan_address6")
 
     def fill(self, values: dict) -> None:
-        self.show(values, (*self.KEYS.values(), "dhcp.range"))
+        self.show(values, (*self.KEYS.values(), *self.RANGES))
 
     def values(self) -> dict:
         out = {}
@@ -247,6 +271,8 @@ class SettingsForm(ShowsSettings, FlaskForm):
                 v = v.strip()
             out[key] = v
         out["dhcp.range"] = [(self.dhcp_first.data or "").strip(), (self.dhcp_last.data or "").strip()]
+        range6 = [(self.dhcp6_first.data or "").strip(), (self.dhcp6_last.data or "").strip()]
+        out["dhcp6.range"] = range6 if any(range6) else None
         return out
 
 

@@ -9,13 +9,14 @@ from appliance.cli.context import Ctx
 from appliance.cli.output import emit, print_table, timestamp
 from appliance.cli.parser import Subparsers, group, leaf
 from appliance.domain import bmc, events, generations, hosts, machines
+from appliance.domain.ipv6 import lan_prefix6
 from appliance.errors import InvalidInput
 from appliance.router.bmc import flows
 
 
 def _host_human(h: dict[str, Any]) -> None:
     for k in ("name", "macs", "flake", "attr", "mode", "state", "ip", "ip6", "ip_reservation",
-              "current_generation", "source"):
+              "ip6_addresses", "ip6_reservation", "current_generation", "source"):
         v = h.get(k)
         print(f"{k + ':':<20}{' '.join(v) if isinstance(v, list) else ('-' if v is None else v)}")
     print(f"{'last seen:':<20}{timestamp(h.get('last_seen'))}")
@@ -28,10 +29,15 @@ def _lan(ctx: Ctx, ip: str | None) -> str | None:
     return ctx.runtime_cfg.lan.address if ip else None
 
 
+def _lan6(ctx: Ctx, ip6: str | None) -> str | None:
+    """The LAN IPv6 prefix the services serve, which a reserved IPv6 address must be in."""
+    return lan_prefix6(ctx.conn, ctx.runtime_cfg.lan.address6) if ip6 else None
+
+
 def cmd_host_add(ctx: Ctx) -> int:
     a = ctx.args
     h = hosts.add_host(ctx.conn, a.name, a.mac, a.flake, a.attr, a.mode, ip=a.ip,
-                       network=_lan(ctx, a.ip))
+                       network=_lan(ctx, a.ip), ip6=a.ip6, network6=_lan6(ctx, a.ip6))
     emit(a, h, lambda: print(f"added host {h['name']} ({', '.join(h['macs'])})"))
     return 0
 
@@ -39,7 +45,8 @@ def cmd_host_add(ctx: Ctx) -> int:
 def cmd_host_set(ctx: Ctx) -> int:
     a = ctx.args
     h = hosts.update_host(ctx.conn, a.name, macs=a.mac, flake=a.flake, attr=a.attr, mode=a.mode,
-                          ip=a.ip, network=_lan(ctx, a.ip))
+                          ip=a.ip, network=_lan(ctx, a.ip), ip6=a.ip6,
+                          network6=_lan6(ctx, a.ip6))
     emit(a, h, lambda: _host_human(h))
     return 0
 
@@ -181,6 +188,7 @@ def register(sub: Subparsers) -> None:
     s.add_argument("--attr", help="attribute (default nixosConfigurations.NAME)")
     s.add_argument("--mode", choices=hosts.MODES, default="netboot")
     s.add_argument("--ip", help="reserve this LAN address for the host (DHCP)")
+    s.add_argument("--ip6", help="reserve this LAN IPv6 address for the host (DHCPv6)")
     s = leaf(ho, "set", cmd_host_set, "change a host's MACs, flake, attribute or mode")
     s.add_argument("name")
     s.add_argument("--mac", action="append")
@@ -188,6 +196,7 @@ def register(sub: Subparsers) -> None:
     s.add_argument("--attr")
     s.add_argument("--mode", choices=hosts.MODES)
     s.add_argument("--ip", help="reserve this LAN address for the host; '' clears it")
+    s.add_argument("--ip6", help="reserve this LAN IPv6 address for the host; '' clears it")
     leaf(ho, "list", cmd_host_list, "list hosts").add_argument("--search")
     leaf(ho, "waiting", cmd_host_waiting,
          "machines waiting: MACs that PXE-booted without a host record")

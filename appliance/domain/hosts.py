@@ -65,23 +65,40 @@ def _validate_attr(attr: object) -> str:
 def validate_reservation(ip: object, network: str | None = None) -> str | None:
     """An IPv4 address for a MAC reservation ('' or None clears it); inside
     `network` (the LAN, e.g. 10.0.0.0/24) when given."""
+    return _reserved_address(ip, network, 4)
+
+
+def validate_reservation6(ip6: object, network6: str | None = None) -> str | None:
+    """An IPv6 address for the host's DHCPv6 reservation ('' or None clears it), in
+    compressed form; inside `network6` (the LAN prefix, e.g. fd00:1::/64) when given."""
+    return _reserved_address(ip6, network6, 6)
+
+
+def _reserved_address(ip: object, network: str | None, family: int) -> str | None:
     if ip is None or ip == "":
         return None
+    field, what = ("ip", "IPv4 address") if family == 4 else ("ip6", "IPv6 address")
     try:
-        addr = ipaddress.IPv4Address(ip)
+        addr = ipaddress.ip_address(ip)
+        if addr.version != family:
+            raise ValueError
     except (ValueError, TypeError):
-        raise InvalidInput(f"{ip!r} is not an IPv4 address", field="ip") from None
+        raise InvalidInput(f"{ip!r} is not an {what}", field=field) from None
     if network is not None:
-        net = ipaddress.IPv4Network(network, strict=False)
-        if addr not in net or addr in (net.network_address, net.broadcast_address):
-            raise InvalidInput(f"{addr} is not a host address of the LAN network {net}", field="ip")
+        net = ipaddress.ip_network(network, strict=False)
+        if addr not in net or addr == net.network_address or (
+                family == 4 and addr == net.broadcast_address):
+            where = "network" if family == 4 else "prefix"
+            raise InvalidInput(f"{addr} is not a host address of the LAN {where} {net}",
+                               field=field)
     return str(addr)
 
 
-def _check_reservation_free(conn: sqlite3.Connection, ip: str | None, host_id: int | None) -> None:
+def _check_reservation_free(conn: sqlite3.Connection, ip: str | None, host_id: int | None,
+                            column: str = "ip_reservation") -> None:
     if ip is None:
         return
-    r = conn.execute("SELECT id, name FROM hosts WHERE ip_reservation = ?", (ip,)).fetchone()
+    r = conn.execute(f"SELECT id, name FROM hosts WHERE {column} = ?", (ip,)).fetchone()
     if r and r["id"] != host_id:
         raise Conflict(f"address {ip} is already reserved for host {r['name']}")
 
@@ -121,11 +138,14 @@ def _normalize_macs(macs: list[str] | str) -> list[str]:
 
 def add_host(conn: sqlite3.Connection, name: str, macs: list[str] | str, flake: str,
              attr: str | None = None, mode: str = "netboot", ip: str | None = None,
-             network: str | None = None, source: str = "manual") -> dict[str, Any]:
+             network: str | None = None, source: str = "manual", ip6: str | None = None,
+             network6: str | None = None) -> dict[str, Any]:
+    """`ip`/`ip6`: the host's DHCPv4/DHCPv6 reservation, inside `network`/`network6`."""
     name = validate_name(name)
     if source not in SOURCES:
         raise InvalidInput(f"source must be one of {', '.join(SOURCES)}", field="source")
     ip = validate_reservation(ip, network)
+    ip6 = validate_reservation6(ip6, network6)
     mac_list = _normalize_macs(macs)
     flake = _validate_flake(flake)
     attr = _validate_attr(attr or default_attr(name))
@@ -135,11 +155,12 @@ def add_host(conn: sqlite3.Connection, name: str, macs: list[str] | str, flake: 
             raise Conflict(f"host {name} already exists")
         _check_macs_free(conn, mac_list, None)
         _check_reservation_free(conn, ip, None)
+        _check_reservation_free(conn, ip6, None, "ip6_reservation")
         t = now()
         host_id = conn.execute(
             "INSERT INTO hosts (name, flake, attr, mode, state, created_at, updated_at, ip_reservation, "
-            "source) VALUES (?,?,?,?,?,?,?,?,?)",
-            (name, flake, attr, mode, "unknown", t, t, ip, source)).lastrowid
+            "source, ip6_reservation) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (name, flake, attr, mode, "unknown", t, t, ip, source, ip6)).lastrowid
         conn.executemany("INSERT INTO host_macs (mac, host_id) VALUES (?, ?)",
                          [(m, host_id) for m in mac_list])
         how = {"manual": "", "flake": " from its flake", "adopted": " (adopted)"}[source]
@@ -151,11 +172,14 @@ def add_host(conn: sqlite3.Connection, name: str, macs: list[str] | str, flake: 
 def update_host(conn: sqlite3.Connection, name: str, *, macs: list[str] | None = None,
                 flake: str | None = None, attr: str | None = None,
                 mode: str | None = None, ip: str | None = None,
-                network: str | None = None) -> dict[str, Any]:
-    """`ip`: a reservation to set, or "" to clear it; None leaves it."""
+                network: str | None = None, ip6: str | None = None,
+                network6: str | None = None) -> dict[str, Any]:
+    """`ip`, `ip6`: a reservation to set, or "" to clear it; None leaves it."""
     changes: dict[str, Any] = {}
     if ip is not None:
         changes["ip_reservation"] = validate_reservation(ip, network)
+    if ip6 is not None:
+        changes["ip6_reservation"] = validate_reservation6(ip6, network6)
     if flake is not None:
         changes["flake"] = _validate_flake(flake)
     if attr is not None:
@@ -167,6 +191,9 @@ def update_host(conn: sqlite3.Connection, name: str, *, macs: list[str] | None =
         host = _get_row(conn, name)
         if "ip_reservation" in changes:
             _check_reservation_free(conn, changes["ip_reservation"], host["id"])
+        if "ip6_reservation" in changes:
+            _check_reservation_free(conn, changes["ip6_reservation"], host["id"],
+                                    "ip6_reservation")
         if mac_list is not None:
             _check_macs_free(conn, mac_list, host["id"])
             conn.execute("DELETE FROM host_macs WHERE host_id = ?", (host["id"],))
@@ -192,7 +219,21 @@ def _get_row(conn: sqlite3.Connection, name: str) -> sqlite3.Row:
 
 
 def get_host(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
-    return _row_to_host(conn, _get_row(conn, name))
+    """The host, with `ip6_addresses`: the IPv6 addresses DHCPv6 has bound to its MACs
+    now (newest first)."""
+    h = _row_to_host(conn, _get_row(conn, name))
+    h["ip6_addresses"] = addresses6(conn, h["macs"])
+    return h
+
+
+def addresses6(conn: sqlite3.Connection, macs: list[str]) -> list[str]:
+    """The active DHCPv6 bindings of these MACs, newest expiry first."""
+    if not macs:
+        return []
+    marks = ",".join("?" * len(macs))
+    return [r[0] for r in conn.execute(
+        f"SELECT address FROM leases6 WHERE mac IN ({marks}) AND state = 'bound' "
+        "AND expires > ? ORDER BY expires DESC", (*macs, now()))]
 
 
 def get_host_by_id(conn: sqlite3.Connection, host_id: int) -> dict[str, Any] | None:

@@ -43,6 +43,14 @@ def lan_address6(conn: sqlite3.Connection, configured: str | None) -> str:
     return stored
 
 
+def lan_prefix6(conn: sqlite3.Connection, configured: str | None) -> str | None:
+    """The LAN's IPv6 prefix (e.g. fd00:1::/64) when there is one yet: the configured
+    address's, else the stored ULA's; None before the first start made a ULA. What a
+    host's IPv6 reservation is checked against."""
+    address6 = configured or kv.get(conn, ULA_KEY)
+    return str(ipaddress.IPv6Interface(address6).network) if address6 else None
+
+
 def default_range6(address6: str) -> tuple[str, str]:
     """<prefix>::1:0 .. <prefix>::1:ffff."""
     base = int(ipaddress.IPv6Interface(address6).network.network_address)

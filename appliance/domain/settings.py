@@ -16,6 +16,7 @@ the outcome under `desired.applied`, which `apply_status` reads back.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import sqlite3
 import time
@@ -24,6 +25,7 @@ from typing import Any, Literal
 from appliance.config.resolve import NETWORK_KEYS, lookup, merged, resolve
 from appliance.config.schema import Config, iter_keys, parse_config
 from appliance.domain import events, setupcode, users
+from appliance.domain.ipv6 import ULA_KEY
 from appliance.errors import ConfigError, Conflict, InvalidInput
 from appliance.state import kv
 from appliance.state.db import now, transaction
@@ -41,6 +43,8 @@ log = logging.getLogger("nixie.settings")
 EDITABLE = (
     "lan.interface", "wan.interface",
     "dhcp.mode", "dhcp.range", "dhcp.lease_seconds", "dhcp.unknown_clients",
+    "lan.address6", "ra.enable", "dhcp6.mode", "dhcp6.range", "dhcp6.preferred_seconds",
+    "dhcp6.valid_seconds",
     "boot.menu", "boot.menu_timeout_seconds", "boot.cmdline",
     "builder.kind", "builder.uri", "builder.ssh_key", "builder.max_jobs",
     "builder.substituters", "builder.trusted_public_keys",
@@ -100,10 +104,25 @@ def validate(cfg: Config, conn: sqlite3.Connection, values: dict[str, Any]) -> d
         except ConfigError as e:
             raise InvalidInput(e.problem, field=_field_of(e.key)) from None
     try:
-        parse_config(merged(cfg, overrides(conn) | clean, _network_with(conn, clean)), cfg.path)
+        new = parse_config(merged(cfg, overrides(conn) | clean, _network_with(conn, clean)),
+                           cfg.path)
     except ConfigError as e:
         raise InvalidInput(e.problem, field=_field_of(e.key)) from None
+    _check_range6(conn, new)
     return clean
+
+
+def _check_range6(conn: sqlite3.Connection, c: Config) -> None:
+    """A DHCPv6 range must lie in the prefix the router serves: with lan.address6 null,
+    the stored ULA (the config's cross-check knows only a configured lan.address6)."""
+    ula = kv.get(conn, ULA_KEY)
+    if c.dhcp6.range is None or c.lan.address6 is not None or not ula:
+        return
+    net6 = ipaddress.IPv6Interface(ula).network
+    for a in c.dhcp6.range:
+        if ipaddress.IPv6Address(a) not in net6:
+            raise InvalidInput(f"{a} is outside the LAN prefix {net6} (the generated ULA; set "
+                               "lan.address6 to serve another prefix)", field="dhcp6.range")
 
 
 def _network_with(conn: sqlite3.Connection, clean: dict[str, Any]) -> dict[str, Any] | None:

@@ -226,7 +226,17 @@ class Message:
         return None
 
     def has(self, code: int) -> bool:
-        return any(c == code for c, _ in self.options)
+        for c, _ in self.options:
+            if c == code:
+                return True
+        return False
+
+    def has_any(self, codes: frozenset[int]) -> bool:
+        """Whether one of `codes` is present (one pass over the options)."""
+        for c, _ in self.options:
+            if c in codes:
+                return True
+        return False
 
     @property
     def client_id(self) -> bytes | None:

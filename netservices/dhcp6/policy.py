@@ -41,9 +41,12 @@ def is_http_client(msg: Message) -> bool:
     return any(c.startswith(b"HTTPClient") for c in msg.vendor_classes)
 
 
+_BOOT_OPTIONS = frozenset((61, 15, 16))  # client arch, user class, vendor class
+
+
 def wants_boot(msg: Message) -> bool:
     """Cheap test first: most messages carry none of the boot options."""
-    return msg.has(61) or msg.has(15) or msg.has(16)
+    return msg.has_any(_BOOT_OPTIONS)
 
 
 def boot_answer6(msg: Message, mac: str | None, host: object | None,

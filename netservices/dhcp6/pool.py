@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from socket import AF_INET6, inet_ntop, inet_pton
 from typing import Any
 
 OFFERED, BOUND, RELEASED, DECLINED, EXPIRED = "offered", "bound", "released", "declined", "expired"
@@ -18,13 +19,20 @@ Key = tuple[bytes, int]  # (DUID, IAID)
 
 
 def ip6_to_int(a: str | bytes) -> int:
+    """An address (text or 16 bytes) as an int; ValueError when it is not IPv6.
+    `inet_pton` is some ten times faster than `ipaddress` on the packet path."""
     if isinstance(a, bytes):
         return int.from_bytes(a, "big")
-    return int(ipaddress.IPv6Address(a))
+    try:
+        return int.from_bytes(inet_pton(AF_INET6, a), "big")
+    except (OSError, TypeError):
+        raise ValueError(f"{a!r} is not an IPv6 address") from None
 
 
 def int_to_ip6(n: int) -> str:
-    return str(ipaddress.IPv6Address(n))
+    """The RFC 5952 text of an address, as `str(ipaddress.IPv6Address(n))` gives it."""
+    s = inet_ntop(AF_INET6, n.to_bytes(16, "big"))
+    return s if "." not in s else str(ipaddress.IPv6Address(n))  # ::ffff:a.b.c.d forms
 
 
 @dataclass(slots=True)

@@ -39,11 +39,19 @@ class Lan6(Lan):
         self.client.run("ip", "link", "set", "eth0", "down")
         self.client.run("ip", "link", "set", "eth0", "up")
 
-    def start(self) -> None:
+    def start(self, *, dhcp6: bool = True) -> None:
+        """Start serve; with `dhcp6`, wait until DHCPv6 listens too."""
         super().start()
-        deadline = time.monotonic() + 20
+        if dhcp6:
+            self.wait_dhcp6()
+
+    def dhcp6_listens(self) -> bool:
+        return ":547 " in self.router.run("ss", "-Huln").stdout.replace("\n", " ") + " "
+
+    def wait_dhcp6(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if ":547 " in self.router.run("ss", "-Huln").stdout.replace("\n", " ") + " ":
+            if self.dhcp6_listens():
                 return
             assert self.proc.poll() is None, self.log.read_text()
             time.sleep(0.1)

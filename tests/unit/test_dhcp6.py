@@ -290,3 +290,71 @@ def test_no_boot_url_for_a_service_that_does_not_listen_on_ipv6():
     for extra in (arch7, ipxe):
         _, m = one(e, message(c6.SOLICIT, duid=DUID, ias=[ia_na(1)], extra=extra))
         assert _boot_url(m) is None and addresses_of(m)
+
+
+# ------------------------------------------------------------- the fast path
+
+def _state(e: Dhcp6Engine, now: float):
+    rows, events = e.take_dirty(now)
+    return (sorted((r.address, r.duid, r.iaid, r.mac, r.hostname, r.state, r.starts, r.expires)
+                   for r in rows),
+            [(x.kind, x.message, x.host_id, x.mac, x.ip, x.data) for x in events])
+
+
+_MACS = [f"52:54:00:00:00:{i:02x}" for i in range(4)]
+
+
+@st.composite
+def _exchange(draw):
+    """A client message the fast path may take (or must refuse): SOLICIT with or without
+    rapid commit and hints, REQUEST of an address, for a server id (ours or another)."""
+    mac = draw(st.sampled_from(_MACS))
+    duid = draw(st.sampled_from([duid_llt(mac), c6.duid_ll(bytes.fromhex(mac.replace(":", ""))),
+                                 b"\x00\x02" + b"x" * 10]))
+    mt = draw(st.sampled_from([c6.SOLICIT, c6.REQUEST]))
+    addr = draw(st.sampled_from([None, "fd00:77::1:0", "fd00:77::1:1", "fd00:77::1:7",
+                                 "fd00:78::1", "fd00:77::2"]))
+    iaid = draw(st.integers(0, 2))
+    ias = [ia_na(iaid, *([addr] if addr else []))] if draw(st.booleans()) or mt == c6.REQUEST \
+        else []
+    sid = SERVER_DUID if mt == c6.REQUEST and draw(st.integers(0, 4)) else (
+        None if mt == c6.SOLICIT and draw(st.integers(0, 4)) else b"\x00\x03\x00\x01other1")
+    extra = draw(st.sampled_from([[], [], [(c6.OPT_CLIENT_FQDN, b"\x00\x03box\x00")],
+                                  [(c6.OPT_CLIENT_ARCH_TYPE, b"\x00\x07")]]))
+    return message(mt, duid=duid, server_duid=sid, ias=ias, rapid=draw(st.booleans()),
+                   extra=extra, xid=bytes(draw(st.binary(min_size=3, max_size=3)))), \
+        draw(st.sampled_from(["fe80::1", "fe80::5054:ff:fe00:2"])), draw(st.integers(0, 50))
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_exchange(), min_size=1, max_size=30), st.booleans())
+def test_fast_path_answers_byte_for_byte_like_the_general_path(steps, rapid_allowed):
+    """Two engines, the fast path on in one and off in the other, see the same
+    messages: every reply, every stored row, every event and counter is the same."""
+    fast, slow = (Dhcp6Engine(s6(rapid_commit=rapid_allowed), decline_quarantine=60)
+                  for _ in range(2))
+    slow.fast = False
+    hosts = {_MACS[1]: Host6Entry(5, "res", "fd00:77::1:7")}
+    for e in (fast, slow):
+        e.set_hosts(hosts)
+    for data, src, dt in steps:
+        now = T0 + dt
+        a, b = fast.handle(data, src, now), slow.handle(data, src, now)
+        assert [(r.payload, r.ip, r.port, r.durable) for r in a] == \
+            [(r.payload, r.ip, r.port, r.durable) for r in b]
+        assert _state(fast, now) == _state(slow, now)
+    assert fast.counters.to_dict() == slow.counters.to_dict()
+
+
+def test_fast_path_takes_the_common_exchange():
+    e = new_engine()
+    calls = []
+    general = e._answer
+    e._answer = lambda *a: calls.append(a) or general(*a)
+    r, m = one(e, message(c6.SOLICIT, duid=DUID, ias=[ia_na(1)]))
+    addr = addresses_of(m)[0][1]
+    one(e, message(c6.REQUEST, duid=DUID, server_duid=SERVER_DUID, ias=[ia_na(1, addr)]))
+    one(e, message(c6.SOLICIT, duid=duid_llt("52:54:00:00:00:09"), ias=[ia_na(1)], rapid=True))
+    assert calls == []  # none of them took the general path
+    one(e, message(c6.RENEW, duid=DUID, server_duid=SERVER_DUID, ias=[ia_na(1, addr)]))
+    assert len(calls) == 1

@@ -3,12 +3,14 @@ CSRF, headers, forms that keep input, the API's auth and error mapping."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 
 import pytest
 
 from appliance.domain import apitokens, builds, generations, hosts, settings, users
+from appliance.domain.ipv6 import lan_address6
 from appliance.errors import InvalidInput
 from tests.webapp import (
     PASSWORD,
@@ -212,7 +214,9 @@ def test_settings_page_validates_with_config_checkers(client, web):
             "dhcp_first": "127.0.0.150", "dhcp_last": "127.0.0.120", "dhcp_lease_seconds": "600",
             "dhcp_unknown_clients": "menu", "boot_menu": "y", "boot_menu_timeout_seconds": "3",
             "boot_cmdline": "", "builder_kind": "local", "builder_uri": "", "builder_max_jobs": "2",
-            "builder_substituters": "https://cache.example\n", "builder_trusted_public_keys": ""}
+            "builder_substituters": "https://cache.example\n", "builder_trusted_public_keys": "",
+            "lan_address6": "", "dhcp6_mode": "off", "dhcp6_first": "", "dhcp6_last": "",
+            "dhcp6_preferred_seconds": "3600", "dhcp6_valid_seconds": "7200"}
     r = post_form(client, "/settings/", data)
     assert r.status_code == 400 and "is before first" in r.data.decode()
     assert 'value="127.0.0.150"' in r.data.decode()
@@ -223,6 +227,68 @@ def test_settings_page_validates_with_config_checkers(client, web):
     v = settings.effective_values(cfg, store.conn())
     assert v["dhcp.range"] == ["127.0.0.110", "127.0.0.130"] and v["builder.max_jobs"] == 2
     assert v["builder.substituters"] == ["https://cache.example"]
+
+
+SETTINGS6 = {"lan_interface": "lo", "wan_interface": "", "dhcp_mode": "authoritative",
+             "dhcp_first": "127.0.0.100", "dhcp_last": "127.0.0.199", "dhcp_lease_seconds": "3600",
+             "dhcp_unknown_clients": "menu", "boot_menu_timeout_seconds": "5", "boot_cmdline": "",
+             "builder_kind": "local", "builder_uri": "", "builder_max_jobs": "1",
+             "builder_substituters": "", "builder_trusted_public_keys": "",
+             "lan_address6": "fd00:5::1/64", "ra_enable": "y", "dhcp6_mode": "stateful",
+             "dhcp6_first": "fd00:5::2:0", "dhcp6_last": "fd00:5::2:ff",
+             "dhcp6_preferred_seconds": "600", "dhcp6_valid_seconds": "1200"}
+
+
+@pytest.mark.parametrize("bad, field, problem", [
+    ({"dhcp6_first": "fd00:4::1"}, "dhcp6_first", "outside the LAN prefix fd00:5::/64"),
+    ({"dhcp6_first": "fd00:5::3:0"}, "dhcp6_first", "is before first"),
+    ({"dhcp6_last": "not-an-address"}, "dhcp6_first", "is not an IPv6 address"),
+    ({"lan_address6": "10.0.0.1/24"}, "lan_address6", "IPv6"),
+    ({"dhcp6_valid_seconds": "300"}, "dhcp6_valid_seconds", "shorter than dhcp6.preferred"),
+    ({"dhcp6_mode": "sometimes"}, "dhcp6_mode", "Not a valid choice"),
+])
+def test_settings_ipv6_section_reshows_the_field_error_and_stores_nothing(client, web, bad, field,
+                                                                          problem):
+    _, store, cfg = web
+    before = settings.effective_values(cfg, store.conn())
+    r = post_form(client, "/settings/", {**SETTINGS6, **bad})
+    page = r.data.decode()
+    assert r.status_code == 400 and problem in page, page[-3000:]
+    # the error sits under its field, whose typed value is shown again
+    at = page.index(f'id="{field}"')
+    assert problem in page[at:at + 1500]
+    for v in bad.values():
+        if v != "sometimes":
+            assert f'value="{v}"' in page
+    assert settings.effective_values(cfg, store.conn()) == before
+
+
+def test_settings_ipv6_section_saves_and_an_empty_range_means_the_default(client, web):
+    _, store, cfg = web
+    r = post_form(client, "/settings/", SETTINGS6)
+    assert r.status_code == 302, r.data.decode()[-2000:]
+    eff = settings.effective_config(cfg, store.conn())
+    assert (eff.lan.address6, eff.ra.enable, eff.dhcp6.mode, eff.dhcp6.range,
+            eff.dhcp6.preferred_seconds, eff.dhcp6.valid_seconds) == (
+        "fd00:5::1/64", True, "stateful", ["fd00:5::2:0", "fd00:5::2:ff"], 600, 1200)
+    page = client.get("/settings/").data.decode()
+    assert 'value="fd00:5::2:ff"' in page and 'value="fd00:5::1/64"' in page
+    r = post_form(client, "/settings/", {**SETTINGS6, "dhcp6_first": "", "dhcp6_last": ""})
+    assert r.status_code == 302
+    assert settings.effective_config(cfg, store.conn()).dhcp6.range is None
+
+
+def test_settings_ipv6_range_is_checked_against_the_generated_ula(web):
+    _, store, cfg = web
+    conn = store.conn()
+    ula = lan_address6(conn, None)  # what serve generates at its first start
+    net = ipaddress.IPv6Interface(ula).network
+    inside = [str(net.network_address + 0x100), str(net.network_address + 0x1ff)]
+    settings.update(cfg, conn, {"dhcp6.mode": "stateful", "dhcp6.range": inside})
+    with pytest.raises(InvalidInput) as e:
+        settings.update(cfg, conn, {"dhcp6.range": ["fd00:9::1", "fd00:9::2"]})
+    assert e.value.field == "dhcp6.range" and str(net) in str(e.value)
+    assert settings.effective_config(cfg, conn).dhcp6.range == inside
 
 
 def test_settings_rejects_unknown_keys(web):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Response, jsonify, request
 
 from appliance.domain import events, generations, hosts
+from appliance.domain.ipv6 import lan_prefix6
 from appliance.errors import InvalidInput
 from appliance.router import wol
 
@@ -36,10 +37,12 @@ def add_host():
     if not isinstance(macs, list) or not all(isinstance(m, str) for m in macs):
         raise InvalidInput("macs must be a list of MAC address strings", field="macs")
     ip = args.want(d, "ip_reservation", str, nullable=True)
+    ip6 = args.want(d, "ip6_reservation", str, nullable=True)
     h = hosts.add_host(conn(), args.want(d, "name", str, True), macs,
                        args.want(d, "flake", str, True), args.want(d, "attr", str, nullable=True),
                        args.want(d, "mode", str) or "netboot", ip=ip,
-                       network=config().lan.address if ip else None)
+                       network=config().lan.address if ip else None, ip6=ip6,
+                       network6=_prefix6() if ip6 else None)
     return jsonify(h), 201
 
 
@@ -53,17 +56,26 @@ def get_host(name: str):
        params=[NAME], body=ref("HostPatch"), response=ref("Host"), errors=(400, 404, 409))
 def update_host(name: str):
     d = args.body()
-    unknown = set(d) - {"macs", "flake", "attr", "mode", "ip_reservation"}
+    unknown = set(d) - {"macs", "flake", "attr", "mode", "ip_reservation", "ip6_reservation"}
     if unknown:
         raise InvalidInput(f"unknown field {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
     ip = args.want(d, "ip_reservation", str, nullable=True)
     if "ip_reservation" in d and ip is None:
         ip = ""  # null clears the reservation
+    ip6 = args.want(d, "ip6_reservation", str, nullable=True)
+    if "ip6_reservation" in d and ip6 is None:
+        ip6 = ""
     return jsonify(hosts.update_host(conn(), name, macs=args.want(d, "macs", list),
                                      flake=args.want(d, "flake", str),
                                      attr=args.want(d, "attr", str),
                                      mode=args.want(d, "mode", str), ip=ip,
-                                     network=config().lan.address if ip else None))
+                                     network=config().lan.address if ip else None, ip6=ip6,
+                                     network6=_prefix6() if ip6 else None))
+
+
+def _prefix6() -> str | None:
+    """The LAN IPv6 prefix an IPv6 reservation must be in."""
+    return lan_prefix6(conn(), config().lan.address6)
 
 
 @route("/hosts/<name>", "DELETE", "Remove a host", tag="hosts", params=[NAME], status=204,

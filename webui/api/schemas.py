@@ -58,15 +58,21 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "description": "the host's IPv6 address on the LAN (agent report, neighbour table)"},
         "ip_reservation": {"type": ["string", "null"],
                            "description": "the LAN address DHCP always gives this host"},
+        "ip6_reservation": {"type": ["string", "null"],
+                            "description": "the IPv6 address DHCPv6 always gives this host"},
+        "ip6_addresses": {**arr(STR), "description": "the IPv6 addresses DHCPv6 has bound to "
+                                                     "its MACs now (one host only)"},
         "last_seen": {"type": ["number", "null"]},
         "source": {"enum": list(hosts.SOURCES),
                    "description": "manual, flake (declared MACs) or adopted (Machines waiting)"}}},
     "HostInput": {"type": "object", "required": ["name", "macs", "flake"], "properties": {
         "name": STR, "macs": arr(STR), "flake": STR, "attr": STR,
-        "mode": {"enum": list(hosts.MODES)}, "ip_reservation": {"type": ["string", "null"]}}},
+        "mode": {"enum": list(hosts.MODES)}, "ip_reservation": {"type": ["string", "null"]},
+        "ip6_reservation": {"type": ["string", "null"]}}},
     "HostPatch": {"type": "object", "properties": {
         "macs": arr(STR), "flake": STR, "attr": STR, "mode": {"enum": list(hosts.MODES)},
-        "ip_reservation": {"type": ["string", "null"], "description": "null clears it"}}},
+        "ip_reservation": {"type": ["string", "null"], "description": "null clears it"},
+        "ip6_reservation": {"type": ["string", "null"], "description": "null clears it"}}},
     "Generation": {"type": "object", "properties": {
         "number": INT, "build_id": {"type": ["integer", "null"]}, "toplevel": STR,
         "created_at": {"type": "number"}, "current": {"type": "boolean"}}},
@@ -115,8 +121,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "phase": {"type": ["string", "null"], "description": "what the build is doing now"},
         "toplevel": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]}}},
     "Lease": {"type": "object", "properties": {
-        "ip": STR, "mac": STR, "host": {"type": ["string", "null"]},
+        "family": {"type": "integer", "enum": [4, 6]},
+        "ip": {"type": "string", "description": "IPv4 address, or the IPv6 address (family 6)"},
+        "mac": {"type": ["string", "null"]}, "host": {"type": ["string", "null"]},
         "hostname": {"type": ["string", "null"]},
+        "client_id": {"type": ["string", "null"], "description": "DHCPv4 client identifier"},
+        "duid": {"type": ["string", "null"], "description": "DHCPv6 client DUID, hex"},
+        "iaid": {"type": ["integer", "null"], "description": "DHCPv6 IA_NA identifier"},
         "state": STR, "starts": {"type": "number"}, "expires": {"type": "number"}}},
     "Event": {"type": "object", "properties": {
         "id": INT, "ts": {"type": "number"}, "kind": STR, "level": STR, "message": STR,

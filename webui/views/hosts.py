@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
 from appliance.domain import bmc, builds, events, flakes, generations, hosts
+from appliance.domain.ipv6 import lan_prefix6
 from appliance.errors import NixieError
 from appliance.router import wol
 from appliance.router.bmc import flows, power
@@ -99,7 +100,8 @@ def default_generation(gens: list[dict]) -> int | None:
 def edit(name: str):
     h = hosts.get_host(conn(), name)
     form = HostForm(data={"name": h["name"], "macs": "\n".join(h["macs"]), "flake": h["flake"],
-                          "attr": h["attr"], "mode": h["mode"], "ip": h["ip_reservation"]})
+                          "attr": h["attr"], "mode": h["mode"], "ip": h["ip_reservation"],
+                          "ip6": h["ip6_reservation"]})
     if form.validate_on_submit():
         try:
             hosts.update_host(conn(), name, macs=form.mac_list(), flake=form.flake.data,
@@ -115,12 +117,20 @@ def edit(name: str):
 
 
 def _reservation(form: HostForm, clear: bool = False) -> dict:
-    """The IP reservation the form asks for, checked against the LAN that runs ('' clears
-    it on an edit)."""
+    """The IPv4 and IPv6 reservations the form asks for, checked against the LAN that
+    runs ('' clears them on an edit)."""
+    out: dict = {}
     ip = (form.ip.data or "").strip()
-    if not ip:
-        return {"ip": ""} if clear else {}
-    return {"ip": ip, "network": config().lan.address}
+    if ip:
+        out.update(ip=ip, network=config().lan.address)
+    elif clear:
+        out["ip"] = ""
+    ip6 = (form.ip6.data or "").strip()
+    if ip6:
+        out.update(ip6=ip6, network6=lan_prefix6(conn(), config().lan.address6))
+    elif clear:
+        out["ip6"] = ""
+    return out
 
 
 @bp.post("/<name>/remove")
