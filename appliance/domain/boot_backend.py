@@ -73,5 +73,5 @@ class SqliteBackend:
             localboot.set_boot_mode(conn, boot.host_id, localboot.BOOT_MODE_OF_REPORT[event])
         if boot is not None and event == "installed":
             result["local_token"] = localboot.issue_disk_token(conn, boot.host_id,
-                                                               boot.generation_id)
+                                                               boot.generation_id, source_ip)
         return result

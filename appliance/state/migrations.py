@@ -309,4 +309,9 @@ CREATE TABLE disk_tokens (
 );
 ALTER TABLE hosts ADD COLUMN boot_mode TEXT CHECK (boot_mode IN ('netboot', 'install', 'local'));
 """,
+    # 32: a disk token's address when the router knows none of the host's (proxy DHCP:
+    # another server leases); the address the installer reported `installed` from.
+    32: """
+ALTER TABLE disk_tokens ADD COLUMN bound_ip TEXT;
+""",
 }
