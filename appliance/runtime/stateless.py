@@ -89,7 +89,7 @@ class StatelessRun:
 def prepare(conn: sqlite3.Connection, hosts_json: str, flake: str | None) -> StatelessRun:
     started = now()
     r = hosts.import_hosts(conn, hosts_json, default_flake=flake, replace=True)
-    names = r["added"] + r["updated"]
+    names = sorted(r["added"] + r["updated"])
     if not names:
         raise ValueError("hosts.json lists no hosts")
     for name in names:
