@@ -22,6 +22,7 @@ push (the same `-o` options, the pinned key) with the real ssh against a real ss
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shlex
@@ -182,11 +183,27 @@ def push_install(conn: sqlite3.Connection, state_dir: str | os.PathLike, name: s
 def start_push_install(connect, state_dir: str | os.PathLike, name: str) -> list[str]:
     """`push_install` in a thread of its own (the web UI and API answer at once); the
     host's events tell how it went. Checks first, so a host that cannot be pushed to is
-    an error now. `connect()` gives the thread its own DB connection."""
+    an error now. One push per host at a time, across the web workers' processes: the
+    thread holds `state_dir/ssh/push-<host>.lock` (flock) while it runs, and a second
+    start is a Conflict. `connect()` gives the thread its own DB connection."""
     argv, _ = push_command(connect(), state_dir, name)
     if shutil.which("nixos-anywhere") is None:
         raise InvalidInput("nixos-anywhere is not installed here (the router's NixOS image "
                            "has it)", field="push")
-    threading.Thread(target=lambda: push_install(connect(), state_dir, name),
-                     name=f"push-install-{name}", daemon=True).start()
+    d = Path(state_dir) / "ssh"
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(d / f"push-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise Conflict(f"a push install of {name} is already running") from None
+
+    def run() -> None:
+        try:
+            push_install(connect(), state_dir, name)
+        finally:
+            os.close(fd)  # releases the lock
+
+    threading.Thread(target=run, name=f"push-install-{name}", daemon=True).start()
     return argv

@@ -13,6 +13,7 @@ connecting with these options to a real sshd only when its key is the pinned one
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -167,3 +168,45 @@ def test_cli_api_and_page_build_the_same_command(web, tmp_path, monkeypatch):
     assert "nixos-anywhere is not installed" in client.get("/hosts/web1").data.decode()
     assert not [k for (k,) in store.conn().execute("SELECT kind FROM events")
                 if k.startswith("install.push")]
+
+
+STAND_IN = """#!/bin/sh
+# stands in for nixos-anywhere (NixOS only): waits until the test lets it finish
+while [ ! -e "$RELEASE" ]; do sleep 0.05; done
+echo "stand-in done: $*"
+"""
+
+
+def test_a_flood_of_push_requests_starts_one_install(web, tmp_path, monkeypatch):
+    """Abuse: the endpoint is hammered while a push runs. One nixos-anywhere runs (a
+    stand-in on PATH, since the real one exists only on NixOS); every other request is
+    409; once it finished, a new request starts again. The lock is a file lock, so the
+    web workers' processes share it."""
+    _, store, _, client, csrf = web
+    _boot(store)
+    _generation(store)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "nixos-anywhere").write_text(STAND_IN)
+    (bindir / "nixos-anywhere").chmod(0o755)
+    release = tmp_path / "release"
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    monkeypatch.setenv("RELEASE", str(release))
+    codes = [client.post("/api/v1/hosts/web1/install", json={"push": True},
+                         headers=csrf).status_code for _ in range(40)]
+    assert codes.count(202) == 1 and codes.count(409) == 39, codes
+    release.touch()
+    conn = store.conn()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not conn.execute(
+            "SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0]:
+        time.sleep(0.1)
+    kinds = [k for (k,) in conn.execute("SELECT kind FROM events WHERE kind LIKE 'install.push%'")]
+    assert kinds == ["install.push", "install.pushed"], kinds
+    r = client.post("/api/v1/hosts/web1/install", json={"push": True}, headers=csrf)
+    assert r.status_code == 202
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and conn.execute(
+            "SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0] < 2:
+        time.sleep(0.1)
+    assert conn.execute("SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0] == 2
