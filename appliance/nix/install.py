@@ -149,17 +149,44 @@ def push_command(conn: sqlite3.Connection, state_dir: str | os.PathLike, name: s
     return nixos_anywhere_command(plan), text
 
 
-def push_install(conn: sqlite3.Connection, state_dir: str | os.PathLike, name: str, *,
-                 timeout: float = 3600) -> int:
-    """Push host `name`'s current generation to its disk with nixos-anywhere, trusting only
-    its pinned host key. Events: install.push (started), install.pushed or
-    install.push_failed (with the tail of the output). Returns nixos-anywhere's status."""
-    d = Path(state_dir) / "ssh"
-    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+def _need_nixos_anywhere() -> None:
     if shutil.which("nixos-anywhere") is None:
         raise InvalidInput("nixos-anywhere is not installed here (the router's NixOS image "
                            "has it)", field="push")
-    with tempfile.TemporaryDirectory(dir=d) as tmp:
+
+
+def _claim(state_dir: str | os.PathLike, name: str) -> int:
+    """The host's push lock (`state_dir/ssh/push-<host>.lock`, flock): one push per host
+    at a time, across processes (the CLI, the web workers). Conflict while one runs."""
+    d = Path(state_dir) / "ssh"
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(d / f"push-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise Conflict(f"a push install of {name} is already running") from None
+    return fd
+
+
+def push_install(conn: sqlite3.Connection, state_dir: str | os.PathLike, name: str, *,
+                 timeout: float = 3600, claimed: bool = False) -> int:
+    """Push host `name`'s current generation to its disk with nixos-anywhere, trusting only
+    its pinned host key. Events: install.push (started), install.pushed or
+    install.push_failed (with the tail of the output). Returns nixos-anywhere's status.
+    `claimed`: the caller holds the host's push lock already."""
+    _need_nixos_anywhere()
+    fd = None if claimed else _claim(state_dir, name)
+    try:
+        return _push(conn, state_dir, name, timeout)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _push(conn: sqlite3.Connection, state_dir: str | os.PathLike, name: str,
+          timeout: float) -> int:
+    with tempfile.TemporaryDirectory(dir=Path(state_dir) / "ssh") as tmp:
         known = Path(tmp) / "known_hosts"
         plan, text = push_plan(conn, state_dir, name, str(known))
         known.write_text(text)
@@ -187,21 +214,12 @@ def start_push_install(connect, state_dir: str | os.PathLike, name: str) -> list
     thread holds `state_dir/ssh/push-<host>.lock` (flock) while it runs, and a second
     start is a Conflict. `connect()` gives the thread its own DB connection."""
     argv, _ = push_command(connect(), state_dir, name)
-    if shutil.which("nixos-anywhere") is None:
-        raise InvalidInput("nixos-anywhere is not installed here (the router's NixOS image "
-                           "has it)", field="push")
-    d = Path(state_dir) / "ssh"
-    d.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(d / f"push-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise Conflict(f"a push install of {name} is already running") from None
+    _need_nixos_anywhere()
+    fd = _claim(state_dir, name)
 
     def run() -> None:
         try:
-            push_install(connect(), state_dir, name)
+            push_install(connect(), state_dir, name, claimed=True)
         finally:
             os.close(fd)  # releases the lock
 

@@ -182,7 +182,7 @@ def test_a_flood_of_push_requests_starts_one_install(web, tmp_path, monkeypatch)
     stand-in on PATH, since the real one exists only on NixOS); every other request is
     409; once it finished, a new request starts again. The lock is a file lock, so the
     web workers' processes share it."""
-    _, store, _, client, csrf = web
+    _, store, cfg, client, csrf = web
     _boot(store)
     _generation(store)
     bindir = tmp_path / "bin"
@@ -195,6 +195,11 @@ def test_a_flood_of_push_requests_starts_one_install(web, tmp_path, monkeypatch)
     codes = [client.post("/api/v1/hosts/web1/install", json={"push": True},
                          headers=csrf).status_code for _ in range(40)]
     assert codes.count(202) == 1 and codes.count(409) == 39, codes
+    # the CLI (another process) meets the same lock
+    data = example_config(state_dir=cfg.state_dir, interface="lo", address="127.0.0.1/8")
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    r = run_nixie("host", "install", "web1", "--push", config=tmp_path / "config.json")
+    assert r.returncode != 0 and "a push install of web1 is already running" in r.stderr, r
     release.touch()
     conn = store.conn()
     deadline = time.monotonic() + 30
