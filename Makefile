@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: setup
-	@$(PY) -m lab up
+	@$(PY) -m lab up $(if $(INSTALL),--install)
 
 lab-down:
 	@$(PY) -m lab down

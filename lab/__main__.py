@@ -8,14 +8,23 @@ import sys
 from lab import run
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m lab",
                                 description="the lab: a LAN in network namespaces with the appliance on it")
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("--name", default="nixie-lab")
     p.add_argument("--web-port", type=int, default=8080)
     p.add_argument("--no-vm", action="store_true", help="do not start the PXE-booting VMs")
-    return run.main(p.parse_args(argv))
+    p.add_argument("--install", action="store_true",
+                   help="give the VMs empty disks and install their systems to them")
+    a = p.parse_args(argv)
+    if a.install and a.no_vm:
+        p.error("--install needs the VMs (drop --no-vm)")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run.main(parse(argv))
 
 
 if __name__ == "__main__":

@@ -80,6 +80,10 @@ def qemu_argv(*, firmware: str, mac: str, tap: str, serial: Path, workdir: Path,
                      "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]
         elif netboot == "pxe6":  # no PXEv4 boot option: PXEv6 comes first
             argv += ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"]
+        elif disk is not None:
+            # when iPXE exits to boot the disk, OVMF would try PXE over IPv6 first (the lab
+            # LAN has no DHCPv6 boot server: a long timeout) before the disk's entry
+            argv += ["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]
     return argv
 
 

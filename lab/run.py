@@ -68,7 +68,7 @@ def _setup_code(cfg_path) -> str:
     return path.read_text().strip() if path.exists() else "(setup already done)"
 
 
-def up(name: str, web_port: int, with_vm: bool) -> int:
+def up(name: str, web_port: int, with_vm: bool, install: bool = False) -> int:
     if os.geteuid() != 0:
         print("nixie lab: needs root (network namespaces)", file=sys.stderr)
         return 1
@@ -99,7 +99,7 @@ def up(name: str, web_port: int, with_vm: bool) -> int:
              f"EXEC:ip netns exec {name} {socat} STDIO TCP\\:{LAN_IP}\\:8080"],
             start_new_session=True)
         procs.append(fwd)
-        extra = labvm.start(ns, d, cfg_path, procs) if with_vm else ""
+        extra = labvm.start(ns, d, cfg_path, procs, install) if with_vm else ""
         print(f"""
 Nixie lab is up.
   web UI:    https://127.0.0.1:{web_port}/   (health: https://127.0.0.1:{web_port}/healthz)
@@ -140,7 +140,7 @@ Press Ctrl-C to stop and clean up.""", flush=True)
 
 def main(args) -> int:
     if args.action == "up":
-        return up(args.name, args.web_port, not args.no_vm)
+        return up(args.name, args.web_port, not args.no_vm, args.install)
     if args.action == "down":
         down(args.name)
         return 0

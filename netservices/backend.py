@@ -145,8 +145,10 @@ class BootArtifacts(Protocol):
 
 
 class AgentSink(Protocol):
-    def agent_report(self, token: str, event: str, message: str, source_ip: str) -> dict:
-        """Record one agent report and return a JSON-able answer. Raises an
+    def agent_report(self, token: str, event: str, message: str, source_ip: str,
+                     ssh_host_key: str | None = None) -> dict:
+        """Record one agent report and return a JSON-able answer (`ssh_host_key`: the
+        host's SSH public key when the agent sent one; passed only then). Raises an
         exception with `.status`: 401 wrong or expired token, 400 bad event,
         403 the token is not valid from `source_ip`, 409 a transition the boot or the
         host's state does not allow."""

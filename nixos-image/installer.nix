@@ -1,8 +1,10 @@
 # nixosModules.installer: a netbooted system that installs a host to its disk.
 #
-# The router boots it (like any netboot client) with nixie.system= and
-# nixie.disko= on the kernel command line; `nixie-install` partitions the
-# disk with the host's disko script, pulls the system from the router's binary
+# Import it into a host's configuration (with disko and netboot-client): on an
+# install boot the router's script puts nixie.mode=install and nixie.system= on
+# the kernel command line; `nixie-install` partitions the disk with the system's
+# disko script (<system>/nixie-disko, or nixie.disko=), pulls what the netbooted
+# store lacks from the router's binary
 # cache (<nixie.api>/nix-cache), runs nixos-install, reports `installing` at
 # each step and `installed` at the end (or `failed`), and reboots into the
 # disk, which the router's next PXE answer hands to the local disk.
@@ -42,8 +44,7 @@ in
   };
 
   config = {
-    # the installer reports installing/installed itself, never `booted`
-    nixie.netboot.agent.enable = mkDefault false;
+    # (the agent's `booted` service skips install boots: nixie.mode=install)
 
     environment.systemPackages = [ installer pkgs.parted pkgs.dosfstools pkgs.e2fsprogs ];
 
@@ -52,7 +53,8 @@ in
       wantedBy = [ "multi-user.target" ];
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ];
-      unitConfig.ConditionKernelCommandLine = "nixie.system";
+      # the router's install script: nixie.mode=install nixie.system=<toplevel>
+      unitConfig.ConditionKernelCommandLine = [ "nixie.mode=install" "nixie.system" ];
       serviceConfig = {
         Type = "oneshot";
         ExecStart = "${installer}/bin/nixie-install";

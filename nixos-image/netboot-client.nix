@@ -16,7 +16,10 @@
 # * loads the registration into the Nix database early in stage 2, so `nix`
 #   on the host knows its own store, and points the system profile at it;
 # * runs nixie-agent, which reports `booted` to the router (`nixie.api`,
-#   `nixie.token` on the kernel command line).
+#   `nixie.token` on the kernel command line) with the SSH host key, except on an
+#   install boot (`nixie.mode=install`: nixosModules.installer reports);
+# * links the system's disko script (when the configuration uses disko) into its
+#   toplevel as `nixie-disko`: the layout the installer and the push install apply.
 { config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption mkIf mkDefault mkOverride types;
@@ -118,12 +121,22 @@ in
 
     networking.useDHCP = mkDefault true;
 
+    # the system carries its disk layout: the flake's disko configuration as the script
+    # that applies it, at <toplevel>/nixie-disko, for the installer (nixie.mode=install)
+    # and the router's push install (nixos-anywhere --store-paths)
+    system.extraSystemBuilderCmds = lib.optionalString (config.system.build ? diskoScript) ''
+      ln -s ${config.system.build.diskoScript} $out/nixie-disko
+    '';
+
     systemd.services.nixie-agent = mkIf cfg.agent.enable {
       description = "Report this machine's boot to the Nixie router";
       wantedBy = [ "multi-user.target" ];
       wants = [ "network-online.target" ];
-      after = [ "network-online.target" ];
-      unitConfig.ConditionKernelCommandLine = "nixie.api";
+      # after sshd made the host keys: the report carries the public one, which the
+      # router pins for its push install
+      after = [ "network-online.target" ] ++ lib.optional (config.services.openssh.enable or false) "sshd.service";
+      # an install boot reports through the installer (installing, installed), not booted
+      unitConfig.ConditionKernelCommandLine = [ "nixie.api" "!nixie.mode=install" ];
       serviceConfig = {
         Type = "oneshot";
         RemainAfterExit = true;

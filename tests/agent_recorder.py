@@ -81,7 +81,7 @@ class Recorder(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("127.0.0.1", port), Recorder).serve_forever()
 '''
 
-BUSYBOX_APPLETS = ("sh", "wget", "cat", "head", "sed", "awk", "tr", "mktemp", "rm", "sleep",
+BUSYBOX_APPLETS = ("sh", "wget", "cat", "head", "sed", "awk", "tr", "mktemp", "rm", "sleep", "readlink",
                    "timeout", "printf")
 
 

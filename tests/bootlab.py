@@ -113,7 +113,8 @@ class SpecBackend:
         return token
 
     # AgentSink
-    def agent_report(self, token: str, event: str, message: str, source_ip: str) -> dict:
+    def agent_report(self, token: str, event: str, message: str, source_ip: str,
+                     ssh_host_key: str | None = None) -> dict:
         with self._lock:
             hit = self.tokens.get(token)
         if hit is None:
@@ -125,6 +126,8 @@ class SpecBackend:
         if event == "installed" and (not last or last[-1]["event"] != "installing"):
             raise Rejected(409, "cannot become installed before installing")
         r = {"host_id": hit[0], "event": event, "message": message, "ip": source_ip}
+        if ssh_host_key is not None:
+            r["ssh_host_key"] = ssh_host_key
         with self._lock:
             self.reports.append(r)
         self.event("agent." + event, message, host_id=hit[0], ip=source_ip)

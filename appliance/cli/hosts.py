@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from typing import Any
 
@@ -11,6 +12,7 @@ from appliance.cli.parser import Subparsers, group, leaf
 from appliance.domain import bmc, events, generations, hosts, machines
 from appliance.domain.ipv6 import lan_prefix6
 from appliance.errors import InvalidInput
+from appliance.nix import install
 from appliance.router.bmc import flows
 
 
@@ -169,6 +171,22 @@ def cmd_host_reinstall(ctx: Ctx) -> int:
     return 0
 
 
+def cmd_host_install(ctx: Ctx) -> int:
+    """The push install: nixos-anywhere from this router, trusting only the host's pinned
+    SSH key. `--dry-run` prints the command and the known_hosts line it would use."""
+    a = ctx.args
+    argv, known = install.push_command(ctx.conn, ctx.runtime_cfg.state_dir, a.name)
+    if a.dry_run:
+        emit(a, {"host": a.name, "argv": argv, "known_hosts": known},
+             lambda: print(f"{shlex.join(argv)}\nknown_hosts: {known}", end=""))
+        return 0
+    code = install.push_install(ctx.conn, ctx.runtime_cfg.state_dir, a.name)
+    emit(a, {"host": a.name, "exit_code": code}, lambda: print(
+        f"{a.name}: " + ("installed by nixos-anywhere" if code == 0 else
+                         f"nixos-anywhere exited {code} (see `nixie events --host {a.name}`)")))
+    return 0 if code == 0 else 1
+
+
 def cmd_host_export(ctx: Ctx) -> int:
     text = hosts.export_hosts(ctx.conn, with_secrets=ctx.args.with_secrets)
     if ctx.args.output and ctx.args.output != "-":
@@ -214,6 +232,14 @@ def register(sub: Subparsers) -> None:
     leaf(ho, "reinstall", cmd_host_reinstall,
          "set a host to install mode and boot it from the network now (BMC one-time PXE, "
          "else Wake-on-LAN)").add_argument("name")
+    s = leaf(ho, "install", cmd_host_install,
+             "push the host's current generation to its disk over SSH (nixos-anywhere; the "
+             "host runs its netbooted NixOS and is trusted by the key its agent reported)")
+    s.add_argument("name")
+    s.add_argument("--push", action="store_true", required=True,
+                   help="install by pushing from this router (the PXE way is --mode install)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="print the command and the known_hosts line, run nothing")
     s = leaf(ho, "rollback", cmd_host_rollback,
              "boot an older generation by default (newer ones stay in the menu)")
     s.add_argument("name")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance.domain import agent, events, hosts, localboot, machines
+from appliance.domain import agent, events, hostkeys, hosts, localboot, machines
 from appliance.state.db import Store, now
 from netservices.backend import HostRecord, NameRecord
 
@@ -67,7 +67,8 @@ class SqliteBackend:
             "AND hostname IS NOT NULL AND hostname != '' ORDER BY starts", (t,))]
         return out
 
-    def agent_report(self, token: str, event: str, message: str, source_ip: str) -> dict:
+    def agent_report(self, token: str, event: str, message: str, source_ip: str,
+                     ssh_host_key: str | None = None) -> dict:
         """AgentSink: raises agent.AgentRejected (with .status 401/400/403/409).
 
         A disk token (an installed system booted from its disk) goes to
@@ -80,9 +81,11 @@ class SqliteBackend:
             return localboot.report(conn, disk, event, message, source_ip)
         boot = agent.verify_token(conn, token)
         result = agent.report(conn, token, event, message, source_ip)
+        if boot is not None and ssh_host_key:
+            hostkeys.pin(conn, boot.host_id, ssh_host_key, source_ip, token)
         if boot is not None and event in localboot.BOOT_MODE_OF_REPORT:
             localboot.set_boot_mode(conn, boot.host_id, localboot.BOOT_MODE_OF_REPORT[event])
         if boot is not None and event == "installed":
             result["local_token"] = localboot.issue_disk_token(conn, boot.host_id,
-                                                               boot.generation_id)
+                                                               boot.generation_id, source_ip)
         return result

@@ -8,7 +8,8 @@ the installed root filesystem. The system booted from the disk presents it to re
 install stands. There is one per host, stored only as a SHA-256 hash; a new install
 replaces it, removing the host removes it. Like a boot token it is accepted only from
 an address the router knows is the host's (a live DHCP lease of one of its MACs, or its
-reservation).
+reservation); where the router knows none (proxy DHCP, as in stateless mode: another
+server leases), only from the address the installer reported `installed` from.
 """
 
 from __future__ import annotations
@@ -38,16 +39,20 @@ def set_boot_mode(conn: sqlite3.Connection, host_id: int, mode: str) -> None:
     conn.execute("UPDATE hosts SET boot_mode = ? WHERE id = ?", (mode, host_id))
 
 
-def issue_disk_token(conn: sqlite3.Connection, host_id: int, generation_id: int | None) -> str:
-    """The installed system's credential, replacing the host's previous one."""
+def issue_disk_token(conn: sqlite3.Connection, host_id: int, generation_id: int | None,
+                     bound_ip: str | None = None) -> str:
+    """The installed system's credential, replacing the host's previous one.
+    `bound_ip`: the installer's address, the only one it is accepted from while the
+    router knows no address of the host."""
     token = secrets.token_urlsafe(32)
     row = conn.execute("SELECT toplevel FROM generations WHERE id = ?",
                        (generation_id,)).fetchone() if generation_id is not None else None
     with transaction(conn):
         conn.execute("DELETE FROM disk_tokens WHERE host_id = ?", (host_id,))
         conn.execute("INSERT INTO disk_tokens (host_id, token_hash, generation_id, toplevel, "
-                     "created_at) VALUES (?,?,?,?,?)",
-                     (host_id, _hash(token), generation_id, row[0] if row else None, now()))
+                     "created_at, bound_ip) VALUES (?,?,?,?,?,?)",
+                     (host_id, _hash(token), generation_id, row[0] if row else None, now(),
+                      bound_ip))
     return token
 
 
@@ -57,16 +62,23 @@ class DiskToken:
     host_name: str
     generation_id: int | None
     toplevel: str | None
+    bound_ip: str | None = None
 
 
 def verify_disk_token(conn: sqlite3.Connection, token: str) -> DiskToken | None:
     if not token or len(token) > 256:
         return None
     row = conn.execute(
-        "SELECT d.host_id, d.generation_id, d.toplevel, h.name FROM disk_tokens d "
+        "SELECT d.host_id, d.generation_id, d.toplevel, d.bound_ip, h.name FROM disk_tokens d "
         "JOIN hosts h ON h.id = d.host_id WHERE d.token_hash = ?", (_hash(token),)).fetchone()
     return DiskToken(row["host_id"], row["name"], row["generation_id"],
-                     row["toplevel"]) if row else None
+                     row["toplevel"], row["bound_ip"]) if row else None
+
+
+def allowed_addresses(conn: sqlite3.Connection, info: DiskToken) -> set[str]:
+    """Where a disk token is accepted from: the host's known addresses, else the
+    installer's."""
+    return host_addresses(conn, info.host_id) or ({info.bound_ip} if info.bound_ip else set())
 
 
 def report(conn: sqlite3.Connection, info: DiskToken, event: str, message: str,
@@ -75,7 +87,7 @@ def report(conn: sqlite3.Connection, info: DiskToken, event: str, message: str,
     if event not in DISK_EVENTS:
         raise AgentRejected(400, f"a system booted from its disk reports {' or '.join(DISK_EVENTS)}")
     message = (message or "")[:2000]
-    if not source_ip or source_ip not in host_addresses(conn, info.host_id):
+    if not source_ip or source_ip not in allowed_addresses(conn, info):
         events.record(conn, "agent.rejected",
                       f"disk token of {info.host_name} used from {source_ip}, not one of "
                       "its addresses", level="warning", ip=source_ip, host_id=info.host_id)

@@ -314,4 +314,16 @@ ALTER TABLE hosts ADD COLUMN boot_mode TEXT CHECK (boot_mode IN ('netboot', 'ins
     28: """
 ALTER TABLE hosts ADD COLUMN ip6 TEXT;
 """,
+    # 32: a disk token's address when the router knows none of the host's (proxy DHCP:
+    # another server leases); the address the installer reported `installed` from.
+    32: """
+ALTER TABLE disk_tokens ADD COLUMN bound_ip TEXT;
+""",
+    # 33: a host's SSH host key, pinned from its agent's first report of a boot, and the
+    # hash of that boot's token (appliance/domain/hostkeys.py); the push install trusts
+    # only it.
+    33: """
+ALTER TABLE hosts ADD COLUMN ssh_host_key TEXT;
+ALTER TABLE hosts ADD COLUMN ssh_host_key_boot TEXT;
+""",
 }

@@ -393,13 +393,18 @@ class BootApp:
         if not isinstance(body, dict) or not isinstance(body.get("event"), str) \
                 or not isinstance(body.get("message", ""), str):
             return answer(400, {"error": 'expected {"event": "...", "message": "..."}'})
+        host_key = body.get("ssh_host_key") or ""  # optional: the host's SSH public key
+        if not isinstance(host_key, str) or len(host_key) > 4096:
+            return answer(400, {"error": "ssh_host_key must be one public key line"})
         try:  # JSON may escape lone surrogates ("\ud800"), which are not text
-            (body["event"] + body.get("message", "")).encode()
+            (body["event"] + body.get("message", "") + host_key).encode()
         except UnicodeEncodeError:
-            return answer(400, {"error": "event and message must be Unicode text"})
+            return answer(400, {"error": "event, message and ssh_host_key must be Unicode text"})
+        extra = {"ssh_host_key": host_key} if host_key else {}  # sinks without it still work
         try:
             result = self.agent.agent_report(token.strip(), body["event"],
-                                             body.get("message", ""), environ.get("REMOTE_ADDR"))
+                                             body.get("message", ""), environ.get("REMOTE_ADDR"),
+                                             **extra)
         except Exception as e:  # noqa: BLE001 - the sink signals with .status
             status = getattr(e, "status", None)
             if status in (400, 401, 403, 409):

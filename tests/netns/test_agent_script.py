@@ -38,7 +38,9 @@ def run_agent(ns, client, busybox_path, tmp_path, *args, env=None):
     cmdline = tmp_path / "cmdline"
     cmdline.write_text(f"BOOT_IMAGE=/kernel init=/nix/store/x-nixos-system/init quiet "
                        f"nixie.api=http://127.0.0.1:{PORT} nixie.token={TOKEN} console=ttyS0\n")
-    base = {"NIXIE_CMDLINE": str(cmdline), "NIXIE_AGENT_BACKOFF": "1", "TMPDIR": str(tmp_path)}
+    # (not this machine's own /etc/ssh key, the default)
+    base = {"NIXIE_CMDLINE": str(cmdline), "NIXIE_AGENT_BACKOFF": "1", "TMPDIR": str(tmp_path),
+            "NIXIE_SSH_HOST_KEY_FILE": str(tmp_path / "no-host-key.pub")}
     if client == "busybox-wget":
         argv = [shutil.which("busybox"), "sh", str(AGENT), *args]
         base["PATH"] = busybox_path
@@ -170,3 +172,25 @@ def test_missing_token_is_a_clear_error(recorder, busybox_path, tmp_path):
     assert r.returncode == 2
     assert "no token" in r.stderr
     assert requests() == []
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_the_host_key_goes_with_the_report(recorder, client, busybox_path, tmp_path):
+    """The host's SSH public key (type and base64, not its comment) is in the body, which
+    the router pins; a file that is not a public key sends none."""
+    ns, set_plan, requests = recorder
+    set_plan([200, 200])
+    key = tmp_path / "host.pub"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", 'root@x "quoted"',
+                    "-f", str(tmp_path / "host")], check=True)
+    r = run_agent(ns, client, busybox_path, tmp_path, "booted", env={
+        "NIXIE_SSH_HOST_KEY_FILE": str(key)})
+    assert r.returncode == 0, r.stderr
+    body = json.loads(requests()[-1]["body"])
+    assert body["ssh_host_key"] == " ".join(key.read_text().split()[:2])
+    key.write_text('not-a-key "}, "event": "installed\n')
+    r = run_agent(ns, client, busybox_path, tmp_path, "booted", env={
+        "NIXIE_SSH_HOST_KEY_FILE": str(key)})
+    assert r.returncode == 0, r.stderr
+    body = json.loads(requests()[-1]["body"])
+    assert "ssh_host_key" not in body and body["event"] == "booted"

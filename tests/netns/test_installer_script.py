@@ -124,3 +124,20 @@ def test_missing_parameters_are_reported_and_nothing_runs(bench):
     assert "nixie.system= is missing" in r.stderr
     assert calls == []
     assert [e["event"] for e in events] == ["failed"]
+
+
+def test_without_nixie_disko_the_systems_own_layout_is_applied(bench, tmp_path):
+    """What the router sends (nixie.mode=install nixie.system=, no nixie.disko=): the
+    installer applies the layout the system carries, <system>/nixie-disko (linked by
+    nixosModules.netboot-client from the flake's disko configuration)."""
+    run, disko = bench
+    system = tmp_path / "system"
+    system.mkdir()
+    (system / "nixie-disko").symlink_to(disko)
+    r, calls, events = run(f"nixie.api=http://127.0.0.1:{PORT}/ nixie.token=tok123 "
+                           f"nixie.mode=install nixie.system={system} nixie.noreboot\n")
+    assert r.returncode == 0, r.stderr
+    assert calls[0][:3] == ["nix-store", "--realise", disko]
+    assert calls[1] == [os.path.basename(disko)]
+    assert calls[-1][:5] == ["nixos-install", "--root", "/mnt", "--system", str(system)]
+    assert [e["event"] for e in events] == ["installing"] * 4 + ["installed"]

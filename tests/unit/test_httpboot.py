@@ -301,6 +301,15 @@ def test_agent_api(lab):
     assert post(None, raw=b"{not json")[0] == 400
     assert post(None, raw=b"[1,2]")[0] == 400
     assert post(None, raw=b"x" * (64 * 1024 + 1))[0] == 413
+    # the host's SSH key rides along (the sink pins it); anything else in its place is refused
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL8AWXzPjMr0AxPMISyi3san7mU05Xctk8zQfDz4Bhyy"
+    assert post({"event": "booted", "ssh_host_key": key})[0] == 200
+    assert lab["backend"].reports[-1]["ssh_host_key"] == key
+    for bad in (["ssh-ed25519"], 42, "ssh-ed25519 " + "A" * 5000, "ssh-ed25519 \ud800"):
+        raw = json.dumps({"event": "booted", "ssh_host_key": bad}).encode()
+        if isinstance(bad, str) and "\ud800" in bad:
+            raw = b'{"event": "booted", "ssh_host_key": "ssh-ed25519 \\ud800"}'
+        assert post(None, raw=raw)[0] == 400, bad
     assert call(app, "/api/v1/agent/events")[0] == 405
     status, _, _ = call(app, "/api/v1/agent/events", "POST", body=b"{}")
     assert status == 401

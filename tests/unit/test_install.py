@@ -1,5 +1,6 @@
 """nixos-anywhere exists only on NixOS: run the exact command we build against a
-recording executable on PATH (the boundary test the product brief asks for)."""
+recording executable on PATH. A boundary test: it proves what we hand nixos-anywhere
+(and that `run_push_install` hands it exactly that), not what nixos-anywhere does."""
 
 import os
 import stat
@@ -30,7 +31,8 @@ def test_push_with_prebuilt_closure(recorder):
     plan = install.InstallPlan(host="web1", target_ip="10.77.0.150", flake="github:me/infra",
                                attr="nixosConfigurations.web1",
                                toplevel="/nix/store/aaaa-nixos-system-web1",
-                               disko_script="/nix/store/bbbb-disko", ssh_key="/var/lib/nixie/ssh/id")
+                               disko_script="/nix/store/bbbb-disko", ssh_key="/var/lib/nixie/ssh/id",
+                               known_hosts="/var/lib/nixie/ssh/known_hosts")
     r = install.run_push_install(plan)
     assert r.returncode == 0 and "recorder" in r.stdout
     argv = recorder.read_text().splitlines()
@@ -38,15 +40,22 @@ def test_push_with_prebuilt_closure(recorder):
     assert argv[argv.index("-i") + 1] == "/var/lib/nixie/ssh/id"
     assert argv[-2:] == ["--target-host", "root@10.77.0.150"]
     assert "--flake" not in argv
+    # the host key is checked against the pinned one only, and no kexec replaces it
+    opts = [argv[i + 1] for i, a in enumerate(argv) if a == "--ssh-option"]
+    assert "StrictHostKeyChecking=yes" in opts and "StrictHostKeyChecking=no" not in opts
+    assert "UserKnownHostsFile=/var/lib/nixie/ssh/known_hosts" in opts
+    assert argv[argv.index("--phases") + 1] == "disko,install,reboot"
 
 
 def test_push_building_from_flake(recorder):
     plan = install.InstallPlan(host="web1", target_ip="10.77.0.150", flake="github:me/infra",
-                               attr="nixosConfigurations.web1")
+                               attr="nixosConfigurations.web1", known_hosts="/k")
     install.run_push_install(plan)
     argv = recorder.read_text().splitlines()
     assert argv[:2] == ["--flake", "github:me/infra#web1"]
     assert "-i" not in argv and "--store-paths" not in argv
+    with pytest.raises(ValueError, match="pinned key"):  # never without the pinned key
+        install.nixos_anywhere_command(install.InstallPlan("web1", "10.77.0.150", "f", "a"))
 
 
 def test_pull_commands_use_router_cache():

@@ -104,3 +104,22 @@ def test_removing_the_host_removes_its_disk_token(backend):
     hosts.remove_host(conn, "web1")
     assert conn.execute("SELECT count(*) FROM disk_tokens").fetchone()[0] == 0
     assert db.schema_version(conn) >= 26
+
+
+def test_without_a_known_address_the_disk_token_is_bound_to_the_installers(tmp_path):
+    """Proxy DHCP (stateless mode): another server leases, so the router knows no
+    address of the host; the disk token is accepted only from the address the
+    installer reported `installed` from."""
+    store = Store(tmp_path / "nixie.db")
+    conn = store.conn()
+    backend = SqliteBackend(store)
+    hosts.add_host(conn, "web1", [MAC], "f", mode="install")
+    h = hosts.get_host(conn, "web1")
+    tok = agent.issue_token(conn, h["id"], None, client_ip=IP, purpose="install", ttl_seconds=600)
+    backend.agent_report(tok, "installing", "partition", IP)
+    disk_token = backend.agent_report(tok, "installed", "installed", IP)["local_token"]
+    with pytest.raises(agent.AgentRejected) as e:
+        backend.agent_report(disk_token, "booted", "", "10.77.0.151")
+    assert e.value.status == 403
+    assert backend.agent_report(disk_token, "booted", "", IP)["boot_mode"] == "local"
+    assert hosts.get_host(conn, "web1")["state"] == "booted"

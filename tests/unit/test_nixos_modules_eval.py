@@ -267,9 +267,26 @@ def test_netboot_client_scripted_stage1_keeps_the_store():
     assert '/bin/nix-store --load-db < "$r"' in boot
     assert "nix-env -p /nix/var/nix/profiles/system --set /run/current-system" in boot
     agent = c["systemd"]["services"]["nixie-agent"]
-    assert agent["unitConfig"]["ConditionKernelCommandLine"] == "nixie.api"
+    # install boots report through the installer
+    assert agent["unitConfig"]["ConditionKernelCommandLine"] == ["nixie.api", "!nixie.mode=install"]
+    assert agent["after"] == ["network-online.target"]
     assert "/bin/nixie-agent booted" in agent["script"]
     assert agent["serviceConfig"]["DynamicUser"] is True
+    # no disko in this configuration: nothing linked into the toplevel
+    assert c["system"]["extraSystemBuilderCmds"] == ""
+
+
+def test_netboot_client_links_the_disko_script_into_the_toplevel():
+    """The flake's disk layout travels with the system: <toplevel>/nixie-disko, what the
+    installer (nixie.mode=install) and the push install (nixos-anywhere --store-paths)
+    apply; and the agent reports after sshd made the host key it sends."""
+    c = module_config("nixos-image/netboot-client.nix",
+                      '{ system.build.diskoScript = { outPath = "/nix/store/stub-disko-script"; }; '
+                      'services.openssh.enable = true; }')["config"]
+    assert c["system"]["extraSystemBuilderCmds"].strip() == \
+        "ln -s /nix/store/stub-disko-script $out/nixie-disko"
+    assert c["systemd"]["services"]["nixie-agent"]["after"] == ["network-online.target",
+                                                                "sshd.service"]
 
 
 def test_netboot_client_systemd_stage1_uses_a_unit_instead():
@@ -292,9 +309,9 @@ def test_installer_wraps_its_script_with_the_tools_and_keys():
     assert "--set NIXIE_TRUSTED_KEYS 'a-1:x= b-1:y='" in script
     assert "/nix/store/stub-agent/bin" in script and "/nix/store/stub-nixos-install/bin" in script
     c = got["config"]
-    assert c["nixie"]["netboot"]["agent"]["enable"] is False
+    assert "netboot" not in c.get("nixie", {})  # the agent skips install boots by itself
     unit = c["systemd"]["services"]["nixie-install"]
-    assert unit["unitConfig"]["ConditionKernelCommandLine"] == "nixie.system"
+    assert unit["unitConfig"]["ConditionKernelCommandLine"] == ["nixie.mode=install", "nixie.system"]
     assert unit["serviceConfig"]["ExecStart"].endswith("/bin/nixie-install")
     assert got["imports"] == [str(ROOT / "nixos-image/netboot-client.nix")]
 

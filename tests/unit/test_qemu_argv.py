@@ -42,3 +42,14 @@ def test_a_disk_boots_after_the_network_and_the_vm_may_reboot(tmp_path, firmware
     assert ",bootindex=1" in joined and "-boot" not in with_disk
     assert "format=qcow2" in " ".join(argv(tmp_path, firmware=firmware,
                                            disk=create_disk(tmp_path / "q.img", 64, "qcow2")))
+
+
+def test_uefi_with_a_disk_skips_pxe_over_ipv6_on_its_way_to_the_disk(tmp_path):
+    """After iPXE's `exit 1` (the router's boot-from-disk answer) OVMF goes down its boot
+    options; PXE over IPv6 would wait out its timeouts before the disk's turn."""
+    v6_off = ["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]
+    disk = create_disk(tmp_path / "d.img", 64)
+    joined = " ".join(argv(tmp_path, firmware="uefi", disk=disk))
+    assert " ".join(v6_off) in joined and "IPv4PXESupport" not in joined
+    assert "-fw_cfg" not in argv(tmp_path, firmware="uefi")
+    assert "-fw_cfg" not in argv(tmp_path, firmware="bios", disk=disk)

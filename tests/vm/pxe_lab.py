@@ -130,6 +130,24 @@ class OtherDhcpServer:
         self.close()
 
 
+def vm_config(state_dir: Path, builder: dict | None = None) -> dict:
+    """The appliance's config for a VM test on `br-lan`: no DNS, the offline `nix`, a
+    1 s boot menu; `builder` adds a builder section."""
+    from appliance.config.schema import example_config
+    from tests.nixlab import NIX_EXTRA
+
+    cfg = example_config(state_dir=str(state_dir), interface="br-lan")
+    cfg["dns"]["enable"] = False
+    cfg["nix"] = {"extra_config": NIX_EXTRA}
+    cfg["boot"]["menu_timeout_seconds"] = 1
+    if builder is not None:
+        cfg["builder"] = builder
+    return cfg
+
+
+MANUAL_BUILDER = {"kind": "local", "flake_refresh_seconds": 0, "flake_policy": "manual"}
+
+
 @contextmanager
 def appliance_serving(tmp_path: Path, lan_ip: str = "10.77.0.1", sections: dict | None = None,
                       builder: dict | None = None):
@@ -137,15 +155,7 @@ def appliance_serving(tmp_path: Path, lan_ip: str = "10.77.0.1", sections: dict 
     real `nix`) in a namespace with its LAN bridge; yields (ns, config path, config).
     `sections`: config sections to set besides (e.g. {"bmc": {"poll_seconds": 2}});
     `builder` overrides builder keys (flakes are manual unless it says otherwise)."""
-    from appliance.config.schema import example_config
-    from tests.nixlab import NIX_EXTRA
-
-    cfg = example_config(state_dir=str(tmp_path / "state"), interface="br-lan")
-    cfg["dns"]["enable"] = False
-    cfg["nix"] = {"extra_config": NIX_EXTRA}
-    cfg["builder"] = {"kind": "local", "flake_refresh_seconds": 0, "flake_policy": "manual",
-                      **(builder or {})}
-    cfg["boot"]["menu_timeout_seconds"] = 1
+    cfg = vm_config(tmp_path / "state", {**MANUAL_BUILDER, **(builder or {})})
     cfg.update(sections or {})
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))

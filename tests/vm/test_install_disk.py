@@ -1,20 +1,26 @@
-"""Install to disk for real: a BIOS VM and a UEFI VM with empty virtio disks.
+"""Install to disk for real: a BIOS VM and a UEFI VM with empty virtio disks, installed
+by stateless mode (`nixie serve --hosts hosts.json --flake REF`, proxy-DHCP next to the
+LAN's own DHCP server), then served by the appliance itself.
 
-`nixie serve` (our DHCP, TFTP, HTTP boot, build worker on the real `nix`) boots each
+The router (our proxy-DHCP, TFTP, HTTP boot, build worker on the real `nix`) boots each
 host, in mode install, into its lab system with `nixie.mode=install`; the system's
 installer partitions the disk from the layout the system declares, formats it, copies
 the netbooted closure into the disk's /nix/store with its registration, installs
 extlinux (BIOS) and GRUB (UEFI), reports each step, and reboots. The router now answers
 with the boot-from-disk script (BIOS: sanboot of the first disk; UEFI: exit to the
 firmware's next boot entry, the disk), and the system booted from the disk reports
-`booted` with boot mode `local`. A second power-on boots from the disk again, and HTTP
-boot serves no kernel or initrd after the install (the events say so). The BIOS host
-first gets a disk too small for its system: the installer reports `failed` with the
-reason, and after the disk is replaced the host, still in install mode, is retried by
-powering it on again. Last, the disk images are read offline: the partition table,
-the MBR's boot code, the ESP's GRUB, and the root filesystem (debugfs), whose
-/nix/store holds the toplevel's whole closure and whose registration the real `nix`
-loads and verifies every path of against its content.
+`booted` with boot mode `local`.
+
+1. A stateless run with the BIOS host on a disk too small for its system: the installer
+   reports `failed` with the reason and the run exits 1 with it.
+2. The disk is replaced and a stateless run on the same state retries it, with the UEFI
+   host too: it exits 0 only once both installed and booted from their disks.
+3. `nixie serve` on that state (its own DHCP): a second power-on boots both from disk,
+   and HTTP boot serves no kernel or initrd after the install (the events say so).
+4. The disk images are read offline: the partition table, the MBR's boot code, the ESP's
+   GRUB, and the root filesystem (debugfs), whose /nix/store holds the toplevel's whole
+   closure and whose registration the real `nix` loads and verifies every path of
+   against its content.
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ from pathlib import Path
 import pytest
 
 from lab import flake as labflake
+from lab.netns import serving, start_serve, stop_processes, wait_port
 from lab.qemu import PxeVM, create_disk
 from tests.conftest import run_nixie
 from tests.nixlab import NIX_EXTRA
-from tests.vm.pxe_lab import add_and_build
+from tests.vm.pxe_lab import MANUAL_BUILDER, OtherDhcpServer, router_namespace, vm_config
 
 MACHINES = {"demo": ("52:54:00:4e:58:21", "bios"), "demo2": ("52:54:00:4e:58:22", "uefi")}
 DISK_MIB = 256
@@ -141,68 +148,100 @@ def check_disk_offline(disk: Path, toplevel: str, tmp: Path) -> None:
     assert sorted(r.stdout.split()) == sorted(closure)
 
 
+def stateless_run(lan, tmp: Path, flake: Path, names: list[str], disks: dict[str, Path],
+                  vms: dict[str, PxeVM], tag: str) -> tuple[int, str]:
+    """`nixie serve --hosts hosts.json --flake REF` (stateless mode, state kept in
+    tmp/state) next to the LAN's own DHCP server (dnsmasq; ours answers proxy-DHCP),
+    listing `names` in install mode, with their VMs powered on: (exit code, log).
+    The VMs are left running in `vms`."""
+    hosts_json = tmp / f"hosts-{tag}.json"
+    hosts_json.write_text(json.dumps({n: {"mac_address": MACHINES[n][0], "mode": "install"}
+                                      for n in names}))
+    cfg_path = tmp / "stateless.json"
+    cfg_path.write_text(json.dumps(vm_config(tmp / "unused")))
+    log = tmp / f"stateless-{tag}.log"
+    with OtherDhcpServer(lan, tmp, ("10.77.0.150", "10.77.0.199")):
+        serve = start_serve(lan, cfg_path, log, "--hosts", str(hosts_json), "--flake", str(flake),
+                            "--timeout", str(TIMEOUT), "--state-dir", str(tmp / "state"))
+        try:
+            assert wait_port(lan, "10.77.0.1", 8081), log.read_text()
+            for name in names:
+                mac, fw = MACHINES[name]
+                vms[name] = PxeVM(lan, "br-lan", fw, mac, tmp / f"vms-{tag}", memory_mb=512,
+                                  disk=disks[name]).start()
+            rc = serve.wait(TIMEOUT + 120)
+        finally:
+            stop_processes([serve], timeout=10)
+    return rc, log.read_text()
+
+
 @pytest.mark.timeout(1500)  # three power-ons per VM under TCG, two VMs sharing two cores
-def test_bios_and_uefi_install_to_disk_then_boot_from_it(appliance):
-    ns, cfg_path, _cfg, tmp = appliance
+def test_bios_and_uefi_install_to_disk_then_boot_from_it(tmp_path):
+    tmp = tmp_path
     flake = labflake.materialise(tmp / "flake", release=f"install {uuid.uuid4()}")
-    add_and_build(cfg_path, flake, {name: mac for name, (mac, _fw) in MACHINES.items()})
-    for name in MACHINES:
-        r = run_nixie("host", "set", name, "--mode", "install", config=cfg_path)
-        assert r.returncode == 0, r.stderr
     disks = {name: tmp / f"disk-{name}.img" for name in MACHINES}
     create_disk(disks["demo"], SMALL_DISK_MIB)
     create_disk(disks["demo2"], DISK_MIB)
-    vms = {name: PxeVM(ns, "br-lan", fw, mac, tmp / "vms", memory_mb=512, disk=disks[name])
-           for name, (mac, fw) in MACHINES.items()}
-    try:
-        for vm in vms.values():
-            vm.start()
-        # BIOS: the disk is too small; the installer says so and the host is failed
-        assert wait_until(lambda: host(cfg_path, "demo")["state"] == "failed", TIMEOUT,
-                          list(vms.values())), consoles(list(vms.values()))
-        failed = host(cfg_path, "demo")
-        assert failed["mode"] == "install"
-        msg = [e["message"] for e in host_events(cfg_path, "demo") if e["kind"] == "host.failed"]
-        assert msg and "too small" in msg[-1] and f"{SMALL_DISK_MIB} MiB" in msg[-1], msg
-        assert "NIXIE-INSTALL-FAILED disk /dev/vda is too small" in vms["demo"].console()
-        # the admin replaces the disk and powers the host on again: it retries
-        vms["demo"].stop()
-        create_disk(disks["demo"], DISK_MIB)
-        vms["demo"] = PxeVM(ns, "br-lan", "bios", MACHINES["demo"][0], tmp / "vms-retry",
-                            memory_mb=512, disk=disks["demo"]).start()
-
-        def both_local() -> bool:
-            return all(host(cfg_path, n)["state"] == "booted"
-                       and host(cfg_path, n)["boot_mode"] == "local" for n in MACHINES)
-
-        assert wait_until(both_local, TIMEOUT, list(vms.values())), consoles(list(vms.values()))
-        for name, vm in vms.items():
-            text = vm.console()
-            for marker in ("NIXIE-INSTALLER", "NIXIE-INSTALL copy:", "NIXIE-INSTALLED",
-                           "NIXIE-STAGE1-LOCAL /dev/vda2", "NIXIE-LOCAL-BOOT", "NIXIE-REPORTED"):
-                assert marker in text, f"{name}: no {marker}\n{text[-3000:]}"
-            assert text.index("NIXIE-INSTALLED") < text.index("NIXIE-LOCAL-BOOT")
-        # the second power-on: from the disk again
-        before = {name: local_boots(cfg_path, name) for name in MACHINES}
-        for name, vm in list(vms.items()):
-            vm.stop()
-            vms[name] = PxeVM(ns, "br-lan", vm.firmware, vm.mac, tmp / f"vms-again-{name}",
-                              memory_mb=512, disk=disks[name]).start()
-        assert wait_until(lambda: all(local_boots(cfg_path, n) > before[n] for n in MACHINES),
-                          TIMEOUT, list(vms.values())), consoles(list(vms.values()))
-        for vm in vms.values():
-            assert "NIXIE-STAGE1-LOCAL" in vm.console() and "NIXIE-INSTALLER" not in vm.console()
-    finally:
-        for vm in vms.values():
-            vm.stop()
+    vms: dict[str, PxeVM] = {}
+    cfg_path = tmp / "config.json"
+    with router_namespace() as ns:
+        try:
+            # stateless install of the BIOS host onto a disk too small for its system:
+            # the installer says so, the host is failed, and the run exits 1 with the reason
+            rc, out = stateless_run(ns, tmp, flake, ["demo"], disks, vms, "small")
+            assert rc == 1, out[-3000:]
+            last = out.strip().splitlines()[-1]
+            assert last.startswith("nixie: host demo failed: ") and "too small" in last, last
+            assert f"{SMALL_DISK_MIB} MiB" in last, last
+            assert "NIXIE-INSTALL-FAILED disk /dev/vda is too small" in vms["demo"].console()
+            vms.pop("demo").stop()
+            # the admin replaces the disk and runs it again (same --state-dir: the failed
+            # host is retried) with both hosts: it exits 0 only once each has installed
+            # its disk and booted from it
+            create_disk(disks["demo"], DISK_MIB)
+            rc, out = stateless_run(ns, tmp, flake, list(MACHINES), disks, vms, "retry")
+            assert rc == 0, out[-3000:] + consoles(list(vms.values()))
+            assert out.strip().splitlines()[-1] == "nixie: all hosts done: demo, demo2"
+            for name, vm in vms.items():
+                text = vm.console()
+                for marker in ("NIXIE-INSTALLER", "NIXIE-INSTALL copy:", "NIXIE-INSTALLED",
+                               "NIXIE-STAGE1-LOCAL /dev/vda2", "NIXIE-LOCAL-BOOT",
+                               "NIXIE-REPORTED"):
+                    assert marker in text, f"{name}: no {marker}\n{text[-3000:]}"
+                assert text.index("NIXIE-INSTALLED") < text.index("NIXIE-LOCAL-BOOT")
+            # the same state, served by the appliance itself (its own DHCP) from now on
+            cfg_path.write_text(json.dumps(vm_config(tmp / "state", MANUAL_BUILDER)))
+            with serving(ns, cfg_path, tmp / "serve.log", [("10.77.0.1", 8081)], timeout=30):
+                second_power_on(ns, cfg_path, tmp, vms, disks)
+        finally:
+            for vm in vms.values():
+                vm.stop()
 
     for name, (_mac, fw) in MACHINES.items():
         h = host(cfg_path, name)
         assert (h["state"], h["mode"], h["boot_mode"]) == ("booted", "local", "local"), h
-        evs = host_events(cfg_path, name)
-        kinds = [e["kind"] for e in evs]
+        kinds = [e["kind"] for e in host_events(cfg_path, name)]
         for step in ("host.installing", "host.installed", "boot.local", "host.booted"):
             assert step in kinds, f"{name} ({fw}): no {step} in {sorted(set(kinds))}"
+        toplevel = h["generations"][0]["toplevel"]
+        check_disk_offline(disks[name], toplevel, tmp)
+
+
+def second_power_on(ns, cfg_path: Path, tmp: Path, vms: dict[str, PxeVM],
+                    disks: dict[str, Path]) -> None:
+    """Both installed hosts power on again: they boot from their disks, and since the
+    install HTTP boot has served them the boot-from-disk script only, no kernel or
+    initrd (the events say so)."""
+    before = {name: local_boots(cfg_path, name) for name in MACHINES}
+    for name, vm in list(vms.items()):
+        vm.stop()
+        vms[name] = PxeVM(ns, "br-lan", vm.firmware, vm.mac, tmp / f"vms-again-{name}",
+                          memory_mb=512, disk=disks[name]).start()
+    assert wait_until(lambda: all(local_boots(cfg_path, n) > before[n] for n in MACHINES),
+                      TIMEOUT, list(vms.values())), consoles(list(vms.values()))
+    for name, vm in vms.items():
+        assert "NIXIE-STAGE1-LOCAL" in vm.console() and "NIXIE-INSTALLER" not in vm.console()
+        evs = host_events(cfg_path, name)
         steps = [e["message"] for e in evs if e["kind"] == "host.installing"]
         for word in ("partition:", "format:", "copy:", "boot loader:"):
             assert any(m.startswith(word) for m in steps), steps
@@ -213,5 +252,3 @@ def test_bios_and_uefi_install_to_disk_then_boot_from_it(appliance):
         scripts = [e["data"]["script"] for e in after if e["kind"] == "boot.script"]
         assert scripts.count("local") >= 2 and set(scripts) == {"local"}, scripts
         assert sum(1 for e in after if e["kind"] == "boot.local") >= 2
-        toplevel = h["generations"][0]["toplevel"]
-        check_disk_offline(disks[name], toplevel, tmp)

@@ -8,12 +8,10 @@ from __future__ import annotations
 import json
 import uuid
 
-from appliance.config.schema import example_config
 from lab import flake as labflake
 from lab.netns import start_serve, wait_port
 from lab.qemu import PxeVM
-from tests.nixlab import NIX_EXTRA
-from tests.vm.pxe_lab import OtherDhcpServer, router_namespace
+from tests.vm.pxe_lab import OtherDhcpServer, router_namespace, vm_config
 
 MAC = "52:54:00:4e:58:21"
 
@@ -22,10 +20,7 @@ def test_stateless_serve_exits_0_after_the_listed_vm_booted(tmp_path):
     flake = labflake.materialise(tmp_path / "flake", release=f"stateless {uuid.uuid4()}")
     hosts_json = tmp_path / "hosts.json"
     hosts_json.write_text(json.dumps({"demo": {"mac_address": MAC}}))  # Nixie's own form
-    cfg = example_config(state_dir=str(tmp_path / "unused"), interface="br-lan")
-    cfg["dns"]["enable"] = False
-    cfg["nix"] = {"extra_config": NIX_EXTRA}
-    cfg["boot"]["menu_timeout_seconds"] = 1
+    cfg = vm_config(tmp_path / "unused")
     cfg_path = tmp_path / "config.json"
     cfg_path.write_text(json.dumps(cfg))
     with router_namespace() as lan:

@@ -8,9 +8,10 @@ from flask import Response, jsonify, request
 from appliance.domain import events, generations, hosts
 from appliance.domain.ipv6 import lan_prefix6
 from appliance.errors import InvalidInput
+from appliance.nix import install
 from appliance.router import wol
 
-from ..context import config, conn
+from ..context import config, conn, ctx
 from . import args
 from .registry import route
 from .schemas import LIMIT, NAME, OFFSET, STR, arr, page_of, q, ref
@@ -113,6 +114,28 @@ def set_host_generation(name: str):
 def wake_host(name: str):
     return jsonify({"host": name, "macs": wol.wake_host(conn(), name,
                                                        interface=config().lan.interface)})
+
+
+@route("/hosts/<name>/install", "POST", "Push install: nixos-anywhere from the router installs "
+       "the host's current generation to its disk over SSH, trusting only the host key its "
+       "agent reported (202: started, the host's events tell how it went; dry_run: only the "
+       "command)", tag="hosts", params=[NAME],
+       body={"type": "object", "required": ["push"], "properties": {
+           "push": {"type": "boolean"}, "dry_run": {"type": "boolean"}}},
+       response={"type": "object", "properties": {"host": STR, "argv": arr(STR),
+                                                  "known_hosts": STR, "started": {"type": "boolean"}}},
+       status=202, errors=(400, 404, 409))
+def host_push_install(name: str):
+    b = args.body()
+    if args.want(b, "push", bool, True) is not True:
+        raise InvalidInput("only the push install is started here (PXE install: set mode "
+                           "install)", field="push")
+    state_dir = config().state_dir
+    if args.want(b, "dry_run", bool, False):
+        argv, known = install.push_command(conn(), state_dir, name)
+        return jsonify({"host": name, "argv": argv, "known_hosts": known, "started": False})
+    argv = install.start_push_install(ctx().store.conn, state_dir, name)
+    return jsonify({"host": name, "argv": argv, "started": True}), 202
 
 
 @route("/hosts-json", "GET", "Export hosts.json (BMC passwords only with with_secrets=true)",

@@ -8,11 +8,12 @@ from flask import Blueprint, Response, flash, redirect, render_template, request
 from appliance.domain import bmc, builds, events, flakes, generations, hosts
 from appliance.domain.ipv6 import lan_prefix6
 from appliance.errors import NixieError
+from appliance.nix import install
 from appliance.router import wol
 from appliance.router.bmc import flows, power
 
 from .. import fragments
-from ..context import config, conn
+from ..context import config, conn, ctx
 from ..forms import ActionForm, BmcForm, GenerationForm, HostForm, ImportForm, options
 from .common import PAGE_SIZE, attach_error, page_arg
 
@@ -249,6 +250,18 @@ def reinstall(name: str):
         if out.bmc_error:
             flash(f"The BMC failed ({out.bmc_error}); sent Wake-on-LAN instead.", "error")
         flash(f"Reinstalling: {out.message}.", "ok")
+    return redirect(url_for("hosts.show", name=name))
+
+
+@bp.post("/<name>/push-install")
+def push_install(name: str):
+    """nixos-anywhere from the router, trusting only the host's pinned SSH key."""
+    try:
+        install.start_push_install(ctx().store.conn, config().state_dir, name)
+    except NixieError as e:
+        flash(f"Push install of {name} not started: {e}", "error")
+    else:
+        flash(f"Push install of {name} started; its timeline shows how it goes.", "ok")
     return redirect(url_for("hosts.show", name=name))
 
 
