@@ -6,13 +6,15 @@ steps with durations, where a boot stopped and the hint."""
 from __future__ import annotations
 
 import json
+import re
 import time
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from appliance.domain import boots, events, hosts
-from tests.webapp import make_app
+from appliance.domain import boots, builds, events, hosts
+from tests.webapp import logged_in_client, make_app
 
 pytestmark = pytest.mark.unit
 
@@ -231,3 +233,60 @@ def test_events_recorded_by_the_domain_read_back(web):
     events.record(c, "host.booted", "up", host_id=h["id"])
     [b] = boots.of_host(c, h["id"], time.time())
     assert b.outcome == "booted" and b.firmware == "bios" and b.host == "x"
+
+
+# ------------------------------------------------------------------ the pictures
+
+def _bars(html: str, chart_id: str) -> list[float]:
+    i = html.index(f'id="{chart_id}"')
+    fig = html[i:html.index("</figure>", i)]
+    return [float(v) for v in re.findall(r'data-value="([0-9.]+)"', fig)]
+
+
+def test_dashboard_charts_carry_the_boots_builds_and_pool(tmp_path):
+    app, store, _ = make_app(tmp_path / "state", lambda: HEALTH)
+    client = logged_in_client(app)
+    c = store.conn()
+    a = hosts.add_host(c, "a", ["52:54:00:00:00:01"], "github:o/r", "a")
+    _boot(c, a["id"], time.time() - 3 * 3600, firmware_arch=0)
+    _boot(c, a["id"], time.time() - 600, firmware_arch=7, kernel_missing=True)
+    b = builds.enqueue(c, "a")
+    c.execute("UPDATE builds SET status = 'succeeded', started_at = ?, finished_at = ? "
+              "WHERE id = ?", (time.time() - 100, time.time() - 25, b["id"]))
+    c.execute("INSERT INTO leases (ip, mac, state, starts, expires, updated_at) VALUES "
+              "('127.0.0.100', '52:54:00:00:00:01', 'bound', ?, ?, ?)",
+              (time.time(), time.time() + 600, time.time()))
+    c.commit()
+    html = client.get("/").data.decode()
+    assert sum(_bars(html, "chart-boots-per-hour")) == 2
+    assert _bars(html, "chart-boot-durations") == [40, 5]  # booted in 40 s; stopped after 5 s
+    assert _bars(html, "chart-lease-pool") == [1]
+    assert "1 of 100 (1%)" in html
+    assert _bars(html, "chart-build-durations") == [pytest.approx(75)]
+    assert "<script" not in html[html.index('id="charts"'):html.index("</section>",
+                                                                      html.index('id="charts"'))]
+    store.close()
+
+
+def test_host_timeline_shows_step_durations_and_where_a_boot_stopped(tmp_path):
+    app, store, _ = make_app(tmp_path / "state", lambda: HEALTH)
+    client = logged_in_client(app)
+    c = store.conn()
+    a = hosts.add_host(c, "a", ["52:54:00:00:00:01"], "github:o/r", "a")
+    _boot(c, a["id"], time.time() - 3600)
+    _boot(c, a["id"], time.time() - 600, kernel_missing=True)
+    c.commit()
+    html = client.get("/hosts/a").data.decode()
+    assert 'data-outcome="stopped"' in html and 'data-outcome="booted"' in html
+    assert "Stopped at <strong>kernel</strong>: the kernel is missing" in html
+    assert "docs/troubleshooting.md#kernel-and-initrd" in html
+    assert "initrd <span class=\"muted\">+3.0 s</span>" in html
+    assert "power-on to booted 40 s" in html
+    store.close()
+
+
+def test_hint_sections_exist_in_the_troubleshooting_doc():
+    doc = (Path(__file__).parents[2] / boots.TROUBLESHOOTING).read_text()
+    heads = {boots.anchor(line[3:].strip()) for line in doc.splitlines() if line.startswith("## ")}
+    for _hint, section in [*boots.HINTS.values(), *boots.MISSING_HINTS.values()]:
+        assert boots.anchor(section) in heads, section
