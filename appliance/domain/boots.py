@@ -23,6 +23,9 @@ STEPS = {"boot.dhcp": "dhcp", "boot.tftp": "tftp", "boot.ipxe": "ipxe", "boot.sc
 ORDER = list(dict.fromkeys(STEPS.values()))
 END = {"booted", "installed", "failed"}
 KERNEL_ON = ORDER.index("kernel")
+# a boot starts with the firmware's DHCP request, or later for a machine that starts
+# iPXE by itself (a USB stick, a NIC ROM with an embedded script, a proxy elsewhere)
+STARTS = ("dhcp", "tftp", "ipxe", "script")
 STUCK_SECONDS = 600.0  # a boot with no event for this long stopped where it was
 TROUBLESHOOTING = "docs/troubleshooting.md"
 
@@ -132,8 +135,8 @@ def _close(boot: Boot, now: float) -> None:
 
 def _starts_new(boot: Boot | None, name: str, ts: float) -> bool:
     if boot is None or boot.outcome != "running":
-        return name == "dhcp"
-    if name != "dhcp":
+        return name in STARTS
+    if name not in STARTS:
         return False
     reached = max(ORDER.index(s.name) for s in boot.steps)
     return reached >= KERNEL_ON or ts - boot.last.ts > STUCK_SECONDS
@@ -141,7 +144,8 @@ def _starts_new(boot: Boot | None, name: str, ts: float) -> bool:
 
 def from_events(rows, now: float) -> list[Boot]:
     """Boots from event rows (ts, kind, level, message, host_id, host, data), oldest
-    first, of any number of hosts."""
+    first, of any number of hosts. A step before the kernel after the kernel was
+    fetched (a DHCP request, a script) is the next boot: the last one stopped."""
     open_: dict[int, Boot] = {}
     out: list[Boot] = []
     for row in rows:

@@ -290,3 +290,12 @@ def test_hint_sections_exist_in_the_troubleshooting_doc():
     heads = {boots.anchor(line[3:].strip()) for line in doc.splitlines() if line.startswith("## ")}
     for _hint, section in [*boots.HINTS.values(), *boots.MISSING_HINTS.values()]:
         assert boots.anchor(section) in heads, section
+
+
+def test_a_boot_may_start_at_the_script():
+    spec = [(0, "boot.script", "info", None), (1, "boot.kernel", "info", None),
+            (2, "boot.initrd", "info", None), (9, "host.booted", "info", None),
+            (20, "boot.script", "info", None)]
+    first, second = boots.from_events(_rows(spec), now=25)
+    assert first.outcome == "booted" and first.seconds == 9 and first.firmware is None
+    assert second.outcome == "running"

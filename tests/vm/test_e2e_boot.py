@@ -8,7 +8,8 @@ the host's script, kernel and initrd (stage-1 initrd + one zstd CPIO per
 closure path), run stage 1 and stage 2 from /nix/store in the initramfs and
 report with their per-boot token. `nixie host show --json` must then say
 `booted`, with the address DHCP gave, and the host's events must hold every
-boot step.
+boot step. `/metrics`, scraped from the LAN before and after, must show one boot per
+firmware and counters moved by exactly this traffic (tests/vm/metrics_check.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import uuid
 from lab import flake as labflake
 from lab.qemu import PxeVM
 from tests.conftest import run_nixie
+from tests.vm.metrics_check import check_boot_metrics, scrape
 from tests.vm.pxe_lab import add_and_build, wait_booted
 
 MACHINES = {"demo": ("52:54:00:4e:58:11", "bios"), "demo2": ("52:54:00:4e:58:12", "uefi")}
@@ -31,6 +33,8 @@ def test_bios_and_uefi_vms_boot_to_booted(appliance):
     flake = labflake.materialise(tmp / "flake", release=f"e2e {uuid.uuid4()}")
     add_and_build(cfg_path, flake, {name: mac for name, (mac, _fw) in MACHINES.items()})
 
+    lan_ip = cfg["lan"]["address"].split("/")[0]
+    before = scrape(ns, lan_ip)
     vms = [PxeVM(ns, "br-lan", fw, mac, tmp / "vms") for mac, fw in MACHINES.values()]
     try:
         for vm in vms:
@@ -59,3 +63,4 @@ def test_bios_and_uefi_vms_boot_to_booted(appliance):
                 e["kind"] == "boot.dhcp" and "snponly.efi" in json.dumps(e.get("data"))
                 for e in h["events"]), sorted(set(kinds))
         assert h["generations"] and h["current_generation"] == h["generations"][0]["number"]
+    check_boot_metrics(ns, lan_ip, cfg_path, before, [fw for _mac, fw in MACHINES.values()])
