@@ -28,6 +28,7 @@ from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
+    SummaryMetricFamily,
 )
 from prometheus_client.utils import floatToGoString
 
@@ -296,6 +297,11 @@ class _Snapshot:
         for k in ("upstream_timeouts", "upstream_errors", "upstream_mismatched"):
             c.add_metric([k.removeprefix("upstream_")], st.get(k, 0))
         yield c
+        up = SummaryMetricFamily("nixie_dns_upstream_seconds", "Answers from upstream "
+                                 "resolvers and the time they took (mean = sum / count)",
+                                 count_value=st.get("upstream_answers", 0),
+                                 sum_value=st.get("upstream_ms", 0) / 1000)
+        yield up
         g_ = _gauge("nixie_dns_cache_entries", "Entries in the forwarding cache")
         g_.add_metric([], st.get("cache_entries", 0))
         yield g_

@@ -30,7 +30,8 @@ HEALTH = {"ok": True, "services": {
         "responses": {"script 200": 2, "kernel 404": 1}, "transfers": {"kernel completed": 1},
         "bytes_sent": {"kernel": 999}}},
     "dns": {"state": "failed", "stats": {"queries": 10, "cache_hits": 4, "forwarded": 5,
-                                         "upstream_timeouts": 1}},
+                                         "upstream_timeouts": 1, "upstream_answers": 4,
+                                         "upstream_ms": 250}},
 }}
 
 
@@ -88,6 +89,8 @@ def test_metrics_parse_and_carry_the_services_counters(web):
     assert s[("nixie_httpboot_sent_bytes_total", (("file", "kernel"),))] == 999
     assert s[("nixie_dns_answers_total", (("result", "cache_hits"),))] == 4
     assert s[("nixie_dns_upstream_errors_total", (("kind", "timeouts"),))] == 1
+    assert s[("nixie_dns_upstream_seconds_count", ())] == 4
+    assert s[("nixie_dns_upstream_seconds_sum", ())] == 0.25
     assert s[("nixie_service_up", (("service", "dns"),))] == 0
     assert not any(k[0].startswith("nixie_dhcp6") for k in s)  # off: nothing exported
 
