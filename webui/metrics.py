@@ -5,7 +5,10 @@ services' counters from the health report (`ctx.health()`, the one `/healthz` sh
 a web worker process that is serve's heartbeat, at most a few seconds old), and the
 state DB (builds, boots read back from the event log by `appliance.domain.boots`, agent
 reports). Counters from the DB count what the retained log holds, so they can drop
-when retention prunes it. The web request latency histogram is this process's own.
+when retention prunes it. The web request latency histogram is kept by every web
+process; with worker processes (`web.workers`) they share it through files under
+`state_dir/run/web-metrics` (prometheus-client's multiprocess mode), so any worker
+answers with the sum.
 
 Who may scrape: a source address on loopback, the LAN, the VPN network or
 `metrics.allow` (403 otherwise), with `Authorization: Bearer <token>` when
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,6 +34,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     SummaryMetricFamily,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.utils import floatToGoString
 
 from appliance.domain import boots, overview
@@ -72,15 +77,11 @@ def _source_allowed(cfg, addr: str | None) -> bool:
 
 
 def _token(path: str) -> str | None:
-    """The token in `path` (re-read when the file changes), or None when unreadable."""
-    cache = g.setdefault("nixie_metrics_token", {})
+    """The token in `path` (read at every scrape, so a new one counts at once), or None
+    when the file is unreadable or empty."""
     try:
-        st = Path(path).stat()
-        key = (path, st.st_mtime_ns, st.st_size)
-        if key not in cache:
-            cache[key] = Path(path).read_text().strip() or None
-        return cache[key]
-    except OSError:
+        return Path(path).read_text().strip() or None
+    except (OSError, UnicodeDecodeError):
         return None
 
 
@@ -140,6 +141,12 @@ class _Own:
                                 "web process (one serves every scrape for a second)")
         c.add_metric([], self.state["renders"])
         yield c
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if shared:  # web worker processes: every worker's, summed
+            reg = CollectorRegistry(auto_describe=False)
+            MultiProcessCollector(reg, shared)
+            yield from reg.collect()
+            return
         reg = self.state.get("registry")
         if reg is not None:
             yield from reg.collect()

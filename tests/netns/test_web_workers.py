@@ -7,6 +7,7 @@ import signal
 import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from lab.netns import Netns, bridge, serving
 from tests.conftest import wait_for
@@ -55,6 +56,17 @@ def test_workers_serve_and_are_replaced(served):
     assert pids[0] not in after["pids"] and pids[1] in after["pids"]
     assert get(ns, "/login")[0] == 200
     assert "web worker exited; starting another" in log.read_text()
+    # /metrics, whichever worker answers, counts every worker's requests, the killed one's too
+    counts = [login_count(get(ns, "/metrics")) for _ in range(4)]
+    print(f"login pages counted by /metrics: {counts}")
+    assert counts == [counts[0]] * 4 and counts[0] >= 7, counts
+
+
+def login_count(answer) -> float:
+    status, body = answer
+    assert status == 200, body[:300]
+    return sum(s.value for f in text_string_to_metric_families(body) for s in f.samples
+               if s.name == "nixie_web_request_seconds_count" and s.labels["area"] == "auth")
 
 
 def test_workers_die_with_a_killed_serve(served):
