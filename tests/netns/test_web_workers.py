@@ -4,6 +4,7 @@ health, a killed worker is replaced, and they die with serve, even a SIGKILLed s
 import json
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -78,3 +79,24 @@ def test_workers_die_with_a_killed_serve(served):
     proc.wait(timeout=5)
     assert wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=5), \
         "web workers outlived a SIGKILLed serve"
+
+
+# GET /metrics from a given source address inside the namespace: prints the status code
+FROM_SNIPPET = (
+    "import socket,ssl,sys\n"
+    "s=socket.create_connection(('10.77.0.1',8080),timeout=5,source_address=(sys.argv[1],0))\n"
+    "t=ssl._create_unverified_context().wrap_socket(s,server_hostname='10.77.0.1')\n"
+    "t.sendall(b'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\n"
+    "print(t.recv(64).split()[1].decode())\n")
+
+
+def test_metrics_refused_from_outside_the_lan(served):
+    """A real connection from an address outside the LAN (on an interface of its own in
+    the router's namespace) gets 403; the same request from the LAN address the metrics."""
+    ns, _, _, _ = served
+    ns.run("ip", "link", "add", "outside0", "type", "veth", "peer", "name", "outside1")
+    ns.run("ip", "addr", "add", "198.51.100.7/24", "dev", "outside0")
+    for ifname in ("outside0", "outside1"):
+        ns.run("ip", "link", "set", ifname, "up")
+    assert ns.run(sys.executable, "-c", FROM_SNIPPET, "198.51.100.7").stdout.strip() == "403"
+    assert ns.run(sys.executable, "-c", FROM_SNIPPET, "10.77.0.1").stdout.strip() == "200"
