@@ -88,7 +88,7 @@
         default = pkgs.mkShell {
           packages = [
             (pkgs.python3.withPackages (ps: with ps; [
-              flask flask-wtf wtforms pyroute2 dnslib tftpy waitress sqlite-utils zstandard argon2-cffi qrcode cryptography
+              flask flask-wtf wtforms pyroute2 dnslib tftpy waitress sqlite-utils zstandard argon2-cffi qrcode cryptography prometheus-client
               pytest pytest-timeout hypothesis requests
             ]))
             pkgs.ruff

@@ -90,6 +90,7 @@ class WorkerPool:
                  log: logging.Logger | None = None, reports: bool = True,
                  on_message: Callable[[Worker, dict], None] | None = None,
                  gauges: frozenset[str] = frozenset(), pythonpath: str | None = None,
+                 env: Mapping[str, str] | None = None,
                  about: Mapping[str, Any] | None = None,
                  ready_timeout: float = 15.0, bind_retry_seconds: float = 3.0,
                  stop_grace: float = 1.0, restart_delay: tuple[float, float] = (0.2, 5.0),
@@ -104,6 +105,7 @@ class WorkerPool:
         self.on_message = on_message
         self.gauges = gauges
         self.pythonpath = pythonpath  # put first on the workers' PYTHONPATH
+        self.env = dict(env or {})  # set in the workers' environment
         self.about = dict(about or {})  # added to the "serving" log line
         self.ready_timeout = ready_timeout
         self.bind_retry_seconds = bind_retry_seconds
@@ -121,7 +123,7 @@ class WorkerPool:
     # ------------------------------------------------------------ processes
     def _spawn(self, slot: int) -> Worker:
         fds = [s.fileno() for s in self.sockets]
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         if self.pythonpath:
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (self.pythonpath, env.get("PYTHONPATH")) if p)

@@ -36,6 +36,7 @@ python3Packages.buildPythonApplication {
     qrcode
     requests
     cryptography
+    prometheus-client
   ];
 
   # pyproject.toml bounds versions for PyPI installs; nixpkgs pins its own set

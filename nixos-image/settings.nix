@@ -170,6 +170,11 @@ let
     bmc = {
       poll_seconds = opt (between 0 86400) 60 "How often nixie serve asks every host's BMC for its power state (shown on the host list and dashboard); 0 never.";
     };
+    metrics = {
+      enable = opt types.bool true "Serve Prometheus metrics at /metrics on the admin web listener.";
+      token_file = opt optPath null "File holding the bearer token a scraper must send (Authorization: Bearer ...); null asks for none.";
+      allow = opt listOfStr [ ] "Networks allowed to scrape /metrics besides loopback, the LAN and the VPN network; anyone else gets 403.";
+    };
   };
 
   isOption = v: builtins.isAttrs v && (v._type or null) == "option";

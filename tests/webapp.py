@@ -13,12 +13,14 @@ from appliance.state.db import Store
 PASSWORD = "correct horse battery"
 
 
-def make_app(state_dir, health=None, *, locked=(), path=None):
+def make_app(state_dir, health=None, *, locked=(), path=None, sections=None):
     """The web app over a fresh state dir; its config file (named `path`) pins
-    the keys `locked`."""
+    the keys `locked`; `sections` ({section: {key: value}}) are set in it."""
     data = example_config(state_dir=str(state_dir), interface="lo", address="127.0.0.1/8")
     data["dhcp"]["range"] = ["127.0.0.100", "127.0.0.199"]
     data["locked"] = list(locked)
+    for section, keys in (sections or {}).items():
+        data.setdefault(section, {}).update(keys)
     cfg = parse_config(data, path)
     app, store = app_over(cfg, health)
     return app, store, cfg

@@ -19,7 +19,7 @@ from werkzeug.routing import IntegerConverter
 from appliance.errors import ConfigError
 from appliance.state.secretfile import SESSION_KEY_BYTES
 
-from . import api, filters, security
+from . import api, filters, metrics, security
 from .views import ALL_BLUEPRINTS
 
 SQLITE_MAX_INTEGER = 2**63 - 1
@@ -91,8 +91,10 @@ def create_app(ctx: WebContext) -> Flask:
         body = h if security.authenticated_quietly() else {"ok": ok}
         return jsonify(body), (200 if ok else 503)
 
+    metrics.init_app(app)  # first: its clock starts before the guard may answer
     security.init_app(app)
     filters.init_app(app)
+    app.register_blueprint(metrics.bp)
     for bp in ALL_BLUEPRINTS:
         app.register_blueprint(bp)
     app.register_blueprint(api.bp)

@@ -9,6 +9,8 @@ from typing import Any
 
 from flask import Flask, current_app, g, request, url_for
 
+from .charts import duration
+
 STATE_BADGE = {
     "unknown": "muted", "booting": "info", "booted": "ok", "installing": "info",
     "installed": "ok", "failed": "bad",
@@ -117,6 +119,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["badge"] = lambda s: STATE_BADGE.get(str(s), "muted")
     app.jinja_env.filters["progress"] = progress_fraction
     app.jinja_env.filters["phase"] = progress_phase
+    app.jinja_env.filters["duration"] = duration
     app.jinja_env.globals["page_url"] = page_url
     app.jinja_env.globals["nav_links"] = nav_links
 

@@ -21,7 +21,8 @@ from .fragments import forget_all, mark_changed
 csrf = CSRFProtect()
 
 # reachable before login (and, for the first two, before setup)
-PUBLIC_ENDPOINTS = {"static", "healthz", "api.flake_hook"}  # the hook checks its signature
+# the hook checks its signature; /metrics its source address and token (webui/metrics.py)
+PUBLIC_ENDPOINTS = {"static", "healthz", "api.flake_hook", "metrics.metrics"}
 SETUP_ENDPOINTS = {"setup.wizard"}
 LOGIN_ENDPOINTS = {"auth.login"}
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}

@@ -80,6 +80,17 @@ def check_str_list(key: str, v: Any) -> list[str]:
     return list(v)
 
 
+def check_networks(key: str, v: Any) -> list[str]:
+    """A list of IPv4 or IPv6 networks (CIDR), each normalised."""
+    out = []
+    for x in check_str_list(key, v) if v != [] else []:
+        try:
+            out.append(str(ipaddress.ip_network(x, strict=False)))
+        except ValueError:
+            raise ConfigError(key, f"{x!r} is not a network (CIDR)") from None
+    return out
+
+
 def check_ipv4(key: str, v: Any) -> str:
     if not isinstance(v, str):
         raise ConfigError(key, f"expected an IPv4 address string, got {json.dumps(v)}")
@@ -438,6 +449,14 @@ SCHEMA = Section(
                 "poll_seconds": Key(int_range(0, 86400), 60, "How often nixie serve asks every host's BMC for its power state (shown on the host list and dashboard); 0 never."),
             },
             "Power control through hosts' BMCs (IPMI, Redfish).",
+        ),
+        "metrics": Section(
+            {
+                "enable": Key(check_bool, True, "Serve Prometheus metrics at /metrics on the admin web listener."),
+                "token_file": Key(check_opt_path, None, "File holding the bearer token a scraper must send (Authorization: Bearer ...); null asks for none."),
+                "allow": Key(check_networks, [], "Networks allowed to scrape /metrics besides loopback, the LAN and the VPN network; anyone else gets 403."),
+            },
+            "Prometheus metrics.",
         ),
     }
 )

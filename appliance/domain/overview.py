@@ -52,3 +52,26 @@ def active_hosts(conn: sqlite3.Connection, limit: int = 24) -> list[dict[str, An
 
 def recent_events(conn: sqlite3.Connection, limit: int = 8) -> list[dict[str, Any]]:
     return events.recent(conn, limit=limit)
+
+
+def builds_by_status(conn: sqlite3.Connection) -> dict[str, int]:
+    """Every build in the DB by status (queued, running, succeeded, failed, cancelled)."""
+    return {r[0]: r[1] for r in conn.execute("SELECT status, count(*) FROM builds GROUP BY status")}
+
+
+def build_durations(conn: sqlite3.Connection, limit: int | None = None) -> list[dict[str, Any]]:
+    """Finished builds that ran (id, host, status, started, seconds), oldest first; with
+    `limit`, the newest `limit` of them."""
+    sql = ("SELECT id, host_name, status, started_at, finished_at - started_at AS seconds "
+           "FROM builds WHERE status IN ('succeeded', 'failed') AND started_at IS NOT NULL "
+           "AND finished_at IS NOT NULL ORDER BY id DESC")
+    rows = conn.execute(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ()).fetchall()
+    return [dict(r) for r in reversed(rows)]
+
+
+def events_by_kind(conn: sqlite3.Connection, kinds: tuple[str, ...]) -> dict[str, int]:
+    """How many events of each of `kinds` the log holds."""
+    q = ",".join("?" * len(kinds))
+    return {r[0]: r[1] for r in conn.execute(
+        f"SELECT kind, count(*) FROM events WHERE kind IN ({q}) GROUP BY kind", kinds)}
+

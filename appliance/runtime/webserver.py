@@ -26,6 +26,7 @@ appliance/domain/tls_cert.py (appliance/runtime/tls.py says how).
 from __future__ import annotations
 
 import logging
+import shutil
 import socket
 import sys
 import threading
@@ -50,6 +51,7 @@ RESPAWN_PAUSE = 0.5  # before a dead worker's successor; doubles while they die 
 RESPAWN_YOUNG_SECONDS = 5.0
 STOP_GRACE_SECONDS = 0.8
 RESPAWN_BACKOFF_MAX = 10.0
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client reads it at import
 ROOT = Path(__file__).resolve().parents[2]  # the dir holding appliance/ (and webui/)
 
 
@@ -179,6 +181,15 @@ class WebWorkers:
         self._pool: WorkerPool | None = None
         self._lock = threading.Lock()
 
+    def _metrics_env(self) -> dict[str, str]:
+        """The directory the workers' request latency histograms share
+        (prometheus-client's multiprocess mode): /metrics, answered by any worker, sums
+        every worker's, the replaced ones' too. Emptied at each start."""
+        d = Path(self.cfg.state_dir) / "run" / "web-metrics"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True, mode=0o700)
+        return {MULTIPROC_ENV: str(d)}
+
     def _settings(self) -> dict[str, Any]:
         """What a worker cannot know by itself (the pool adds the sockets)."""
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
@@ -190,7 +201,8 @@ class WebWorkers:
                           [sys.executable, "-m", "appliance.runtime.web_worker"],
                           bind=lambda: bind_listeners(self.cfg.web.listen),
                           settings=self._settings(), log=log, reports=False,
-                          pythonpath=str(ROOT), stop_grace=STOP_GRACE_SECONDS,
+                          pythonpath=str(ROOT), env=self._metrics_env(),
+                          stop_grace=STOP_GRACE_SECONDS,
                           restart_delay=(RESPAWN_PAUSE, RESPAWN_BACKOFF_MAX),
                           young_seconds=RESPAWN_YOUNG_SECONDS)
         with self._lock:

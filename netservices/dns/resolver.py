@@ -35,6 +35,8 @@ class Counters:
     upstream_timeouts: int = 0
     upstream_errors: int = 0
     upstream_mismatched: int = 0  # datagrams on an upstream socket that were not its answer
+    upstream_answers: int = 0  # answers taken from an upstream ...
+    upstream_ms: int = 0  # ... and the milliseconds they took, summed (the mean latency)
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)

@@ -289,6 +289,8 @@ class DnsService:
             if not upstream_reply_matches(data, p.qid, p.query.question):
                 counters.upstream_mismatched += 1
                 continue  # forged or stray: keep waiting for the real answer
+            counters.upstream_answers += 1
+            counters.upstream_ms += int((time.monotonic() - p.deadline + UPSTREAM_TIMEOUT) * 1000)
             self._drop_pending(lp, p)
             self._answer(lp, p, data)
             return
@@ -389,6 +391,9 @@ class DnsService:
             except OSError:
                 continue
             if data and upstream_reply_matches(data, qid, q.question):
+                c = self.resolver.counters
+                c.upstream_answers += 1
+                c.upstream_ms += int((time.monotonic() - deadline + UPSTREAM_TIMEOUT) * 1000)
                 self.resolver.cache.put((q.key, q.qtype, q.qclass), data, time.time())
                 return struct.pack("!H", q.id) + data[2:]
             if data:

@@ -121,7 +121,8 @@ class HttpBootService:
             srv.close()
 
     def stats(self) -> dict[str, Any]:
-        return {"connections": sum(len(s.active_channels) for s in self._servers)}
+        return {"connections": sum(len(s.active_channels) for s in self._servers),
+                **self.app.stats()}
 
 
 def run_quietly(server) -> None:

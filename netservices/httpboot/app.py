@@ -79,6 +79,47 @@ class _Recent:
         return hit[1] if hit and hit[0] > time.monotonic() else None
 
 
+def _route_of(path: str) -> str:
+    """The route a request path names, for the counters (a fixed set: no label per URL)."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] == ["boot"]:
+        if len(parts) == 3 and parts[2] in ("kernel", "initrd"):
+            return parts[2]
+        return "script"
+    if parts[:1] in (["ipxe"], ["dispatch"], ["nix-cache"]):
+        return parts[0]
+    if parts[:3] == ["api", "v1", "agent"]:
+        return "agent"
+    return "other"
+
+
+class _Counters:
+    """Responses by route and status, and the bytes of finished or cut transfers by what
+    was sent (kernel, initrd, ipxe): what /metrics exports for HTTP boot."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.responses: dict[str, int] = {}
+        self.transfers: dict[str, int] = {}
+        self.bytes: dict[str, int] = {}
+
+    def response(self, route: str, status: str) -> None:
+        key = f"{route} {status[:3]}"
+        with self._lock:
+            self.responses[key] = self.responses.get(key, 0) + 1
+
+    def transfer(self, what: str, sent: int, complete: bool) -> None:
+        key = f"{what} {'completed' if complete else 'interrupted'}"
+        with self._lock:
+            self.transfers[key] = self.transfers.get(key, 0) + 1
+            self.bytes[what] = self.bytes.get(what, 0) + sent
+
+    def to_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {"responses": dict(self.responses), "transfers": dict(self.transfers),
+                    "bytes_sent": dict(self.bytes)}
+
+
 def _http_date(ts: float) -> str:
     return email.utils.formatdate(ts, usegmt=True)
 
@@ -96,9 +137,20 @@ class BootApp:
                              key=lambda x: -len(x[0]))
         self.zero_copy = zero_copy
         self.recent = _Recent()
+        self.counters = _Counters()
 
     # ------------------------------------------------------------ dispatch
     def __call__(self, environ: dict, start_response: StartResponse):
+        route = _route_of(environ.get("PATH_INFO", "") or "/")
+
+        def counted(status: str, headers, exc_info=None):
+            self.counters.response(route, status)
+            return start_response(status, headers, exc_info) if exc_info else \
+                start_response(status, headers)
+
+        return self._dispatch(environ, counted)
+
+    def _dispatch(self, environ: dict, start_response: StartResponse):
         path = environ.get("PATH_INFO", "") or "/"
         for prefix, app in self.mounts:
             if path == prefix or path.startswith(prefix + "/"):
@@ -130,6 +182,9 @@ class BootApp:
         except UnsafeValue as e:
             return self._plain(start_response, 400, f"{e}\n")
         return self._plain(start_response, 404, "not found\n")
+
+    def stats(self) -> dict[str, Any]:
+        return self.counters.to_dict()
 
     # ------------------------------------------------------------ helpers
     @staticmethod
@@ -278,14 +333,17 @@ class BootApp:
             art = self.artifacts.artifact(toplevel, name)
         except Pending as p:
             return self._plain(start_response, 503, f"{p}\n", [("Retry-After", str(p.retry_after))])
-        if art is None:
-            return self._plain(start_response, 404, f"no {name} for {basename}\n")
         ip = environ.get("REMOTE_ADDR") or ""
         host_id = self.recent.host_id(ip, basename)
         host_id = host_id if host_id and host_id > 0 else self._host_id_by_ip(ip)
         kind = f"boot.{name}"
+        if art is None:
+            self._event(kind, f"{name} missing for {basename}", environ, host_id=host_id,
+                        level="error", data={"toplevel": toplevel, "status": "missing"})
+            return self._plain(start_response, 404, f"no {name} for {basename}\n")
 
         def on_close(sent: int, length: int) -> None:
+            self.counters.transfer(name, sent, sent >= length)
             if sent >= length:
                 self._event(kind, f"{name} sent ({sent} bytes)", environ, host_id=host_id,
                             data={"toplevel": toplevel, "bytes": sent, "status": "completed"})
@@ -352,8 +410,10 @@ class BootApp:
         method = environ.get("REQUEST_METHOD", "GET")  # UEFI HTTP Boot sends HEAD, then GET
         self._event("boot.ipxe", f"{filename} over HTTP ({method})", environ,
                     data={"file": filename, "method": method})
-        return self._serve_segments(environ, start_response, (Segment(path, 0, st.st_size),),
-                                    st.st_size, etag, "application/octet-stream", "no-cache")
+        return self._serve_segments(
+            environ, start_response, (Segment(path, 0, st.st_size),), st.st_size, etag,
+            "application/octet-stream", "no-cache",
+            on_close=lambda sent, length: self.counters.transfer("ipxe", sent, sent >= length))
 
     # ------------------------------------------------------------ agent API
     def agent_events(self, environ, start_response):

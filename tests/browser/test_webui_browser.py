@@ -22,7 +22,7 @@ import pytest
 from appliance.config.schema import example_config
 from appliance.domain import tls_cert
 from lab.netns import serving
-from tests.browser.chromium import launch, shot
+from tests.browser.chromium import SHOTS, launch, shot
 from tests.conftest import ROOT, run_nixie
 from tests.https import urlopen
 
@@ -422,3 +422,104 @@ def test_build_and_follow_its_log(page, server, flake_dir):
     assert "current" in page.inner_text("tr.current")
     assert page.locator("tr.current td").first.inner_text().startswith(options[-1].lstrip("#"))
     shot(page, "20-host-rolled-back")
+
+
+# ------------------------------------------------------------------ boots on the dashboard
+
+BROKEN_MAC = "52:54:00:7e:57:02"
+
+
+def _http(url: str, data: bytes | None = None, headers: dict | None = None
+          ) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def boot_over_http(boot_base: str, mac: str) -> dict:
+    """What iPXE and the agent do, over the real HTTP boot server (no VM): the host's
+    script, its kernel and initrd, then `booted` with the token from the kernel line.
+    Stops at the first file that is not there. Returns what each step answered."""
+    status, script = _http(f"{boot_base}/boot/{mac}.ipxe")
+    assert status == 200, script
+    text = script.decode()
+    kernel = re.search(r"^kernel (\S+) .*nixie\.token=(\S+)", text, re.M)
+    initrd = re.search(r"^initrd --name initrd (\S+)", text, re.M)
+    assert kernel and initrd, text
+    here = lambda url: boot_base + "/" + url.split("/", 3)[3]  # noqa: E731 - from this host
+    out = {"kernel": _http(here(kernel.group(1)))[0]}
+    if out["kernel"] != 200:
+        return out
+    deadline = time.monotonic() + 120
+    while (code := _http(here(initrd.group(1)))[0]) == 503 and time.monotonic() < deadline:
+        time.sleep(1)  # the initrd is being made
+    out["initrd"] = code
+    # an install boot (the host's mode) reports installing, then installed
+    reports = ["installing", "installed"] if "nixie.mode=install" in kernel.string[kernel.start():].split("\n")[0] \
+        else ["booted"]
+    for event in reports:
+        code, body = _http(f"{boot_base}/api/v1/agent/events",
+                           json.dumps({"event": event, "message": "up"}).encode(),
+                           {"Authorization": f"Bearer {kernel.group(2)}",
+                            "Content-Type": "application/json"})
+        assert code == 200, (event, code, body)
+    out["agent"] = code
+    return out
+
+
+def test_dashboard_charts_and_where_a_boot_stopped(page, server, flake_dir, tmp_path):
+    """After a boot over HTTP and a boot whose generation has no kernel (its `kernel` a
+    dangling link, built by the real nix): the dashboard's charts have their bars, and
+    the broken host's timeline says where its boot stopped, with the hint."""
+    if not HAVE_BUILD_WORKER:
+        pytest.skip("no build worker on this branch: no generation to boot")
+    cfg_path = server["tmp"] / "config.json"
+    boot_base = "http://" + json.loads(cfg_path.read_text())["boot"]["http_listen"]
+    broken = tmp_path / "broken"
+    shutil.copytree(flake_dir, broken)
+    flake = (broken / "flake.nix").read_text()
+    (broken / "flake.nix").write_text(flake.replace(
+        "$bb/bin/busybox echo kernel > $out/kernel",
+        "$bb/bin/busybox ln -s /nix/store/00000000000000000000000000000000-gone/bzImage "
+        "$out/kernel"))
+    assert run_nixie("flake", "add", str(broken), config=cfg_path).returncode == 0
+    r = run_nixie("host", "add", "broken", "--mac", BROKEN_MAC, "--flake", str(broken),
+                  "--attr", "nixosConfigurations.demo", config=cfg_path)
+    assert r.returncode == 0, r.stderr
+    r = run_nixie("build", "broken", "--wait", "--timeout", "180", "--json", config=cfg_path,
+                  timeout=200)
+    assert r.returncode == 0 and json.loads(r.stdout)["status"] == "succeeded", r.stdout + r.stderr
+
+    assert boot_over_http(boot_base, MAC) == {"kernel": 200, "initrd": 200, "agent": 200}
+    assert boot_over_http(boot_base, BROKEN_MAC) == {"kernel": 404}
+
+    page.goto("/")
+    page.wait_for_selector("#charts")
+    per_hour = page.locator("#chart-boots-per-hour rect[data-value]")
+    assert sum(float(v) for v in per_hour.evaluate_all(
+        "rs => rs.map(r => r.dataset.value)")) >= 2
+    durations = page.locator("#chart-boot-durations rect[data-value]")
+    classes = durations.evaluate_all("rs => rs.map(r => r.getAttribute('class'))")
+    assert "bar-ok" in classes and "bar-bad" in classes, classes
+    assert page.locator("#chart-build-durations rect[data-value]").count() >= 3
+    box = page.locator("#chart-boot-durations svg").bounding_box()
+    assert box and box["width"] > 200 and box["height"] > 50  # drawn, not collapsed
+    shot(page, "21-dashboard-charts")
+    print(f"dashboard with charts: {SHOTS / '21-dashboard-charts.png'}")
+
+    page.goto("/hosts/broken")
+    stopped = page.locator("#boots li.boot[data-outcome='stopped']").first
+    assert stopped.locator(".step-error[data-step='kernel']").count() == 1
+    hint = stopped.locator(".hint").inner_text()
+    assert "Stopped at kernel: the kernel is missing" in hint, hint
+    assert "troubleshooting" in hint and "Kernel and initrd" in hint
+    shot(page, "22-host-boot-stopped")
+    print(f"host timeline with the hint: {SHOTS / '22-host-boot-stopped.png'}")
+    page.goto("/hosts/demo")  # in install mode since test_bind_host_from_flake
+    done = page.locator("#boots li.boot[data-outcome='installed']").first
+    assert done.locator(".step").evaluate_all("ss => ss.map(s => s.dataset.step)") == [
+        "script", "kernel", "initrd", "installing", "installed"]
+    assert "power-on to installed" in done.inner_text()

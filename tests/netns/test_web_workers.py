@@ -4,9 +4,11 @@ health, a killed worker is replaced, and they die with serve, even a SIGKILLed s
 import json
 import os
 import signal
+import sys
 import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from lab.netns import Netns, bridge, serving
 from tests.conftest import wait_for
@@ -55,6 +57,17 @@ def test_workers_serve_and_are_replaced(served):
     assert pids[0] not in after["pids"] and pids[1] in after["pids"]
     assert get(ns, "/login")[0] == 200
     assert "web worker exited; starting another" in log.read_text()
+    # /metrics, whichever worker answers, counts every worker's requests, the killed one's too
+    counts = [login_count(get(ns, "/metrics")) for _ in range(4)]
+    print(f"login pages counted by /metrics: {counts}")
+    assert counts == [counts[0]] * 4 and counts[0] >= 7, counts
+
+
+def login_count(answer) -> float:
+    status, body = answer
+    assert status == 200, body[:300]
+    return sum(s.value for f in text_string_to_metric_families(body) for s in f.samples
+               if s.name == "nixie_web_request_seconds_count" and s.labels["area"] == "auth")
 
 
 def test_workers_die_with_a_killed_serve(served):
@@ -66,3 +79,24 @@ def test_workers_die_with_a_killed_serve(served):
     proc.wait(timeout=5)
     assert wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=5), \
         "web workers outlived a SIGKILLed serve"
+
+
+# GET /metrics from a given source address inside the namespace: prints the status code
+FROM_SNIPPET = (
+    "import socket,ssl,sys\n"
+    "s=socket.create_connection(('10.77.0.1',8080),timeout=5,source_address=(sys.argv[1],0))\n"
+    "t=ssl._create_unverified_context().wrap_socket(s,server_hostname='10.77.0.1')\n"
+    "t.sendall(b'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\n"
+    "print(t.recv(64).split()[1].decode())\n")
+
+
+def test_metrics_refused_from_outside_the_lan(served):
+    """A real connection from an address outside the LAN (on an interface of its own in
+    the router's namespace) gets 403; the same request from the LAN address the metrics."""
+    ns, _, _, _ = served
+    ns.run("ip", "link", "add", "outside0", "type", "veth", "peer", "name", "outside1")
+    ns.run("ip", "addr", "add", "198.51.100.7/24", "dev", "outside0")
+    for ifname in ("outside0", "outside1"):
+        ns.run("ip", "link", "set", ifname, "up")
+    assert ns.run(sys.executable, "-c", FROM_SNIPPET, "198.51.100.7").stdout.strip() == "403"
+    assert ns.run(sys.executable, "-c", FROM_SNIPPET, "10.77.0.1").stdout.strip() == "200"

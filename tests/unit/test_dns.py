@@ -267,6 +267,7 @@ def test_server_on_loopback_udp_tcp_forward_cache_refresh(loopback_upstream, wor
             time.sleep(0.02)
         st_ = svc.stats()
         assert st_["malformed"] == 1 and st_["cache_hits"] == 1 and st_["forwarded"] == 1
+        assert st_["upstream_answers"] == 1 and 0 <= st_["upstream_ms"] < 3000  # /metrics
         assert st_["workers"] == workers
     finally:
         stop.set()

@@ -401,3 +401,25 @@ def test_without_an_ipv6_url_ipv6_clients_get_the_configured_one(lab):
     app = lab["make"]()  # boot.public_url set, or HTTP boot not on IPv6
     _, _, body = call(app, f"/boot/{MAC}.ipxe", environ={"REMOTE_ADDR": "fd00:77::1:5"})
     assert f"nixie.api={BASE} " in body.decode()
+def test_counters_and_a_missing_kernel_on_the_timeline(lab):
+    """What /metrics exports for HTTP boot: responses by route and status, transfers and
+    their bytes; a kernel that is not there is an error on the host's timeline."""
+    app = lab["make"]()
+    call(app, f"/boot/{MAC}.ipxe")
+    call(app, f"/boot/{lab['b2']}/kernel")
+    call(app, f"/boot/{lab['b2']}/initrd", headers={"Range": "bytes=0-99"})
+    call(app, "/boot/..%2f..%2fetc/kernel")
+    call(app, "/ipxe/ipxe.efi")
+    call(app, "/nothing-here")
+    st = app.stats()
+    assert st["responses"] == {"script 200": 1, "kernel 200": 1, "initrd 206": 1,
+                               "kernel 404": 1, "ipxe 200": 1, "other 404": 1}
+    size = lab["kernel"].stat().st_size
+    assert st["transfers"] == {"kernel completed": 1, "initrd completed": 1,
+                               "ipxe completed": 1}
+    assert st["bytes_sent"] == {"kernel": size, "initrd": 100, "ipxe": 300}
+    missing = store_basename("nixos-system-gone")
+    assert call(app, f"/boot/{missing}/kernel")[0] == 404
+    ev = lab["backend"].events[-1]
+    assert ev["kind"] == "boot.kernel" and ev["level"] == "error"
+    assert ev["data"]["status"] == "missing"

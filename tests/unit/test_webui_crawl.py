@@ -11,7 +11,8 @@ from tests.webapp import logged_in_client, make_app
 
 # reachable without a session: health, static files, the login page and the
 # wizard (which only redirects to /login once setup is done)
-PUBLIC = {"healthz", "static", "auth.login", "setup.wizard"}
+PUBLIC = {"healthz", "static", "auth.login", "setup.wizard",
+          "metrics.metrics"}  # source address and token: tests/unit/test_metrics.py
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 SIGNED_NOT_SESSION = {"api.flake_hook"}  # a forge's webhook: verified by its signature
 
@@ -76,6 +77,8 @@ def test_public_routes_are_only_those(app):
     assert anon.get("/static/app.css").status_code == 200
     assert anon.get("/login").status_code == 200
     assert anon.get("/setup").status_code == 302  # setup is done: to the login page
+    # /metrics: no login, but only from the LAN/VPN (tests/unit/test_metrics.py)
+    assert anon.get("/metrics", environ_base={"REMOTE_ADDR": "203.0.113.1"}).status_code == 403
 
 
 def test_every_unsafe_method_needs_csrf(app):

@@ -10,7 +10,8 @@ report with their per-boot token. `nixie host show --json` must then say
 `booted`, with the address DHCP gave, and the host's events must hold every
 boot step. Router advertisements are on (the default): each booted VM answers the
 router over IPv6 from an address in the LAN's prefix (SLAAC), seen in the
-router's neighbour table.
+router's neighbour table. `/metrics`, scraped from the LAN before and after, must show
+one boot per firmware and counters moved by exactly this traffic (tests/vm/metrics_check.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import uuid
 from lab import flake as labflake
 from lab.qemu import PxeVM
 from tests.conftest import run_nixie
+from tests.vm.metrics_check import check_boot_metrics, scrape
 from tests.vm.pxe_lab import add_and_build, ipv6_neighbours, wait_booted
 
 MACHINES = {"demo": ("52:54:00:4e:58:11", "bios"), "demo2": ("52:54:00:4e:58:12", "uefi")}
@@ -33,6 +35,8 @@ def test_bios_and_uefi_vms_boot_to_booted(appliance):
     flake = labflake.materialise(tmp / "flake", release=f"e2e {uuid.uuid4()}")
     add_and_build(cfg_path, flake, {name: mac for name, (mac, _fw) in MACHINES.items()})
 
+    lan_ip = cfg["lan"]["address"].split("/")[0]
+    before = scrape(ns, lan_ip)
     vms = [PxeVM(ns, "br-lan", fw, mac, tmp / "vms") for mac, fw in MACHINES.values()]
     try:
         for vm in vms:
@@ -64,3 +68,4 @@ def test_bios_and_uefi_vms_boot_to_booted(appliance):
         # IPv4 and IPv6 on the LAN: it made its address from our RA's prefix
         assert neighbours6.get(mac), (name, str(prefix6), neighbours6)
         assert h["generations"] and h["current_generation"] == h["generations"][0]["number"]
+    check_boot_metrics(ns, lan_ip, cfg_path, before, [fw for _mac, fw in MACHINES.values()])

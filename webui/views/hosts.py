@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
-from appliance.domain import bmc, builds, events, flakes, generations, hosts
+from appliance.domain import bmc, boots, builds, events, flakes, generations, hosts
 from appliance.domain.ipv6 import lan_prefix6
 from appliance.errors import NixieError
 from appliance.nix import install
 from appliance.router import wol
 from appliance.router.bmc import flows, power
+from appliance.state.db import now
 
 from .. import fragments
 from ..context import config, conn, ctx
@@ -84,6 +85,8 @@ def show(name: str):
     return render_template("hosts/show.html", host=h, gens=gens, default=default,
                            gen_form=gen_form, form=form, bmc=host_bmc, bmc_form=bmc_form,
                            timeline=events.recent(c, host_id=h["id"], limit=50),
+                           boots=boots.of_host(c, h["id"], now(), limit=5),
+                           troubleshooting=boots.TROUBLESHOOTING, anchor=boots.anchor,
                            builds=builds.list_builds(c, host_name=name, limit=10),
                            action=ActionForm(), flakes=_flake_choices())
 

@@ -18,7 +18,7 @@ let
   };
   pyPkgs = builtins.listToAttrs (map (n: { name = n; value = { pname = n; }; }) [
     "flask" "flask-wtf" "pyroute2" "dnslib" "tftpy" "waitress" "sqlite-utils" "zstandard"
-    "argon2-cffi" "qrcode" "cryptography" "wtforms" "pytest" "pytest-timeout" "hypothesis" "requests"
+    "argon2-cffi" "qrcode" "cryptography" "prometheus-client" "wtforms" "pytest" "pytest-timeout" "hypothesis" "requests"
   ]);
   pkgsFor = system: import ./stub-pkgs.nix system // {
     stub = "pkgs-${system}";

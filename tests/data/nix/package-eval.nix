@@ -5,7 +5,7 @@
 let
   names = [
     "flask" "flask-wtf" "wtforms" "pyroute2" "dnslib" "tftpy" "waitress" "sqlite-utils" "zstandard"
-    "argon2-cffi" "qrcode" "requests" "cryptography" "setuptools" "wheel"
+    "argon2-cffi" "qrcode" "requests" "cryptography" "prometheus-client" "setuptools" "wheel"
   ];
   python3Packages = builtins.listToAttrs (map (n: { name = n; value = { pname = n; }; }) names) // {
     buildPythonApplication = args: args;
