@@ -287,7 +287,7 @@ def test_build_log_endpoint_reads_from_offset(client, web, tmp_path):
 
 
 def test_whole_utf8_never_splits_a_character():
-    from webui.api.builds import whole_utf8
+    from appliance.domain.builds import whole_utf8
 
     data = "aü€😀".encode()
     for cut in range(len(data) + 1):
