@@ -68,13 +68,18 @@ def get_build(conn: sqlite3.Connection, build_id: int) -> dict[str, Any]:
 
 
 def list_builds(conn: sqlite3.Connection, *, host_name: str | None = None,
-                limit: int = 50) -> list[dict[str, Any]]:
+                limit: int = 50, before_id: int | None = None) -> list[dict[str, Any]]:
+    """Builds newest first (of one host; older than build `before_id`)."""
+    where, params = [], []
     if host_name:
-        rows = conn.execute("SELECT * FROM builds WHERE host_name = ? ORDER BY id DESC LIMIT ?",
-                            (host_name, limit))
-    else:
-        rows = conn.execute("SELECT * FROM builds ORDER BY id DESC LIMIT ?", (limit,))
-    return [dict(r) for r in rows]
+        where.append("host_name = ?")
+        params.append(host_name)
+    if before_id:
+        where.append("id < ?")
+        params.append(before_id)
+    sql = ("SELECT * FROM builds" + (" WHERE " + " AND ".join(where) if where else "")
+           + " ORDER BY id DESC LIMIT ?")
+    return [dict(r) for r in conn.execute(sql, (*params, limit))]
 
 
 def cancel(conn: sqlite3.Connection, build_id: int) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from ..context import conn
 from ..filters import progress_fraction, progress_phase
 from . import args
 from .registry import route
-from .schemas import BUILD_ID, LIMIT, NAME, STR, arr, q, ref
+from .schemas import BUILD_ID, CURSOR, LIMIT, NAME, STR, page_of, q, ref
 
 REBOOT = {"type": "boolean",
           "description": "when the build succeeds, boot the host from the network (BMC "
@@ -40,10 +40,12 @@ def build_host_and_reboot(name: str):
 
 
 @route("/builds", "GET", "Recent builds, newest first", tag="builds",
-       params=[q("host", STR), LIMIT], response=arr(ref("Build")))
+       params=[q("host", STR), LIMIT, CURSOR], response=page_of(ref("Build")), errors=(400,))
 def list_builds():
-    return jsonify(builds.list_builds(conn(), host_name=args.str_arg("host", 63),
-                                      limit=args.int_arg("limit", 50, 1, 1000)))
+    limit, before = args.int_arg("limit", 50, 1, 1000), args.decode_cursor("id")
+    return jsonify(args.page(builds.list_builds(conn(), host_name=args.str_arg("host", 63),
+                                                limit=limit + 1, before_id=before),
+                             limit, "id", before))
 
 
 @route("/builds", "POST", "Queue a build of a host", tag="builds",
