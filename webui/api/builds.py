@@ -64,6 +64,13 @@ def get_build(build_id: int):
     return jsonify(builds.get_build(conn(), build_id))
 
 
+@route("/builds/<int:build_id>/cancel", "POST", "Cancel a queued or running build (a running "
+       "build's nix is stopped within a second and its result dropped)", tag="builds",
+       params=[BUILD_ID], response=ref("Build"), errors=(404, 409))
+def cancel_build(build_id: int):
+    return jsonify(builds.cancel(conn(), build_id))
+
+
 @route("/builds/<int:build_id>/log", "GET",
        "The build log from byte `offset` on, with status and progress (poll to follow)",
        tag="builds", params=[BUILD_ID, q("offset", {"type": "integer", "minimum": 0})],
