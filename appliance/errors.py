@@ -6,10 +6,13 @@ class NixieError(Exception):
 
     exit_code = 1
     http_status = 400
+    code = "failed"  # what `--json` errors and the API's error body name it
 
 
 class InvalidInput(NixieError):
     """The caller gave a value that cannot be used (bad MAC, bad name...)."""
+
+    code = "invalid"
 
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
@@ -18,16 +21,26 @@ class InvalidInput(NixieError):
 
 class NotFound(NixieError):
     http_status = 404
+    code = "not_found"
 
 
 class Conflict(NixieError):
     http_status = 409
+    code = "conflict"
+
+
+class UsageError(NixieError):
+    """The command line is wrong (`nixie`'s argument parser)."""
+
+    exit_code = 2
+    code = "usage"
 
 
 class ConfigError(NixieError):
     """The configuration file is unusable; `key` names the offending key."""
 
     exit_code = 2
+    code = "config"
 
     def __init__(self, key: str, problem: str):
         super().__init__(f"config: {key}: {problem}" if key else f"config: {problem}")

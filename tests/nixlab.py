@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from appliance.config.schema import example_config, load_config
 from appliance.nix.command import (
     SINGLE_USER_OFFLINE as NIX_EXTRA,  # what LAB.md says nix-bin needs here
 )
+from lab.netns import Netns, bridge, serving
 
 
 def lab_config(tmp_path: Path, **builder) -> tuple[Path, object]:
@@ -22,3 +25,20 @@ def lab_config(tmp_path: Path, **builder) -> tuple[Path, object]:
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
     return path, load_config(path)
+
+
+@contextmanager
+def serving_lab(tmp_path: Path) -> Iterator[tuple[Netns, object, Path, Callable]]:
+    """A real `nixie serve` with `lab_config` in a namespace with the LAN bridge:
+    yields (namespace, serve's process, config path, `nixie(*args, timeout=120)` running
+    the CLI in the namespace)."""
+    from tests.conftest import run_nixie
+
+    cfg_path, _cfg = lab_config(tmp_path)
+    with Netns() as ns:
+        bridge(ns, "br-lan", "10.77.0.1/24")
+        with serving(ns, cfg_path, tmp_path / "serve.log", [("10.77.0.1", 8080)]) as proc:
+            def nixie(*args: str, timeout: float = 120):
+                return run_nixie(*args, config=cfg_path, ns=ns, timeout=timeout)
+
+            yield ns, proc, cfg_path, nixie

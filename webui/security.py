@@ -193,10 +193,10 @@ def init_app(app: Flask) -> None:
     app.after_request(add_headers)
 
     def error_response(code: int, api_message: str, title: str, message: str,
-                       field: str | None = None):
+                       field: str | None = None, kind: str | None = None):
         """The API's JSON error, or the error page for a browser."""
         if is_api():
-            return api_error(code, api_message, field)
+            return api_error(code, api_message, field, kind)
         return render_template("error.html", code=code, title=title, message=message), code
 
     @app.errorhandler(CSRFError)
@@ -210,7 +210,7 @@ def init_app(app: Flask) -> None:
     def nixie_error(e):
         status = e.http_status
         title = {404: "Not found", 409: "Already there"}.get(status, "That did not work")
-        return error_response(status, str(e), title, str(e), getattr(e, "field", None))
+        return error_response(status, str(e), title, str(e), getattr(e, "field", None), e.code)
 
     def http_error(code: int, api_message: str, title: str, message: str):
         def handler(e):

@@ -6,9 +6,10 @@ import getpass
 import sys
 
 from appliance.cli.context import Ctx
-from appliance.cli.output import emit, print_table, timestamp
+from appliance.cli.output import done, emit, print_table, timestamp
 from appliance.cli.parser import Subparsers, group, leaf
 from appliance.domain import tls_cert, users
+from appliance.errors import InvalidInput
 
 
 def _read_password(a) -> str | None:
@@ -18,8 +19,7 @@ def _read_password(a) -> str | None:
         return sys.stdin.readline().rstrip("\n")
     password = getpass.getpass("password: ")
     if getpass.getpass("again: ") != password:
-        print("passwords differ", file=sys.stderr)
-        return None
+        raise InvalidInput("passwords differ", field="password")
     return password
 
 
@@ -29,7 +29,7 @@ def cmd_admin_create_user(ctx: Ctx) -> int:
     if password is None:
         return 1
     users.create_user(ctx.conn, a.username, password)
-    print(f"created user {a.username}")
+    done(a, f"created user {a.username}", username=a.username)
     return 0
 
 
@@ -68,7 +68,8 @@ def cmd_admin_passwd(ctx: Ctx) -> int:
     if password is None:
         return 1
     users.set_password(ctx.conn, a.username, password)
-    print(f"password of {a.username} changed; their browser sessions are logged out")
+    done(a, f"password of {a.username} changed; their browser sessions are logged out",
+         username=a.username)
     return 0
 
 
@@ -82,7 +83,7 @@ def cmd_admin_users(ctx: Ctx) -> int:
 
 def cmd_admin_remove_user(ctx: Ctx) -> int:
     users.remove_user(ctx.conn, ctx.args.username, acting_user_id=None)
-    print(f"removed user {ctx.args.username}")
+    done(ctx.args, f"removed user {ctx.args.username}", username=ctx.args.username)
     return 0
 
 

@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from appliance.cli.context import Ctx
-from appliance.cli.output import emit, print_table, timestamp
+from appliance.cli.output import done, emit, print_table, timestamp
 from appliance.cli.parser import Subparsers, group, leaf
 from appliance.domain import flakes
 from appliance.errors import InvalidInput
@@ -76,7 +76,7 @@ def cmd_flake_remove(ctx: Ctx) -> int:
     f = flakes.get_flake(ctx.conn, ctx.args.url)
     flakes.remove_flake(ctx.conn, ctx.args.url)
     flake_access.remove_files(ctx.runtime_cfg.state_dir, f["id"])
-    print(f"removed flake {ctx.args.url}")
+    done(ctx.args, f"removed flake {ctx.args.url}", url=ctx.args.url)
     return 0
 
 

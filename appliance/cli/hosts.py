@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from appliance.cli.context import Ctx
-from appliance.cli.output import emit, print_table, timestamp
+from appliance.cli.output import done, emit, print_table, timestamp
 from appliance.cli.parser import Subparsers, group, leaf
 from appliance.domain import bmc, events, generations, hosts, machines
 from appliance.domain.ipv6 import lan_prefix6
@@ -97,7 +97,7 @@ def cmd_host_rollback(ctx: Ctx) -> int:
 
 def cmd_host_remove(ctx: Ctx) -> int:
     hosts.remove_host(ctx.conn, ctx.args.name)
-    print(f"removed host {ctx.args.name}")
+    done(ctx.args, f"removed host {ctx.args.name}", name=ctx.args.name)
     return 0
 
 

@@ -3,20 +3,24 @@
 Each verb group lives in its own module (serve, config, flakes, hosts, leases,
 builds, power, status, admin, network, vpn) with its `cmd_*` functions and a
 `register(sub)` that adds its verbs (with `appliance.cli.parser`); this module
-assembles the parser and maps errors to exit codes: 2 for a bad config file or usage, 3 for something that
-does not exist, else the error's own code (1)."""
+assembles the parser and maps errors to exit codes (docs/cli.md): 0 ok, 1 failure (also
+something that does not exist, a conflict, a failed build), 2 a usage or config file error.
+With --json an error is the JSON document `{"error": message, "code": code}` on stdout
+(`appliance.cli.output.error`), else `nixie: message` on stderr."""
 
 from __future__ import annotations
 
-import argparse
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 
+from appliance import __version__
 from appliance.cli import (
     admin,
     builds,
     cache,
+    completion,
     config,
     flakes,
     hosts,
@@ -28,19 +32,23 @@ from appliance.cli import (
     vpn,
 )
 from appliance.cli.context import Ctx
-from appliance.cli.parser import CONFIG_HELP
-from appliance.errors import ConfigError, NixieError, NotFound
+from appliance.cli.output import error
+from appliance.cli.parser import CONFIG_HELP, Parser
+from appliance.errors import NixieError
 
 # in the order `nixie --help` lists them
 GROUPS = (serve, config, flakes, hosts, leases, builds, power, status, admin, network, vpn,
-          cache)
+          cache, completion)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nixie",
-                                description="Nixie Router: PXE-boot bare metal into NixOS.")
+def build_parser() -> Parser:
+    p = Parser(prog="nixie", description="Nixie Router: PXE-boot bare metal into NixOS.",
+               epilog="exit codes: 0 ok, 1 failure, 2 usage or config error")
+    p.add_argument("--version", action="version", version=f"nixie {__version__}")
     p.add_argument("--config", metavar="FILE", default=None, help=CONFIG_HELP)
-    p.add_argument("--json", action="store_true", default=False, help="print JSON")
+    p.add_argument("--json", action="store_true", default=False,
+                   help="print JSON (errors too: {\"error\": ..., \"code\": ...})")
+    p.set_defaults(root_parser=p)
     sub = p.add_subparsers(dest="verb", metavar="VERB", required=True)
     for group in GROUPS:
         group.register(sub)
@@ -48,20 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    ctx = Ctx(args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    json_mode = "--json" in argv
     try:
-        return args.func(ctx) or 0
-    except ConfigError as e:
-        print(f"nixie: {e}", file=sys.stderr)
-        return 2
-    except NotFound as e:
-        print(f"nixie: {e}", file=sys.stderr)
-        return 3
+        args = build_parser().parse_args(argv)
+        return args.func(Ctx(args)) or 0
     except NixieError as e:
-        print(f"nixie: {e}", file=sys.stderr)
+        error(json_mode, str(e), e.code, getattr(e, "field", None))
         return e.exit_code
+    except (OSError, sqlite3.Error) as e:  # the state dir or DB unusable: say so, no trace
+        error(json_mode, f"{type(e).__name__}: {e}", "failed")
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

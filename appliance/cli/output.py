@@ -35,3 +35,31 @@ def emit(args: argparse.Namespace, data: Any, human: Callable[[], None]) -> None
         sys.stdout.write("\n")
     else:
         human()
+
+
+def done(args: argparse.Namespace, message: str, **data: Any) -> None:
+    """What an action verb (add, remove, ...) did: `message` for people; with --json the
+    object `{"ok": true, "message": message, **data}`."""
+    emit(args, {"ok": True, "message": message, **data}, lambda: print(message))
+
+
+def error(json_mode: bool, message: str, code: str, field: str | None = None) -> None:
+    """A failed verb's message: with --json the document `{"error": message, "code": code}`
+    (and `field` when one argument is at fault) on stdout, else `nixie: message` on stderr."""
+    if json_mode:
+        doc = {"error": message, "code": code, **({"field": field} if field else {})}
+        json.dump(doc, sys.stdout, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        print(f"nixie: {message}", file=sys.stderr)
+
+
+def stream(args: argparse.Namespace) -> Callable[[str], None]:
+    """How a verb prints lines as they happen: to stdout, flushed at once; with --json to
+    stderr, as stdout carries only the JSON document."""
+    out = sys.stderr if getattr(args, "json", False) else sys.stdout
+
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    return say

@@ -6,6 +6,7 @@ import sys
 
 from appliance.cli.context import Ctx
 from appliance.cli.parser import CONFIG, Subparsers, leaf
+from appliance.errors import UsageError
 from appliance.logs import setup_logging
 from appliance.runtime import stateless
 from appliance.runtime.serve import serve
@@ -21,8 +22,7 @@ def cmd_serve(ctx: Ctx) -> int:
     try:
         text = open(a.hosts).read()
     except OSError as e:
-        print(f"nixie: cannot read {a.hosts}: {e.strerror}", file=sys.stderr)
-        return 2
+        raise UsageError(f"cannot read {a.hosts}: {e.strerror}") from e
     cfg = stateless.stateless_config(cfg, a.state_dir)
     try:
         run = stateless.prepare(Store(cfg.db_path).conn(), text, a.flake)

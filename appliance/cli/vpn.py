@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from appliance.cli.context import Ctx
-from appliance.cli.output import emit, print_table
+from appliance.cli.output import done, emit, print_table
 from appliance.cli.parser import Subparsers, group, leaf
 from appliance.router import vpn
 
@@ -26,6 +26,7 @@ def cmd_vpn_list(ctx: Ctx) -> int:
 
 def cmd_vpn_remove(ctx: Ctx) -> int:
     vpn.remove_peer(ctx.conn, ctx.args.name)
+    done(ctx.args, f"removed peer {ctx.args.name}", name=ctx.args.name)
     return 0
 
 

@@ -289,7 +289,8 @@ LEVELS = ("debug", "info", "warning", "error")
 def search(conn: sqlite3.Connection, *, kind: str | None = None, host_id: int | None = None,
            level: str | None = None, before_id: int | None = None,
            limit: int = 50) -> list[dict[str, Any]]:
-    """Newest first, filtered; page on with `before_id` = the last id seen.
+    """Newest first, filtered; page on with `before_id` = the last id seen (at most 501
+    rows: a page of 500 and the one that says another follows).
     `kind` is exact or a `prefix*`; `level` keeps that level and above."""
     where, args = [], []
     if level:
@@ -300,7 +301,7 @@ def search(conn: sqlite3.Connection, *, kind: str | None = None, host_id: int | 
         args += wanted
     more, more_args = _filters(host_id, kind, before_id,
                                like_prefix=lambda p: p.replace("%", "").replace("_", ""))
-    return _newest_first(conn, where + more, args + more_args, max(1, min(int(limit), 500)))
+    return _newest_first(conn, where + more, args + more_args, max(1, min(int(limit), 501)))
 
 
 PRUNE_SECONDS = 300.0

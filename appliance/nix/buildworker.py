@@ -223,9 +223,12 @@ def record_success(conn, build: dict[str, Any], toplevel: str, gc_root: str, kee
 
 
 def record_failure(conn, build: dict[str, Any], error: str) -> None:
+    """The build failed; a build cancelled meanwhile stays cancelled."""
     with transaction(conn):
-        conn.execute("UPDATE builds SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
-                     (now(), error, build["id"]))
+        if not conn.execute("UPDATE builds SET status = 'failed', finished_at = ?, error = ? "
+                            "WHERE id = ? AND status != 'cancelled'",
+                            (now(), error, build["id"])).rowcount:
+            return
         events.record(conn, "build.failed", f"build {build['id']} of {build['host_name']} failed: "
                       + (error.splitlines() or [""])[0][:300], level="error",
                       host_id=build["host_id"], data={"build": build["id"]})
@@ -250,7 +253,7 @@ class BuildWorker:
         self.check_seconds = cfg.builder.flake_check_seconds
         self._procs: dict[int, subprocess.Popen] = {}
         self._lock = threading.Lock()
-        self.counts = {"succeeded": 0, "failed": 0, "refreshes": 0}
+        self.counts = {"succeeded": 0, "failed": 0, "cancelled": 0, "refreshes": 0}
 
     def _count(self, key: str) -> None:
         with self._lock:
@@ -297,6 +300,7 @@ class BuildWorker:
         next_refresh = time.monotonic() + (self.refresh_seconds or 0)
         while not stop.wait(1.0):
             grow()
+            self.stop_cancelled()
             if self.refresh_seconds and time.monotonic() >= next_refresh:
                 next_refresh = time.monotonic() + self.refresh_seconds
                 self.refresh_all()
@@ -311,6 +315,21 @@ class BuildWorker:
         for p in procs:
             try:
                 os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def stop_cancelled(self) -> None:
+        """Stop the nix of every running build an admin cancelled (`builds.cancel`)."""
+        with self._lock:
+            procs = dict(self._procs)
+        if not procs:
+            return
+        marks = ",".join("?" * len(procs))
+        for (build_id,) in self.store.conn().execute(
+                f"SELECT id FROM builds WHERE status = 'cancelled' AND id IN ({marks})",
+                list(procs)).fetchall():
+            try:
+                os.killpg(procs[build_id].pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
 
@@ -419,6 +438,10 @@ class BuildWorker:
                     *builder_args(self.cfg), "--", check_reference(installable)]
             logf.write("$ " + shlex.join(["nix", *args[1:]]) + "\n")
             toplevel, lines, rc = self._run_nix(b["id"], args, logf, conn, nix.env(), clean)
+        if get_build(conn, b["id"])["status"] == "cancelled":  # its result is dropped
+            link.unlink(missing_ok=True)
+            self._count("cancelled")
+            return
         if rc != 0 or not toplevel:
             err = nix_error_text(lines) if rc != 0 else "nix build printed no output path"
             if stop is not None and stop.is_set():

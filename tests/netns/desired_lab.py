@@ -126,12 +126,12 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30,
 def settings_events(ns: Netns, token: str, after_id: int = 0) -> list[dict]:
     """The settings.applied / settings.apply_failed events after event `after_id`,
     oldest first, as the API lists them."""
-    rows = api(ns, "GET", "/events?kind=settings.appl*&limit=50", token)
+    rows = api(ns, "GET", "/events?kind=settings.appl*&limit=50", token)["items"]
     return [e for e in reversed(rows) if e["id"] > after_id]
 
 
 def last_event_id(ns: Netns, token: str) -> int:
-    rows = api(ns, "GET", "/events?limit=1", token)
+    rows = api(ns, "GET", "/events?limit=1", token)["items"]
     return rows[0]["id"] if rows else 0
 
 

@@ -353,7 +353,7 @@ def test_build_log_endpoint_reads_from_offset(client, web, tmp_path):
 
 
 def test_whole_utf8_never_splits_a_character():
-    from webui.api.builds import whole_utf8
+    from appliance.domain.builds import whole_utf8
 
     data = "aü€😀".encode()
     for cut in range(len(data) + 1):
@@ -392,14 +392,15 @@ def test_events_filters_and_pages(client, web):
     for i in range(120):
         events.record(conn, "host.booting" if i % 2 else "lease.bound", f"m{i}",
                       level="error" if i % 10 == 0 else "info", host_id=hid if i % 3 == 0 else None)
-    r = client.get("/api/v1/events?kind=host.*&level=info&limit=500").json
+    r = client.get("/api/v1/events?kind=host.*&level=info&limit=500").json["items"]
     assert r and all(e["kind"].startswith("host.") for e in r)
-    r = client.get("/api/v1/events?level=error&limit=500").json
+    r = client.get("/api/v1/events?level=error&limit=500").json["items"]
     assert len(r) == 12 and all(e["level"] == "error" for e in r)
-    r = client.get("/api/v1/events?host=e1&limit=500").json
+    r = client.get("/api/v1/events?host=e1&limit=500").json["items"]
     assert all(e["host"] == "e1" for e in r) and len(r) == 41  # 40 + host.added
-    first = client.get("/api/v1/events?limit=10").json
-    second = client.get(f"/api/v1/events?limit=10&before={first[-1]['id']}").json
+    first = client.get("/api/v1/events?limit=10").json["items"]
+    # the deprecated before= still pages
+    second = client.get(f"/api/v1/events?limit=10&before={first[-1]['id']}").json["items"]
     assert second[0]["id"] < first[-1]["id"]
     page = client.get("/events/?kind=lease.bound").data.decode()
     assert "Older" in page and "host.booting</code>" not in page

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from flask import request
@@ -65,3 +67,41 @@ def bool_arg(name: str) -> bool:
     if v in ("1", "true", "yes"):
         return True
     raise InvalidInput(f"{name} must be true or false", field=name)
+
+
+# ------------------------------------------------------------------ pagination
+# One style for every paged list: `?limit=N&cursor=C`, answered with
+# `{"items": [...], "next_cursor": C | null, "limit": N}`. The cursor is opaque to clients;
+# inside it is "<kind>:<n>", an offset ("o") or the last id seen ("id", newest first).
+
+
+def encode_cursor(kind: str, n: int) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{n}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, legacy: str | None = None) -> int | None:
+    """The position in ?cursor= (made for `kind`), else the legacy parameter's integer
+    (`offset`, `before`), else None."""
+    raw = str_arg("cursor", 64)
+    if raw is None:
+        return int_arg(legacy, 0, 0, 2**62) or None if legacy else None
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        got, n = text.split(":")
+        if got != kind or not n.isdigit():
+            raise ValueError
+        return int(n)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise InvalidInput("cursor is not one this list gave out", field="cursor") from None
+
+
+def page(items: list[dict[str, Any]], limit: int, kind: str, position: int | None,
+         **extra: Any) -> dict[str, Any]:
+    """The page body from `items` fetched with limit + 1 (the extra row says there is
+    a next page)."""
+    more = len(items) > limit
+    items = items[:limit]
+    nxt = None
+    if more and items:
+        nxt = encode_cursor(kind, (position or 0) + limit if kind == "o" else items[-1]["id"])
+    return {"items": items, "next_cursor": nxt, "limit": limit, **extra}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from flask import jsonify, request
 
 from appliance.domain import builds
@@ -12,10 +10,7 @@ from ..context import conn
 from ..filters import progress_fraction, progress_phase
 from . import args
 from .registry import route
-from .schemas import BUILD_ID, LIMIT, NAME, STR, arr, q, ref
-
-LOG_CHUNK = 256 * 1024
-
+from .schemas import BUILD_ID, CURSOR, LIMIT, NAME, STR, page_of, q, ref
 
 REBOOT = {"type": "boolean",
           "description": "when the build succeeds, boot the host from the network (BMC "
@@ -45,10 +40,12 @@ def build_host_and_reboot(name: str):
 
 
 @route("/builds", "GET", "Recent builds, newest first", tag="builds",
-       params=[q("host", STR), LIMIT], response=arr(ref("Build")))
+       params=[q("host", STR), LIMIT, CURSOR], response=page_of(ref("Build")), errors=(400,))
 def list_builds():
-    return jsonify(builds.list_builds(conn(), host_name=args.str_arg("host", 63),
-                                      limit=args.int_arg("limit", 50, 1, 1000)))
+    limit, before = args.int_arg("limit", 50, 1, 1000), args.decode_cursor("id")
+    return jsonify(args.page(builds.list_builds(conn(), host_name=args.str_arg("host", 63),
+                                                limit=limit + 1, before_id=before),
+                             limit, "id", before))
 
 
 @route("/builds", "POST", "Queue a build of a host", tag="builds",
@@ -67,43 +64,22 @@ def get_build(build_id: int):
     return jsonify(builds.get_build(conn(), build_id))
 
 
+@route("/builds/<int:build_id>/cancel", "POST", "Cancel a queued or running build (a running "
+       "build's nix is stopped within a second and its result dropped)", tag="builds",
+       params=[BUILD_ID], response=ref("Build"), errors=(404, 409))
+def cancel_build(build_id: int):
+    return jsonify(builds.cancel(conn(), build_id))
+
+
 @route("/builds/<int:build_id>/log", "GET",
        "The build log from byte `offset` on, with status and progress (poll to follow)",
        tag="builds", params=[BUILD_ID, q("offset", {"type": "integer", "minimum": 0})],
        response=ref("BuildLog"), errors=(404,))
 def build_log(build_id: int):
     b = builds.get_build(conn(), build_id)
-    offset = args.int_arg("offset", 0, 0, 2**53)
-    text, new_offset, more = "", offset, False
-    path = b.get("log_path")
-    if path:
-        try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if offset > size:
-                    offset = 0  # the log was restarted
-                f.seek(offset)
-                chunk = whole_utf8(f.read(LOG_CHUNK))
-                text = chunk.decode("utf-8", "replace")
-                new_offset = offset + len(chunk)
-                more = new_offset < size
-        except FileNotFoundError:
-            pass
+    text, new_offset, more = builds.read_log(b, args.int_arg("offset", 0, 0, 2**53))
     return jsonify({"offset": new_offset, "text": text, "more": more, "status": b["status"],
                     "final": b["status"] in builds.FINAL, "progress": progress_fraction(b["progress"]),
                     "phase": progress_phase(b["progress"]),
                     "toplevel": b["toplevel"], "error": b["error"], "started_at": b["started_at"],
                     "finished_at": b["finished_at"]})
-
-
-def whole_utf8(chunk: bytes) -> bytes:
-    """Drop a UTF-8 sequence cut at the end of `chunk` (the next poll reads it whole)."""
-    for back in range(1, min(4, len(chunk)) + 1):
-        b = chunk[-back]
-        if b & 0xC0 == 0x80:
-            continue
-        if b >= 0xC0:
-            need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
-            return chunk if need <= back else chunk[:-back]
-        return chunk
-    return chunk

@@ -9,18 +9,19 @@ from appliance.domain import events, hosts
 from ..context import conn
 from . import args
 from .registry import route
-from .schemas import LIMIT, STR, arr, q, ref
+from .schemas import CURSOR, LIMIT, STR, page_of, q, ref
 
 
-@route("/events", "GET", "Events, newest first; page with before=<last id>", tag="events",
+@route("/events", "GET", "Events, newest first, paged", tag="events",
        params=[q("kind", STR, "exact kind or prefix*"), q("host", STR),
-               q("level", {"enum": list(events.LEVELS)}, "this level and above"),
-               q("before", {"type": "integer", "minimum": 1}), LIMIT],
-       response=arr(ref("Event")), errors=(400, 404))
+               q("level", {"enum": list(events.LEVELS)}, "this level and above"), LIMIT, CURSOR,
+               q("before", {"type": "integer", "minimum": 1}, "deprecated: use cursor")],
+       response=page_of(ref("Event")), errors=(400, 404))
 def list_events():
     host = args.str_arg("host", 63)
     host_id = hosts.get_host(conn(), host)["id"] if host else None
     level = args.str_arg("level", 16)
-    return jsonify(events.search(conn(), kind=args.str_arg("kind", 64), host_id=host_id,
-                                 level=level, before_id=args.int_arg("before", 0, 0, 2**62) or None,
-                                 limit=args.int_arg("limit", 50, 1, 500)))
+    limit, before = args.int_arg("limit", 50, 1, 500), args.decode_cursor("id", "before")
+    return jsonify(args.page(events.search(conn(), kind=args.str_arg("kind", 64),
+                                           host_id=host_id, level=level, before_id=before,
+                                           limit=limit + 1), limit, "id", before))

@@ -14,18 +14,20 @@ from appliance.router import wol
 from ..context import config, conn, ctx
 from . import args
 from .registry import route
-from .schemas import LIMIT, NAME, OFFSET, STR, arr, page_of, q, ref
+from .schemas import CURSOR, LIMIT, NAME, OFFSET, STR, arr, page_of, q, ref
 
 
 @route("/hosts", "GET", "List hosts (search by name, MAC or IP; paginated)", tag="hosts",
-       params=[q("search", STR), LIMIT, OFFSET], response=page_of(ref("Host")))
+       params=[q("search", STR), LIMIT, CURSOR, OFFSET], response=page_of(ref("Host"), total=True),
+       errors=(400,))
 def list_hosts():
     search = args.str_arg("search", 100)
     limit = args.int_arg("limit", 100, 1, 1000)
-    offset = args.int_arg("offset", 0, 0, 10_000_000)
+    offset = args.decode_cursor("o", "offset") or 0
     c = conn()
-    return jsonify({"items": hosts.list_hosts(c, search=search, limit=limit, offset=offset),
-                    "total": hosts.count_hosts(c, search=search), "limit": limit, "offset": offset})
+    return jsonify(args.page(hosts.list_hosts(c, search=search, limit=limit + 1, offset=offset),
+                             limit, "o", offset, total=hosts.count_hosts(c, search=search),
+                             offset=offset))
 
 
 @route("/hosts", "POST", "Add a host", tag="hosts", body=ref("HostInput"), response=ref("Host"),
@@ -87,10 +89,12 @@ def remove_host(name: str):
 
 
 @route("/hosts/<name>/events", "GET", "A host's boot timeline (newest first)", tag="hosts",
-       params=[NAME, LIMIT], response=arr(ref("Event")), errors=(404,))
+       params=[NAME, LIMIT, CURSOR], response=page_of(ref("Event")), errors=(400, 404))
 def host_events(name: str):
     h = hosts.get_host(conn(), name)
-    return jsonify(events.recent(conn(), host_id=h["id"], limit=args.int_arg("limit", 50, 1, 1000)))
+    limit, before = args.int_arg("limit", 50, 1, 1000), args.decode_cursor("id")
+    return jsonify(args.page(events.recent(conn(), host_id=h["id"], limit=limit + 1,
+                                           before_id=before), limit, "id", before))
 
 
 @route("/hosts/<name>/generations", "GET", "A host's generations (newest first)", tag="hosts",

@@ -41,7 +41,7 @@ def openapi_document() -> dict[str, Any]:
         "responses": {"200": {"description": "the OpenAPI document",
                               "content": {"application/json": {"schema": {"type": "object"}}}}}}}
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "Nixie Router API", "version": "1",
                  "description": "Everything the admin UI does. Authenticate with a session "
                                 "(send X-CSRFToken on unsafe methods) or with "

@@ -19,10 +19,15 @@ def nullable(schema: dict) -> dict[str, Any]:
     return {"oneOf": [schema, {"type": "null"}]}
 
 
-def page_of(schema: dict) -> dict[str, Any]:
-    return {"type": "object", "required": ["items", "total"], "properties": {
-        "items": arr(schema), "total": {"type": "integer"},
-        "limit": {"type": "integer"}, "offset": {"type": "integer"}}}
+def page_of(schema: dict, total: bool = False) -> dict[str, Any]:
+    """The one page shape of every paged list (webui/api/args.py `page`): `items`, and
+    `next_cursor` to pass as `?cursor=` for the next page (null on the last); `total`
+    where counting is cheap."""
+    props: dict[str, Any] = {"items": arr(schema), "next_cursor": {"type": ["string", "null"]},
+                             "limit": {"type": "integer"}}
+    if total:
+        props |= {"total": {"type": "integer"}, "offset": {"type": "integer"}}
+    return {"type": "object", "required": ["items", "next_cursor", "limit"], "properties": props}
 
 
 def q(name: str, schema: dict, description: str = "") -> dict[str, Any]:
@@ -40,7 +45,10 @@ STR = {"type": "string"}
 INT = {"type": "integer"}
 NAME = p("name", {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"})
 LIMIT = q("limit", {"type": "integer", "minimum": 1, "maximum": 1000})
-OFFSET = q("offset", {"type": "integer", "minimum": 0, "maximum": 10_000_000})
+OFFSET = q("offset", {"type": "integer", "minimum": 0, "maximum": 10_000_000},
+           "deprecated: use cursor")
+CURSOR = q("cursor", {"type": "string", "maxLength": 64},
+           "the next_cursor of the page before (opaque)")
 FLAKE_ID = p("flake_id", {"type": "integer", "minimum": 1})
 BUILD_ID = p("build_id", {"type": "integer", "minimum": 1})
 TOKEN_ID = p("token_id", {"type": "integer", "minimum": 1})
@@ -48,8 +56,8 @@ TOKEN_ID = p("token_id", {"type": "integer", "minimum": 1})
 EVAL_STATES = ["queued", "evaluating", "idle"]
 
 SCHEMAS: dict[str, dict[str, Any]] = {
-    "Error": {"type": "object", "required": ["error"], "properties": {
-        "error": STR, "field": STR}},
+    "Error": {"type": "object", "required": ["error", "code"], "properties": {
+        "error": STR, "code": STR, "field": STR}},
     "Host": {"type": "object", "properties": {
         "id": INT, "name": STR, "macs": arr(STR), "flake": STR, "attr": STR,
         "mode": {"enum": list(hosts.MODES)}, "state": {"enum": list(hosts.STATES)},

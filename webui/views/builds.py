@@ -8,7 +8,7 @@ from appliance.domain import builds, hosts
 from appliance.errors import NixieError
 
 from ..context import conn
-from ..forms import BuildForm
+from ..forms import ActionForm, BuildForm
 from .common import attach_error
 
 bp = Blueprint("builds", __name__, url_prefix="/builds")
@@ -38,4 +38,17 @@ def index():
 @bp.get("/<int:build_id>")
 def show(build_id: int):
     b = builds.get_build(conn(), build_id)
-    return render_template("builds/show.html", build=b, final=b["status"] in builds.FINAL)
+    return render_template("builds/show.html", build=b, final=b["status"] in builds.FINAL,
+                           action=ActionForm())
+
+
+@bp.post("/<int:build_id>/cancel")
+def cancel(build_id: int):
+    ActionForm()  # the CSRF check already ran in the guard
+    try:
+        b = builds.cancel(conn(), build_id)
+    except NixieError as e:
+        flash(str(e), "error")
+    else:
+        flash(f"Build {b['id']} of {b['host_name']} cancelled.", "ok")
+    return redirect(url_for("builds.show", build_id=build_id))
