@@ -167,6 +167,10 @@ let
       event_rows = opt (between 1000 100000000) 200000 "At most this many events are kept; the oldest go first.";
       anonymous_events_per_minute = opt (between 1 100000) 30 "Events one client (address, or MAC for DHCP) may cause per kind and minute without logging in: boot scripts and transfers, DHCP, rejected agent reports, failed logins. Over it they are counted and summarised in one events.suppressed event; one kind from all clients together gets 20 times this.";
     };
+    gc = {
+      interval_seconds = opt (between 0 2592000) 86400 "How often nixie serve deletes the Nix store paths of generations the router dropped (beyond builder.keep_generations, or with their host) that nothing else keeps; 0 never (nixie gc, the Backup page and POST /api/v1/gc still do).";
+      disk_warn_percent = opt (between 1 100) 90 "Disk use (of the filesystems holding state_dir and the Nix store) from which nixie status, /healthz and the dashboard warn.";
+    };
     bmc = {
       poll_seconds = opt (between 0 86400) 60 "How often nixie serve asks every host's BMC for its power state (shown on the host list and dashboard); 0 never.";
     };

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from appliance.cli import (
     admin,
+    backup,
     builds,
     cache,
     config,
@@ -33,7 +34,7 @@ from appliance.errors import ConfigError, NixieError, NotFound
 
 # in the order `nixie --help` lists them
 GROUPS = (serve, config, flakes, hosts, leases, builds, power, status, admin, network, vpn,
-          cache)
+          cache, backup)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -433,6 +433,13 @@ SCHEMA = Section(
             },
             "How much of the event log is kept, and what anonymous traffic may write to it.",
         ),
+        "gc": Section(
+            {
+                "interval_seconds": Key(int_range(0, 30 * 86400), 86400, "How often nixie serve deletes the Nix store paths of generations the router dropped (beyond builder.keep_generations, or with their host) that nothing else keeps; 0 never (nixie gc, the Backup page and POST /api/v1/gc still do)."),
+                "disk_warn_percent": Key(int_range(1, 100), 90, "Disk use (of the filesystems holding state_dir and the Nix store) from which nixie status, /healthz and the dashboard warn."),
+            },
+            "Nix store garbage collection and disk use.",
+        ),
         "bmc": Section(
             {
                 "poll_seconds": Key(int_range(0, 86400), 60, "How often nixie serve asks every host's BMC for its power state (shown on the host list and dashboard); 0 never."),

@@ -309,4 +309,13 @@ CREATE TABLE disk_tokens (
 );
 ALTER TABLE hosts ADD COLUMN boot_mode TEXT CHECK (boot_mode IN ('netboot', 'install', 'local'));
 """,
+    # issue 19: the systems of generations the router dropped (beyond builder.keep_generations,
+    # or with their host), whose store paths `appliance.nix.gc.collect` deletes once nothing
+    # else keeps them.
+    37: """
+CREATE TABLE gc_dropped (
+    toplevel TEXT PRIMARY KEY,
+    dropped_at REAL NOT NULL
+);
+""",
 }
