@@ -102,6 +102,7 @@ let
       hsts_seconds = opt (between 0 63072000) 31536000 "max-age of the Strict-Transport-Security header on HTTPS answers; 0 sends none.";
       max_body_bytes = opt (between 1024 67108864) 1048576 "Largest request body the admin server reads (forms, API calls); a larger one is refused with 413 before it is read.";
       max_import_bytes = opt (between 1024 268435456) 9437184 "Largest request body for a hosts.json import (the Hosts page's upload and POST /api/v1/hosts-json).";
+      max_restore_bytes = opt (between 1048576 68719476736) 1073741824 "Largest backup archive the Backup page and POST /api/v1/backup/restore take (the upload is refused with 413 before it is read).";
       idle_timeout_seconds = opt (between 1 3600) 30 "Seconds a connection with no request in flight is kept open.";
       request_timeout_seconds = opt (between 1 3600) 30 "Seconds a request (TLS handshake, headers and body) may take to arrive after its first byte; a slower one is cut off.";
       max_connections = opt (between 16 4096) 256 "Open connections per web server process; a new one beyond it closes the idlest idle one.";

@@ -21,6 +21,7 @@ from appliance.state.secretfile import SESSION_KEY_BYTES
 
 from . import api, filters, security
 from .views import ALL_BLUEPRINTS
+from .views.backup import raise_body_limit
 
 SQLITE_MAX_INTEGER = 2**63 - 1
 SESSION_LIFETIME = timedelta(hours=12)  # from login, whatever the session does after
@@ -91,6 +92,7 @@ def create_app(ctx: WebContext) -> Flask:
         body = h if security.authenticated_quietly() else {"ok": ok}
         return jsonify(body), (200 if ok else 503)
 
+    app.before_request(raise_body_limit)  # before the guard reads the form
     security.init_app(app)
     filters.init_app(app)
     for bp in ALL_BLUEPRINTS:

@@ -195,6 +195,10 @@ class ImportForm(FlaskForm):
     replace = BooleanField("Update hosts that already exist")
 
 
+class RestoreForm(FlaskForm):
+    file = FileField("Backup archive (.tar.gz)", validators=[FileRequired()])
+
+
 class TokenForm(FlaskForm):
     name = StringField("Token name", validators=[DataRequired(), Length(max=64)],
                        description="Where it will be used, e.g. 'ci' or 'terraform'")

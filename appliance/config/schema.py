@@ -350,6 +350,7 @@ SCHEMA = Section(
                 "hsts_seconds": Key(int_range(0, 2 * 365 * 86400), 31536000, "max-age of the Strict-Transport-Security header on HTTPS answers; 0 sends none."),
                 "max_body_bytes": Key(int_range(1024, 64 * 1024 * 1024), 1024 * 1024, "Largest request body the admin server reads (forms, API calls); a larger one is refused with 413 before it is read."),
                 "max_import_bytes": Key(int_range(1024, 256 * 1024 * 1024), 9 * 1024 * 1024, "Largest request body for a hosts.json import (the Hosts page's upload and POST /api/v1/hosts-json)."),
+                "max_restore_bytes": Key(int_range(1 << 20, 1 << 36), 1 << 30, "Largest backup archive the Backup page and POST /api/v1/backup/restore take (the upload is refused with 413 before it is read)."),
                 "idle_timeout_seconds": Key(int_range(1, 3600), 30, "Seconds a connection with no request in flight is kept open."),
                 "request_timeout_seconds": Key(int_range(1, 3600), 30, "Seconds a request (TLS handshake, headers and body) may take to arrive after its first byte; a slower one is cut off."),
                 "max_connections": Key(int_range(16, 4096), 256, "Open connections per web server process; a new one beyond it closes the idlest idle one."),

@@ -180,6 +180,10 @@ def request(conn) -> None:
     kv.put(conn, REQUEST_KEY, {"at": now()})
 
 
+def is_requested(conn) -> bool:
+    return bool(kv.get(conn, REQUEST_KEY))
+
+
 def last(conn) -> dict[str, Any] | None:
     return kv.get(conn, LAST_KEY)
 

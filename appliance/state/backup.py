@@ -12,9 +12,9 @@ What is in an archive:
 - `nixie-backup.json` last: the format, the schema version, the state directory it came from,
   and every file's size, mode and SHA-256.
 
-A restore extracts into a new directory next to `state_dir` (same filesystem), checks every
-member against the manifest, then renames it into place; the previous state directory is
-renamed aside (`<state_dir>.before-restore-<time>`), never deleted. It refuses, changing
+A restore extracts into a new directory inside `state_dir` (same filesystem), checks every
+member against the manifest, then renames what `state_dir` held aside
+(`state_dir/.before-restore-<time>/`, never deleted) and the restored entries into place. It refuses, changing
 nothing: an archive whose schema is newer than this program's, a running `serve`, and any
 member that is not a plain file or directory, escapes the directory (`..`, absolute names),
 is not in the manifest or does not match it, or would not fit on the disk.
@@ -46,7 +46,11 @@ DB_NAME = "nixie.db"
 # top-level names under state_dir that are not state (or are copied another way)
 EXCLUDED = frozenset({"nixie.db", "nixie.db-wal", "nixie.db-shm", "nixie.db-journal",
                       "cpio-cache", "tftp", "gcroots"})
-RESTORE_PREFIX = ".nixie-restore-"
+RESTORE_PREFIX = ".nixie-restore-"  # restores under way, staged uploads
+PREVIOUS_PREFIX = ".before-restore-"  # what a restore moved aside
+HIDDEN_PREFIXES = (RESTORE_PREFIX, PREVIOUS_PREFIX)  # never in a backup, never moved aside
+KEPT_IN_PLACE = frozenset({"cpio-cache", "tftp"})  # caches a restore leaves where they are
+RESTART_EXIT = 75  # serve's exit code when it stops to restore a staged backup
 MAX_MEMBERS = 200_000
 FREE_MARGIN_BYTES = 64 << 20  # a restore leaves at least this much free
 # columns holding absolute paths under state_dir: rebased when restoring into another directory
@@ -108,8 +112,8 @@ def _state_files(state_dir: Path) -> tuple[list[Path], list[Path], list[str]]:
     for root, dnames, fnames in os.walk(state_dir):
         rel_root = Path(root).relative_to(state_dir)
         if rel_root == Path("."):
-            dnames[:] = [d for d in dnames if d not in EXCLUDED and not d.startswith(RESTORE_PREFIX)]
-            fnames = [f for f in fnames if f not in EXCLUDED]
+            dnames[:] = [d for d in dnames if d not in EXCLUDED and not d.startswith(HIDDEN_PREFIXES)]
+            fnames = [f for f in fnames if f not in EXCLUDED and not f.startswith(HIDDEN_PREFIXES)]
         for d in sorted(dnames):
             p = Path(root) / d
             if p.is_symlink():
@@ -215,7 +219,7 @@ def _member_name(member: tarfile.TarInfo) -> str:
         kind = "a symlink" if member.issym() else "a hard link" if member.islnk() else "a special file"
         raise InvalidInput(f"the archive member {name!r} is {kind}: not a router backup; "
                            "nothing was restored", field="file")
-    if p.parts[0] in EXCLUDED - {DB_NAME}:
+    if p.parts[0] in EXCLUDED - {DB_NAME} or p.parts[0].startswith(HIDDEN_PREFIXES):
         raise InvalidInput(f"the archive member {name!r} is not state a backup holds; "
                            "nothing was restored", field="file")
     return name
@@ -237,38 +241,102 @@ def check_running(state_dir: Path) -> None:
         conn.close()
 
 
-def restore(archive: str | os.PathLike[str] | IO[bytes],
-            state_dir: str | os.PathLike[str]) -> RestoreResult:
+def restore(archive: str | os.PathLike[str] | IO[bytes], state_dir: str | os.PathLike[str], *,
+            serve_check: bool = True) -> RestoreResult:
     """Restore `archive` into `state_dir` (see the module's doc). The database is migrated to
     this program's schema when it is older; paths under the archive's state directory are
-    rebased onto `state_dir`."""
+    rebased onto `state_dir`. `serve_check=False` only for serve itself at its start."""
     state_dir = Path(state_dir).absolute()
-    check_running(state_dir)
-    state_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{RESTORE_PREFIX}{state_dir.name}-", dir=state_dir.parent))
+    if serve_check:
+        check_running(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=STATE_DIR_MODE)
+    tmp = Path(tempfile.mkdtemp(prefix=RESTORE_PREFIX, dir=state_dir))
     try:
-        manifest, count = _extract(archive, tmp, state_dir.parent)
+        manifest, count = _extract(archive, tmp, state_dir)
         conn = connect(tmp / DB_NAME, migrate=True)
         try:
             _rebase(conn, manifest["state_dir"], str(state_dir))
             version = schema_version(conn)
         finally:
             conn.close()
-        check_running(state_dir)  # serve may have started meanwhile
-        previous = None
-        if state_dir.exists() and any(state_dir.iterdir()):
-            previous = Path(f"{state_dir}.before-restore-{time.strftime('%Y%m%dT%H%M%S')}")
-            os.rename(state_dir, previous)
-        elif state_dir.exists():
-            state_dir.rmdir()
-        os.rename(tmp, state_dir)
-        _fsync_dir(state_dir.parent)
+        if serve_check:
+            check_running(state_dir)  # serve may have started meanwhile
+        previous = _swap(state_dir, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return RestoreResult(state_dir=str(state_dir), schema_version=version, files=count,
                          previous=str(previous) if previous else None,
                          from_state_dir=manifest["state_dir"])
+
+
+def _swap(state_dir: Path, new: Path) -> Path | None:
+    """Move what `state_dir` holds aside (into `.before-restore-<time>/`), then the restored
+    entries in, each by a rename on the same filesystem. The caches (`KEPT_IN_PLACE`) stay:
+    they are keyed by store path and still right. The state directory itself is not renamed:
+    its parent (/var/lib) is not the service's to write."""
+    old = [e for e in state_dir.iterdir()
+           if e != new and e.name not in KEPT_IN_PLACE and not e.name.startswith(HIDDEN_PREFIXES)]
+    previous = None
+    if old:
+        previous = state_dir / f"{PREVIOUS_PREFIX}{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        previous.mkdir(mode=STATE_DIR_MODE)
+        for e in old:
+            os.rename(e, previous / e.name)
+    for e in new.iterdir():
+        os.rename(e, state_dir / e.name)
+    new.rmdir()
+    _fsync_dir(state_dir)
+    return previous
+
+
+def check(archive: str | os.PathLike[str] | IO[bytes], state_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Everything `restore` checks, without restoring: the archive's manifest (InvalidInput
+    when it would be refused). Extracts into a temporary directory under `state_dir`."""
+    state_dir = Path(state_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=RESTORE_PREFIX, dir=state_dir))
+    try:
+        manifest, _count = _extract(archive, tmp, state_dir)
+        return manifest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def pending_path(state_dir: str | os.PathLike[str]) -> Path:
+    """Where the web UI stages an uploaded backup for serve to restore at its next start."""
+    return Path(state_dir) / f"{RESTORE_PREFIX}pending.tar.gz"
+
+
+def stage(upload: IO[bytes], state_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Keep an uploaded archive (checked whole first) for `nixie serve` to restore when it
+    starts next: a running serve cannot restore under itself, so it stops when it sees one
+    (exit code RESTART_EXIT; systemd starts it again) and restores first thing."""
+    state_dir = Path(state_dir)
+    fd, name = tempfile.mkstemp(prefix=f"{RESTORE_PREFIX}upload-", dir=state_dir)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            shutil.copyfileobj(upload, f, 1 << 20)
+            f.flush()
+            os.fsync(f.fileno())
+        manifest = check(tmp, state_dir)
+        os.replace(tmp, pending_path(state_dir))
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"schema_version": manifest["schema_version"], "created_at": manifest.get("created_at"),
+            "files": len(manifest["files"]), "from_state_dir": manifest["state_dir"]}
+
+
+def restore_pending(state_dir: str | os.PathLike[str]) -> RestoreResult | None:
+    """At serve's start, before it opens anything: restore a staged upload, if any. The staged
+    file is removed whether or not it could be restored (a refused one would stop every start)."""
+    p = pending_path(state_dir)
+    if not p.exists():
+        return None
+    try:
+        return restore(p, state_dir, serve_check=False)
+    finally:
+        p.unlink(missing_ok=True)
 
 
 def _fsync_dir(d: Path) -> None:

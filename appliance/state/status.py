@@ -108,6 +108,15 @@ def disk_use(state_dir: str | os.PathLike[str], store_dir: str | os.PathLike[str
     return out
 
 
+def disk_line(use: dict[str, Any]) -> str:
+    """`disk_use` in one line: what the state takes, how full each filesystem is."""
+    parts = [f"state {_size(use['state_dir']['bytes'])}"]
+    for fs in use["filesystems"]:
+        parts.append(f"{'+'.join(fs['holds'])} on {fs['path']}: {fs['used_percent']:.0f}% used, "
+                     f"{_size(fs['free_bytes'])} free")
+    return "disk: " + "; ".join(parts)
+
+
 def with_storage(health: dict[str, Any], state_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """`health` (the supervisor's report) with the disk under `state_dir` and the DHCP lease
     store's commit trouble: not ok, with `warnings`, when either is in trouble."""

@@ -122,7 +122,7 @@ def test_backup_then_restore_into_an_empty_state_dir(router, tmp_path):
     log_path = conn.execute("SELECT log_path FROM builds").fetchone()[0]
     assert gen == str(new_state / "gcroots/web1-build-1")
     assert Path(log_path).read_bytes() == SECRETS["logs/build-1.log"]
-    assert not list(new_state.parent.glob(".nixie-restore-*"))
+    assert not list(new_state.glob(".nixie-restore-*"))
 
 
 def test_restore_over_a_state_dir_keeps_the_previous_one(router, tmp_path):
@@ -181,7 +181,7 @@ def test_crafted_archive_is_refused_and_nothing_written(router, tmp_path, evil):
     assert "nothing was restored" in str(e.value) or "not state" in str(e.value)
     assert snapshot(router["state"]) == before
     assert not (tmp_path / "escaped").exists() and not Path("/tmp/escaped-abs").exists()
-    assert not list(router["state"].parent.glob(".nixie-restore-*"))
+    assert not list(router["state"].glob(".nixie-restore-*"))
 
 
 def test_huge_member_is_refused_before_it_is_written(router, tmp_path):
@@ -196,7 +196,7 @@ def test_huge_member_is_refused_before_it_is_written(router, tmp_path):
     with pytest.raises(InvalidInput, match="do not fit"):
         backup.restore(evil, router["state"])
     assert snapshot(router["state"]) == before
-    assert not list(router["state"].parent.glob(".nixie-restore-*"))
+    assert not list(router["state"].glob(".nixie-restore-*"))
 
 
 def test_cli_refuses_a_newer_schema_with_a_clear_error_and_changes_nothing(router, tmp_path):
@@ -264,3 +264,30 @@ def test_restore_refuses_while_serve_runs(router, tmp_path):
     assert snapshot(router["state"]) == before
     with pytest.raises(Conflict):
         backup.restore(good, router["state"])
+
+
+def test_staged_upload_is_checked_then_restored_at_serve_start(router, tmp_path):
+    """The web UI's way: serve cannot restore under itself, so the checked upload waits in
+    the state dir and `restore_pending` (serve's first step) restores it."""
+    good = tmp_path / "good.tar.gz"
+    backup.backup(router["state"], good)
+    junk = io.BytesIO(b"not an archive" * 1000)
+    with pytest.raises(InvalidInput):
+        backup.stage(junk, router["state"])
+    assert not backup.pending_path(router["state"]).exists()
+    assert not list(router["state"].glob(".nixie-restore-*"))
+    run_nixie("host", "add", "later", "--mac", "bc:24:11:00:00:09", "--flake", "f",
+              config=router["cfg"])
+    with good.open("rb") as f:
+        info = backup.stage(f, router["state"])
+    assert info["schema_version"] == db.SCHEMA_VERSION
+    assert stat.S_IMODE(backup.pending_path(router["state"]).stat().st_mode) == 0o600
+    # staged files are never part of a backup
+    again = tmp_path / "again.tar.gz"
+    backup.backup(router["state"], again)
+    with tarfile.open(again) as t:
+        assert not [n for n in t.getnames() if n.startswith(".")]
+    res = backup.restore_pending(router["state"])
+    assert res is not None and not backup.pending_path(router["state"]).exists()
+    assert [h["name"] for h in cli_json("host", "list", config=router["cfg"])] == ["web1"]
+    assert backup.restore_pending(router["state"]) is None
