@@ -222,6 +222,15 @@ class SettingsForm(ShowsSettings, FlaskForm):
     builder_max_jobs = IntegerField("Parallel builds", validators=[DataRequired(), NumberRange(1, 256)])
     builder_substituters = TextAreaField("Substituters", description="One URL per line")
     builder_trusted_public_keys = TextAreaField("Trusted public keys", description="One per line")
+    # left empty (or not sent): the value stays as it is
+    retention_event_days = IntegerField("Keep events (days)", validators=[
+        Optional(), NumberRange(1, 3_650)])
+    retention_event_rows = IntegerField("Keep at most (events)", validators=[
+        Optional(), NumberRange(1_000, 100_000_000)])
+    gc_interval_seconds = IntegerField("Nix store GC every (s, 0 never)", validators=[
+        Optional(), NumberRange(0, 30 * 86400)])
+    gc_disk_warn_percent = IntegerField("Warn from disk use (%)", validators=[
+        Optional(), NumberRange(1, 100)])
 
     # form field <-> settings key
     KEYS = {
@@ -232,9 +241,13 @@ class SettingsForm(ShowsSettings, FlaskForm):
         "builder_kind": "builder.kind", "builder_uri": "builder.uri",
         "builder_max_jobs": "builder.max_jobs", "builder_substituters": "builder.substituters",
         "builder_trusted_public_keys": "builder.trusted_public_keys",
+        "retention_event_days": "retention.event_days", "retention_event_rows": "retention.event_rows",
+        "gc_interval_seconds": "gc.interval_seconds", "gc_disk_warn_percent": "gc.disk_warn_percent",
     }
     LISTS = ("builder_substituters", "builder_trusted_public_keys")
     NULLABLE = ("wan_interface", "boot_cmdline", "builder_uri")
+    KEEP_IF_EMPTY = ("retention_event_days", "retention_event_rows", "gc_interval_seconds",
+                     "gc_disk_warn_percent")
 
     def fill(self, values: dict) -> None:
         self.show(values, (*self.KEYS.values(), "dhcp.range"))
@@ -243,6 +256,8 @@ class SettingsForm(ShowsSettings, FlaskForm):
         out = {}
         for fname, key in self.KEYS.items():
             v = getattr(self, fname).data
+            if fname in self.KEEP_IF_EMPTY and v is None:
+                continue
             if fname in self.LISTS:
                 v = [x.strip() for x in (v or "").splitlines() if x.strip()]
             elif fname in self.NULLABLE:

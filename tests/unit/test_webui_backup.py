@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from appliance.domain import apitokens, users
+from appliance.domain import apitokens, settings, users
 from appliance.nix import gc
 from appliance.state import backup
 from appliance.state.db import Store
+from tests.unit.test_api_settings import settings_form
 from tests.unit.test_web_hardening import BIG, Running, _headers, _oversized_post
 from tests.webapp import csrf_of, logged_in_client, make_app, post_form
 
@@ -145,3 +146,18 @@ def test_a_huge_upload_is_refused_before_it_is_read(tmp_path):
             answer, sent = _oversized_post(run.port, path, BIG, tls=True)
             assert _headers(answer)[0] == 413, path
             assert sent < BIG // 2
+
+
+def test_retention_and_gc_settings_are_on_the_settings_page(web):
+    app, store, cfg = web
+    c = logged_in_client(app)
+    form = settings_form(c)
+    assert form["retention_event_days"] == "90" and form["gc_disk_warn_percent"] == "90"
+    bad = {**form, "retention_event_days": "0"}
+    r = post_form(c, "/settings/", bad)
+    assert r.status_code == 400 and b"retention_event_days" in r.data
+    r = post_form(c, "/settings/", {**form, "retention_event_days": "30", "gc_interval_seconds": "0",
+                                    "gc_disk_warn_percent": "75"})
+    assert r.status_code in (200, 302), r.data[:500]
+    eff = settings.effective_config(cfg, store.conn())
+    assert (eff.retention.event_days, eff.gc.interval_seconds, eff.gc.disk_warn_percent) == (30, 0, 75)
