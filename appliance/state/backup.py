@@ -38,6 +38,7 @@ from typing import IO, Any
 
 from appliance.errors import Conflict, InvalidInput
 from appliance.state.db import DB_MODE, SCHEMA_VERSION, STATE_DIR_MODE, connect, schema_version
+from appliance.state.secretfile import fsync_dir
 from appliance.state.status import running_status
 
 FORMAT = 1
@@ -286,7 +287,7 @@ def _swap(state_dir: Path, new: Path) -> Path | None:
     for e in new.iterdir():
         os.rename(e, state_dir / e.name)
     new.rmdir()
-    _fsync_dir(state_dir)
+    fsync_dir(state_dir)
     return previous
 
 
@@ -337,14 +338,6 @@ def restore_pending(state_dir: str | os.PathLike[str]) -> RestoreResult | None:
         return restore(p, state_dir, serve_check=False)
     finally:
         p.unlink(missing_ok=True)
-
-
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _open_archive(archive: str | os.PathLike[str] | IO[bytes]) -> tarfile.TarFile:
