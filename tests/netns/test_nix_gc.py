@@ -10,12 +10,11 @@ import os
 import uuid
 
 from appliance.domain import builds, hosts
-from appliance.nix.buildworker import BuildWorker, claim_next
+from appliance.nix.buildworker import claim_next
 from appliance.nix.command import Nix
-from appliance.state.db import Store
 from lab import flake as labflake
 from tests.conftest import run_nixie
-from tests.nixlab import lab_config
+from tests.nixlab import build_worker, lab_config
 
 
 def build(store, worker, host) -> dict:
@@ -36,10 +35,7 @@ def valid(nix: Nix, paths) -> set[str]:
 def test_gc_deletes_dropped_generations_and_keeps_the_current_ones(tmp_path):
     flake = labflake.materialise(tmp_path / "flake", release=f"gc-test {uuid.uuid4()}")
     cfg_path, cfg = lab_config(tmp_path, keep_generations=1)
-    store = Store(cfg.db_path)
-    worker = BuildWorker(cfg, store)
-    worker.log_dir.mkdir(parents=True, exist_ok=True)
-    worker.root_dir.mkdir(parents=True, exist_ok=True)
+    store, worker = build_worker(cfg)
     nix = Nix.from_config(cfg)
     conn = store.conn()
     hosts.add_host(conn, "demo", ["52:54:00:5e:00:01"], str(flake), None, "netboot")
