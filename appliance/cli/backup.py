@@ -15,53 +15,41 @@ from appliance.state import backup as state_backup
 from appliance.state.db import Store
 
 
+def _report(ctx: Ctx, data: dict, lines: list[str]) -> int:
+    """`data` with --json, else the non-empty `lines`."""
+    emit(ctx.args, data, lambda: print("\n".join(line for line in lines if line)))
+    return 0
+
+
 def cmd_backup(ctx: Ctx) -> int:
     res = state_backup.backup(ctx.cfg.state_dir, ctx.args.file)
-    data = res.to_dict()
-
-    def human() -> None:
-        print(f"wrote {res.path} ({res.size} bytes): the database (schema {res.schema_version}) "
-              f"and {res.files - 1} files of {ctx.cfg.state_dir}")
-        if res.skipped:
-            print("not in it (symlinks or special files): " + ", ".join(res.skipped))
-
-    emit(ctx.args, data, human)
-    return 0
+    return _report(ctx, res.to_dict(), [
+        f"wrote {res.path} ({res.size} bytes): the database (schema {res.schema_version}) "
+        f"and {res.files - 1} files of {ctx.cfg.state_dir}",
+        res.skipped and "not in it (symlinks or special files): " + ", ".join(res.skipped)])
 
 
 def cmd_restore(ctx: Ctx) -> int:
-    cfg = ctx.cfg
-    res = state_backup.restore(ctx.args.file, cfg.state_dir)
+    res = state_backup.restore(ctx.args.file, ctx.cfg.state_dir)
     cfg = load_config(ctx.args.config)
-    store = Store(cfg.db_path)
-    roots = gc.reroot(cfg, store)
-    data = {**res.to_dict(), "gc_roots": roots}
-
-    def human() -> None:
-        print(f"restored {ctx.args.file} into {res.state_dir}: the database (schema "
-              f"{res.schema_version}) and {res.files - 1} files")
-        if res.previous:
-            print(f"the previous state directory is kept as {res.previous}")
-        print(f"GC roots: {roots['made']} made"
-              + (f"; {len(roots['missing'])} generations' systems are not in this machine's Nix "
-                 "store (build them again): " + ", ".join(roots["missing"]) if roots["missing"] else ""))
-
-    emit(ctx.args, data, human)
-    return 0
+    roots = gc.reroot(cfg, Store(cfg.db_path))
+    missing = roots["missing"]
+    return _report(ctx, {**res.to_dict(), "gc_roots": roots}, [
+        f"restored {ctx.args.file} into {res.state_dir}: the database (schema "
+        f"{res.schema_version}) and {res.files - 1} files",
+        res.previous and f"the previous state directory is kept as {res.previous}",
+        f"GC roots: {roots['made']} made"
+        + (f"; {len(missing)} generations' systems are not in this machine's Nix store (build "
+           "them again): " + ", ".join(missing) if missing else "")])
 
 
 def cmd_gc(ctx: Ctx) -> int:
     res = gc.collect(ctx.runtime_cfg, ctx.store)
-    data = res.to_dict()
-
-    def human() -> None:
-        print(f"deleted {len(res.deleted)} store paths of {res.candidates} dropped generations' "
-              f"closures, freeing {res.freed_bytes} bytes; {res.kept_alive} still in use kept")
-        if res.roots_dropped:
-            print("GC roots of removed hosts dropped: " + ", ".join(res.roots_dropped))
-
-    emit(ctx.args, data, human)
-    return 0
+    return (1 if res.error else 0) | _report(ctx, res.to_dict(), [
+        f"deleted {len(res.deleted)} store paths of {res.candidates} dropped generations' "
+        f"closures, freeing {res.freed_bytes} bytes; {res.kept_alive} still in use kept",
+        res.roots_dropped and "GC roots of removed hosts dropped: " + ", ".join(res.roots_dropped),
+        res.error and f"FAILED: {res.error}"])
 
 
 def register(sub: Subparsers) -> None:
