@@ -102,6 +102,7 @@ let
       hsts_seconds = opt (between 0 63072000) 31536000 "max-age of the Strict-Transport-Security header on HTTPS answers; 0 sends none.";
       max_body_bytes = opt (between 1024 67108864) 1048576 "Largest request body the admin server reads (forms, API calls); a larger one is refused with 413 before it is read.";
       max_import_bytes = opt (between 1024 268435456) 9437184 "Largest request body for a hosts.json import (the Hosts page's upload and POST /api/v1/hosts-json).";
+      max_restore_bytes = opt (between 1048576 68719476736) 1073741824 "Largest backup archive the Backup page and POST /api/v1/backup/restore take (the upload is refused with 413 before it is read).";
       idle_timeout_seconds = opt (between 1 3600) 30 "Seconds a connection with no request in flight is kept open.";
       request_timeout_seconds = opt (between 1 3600) 30 "Seconds a request (TLS handshake, headers and body) may take to arrive after its first byte; a slower one is cut off.";
       max_connections = opt (between 16 4096) 256 "Open connections per web server process; a new one beyond it closes the idlest idle one.";
@@ -166,6 +167,10 @@ let
       event_days = opt (between 1 3650) 90 "Events older than this many days are deleted (checked every few minutes).";
       event_rows = opt (between 1000 100000000) 200000 "At most this many events are kept; the oldest go first.";
       anonymous_events_per_minute = opt (between 1 100000) 30 "Events one client (address, or MAC for DHCP) may cause per kind and minute without logging in: boot scripts and transfers, DHCP, rejected agent reports, failed logins. Over it they are counted and summarised in one events.suppressed event; one kind from all clients together gets 20 times this.";
+    };
+    gc = {
+      interval_seconds = opt (between 0 2592000) 86400 "How often nixie serve deletes the Nix store paths of generations the router dropped (beyond builder.keep_generations, or with their host) that nothing else keeps; 0 never (nixie gc, the Backup page and POST /api/v1/gc still do).";
+      disk_warn_percent = opt (between 1 100) 90 "Disk use (of the filesystems holding state_dir and the Nix store) from which nixie status, /healthz and the dashboard warn.";
     };
     bmc = {
       poll_seconds = opt (between 0 86400) 60 "How often nixie serve asks every host's BMC for its power state (shown on the host list and dashboard); 0 never.";

@@ -8,9 +8,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from appliance.config.schema import example_config, load_config
+from appliance.nix.buildworker import BuildWorker
 from appliance.nix.command import (
     SINGLE_USER_OFFLINE as NIX_EXTRA,  # what LAB.md says nix-bin needs here
 )
+from appliance.state.db import Store
 from lab.netns import Netns, bridge, serving
 
 
@@ -42,3 +44,11 @@ def serving_lab(tmp_path: Path) -> Iterator[tuple[Netns, object, Path, Callable]
                 return run_nixie(*args, config=cfg_path, ns=ns, timeout=timeout)
 
             yield ns, proc, cfg_path, nixie
+def build_worker(cfg):
+    """(store, BuildWorker) over `cfg`'s state, its log and GC-root directories made, for a
+    test that runs builds in its own process (`build_one`)."""
+    store = Store(cfg.db_path)
+    worker = BuildWorker(cfg, store)
+    worker.log_dir.mkdir(parents=True, exist_ok=True)
+    worker.root_dir.mkdir(parents=True, exist_ok=True)
+    return store, worker

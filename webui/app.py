@@ -21,6 +21,7 @@ from appliance.state.secretfile import SESSION_KEY_BYTES
 
 from . import api, filters, metrics, security
 from .views import ALL_BLUEPRINTS
+from .views.backup import raise_body_limit
 
 SQLITE_MAX_INTEGER = 2**63 - 1
 SESSION_LIFETIME = timedelta(hours=12)  # from login, whatever the session does after
@@ -92,6 +93,7 @@ def create_app(ctx: WebContext) -> Flask:
         return jsonify(body), (200 if ok else 503)
 
     metrics.init_app(app)  # first: its clock starts before the guard may answer
+    app.before_request(raise_body_limit)  # before the guard reads the form
     security.init_app(app)
     filters.init_app(app)
     app.register_blueprint(metrics.bp)

@@ -102,6 +102,7 @@ NAV = [("dashboard.index", "Dashboard", "▦"), ("hosts.index", "Hosts", "▤"),
        ("events.index", "Events", "☰"), ("settings.index", "Settings", "✎"),
        ("tokens.index", "API tokens", "◈")]
 NAV += [("vpn.index", "VPN", "⛨"), ("users.index", "Users", "☺")]
+NAV += [("backup.index", "Backup", "⛁")]
 
 
 def nav_links() -> list[tuple[str, str, str, str]]:

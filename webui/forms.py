@@ -202,6 +202,10 @@ class ImportForm(FlaskForm):
     replace = BooleanField("Update hosts that already exist")
 
 
+class RestoreForm(FlaskForm):
+    file = FileField("Backup archive (.tar.gz)", validators=[FileRequired()])
+
+
 class TokenForm(FlaskForm):
     name = StringField("Token name", validators=[DataRequired(), Length(max=64)],
                        description="Where it will be used, e.g. 'ci' or 'terraform'")
@@ -239,6 +243,15 @@ class SettingsForm(ShowsSettings, FlaskForm):
         DataRequired(), NumberRange(60, 365 * 86400)])
     dhcp6_valid_seconds = IntegerField("Valid lifetime (s)", validators=[
         DataRequired(), NumberRange(60, 365 * 86400)])
+    # left empty (or not sent): the value stays as it is
+    retention_event_days = IntegerField("Keep events (days)", validators=[
+        Optional(), NumberRange(1, 3_650)])
+    retention_event_rows = IntegerField("Keep at most (events)", validators=[
+        Optional(), NumberRange(1_000, 100_000_000)])
+    gc_interval_seconds = IntegerField("Nix store GC every (s, 0 never)", validators=[
+        Optional(), NumberRange(0, 30 * 86400)])
+    gc_disk_warn_percent = IntegerField("Warn from disk use (%)", validators=[
+        Optional(), NumberRange(1, 100)])
 
     # form field <-> settings key
     KEYS = {
@@ -252,9 +265,13 @@ class SettingsForm(ShowsSettings, FlaskForm):
         "lan_address6": "lan.address6", "ra_enable": "ra.enable", "dhcp6_mode": "dhcp6.mode",
         "dhcp6_preferred_seconds": "dhcp6.preferred_seconds",
         "dhcp6_valid_seconds": "dhcp6.valid_seconds",
+        "retention_event_days": "retention.event_days", "retention_event_rows": "retention.event_rows",
+        "gc_interval_seconds": "gc.interval_seconds", "gc_disk_warn_percent": "gc.disk_warn_percent",
     }
     LISTS = ("builder_substituters", "builder_trusted_public_keys")
     NULLABLE = ("wan_interface", "boot_cmdline", "builder_uri", "lan_address6")
+    KEEP_IF_EMPTY = ("retention_event_days", "retention_event_rows", "gc_interval_seconds",
+                     "gc_disk_warn_percent")
 
     def fill(self, values: dict) -> None:
         self.show(values, (*self.KEYS.values(), *self.RANGES))
@@ -263,6 +280,8 @@ class SettingsForm(ShowsSettings, FlaskForm):
         out = {}
         for fname, key in self.KEYS.items():
             v = getattr(self, fname).data
+            if fname in self.KEEP_IF_EMPTY and v is None:
+                continue
             if fname in self.LISTS:
                 v = [x.strip() for x in (v or "").splitlines() if x.strip()]
             elif fname in self.NULLABLE:

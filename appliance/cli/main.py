@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from appliance import __version__
 from appliance.cli import (
     admin,
+    backup,
     builds,
     cache,
     completion,
@@ -38,7 +39,7 @@ from appliance.errors import NixieError
 
 # in the order `nixie --help` lists them
 GROUPS = (serve, config, flakes, hosts, leases, builds, power, status, admin, network, vpn,
-          cache, completion)
+          cache, backup, completion)
 
 
 def build_parser() -> Parser:

@@ -6,8 +6,9 @@ from appliance.cli.context import Ctx
 from appliance.cli.output import emit, print_table, timestamp
 from appliance.cli.parser import Subparsers, leaf
 from appliance.domain import events, hosts, settings, setupcode, tls_cert
+from appliance.nix.gc import STORE_DIR
 from appliance.state.db import now
-from appliance.state.status import read_status, with_storage
+from appliance.state.status import disk_line, disk_use, read_status, with_storage
 
 
 def cmd_status(ctx: Ctx) -> int:
@@ -30,7 +31,9 @@ def cmd_status(ctx: Ctx) -> int:
         "builds": {r[0]: r[1] for r in conn.execute(
             "SELECT status, count(*) FROM builds GROUP BY status")},
         "storage": health["storage"],
-        "warnings": health.get("warnings", []),
+        # measured here too (serve's gc service measures it every minute)
+        "disk": (disk := disk_use(ctx.cfg.state_dir, STORE_DIR, ctx.runtime_cfg.gc.disk_warn_percent)),
+        "warnings": list(dict.fromkeys(health.get("warnings", []) + disk["warnings"])),
         # never the code itself: it is in the serve log and in setup_code_file (0600)
         "setup": ({"pending": False} if settings.is_setup_complete(conn) else
                   {"pending": True,
@@ -53,6 +56,7 @@ def cmd_status(ctx: Ctx) -> int:
             print("serve: not running")
         print("hosts: " + (", ".join(f"{k}={v}" for k, v in sorted(by_state.items())) or "none"))
         print(f"leases: {data['leases_active']} active")
+        print(disk_line(disk))
         print("builds: " + (", ".join(f"{k}={v}" for k, v in sorted(data["builds"].items()))
                             or "none"))
         if data["setup"]["pending"]:

@@ -361,6 +361,7 @@ SCHEMA = Section(
                 "hsts_seconds": Key(int_range(0, 2 * 365 * 86400), 31536000, "max-age of the Strict-Transport-Security header on HTTPS answers; 0 sends none."),
                 "max_body_bytes": Key(int_range(1024, 64 * 1024 * 1024), 1024 * 1024, "Largest request body the admin server reads (forms, API calls); a larger one is refused with 413 before it is read."),
                 "max_import_bytes": Key(int_range(1024, 256 * 1024 * 1024), 9 * 1024 * 1024, "Largest request body for a hosts.json import (the Hosts page's upload and POST /api/v1/hosts-json)."),
+                "max_restore_bytes": Key(int_range(1 << 20, 1 << 36), 1 << 30, "Largest backup archive the Backup page and POST /api/v1/backup/restore take (the upload is refused with 413 before it is read)."),
                 "idle_timeout_seconds": Key(int_range(1, 3600), 30, "Seconds a connection with no request in flight is kept open."),
                 "request_timeout_seconds": Key(int_range(1, 3600), 30, "Seconds a request (TLS handshake, headers and body) may take to arrive after its first byte; a slower one is cut off."),
                 "max_connections": Key(int_range(16, 4096), 256, "Open connections per web server process; a new one beyond it closes the idlest idle one."),
@@ -443,6 +444,13 @@ SCHEMA = Section(
                 "anonymous_events_per_minute": Key(int_range(1, 100_000), 30, "Events one client (address, or MAC for DHCP) may cause per kind and minute without logging in: boot scripts and transfers, DHCP, rejected agent reports, failed logins. Over it they are counted and summarised in one events.suppressed event; one kind from all clients together gets 20 times this."),
             },
             "How much of the event log is kept, and what anonymous traffic may write to it.",
+        ),
+        "gc": Section(
+            {
+                "interval_seconds": Key(int_range(0, 30 * 86400), 86400, "How often nixie serve deletes the Nix store paths of generations the router dropped (beyond builder.keep_generations, or with their host) that nothing else keeps; 0 never (nixie gc, the Backup page and POST /api/v1/gc still do)."),
+                "disk_warn_percent": Key(int_range(1, 100), 90, "Disk use (of the filesystems holding state_dir and the Nix store) from which nixie status, /healthz and the dashboard warn."),
+            },
+            "Nix store garbage collection and disk use.",
         ),
         "bmc": Section(
             {

@@ -16,6 +16,7 @@ from typing import Any
 
 from appliance.config.macs import normalize_mac
 from appliance.domain import bmc, events
+from appliance.domain.dropped import drop_for_gc
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.state.db import now, transaction
 
@@ -284,6 +285,9 @@ def count_hosts(conn: sqlite3.Connection, *, search: str | None = None) -> int:
 def remove_host(conn: sqlite3.Connection, name: str) -> None:
     with transaction(conn):
         host = _get_row(conn, name)
+        for (top,) in conn.execute("SELECT toplevel FROM generations WHERE host_id = ?",
+                                   (host["id"],)).fetchall():
+            drop_for_gc(conn, top)
         conn.execute("DELETE FROM hosts WHERE id = ?", (host["id"],))
         events.record(conn, "host.removed", f"host {name} removed")
     bmc.remove_orphan_secrets(conn)  # its BMC row went with it (ON DELETE CASCADE)

@@ -48,6 +48,7 @@ EDITABLE = (
     "boot.menu", "boot.menu_timeout_seconds", "boot.cmdline",
     "builder.kind", "builder.uri", "builder.ssh_key", "builder.max_jobs",
     "builder.substituters", "builder.trusted_public_keys",
+    "retention.event_days", "retention.event_rows", "gc.interval_seconds", "gc.disk_warn_percent",
 )
 _CHECKERS = {k: spec.check for k, spec in iter_keys() if k in EDITABLE}
 # network settings fields of the keys both may set

@@ -47,6 +47,7 @@ from typing import Any
 
 from appliance.domain import autobuild, events, flakes
 from appliance.domain.builds import get_build, wait
+from appliance.domain.dropped import drop_for_gc
 from appliance.nix import flake_access
 from appliance.nix.binary_cache import KeyUnusable, cache_signatures, sign_closure
 from appliance.nix.command import Nix, NixFailed, check_reference
@@ -209,10 +210,11 @@ def record_success(conn, build: dict[str, Any], toplevel: str, gc_root: str, kee
                      (number, now(), host["id"]))
         conn.execute("UPDATE builds SET status = 'succeeded', finished_at = ?, toplevel = ?, "
                      "error = NULL WHERE id = ?", (now(), toplevel, build["id"]))
-        old = conn.execute("SELECT id, gc_root FROM generations WHERE host_id = ? "
+        old = conn.execute("SELECT id, gc_root, toplevel FROM generations WHERE host_id = ? "
                            "ORDER BY number DESC LIMIT -1 OFFSET ?", (host["id"], keep)).fetchall()
         for r in old:
             conn.execute("DELETE FROM generations WHERE id = ?", (r["id"],))
+            drop_for_gc(conn, r["toplevel"])
             if r["gc_root"]:
                 drop.append(r["gc_root"])
         events.record(conn, "build.succeeded",

@@ -1,6 +1,8 @@
 """`nixie serve`: the one process. It builds everything through the composition
 root (`appliance.runtime.wiring`), supervises it, writes the heartbeat, and stops
-on SIGTERM/SIGINT within 2 s."""
+on SIGTERM/SIGINT within 2 s. A backup staged by the web UI (`appliance.state.backup.stage`)
+makes it stop with exit code 75 (systemd starts it again) and is restored first thing at
+the next start."""
 
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ import time
 from appliance.config.schema import Config
 from appliance.domain import settings, setupcode, tls_cert
 from appliance.errors import NixieError
+from appliance.nix import gc
 from appliance.router.bmc.power import boot_from_network
 from appliance.runtime import wiring
+from appliance.state import backup
 from appliance.state.db import Store, secure_state
 from appliance.state.status import HEARTBEAT_SECONDS, write_status
 
@@ -24,11 +28,16 @@ def serve(cfg: Config, *, until=None, wake: list[str] | None = None) -> int:
     """Run every service until SIGTERM/SIGINT. `until(conn)` (stateless mode) is
     asked every heartbeat and ends the run with the exit code it returns.
     `wake`: host names to send Wake-on-LAN to once the services run."""
+    restored = backup.restore_pending(cfg.state_dir)  # a backup the web UI staged
     fixed = secure_state(cfg.state_dir, cfg.db_path)  # 0700 / 0600, also when made by others
     if fixed:
         log.warning("state files were open to others than their owner; made them owner-only",
                     extra={"paths": ",".join(fixed)})
     store = Store(cfg.db_path)
+    if restored:
+        roots = gc.reroot(cfg, store)
+        log.warning("restored the staged backup", extra={
+            **restored.to_dict(), "gc_roots": roots["made"], "missing": ",".join(roots["missing"])})
     exit_code = 0
     runtime, supervisor = wiring.start(cfg, store)
     _announce_setup_code(cfg, store)
@@ -58,6 +67,11 @@ def serve(cfg: Config, *, until=None, wake: list[str] | None = None) -> int:
         _wake(runtime.cfg, store, wake)
     while not stopping.wait(HEARTBEAT_SECONDS):
         beat()
+        if backup.pending_path(cfg.state_dir).exists():
+            log.warning("a backup was staged for restore: stopping to restore it at the next start",
+                        extra={"exit_code": backup.RESTART_EXIT})
+            exit_code = backup.RESTART_EXIT
+            break
         if until is not None:
             code = until(store.conn())
             if code is not None:

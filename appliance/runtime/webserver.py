@@ -63,12 +63,15 @@ def secret_key(cfg) -> bytes:
 
 # the paths whose bodies may be a whole hosts.json (web.max_import_bytes)
 IMPORT_PATHS = ("/hosts/_import", "/api/v1/hosts-json")
+# the paths whose bodies may be a whole backup archive (web.max_restore_bytes)
+RESTORE_PATHS = ("/backup/restore", "/api/v1/backup/restore")
 
 
 def web_limits(cfg: Config) -> Limits:
     web = cfg.web
     return Limits(max_body=web.max_body_bytes,
-                  body_by_prefix=tuple((p, web.max_import_bytes) for p in IMPORT_PATHS),
+                  body_by_prefix=tuple((p, web.max_import_bytes) for p in IMPORT_PATHS)
+                  + tuple((p, web.max_restore_bytes) for p in RESTORE_PATHS),
                   idle_timeout=web.idle_timeout_seconds,
                   request_timeout=web.request_timeout_seconds,
                   max_connections=web.max_connections,

@@ -36,6 +36,7 @@ from appliance.errors import ConfigError
 from appliance.nix.binary_cache import create_binary_cache
 from appliance.nix.bootartifacts import StoreBootArtifacts
 from appliance.nix.buildworker import BuildWorker
+from appliance.nix.gc import GcService
 from appliance.router.address6 import ensure_address6
 from appliance.router.bmc.poller import PowerPoller
 from appliance.router.discovery import DiscoveryService
@@ -241,6 +242,7 @@ class Runtime:
                  if c.bmc.poll_seconds else None),
             Part("reboot-after-build", ("lan.interface",),
                  lambda c: RebootAfterBuildWatcher(self.store, c.lan.interface)),
+            Part("gc", ("gc", "nix", "state_dir"), lambda c: GcService(c, self.store)),
         ]
 
     def _dhcp(self, c: Config):

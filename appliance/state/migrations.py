@@ -326,4 +326,13 @@ ALTER TABLE disk_tokens ADD COLUMN bound_ip TEXT;
 ALTER TABLE hosts ADD COLUMN ssh_host_key TEXT;
 ALTER TABLE hosts ADD COLUMN ssh_host_key_boot TEXT;
 """,
+    # issue 19: the systems of generations the router dropped (beyond builder.keep_generations,
+    # or with their host), whose store paths `appliance.nix.gc.collect` deletes once nothing
+    # else keeps them.
+    37: """
+CREATE TABLE gc_dropped (
+    toplevel TEXT PRIMARY KEY,
+    dropped_at REAL NOT NULL
+);
+""",
 }

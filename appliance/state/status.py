@@ -62,6 +62,61 @@ def storage(state_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return out
 
 
+def tree_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes the files under `path` take on disk (allocated blocks; symlinks not followed)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                continue
+    return total
+
+
+def disk_use(state_dir: str | os.PathLike[str], store_dir: str | os.PathLike[str],
+             warn_percent: int) -> dict[str, Any]:
+    """What the router's state takes and how full the filesystems holding `state_dir` and
+    the Nix store are (`store_dir`, once when both are on one); `warnings` from
+    `warn_percent` used on."""
+    out: dict[str, Any] = {"state_dir": {"path": str(state_dir), "bytes": tree_bytes(state_dir)},
+                           "warn_percent": warn_percent, "filesystems": [], "warnings": []}
+    seen: dict[int, dict[str, Any]] = {}
+    for role, path in (("state_dir", state_dir), ("nix_store", store_dir)):
+        try:
+            dev = os.stat(path).st_dev
+            st = os.statvfs(path)
+        except OSError as e:
+            out["warnings"].append(f"cannot check the disk under {path}: {e.strerror}")
+            continue
+        if dev in seen:
+            seen[dev]["holds"].append(role)
+            continue
+        total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+        used = total - st.f_bfree * st.f_frsize
+        pct = round(100.0 * used / (used + free), 1) if used + free else 0.0
+        fs = {"path": str(path), "holds": [role], "total_bytes": total, "used_bytes": used,
+              "free_bytes": free, "used_percent": pct}
+        seen[dev] = fs
+        out["filesystems"].append(fs)
+    for fs in out["filesystems"]:
+        if fs["used_percent"] >= warn_percent:
+            out["warnings"].append(
+                f"DISK {fs['used_percent']:.0f}% USED (warning from {warn_percent}%) on the "
+                f"filesystem of {' and '.join(fs['holds'])} ({fs['path']}): {_size(fs['free_bytes'])} "
+                "free. Run nixie gc, lower builder.keep_generations or free space.")
+    return out
+
+
+def disk_line(use: dict[str, Any]) -> str:
+    """`disk_use` in one line: what the state takes, how full each filesystem is."""
+    parts = [f"state {_size(use['state_dir']['bytes'])}"]
+    for fs in use["filesystems"]:
+        parts.append(f"{'+'.join(fs['holds'])} on {fs['path']}: {fs['used_percent']:.0f}% used, "
+                     f"{_size(fs['free_bytes'])} free")
+    return "disk: " + "; ".join(parts)
+
+
 def with_storage(health: dict[str, Any], state_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """`health` (the supervisor's report) with the disk under `state_dir` and the DHCP lease
     store's commit trouble: not ok, with `warnings`, when either is in trouble."""
@@ -74,6 +129,11 @@ def with_storage(health: dict[str, Any], state_dir: str | os.PathLike[str]) -> d
     out["storage"] = disk
     if not disk["ok"]:
         warnings.append(disk["warning"])
+    # the gc service's disk use (appliance.nix.gc), with its threshold's warnings
+    use = ((health.get("services") or {}).get("gc") or {}).get("stats", {}).get("disk")
+    if use:
+        out["disk"] = use
+        warnings.extend(use.get("warnings") or [])
     dhcp = ((health.get("services") or {}).get("dhcp") or {}).get("stats") or {}
     trouble = dhcp.get("disk_trouble")
     if trouble:

@@ -24,7 +24,7 @@ from appliance.nix.netboot import read_artifact, split_zstd_frames
 from appliance.state.db import Store
 from lab import flake as labflake
 from netservices.backend import HostRecord
-from tests.nixlab import lab_config
+from tests.nixlab import build_worker, lab_config
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +33,7 @@ def lab(tmp_path_factory):
     # a release text no earlier run used, so the toplevels really get built
     flake_dir = labflake.materialise(tmp / "flake", release=f"module-test {uuid.uuid4()}")
     cfg_path, cfg = lab_config(tmp, keep_generations=3)
-    store = Store(cfg.db_path)
-    worker = BuildWorker(cfg, store)
-    worker.log_dir.mkdir(parents=True, exist_ok=True)
-    worker.root_dir.mkdir(parents=True, exist_ok=True)
+    store, worker = build_worker(cfg)
     ba = StoreBootArtifacts(cfg, store)
     try:
         yield {"dir": flake_dir, "cfg": cfg, "cfg_path": cfg_path, "store": store,

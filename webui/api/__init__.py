@@ -10,6 +10,7 @@ X-CSRFToken on unsafe methods) or `Authorization: Bearer <API token>`.
 """
 
 from . import (
+    backup,
     builds,
     cache,
     events,
@@ -30,6 +31,6 @@ from .registry import ROUTES, Operation, bp
 
 RESOURCES = (status, hosts, power, flakes, builds, leases, network, events, settings, tokens,
              machines, cache)
-RESOURCES += (vpn, users)
+RESOURCES += (vpn, users, backup)
 
 __all__ = ["ROUTES", "RESOURCES", "Operation", "bp", "openapi_document"]

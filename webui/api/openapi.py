@@ -22,10 +22,10 @@ def operation(r: Operation) -> dict[str, Any]:
     op: dict[str, Any] = {"operationId": r.operation_id, "summary": r.summary, "tags": [r.tag],
                           "parameters": r.params}
     if r.body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": r.body}}}
+        op["requestBody"] = {"required": True, "content": {r.body_media: {"schema": r.body}}}
     ok: dict[str, Any] = {"description": "success"}
     if r.response is not None and r.status != 204:
-        ok["content"] = {"application/json": {"schema": r.response}}
+        ok["content"] = {r.response_media: {"schema": r.response}}
     if r.headers:
         ok["headers"] = r.headers
     op["responses"] = {str(r.status): ok, "401": ERROR, **{str(code): ERROR for code in r.errors}}

@@ -28,6 +28,8 @@ class Operation:
     status: int = 200
     errors: tuple[int, ...] = ()
     headers: dict[str, Any] = field(default_factory=dict)  # of the success answer
+    body_media: str = "application/json"
+    response_media: str = "application/json"
 
 
 ROUTES: list[Operation] = []
@@ -35,7 +37,9 @@ ROUTES: list[Operation] = []
 
 def route(path: str, method: str, summary: str, *, tag: str, params: list | None = None,
           body: dict | None = None, response: dict | None = None, status: int = 200,
-          errors: tuple[int, ...] = (), headers: dict | None = None) -> Callable:
+          errors: tuple[int, ...] = (), headers: dict | None = None,
+          body_media: str = "application/json", response_media: str = "application/json"
+          ) -> Callable:
     """Register a Flask route and its OpenAPI operation."""
 
     def deco(fn: Callable) -> Callable:
@@ -43,7 +47,8 @@ def route(path: str, method: str, summary: str, *, tag: str, params: list | None
         ROUTES.append(Operation(path=path, method=method.lower(), summary=summary, tag=tag,
                                 operation_id=fn.__name__, params=params or [], body=body,
                                 response=response, status=status, errors=errors,
-                                headers=headers or {}))
+                                headers=headers or {}, body_media=body_media,
+                                response_media=response_media))
         return fn
 
     return deco

@@ -2,6 +2,7 @@
 
 from .account import bp as account_bp
 from .auth import bp as auth_bp
+from .backup import bp as backup_bp
 from .builds import bp as builds_bp
 from .dashboard import bp as dashboard_bp
 from .events import bp as events_bp
@@ -18,4 +19,4 @@ from .vpn import bp as vpn_bp
 
 ALL_BLUEPRINTS = [setup_bp, auth_bp, dashboard_bp, hosts_bp, flakes_bp, builds_bp, leases_bp,
                   network_bp, settings_bp, events_bp, tokens_bp, machines_bp]
-ALL_BLUEPRINTS += [vpn_bp, users_bp, account_bp]
+ALL_BLUEPRINTS += [vpn_bp, users_bp, account_bp, backup_bp]

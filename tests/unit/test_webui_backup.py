@@ -1,0 +1,163 @@
+"""The Backup page and /api/v1/backup, /api/v1/gc: admin only, CSRF on every form, the
+archive a download gives restores to the same rows, a bad upload is refused on its field
+with nothing staged, a good one is staged for serve; a huge upload is refused by the real
+server before it is read."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from appliance.domain import apitokens, settings, users
+from appliance.nix import gc
+from appliance.state import backup
+from appliance.state.db import Store
+from tests.unit.test_api_settings import settings_form
+from tests.unit.test_web_hardening import BIG, Running, _headers, _oversized_post
+from tests.webapp import csrf_of, logged_in_client, make_app, post_form
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def web(tmp_path):
+    return make_app(tmp_path / "state")
+
+
+def test_pages_and_api_need_a_login(web):
+    app, _store, _cfg = web
+    c = app.test_client()
+    logged_in_client(app)  # setup done: the guard now asks for a login
+    r = c.get("/backup/")
+    assert r.status_code == 302 and "/login" in r.headers["Location"]
+    for method, path in (("get", "/api/v1/backup"), ("get", "/api/v1/gc")):
+        assert getattr(c, method)(path).status_code == 401, path
+    for path in ("/api/v1/backup/restore", "/api/v1/gc"):  # no session: the CSRF check refuses
+        assert c.post(path, data=b"x").status_code in (400, 401), path
+    r = c.post("/backup/download")
+    assert r.status_code in (302, 400) and not r.data.startswith(b"\x1f\x8b")
+
+
+def test_every_form_needs_its_csrf_token(web):
+    app, store, cfg = web
+    c = logged_in_client(app)
+    for path in ("/backup/download", "/backup/gc"):
+        r = c.post(path, data={})
+        assert r.status_code == 400, path
+    r = c.post("/backup/restore", data={"file": (io.BytesIO(b"x"), "b.tar.gz")},
+               content_type="multipart/form-data")
+    assert r.status_code == 400
+    assert not gc.is_requested(store.conn())
+    assert not backup.pending_path(cfg.state_dir).exists()
+
+
+def test_download_restores_to_the_same_rows(web, tmp_path):
+    app, store, cfg = web
+    c = logged_in_client(app)
+    r = post_form(c, "/backup/download", {}, page="/backup/")
+    assert r.status_code == 200 and r.data[:2] == b"\x1f\x8b"
+    assert "attachment" in r.headers["Content-Disposition"]
+    assert r.headers["Content-Type"] == "application/gzip"
+    res = backup.restore(io.BytesIO(r.data), tmp_path / "copy")
+    assert res.files >= 1 and res.schema_version > 0
+    copy = Store(tmp_path / "copy" / "nixie.db").conn()
+    assert [u["username"] for u in copy.execute("SELECT username FROM users")] == ["admin"]
+    assert copy.execute("SELECT kind FROM events WHERE kind = 'backup.made'").fetchone() is None
+    assert store.conn().execute("SELECT count(*) FROM events WHERE kind = 'backup.made'").fetchone()[0] == 1
+
+
+def test_bad_upload_shows_the_error_on_its_field_and_stages_nothing(web):
+    app, _store, cfg = web
+    c = logged_in_client(app)
+    token = csrf_of(c.get("/backup/").data)
+    r = c.post("/backup/restore", data={"csrf_token": token,
+                                        "file": (io.BytesIO(b"\x1f\x8bjunk" * 999), "b.tar.gz")},
+               content_type="multipart/form-data")
+    assert r.status_code == 400
+    assert b"not a router backup" in r.data and b"nothing was restored" in r.data
+    assert not backup.pending_path(cfg.state_dir).exists()
+    assert not list(Path(cfg.state_dir).glob(".nixie-restore-*"))
+
+
+def test_good_upload_is_staged_and_larger_than_any_other_form(web, tmp_path):
+    app, _store, cfg = web
+    c = logged_in_client(app)
+    archive = io.BytesIO()
+    backup.backup(cfg.state_dir, archive)
+    # padded past the app's 8 MiB form limit with a member nobody needs: still accepted
+    data = archive.getvalue()
+    big = tmp_path / "big.tar.gz"
+    with tarfile.open(fileobj=io.BytesIO(data)) as src, tarfile.open(big, "w") as dst:
+        members = src.getmembers()
+        for m in members[:-1]:
+            dst.addfile(m, src.extractfile(m) if m.isreg() else None)
+        pad = tarfile.TarInfo("logs/pad")
+        pad.size = 9 << 20
+        dst.addfile(pad, io.BytesIO(b"\0" * pad.size))
+        manifest = json.loads(src.extractfile(members[-1]).read())
+        manifest["files"]["logs/pad"] = {"size": pad.size, "mode": 0o600,
+                                         "sha256": hashlib.sha256(b"\0" * pad.size).hexdigest()}
+        raw = json.dumps(manifest).encode()
+        info = tarfile.TarInfo(backup.MANIFEST)
+        info.size = len(raw)
+        dst.addfile(info, io.BytesIO(raw))
+    token = csrf_of(c.get("/backup/").data)
+    r = c.post("/backup/restore", data={"csrf_token": token, "file": (big.open("rb"), "big.tar")},
+               content_type="multipart/form-data")
+    assert r.status_code == 302, r.data[:500]
+    assert backup.pending_path(cfg.state_dir).exists()
+    page = c.get("/backup/").data
+    assert b"staged" in page
+
+
+def test_api_backup_restore_and_gc_with_a_token(web):
+    app, store, cfg = web
+    logged_in_client(app)
+    uid = store.conn().execute("SELECT id FROM users").fetchone()[0]
+    _tok, secret = apitokens.create_token(store.conn(), uid, "ci")
+    auth = {"Authorization": f"Bearer {secret}"}
+    c = app.test_client()
+    r = c.get("/api/v1/backup", headers=auth)
+    assert r.status_code == 200 and r.data[:2] == b"\x1f\x8b"
+    bad = c.post("/api/v1/backup/restore", headers=auth, data=b"junk" * 100,
+                 content_type="application/gzip")
+    assert bad.status_code == 400 and bad.json["field"] == "file"
+    assert not backup.pending_path(cfg.state_dir).exists()
+    ok = c.post("/api/v1/backup/restore", headers=auth, data=r.data, content_type="application/gzip")
+    assert ok.status_code == 202 and ok.json["schema_version"] > 0
+    assert backup.pending_path(cfg.state_dir).exists()
+    g = c.post("/api/v1/gc", headers=auth)
+    assert g.status_code == 202 and g.json["requested"] is True
+    assert g.json["disk"]["filesystems"] and g.json["disk"]["state_dir"]["bytes"] > 0
+    assert gc.is_requested(store.conn())
+    doc = c.get("/api/v1/openapi.json", headers=auth).json
+    assert "application/gzip" in doc["paths"]["/api/v1/backup/restore"]["post"]["requestBody"]["content"]
+    assert users.count_users(store.conn()) == 1
+
+
+def test_a_huge_upload_is_refused_before_it_is_read(tmp_path):
+    with Running(tmp_path, max_restore_bytes=4 << 20) as run:
+        for path in ("/backup/restore", "/api/v1/backup/restore"):
+            answer, sent = _oversized_post(run.port, path, BIG, tls=True)
+            assert _headers(answer)[0] == 413, path
+            assert sent < BIG // 2
+
+
+def test_retention_and_gc_settings_are_on_the_settings_page(web):
+    app, store, cfg = web
+    c = logged_in_client(app)
+    form = settings_form(c)
+    assert form["retention_event_days"] == "90" and form["gc_disk_warn_percent"] == "90"
+    bad = {**form, "retention_event_days": "0"}
+    r = post_form(c, "/settings/", bad)
+    assert r.status_code == 400 and b"retention_event_days" in r.data
+    r = post_form(c, "/settings/", {**form, "retention_event_days": "30", "gc_interval_seconds": "0",
+                                    "gc_disk_warn_percent": "75"})
+    assert r.status_code in (200, 302), r.data[:500]
+    eff = settings.effective_config(cfg, store.conn())
+    assert (eff.retention.event_days, eff.gc.interval_seconds, eff.gc.disk_warn_percent) == (30, 0, 75)
