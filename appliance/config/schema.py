@@ -80,6 +80,19 @@ def check_str_list(key: str, v: Any) -> list[str]:
     return list(v)
 
 
+def check_net_list(key: str, v: Any) -> list[str]:
+    """A list of IPv4/IPv6 networks (CIDR), normalised."""
+    if not isinstance(v, list):
+        raise ConfigError(key, f"expected a list of networks like 10.1.0.0/24, got {json.dumps(v)}")
+    out = []
+    for x in v:
+        try:
+            out.append(str(ipaddress.ip_network(x, strict=False)))
+        except (TypeError, ValueError):
+            raise ConfigError(key, f"{x!r} is not a network like 10.1.0.0/24") from None
+    return out
+
+
 def check_ipv4(key: str, v: Any) -> str:
     if not isinstance(v, str):
         raise ConfigError(key, f"expected an IPv4 address string, got {json.dumps(v)}")
@@ -336,6 +349,9 @@ SCHEMA = Section(
                 "cmdline": Key(check_opt_str, None, "Extra kernel parameters for every netbooted host."),
                 "token_seconds": Key(int_range(60, 30 * 86400), 3600, "How long a per-boot agent token stays valid unused after its boot script is fetched, and after each `installing` report of an install."),
                 "token_used_seconds": Key(int_range(10, 86400), 120, "How long a per-boot agent token stays valid after the report that ends its boot (booted, installed or failed): time for the agent's retries only."),
+                "remote": Key(check_bool, False, "Open the HTTP boot port on the WAN and VPN interfaces too (the firewall), for machines beyond the LAN that boot from downloaded media; they must present a media token there. false: only the LAN reaches it."),
+                "media_url": Key(check_opt_str, None, "Base URL baked into boot media for machines beyond the LAN (a WAN-side or port-forwarded address of the HTTP boot listener); null offers only the LAN and VPN addresses."),
+                "trusted_networks": Key(check_net_list, [], "Networks besides the LAN whose clients may fetch boot scripts without a media token (segments behind a DHCP relay); everywhere else a script needs a media token."),
             },
             "HTTP boot.",
         ),
