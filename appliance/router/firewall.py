@@ -56,6 +56,7 @@ class FirewallSpec:
     boot_udp: tuple[int, ...] = (67, 4011, 69)
     dns_port: int | None = 53
     vpn_to_lan: bool = True
+    boot_remote: bool = False  # boot.remote: HTTP boot also from the WAN and VPN (media tokens)
 
     @classmethod
     def from_config(cls, cfg, *, ssh_port: int | None = None) -> FirewallSpec:
@@ -75,6 +76,7 @@ class FirewallSpec:
             boot_udp=tuple(sorted({67, 4011, *(_port(x) for x in cfg.tftp.listen)}))
             if cfg.dhcp.mode != "off" else tuple(sorted({_port(x) for x in cfg.tftp.listen})),
             dns_port=dns_ports[0] if dns_ports else None,
+            boot_remote=cfg.boot.remote,
         )
 
 
@@ -114,6 +116,10 @@ def render(spec: FirewallSpec) -> str:
         inp.append(f"iifname {lan} udp dport {_set(spec.boot_udp)} accept comment \"DHCP, proxyDHCP, TFTP\"")
     if spec.boot_tcp:
         inp.append(f"iifname {lan} tcp dport {_set(spec.boot_tcp)} accept comment \"HTTP boot\"")
+        outside = [_ifname(i) for i in (spec.vpn_if, spec.wan_if) if i]
+        if spec.boot_remote and outside:
+            inp.append(f"iifname {_set(outside)} tcp dport {_set(spec.boot_tcp)} accept "
+                       "comment \"HTTP boot beyond the LAN (media tokens)\"")
     if spec.dns_port:
         inp.append(f"iifname {inside} meta l4proto {{ tcp, udp }} th dport {spec.dns_port} accept comment \"DNS\"")
     if wan:
