@@ -21,6 +21,7 @@ from appliance.cli import (
     flakes,
     hosts,
     leases,
+    media,
     network,
     power,
     serve,
@@ -33,7 +34,7 @@ from appliance.errors import ConfigError, NixieError, NotFound
 
 # in the order `nixie --help` lists them
 GROUPS = (serve, config, flakes, hosts, leases, builds, power, status, admin, network, vpn,
-          cache)
+          cache, media)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -107,3 +107,9 @@ def check_token(conn: sqlite3.Connection, token: str, ip: str | None = None
     conn.execute("UPDATE media_tokens SET last_used = ?, last_ip = ?, uses = uses + 1 "
                  "WHERE id = ?", (now(), ip, row["id"]))
     return dict(row)
+
+
+def delete_token(conn: sqlite3.Connection, token_id: int) -> None:
+    """Forget a token whose media was never made (its build failed)."""
+    with transaction(conn):
+        conn.execute("DELETE FROM media_tokens WHERE id = ?", (token_id,))

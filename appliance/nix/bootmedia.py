@@ -18,12 +18,16 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import sqlite3
 import struct
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
+from appliance.domain import media
 from appliance.errors import InvalidInput
 
 FORMATS = ("iso", "usb", "efi")
@@ -228,3 +232,41 @@ def _iso(work: Path, efi: Path, script: str, out: Path, tools: Tools) -> None:
           "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table",
           "-eltorito-alt-boot", "-e", "efiboot.img", "-no-emul-boot",
           "-isohybrid-gpt-basdat", str(tree)])
+
+
+def media_urls(cfg) -> dict[str, str]:
+    """The boot URLs media can carry: `lan` (boot_base_url), `vpn` (the router's tunnel
+    address, when the VPN is on), `public` (boot.media_url, when set)."""
+    urls = {"lan": cfg.boot_base_url}
+    port = urlsplit(cfg.boot_base_url).port or 8081
+    if cfg.vpn.enable:
+        urls["vpn"] = f"http://{ipaddress.IPv4Interface(cfg.vpn.address).ip}:{port}"
+    if cfg.boot.media_url:
+        urls["public"] = cfg.boot.media_url.rstrip("/")
+    return urls
+
+
+def create_media(conn: sqlite3.Connection, cfg, *, host: str | None, fmt: str, out: str | Path,
+                 url: str = "lan", static: Static | None = None, label: str = ""
+                 ) -> dict[str, Any]:
+    """A new media token and the media file carrying it, written to `out`: what the UI, the
+    API and `nixie media` all call. A failed build leaves no token behind."""
+    urls = media_urls(cfg)
+    if url not in urls:
+        raise InvalidInput(f"boot URL must be one of {', '.join(urls)} (vpn needs vpn.enable, "
+                           "public needs boot.media_url)", field="url")
+    if fmt not in FORMATS:
+        raise InvalidInput(f"format must be one of {', '.join(FORMATS)}", field="format")
+    row, token = media.create_token(conn, host=host, base_url=urls[url], fmt=fmt, label=label)
+    try:
+        build(fmt, row["base_url"], token, out, static=static,
+              tools=Tools(ipxe_dir=cfg.tftp.ipxe_dir))
+    except BaseException:
+        media.delete_token(conn, row["id"])
+        raise
+    return row
+
+
+def filename(row: dict[str, Any]) -> str:
+    ext = {"iso": "iso", "usb": "img", "efi": "efi"}[row["format"]]
+    return f"nixie-{row['host'] or 'generic'}-{row['id']}.{ext}"

@@ -5,6 +5,7 @@ host-specific."""
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 
 import pytest
@@ -159,3 +160,37 @@ def test_static_address_media(tmp_path):
     for bad in (("192.0.2.10",), ("192.0.2.10/24", "nope"), ("x/24",)):
         with pytest.raises(InvalidInput):
             bootmedia.Static.parse(*bad)
+
+
+def test_cli_writes_lists_and_revokes(config_file, tmp_path):
+    from tests.conftest import run_nixie
+
+    r = run_nixie("host", "add", "far1", "--mac", MAC, "--flake", "github:me/infra",
+                  config=config_file)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "far1.img"
+    r = run_nixie("media", "far1", "--format", "usb", "-o", str(out), "--json", config=config_file)
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)
+    assert row["host"] == "far1" and row["base_url"] == "http://127.0.0.1:8081"
+    efi = subprocess.run(["mtype", "-i", f"{out}@@1M", "::/EFI/BOOT/BOOTX64.EFI"],
+                         check=True, capture_output=True).stdout
+    assert b"(http,127.0.0.1:8081)/boot/m/" in efi
+    r = run_nixie("media", "--generic", "--format", "iso", "-o", str(tmp_path / "g.iso"),
+                  "--address", "192.0.2.10/24", "--gateway", "192.0.2.1", config=config_file)
+    assert r.returncode == 0, r.stderr
+    script = _extract_iso(tmp_path / "g.iso", "nixie.ipxe", tmp_path).decode()
+    assert "set net0/ip 192.0.2.10" in script
+    # errors name what is wrong, and write nothing
+    r = run_nixie("media", "far1", "--format", "iso", "-o", str(tmp_path / "x.iso"), "--url", "vpn",
+                  config=config_file)
+    assert r.returncode != 0 and "vpn" in r.stderr and not (tmp_path / "x.iso").exists()
+    r = run_nixie("media", "nobody", "-o", str(tmp_path / "y.iso"), config=config_file)
+    assert r.returncode != 0 and "nobody" in r.stderr
+    r = run_nixie("media", "--list", "--json", config=config_file)
+    rows = json.loads(r.stdout)
+    assert [(t["host"], t["format"]) for t in rows] == [(None, "iso"), ("far1", "usb")]
+    r = run_nixie("media", "--revoke", str(row["id"]), config=config_file)
+    assert r.returncode == 0, r.stderr
+    r = run_nixie("media", "--list", "far1", "--json", config=config_file)
+    assert json.loads(r.stdout)[0]["revoked_at"] is not None
