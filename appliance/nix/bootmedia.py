@@ -270,3 +270,9 @@ def create_media(conn: sqlite3.Connection, cfg, *, host: str | None, fmt: str, o
 def filename(row: dict[str, Any]) -> str:
     ext = {"iso": "iso", "usb": "img", "efi": "efi"}[row["format"]]
     return f"nixie-{row['host'] or 'generic'}-{row['id']}.{ext}"
+
+
+def shell_one_liner(cfg) -> str:
+    """What to type at an iPXE shell (Ctrl-B) on the LAN: the router's script for the
+    MAC iPXE sees (an unknown MAC lands under Machines waiting)."""
+    return f"dhcp && chain {cfg.boot_base_url}/boot/${{mac}}.ipxe"

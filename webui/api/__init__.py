@@ -17,6 +17,7 @@ from . import (
     hosts,
     leases,
     machines,
+    media,
     network,
     power,
     settings,
@@ -30,6 +31,6 @@ from .registry import ROUTES, Operation, bp
 
 RESOURCES = (status, hosts, power, flakes, builds, leases, network, events, settings, tokens,
              machines, cache)
-RESOURCES += (vpn, users)
+RESOURCES += (vpn, users, media)
 
 __all__ = ["ROUTES", "RESOURCES", "Operation", "bp", "openapi_document"]
