@@ -64,6 +64,17 @@ class Static:
         return cls(str(iface), gw, ns)
 
 
+    def lines(self, address: str, gateway: str, dns: str) -> list[str]:
+        """The boot loader's commands for this address, from its templates."""
+        iface = ipaddress.IPv4Interface(self.address)
+        out = address.format(ip=iface.ip, mask=iface.netmask, net=iface.network).split("\n")
+        if self.gateway:
+            out.append(gateway.format(gw=self.gateway))
+        if self.dns:
+            out.append(dns.format(dns=self.dns))
+        return out
+
+
 @dataclass(frozen=True)
 class Tools:
     """Where the packaged binaries are (the NixOS module points these at nixpkgs')."""
@@ -88,15 +99,9 @@ def script_url(base_url: str, token: str, kind: str) -> str:
 
 def ipxe_script(base_url: str, token: str, static: Static | None = None) -> str:
     """The iPXE script on BIOS media: network up, then chain; retry on failure."""
-    if static:
-        iface = ipaddress.IPv4Interface(static.address)
-        net = ["ifopen net0", f"set net0/ip {iface.ip}", f"set net0/netmask {iface.netmask}"]
-        if static.gateway:
-            net.append(f"set net0/gateway {static.gateway}")
-        if static.dns:
-            net.append(f"set dns {static.dns}")
-    else:
-        net = ["dhcp || goto failed"]
+    net = static.lines("ifopen net0\nset net0/ip {ip}\nset net0/netmask {mask}",
+                       "set net0/gateway {gw}", "set dns {dns}") if static \
+        else ["dhcp || goto failed"]
     return "\n".join([
         "#!ipxe",
         "echo Nixie boot media",
@@ -117,16 +122,9 @@ def grub_script(base_url: str, token: str, static: Static | None = None) -> str:
     path = "/" + base_url.split("://", 1)[1].split("/", 1)[1] if base_url.count("/") > 2 else ""
     if not base_url.startswith("http://"):
         raise InvalidInput("UEFI media boot over http:// (GRUB has no TLS)", field="base_url")
-    if static:
-        iface = ipaddress.IPv4Interface(static.address)
-        net = ["net_add_addr nixie efinet0 " + str(iface.ip),
-               f"net_add_route nixie_lan {iface.network} nixie"]
-        if static.gateway:
-            net.append(f"net_add_route nixie_default 0.0.0.0/0 gw:{static.gateway}")
-        if static.dns:
-            net.append(f"net_add_dns {static.dns}")
-    else:
-        net = ["net_bootp"]
+    net = static.lines("net_add_addr nixie efinet0 {ip}\nnet_add_route nixie_lan {net} nixie",
+                       "net_add_route nixie_default 0.0.0.0/0 gw {gw}", "net_add_dns {dns}") \
+        if static else ["net_bootp"]
     url = script_url(base_url, token, "grub").split("/boot/m/", 1)[1]
     return "\n".join([
         "set timeout=0",

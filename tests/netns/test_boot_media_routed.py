@@ -20,23 +20,12 @@ import re
 import subprocess
 import time
 
-import pytest
-
 from lab.netns import serving
 from tests.conftest import run_nixie, wait_for
-from tests.netns.routerlab import RouterLab
+from tests.netns.test_firewall_netns import lab  # noqa: F401 - the router lab fixture
 
 MAC = "52:54:00:4e:58:71"
 BASE = "http://10.77.0.1:8081"
-
-
-@pytest.fixture
-def lab():
-    lab = RouterLab()
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def curl(ns, url: str, timeout: float = 3) -> tuple[int | None, str]:
@@ -48,7 +37,7 @@ def curl(ns, url: str, timeout: float = 3) -> tuple[int | None, str]:
     return int(code), body
 
 
-def test_generic_media_boots_across_the_router_with_a_token_only(lab, tmp_path):
+def test_generic_media_boots_across_the_router_with_a_token_only(lab, tmp_path):  # noqa: F811
     from appliance.config.schema import example_config
 
     cfg = example_config(state_dir=str(tmp_path / "state"), interface="lan0")

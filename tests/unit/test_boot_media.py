@@ -156,7 +156,7 @@ def test_static_address_media(tmp_path):
     assert "set net0/netmask 255.255.255.0" in text and "set net0/gateway 192.0.2.1" in text
     grub = bootmedia.grub_script(URL, TOKEN, st)
     assert "net_bootp" not in grub and "net_add_addr nixie efinet0 192.0.2.10" in grub
-    assert "gw:192.0.2.1" in grub
+    assert "net_add_route nixie_default 0.0.0.0/0 gw 192.0.2.1" in grub
     for bad in (("192.0.2.10",), ("192.0.2.10/24", "nope"), ("x/24",)):
         with pytest.raises(InvalidInput):
             bootmedia.Static.parse(*bad)
