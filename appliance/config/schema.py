@@ -87,6 +87,8 @@ def check_net_list(key: str, v: Any) -> list[str]:
     out = []
     for x in v:
         try:
+            if not isinstance(x, str):
+                raise TypeError
             out.append(str(ipaddress.ip_network(x, strict=False)))
         except (TypeError, ValueError):
             raise ConfigError(key, f"{x!r} is not a network like 10.1.0.0/24") from None
