@@ -41,7 +41,7 @@ log = logging.getLogger("nixie.settings")
 EDITABLE = (
     "lan.interface", "wan.interface",
     "dhcp.mode", "dhcp.range", "dhcp.lease_seconds", "dhcp.unknown_clients",
-    "boot.menu", "boot.menu_timeout_seconds", "boot.cmdline",
+    "boot.menu", "boot.menu_timeout_seconds", "boot.cmdline", "boot.remote", "boot.media_url",
     "builder.kind", "builder.uri", "builder.ssh_key", "builder.max_jobs",
     "builder.substituters", "builder.trusted_public_keys",
 )

@@ -67,7 +67,7 @@ def test_generic_media_boots_across_the_router_with_a_token_only(lab, tmp_path):
         # the firewall keeps the boot port closed beyond the LAN until boot.remote
         assert curl(remote, url, timeout=2)[0] is None
         assert curl(lab.client, f"{BASE}/boot/{MAC}.ipxe")[0] == 200  # the LAN: no token
-        assert run_nixie("config", "set", "boot.remote", "true", config=path).returncode == 0
+        assert run_nixie("config", "set", "boot.remote=true", config=path).returncode == 0
         assert wait_for(lambda: curl(remote, url, timeout=1)[0] is not None, timeout=20), \
             (tmp_path / "serve.log").read_text()[-2000:]
 
@@ -96,5 +96,5 @@ def test_generic_media_boots_across_the_router_with_a_token_only(lab, tmp_path):
         events = json.loads(run_nixie("events", "--json", "--limit", "200", config=path).stdout)
         assert any(e["kind"] == "boot.media_refused" and e["ip"] == "192.0.2.10" for e in events)
         # boot.remote off again: closed again
-        assert run_nixie("config", "set", "boot.remote", "false", config=path).returncode == 0
+        assert run_nixie("config", "set", "boot.remote=false", config=path).returncode == 0
         assert wait_for(lambda: curl(remote, url, timeout=1)[0] is None, timeout=20)
