@@ -119,7 +119,9 @@ class BootApp:
                                    [("Allow", "GET, HEAD")])
             if len(parts) == 3 and parts[:2] == ["boot", "m"] and parts[2].endswith((".ipxe", ".grub")):
                 return self.media_script(environ, start_response, parts[2][:-5], parts[2][-4:])
-            if parts and parts[0] in ("boot", "dispatch") and not self._local(environ):
+            script = parts[:1] == ["dispatch"] or (parts[:1] == ["boot"]
+                                                    and parts[-1].endswith(".ipxe"))
+            if script and not self._local(environ):
                 return self._plain(start_response, 403,
                                    "beyond the LAN, boot through media with a token (/boot/m/)\n")
             if len(parts) == 2 and parts[0] == "boot" and parts[1].endswith(".ipxe"):

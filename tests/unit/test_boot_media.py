@@ -64,6 +64,9 @@ def test_endpoint_takes_token_refuses_revoked_and_requires_it_beyond_lan(tmp_pat
     # beyond the LAN: the plain MAC script is refused, the media token works
     assert get(f"/boot/{MAC}.ipxe", "192.168.77.5")[0] == 403
     assert get("/dispatch/configuration/x", "192.168.77.5")[0] == 403
+    assert get(f"/boot/{'a' * 32}-x/netboot.ipxe", "192.168.77.5")[0] == 403
+    # kernels and initrds (named by store hash) are not behind the token: 404 here, not 403
+    assert get(f"/boot/{'a' * 32}-x/kernel", "192.168.77.5")[0] == 404
     status, text = get(f"/boot/m/{token}.ipxe", "192.168.77.5")
     assert status == 200 and "far1: no system built yet" in text
     # the script retries through the media's own URL (the public one), token included
