@@ -101,7 +101,8 @@ class OtherDhcpServer:
     (routed boot): `bridge_name`, `address` and the `gateway` (option 3) it hands out."""
 
     def __init__(self, lan: Netns, tmp: Path, pool: tuple[str, str], *, bridge_name: str = "br-lan",
-                 address: str = "10.77.0.2/24", gateway: str | None = None):
+                 address: str = "10.77.0.2/24", gateway: str | None = None,
+                 extra: tuple[str, ...] = ()):
         self.ns = Netns()
         self.leases = tmp / "dnsmasq.leases"
         self.log = tmp / "dnsmasq.log"
@@ -110,7 +111,7 @@ class OtherDhcpServer:
             self.proc = self.ns.popen(
                 "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--interface=d0",
                 "--bind-interfaces", "--no-ping", f"--dhcp-range={pool[0]},{pool[1]},10m",
-                *([f"--dhcp-option=3,{gateway}"] if gateway else []),
+                *([f"--dhcp-option=3,{gateway}"] if gateway else []), *extra,
                 f"--dhcp-leasefile={self.leases}", "--pid-file=", "--user=root", "--group=root",
                 stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
         except BaseException:

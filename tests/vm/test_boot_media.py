@@ -84,8 +84,11 @@ def test_vm_on_a_routed_segment_boots_its_media_with_the_token(appliance):
         veth(ns, "far0", far, "up0")
         ns.run("ip", "addr", "add", "192.0.2.1/24", "dev", "far0")
         enslave(far, "up0", "br-far")
+        # one address per MAC: iPXE and the booted system's DHCP client (which sends its
+        # own client id) must come from the address the agent token was bound to
         with OtherDhcpServer(far, tmp, ("192.0.2.100", "192.0.2.150"), bridge_name="br-far",
-                             address="192.0.2.2/24", gateway="192.0.2.1") as dhcp:
+                             address="192.0.2.2/24", gateway="192.0.2.1",
+                             extra=(f"--dhcp-host={BIOS_MAC},192.0.2.120",)) as dhcp:
             dhcp.ns.run("ip", "route", "add", "default", "via", "192.0.2.1")
             plain = dhcp.ns.run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                                 f"http://10.77.0.1:8081/boot/{BIOS_MAC}.ipxe", check=False)
@@ -102,7 +105,8 @@ def test_vm_on_a_routed_segment_boots_its_media_with_the_token(appliance):
             url = re.search(r"chain --replace (\S+)\?", (tmp / "s.ipxe").read_text()).group(1)
             revoked = dhcp.ns.run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url,
                                   check=False)
-    assert host["state"] == "booted", f"demo is {host['state']}:\n{console[-3000:]}"
-    assert host["ip"].startswith("192.0.2."), host["ip"]  # it phoned home from the far side
+    why = "\n".join(f"{e['kind']} {e['ip']} {e['message']}" for e in host["events"][:30])
+    assert host["state"] == "booted", f"demo is {host['state']}:\n{why}\n{console[-3000:]}"
+    assert host["ip"] == "192.0.2.120", host["ip"]  # it phoned home from the far side
     assert tok["uses"] >= 1 and tok["last_ip"] == host["ip"]
     assert revoked.stdout == "403"
