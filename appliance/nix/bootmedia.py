@@ -84,6 +84,10 @@ class Tools:
     syslinux_modules: str | None = None
 
     def find(self, name: str, dirs: tuple[str, ...]) -> str:
+        """`name` in `dirs`, then in the share/syslinux of the syslinux on PATH (nixpkgs)."""
+        on_path = shutil.which("syslinux") or shutil.which("extlinux")
+        if on_path:
+            dirs = (*dirs, str(Path(on_path).resolve().parent.parent / "share" / "syslinux"))
         for d in dirs:
             p = os.path.join(d, name)
             if os.path.exists(p):
