@@ -51,9 +51,22 @@ def disk_format(path: Path) -> str:
         return "qcow2" if f.read(4) == b"QFI\xfb" else "raw"
 
 
+def media_argv(media: Path) -> list[str]:
+    """Boot media first in the boot order: an `.iso` as a CD-ROM, anything else as a USB
+    stick (xHCI usb-storage), read-only."""
+    if media.suffix == ".iso":
+        return ["-drive", f"file={media},format=raw,if=none,id=m0,media=cdrom,readonly=on",
+                "-device", "ide-cd,drive=m0,bootindex=0"]
+    return ["-device", "qemu-xhci,id=xhci",
+            "-drive", f"file={media},format=raw,if=none,id=m0,readonly=on",
+            "-device", "usb-storage,bus=xhci.0,drive=m0,bootindex=0"]
+
+
 def qemu_argv(*, firmware: str, mac: str, tap: str, serial: Path, workdir: Path,
               memory_mb: int = 768, accel: str = "tcg", netboot: str = "pxe",
-              disk: Path | None = None) -> list[str]:
+              disk: Path | None = None, media: Path | None = None) -> list[str]:
+    """`media`: the machine boots that (`media_argv`) and its NIC has no PXE at all: no
+    option ROM, and on UEFI the firmware's PXE boot options are off."""
     if firmware not in ("bios", "uefi"):
         raise ValueError("firmware must be bios or uefi")
     if netboot not in NETBOOTS or (netboot != "pxe" and firmware != "uefi"):
@@ -65,9 +78,12 @@ def qemu_argv(*, firmware: str, mac: str, tap: str, serial: Path, workdir: Path,
     if disk is not None:  # second in the boot order, after the network
         argv += ["-drive", f"file={disk},format={disk_format(disk)},if=none,id=d0,cache=unsafe",
                  "-device", "virtio-blk-pci,drive=d0,bootindex=2"]
+    if media is not None:
+        argv += media_argv(media)
     if firmware == "bios":
-        argv += ["-device", f"virtio-net-pci,netdev=n0,mac={mac},bootindex=1"]
-        if disk is None:
+        rom = ",romfile=" if media is not None else ""
+        argv += ["-device", f"virtio-net-pci,netdev=n0,mac={mac}{rom},bootindex=1"]
+        if disk is None and media is None:
             argv += ["-boot", "n"]
     else:
         vars_copy = workdir / f"OVMF_VARS-{mac.replace(':', '')}.fd"
@@ -75,7 +91,7 @@ def qemu_argv(*, firmware: str, mac: str, tap: str, serial: Path, workdir: Path,
         argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
                  "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
                  "-device", f"virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1"]
-        if netboot == "http":  # no PXE boot options: HTTPv4 comes first
+        if netboot == "http" or media is not None:  # no PXE boot options
             argv += ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
                      "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]
         elif netboot == "pxe6":  # no PXEv4 boot option: PXEv6 comes first
@@ -100,6 +116,7 @@ class PxeVM:
     memory_mb: int = 768
     netboot: str = "pxe"
     disk: Path | None = None
+    media: Path | None = None  # boot this ISO / USB image, no PXE (`qemu_argv`)
     tap: str = field(default_factory=lambda: unique("t"))
     proc: subprocess.Popen | None = None
 
@@ -115,7 +132,7 @@ class PxeVM:
         self.ns.run("ip", "link", "set", self.tap, "up")
         argv = qemu_argv(firmware=self.firmware, mac=self.mac, tap=self.tap, serial=self.serial,
                          workdir=self.workdir, memory_mb=self.memory_mb, netboot=self.netboot,
-                         disk=self.disk)
+                         disk=self.disk, media=self.media)
         err = open(self.workdir / f"qemu-{self.firmware}-{self.mac.replace(':', '')}.err", "w")
         self.proc = self.ns.popen(*argv, stdout=subprocess.DEVNULL, stderr=err)
         return self

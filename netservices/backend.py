@@ -100,6 +100,23 @@ class BootTarget:
     current: bool = False  # the generation the admin chose (rollback); the boot default
 
 
+@dataclass(frozen=True)
+class MediaGrant:
+    """A live boot-media token: the host it names (None: generic media, the MAC the
+    client presents decides) and the base URL the media was made with (its scripts use it)."""
+
+    host: HostRecord | None
+    base_url: str
+
+
+class MediaTokens(Protocol):
+    """Optional (HTTP boot looks it up with getattr): boot-media tokens."""
+
+    def media_grant(self, token: str, client_ip: str) -> MediaGrant | None:
+        """The grant of a live token (its use counted), or None: unknown or revoked."""
+        ...
+
+
 class Pending(Exception):
     """The artifact or target is being built; the client should retry in `retry_after` s."""
 

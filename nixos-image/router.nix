@@ -185,8 +185,10 @@ in
       restartTriggers = [ configFile ];
       # nix for the build worker, git for flakes, ssh for a remote builder,
       # iproute2/nftables for the network pages and the firewall, wg for the VPN, ipmitool
-      # for BMC power control over IPMI
+      # for BMC power control over IPMI; syslinux, GRUB EFI, xorriso, mtools and dosfstools
+      # build boot media (docs/boot-media.md)
       path = [ config.nix.package pkgs.git pkgs.openssh pkgs.iproute2 pkgs.nftables pkgs.ipmitool ]
+        ++ [ pkgs.syslinux pkgs.grub2_efi pkgs.xorriso pkgs.mtools pkgs.dosfstools ]
         ++ lib.optional vpnOn pkgs.wireguard-tools;
       environment = {
         NIXIE_CONFIG = "/etc/nixie/config.json";

@@ -90,6 +90,9 @@ let
       cmdline = opt optStr null "Extra kernel parameters for every netbooted host.";
       token_seconds = opt (between 60 2592000) 3600 "How long a per-boot agent token stays valid unused after its boot script is fetched, and after each `installing` report of an install.";
       token_used_seconds = opt (between 10 86400) 120 "How long a per-boot agent token stays valid after the report that ends its boot (booted, installed or failed): time for the agent's retries only.";
+      remote = opt types.bool false "Open the HTTP boot port on the WAN and VPN interfaces too (the firewall), for machines beyond the LAN that boot from downloaded media; they must present a media token there. false: only the LAN reaches it.";
+      media_url = opt optStr null "Base URL baked into boot media for machines beyond the LAN (a WAN-side or port-forwarded address of the HTTP boot listener); null offers only the LAN and VPN addresses.";
+      trusted_networks = opt (types.listOf str) [ ] "Networks besides the LAN whose clients may fetch boot scripts without a media token (segments behind a DHCP relay); everywhere else a script needs a media token.";
     };
 
     web = {

@@ -9,7 +9,10 @@ from typing import Any
 
 from flask import Flask, current_app, g, request, url_for
 
+from appliance.nix.bootmedia import shell_one_liner
+
 from .charts import duration
+from .context import config
 
 STATE_BADGE = {
     "unknown": "muted", "booting": "info", "booted": "ok", "installing": "info",
@@ -101,7 +104,8 @@ NAV = [("dashboard.index", "Dashboard", "▦"), ("hosts.index", "Hosts", "▤"),
        ("leases.index", "Leases", "⇄"), ("network.index", "Network", "⌁"),
        ("events.index", "Events", "☰"), ("settings.index", "Settings", "✎"),
        ("tokens.index", "API tokens", "◈")]
-NAV += [("vpn.index", "VPN", "⛨"), ("users.index", "Users", "☺")]
+NAV += [("vpn.index", "VPN", "⛨"), ("users.index", "Users", "☺"),
+        ("media.index", "Boot media", "⊙")]
 NAV += [("backup.index", "Backup", "⛁")]
 
 
@@ -123,6 +127,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["duration"] = duration
     app.jinja_env.globals["page_url"] = page_url
     app.jinja_env.globals["nav_links"] = nav_links
+    app.jinja_env.globals["ipxe_one_liner"] = lambda: shell_one_liner(config())
 
     @app.context_processor
     def inject():

@@ -383,3 +383,19 @@ class UserForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
     password2 = PasswordField("Password again", validators=[
         DataRequired(), EqualTo("password", message="the two passwords differ")])
+
+
+class MediaForm(FlaskForm):
+    """Boot media for a host, or generic media (host empty)."""
+
+    host = SelectField("Host", choices=[], validate_choice=False,
+                       description="generic media: the machine's MAC decides which host it is")
+    format = SelectField("Format", choices=options(
+        ("iso", "ISO (CD or USB, BIOS and UEFI)"), ("usb", "USB disk image (UEFI)"),
+        ("efi", "EFI binary (UEFI shell or boot entry)")))
+    url = SelectField("Boot URL", choices=[], validate_choice=False)
+    address = StringField("Static address", validators=[Optional(), Length(max=43)],
+                          description="CIDR like 192.0.2.10/24; empty: DHCP")
+    gateway = StringField("Gateway", validators=[Optional(), Length(max=15)])
+    dns = StringField("DNS server", validators=[Optional(), Length(max=15)])
+    label = StringField("Label", validators=[Optional(), Length(max=64)])

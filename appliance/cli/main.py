@@ -26,6 +26,7 @@ from appliance.cli import (
     flakes,
     hosts,
     leases,
+    media,
     network,
     power,
     serve,
@@ -39,7 +40,7 @@ from appliance.errors import NixieError
 
 # in the order `nixie --help` lists them
 GROUPS = (serve, config, flakes, hosts, leases, builds, power, status, admin, network, vpn,
-          cache, backup, completion)
+          cache, backup, completion, media)
 
 
 def build_parser() -> Parser:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance.domain import agent, events, hostkeys, hosts, localboot, machines
+from appliance.domain import agent, events, hostkeys, hosts, localboot, machines, media
 from appliance.state.db import Store, now
-from netservices.backend import HostRecord, NameRecord
+from netservices.backend import HostRecord, MediaGrant, NameRecord
 
 
 class SqliteBackend:
@@ -23,6 +23,21 @@ class SqliteBackend:
                           state=h["state"], ip=h["ip"],
                           extra={"flake": h["flake"], "attr": h["attr"],
                                  "current_generation": h["current_generation"]})
+
+    def media_grant(self, token: str, client_ip: str) -> MediaGrant | None:
+        """A live boot-media token's host (None for generic media) and base URL."""
+        conn = self.store.conn()
+        row = media.check_token(conn, token, client_ip)
+        if row is None:
+            return None
+        host = None
+        if row["host_id"] is not None:
+            h = hosts.get_host_by_id(conn, row["host_id"])
+            host = self.host_by_mac(h["macs"][0]) if h and h["macs"] else None
+            if host is None and h:
+                host = HostRecord(name=h["name"], id=h["id"], macs=(), mode=h["mode"],
+                                  state=h["state"], ip=h["ip"])
+        return MediaGrant(host=host, base_url=row["base_url"])
 
     def host_by_ip(self, ip: str) -> HostRecord | None:
         """The host whose MAC holds a current (offered or bound) lease on `ip`."""

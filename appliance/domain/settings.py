@@ -45,7 +45,7 @@ EDITABLE = (
     "dhcp.mode", "dhcp.range", "dhcp.lease_seconds", "dhcp.unknown_clients",
     "lan.address6", "ra.enable", "dhcp6.mode", "dhcp6.range", "dhcp6.preferred_seconds",
     "dhcp6.valid_seconds",
-    "boot.menu", "boot.menu_timeout_seconds", "boot.cmdline",
+    "boot.menu", "boot.menu_timeout_seconds", "boot.cmdline", "boot.remote", "boot.media_url",
     "builder.kind", "builder.uri", "builder.ssh_key", "builder.max_jobs",
     "builder.substituters", "builder.trusted_public_keys",
     "retention.event_days", "retention.event_rows", "gc.interval_seconds", "gc.disk_warn_percent",

@@ -67,6 +67,7 @@ class FirewallSpec:
     vpn_to_lan: bool = True
     lan_net6: str | None = None  # the LAN's IPv6 prefix when the router serves IPv6 there
     dhcp6: bool = False  # DHCPv6 server on the LAN (udp 547)
+    boot_remote: bool = False  # boot.remote: HTTP boot also from the WAN and VPN (media tokens)
 
     @classmethod
     def from_config(cls, cfg, *, ssh_port: int | None = None,
@@ -94,6 +95,7 @@ class FirewallSpec:
             dns_port=dns_ports[0] if dns_ports else None,
             lan_net6=str(ipaddress.IPv6Interface(address6).network) if address6 else None,
             dhcp6=bool(address6) and cfg.dhcp6.mode != "off",
+            boot_remote=cfg.boot.remote,
         )
 
 
@@ -161,6 +163,10 @@ def render(spec: FirewallSpec) -> str:
         inp.append(f"iifname {lan} udp dport {_set(spec.boot_udp)} accept comment \"DHCP, proxyDHCP, TFTP\"")
     if spec.boot_tcp:
         inp.append(f"iifname {lan} tcp dport {_set(spec.boot_tcp)} accept comment \"HTTP boot\"")
+        outside = [_ifname(i) for i in (spec.vpn_if, spec.wan_if) if i]
+        if spec.boot_remote and outside:
+            inp.append(f"iifname {_set(outside)} tcp dport {_set(spec.boot_tcp)} accept "
+                       "comment \"HTTP boot beyond the LAN (media tokens)\"")
     if spec.dns_port:
         inp.append(f"iifname {inside} meta l4proto {{ tcp, udp }} th dport {spec.dns_port} accept comment \"DNS\"")
     if wan:

@@ -103,13 +103,23 @@ def web_app(cfg: Config, store: Store, health):
                                  secret_key=secret_key(cfg)))
 
 
+def boot_local_nets(cfg: Config) -> tuple[str, ...]:
+    """Where boot scripts need no media token: the LAN (IPv4, its IPv6 /64, link-local,
+    unique-local: the generated ULA) and `boot.trusted_networks`. Everywhere else (VPN, WAN, routed) a token is required."""
+    nets = [str(cfg.lan_interface.network), "fe80::/10", "fc00::/7", *cfg.boot.trusted_networks]
+    if cfg.lan.address6:
+        nets.append(str(ipaddress.IPv6Interface(cfg.lan.address6).network))
+    return tuple(nets)
+
+
 def boot_settings(cfg: Config, router6: str | None = None) -> BootSettings:
     """HTTP boot's settings; `router6` the router's LAN IPv6 address when IPv6 runs on
     the LAN (hosts that fetch their script over IPv6 get IPv6 URLs)."""
     return BootSettings(base_url=cfg.boot_base_url, menu=cfg.boot.menu,
                         menu_timeout_seconds=cfg.boot.menu_timeout_seconds,
                         cmdline=cfg.boot.cmdline, unknown_clients=cfg.dhcp.unknown_clients,
-                        base_url6="" if cfg.boot.public_url else boot_url6(cfg, router6))
+                        base_url6="" if cfg.boot.public_url else boot_url6(cfg, router6),
+                        local_nets=boot_local_nets(cfg))
 
 
 def _v6_host(listen: str, router6: str | None) -> str | None:

@@ -335,4 +335,23 @@ CREATE TABLE gc_dropped (
     dropped_at REAL NOT NULL
 );
 """,
+    # issue 20: boot media. A media token is baked into a downloaded ISO/USB/EFI image; the
+    # boot endpoint takes it in place of a known MAC (per host) or next to the MAC (generic).
+    # Only its hash is kept; revoked tokens stay listed.
+    39: """
+CREATE TABLE media_tokens (
+    id INTEGER PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    host_id INTEGER REFERENCES hosts(id) ON DELETE CASCADE,  -- NULL: generic media
+    label TEXT NOT NULL DEFAULT '',
+    base_url TEXT NOT NULL,                                   -- the URL baked into the media
+    format TEXT NOT NULL CHECK (format IN ('iso', 'usb', 'efi', 'script')),
+    created_at REAL NOT NULL,
+    last_used REAL,
+    last_ip TEXT,
+    uses INTEGER NOT NULL DEFAULT 0,
+    revoked_at REAL
+);
+CREATE INDEX media_tokens_host ON media_tokens(host_id);
+""",
 }

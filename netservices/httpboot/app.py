@@ -4,8 +4,10 @@ every route is a few lines over the backend it was given."""
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -16,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
-from ..backend import Artifact, BootTarget, HostRecord, Pending, Segment
+from ..backend import Artifact, BootTarget, HostRecord, MediaGrant, Pending, Segment
 from ..tftp.policy import Refused, resolve_path
 from . import scripts
 from .scripts import BootSettings, UnsafeValue
@@ -167,6 +169,13 @@ class BootApp:
             if method not in ("GET", "HEAD"):
                 return self._plain(start_response, 405, "method not allowed\n",
                                    [("Allow", "GET, HEAD")])
+            if len(parts) == 3 and parts[:2] == ["boot", "m"] and parts[2].endswith((".ipxe", ".grub")):
+                return self.media_script(environ, start_response, parts[2][:-5], parts[2][-4:])
+            script = parts[:1] == ["dispatch"] or (parts[:1] == ["boot"]
+                                                    and parts[-1].endswith(".ipxe"))
+            if script and not self._local(environ):
+                return self._plain(start_response, 403,
+                                   "beyond the LAN, boot through media with a token (/boot/m/)\n")
             if len(parts) == 2 and parts[0] == "boot" and parts[1].endswith(".ipxe"):
                 return self.host_script(environ, start_response, parts[1][:-5])
             if len(parts) == 3 and parts[0] == "boot" and parts[2] in ("kernel", "initrd"):
@@ -232,6 +241,80 @@ class BootApp:
         if any(c in url for c in " \n\r\t$"):
             raise UnsafeValue("URL has characters iPXE would interpret")
         return url
+
+    def _local(self, environ) -> bool:
+        """Whether the client is on the LAN (or a trusted segment): only there may scripts
+        be fetched without a media token. Kernels and initrds are named by their store
+        hash and served to anyone who can reach the listener."""
+        nets = self.settings.local_nets
+        if not nets:
+            return True
+        try:
+            ip = ipaddress.ip_address(environ.get("REMOTE_ADDR") or "")
+        except ValueError:
+            return False
+        if ip.is_loopback:
+            return True
+        if getattr(ip, "ipv4_mapped", None):
+            ip = ip.ipv4_mapped
+        return any(ip in ipaddress.ip_network(n) for n in nets)
+
+    # ------------------------------------------------------------ boot media
+    def media_script(self, environ, start_response, token: str, kind: str):
+        """`/boot/m/<token>.ipxe?mac=<mac>` (iPXE) or `.grub` (the UEFI media's GRUB): the
+        token names the host (per-host media) or the presented MAC does (generic media).
+        A refused token gets 403 whoever asks; the script uses the media's base URL."""
+        ip = environ.get("REMOTE_ADDR") or ""
+        lookup = getattr(self.hosts, "media_grant", None)
+        grant: MediaGrant | None = lookup(token, ip) if lookup else None
+        if grant is None:
+            self._event("boot.media_refused", "boot media token refused", environ)
+            return self._plain(start_response, 403, "boot media token refused\n")
+        q = parse_qs(environ.get("QUERY_STRING", ""))
+        mac = normalize_mac((q.get("mac") or [""])[0])
+        host = grant.host or (self.hosts.host_by_mac(mac) if mac else None)
+        s = dataclasses.replace(self.settings, base_url=grant.base_url)
+        path = f"/boot/m/{token}.{kind}" + (f"?mac={mac.replace(':', '-')}" if mac else "")
+        self_url = s.base_url + path
+        if host is None:
+            self._event("boot.script", f"unknown machine {mac or '(no MAC)'} with media", environ,
+                        mac=mac, data={"script": "unknown"})
+            if kind == "grub":
+                return self._script(environ, start_response, scripts.grub_wait_script(
+                    f"unknown machine {mac}: add it as a host", self._grub_path(s, path), 30))
+            return self._script(environ, start_response, scripts.unknown_menu_script(
+                mac or "-", self_url, s.menu_timeout_seconds))
+        if kind == "grub":
+            text, what, targets = self._render_grub(host, s, self._grub_path(s, path), ip)
+        else:
+            text, what, targets = self._render_host(host, s, self_url, ip)
+        if targets:
+            self.recent.remember(ip, [scripts.store_basename(t.toplevel) for t in targets], host.id)
+        self._event("boot.script", f"{host.name}: {what} (boot media)", environ, host_id=host.id,
+                    mac=mac, data={"script": what, "media": kind,
+                                   "targets": [t.toplevel for t in targets]})
+        return self._script(environ, start_response, text)
+
+    @staticmethod
+    def _grub_path(s: BootSettings, path: str) -> str:
+        dev, prefix = scripts.grub_device(s.base_url)
+        return f"{dev}{prefix}{path.split('?', 1)[0]}"
+
+    def _render_grub(self, host: HostRecord, s: BootSettings, self_path: str, client_ip: str
+                     ) -> tuple[str, str, list[BootTarget]]:
+        """GRUB boots the current generation (no menu, no install mode on this path)."""
+        try:
+            targets = list(self.artifacts.boot_targets(host))
+            if not targets:
+                raise Pending("no system built yet", s.retry_seconds)
+            t = targets[scripts.default_target(targets)]
+            if self.artifacts.artifact(t.toplevel, "initrd") is None:
+                raise Pending("initrd not available yet", s.retry_seconds)
+        except Pending as p:
+            return (scripts.grub_wait_script(f"{host.name}: {p}", self_path, p.retry_after),
+                    "pending", [])
+        token = self.artifacts.issue_boot_token(host, t, client_ip, "netboot")
+        return scripts.grub_script(t, s, title=host.name, token=token), "netboot", [t]
 
     # ------------------------------------------------------------ host scripts
     def host_script(self, environ, start_response, mac_text: str):

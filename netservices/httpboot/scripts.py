@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 
 from ..backend import BootTarget, HostRecord
 
+_HTTP_URL = re.compile(r"http://([A-Za-z0-9.-]+(?::[0-9]{1,5})?|\[[0-9a-fA-F:]+\](?::[0-9]{1,5})?)"
+                       r"(/[A-Za-z0-9._~/-]*)?")
 # a kernel parameter: printable, no whitespace, no iPXE expansion, no quotes
 _PARAM = re.compile(r"[A-Za-z0-9_.,:/=+@%~\[\]-]+")
 _STORE_BASENAME = re.compile(r"[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]{1,180}")
@@ -39,6 +41,9 @@ class BootSettings:
         if self.base_url6 and ":" in client_ip and not client_ip.startswith("::ffff:"):
             return replace(self, base_url=self.base_url6)
         return self
+    # networks whose clients may fetch scripts without a media token (the LAN, relayed
+    # segments); empty: everyone may (a server with no notion of its LAN)
+    local_nets: tuple[str, ...] = ()
 
 
 def safe_label(text: str, limit: int = 80) -> str:
@@ -83,6 +88,18 @@ def boot_lines(target: BootTarget, s: BootSettings, *, token: str | None = None,
     """`kernel`, `initrd`, `boot` for one target. UEFI needs `initrd=initrd` naming
     the initrd, so the initrd gets that name explicitly."""
     b = store_basename(target.toplevel)
+    args = kernel_args(target, s, token=token, extra=extra, prefix=prefix, suffix=suffix)
+    return [
+        f"kernel {s.base_url}/boot/{b}/kernel {' '.join(args)}",
+        f"initrd --name initrd {s.base_url}/boot/{b}/initrd",
+        "boot",
+    ]
+
+
+def kernel_args(target: BootTarget, s: BootSettings, *, token: str | None = None,
+                extra: Sequence[str] = (), prefix: Sequence[str] = (),
+                suffix: Sequence[str] = ()) -> list[str]:
+    """The kernel command line of one target, checked word by word."""
     args = ["initrd=initrd", f"init={target.toplevel}/init", *check_params(prefix),
             *check_params(target.kernel_params), *check_params(suffix),
             f"nixie.api={s.base_url}"]
@@ -90,11 +107,41 @@ def boot_lines(target: BootTarget, s: BootSettings, *, token: str | None = None,
         args.append(f"nixie.token={check_params([token])[0]}")
     args += check_params(extra)
     args += split_args(s.cmdline)
-    return [
-        f"kernel {s.base_url}/boot/{b}/kernel {' '.join(args)}",
-        f"initrd --name initrd {s.base_url}/boot/{b}/initrd",
+    return args
+
+
+def grub_device(base_url: str) -> tuple[str, str]:
+    """GRUB's device and path prefix for an http base URL: `(http,host:port)`, path."""
+    m = _HTTP_URL.fullmatch(base_url)
+    if not m:
+        raise UnsafeValue("GRUB boots only over http:// URLs")
+    return f"(http,{m.group(1)})", m.group(2) or ""
+
+
+def grub_script(target: BootTarget, s: BootSettings, *, title: str,
+                token: str | None = None) -> str:
+    """The GRUB EFI side of boot media (the packaged UEFI iPXE cannot run a script it
+    is given): the same kernel, initrd and command line as `target_script`."""
+    b = store_basename(target.toplevel)
+    dev, path = grub_device(s.base_url)
+    args = kernel_args(target, s, token=token)
+    return "\n".join([
+        f"echo 'Nixie: {safe_label(title)}: {safe_label(target.label)}'",
+        f"linux {dev}{path}/boot/{b}/kernel {' '.join(args)}",
+        f"initrd {dev}{path}/boot/{b}/initrd",
         "boot",
-    ]
+        "",
+    ])
+
+
+def grub_wait_script(message: str, self_path: str, seconds: int) -> str:
+    """GRUB's retry: a message, a pause, the same script again."""
+    return "\n".join([
+        f"echo 'Nixie: {safe_label(message)}'",
+        f"sleep {int(seconds)}",
+        f"configfile {self_path}",
+        "",
+    ])
 
 
 def _header(title: str) -> list[str]:

@@ -128,3 +128,15 @@ def test_nft_parses_the_ipv6_ruleset():
     if r.returncode != 0 and "Operation not permitted" in r.stderr:
         pytest.skip("nft -c needs CAP_NET_ADMIN here")
     assert r.returncode == 0, r.stderr
+def test_boot_port_beyond_the_lan_only_when_enabled():
+    """boot.remote opens HTTP boot (only its TCP port) on the WAN and VPN; off, nothing."""
+    off = rule_lines(render(FirewallSpec.from_config(cfg(vpn={"enable": True, "interface": "wg7"}))),
+                     "input")
+    assert not [r for r in off if "8081" in r and '"wan0"' in r]
+    text = render(FirewallSpec.from_config(cfg(vpn={"enable": True, "interface": "wg7"},
+                                               boot={"remote": True})))
+    inp = rule_lines(text, "input")
+    assert ('iifname { "wg7", "wan0" } tcp dport 8081 accept comment '
+            '"HTTP boot beyond the LAN (media tokens)"') in inp
+    assert not [r for r in inp if '"wan0"' in r and "dport { 67" in r]  # no DHCP/TFTP there
+    assert_golden("firewall-boot-remote.nft", text)

@@ -102,17 +102,21 @@ class OtherDhcpServer:
     """The LAN's existing DHCP server for proxy-mode tests: dnsmasq handing out
     addresses only (no PXE options), in its own namespace at 10.77.0.2 wired into
     the LAN bridge of `lan` (ours and dnsmasq cannot share port 67 in one
-    namespace). `leases` is dnsmasq's lease file."""
+    namespace). `leases` is dnsmasq's lease file. Another segment's plain DHCP server
+    (routed boot): `bridge_name`, `address` and the `gateway` (option 3) it hands out."""
 
-    def __init__(self, lan: Netns, tmp: Path, pool: tuple[str, str]):
+    def __init__(self, lan: Netns, tmp: Path, pool: tuple[str, str], *, bridge_name: str = "br-lan",
+                 address: str = "10.77.0.2/24", gateway: str | None = None,
+                 extra: tuple[str, ...] = ()):
         self.ns = Netns()
         self.leases = tmp / "dnsmasq.leases"
         self.log = tmp / "dnsmasq.log"
         try:
-            bridge_port(lan, "br-lan", "vd0", self.ns, "d0", address="10.77.0.2/24")
+            bridge_port(lan, bridge_name, "vd0", self.ns, "d0", address=address)
             self.proc = self.ns.popen(
                 "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--interface=d0",
                 "--bind-interfaces", "--no-ping", f"--dhcp-range={pool[0]},{pool[1]},10m",
+                *([f"--dhcp-option=3,{gateway}"] if gateway else []), *extra,
                 f"--dhcp-leasefile={self.leases}", "--pid-file=", "--user=root", "--group=root",
                 stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
         except BaseException:

@@ -18,6 +18,7 @@ from . import (
     hosts,
     leases,
     machines,
+    media,
     network,
     power,
     settings,
@@ -31,6 +32,6 @@ from .registry import ROUTES, Operation, bp
 
 RESOURCES = (status, hosts, power, flakes, builds, leases, network, events, settings, tokens,
              machines, cache)
-RESOURCES += (vpn, users, backup)
+RESOURCES += (vpn, users, backup, media)
 
 __all__ = ["ROUTES", "RESOURCES", "Operation", "bp", "openapi_document"]

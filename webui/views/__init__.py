@@ -10,6 +10,7 @@ from .flakes import bp as flakes_bp
 from .hosts import bp as hosts_bp
 from .leases import bp as leases_bp
 from .machines import bp as machines_bp
+from .media import bp as media_bp
 from .network import bp as network_bp
 from .settings import bp as settings_bp
 from .setup import bp as setup_bp
@@ -19,4 +20,4 @@ from .vpn import bp as vpn_bp
 
 ALL_BLUEPRINTS = [setup_bp, auth_bp, dashboard_bp, hosts_bp, flakes_bp, builds_bp, leases_bp,
                   network_bp, settings_bp, events_bp, tokens_bp, machines_bp]
-ALL_BLUEPRINTS += [vpn_bp, users_bp, account_bp, backup_bp]
+ALL_BLUEPRINTS += [vpn_bp, users_bp, account_bp, backup_bp, media_bp]

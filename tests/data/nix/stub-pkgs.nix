@@ -15,7 +15,7 @@ let
   names = [
     "git" "openssh" "iproute2" "nftables" "jq" "makeWrapper" "coreutils" "gnused" "gawk" "curl"
     "systemd" "parted" "dosfstools" "e2fsprogs" "nix" "ipxe" "busybox" "qemu_test"
-    "wireguard-tools" "ipmitool"
+    "wireguard-tools" "ipmitool" "syslinux" "grub2_efi" "xorriso" "mtools"
   ];
   base = builtins.listToAttrs (map (n: { name = n; value = pkg n; }) names);
   stdenvFor = system: {

@@ -1,0 +1,199 @@
+"""Boot media (issue 20): tokens listed, revoked and checked by the boot endpoint; the media
+files read back offline (xorriso, mtools, bytes) carry the URL and token and nothing else
+host-specific."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+
+import pytest
+
+from appliance.domain import hosts, media
+from appliance.errors import InvalidInput
+from appliance.nix import bootmedia
+from appliance.state import db
+from tests.unit.test_httpboot import call
+from tests.unit.test_httpboot_appliance import make_app
+
+MAC = "bc:24:11:00:20:01"
+URL = "http://10.0.0.1:8081"
+
+
+def _host(conn, name="far1", mac=MAC):
+    return hosts.add_host(conn, name, [mac], "github:me/infra")
+
+
+def test_tokens_listed_revoked_and_hashed(tmp_path):
+    store = db.Store(tmp_path / "nixie.db")
+    conn = store.conn()
+    _host(conn)
+    row, token = media.create_token(conn, host="far1", base_url=URL + "/", fmt="iso")
+    assert row["host"] == "far1" and row["base_url"] == URL and row["revoked_at"] is None
+    gen, gtoken = media.create_token(conn, host=None, base_url=URL, fmt="usb", label="spare")
+    assert gen["host"] is None and gtoken != token
+    dump = "\n".join(conn.iterdump())
+    assert token not in dump and gtoken not in dump  # only hashes are kept
+    assert [t["id"] for t in media.list_tokens(conn)] == [gen["id"], row["id"]]
+    assert [t["id"] for t in media.list_tokens(conn, host="far1")] == [row["id"]]
+    assert media.check_token(conn, token, "192.0.2.9")["host_id"] == row["host_id"]
+    assert media.get_token(conn, row["id"])["uses"] == 1
+    media.revoke_token(conn, row["id"])
+    assert media.check_token(conn, token) is None
+    assert media.check_token(conn, "x" * 5) is None and media.check_token(conn, "a b" * 10) is None
+    for bad in ("ftp://x", "http://x/ a", "http://x?q=1", "http://$x", "", None):
+        with pytest.raises(InvalidInput):
+            media.create_token(conn, host=None, base_url=bad, fmt="iso")
+    with pytest.raises(InvalidInput):
+        media.create_token(conn, host=None, base_url=URL, fmt="floppy")
+
+
+def test_endpoint_takes_token_refuses_revoked_and_requires_it_beyond_lan(tmp_path):
+    app, store = make_app(tmp_path, local_nets=("10.0.0.0/24",))
+    conn = store.conn()
+    _host(conn)
+    _, token = media.create_token(conn, host="far1", base_url="http://198.51.100.7:8081", fmt="iso")
+    _, generic = media.create_token(conn, host=None, base_url=URL, fmt="efi")
+
+    def get(path, ip, query=""):
+        environ_ip = {"REMOTE_ADDR": ip}
+        status, _, body = call_from(app, path, environ_ip, query)
+        return status, body.decode()
+
+    # beyond the LAN: the plain MAC script is refused, the media token works
+    assert get(f"/boot/{MAC}.ipxe", "192.168.77.5")[0] == 403
+    assert get("/dispatch/configuration/x", "192.168.77.5")[0] == 403
+    assert get(f"/boot/{'a' * 32}-x/netboot.ipxe", "192.168.77.5")[0] == 403
+    # kernels and initrds (named by store hash) are not behind the token: 404 here, not 403
+    assert get(f"/boot/{'a' * 32}-x/kernel", "192.168.77.5")[0] == 404
+    status, text = get(f"/boot/m/{token}.ipxe", "192.168.77.5")
+    assert status == 200 and "far1: no system built yet" in text
+    # the script retries through the media's own URL (the public one), token included
+    assert f"chain --replace --autofree http://198.51.100.7:8081/boot/m/{token}.ipxe" in text
+    status, text = get(f"/boot/m/{token}.grub", "192.168.77.5")
+    assert status == 200 and f"configfile (http,198.51.100.7:8081)/boot/m/{token}.grub" in text
+    # generic media: the MAC names the host; an unknown MAC is a machine waiting
+    status, text = get(f"/boot/m/{generic}.ipxe", "192.168.77.5", f"mac={MAC.replace(':', '-')}")
+    assert status == 200 and "far1" in text
+    status, text = get(f"/boot/m/{generic}.ipxe", "192.168.77.5", "mac=02-00-00-00-00-99")
+    assert status == 200 and "unknown machine 02:00:00:00:00:99" in text
+    assert conn.execute("SELECT count(*) FROM waiting_machines WHERE mac = ?",
+                        ("02:00:00:00:00:99",)).fetchone()[0] == 1
+    # on the LAN the plain script still needs no token
+    assert get(f"/boot/{MAC}.ipxe", "10.0.0.50")[0] == 200
+    # revoked or forged: 403, also on the LAN
+    media.revoke_token(conn, media.list_tokens(conn, host="far1")[0]["id"])
+    assert get(f"/boot/m/{token}.ipxe", "192.168.77.5")[0] == 403
+    assert get(f"/boot/m/{token}.ipxe", "10.0.0.50")[0] == 403
+    assert get("/boot/m/" + "A" * 32 + ".ipxe", "10.0.0.50")[0] == 403
+    assert get("/boot/m/" + "A" * 5000 + ".grub", "10.0.0.50")[0] == 403
+    refused = conn.execute("SELECT count(*) FROM events WHERE kind = 'boot.media_refused'")
+    assert refused.fetchone()[0] >= 3
+
+
+def call_from(app, path, extra, query=""):
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query,
+               "SCRIPT_NAME": "", "wsgi.input": io.BytesIO(b""), "CONTENT_LENGTH": "0", **extra}
+    got = {}
+
+    def start_response(status, hdrs):
+        got["status"] = int(status.split()[0])
+
+    body = b"".join(app(environ, start_response))
+    return got["status"], {}, body
+
+
+def test_token_flood_is_refused_cheaply(tmp_path):
+    """Forged tokens: every one is a 403, and the event log stays within its budget."""
+    app, store = make_app(tmp_path, local_nets=("10.0.0.0/24",))
+    for i in range(300):
+        status, _, _ = call(app, f"/boot/m/forged{i:027d}.ipxe")
+        assert status == 403
+    n = store.conn().execute("SELECT count(*) FROM events WHERE kind = 'boot.media_refused'")
+    assert n.fetchone()[0] <= 40
+
+
+TOKEN = "Tok3n_-abcdefghijklmnopqrstuvwxyzAB"
+
+
+def _extract_iso(iso, name, tmp_path):
+    out = tmp_path / name.replace("/", "_")
+    subprocess.run(["xorriso", "-indev", str(iso), "-osirrox", "on", "-extract", "/" + name,
+                    str(out)], check=True, capture_output=True)
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["iso", "usb", "efi"])
+def test_media_files_carry_url_and_token_once_per_loader(tmp_path, fmt):
+    out = bootmedia.build(fmt, URL, TOKEN, tmp_path / f"m.{fmt}")
+    data = out.read_bytes()
+    loaders = 2 if fmt == "iso" else 1  # the ISO: iPXE's script (BIOS) and GRUB's (UEFI)
+    assert data.count(TOKEN.encode()) == loaders
+    assert data.count(b"10.0.0.1:8081") == loaders
+    assert b"far1" not in data and MAC.encode() not in data and b"/nix/store" not in data
+    if fmt == "iso":
+        script = _extract_iso(out, "nixie.ipxe", tmp_path).decode()
+        assert script.startswith("#!ipxe\n") and "dhcp || goto failed" in script
+        assert f"chain --replace {URL}/boot/m/{TOKEN}.ipxe?mac=${{net0/mac:hexhyp}}" in script
+        cfg = _extract_iso(out, "isolinux/isolinux.cfg", tmp_path).decode()
+        assert "KERNEL /ipxe.lkrn" in cfg and "INITRD /nixie.ipxe" in cfg
+        assert _extract_iso(out, "ipxe.lkrn", tmp_path) == open("/usr/lib/ipxe/ipxe.lkrn", "rb").read()
+        assert data[510:512] == b"\x55\xaa"  # isohybrid: bootable as a USB disk too
+        efi_img = _extract_iso(out, "efiboot.img", tmp_path)
+        assert efi_img.count(TOKEN.encode()) == 1
+    elif fmt == "usb":
+        assert data[446 + 4] == 0xEF and data[510:512] == b"\x55\xaa"
+        efi = subprocess.run(["mtype", "-i", f"{out}@@1M", "::/EFI/BOOT/BOOTX64.EFI"],
+                             check=True, capture_output=True).stdout
+        assert efi[:2] == b"MZ" and efi.count(TOKEN.encode()) == 1
+        assert f"configfile (http,10.0.0.1:8081)/boot/m/{TOKEN}.grub?mac=${{net_default_mac}}".encode() in efi
+    else:
+        assert data[:2] == b"MZ" and b"net_bootp" in data
+
+
+def test_static_address_media(tmp_path):
+    st = bootmedia.Static.parse("192.0.2.10/24", "192.0.2.1", "192.0.2.53")
+    text = bootmedia.ipxe_script(URL, TOKEN, st)
+    assert "dhcp" not in text and "set net0/ip 192.0.2.10" in text
+    assert "set net0/netmask 255.255.255.0" in text and "set net0/gateway 192.0.2.1" in text
+    grub = bootmedia.grub_script(URL, TOKEN, st)
+    assert "net_bootp" not in grub and "net_add_addr nixie efinet0 192.0.2.10" in grub
+    assert "net_add_route nixie_default 0.0.0.0/0 gw 192.0.2.1" in grub
+    for bad in (("192.0.2.10",), ("192.0.2.10/24", "nope"), ("x/24",)):
+        with pytest.raises(InvalidInput):
+            bootmedia.Static.parse(*bad)
+
+
+def test_cli_writes_lists_and_revokes(config_file, tmp_path):
+    from tests.conftest import run_nixie
+
+    r = run_nixie("host", "add", "far1", "--mac", MAC, "--flake", "github:me/infra",
+                  config=config_file)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "far1.img"
+    r = run_nixie("media", "far1", "--format", "usb", "-o", str(out), "--json", config=config_file)
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)
+    assert row["host"] == "far1" and row["base_url"] == "http://127.0.0.1:8081"
+    efi = subprocess.run(["mtype", "-i", f"{out}@@1M", "::/EFI/BOOT/BOOTX64.EFI"],
+                         check=True, capture_output=True).stdout
+    assert b"(http,127.0.0.1:8081)/boot/m/" in efi
+    r = run_nixie("media", "--generic", "--format", "iso", "-o", str(tmp_path / "g.iso"),
+                  "--address", "192.0.2.10/24", "--gateway", "192.0.2.1", config=config_file)
+    assert r.returncode == 0, r.stderr
+    script = _extract_iso(tmp_path / "g.iso", "nixie.ipxe", tmp_path).decode()
+    assert "set net0/ip 192.0.2.10" in script
+    # errors name what is wrong, and write nothing
+    r = run_nixie("media", "far1", "--format", "iso", "-o", str(tmp_path / "x.iso"), "--url", "vpn",
+                  config=config_file)
+    assert r.returncode != 0 and "vpn" in r.stderr and not (tmp_path / "x.iso").exists()
+    r = run_nixie("media", "nobody", "-o", str(tmp_path / "y.iso"), config=config_file)
+    assert r.returncode != 0 and "nobody" in r.stderr
+    r = run_nixie("media", "--list", "--json", config=config_file)
+    rows = json.loads(r.stdout)
+    assert [(t["host"], t["format"]) for t in rows] == [(None, "iso"), ("far1", "usb")]
+    r = run_nixie("media", "--revoke", str(row["id"]), config=config_file)
+    assert r.returncode == 0, r.stderr
+    r = run_nixie("media", "--list", "far1", "--json", config=config_file)
+    assert json.loads(r.stdout)[0]["revoked_at"] is not None

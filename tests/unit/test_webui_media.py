@@ -1,0 +1,94 @@
+"""Boot media in the web UI and the REST API: the page writes the media (the download is
+the real file, read back with xorriso/mtools), refuses a post without CSRF, shows a bad
+field on the field; tokens are listed and revoked; the host page and the machines page show
+the iPXE shell one-liner."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from appliance.domain import hosts, media
+from tests.unit.test_webui_parity import api_client, field_error
+from tests.webapp import csrf_of, logged_in_client, make_app
+
+MAC = "bc:24:11:00:20:09"
+
+
+@pytest.fixture
+def web(tmp_path):
+    app, store, cfg = make_app(tmp_path / "state")
+    hosts.add_host(store.conn(), "far1", [MAC], "github:me/infra")
+    yield app, store, cfg
+    store.close()
+
+
+def test_media_page_writes_the_iso_and_revokes(web, tmp_path):
+    app, store, cfg = web
+    c = logged_in_client(app)
+    page = c.get("/media/?host=far1")
+    html = page.data.decode()
+    assert page.status_code == 200 and '<option selected value="far1">' in html.replace(
+        'value="far1" selected', 'selected value="far1"')
+    assert f"dhcp &amp;&amp; chain {cfg.boot_base_url}/boot/${{mac}}.ipxe" in html
+    r = c.post("/media/", data={"host": "far1", "format": "iso", "url": "lan"})
+    assert r.status_code == 400 and "CSRF" in r.data.decode()
+    assert media.list_tokens(store.conn()) == []
+    r = c.post("/media/", data={"csrf_token": csrf_of(html), "host": "far1", "format": "iso",
+                                "url": "lan", "address": "192.0.2.300/24"})
+    assert r.status_code == 400 and "192.0.2.300" in field_error(r.data.decode(), "address")
+    assert 'value="192.0.2.300/24"' in r.data.decode()  # the input is kept
+    assert media.list_tokens(store.conn()) == []  # nothing half-made
+    r = c.post("/media/", data={"csrf_token": csrf_of(html), "host": "far1", "format": "iso",
+                                "url": "lan"})
+    assert r.status_code == 200 and r.headers["Content-Disposition"].endswith('.iso"')
+    iso = tmp_path / "dl.iso"
+    iso.write_bytes(r.data)
+    out = subprocess.run(["xorriso", "-indev", str(iso), "-osirrox", "on", "-extract",
+                          "/nixie.ipxe", str(tmp_path / "s.ipxe")], capture_output=True)
+    assert out.returncode == 0, out.stderr
+    assert f"chain --replace {cfg.boot_base_url}/boot/m/" in (tmp_path / "s.ipxe").read_text()
+    (t,) = media.list_tokens(store.conn())
+    assert t["host"] == "far1" and t["format"] == "iso"
+    listing = c.get("/media/").data.decode()
+    assert "far1" in listing and "active" in listing
+    r = c.post(f"/media/{t['id']}/revoke", data={"csrf_token": csrf_of(listing)})
+    assert r.status_code == 302
+    assert media.get_token(store.conn(), t["id"])["revoked_at"] is not None
+
+
+def test_host_and_machines_pages_show_the_one_liner(web):
+    app, _, cfg = web
+    c = logged_in_client(app)
+    want = f"dhcp &amp;&amp; chain {cfg.boot_base_url}/boot/${{mac}}.ipxe"
+    html = c.get("/hosts/far1").data.decode()
+    assert want in html and "/media/?host=far1" in html
+    assert want in c.get("/machines/").data.decode()
+
+
+def test_api_media(web, tmp_path):
+    c, auth = api_client(web)
+    r = c.post("/api/v1/media", json={"host": "far1", "format": "floppy"}, headers=auth)
+    assert r.status_code == 400 and r.json["field"] == "format"
+    r = c.post("/api/v1/media", json={"host": "nobody", "format": "efi"}, headers=auth)
+    assert r.status_code == 404
+    r = c.post("/api/v1/media", json={"host": None, "format": "usb"}, headers=auth)
+    assert r.status_code == 201 and r.data[510:512] == b"\x55\xaa"
+    img = tmp_path / "u.img"
+    img.write_bytes(r.data)
+    efi = subprocess.run(["mtype", "-i", f"{img}@@1M", "::/EFI/BOOT/BOOTX64.EFI"],
+                         capture_output=True, check=True).stdout
+    assert b"/boot/m/" in efi
+    tid = int(r.headers["X-Nixie-Media-Token-Id"])
+    rows = c.get("/api/v1/media", headers=auth).json
+    assert [(x["id"], x["host"], x["format"]) for x in rows] == [(tid, None, "usb")]
+    assert c.delete(f"/api/v1/media/{tid}", headers=auth).json["revoked_at"] is not None
+    assert c.delete("/api/v1/media/999", headers=auth).status_code == 404
+    anon = web[0].test_client()
+    assert anon.post("/api/v1/media", json={"format": "iso"}).status_code in (400, 401)
+    assert anon.get("/api/v1/media").status_code == 401
+    assert anon.get("/media/").status_code == 302  # to the login page
+    # a session without the CSRF header writes nothing
+    assert c.post("/api/v1/media", json={"format": "iso"}).status_code == 400
+    assert len(c.get("/api/v1/media", headers=auth).json) == 1
