@@ -69,11 +69,13 @@ class SqliteBackend:
         ip_expr = "coalesce(ip_reservation, ip)" if "ip_reservation" in cols else "ip"
         out = [NameRecord(r["name"], r["ip"], "host") for r in conn.execute(
             f"SELECT name, {ip_expr} AS ip FROM hosts ORDER BY id")]
-        out += [NameRecord(r["name"], r["ip6"], "host") for r in conn.execute(
+        # a host's AAAA: its DHCPv6 reservation, else its MAC's bound DHCPv6 lease, else the
+        # address it was last seen at over IPv6 (agent report, neighbour table: SLAAC)
+        out += [NameRecord(r["name"], r["addr6"], "host") for r in conn.execute(
             "SELECT name, coalesce(ip6_reservation, (SELECT l.address FROM leases6 l "
             "JOIN host_macs m ON m.mac = l.mac WHERE m.host_id = hosts.id AND l.state = 'bound' "
-            "AND l.expires > ? ORDER BY l.starts DESC LIMIT 1)) AS ip6 FROM hosts "
-            "WHERE ip6 IS NOT NULL ORDER BY id", (t,))]
+            "AND l.expires > ? ORDER BY l.starts DESC LIMIT 1), hosts.ip6) AS addr6 FROM hosts "
+            "WHERE addr6 IS NOT NULL ORDER BY id", (t,))]
         out += [NameRecord(r["hostname"], r["ip"], "lease", r["mac"]) for r in conn.execute(
             "SELECT hostname, ip, mac FROM leases WHERE state = 'bound' AND expires > ? "
             "AND hostname IS NOT NULL AND hostname != '' ORDER BY starts", (t,))]

@@ -70,16 +70,23 @@ def get_token(conn: sqlite3.Connection, token_id: int) -> dict[str, Any]:
     return dict(row)
 
 
-def list_tokens(conn: sqlite3.Connection, *, host: str | None = None) -> list[dict[str, Any]]:
+def list_tokens(conn: sqlite3.Connection, *, host: str | None = None, limit: int | None = None,
+                before_id: int | None = None) -> list[dict[str, Any]]:
+    """Media tokens, newest first: of one host, or all; `limit` rows with ids below
+    `before_id` (a page)."""
+    where, params = [], []
     if host is not None:
-        host_id = hosts.get_host(conn, host)["id"]
-        rows = conn.execute(f"SELECT {_COLUMNS} FROM media_tokens t LEFT JOIN hosts h "
-                            "ON h.id = t.host_id WHERE t.host_id = ? ORDER BY t.id DESC",
-                            (host_id,))
-    else:
-        rows = conn.execute(f"SELECT {_COLUMNS} FROM media_tokens t LEFT JOIN hosts h "
-                            "ON h.id = t.host_id ORDER BY t.id DESC")
-    return [dict(r) for r in rows]
+        where.append("t.host_id = ?")
+        params.append(hosts.get_host(conn, host)["id"])
+    if before_id is not None:
+        where.append("t.id < ?")
+        params.append(before_id)
+    sql = (f"SELECT {_COLUMNS} FROM media_tokens t LEFT JOIN hosts h ON h.id = t.host_id"
+           + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY t.id DESC")
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [dict(r) for r in conn.execute(sql, params)]
 
 
 def revoke_token(conn: sqlite3.Connection, token_id: int) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from tests.webapp import csrf_of, logged_in_client, make_app
 from webui.api import ROUTES
 from webui.api.args import encode_cursor
 
-PAGED = {"/hosts", "/leases", "/events", "/builds", "/hosts/<name>/events"}
+PAGED = {"/hosts", "/leases", "/events", "/builds", "/hosts/<name>/events", "/media"}
 # small lists with a hard bound of their own: one answer holds all of them
 UNPAGED = {"/flakes", "/hosts/<name>/generations", "/machines", "/network/interfaces",
            "/tokens", "/users", "/vpn/peers"}

@@ -92,7 +92,7 @@ def test_config_round_trips_through_json(tmp_path):
 def test_default_listeners_add_the_lan_ipv6_address_only_when_ipv6_runs_and_only_to_defaults():
     """Issue 16: null TFTP/HTTP boot listeners get the LAN's IPv6 address with IPv6 on;
     an explicit list is taken as written (it may hold IPv6 addresses)."""
-    off = parse_config({})
+    off = parse_config({"ra": {"enable": False}})
     assert tftp_listeners(off, None) == ["10.0.0.1:69"]
     on = parse_config({"ra": {"enable": True}})
     assert on.ipv6_lan and not off.ipv6_lan

@@ -81,7 +81,7 @@ def test_api_media(web, tmp_path):
                          capture_output=True, check=True).stdout
     assert b"/boot/m/" in efi
     tid = int(r.headers["X-Nixie-Media-Token-Id"])
-    rows = c.get("/api/v1/media", headers=auth).json
+    rows = c.get("/api/v1/media", headers=auth).json["items"]
     assert [(x["id"], x["host"], x["format"]) for x in rows] == [(tid, None, "usb")]
     assert c.delete(f"/api/v1/media/{tid}", headers=auth).json["revoked_at"] is not None
     assert c.delete("/api/v1/media/999", headers=auth).status_code == 404
@@ -91,4 +91,4 @@ def test_api_media(web, tmp_path):
     assert anon.get("/media/").status_code == 302  # to the login page
     # a session without the CSRF header writes nothing
     assert c.post("/api/v1/media", json={"format": "iso"}).status_code == 400
-    assert len(c.get("/api/v1/media", headers=auth).json) == 1
+    assert len(c.get("/api/v1/media", headers=auth).json["items"]) == 1

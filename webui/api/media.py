@@ -14,7 +14,7 @@ from appliance.nix import bootmedia
 from ..context import config, conn
 from . import args
 from .registry import route
-from .schemas import SCHEMAS, STR, TOKEN_ID, arr, ref
+from .schemas import CURSOR, LIMIT, SCHEMAS, STR, TOKEN_ID, page_of, ref
 
 OPT_STR = {"type": ["string", "null"]}
 SCHEMAS.update({
@@ -44,10 +44,12 @@ def media_response(host: str | None, fmt: str, url: str, static, label: str) -> 
         "X-Nixie-Media-Token-Id": str(row["id"]), "Cache-Control": "no-store"})
 
 
-@route("/media", "GET", "Boot media tokens (never the tokens themselves)", tag="media",
-       response=arr(ref("MediaToken")))
+@route("/media", "GET", "Boot media tokens, newest first (never the tokens themselves)",
+       tag="media", params=[LIMIT, CURSOR], response=page_of(ref("MediaToken")), errors=(400,))
 def list_media():
-    return jsonify(media.list_tokens(conn()))
+    limit, before = args.int_arg("limit", 100, 1, 1000), args.decode_cursor("id")
+    return jsonify(args.page(media.list_tokens(conn(), limit=limit + 1, before_id=before),
+                             limit, "id", before))
 
 
 @route("/media", "POST", "Write boot media; the answer is the file (its token id in "
