@@ -6,9 +6,10 @@ a web worker process that is serve's heartbeat, at most a few seconds old), and 
 state DB (builds, boots read back from the event log by `appliance.domain.boots`, agent
 reports). Counters from the DB count what the retained log holds, so they can drop
 when retention prunes it. The web request latency histogram is kept by every web
-process; with worker processes (`web.workers`) they share it through files under
-`state_dir/run/web-metrics` (prometheus-client's multiprocess mode), so any worker
-answers with the sum.
+process; with worker processes (`web.workers`) they share it through files in RAM
+(`appliance.runtime.webserver.metrics_dir`: /dev/shm, never the state disk, whose
+filling would kill a worker writing through mmap; prometheus-client's multiprocess
+mode), so any worker answers with the sum.
 
 Who may scrape: a source address on loopback, the LAN, the VPN network or
 `metrics.allow` (403 otherwise), with `Authorization: Bearer <token>` when

@@ -25,7 +25,9 @@ appliance/domain/tls_cert.py (appliance/runtime/tls.py says how).
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import shutil
 import socket
 import sys
@@ -170,6 +172,18 @@ class WebService:
         return {"workers": 1, "in_process": True}
 
 
+def metrics_dir(state_dir: str | Path) -> Path:
+    """Where the web workers share their histograms: in RAM (/dev/shm), one directory
+    per state dir, never on the state disk. prometheus-client writes them through
+    mmap: on a full filesystem a write to a new page kills the worker with SIGBUS,
+    and a full state disk must leave the admin UI answering."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        key = hashlib.sha256(str(Path(state_dir).resolve()).encode()).hexdigest()[:16]
+        return shm / f"nixie-web-metrics-{os.getuid()}-{key}"
+    return Path(state_dir) / "run" / "web-metrics"
+
+
 class WebWorkers:
     """`workers` processes serving the web UI on sockets this process bound
     (netservices/workerpool.py): a worker that dies is replaced (with a growing
@@ -188,7 +202,7 @@ class WebWorkers:
         """The directory the workers' request latency histograms share
         (prometheus-client's multiprocess mode): /metrics, answered by any worker, sums
         every worker's, the replaced ones' too. Emptied at each start."""
-        d = Path(self.cfg.state_dir) / "run" / "web-metrics"
+        d = metrics_dir(self.cfg.state_dir)
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True, mode=0o700)
         return {MULTIPROC_ENV: str(d)}
@@ -212,7 +226,10 @@ class WebWorkers:
             if stop.is_set():
                 return
             self._pool = pool
-        pool.run(stop)
+        try:
+            pool.run(stop)
+        finally:
+            shutil.rmtree(metrics_dir(self.cfg.state_dir), ignore_errors=True)
 
     def shutdown(self) -> None:
         with self._lock:
