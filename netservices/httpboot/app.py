@@ -246,7 +246,7 @@ class BootApp:
         """Whether the client is on the LAN (or a trusted segment): only there may scripts
         be fetched without a media token. Kernels and initrds are named by their store
         hash and served to anyone who can reach the listener."""
-        nets = self.settings.local_nets
+        nets = self.settings.local_networks
         if not nets:
             return True
         try:
@@ -257,7 +257,7 @@ class BootApp:
             return True
         if getattr(ip, "ipv4_mapped", None):
             ip = ip.ipv4_mapped
-        return any(ip in ipaddress.ip_network(n) for n in nets)
+        return any(ip in n for n in nets)
 
     # ------------------------------------------------------------ boot media
     def media_script(self, environ, start_response, token: str, kind: str):

@@ -7,9 +7,11 @@ expand an iPXE setting (`${...}`) and so inject script commands.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 from ..backend import BootTarget, HostRecord
 
@@ -34,6 +36,14 @@ class BootSettings:
     retry_seconds: int = 10
     # the base URL for clients that reach us over IPv6 (http://[addr]:port); "": base_url
     base_url6: str = ""
+    # networks whose clients may fetch scripts without a media token (the LAN, relayed
+    # segments); empty: everyone may (a server with no notion of its LAN)
+    local_nets: tuple[str, ...] = ()
+
+    @cached_property
+    def local_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """`local_nets` parsed: once per settings, not once per request."""
+        return tuple(ipaddress.ip_network(n) for n in self.local_nets)
 
     def for_client(self, client_ip: str) -> BootSettings:
         """These settings as a client at `client_ip` needs them: a host that booted over
@@ -41,9 +51,6 @@ class BootSettings:
         if self.base_url6 and ":" in client_ip and not client_ip.startswith("::ffff:"):
             return replace(self, base_url=self.base_url6)
         return self
-    # networks whose clients may fetch scripts without a media token (the LAN, relayed
-    # segments); empty: everyone may (a server with no notion of its LAN)
-    local_nets: tuple[str, ...] = ()
 
 
 def safe_label(text: str, limit: int = 80) -> str:
