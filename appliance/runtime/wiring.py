@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.config.resolve import changed_keys, resolve
-from appliance.config.schema import LAN_LISTEN_PORTS, Config
+from appliance.config.schema import Config
 from appliance.domain import events, settings
 from appliance.domain.boot_backend import SqliteBackend
 from appliance.domain.ipv6 import default_range6, lan_address6, server_duid6
@@ -130,12 +130,6 @@ def _v6_host(listen: str, router6: str | None) -> str | None:
     return router6 if host == "::" else host
 
 
-def dns_listen(c: Config, router6: str) -> list[str]:
-    """Where DNS listens: dns.listen; left null, the LAN address and, with IPv6 on the
-    LAN, the router's LAN IPv6 address too (port 53)."""
-    if c.listen_is_default("dns.listen") and c.ipv6_lan:
-        return [*c.dns.listen, f"[{router6}]:{LAN_LISTEN_PORTS['dns.listen']}"]
-    return list(c.dns.listen)
 def lan_listeners(c: Config, key: str, listens: list[str], router6: str | None) -> list[str]:
     """`listens` (the value of listener `key`), and, when the key was left to its default
     and IPv6 runs on the LAN (`router6` is the router's LAN IPv6 address), the same port
@@ -143,6 +137,12 @@ def lan_listeners(c: Config, key: str, listens: list[str], router6: str | None) 
     if router6 is None or not c.listen_is_default(key):
         return list(listens)
     return [*listens, f"[{router6}]:{parse_listen(listens[0])[2]}"]
+
+
+def dns_listen(c: Config, router6: str) -> list[str]:
+    """Where DNS listens: dns.listen; left null, the LAN address and, with IPv6 on the
+    LAN, the router's LAN IPv6 address too (port 53)."""
+    return lan_listeners(c, "dns.listen", c.dns.listen, router6 if c.ipv6_lan else None)
 
 
 def tftp_listeners(c: Config, router6: str | None) -> list[str]:
@@ -316,10 +316,11 @@ class Runtime:
         if c.ipv6_lan:  # AAAA, ip6.arpa and clients of the LAN prefix; listening on it
             address6 = ipaddress.IPv6Interface(self.address6(c))
             network6, router6 = str(address6.network), str(address6.ip)
-            if len(dns_listen(c, router6)) > len(listen):
+            with_v6 = dns_listen(c, router6)
+            if len(with_v6) > len(listen):
                 try:  # bound before RA/DHCPv6 would put it there
                     ensure_address6(c.lan.interface, str(address6))
-                    listen = dns_listen(c, router6)
+                    listen = with_v6
                 except OSError as e:
                     log.warning("dns: not listening on IPv6", extra={"error": str(e)})
         return make_dns_service(listen=listen, domain=c.lan.domain,
