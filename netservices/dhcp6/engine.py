@@ -72,7 +72,6 @@ _ZERO16 = bytes(16)
 _FAST_TYPES = (bytes((SOLICIT,)), bytes((REQUEST,)))
 _FAST_SKIP = frozenset((codec.OPT_ORO, codec.OPT_ELAPSED_TIME))
 _IAADDR_HEAD = struct.pack("!HH", codec.OPT_IAADDR, 24)
-_REPLY_B, _ADVERTISE_B = bytes((REPLY,)), bytes((ADVERTISE,))
 _RAPID_OPT = option(OPT_RAPID_COMMIT, b"")
 _PREFERENCE_OPT = option(OPT_PREFERENCE, b"\xff")
 
@@ -339,10 +338,14 @@ class Dhcp6Engine:
 
     # -- replies ------------------------------------------------------------------
     def _head(self, ctx: _Ctx, mt: int) -> list[bytes]:
+        return self._reply_head(mt, ctx.msg.xid, ctx.duid)
+
+    def _reply_head(self, mt: int, xid: bytes, duid: bytes) -> list[bytes]:
+        """Type, transaction id, our server id and the client's (counted as sent)."""
         self.counters.sent[MESSAGE_TYPE_NAMES[mt]] += 1
-        out = [bytes((mt,)), ctx.msg.xid, self._serverid_opt]
-        if ctx.duid:
-            out.append(option(OPT_CLIENTID, ctx.duid))
+        out = [bytes((mt,)), xid, self._serverid_opt]
+        if duid:
+            out.append(option(OPT_CLIENTID, duid))
         return out
 
     def _tail(self, ctx: _Ctx, ip: int | None, now: float) -> bytes:
@@ -397,10 +400,7 @@ class Dhcp6Engine:
         if not ias:
             body.append(encode_status(codec.NO_ADDRS_AVAIL, "no IA_NA in the solicit"))
         head = self._head(ctx, REPLY if rapid else ADVERTISE)
-        if rapid:
-            head.append(option(OPT_RAPID_COMMIT, b""))
-        else:
-            head.append(option(OPT_PREFERENCE, b"\xff"))  # take this one without waiting
+        head.append(_RAPID_OPT if rapid else _PREFERENCE_OPT)  # PREFERENCE 255: take it now
         return b"".join(head + body) + self._tail(ctx, first_ip, now), rapid
 
     def _bind(self, ctx: _Ctx, key: tuple[bytes, int], a: int, now: float) -> None:
@@ -469,14 +469,10 @@ class Dhcp6Engine:
             self.counters.received["solicit"] += 1
             if rapid:
                 self._bind_key(key, mac, host, None, a, now)
-                self.counters.sent["reply"] += 1
-                head = (_REPLY_B, data[1:4], self._serverid_opt, option(OPT_CLIENTID, cid),
-                        _RAPID_OPT)
+                head = [*self._reply_head(REPLY, data[1:4], cid), _RAPID_OPT]
             else:
                 pool.offer(key, mac, a, now)
-                self.counters.sent["advertise"] += 1
-                head = (_ADVERTISE_B, data[1:4], self._serverid_opt, option(OPT_CLIENTID, cid),
-                        _PREFERENCE_OPT)
+                head = [*self._reply_head(ADVERTISE, data[1:4], cid), _PREFERENCE_OPT]
         else:
             reserved = pool.reserved.get(mac) if mac else None
             if (reserved is not None and reserved != asked) or not pool.usable_by(
@@ -485,8 +481,7 @@ class Dhcp6Engine:
             a = asked
             self.counters.received["request"] += 1
             self._bind_key(key, mac, host, None, a, now)
-            self.counters.sent["reply"] += 1
-            head = (_REPLY_B, data[1:4], self._serverid_opt, option(OPT_CLIENTID, cid))
+            head = self._reply_head(REPLY, data[1:4], cid)
             rapid = True  # durable: it binds
         return [Reply6(b"".join((*head, self._ia(iaid, a, s.preferred_seconds, s.valid_seconds),
                                  self._info)), src, CLIENT_PORT, rapid)]
