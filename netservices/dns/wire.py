@@ -196,19 +196,17 @@ def reverse_name(ip: str) -> str:
 _HEX = frozenset(b"0123456789abcdef")
 
 
-def ip6_of_reverse(labels: list[bytes]) -> str | None:
+def address6_of_reverse(labels: list[bytes]) -> ipaddress.IPv6Address | None:
     """The 32 nibble labels under ip6.arpa (lower-cased wire) -> the IPv6 address, or None."""
     if len(labels) != 34 or labels[32:] != [b"ip6", b"arpa"]:
         return None
     if not all(len(x) == 1 and x[0] in _HEX for x in labels[:32]):
         return None
-    return str(ipaddress.IPv6Address(int(b"".join(reversed(labels[:32])), 16)))
+    return ipaddress.IPv6Address(int(b"".join(reversed(labels[:32])), 16))
 
 
 def ip_of_reverse(labels: list[bytes]) -> str | None:
     """[b'5', b'0', b'77', b'10', b'in-addr', b'arpa'] -> '10.77.0.5'."""
-    if len(labels) == 34:
-        return ip6_of_reverse(labels)
     if len(labels) != 6 or labels[4:] != [b"in-addr", b"arpa"]:
         return None
     try:

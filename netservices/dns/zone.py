@@ -128,8 +128,8 @@ class LocalZone:
         if key.endswith(b"\x03ip6\x04arpa\x00"):
             if self.network6 is None:
                 return False
-            ip6 = wire.ip6_of_reverse(wire.wire_labels(key))
-            return ip6 is not None and ipaddress.IPv6Address(ip6) in self.network6
+            ip6 = wire.address6_of_reverse(wire.wire_labels(key))
+            return ip6 is not None and ip6 in self.network6
         if self.network is None or not key.endswith(b"\x07in-addr\x04arpa\x00"):
             return False
         ip = wire.ip_of_reverse(wire.wire_labels(key))
