@@ -49,8 +49,13 @@ class BootSettings:
         """These settings as a client at `client_ip` needs them: a host that booted over
         IPv6 gets every URL (scripts, kernel, initrd, `nixie.api`) in IPv6."""
         if self.base_url6 and ":" in client_ip and not client_ip.startswith("::ffff:"):
-            return replace(self, base_url=self.base_url6)
+            return self._ipv6
         return self
+
+    @cached_property
+    def _ipv6(self) -> BootSettings:
+        """These settings with `base_url6` for every URL: made once, not per request."""
+        return replace(self, base_url=self.base_url6)
 
 
 def safe_label(text: str, limit: int = 80) -> str:
