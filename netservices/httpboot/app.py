@@ -304,12 +304,7 @@ class BootApp:
                      ) -> tuple[str, str, list[BootTarget]]:
         """GRUB boots the current generation (no menu, no install mode on this path)."""
         try:
-            targets = list(self.artifacts.boot_targets(host))
-            if not targets:
-                raise Pending("no system built yet", s.retry_seconds)
-            t = targets[scripts.default_target(targets)]
-            if self.artifacts.artifact(t.toplevel, "initrd") is None:
-                raise Pending("initrd not available yet", s.retry_seconds)
+            _, t = self._bootable(host, s)
         except Pending as p:
             return (scripts.grub_wait_script(f"{host.name}: {p}", self_path, p.retry_after),
                     "pending", [])
@@ -340,6 +335,17 @@ class BootApp:
                     data={"script": kind, "targets": [t.toplevel for t in targets]})
         return self._script(environ, start_response, text)
 
+    def _bootable(self, host: HostRecord, s: BootSettings) -> tuple[list[BootTarget], BootTarget]:
+        """The host's targets and the default one, whose initrd is there (asking for it
+        builds it); Pending when there is none yet or it is being built."""
+        targets = list(self.artifacts.boot_targets(host))
+        if not targets:
+            raise Pending("no system built yet", s.retry_seconds)
+        default = targets[scripts.default_target(targets)]
+        if self.artifacts.artifact(default.toplevel, "initrd") is None:
+            raise Pending("initrd not available yet", s.retry_seconds)
+        return targets, default
+
     def _render_host(self, host: HostRecord, s: BootSettings, self_url: str, client_ip: str
                      ) -> tuple[str, str, list[BootTarget]]:
         """The script, its kind and its targets. Agent tokens are bound to `client_ip`
@@ -347,20 +353,9 @@ class BootApp:
         if host.mode == "local":
             return scripts.local_script(host.name), "local", []
         try:
-            targets = list(self.artifacts.boot_targets(host))
+            targets, default = self._bootable(host, s)
         except Pending as p:
             return scripts.retry_script(f"{host.name}: {p}", self_url, p.retry_after), "pending", []
-        if not targets:
-            return (scripts.retry_script(f"{host.name}: no system built yet", self_url,
-                                         s.retry_seconds), "pending", [])
-        default = targets[scripts.default_target(targets)]
-        try:  # the default entry's initrd: build it now, or tell the client to wait
-            if self.artifacts.artifact(default.toplevel, "initrd") is None:
-                return (scripts.retry_script(f"{host.name}: initrd not available yet", self_url,
-                                             s.retry_seconds), "pending", [])
-        except Pending as p:
-            return (scripts.retry_script(f"{host.name}: {p}", self_url, p.retry_after),
-                    "pending", [])
         if host.mode == "install":
             t = default
             token = self.artifacts.issue_boot_token(host, t, client_ip, "install")
