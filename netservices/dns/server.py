@@ -289,8 +289,7 @@ class DnsService:
             if not upstream_reply_matches(data, p.qid, p.query.question):
                 counters.upstream_mismatched += 1
                 continue  # forged or stray: keep waiting for the real answer
-            counters.upstream_answers += 1
-            counters.upstream_ms += int((time.monotonic() - p.deadline + UPSTREAM_TIMEOUT) * 1000)
+            _count_answer(counters, p.deadline)
             self._drop_pending(lp, p)
             self._answer(lp, p, data)
             return
@@ -391,9 +390,7 @@ class DnsService:
             except OSError:
                 continue
             if data and upstream_reply_matches(data, qid, q.question):
-                c = self.resolver.counters
-                c.upstream_answers += 1
-                c.upstream_ms += int((time.monotonic() - deadline + UPSTREAM_TIMEOUT) * 1000)
+                _count_answer(self.resolver.counters, deadline)
                 self.resolver.cache.put((q.key, q.qtype, q.qclass), data, time.time())
                 return struct.pack("!H", q.id) + data[2:]
             if data:
@@ -428,6 +425,12 @@ def _shutdown(conn: socket.socket) -> None:
         conn.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+def _count_answer(counters: Counters, deadline: float) -> None:
+    """One upstream answer and how long it took (asked UPSTREAM_TIMEOUT before `deadline`)."""
+    counters.upstream_answers += 1
+    counters.upstream_ms += int((time.monotonic() - deadline + UPSTREAM_TIMEOUT) * 1000)
 
 
 def _recv_exact(conn: socket.socket, n: int, deadline: float) -> bytes | None:
