@@ -83,7 +83,7 @@ def check_str_list(key: str, v: Any) -> list[str]:
 def check_networks(key: str, v: Any) -> list[str]:
     """A list of IPv4 or IPv6 networks (CIDR), each normalised."""
     out = []
-    for x in check_str_list(key, v) if v != [] else []:
+    for x in check_str_list(key, v):
         try:
             out.append(str(ipaddress.ip_network(x, strict=False)))
         except ValueError:
