@@ -452,10 +452,8 @@ class Dhcp6Engine:
                 return None
         elif sid != self.settings.server_duid or asked is None:
             return None
-        mac_b = codec.mac_from_duid(cid)
-        if mac_b is None:
-            mac_b = codec.mac_from_link_local(ip6_to_int(src).to_bytes(16, "big"))
-        mac = mac_b.hex(":") if mac_b is not None and len(mac_b) == 6 else None
+        mac = _mac_str(codec.mac_from_duid(cid)  # as _ctx; the source address only if needed
+                       or codec.mac_from_link_local(ip6_to_int(src).to_bytes(16, "big")))
         host = self.hosts.get(mac) if mac else None
         iaid = int.from_bytes(ia[:4], "big")
         key = (cid, iaid)
