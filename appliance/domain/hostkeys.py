@@ -21,6 +21,7 @@ import sqlite3
 import struct
 
 from appliance.domain import events
+from appliance.domain.apitokens import hash_token
 from appliance.errors import InvalidInput
 
 KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
@@ -58,7 +59,7 @@ def pin(conn: sqlite3.Connection, host_id: int, text: str, source_ip: str | None
         events.record(conn, "agent.bad_ssh_key", str(e), level="warning", host_id=host_id,
                       ip=source_ip)
         return "invalid"
-    boot = hashlib.sha256(token.encode()).hexdigest()
+    boot = hash_token(token)
     row = conn.execute("SELECT ssh_host_key, ssh_host_key_boot FROM hosts WHERE id = ?",
                        (host_id,)).fetchone()
     if row is None:
