@@ -92,5 +92,5 @@ def pinned(conn: sqlite3.Connection, host_id: int) -> str | None:
 
 
 def known_hosts_line(address: str, key: str) -> str:
-    """One known_hosts line: the address (bracketed with a port other than 22) and the key."""
+    """One known_hosts line: the address and the key (validated; ssh's port 22)."""
     return f"{address} {validate(key)}\n"
