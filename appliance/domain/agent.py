@@ -21,13 +21,13 @@ What a LAN client who is not the host can do with the unauthenticated boot scrip
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import secrets
 import sqlite3
 from dataclasses import dataclass
 
 from appliance.domain import events, hosts
+from appliance.domain.apitokens import hash_token
 from appliance.state.db import now, transaction
 
 AGENT_EVENTS = ("booted", "installing", "installed", "failed")
@@ -48,10 +48,6 @@ STEPS: dict[str, dict[str, set[str | None]]] = {
 }
 # reports that end a boot: afterwards the token lives only `used_ttl_seconds` (retries)
 FINAL = {"booted", "installed", "failed"}
-
-
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def host_addresses(conn: sqlite3.Connection, host_id: int) -> set[str]:
@@ -113,7 +109,7 @@ def issue_token(conn: sqlite3.Connection, host_id: int, generation_id: int | Non
         conn.execute(
             "INSERT INTO boot_tokens (token_hash, host_id, generation_id, client_ip, purpose, "
             "created_at, expires_at, ttl_seconds, used_ttl_seconds) VALUES (?,?,?,?,?,?,?,?,?)",
-            (_hash(token), host_id, generation_id, client_ip, purpose, t, t + ttl_seconds,
+            (hash_token(token), host_id, generation_id, client_ip, purpose, t, t + ttl_seconds,
              ttl_seconds, used_ttl_seconds))
     return token
 
@@ -138,7 +134,7 @@ def verify_token(conn: sqlite3.Connection, token: str) -> TokenInfo | None:
     row = conn.execute(
         "SELECT t.host_id, t.generation_id, t.client_ip, t.purpose, t.last_event, t.expires_at, "
         "t.ttl_seconds, t.used_ttl_seconds, h.name FROM boot_tokens t "
-        "JOIN hosts h ON h.id = t.host_id WHERE t.token_hash = ?", (_hash(token),)).fetchone()
+        "JOIN hosts h ON h.id = t.host_id WHERE t.token_hash = ?", (hash_token(token),)).fetchone()
     if row is None or row["expires_at"] < now() or not row["client_ip"]:
         return None
     return TokenInfo(row["host_id"], row["name"], row["generation_id"], row["client_ip"],
@@ -206,7 +202,7 @@ def _apply(conn: sqlite3.Connection, token: str, event: str, message: str,
     expires = (min(info.expires_at, t + info.used_ttl_seconds) if event in FINAL
                else t + info.ttl_seconds)
     conn.execute("UPDATE boot_tokens SET last_used = ?, last_event = ?, expires_at = ? "
-                 "WHERE token_hash = ?", (t, event, expires, _hash(token)))
+                 "WHERE token_hash = ?", (t, event, expires, hash_token(token)))
     if event == "installed":
         # its next PXE boot goes to its disk
         conn.execute("UPDATE hosts SET mode = 'local' WHERE id = ? AND mode = 'install'",

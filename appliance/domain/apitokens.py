@@ -18,7 +18,9 @@ from appliance.state.db import now, transaction
 PREFIX = "nxt_"
 
 
-def _hash(token: str) -> str:
+def hash_token(token: str) -> str:
+    """How every token the router hands out is stored: the SHA-256 hex of the token (API,
+    boot, disk and media tokens)."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -30,7 +32,7 @@ def create_token(conn: sqlite3.Connection, user_id: int, name: str) -> tuple[dic
     secret = PREFIX + secrets.token_urlsafe(32)
     with transaction(conn):
         tid = conn.execute("INSERT INTO api_tokens (user_id, name, token_hash, created_at) "
-                           "VALUES (?,?,?,?)", (user_id, name, _hash(secret), now())).lastrowid
+                           "VALUES (?,?,?,?)", (user_id, name, hash_token(secret), now())).lastrowid
         events.record(conn, "token.created", f"API token {name!r} created")
     return get_token(conn, tid), secret
 
@@ -65,7 +67,7 @@ def verify_token(conn: sqlite3.Connection, secret: str) -> dict[str, Any] | None
         return None
     row = conn.execute(
         "SELECT t.id AS token_id, t.revoked_at, u.id, u.username FROM api_tokens t "
-        "JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?", (_hash(secret),)).fetchone()
+        "JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?", (hash_token(secret),)).fetchone()
     if row is None or row["revoked_at"] is not None:
         return None
     t = now()

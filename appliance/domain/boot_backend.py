@@ -17,12 +17,7 @@ class SqliteBackend:
 
     def host_by_mac(self, mac: str) -> HostRecord | None:
         h = hosts.find_by_mac(self.store.conn(), mac)
-        if h is None:
-            return None
-        return HostRecord(name=h["name"], id=h["id"], macs=tuple(h["macs"]), mode=h["mode"],
-                          state=h["state"], ip=h["ip"],
-                          extra={"flake": h["flake"], "attr": h["attr"],
-                                 "current_generation": h["current_generation"]})
+        return None if h is None else _record(h)
 
     def media_grant(self, token: str, client_ip: str) -> MediaGrant | None:
         """A live boot-media token's host (None for generic media) and base URL."""
@@ -30,13 +25,11 @@ class SqliteBackend:
         row = media.check_token(conn, token, client_ip)
         if row is None:
             return None
+        h = hosts.get_host_by_id(conn, row["host_id"]) if row["host_id"] is not None else None
         host = None
-        if row["host_id"] is not None:
-            h = hosts.get_host_by_id(conn, row["host_id"])
-            host = self.host_by_mac(h["macs"][0]) if h and h["macs"] else None
-            if host is None and h:
-                host = HostRecord(name=h["name"], id=h["id"], macs=(), mode=h["mode"],
-                                  state=h["state"], ip=h["ip"])
+        if h is not None:
+            host = _record(h) if h["macs"] else HostRecord(
+                name=h["name"], id=h["id"], macs=(), mode=h["mode"], state=h["state"], ip=h["ip"])
         return MediaGrant(host=host, base_url=row["base_url"])
 
     def host_by_ip(self, ip: str) -> HostRecord | None:
@@ -106,3 +99,11 @@ class SqliteBackend:
             result["local_token"] = localboot.issue_disk_token(conn, boot.host_id,
                                                                boot.generation_id, source_ip)
         return result
+
+
+def _record(h: dict[str, Any]) -> HostRecord:
+    """A host (as `hosts` returns it) as the boot services see it."""
+    return HostRecord(name=h["name"], id=h["id"], macs=tuple(h["macs"]), mode=h["mode"],
+                      state=h["state"], ip=h["ip"],
+                      extra={"flake": h["flake"], "attr": h["attr"],
+                             "current_generation": h["current_generation"]})

@@ -98,10 +98,14 @@ def anchor(section: str) -> str:
     return "".join(c for c in section.lower().replace(" ", "-") if c.isalnum() or c == "-")
 
 
-def _new_boot(row, data: dict) -> Boot:
+def _firmware(data: dict) -> str | None:
+    """The firmware a DHCP event's client architecture (`arch`) names."""
     arch = data.get("arch")
-    return Boot(row["host_id"], row["host"], firmware_of(arch if isinstance(arch, int) else None),
-                row["ts"])
+    return firmware_of(arch if isinstance(arch, int) else None)
+
+
+def _new_boot(row, data: dict) -> Boot:
+    return Boot(row["host_id"], row["host"], _firmware(data), row["ts"])
 
 
 def _add(boot: Boot, name: str, row) -> None:
@@ -167,7 +171,7 @@ def from_events(rows, now: float) -> list[Boot]:
         elif boot is None or boot.outcome != "running":
             continue  # a report with no boot before it (e.g. a local boot)
         if boot.firmware is None and name == "dhcp":
-            boot.firmware = _new_boot(row, data).firmware
+            boot.firmware = _firmware(data)
         _add(boot, name, row)
         if name in END or boot.last.level == "error":
             _close(boot, now)

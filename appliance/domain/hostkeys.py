@@ -21,6 +21,7 @@ import sqlite3
 import struct
 
 from appliance.domain import events
+from appliance.domain.apitokens import hash_token
 from appliance.errors import InvalidInput
 
 KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
@@ -58,7 +59,7 @@ def pin(conn: sqlite3.Connection, host_id: int, text: str, source_ip: str | None
         events.record(conn, "agent.bad_ssh_key", str(e), level="warning", host_id=host_id,
                       ip=source_ip)
         return "invalid"
-    boot = hashlib.sha256(token.encode()).hexdigest()
+    boot = hash_token(token)
     row = conn.execute("SELECT ssh_host_key, ssh_host_key_boot FROM hosts WHERE id = ?",
                        (host_id,)).fetchone()
     if row is None:
@@ -91,5 +92,5 @@ def pinned(conn: sqlite3.Connection, host_id: int) -> str | None:
 
 
 def known_hosts_line(address: str, key: str) -> str:
-    """One known_hosts line: the address (bracketed with a port other than 22) and the key."""
+    """One known_hosts line: the address and the key (validated; ssh's port 22)."""
     return f"{address} {validate(key)}\n"

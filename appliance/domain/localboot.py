@@ -14,23 +14,19 @@ server leases), only from the address the installer reported `installed` from.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import sqlite3
 from dataclasses import dataclass
 
 from appliance.domain import events, hosts
 from appliance.domain.agent import AgentRejected, host_addresses
+from appliance.domain.apitokens import hash_token
 from appliance.state.db import now, transaction
 
 BOOT_MODES = ("netboot", "install", "local")
 DISK_EVENTS = ("booted", "failed")
 # an agent report through a per-boot token -> how the host came up
 BOOT_MODE_OF_REPORT = {"booted": "netboot", "installing": "install", "installed": "install"}
-
-
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def set_boot_mode(conn: sqlite3.Connection, host_id: int, mode: str) -> None:
@@ -51,7 +47,7 @@ def issue_disk_token(conn: sqlite3.Connection, host_id: int, generation_id: int 
         conn.execute("DELETE FROM disk_tokens WHERE host_id = ?", (host_id,))
         conn.execute("INSERT INTO disk_tokens (host_id, token_hash, generation_id, toplevel, "
                      "created_at, bound_ip) VALUES (?,?,?,?,?,?)",
-                     (host_id, _hash(token), generation_id, row[0] if row else None, now(),
+                     (host_id, hash_token(token), generation_id, row[0] if row else None, now(),
                       bound_ip))
     return token
 
@@ -70,7 +66,7 @@ def verify_disk_token(conn: sqlite3.Connection, token: str) -> DiskToken | None:
         return None
     row = conn.execute(
         "SELECT d.host_id, d.generation_id, d.toplevel, d.bound_ip, h.name FROM disk_tokens d "
-        "JOIN hosts h ON h.id = d.host_id WHERE d.token_hash = ?", (_hash(token),)).fetchone()
+        "JOIN hosts h ON h.id = d.host_id WHERE d.token_hash = ?", (hash_token(token),)).fetchone()
     return DiskToken(row["host_id"], row["name"], row["generation_id"],
                      row["toplevel"], row["bound_ip"]) if row else None
 

@@ -8,13 +8,13 @@ listed and are refused (403) from then on.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import sqlite3
 from typing import Any
 from urllib.parse import urlsplit
 
 from appliance.domain import events, hosts
+from appliance.domain.apitokens import hash_token
 from appliance.errors import InvalidInput, NotFound
 from appliance.state.db import now, transaction
 
@@ -22,10 +22,6 @@ FORMATS = ("iso", "usb", "efi", "script")
 TOKEN_BYTES = 24  # 32 URL-safe characters: letters, digits, - and _
 _COLUMNS = ("t.id, t.host_id, h.name AS host, t.label, t.base_url, t.format, t.created_at, "
             "t.last_used, t.last_ip, t.uses, t.revoked_at")
-
-
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def validate_base_url(url: object) -> str:
@@ -55,7 +51,7 @@ def create_token(conn: sqlite3.Connection, *, host: str | None, base_url: str, f
         host_id = hosts.get_host(conn, host)["id"] if host is not None else None
         tid = conn.execute(
             "INSERT INTO media_tokens (token_hash, host_id, label, base_url, format, created_at) "
-            "VALUES (?,?,?,?,?,?)", (_hash(token), host_id, label, base_url, fmt, now())).lastrowid
+            "VALUES (?,?,?,?,?,?)", (hash_token(token), host_id, label, base_url, fmt, now())).lastrowid
         events.record(conn, "media.created",
                       f"boot media ({fmt}) for {host or 'any machine'} created",
                       host_id=host_id, data={"token_id": tid, "format": fmt, "url": base_url})
@@ -108,7 +104,7 @@ def check_token(conn: sqlite3.Connection, token: str, ip: str | None = None
             or not token.replace("-", "").replace("_", "").isalnum():
         return None
     row = conn.execute("SELECT id, host_id, base_url, revoked_at FROM media_tokens "
-                       "WHERE token_hash = ?", (_hash(token),)).fetchone()
+                       "WHERE token_hash = ?", (hash_token(token),)).fetchone()
     if row is None or row["revoked_at"] is not None:
         return None
     conn.execute("UPDATE media_tokens SET last_used = ?, last_ip = ?, uses = uses + 1 "

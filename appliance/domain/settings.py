@@ -25,7 +25,7 @@ from typing import Any, Literal
 from appliance.config.resolve import NETWORK_KEYS, lookup, merged, resolve
 from appliance.config.schema import Config, iter_keys, parse_config
 from appliance.domain import events, setupcode, users
-from appliance.domain.ipv6 import ULA_KEY
+from appliance.domain.ipv6 import lan_prefix6
 from appliance.errors import ConfigError, Conflict, InvalidInput
 from appliance.state import kv
 from appliance.state.db import now, transaction
@@ -116,10 +116,12 @@ def validate(cfg: Config, conn: sqlite3.Connection, values: dict[str, Any]) -> d
 def _check_range6(conn: sqlite3.Connection, c: Config) -> None:
     """A DHCPv6 range must lie in the prefix the router serves: with lan.address6 null,
     the stored ULA (the config's cross-check knows only a configured lan.address6)."""
-    ula = kv.get(conn, ULA_KEY)
-    if c.dhcp6.range is None or c.lan.address6 is not None or not ula:
+    if c.dhcp6.range is None or c.lan.address6 is not None:
         return
-    net6 = ipaddress.IPv6Interface(ula).network
+    prefix = lan_prefix6(conn, None)  # the stored ULA's; None before the first start made one
+    if prefix is None:
+        return
+    net6 = ipaddress.IPv6Network(prefix)
     for a in c.dhcp6.range:
         if ipaddress.IPv6Address(a) not in net6:
             raise InvalidInput(f"{a} is outside the LAN prefix {net6} (the generated ULA; set "

@@ -201,7 +201,6 @@ class GcService:
         self.disk: dict[str, Any] | None = None
         self.runs = 0
         self.last_error: str | None = None
-        self._lock = threading.Lock()
 
     def stats(self) -> dict[str, Any]:
         return {"disk": self.disk, "runs": self.runs, "last_error": self.last_error,
@@ -212,11 +211,11 @@ class GcService:
         return self.disk
 
     def due(self, conn, started: float) -> str | None:
-        if kv.get(conn, REQUEST_KEY):
+        if is_requested(conn):
             return "request"
         if self.interval <= 0:
             return None
-        prev = kv.get(conn, LAST_KEY) or {}
+        prev = last(conn) or {}
         since = max(float(prev.get("at") or 0), started)
         return "schedule" if now() - since >= self.interval else None
 

@@ -106,10 +106,15 @@ def run_push_install(plan: InstallPlan, *, timeout: float = 3600) -> subprocess.
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
+def ssh_dir(state_dir: str | os.PathLike) -> Path:
+    """`state_dir/ssh`: the push install's identity, known_hosts and per-host locks."""
+    return Path(state_dir) / "ssh"
+
+
 def ssh_key_file(state_dir: str | os.PathLike) -> Path:
     """The router's SSH identity for push installs (`state_dir/ssh/id_ed25519`); without
     it nixos-anywhere uses ssh's defaults (the agent, ~/.ssh)."""
-    return Path(state_dir) / "ssh" / "id_ed25519"
+    return ssh_dir(state_dir) / "id_ed25519"
 
 
 def disko_of(toplevel: str) -> str | None:
@@ -145,7 +150,7 @@ def push_plan(conn: sqlite3.Connection, state_dir: str | os.PathLike, name: str,
 def push_command(conn: sqlite3.Connection, state_dir: str | os.PathLike, name: str
                  ) -> tuple[list[str], str]:
     """What `push_install` would run (argv, known_hosts text), for `--dry-run` and the API."""
-    plan, text = push_plan(conn, state_dir, name, str(Path(state_dir) / "ssh" / "known_hosts"))
+    plan, text = push_plan(conn, state_dir, name, str(ssh_dir(state_dir) / "known_hosts"))
     return nixos_anywhere_command(plan), text
 
 
@@ -158,7 +163,7 @@ def _need_nixos_anywhere() -> None:
 def _claim(state_dir: str | os.PathLike, name: str) -> int:
     """The host's push lock (`state_dir/ssh/push-<host>.lock`, flock): one push per host
     at a time, across processes (the CLI, the web workers). Conflict while one runs."""
-    d = Path(state_dir) / "ssh"
+    d = ssh_dir(state_dir)
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(d / f"push-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -186,7 +191,7 @@ def push_install(conn: sqlite3.Connection, state_dir: str | os.PathLike, name: s
 
 def _push(conn: sqlite3.Connection, state_dir: str | os.PathLike, name: str,
           timeout: float) -> int:
-    with tempfile.TemporaryDirectory(dir=Path(state_dir) / "ssh") as tmp:
+    with tempfile.TemporaryDirectory(dir=ssh_dir(state_dir)) as tmp:
         known = Path(tmp) / "known_hosts"
         plan, text = push_plan(conn, state_dir, name, str(known))
         known.write_text(text)

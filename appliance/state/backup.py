@@ -115,13 +115,13 @@ def _state_files(state_dir: Path) -> tuple[list[Path], list[Path], list[str]]:
         if rel_root == Path("."):
             dnames[:] = [d for d in dnames if d not in EXCLUDED and not d.startswith(HIDDEN_PREFIXES)]
             fnames = [f for f in fnames if f not in EXCLUDED and not f.startswith(HIDDEN_PREFIXES)]
+        links = {d for d in dnames if (Path(root) / d).is_symlink()}  # never followed
         for d in sorted(dnames):
-            p = Path(root) / d
-            if p.is_symlink():
+            if d in links:
                 skipped.append(str(rel_root / d))
             else:
-                dirs.append(p)
-        dnames[:] = [d for d in dnames if not (Path(root) / d).is_symlink()]
+                dirs.append(Path(root) / d)
+        dnames[:] = [d for d in dnames if d not in links]
         for f in sorted(fnames):
             p = Path(root) / f
             st = p.lstat()
