@@ -12,6 +12,7 @@ from appliance.nix import bootmedia
 from ..api.media import media_response
 from ..context import config, conn
 from ..forms import ActionForm, MediaForm, options
+from ..security import safe_next
 from .common import attach_error
 
 bp = Blueprint("media", __name__, url_prefix="/media")
@@ -51,5 +52,4 @@ def index():
 def revoke(token_id: int):
     t = media.revoke_token(conn(), token_id)
     flash(f"Media token {t['id']} ({t['host'] or 'generic'}) revoked.", "ok")
-    return redirect(request.form.get("next") if request.form.get("next", "").startswith("/")
-                    else url_for("media.index"))
+    return redirect(safe_next(request.form.get("next")) or url_for("media.index"))
