@@ -30,8 +30,7 @@ def media_form(host: str | None = None) -> MediaForm:
 
 def page(form: MediaForm, status: int = 200):
     return render_template("media.html", form=form, tokens=media.list_tokens(conn()),
-                           action=ActionForm(), one_liner=bootmedia.shell_one_liner(config())
-                           ), status
+                           action=ActionForm()), status
 
 
 @bp.route("/", methods=["GET", "POST"])
