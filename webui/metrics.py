@@ -127,8 +127,10 @@ def _render(health: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------ this process's own
 
-def _state() -> dict[str, Any]:
-    return current_app.extensions.setdefault("nixie_metrics", {"renders": 0, "registry": None})
+def _state(app: Flask | None = None) -> dict[str, Any]:
+    """This app's rendering count and request latency registry (`init_app` fills it)."""
+    return (app or current_app).extensions.setdefault("nixie_metrics",
+                                                      {"renders": 0, "registry": None})
 
 
 class _Own:
@@ -153,8 +155,7 @@ class _Own:
 
 def init_app(app: Flask) -> None:
     """Time every request of `app` into a histogram by blueprint (a fixed label set)."""
-    state = app.extensions.setdefault("nixie_metrics", {"renders": 0, "registry": None})
-    reg = state["registry"] = CollectorRegistry(auto_describe=False)
+    reg = _state(app)["registry"] = CollectorRegistry(auto_describe=False)
     hist = Histogram("nixie_web_request_seconds", "Admin web requests by area, this web "
                      "process's own", ["area", "code"], registry=reg,
                      buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
