@@ -1,5 +1,5 @@
 """Boot media: the page that writes ISO / USB / EFI media (per host or generic) and lists and
-revokes their tokens; the host page posts its own form here too."""
+revokes their tokens; the host page links here with its host chosen (`?host=NAME`)."""
 
 from __future__ import annotations
 
