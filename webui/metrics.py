@@ -127,8 +127,10 @@ def _render(health: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------ this process's own
 
-def _state() -> dict[str, Any]:
-    return current_app.extensions.setdefault("nixie_metrics", {"renders": 0, "registry": None})
+def _state(app: Flask | None = None) -> dict[str, Any]:
+    """This app's rendering count and request latency registry (`init_app` fills it)."""
+    return (app or current_app).extensions.setdefault("nixie_metrics",
+                                                      {"renders": 0, "registry": None})
 
 
 class _Own:
@@ -138,10 +140,8 @@ class _Own:
         self.state = state
 
     def collect(self):
-        c = CounterMetricFamily("nixie_metrics_renders", "Renderings of /metrics by this "
-                                "web process (one serves every scrape for a second)")
-        c.add_metric([], self.state["renders"])
-        yield c
+        yield _count("nixie_metrics_renders", "Renderings of /metrics by this web process "
+                     "(one serves every scrape for a second)", self.state["renders"])
         shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if shared:  # web worker processes: every worker's, summed
             reg = CollectorRegistry(auto_describe=False)
@@ -155,8 +155,7 @@ class _Own:
 
 def init_app(app: Flask) -> None:
     """Time every request of `app` into a histogram by blueprint (a fixed label set)."""
-    state = app.extensions.setdefault("nixie_metrics", {"renders": 0, "registry": None})
-    reg = state["registry"] = CollectorRegistry(auto_describe=False)
+    reg = _state(app)["registry"] = CollectorRegistry(auto_describe=False)
     hist = Histogram("nixie_web_request_seconds", "Admin web requests by area, this web "
                      "process's own", ["area", "code"], registry=reg,
                      buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
@@ -182,6 +181,11 @@ def _counter(name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFa
 
 def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, labels=list(labels))
+
+
+def _count(name: str, doc: str, value: float) -> CounterMetricFamily:
+    """A counter without labels: one sample."""
+    return CounterMetricFamily(name, doc, value=value)
 
 
 def _histogram(name: str, doc: str, labels: list[str], groups: dict[tuple, list[float]],
@@ -244,27 +248,20 @@ class _Snapshot:
             for name, key, src, doc in (("naks", "nak", "sent", "DHCPNAKs sent"),
                                         ("declines", "decline", "received",
                                          "DHCPDECLINEs received (an address in use)")):
-                c = _counter(f"nixie_dhcp_{name}", doc)
-                c.add_metric([], (st.get(src) or {}).get(key, 0))
-                yield c
+                yield _count(f"nixie_dhcp_{name}", doc, (st.get(src) or {}).get(key, 0))
         pool = st.get("pool") or {}
         for key in ("size", "bound"):
-            g_ = _gauge(f"nixie_{svc}_pool_{key}", f"{what} dynamic pool: {key} addresses")
-            g_.add_metric([], pool.get(key, 0))
-            yield g_
+            yield GaugeMetricFamily(f"nixie_{svc}_pool_{key}",
+                                    f"{what} dynamic pool: {key} addresses", value=pool.get(key, 0))
 
     def _tftp(self):
         st = self.stats("tftp")
-        c = _counter("nixie_tftp_requests", "TFTP read requests")
-        c.add_metric([], st.get("requests", 0))
-        yield c
+        yield _count("nixie_tftp_requests", "TFTP read requests", st.get("requests", 0))
         c = _counter("nixie_tftp_transfers", "TFTP transfers by how they ended", ["result"])
         for r in ("completed", "aborted", "failed"):
             c.add_metric([r], st.get(r, 0))
         yield c
-        c = _counter("nixie_tftp_sent_bytes", "TFTP data bytes sent")
-        c.add_metric([], st.get("bytes_sent", 0))
-        yield c
+        yield _count("nixie_tftp_sent_bytes", "TFTP data bytes sent", st.get("bytes_sent", 0))
         c = _counter("nixie_tftp_errors", "TFTP requests and transfers in trouble by kind",
                      ["kind"])
         for k in ("refused", "malformed", "timeouts", "retransmits", "socket_errors",
@@ -292,9 +289,7 @@ class _Snapshot:
 
     def _dns(self):
         st = self.stats("dns")
-        c = _counter("nixie_dns_queries", "DNS queries received")
-        c.add_metric([], st.get("queries", 0))
-        yield c
+        yield _count("nixie_dns_queries", "DNS queries received", st.get("queries", 0))
         c = _counter("nixie_dns_answers", "DNS queries by how they were answered", ["result"])
         for k in ("local", "cache_hits", "forwarded", "refused", "malformed", "notimp",
                   "truncated"):
@@ -305,14 +300,12 @@ class _Snapshot:
         for k in ("upstream_timeouts", "upstream_errors", "upstream_mismatched"):
             c.add_metric([k.removeprefix("upstream_")], st.get(k, 0))
         yield c
-        up = SummaryMetricFamily("nixie_dns_upstream_seconds", "Answers from upstream "
-                                 "resolvers and the time they took (mean = sum / count)",
-                                 count_value=st.get("upstream_answers", 0),
-                                 sum_value=st.get("upstream_ms", 0) / 1000)
-        yield up
-        g_ = _gauge("nixie_dns_cache_entries", "Entries in the forwarding cache")
-        g_.add_metric([], st.get("cache_entries", 0))
-        yield g_
+        yield SummaryMetricFamily("nixie_dns_upstream_seconds", "Answers from upstream "
+                                  "resolvers and the time they took (mean = sum / count)",
+                                  count_value=st.get("upstream_answers", 0),
+                                  sum_value=st.get("upstream_ms", 0) / 1000)
+        yield GaugeMetricFamily("nixie_dns_cache_entries", "Entries in the forwarding cache",
+                                value=st.get("cache_entries", 0))
 
     def _builds(self):
         by = overview.builds_by_status(self.db)

@@ -128,6 +128,21 @@ def test_from_a_non_lan_address_refused(web):
     assert scrape(app, "::ffff:127.0.0.1").status_code == 200
 
 
+def test_forged_forwarded_for_and_a_refused_flood_render_nothing(tmp_path):
+    """X-Forwarded-For / X-Real-IP naming loopback do not admit an outside source, and a
+    flood of refused scrapes never reads the health report nor renders."""
+    reads = []
+    app, store, _ = make_app(tmp_path / "s", lambda: reads.append(1) or HEALTH)
+    for _ in range(200):
+        r = scrape(app, "203.0.113.9", **{"X-Forwarded-For": "127.0.0.1",
+                                          "X-Real-IP": "127.0.0.1", "Forwarded": "for=127.0.0.1"})
+        assert r.status_code == 403 and b"nixie_" not in r.data
+    assert reads == []
+    s = samples(scrape(app).data.decode())
+    assert s[("nixie_metrics_renders_total", ())] == 1 and reads == [1]
+    store.close()
+
+
 def test_allow_lists_extra_networks(tmp_path):
     app, store, _ = make_app(tmp_path / "s", lambda: HEALTH,
                              sections={"metrics": {"allow": ["203.0.113.0/24"]}})

@@ -58,6 +58,21 @@ def test_media_page_writes_the_iso_and_revokes(web, tmp_path):
     assert media.get_token(store.conn(), t["id"])["revoked_at"] is not None
 
 
+def test_revoke_redirects_only_to_a_local_page(web):
+    """A forged `next` (another site, scheme-relative, backslash) lands on the media page."""
+    app, store, _ = web
+    c = logged_in_client(app)
+    token = csrf_of(c.get("/media/").data.decode())
+    for forged in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "media"):
+        tid = media.create_token(store.conn(), host="far1", base_url="http://192.0.2.1", fmt="iso")[0]["id"]
+        r = c.post(f"/media/{tid}/revoke", data={"csrf_token": token, "next": forged})
+        assert r.status_code == 302 and r.headers["Location"] == "/media/", forged
+        assert media.get_token(store.conn(), tid)["revoked_at"] is not None
+    tid = media.create_token(store.conn(), host="far1", base_url="http://192.0.2.1", fmt="iso")[0]["id"]
+    r = c.post(f"/media/{tid}/revoke", data={"csrf_token": token, "next": "/hosts/far1"})
+    assert r.headers["Location"] == "/hosts/far1"
+
+
 def test_host_and_machines_pages_show_the_one_liner(web):
     app, _, cfg = web
     c = logged_in_client(app)

@@ -22,7 +22,7 @@ bp = Blueprint("dashboard", __name__)
 CHART_BARS = 24  # the last this many boots and builds
 
 
-def _charts(c) -> list[Markup]:
+def _charts(c, counters: dict) -> list[Markup]:
     """Boots per hour, how long the last boots took, the DHCP pool's use, build times."""
     t = now()
     day = boots.since(c, t - 86400, t)
@@ -44,7 +44,7 @@ def _charts(c) -> list[Markup]:
     if cfg.dhcp.mode == "authoritative":
         first, last = (ipaddress.IPv4Address(a) for a in cfg.dhcp.range)
         out.append(charts.meter("chart-lease-pool", "DHCP pool in use",
-                                overview.counters(c)["leases_active"], int(last) - int(first) + 1))
+                                counters["leases_active"], int(last) - int(first) + 1))
     out.append(charts.bar_chart(
         "chart-build-durations", "Build times, last builds",
         [Bar(max(0.0, b["seconds"]), f"#{b['id']}",
@@ -57,8 +57,10 @@ def _charts(c) -> list[Markup]:
 
 def _body() -> str:
     c = conn()
-    return render_template("_dashboard_body.html", health=ctx().health(), charts=_charts(c),
-                           counters=overview.counters(c), hosts=overview.active_hosts(c),
+    counters = overview.counters(c)  # five counts: once for the cards and the pool meter
+    return render_template("_dashboard_body.html", health=ctx().health(),
+                           charts=_charts(c, counters), counters=counters,
+                           hosts=overview.active_hosts(c),
                            boots=overview.recent_boots(c), queue=overview.build_queue(c),
                            recent=overview.recent_events(c), power=bmc.power_by_host(c),
                            waiting=machines.list_waiting(c, limit=5),

@@ -1,5 +1,5 @@
 """Boot media: the page that writes ISO / USB / EFI media (per host or generic) and lists and
-revokes their tokens; the host page posts its own form here too."""
+revokes their tokens; the host page links here with its host chosen (`?host=NAME`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from appliance.nix import bootmedia
 from ..api.media import media_response
 from ..context import config, conn
 from ..forms import ActionForm, MediaForm, options
+from ..security import safe_next
 from .common import attach_error
 
 bp = Blueprint("media", __name__, url_prefix="/media")
@@ -29,8 +30,7 @@ def media_form(host: str | None = None) -> MediaForm:
 
 def page(form: MediaForm, status: int = 200):
     return render_template("media.html", form=form, tokens=media.list_tokens(conn()),
-                           action=ActionForm(), one_liner=bootmedia.shell_one_liner(config())
-                           ), status
+                           action=ActionForm()), status
 
 
 @bp.route("/", methods=["GET", "POST"])
@@ -51,5 +51,4 @@ def index():
 def revoke(token_id: int):
     t = media.revoke_token(conn(), token_id)
     flash(f"Media token {t['id']} ({t['host'] or 'generic'}) revoked.", "ok")
-    return redirect(request.form.get("next") if request.form.get("next", "").startswith("/")
-                    else url_for("media.index"))
+    return redirect(safe_next(request.form.get("next")) or url_for("media.index"))
