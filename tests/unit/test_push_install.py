@@ -13,7 +13,6 @@ connecting with these options to a real sshd only when its key is the pinned one
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -22,7 +21,7 @@ from appliance.domain import agent, hostkeys, hosts
 from appliance.domain.boot_backend import SqliteBackend
 from appliance.errors import Conflict, InvalidInput
 from appliance.nix import install
-from tests.conftest import run_nixie
+from tests.conftest import run_nixie, wait_for
 from tests.golden import assert_golden
 from tests.webapp import csrf_of, logged_in_client, make_app
 
@@ -202,16 +201,14 @@ def test_a_flood_of_push_requests_starts_one_install(web, tmp_path, monkeypatch)
     assert r.returncode != 0 and "a push install of web1 is already running" in r.stderr, r
     release.touch()
     conn = store.conn()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not conn.execute(
-            "SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0]:
-        time.sleep(0.1)
+
+    def pushed() -> int:
+        return conn.execute("SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0]
+
+    wait_for(pushed, timeout=30)
     kinds = [k for (k,) in conn.execute("SELECT kind FROM events WHERE kind LIKE 'install.push%'")]
     assert kinds == ["install.push", "install.pushed"], kinds
     r = client.post("/api/v1/hosts/web1/install", json={"push": True}, headers=csrf)
     assert r.status_code == 202
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and conn.execute(
-            "SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0] < 2:
-        time.sleep(0.1)
-    assert conn.execute("SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0] == 2
+    wait_for(lambda: pushed() >= 2, timeout=30)
+    assert pushed() == 2
