@@ -4,6 +4,7 @@ running serve, altered bytes) that must be refused with nothing written."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -211,7 +212,6 @@ def test_cli_refuses_a_newer_schema_with_a_clear_error_and_changes_nothing(route
     conn.close()
     manifest = json.loads((work / backup.MANIFEST).read_text())
     manifest["schema_version"] = db.SCHEMA_VERSION + 1
-    import hashlib
     data = (work / "nixie.db").read_bytes()
     manifest["files"]["nixie.db"].update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
     (work / backup.MANIFEST).write_text(json.dumps(manifest))
