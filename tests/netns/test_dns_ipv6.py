@@ -26,6 +26,7 @@ from appliance.state.db import Store
 from lab.netns import serving
 from netservices.dns.server import MAX_TCP_CLIENTS
 from netservices.dns.zone import clean_hostname
+from tests.dhcp6_helpers import put_lease6
 from tests.netns.routerlab import RouterLab
 from tests.netns.test_dns_hostile import answers, dig, dns_stats
 
@@ -58,9 +59,7 @@ def lab(tmp_path):
         t = time.time()
         for addr, mac, name in ((PREFIX + "1:3", "bc:24:11:00:00:03", None),
                                 (PREFIX + "1:7", "02:00:00:00:00:07", "laptop6")):
-            conn.execute("INSERT INTO leases6 (address, duid, iaid, mac, hostname, state, starts, "
-                         "expires, updated_at) VALUES (?, ?, 1, ?, ?, 'bound', ?, ?, ?)",
-                         (addr, "0003" + mac.replace(":", ""), mac, name, t, t + 3600, t))
+            put_lease6(conn, addr, mac, hostname=name, starts=t, expires=t + 3600)
         store.close()
 
         cfg = example_config(state_dir=str(state), interface="lan0")
