@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config.schema import example_config
 from appliance.domain import apitokens, users
 from appliance.errors import Conflict, InvalidInput
 from appliance.state import backup, db
 from appliance.state.db import Store
 from appliance.state.status import write_status
-from tests.conftest import run_nixie
+from tests.conftest import run_nixie, write_config
 
 pytestmark = pytest.mark.unit
 
@@ -39,14 +38,7 @@ SECRETS = {  # state_dir-relative file -> bytes, as the services write them (060
 
 
 def config(tmp_path: Path, name: str) -> Path:
-    cfg = example_config(state_dir=str(tmp_path / name / "state"), interface="lo",
-                         address="127.0.0.1/8")
-    cfg["dhcp"]["mode"] = "off"
-    cfg["dhcp"]["range"] = ["127.0.0.100", "127.0.0.199"]
-    cfg["dns"]["enable"] = False
-    path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps(cfg))
-    return path
+    return write_config(tmp_path / f"{name}.json", tmp_path / name / "state")
 
 
 def state_of(path: Path) -> Path:

@@ -16,12 +16,11 @@ import json
 
 import pytest
 
-from appliance.config.schema import example_config
 from appliance.domain import agent, hostkeys, hosts
 from appliance.domain.boot_backend import SqliteBackend
 from appliance.errors import Conflict, InvalidInput
 from appliance.nix import install
-from tests.conftest import run_nixie, wait_for
+from tests.conftest import run_nixie, wait_for, write_config
 from tests.golden import assert_golden
 from tests.webapp import csrf_of, logged_in_client, make_app
 
@@ -138,8 +137,7 @@ def test_cli_api_and_page_build_the_same_command(web, tmp_path, monkeypatch):
     _boot(store)
     _generation(store)
     argv, known = install.push_command(store.conn(), cfg.state_dir, "web1")
-    data = example_config(state_dir=cfg.state_dir, interface="lo", address="127.0.0.1/8")
-    (tmp_path / "config.json").write_text(json.dumps(data))
+    write_config(tmp_path / "config.json", cfg.state_dir)
     r = run_nixie("host", "install", "web1", "--push", "--dry-run", "--json",
                   config=tmp_path / "config.json")
     assert r.returncode == 0, r.stderr
@@ -195,8 +193,7 @@ def test_a_flood_of_push_requests_starts_one_install(web, tmp_path, monkeypatch)
                          headers=csrf).status_code for _ in range(40)]
     assert codes.count(202) == 1 and codes.count(409) == 39, codes
     # the CLI (another process) meets the same lock
-    data = example_config(state_dir=cfg.state_dir, interface="lo", address="127.0.0.1/8")
-    (tmp_path / "config.json").write_text(json.dumps(data))
+    write_config(tmp_path / "config.json", cfg.state_dir)
     r = run_nixie("host", "install", "web1", "--push", config=tmp_path / "config.json")
     assert r.returncode != 0 and "a push install of web1 is already running" in r.stderr, r
     release.touch()
