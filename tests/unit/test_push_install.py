@@ -13,6 +13,7 @@ connecting with these options to a real sshd only when its key is the pinned one
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -205,6 +206,9 @@ def test_a_flood_of_push_requests_starts_one_install(web, tmp_path, monkeypatch)
     wait_for(pushed, timeout=30)
     kinds = [k for (k,) in conn.execute("SELECT kind FROM events WHERE kind LIKE 'install.push%'")]
     assert kinds == ["install.push", "install.pushed"], kinds
+    # finished: its thread ended, and released the lock with it (after the event)
+    assert wait_for(lambda: "push-install-web1" not in {t.name for t in threading.enumerate()},
+                    timeout=30)
     r = client.post("/api/v1/hosts/web1/install", json={"push": True}, headers=csrf)
     assert r.status_code == 202
     wait_for(lambda: pushed() >= 2, timeout=30)
