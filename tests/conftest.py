@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.config.schema import example_config
 from tests.tiers import TIERS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,18 +56,21 @@ def state_dir(tmp_path):
     return d
 
 
-@pytest.fixture
-def config_file(tmp_path, state_dir):
-    """A minimal valid config on loopback with free-ish ports; returns its path."""
-    from appliance.config.schema import example_config
-
+def write_config(path: Path, state_dir: Path | str) -> Path:
+    """A minimal valid config on loopback (DHCP and DNS off) over `state_dir`, written
+    to `path`; returns `path`."""
     cfg = example_config(state_dir=str(state_dir), interface="lo", address="127.0.0.1/8")
     cfg["dhcp"]["mode"] = "off"
     cfg["dhcp"]["range"] = ["127.0.0.100", "127.0.0.199"]
     cfg["dns"]["enable"] = False
-    path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
     return path
+
+
+@pytest.fixture
+def config_file(tmp_path, state_dir):
+    """A minimal valid config on loopback with free-ish ports; returns its path."""
+    return write_config(tmp_path / "config.json", state_dir)
 
 
 def run_nixie(*args: str, config: Path | None = None, input: str | None = None,

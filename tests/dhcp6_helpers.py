@@ -149,3 +149,14 @@ def run_ra(adv: Advertiser, data: bytes, src: str = CLIENT_LL, now: float = 100.
             raise AssertionError("a packet was neither answered nor counted as dropped")
         return False
     return True
+
+
+def put_lease6(conn, address: str, mac: str | None, *, hostname: str | None = None,
+               state: str = "bound", duid: str | None = None, iaid: int = 1,
+               starts: float = 0.0, expires: float = 9e9, updated_at: float | None = None) -> None:
+    """A leases6 row as the DHCPv6 service stores it, for tests that start from the state
+    DB rather than the wire. `duid` defaults to "0003" + the MAC's hex (as DUID-LL)."""
+    conn.execute("INSERT OR REPLACE INTO leases6 (address, duid, iaid, mac, hostname, state, "
+                 "starts, expires, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 (address, duid if duid is not None else "0003" + mac.replace(":", ""), iaid, mac,
+                  hostname, state, starts, expires, starts if updated_at is None else updated_at))

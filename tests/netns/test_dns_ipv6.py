@@ -26,6 +26,8 @@ from appliance.state.db import Store
 from lab.netns import serving
 from netservices.dns.server import MAX_TCP_CLIENTS
 from netservices.dns.zone import clean_hostname
+from tests.conftest import wait_for
+from tests.dhcp6_helpers import put_lease6
 from tests.netns.routerlab import RouterLab
 from tests.netns.test_dns_hostile import answers, dig, dns_stats
 
@@ -58,9 +60,7 @@ def lab(tmp_path):
         t = time.time()
         for addr, mac, name in ((PREFIX + "1:3", "bc:24:11:00:00:03", None),
                                 (PREFIX + "1:7", "02:00:00:00:00:07", "laptop6")):
-            conn.execute("INSERT INTO leases6 (address, duid, iaid, mac, hostname, state, starts, "
-                         "expires, updated_at) VALUES (?, ?, 1, ?, ?, 'bound', ?, ?, ?)",
-                         (addr, "0003" + mac.replace(":", ""), mac, name, t, t + 3600, t))
+            put_lease6(conn, addr, mac, hostname=name, starts=t, expires=t + 3600)
         store.close()
 
         cfg = example_config(state_dir=str(state), interface="lan0")
@@ -70,10 +70,9 @@ def lab(tmp_path):
         path = tmp_path / "config.json"
         path.write_text(json.dumps(cfg))
         with serving(router, path, tmp_path / "serve.log", [("10.77.0.1", 53)]):
-            deadline = time.monotonic() + 15
-            while "status: NOERROR" not in dig(client, f"@{ROUTER6}", "node1.lab.nixie", "AAAA") \
-                    and time.monotonic() < deadline:
-                time.sleep(0.3)
+            assert wait_for(lambda: "status: NOERROR" in dig(client, f"@{ROUTER6}",
+                                                             "node1.lab.nixie", "AAAA"),
+                            timeout=15, every=0.3), (tmp_path / "serve.log").read_text()[-2000:]
             yield router, client, wan, tmp_path
     finally:
         lab.close()

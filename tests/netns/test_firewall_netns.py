@@ -3,13 +3,13 @@ the admin and boot ports answer the LAN and not the WAN."""
 
 import subprocess
 import sys
-import time
 from dataclasses import replace
 
 import pytest
 
 from appliance.router import firewall
 from appliance.router.firewall import FirewallSpec
+from tests.conftest import wait_for
 from tests.netns.routerlab import RouterLab
 
 
@@ -68,10 +68,8 @@ def _serve_dual(lab, port: int, directory: str) -> None:
     """http.server on [::] (dual-stack) in the router's namespace, once it answers."""
     lab.spawn(lab.router, sys.executable, "-m", "http.server", "--bind", "::", str(port),
               "--directory", directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while lab.http_status(lab.router, "::1", port, timeout=0.5) is None:
-        assert time.monotonic() < deadline, f"http.server on [::]:{port} did not start"
-        time.sleep(0.2)
+    assert wait_for(lambda: lab.http_status(lab.router, "::1", port, timeout=0.5) is not None,
+                    timeout=15, every=0.2), f"http.server on [::]:{port} did not start"
 
 
 def test_ipv6_admin_and_boot_ports_from_the_lan_prefix_only(lab, tmp_path):

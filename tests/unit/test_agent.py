@@ -7,6 +7,7 @@ import pytest
 
 from appliance.domain import agent, hosts
 from appliance.state import db
+from tests.dhcp6_helpers import put_lease6
 
 HOST_IP = "10.77.0.150"
 
@@ -181,11 +182,6 @@ def test_install_steps_keep_the_token_alive_for_the_next(conn, monkeypatch):
     assert e.value.status == 401
 
 
-def lease6(conn, address, mac="bc:24:11:00:00:01", expires=9e9):
-    conn.execute("INSERT OR REPLACE INTO leases6 (address, duid, iaid, mac, state, starts, expires, "
-                 "updated_at) VALUES (?, '0001', 1, ?, 'bound', 0, ?, 0)", (address, mac, expires))
-
-
 # the SLAAC address bc:24:11:00:00:01 makes in fd00:77::/64 (modified EUI-64)
 SLAAC = "fd00:77::be24:11ff:fe00:1"
 
@@ -195,8 +191,8 @@ def test_ipv6_boot_a_token_from_the_dhcpv6_lease_reported_from_the_slaac_address
     reports from the address SLAAC made from its MAC. Both are the host's; another
     machine's DHCPv6 lease or SLAAC address is not. The host's IPv6 address is kept in
     `ip6` (its IPv4 `ip` untouched)."""
-    lease6(conn, "fd00:77::1:5")
-    lease6(conn, "fd00:77::1:6", mac="bc:24:11:00:00:99")
+    put_lease6(conn, "fd00:77::1:5", "bc:24:11:00:00:01")
+    put_lease6(conn, "fd00:77::1:6", "bc:24:11:00:00:99")
     assert agent.eui64_interface_id("bc:24:11:00:00:01") == 0xbe2411fffe000001
     assert issue(conn, "netboot", ip="fd00:77::1:6") is None  # somebody else's lease
     assert issue(conn, "netboot", ip="fd00:77::be24:11ff:fe00:99") is None  # another MAC's

@@ -4,6 +4,7 @@ running serve, altered bytes) that must be refused with nothing written."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -14,13 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config.schema import example_config
 from appliance.domain import apitokens, users
 from appliance.errors import Conflict, InvalidInput
 from appliance.state import backup, db
 from appliance.state.db import Store
 from appliance.state.status import write_status
-from tests.conftest import run_nixie
+from tests.conftest import run_nixie, write_config
 
 pytestmark = pytest.mark.unit
 
@@ -38,14 +38,7 @@ SECRETS = {  # state_dir-relative file -> bytes, as the services write them (060
 
 
 def config(tmp_path: Path, name: str) -> Path:
-    cfg = example_config(state_dir=str(tmp_path / name / "state"), interface="lo",
-                         address="127.0.0.1/8")
-    cfg["dhcp"]["mode"] = "off"
-    cfg["dhcp"]["range"] = ["127.0.0.100", "127.0.0.199"]
-    cfg["dns"]["enable"] = False
-    path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps(cfg))
-    return path
+    return write_config(tmp_path / f"{name}.json", tmp_path / name / "state")
 
 
 def state_of(path: Path) -> Path:
@@ -211,7 +204,6 @@ def test_cli_refuses_a_newer_schema_with_a_clear_error_and_changes_nothing(route
     conn.close()
     manifest = json.loads((work / backup.MANIFEST).read_text())
     manifest["schema_version"] = db.SCHEMA_VERSION + 1
-    import hashlib
     data = (work / "nixie.db").read_bytes()
     manifest["files"]["nixie.db"].update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
     (work / backup.MANIFEST).write_text(json.dumps(manifest))

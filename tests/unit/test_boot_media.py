@@ -4,7 +4,6 @@ host-specific."""
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 
@@ -14,6 +13,7 @@ from appliance.domain import hosts, media
 from appliance.errors import InvalidInput
 from appliance.nix import bootmedia
 from appliance.state import db
+from tests.conftest import run_nixie
 from tests.unit.test_httpboot import call
 from tests.unit.test_httpboot_appliance import make_app
 
@@ -57,8 +57,7 @@ def test_endpoint_takes_token_refuses_revoked_and_requires_it_beyond_lan(tmp_pat
     _, generic = media.create_token(conn, host=None, base_url=URL, fmt="efi")
 
     def get(path, ip, query=""):
-        environ_ip = {"REMOTE_ADDR": ip}
-        status, _, body = call_from(app, path, environ_ip, query)
+        status, _, body = call(app, path, query=query, environ={"REMOTE_ADDR": ip})
         return status, body.decode()
 
     # beyond the LAN: the plain MAC script is refused, the media token works
@@ -90,18 +89,6 @@ def test_endpoint_takes_token_refuses_revoked_and_requires_it_beyond_lan(tmp_pat
     assert get("/boot/m/" + "A" * 5000 + ".grub", "10.0.0.50")[0] == 403
     refused = conn.execute("SELECT count(*) FROM events WHERE kind = 'boot.media_refused'")
     assert refused.fetchone()[0] >= 3
-
-
-def call_from(app, path, extra, query=""):
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query,
-               "SCRIPT_NAME": "", "wsgi.input": io.BytesIO(b""), "CONTENT_LENGTH": "0", **extra}
-    got = {}
-
-    def start_response(status, hdrs):
-        got["status"] = int(status.split()[0])
-
-    body = b"".join(app(environ, start_response))
-    return got["status"], {}, body
 
 
 def test_token_flood_is_refused_cheaply(tmp_path):
@@ -166,8 +153,6 @@ def test_static_address_media(tmp_path):
 
 
 def test_cli_writes_lists_and_revokes(config_file, tmp_path):
-    from tests.conftest import run_nixie
-
     r = run_nixie("host", "add", "far1", "--mac", MAC, "--flake", "github:me/infra",
                   config=config_file)
     assert r.returncode == 0, r.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from appliance.domain import apitokens, builds, hosts
+from appliance.nix.buildworker import claim_next
 from tests.webapp import csrf_of, logged_in_client, make_app
 
 
@@ -33,6 +34,7 @@ def test_cancel_from_the_build_page_needs_csrf(web):
     page = client.get(r.headers["Location"]).data.decode()
     assert "cancelled" in page and 'id="build-cancel"' not in page
     assert builds.get_build(store.conn(), b["id"])["status"] == "cancelled"
+    assert claim_next(store.conn()) is None  # no build worker takes it up
     # again: said plainly, nothing changes
     r = client.post(f"/builds/{b['id']}/cancel", data={"csrf_token": csrf_of(page)},
                     follow_redirects=True)
@@ -55,6 +57,7 @@ def test_cancel_over_the_api(web):
     assert r.status_code == 409 and r.json["code"] == "conflict"
     r = anon.post("/api/v1/builds/999/cancel", headers=auth)
     assert r.status_code == 404 and r.json["code"] == "not_found"
+    assert claim_next(store.conn()) is None  # the cancelled build is no worker's to take
     # a finished build keeps what it was
     done = builds.enqueue(store.conn(), "web1")
     store.conn().execute("UPDATE builds SET status = 'succeeded' WHERE id = ?", (done["id"],))

@@ -5,6 +5,7 @@ that a real bash completes with."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 
@@ -72,8 +73,6 @@ def test_remove_verbs_answer_json(config_file):
 
 
 def _walk(p, path=()):
-    import argparse
-
     for a in p._actions:
         if isinstance(a, argparse._SubParsersAction):
             for name, child in a.choices.items():
@@ -91,7 +90,7 @@ def test_every_leaf_takes_json_or_says_why():
               ("config", "example")}  # prints a JSON config file already
     missing = []
     for path, p in _walk(build_parser()):
-        is_leaf = not any(a.__class__.__name__ == "_SubParsersAction" for a in p._actions)
+        is_leaf = not any(isinstance(a, argparse._SubParsersAction) for a in p._actions)
         if is_leaf and path not in exempt and "--json" not in p._option_string_actions:
             missing.append(" ".join(path))
     assert missing == []

@@ -6,6 +6,7 @@ from appliance.domain import hosts
 from appliance.domain.boot_backend import SqliteBackend
 from appliance.state.db import Store
 from netservices.dns.zone import lan_records
+from tests.dhcp6_helpers import put_lease6
 
 
 def lease(conn, ip, hostname, state="bound", expires_in=600):
@@ -31,13 +32,6 @@ def test_name_records_from_hosts_and_leases(state_dir):
                                 ("laptop", "10.77.0.150", "lease", "02:00:00:00:00:50")]
 
 
-def lease6(conn, address, mac, hostname=None, state="bound", expires_in=600):
-    t = time.time()
-    conn.execute("INSERT INTO leases6 (address, duid, iaid, mac, hostname, state, starts, expires, "
-                 "updated_at) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?)",
-                 (address, "0003" + mac.replace(":", ""), mac, hostname, state, t, t + expires_in, t))
-
-
 def test_ipv6_names_from_reservations_host_leases_and_dhcpv6_hostnames(state_dir):
     """A host's AAAA: its DHCPv6 reservation, else its MAC's bound DHCPv6 lease; a DHCPv6
     client's hostname names its address, and one client's IPv4 and IPv6 leases share the
@@ -49,11 +43,13 @@ def test_ipv6_names_from_reservations_host_leases_and_dhcpv6_hostnames(state_dir
     hosts.add_host(conn, "node2", ["bc:24:11:00:00:02"], "github:me/infra")
     conn.execute("UPDATE hosts SET ip6_reservation = 'fd00:1::22' WHERE name = 'node2'")
     hosts.add_host(conn, "node3", ["bc:24:11:00:00:03"], "github:me/infra")
-    lease6(conn, "fd00:1::1:5", "bc:24:11:00:00:01")
-    lease6(conn, "fd00:1::1:6", "bc:24:11:00:00:03", state="released")
+    t = time.time()
+    put_lease6(conn, "fd00:1::1:5", "bc:24:11:00:00:01", starts=t, expires=t + 600)
+    put_lease6(conn, "fd00:1::1:6", "bc:24:11:00:00:03", state="released", starts=t, expires=t + 600)
     lease(conn, "10.77.0.150", "laptop")  # MAC 02:00:00:00:00:50
-    lease6(conn, "fd00:1::1:50", "02:00:00:00:00:50", "laptop")
-    lease6(conn, "fd00:1::1:51", "02:00:00:00:00:51", "laptop")  # another client
+    put_lease6(conn, "fd00:1::1:50", "02:00:00:00:00:50", hostname="laptop", starts=t, expires=t + 600)
+    put_lease6(conn, "fd00:1::1:51", "02:00:00:00:00:51", hostname="laptop",  # another client
+               starts=t, expires=t + 600)
     records = lan_records(SqliteBackend(store).name_records(), router_ip="10.77.0.1",
                           router_ip6="fd00:1::1", router_names=["gw"])
     assert records == [("node1", "10.77.0.5"), ("node1", "fd00:1::1:5"), ("node2", "fd00:1::22"),

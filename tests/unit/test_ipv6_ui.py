@@ -12,9 +12,11 @@ from appliance.domain import apitokens, hosts, leases, users
 from appliance.domain.ipv6 import lan_prefix6
 from appliance.errors import Conflict, InvalidInput
 from appliance.state.db import now
+from tests.dhcp6_helpers import put_lease6
 from tests.webapp import PASSWORD, logged_in_client, make_app, post_form
 
 PREFIX6 = "fd00:5::/64"
+DUID = "000100011122"
 
 
 @pytest.fixture
@@ -27,20 +29,15 @@ def _lease4(conn, ip, mac, expires, state="bound"):
                  "VALUES (?,?,?,?,?,?)", (ip, mac, state, now() - 10, expires, now()))
 
 
-def _lease6(conn, addr, mac, expires, state="bound", duid="000100011122", iaid=7):
-    conn.execute("INSERT INTO leases6 (address, duid, iaid, mac, state, starts, expires, "
-                 "updated_at) VALUES (?,?,?,?,?,?,?,?)",
-                 (addr, duid, iaid, mac, state, now() - 10, expires, now()))
-
-
 def test_leases_of_both_families_share_one_pagination_newest_expiry_first(web):
     _, store, _ = web
     c = store.conn()
     t = now()
     _lease4(c, "10.0.0.5", "52:54:00:00:00:01", t + 400)
-    _lease6(c, "fd00:5::1:5", "52:54:00:00:00:02", t + 300, iaid=3)
+    put_lease6(c, "fd00:5::1:5", "52:54:00:00:00:02", duid=DUID, iaid=3, starts=t - 10,
+               expires=t + 300)
     _lease4(c, "10.0.0.6", "52:54:00:00:00:03", t + 200)
-    _lease6(c, "fd00:5::1:6", None, t - 5, duid="0003000199")  # expired
+    put_lease6(c, "fd00:5::1:6", None, duid="0003000199", starts=t - 10, expires=t - 5)  # expired
     hosts.add_host(c, "box", "52:54:00:00:00:02", "/f")
     rows = leases.list_leases(c)
     assert [(r["family"], r["ip"]) for r in rows] == [
@@ -63,7 +60,8 @@ def test_leases_of_both_families_share_one_pagination_newest_expiry_first(web):
 def test_api_and_page_list_v6_leases_with_duid_and_iaid(web):
     app, store, _ = web
     c = store.conn()
-    _lease6(c, "fd00:5::1:5", "52:54:00:00:00:02", now() + 300, iaid=3)
+    put_lease6(c, "fd00:5::1:5", "52:54:00:00:00:02", duid=DUID, iaid=3, starts=now() - 10,
+               expires=now() + 300)
     _lease4(c, "10.0.0.5", "52:54:00:00:00:01", now() + 400)
     client = logged_in_client(app)
     token = apitokens.create_token(c, users.get_user_by_name(c, "admin")["id"], "t")[1]

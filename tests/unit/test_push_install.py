@@ -13,16 +13,15 @@ connecting with these options to a real sshd only when its key is the pinned one
 from __future__ import annotations
 
 import json
-import time
+import threading
 
 import pytest
 
-from appliance.config.schema import example_config
 from appliance.domain import agent, hostkeys, hosts
 from appliance.domain.boot_backend import SqliteBackend
 from appliance.errors import Conflict, InvalidInput
 from appliance.nix import install
-from tests.conftest import run_nixie
+from tests.conftest import run_nixie, wait_for, write_config
 from tests.golden import assert_golden
 from tests.webapp import csrf_of, logged_in_client, make_app
 
@@ -139,8 +138,7 @@ def test_cli_api_and_page_build_the_same_command(web, tmp_path, monkeypatch):
     _boot(store)
     _generation(store)
     argv, known = install.push_command(store.conn(), cfg.state_dir, "web1")
-    data = example_config(state_dir=cfg.state_dir, interface="lo", address="127.0.0.1/8")
-    (tmp_path / "config.json").write_text(json.dumps(data))
+    write_config(tmp_path / "config.json", cfg.state_dir)
     r = run_nixie("host", "install", "web1", "--push", "--dry-run", "--json",
                   config=tmp_path / "config.json")
     assert r.returncode == 0, r.stderr
@@ -196,22 +194,22 @@ def test_a_flood_of_push_requests_starts_one_install(web, tmp_path, monkeypatch)
                          headers=csrf).status_code for _ in range(40)]
     assert codes.count(202) == 1 and codes.count(409) == 39, codes
     # the CLI (another process) meets the same lock
-    data = example_config(state_dir=cfg.state_dir, interface="lo", address="127.0.0.1/8")
-    (tmp_path / "config.json").write_text(json.dumps(data))
+    write_config(tmp_path / "config.json", cfg.state_dir)
     r = run_nixie("host", "install", "web1", "--push", config=tmp_path / "config.json")
     assert r.returncode != 0 and "a push install of web1 is already running" in r.stderr, r
     release.touch()
     conn = store.conn()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not conn.execute(
-            "SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0]:
-        time.sleep(0.1)
+
+    def pushed() -> int:
+        return conn.execute("SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0]
+
+    wait_for(pushed, timeout=30)
     kinds = [k for (k,) in conn.execute("SELECT kind FROM events WHERE kind LIKE 'install.push%'")]
     assert kinds == ["install.push", "install.pushed"], kinds
+    # finished: its thread ended, and released the lock with it (after the event)
+    assert wait_for(lambda: "push-install-web1" not in {t.name for t in threading.enumerate()},
+                    timeout=30)
     r = client.post("/api/v1/hosts/web1/install", json={"push": True}, headers=csrf)
     assert r.status_code == 202
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and conn.execute(
-            "SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0] < 2:
-        time.sleep(0.1)
-    assert conn.execute("SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0] == 2
+    wait_for(lambda: pushed() >= 2, timeout=30)
+    assert pushed() == 2

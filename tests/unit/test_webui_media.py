@@ -5,11 +5,15 @@ the iPXE shell one-liner."""
 
 from __future__ import annotations
 
+import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from appliance.domain import hosts, media
+from tests.unit.test_httpboot import call
+from tests.unit.test_httpboot_appliance import make_app as boot_app
 from tests.unit.test_webui_parity import api_client, field_error
 from tests.webapp import csrf_of, logged_in_client, make_app
 
@@ -48,7 +52,12 @@ def test_media_page_writes_the_iso_and_revokes(web, tmp_path):
     out = subprocess.run(["xorriso", "-indev", str(iso), "-osirrox", "on", "-extract",
                           "/nixie.ipxe", str(tmp_path / "s.ipxe")], capture_output=True)
     assert out.returncode == 0, out.stderr
-    assert f"chain --replace {cfg.boot_base_url}/boot/m/" in (tmp_path / "s.ipxe").read_text()
+    script = (tmp_path / "s.ipxe").read_text()
+    assert f"chain --replace {cfg.boot_base_url}/boot/m/" in script
+    # the token the ISO carries, at the real HTTP boot endpoint over the same state
+    token = re.search(r"/boot/m/([\w-]+)\.ipxe", script).group(1)
+    boot, boot_store = boot_app(Path(cfg.state_dir))
+    assert call(boot, f"/boot/m/{token}.ipxe")[0] == 200
     (t,) = media.list_tokens(store.conn())
     assert t["host"] == "far1" and t["format"] == "iso"
     listing = c.get("/media/").data.decode()
@@ -56,6 +65,8 @@ def test_media_page_writes_the_iso_and_revokes(web, tmp_path):
     r = c.post(f"/media/{t['id']}/revoke", data={"csrf_token": csrf_of(listing)})
     assert r.status_code == 302
     assert media.get_token(store.conn(), t["id"])["revoked_at"] is not None
+    assert call(boot, f"/boot/m/{token}.ipxe")[0] == 403  # the ISO boots no more
+    boot_store.close()
 
 
 def test_revoke_redirects_only_to_a_local_page(web):
@@ -95,10 +106,16 @@ def test_api_media(web, tmp_path):
     efi = subprocess.run(["mtype", "-i", f"{img}@@1M", "::/EFI/BOOT/BOOTX64.EFI"],
                          capture_output=True, check=True).stdout
     assert b"/boot/m/" in efi
+    token = re.search(rb"/boot/m/([\w-]+)\.grub", efi).group(1).decode()
+    boot, boot_store = boot_app(Path(web[2].state_dir))
+    query = f"mac={MAC.replace(':', '-')}"
+    assert call(boot, f"/boot/m/{token}.grub", query=query)[0] == 200
     tid = int(r.headers["X-Nixie-Media-Token-Id"])
     rows = c.get("/api/v1/media", headers=auth).json["items"]
     assert [(x["id"], x["host"], x["format"]) for x in rows] == [(tid, None, "usb")]
     assert c.delete(f"/api/v1/media/{tid}", headers=auth).json["revoked_at"] is not None
+    assert call(boot, f"/boot/m/{token}.grub", query=query)[0] == 403  # the image boots no more
+    boot_store.close()
     assert c.delete("/api/v1/media/999", headers=auth).status_code == 404
     anon = web[0].test_client()
     assert anon.post("/api/v1/media", json={"format": "iso"}).status_code in (400, 401)
