@@ -29,15 +29,18 @@ class LabMachine:
     name: str
     mac: str
     firmware: str
-    mode: str  # the host's mode: netboot, or install (then `disk` is set)
-    disk: Path | None
+    disk: Path | None  # set: the machine installs its system to this disk
+
+    @property
+    def mode(self) -> str:
+        """The host's mode: install with a disk, else netboot."""
+        return "install" if self.disk is not None else "netboot"
 
 
 def machines(lab_dir: Path, install: bool) -> list[LabMachine]:
     """What `lab up` starts: one machine per `LAB_HOSTS` entry; to install, each with
     its disk image under `lab_dir/disks`."""
-    return [LabMachine(name, mac, fw, "install" if install else "netboot",
-                       lab_dir / "disks" / f"{name}.img" if install else None)
+    return [LabMachine(name, mac, fw, lab_dir / "disks" / f"{name}.img" if install else None)
             for name, (mac, fw) in LAB_HOSTS.items()]
 
 

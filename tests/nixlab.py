@@ -14,6 +14,7 @@ from appliance.nix.command import (
 )
 from appliance.state.db import Store
 from lab.netns import Netns, bridge, serving
+from tests.conftest import run_nixie
 
 
 def lab_config(tmp_path: Path, **builder) -> tuple[Path, object]:
@@ -34,8 +35,6 @@ def serving_lab(tmp_path: Path) -> Iterator[tuple[Netns, object, Path, Callable]
     """A real `nixie serve` with `lab_config` in a namespace with the LAN bridge:
     yields (namespace, serve's process, config path, `nixie(*args, timeout=120)` running
     the CLI in the namespace)."""
-    from tests.conftest import run_nixie
-
     cfg_path, _cfg = lab_config(tmp_path)
     with Netns() as ns:
         bridge(ns, "br-lan", "10.77.0.1/24")
@@ -44,6 +43,8 @@ def serving_lab(tmp_path: Path) -> Iterator[tuple[Netns, object, Path, Callable]
                 return run_nixie(*args, config=cfg_path, ns=ns, timeout=timeout)
 
             yield ns, proc, cfg_path, nixie
+
+
 def build_worker(cfg):
     """(store, BuildWorker) over `cfg`'s state, its log and GC-root directories made, for a
     test that runs builds in its own process (`build_one`)."""

@@ -161,27 +161,30 @@ def ratio(ours: float | None, reference: float | None) -> float | None:
     return ours / reference
 
 
+def cell(value: float | None, width: int, decimals: int = 2, sign: str = "") -> str:
+    """`value` right-aligned in `width` columns (`sign` "+": always signed), or `-` where
+    there is none."""
+    return f"{value:>{sign}{width}.{decimals}f}" if value is not None else f"{'-':>{width}}"
+
+
 def step_table(boots: list[BootTimes]) -> str:
     """Median time of each step since power-on, per stack, with ours/each other stack
     (one column `ratio` beside one reference; `/<stack>` per stack beside several)."""
     stacks = sorted({b.stack for b in boots}, key=lambda s: (s != "ours", s))
-    others = [s for s in stacks[1:]] if stacks and stacks[0] == "ours" else []
+    others = stacks[1:] if stacks[:1] == ["ours"] else []
     cols = ["ratio"] if len(others) == 1 else [f"/{s}" for s in others]
     widths = [max(12, len(s) + 1) for s in stacks]
-    head = f"{'step (s since power-on)':<26}" + "".join(f"{s:>{w}}" for s, w in zip(stacks, widths, strict=True))
-    head += "".join(f"{c:>{max(9, len(c) + 1)}}" for c in cols)
+    col_widths = [max(9, len(c) + 1) for c in cols]
+    head = f"{'step (s since power-on)':<26}" + "".join(
+        f"{s:>{w}}" for s, w in zip(stacks + cols, widths + col_widths, strict=True))
     lines = [head, "-" * len(head)]
     for step in STEPS:
         meds = [median_or_none([b.rel(step) for b in boots if b.stack == s]) for s in stacks]
         if all(m is None for m in meds):
             continue
-        row = f"{step:<26}" + "".join(f"{m:>{w}.2f}" if m is not None else f"{'-':>{w}}"
-                                      for m, w in zip(meds, widths, strict=True))
-        for c, m in zip(cols, meds[1:len(cols) + 1], strict=True):
-            r = ratio(meds[0], m)
-            w = max(9, len(c) + 1)
-            row += f"{r:>{w}.3f}" if r is not None else f"{'-':>{w}}"
-        lines.append(row)
+        ratios = [ratio(meds[0], m) for m in meds[1:len(cols) + 1]]
+        lines.append(f"{step:<26}" + "".join(cell(m, w) for m, w in zip(meds, widths, strict=True))
+                     + "".join(cell(r, w, 3) for r, w in zip(ratios, col_widths, strict=True)))
     return "\n".join(lines)
 
 
@@ -210,9 +213,8 @@ def phase_table(boots: list[BootTimes], reference: str = "reference") -> str:
         meds = [median_or_none([phase(b, a, z) for b in boots if b.stack == s]) for s in stacks]
         if all(m is None for m in meds):
             continue
-        row = f"{label:<30}" + "".join(f"{m:>13.2f}" if m is not None else f"{'-':>13}" for m in meds)
-        row += f"{meds[0] - meds[1]:>+9.2f}" if None not in meds else f"{'-':>9}"
-        lines.append(row)
+        diff = meds[0] - meds[1] if None not in meds else None
+        lines.append(f"{label:<30}" + "".join(cell(m, 13) for m in meds) + cell(diff, 9, sign="+"))
     return "\n".join(lines)
 
 

@@ -16,10 +16,12 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+from appliance.config.schema import example_config
 from lab import flake as labflake
 from lab.netns import Netns, bridge, bridge_port, serving, stop_processes
 from lab.qemu import PxeVM
 from tests.conftest import run_nixie
+from tests.nixlab import NIX_EXTRA
 
 HTTP_RECORDER = r'''
 import http.server, sys, urllib.parse
@@ -137,9 +139,6 @@ class OtherDhcpServer:
 def vm_config(state_dir: Path, builder: dict | None = None) -> dict:
     """The appliance's config for a VM test on `br-lan`: no DNS, the offline `nix`, a
     1 s boot menu; `builder` adds a builder section."""
-    from appliance.config.schema import example_config
-    from tests.nixlab import NIX_EXTRA
-
     cfg = example_config(state_dir=str(state_dir), interface="br-lan")
     cfg["dns"]["enable"] = False
     cfg["nix"] = {"extra_config": NIX_EXTRA}

@@ -40,18 +40,12 @@ def test_pxe_less_vms_boot_the_iso_bios_and_the_usb_image_uefi(appliance):
         r = run_nixie("media", host, "--format", fmt, "-o", str(out), config=cfg_path)
         assert r.returncode == 0, r.stderr
 
-    bios = PxeVM(ns, "br-lan", "bios", BIOS_MAC, tmp / "vms", media=iso)
-    uefi = PxeVM(ns, "br-lan", "uefi", UEFI_MAC, tmp / "vms", media=usb)
-    try:
-        bios.start()
-        uefi.start()
+    with (PxeVM(ns, "br-lan", "bios", BIOS_MAC, tmp / "vms", media=iso) as bios,
+          PxeVM(ns, "br-lan", "uefi", UEFI_MAC, tmp / "vms", media=usb) as uefi):
         hosts = wait_booted(cfg_path, ["demo", "demo2"], BOOT_TIMEOUT,
                             give_up=lambda: bios.proc.poll() is not None
                             and uefi.proc.poll() is not None)
         consoles = {"demo": bios.console(), "demo2": uefi.console()}
-    finally:
-        bios.stop()
-        uefi.stop()
 
     for name, h in hosts.items():
         assert h["state"] == "booted", f"{name} is {h['state']}:\n{consoles[name][-3000:]}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import uuid
+from contextlib import ExitStack
 
 from lab import flake as labflake
 from lab.qemu import PxeVM
@@ -37,16 +38,12 @@ def test_bios_and_uefi_vms_boot_to_booted(appliance):
 
     lan_ip = cfg["lan"]["address"].split("/")[0]
     before = scrape(ns, lan_ip)
-    vms = [PxeVM(ns, "br-lan", fw, mac, tmp / "vms") for mac, fw in MACHINES.values()]
-    try:
-        for vm in vms:
-            vm.start()
+    with ExitStack() as running:
+        vms = [running.enter_context(PxeVM(ns, "br-lan", fw, mac, tmp / "vms"))
+               for mac, fw in MACHINES.values()]
         states = wait_booted(cfg_path, MACHINES, BOOT_TIMEOUT)
         consoles = {vm.firmware: vm.console()[-2500:] for vm in vms}
         prefix6, neighbours6 = ipv6_neighbours(ns, [mac for mac, _ in MACHINES.values()])
-    finally:
-        for vm in vms:
-            vm.stop()
 
     pool = [ipaddress.IPv4Address(a) for a in cfg["dhcp"]["range"]]
     leases = {r["mac"]: r["ip"] for r in json.loads(  # IPv4: the DHCPv6 leases have family 6

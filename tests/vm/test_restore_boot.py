@@ -33,13 +33,9 @@ def test_a_vm_boots_from_the_restored_router(tmp_path):
         assert "restored the staged backup" in (tmp_path / "b" / "serve.log").read_text()
         restored = json.loads(run_nixie("host", "show", "demo", "--json", config=cfg_b).stdout)
         assert restored["generations"] == built["generations"]
-        vm = PxeVM(ns, "br-lan", "bios", MAC, tmp_path / "vms")
-        try:
-            vm.start()
+        with PxeVM(ns, "br-lan", "bios", MAC, tmp_path / "vms") as vm:
             states = wait_booted(cfg_b, ["demo"], BOOT_TIMEOUT)
             console = vm.console()[-2500:]
-        finally:
-            vm.stop()
     h = states["demo"]
     assert h["state"] == "booted", f"demo is {h['state']}:\n{console}"
     assert "NIXIE-STAGE2" in console
