@@ -148,6 +148,32 @@ def test_a_huge_upload_is_refused_before_it_is_read(tmp_path):
             assert sent < BIG // 2
 
 
+def _token_client(app, store):
+    logged_in_client(app)  # setup done
+    uid = store.conn().execute("SELECT id FROM users").fetchone()[0]
+    _tok, secret = apitokens.create_token(store.conn(), uid, "ci")
+    return app.test_client(), {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.mark.parametrize("limit, sent, status", [
+    (1 << 20, 2 << 20, 413),  # over web.max_restore_bytes: refused, never read
+    (16 << 20, 9 << 20, 400),  # over every other path's 8 MiB, within its own: read, checked
+])
+def test_an_api_restore_takes_its_own_limit_and_stages_nothing_refused(tmp_path, limit, sent,
+                                                                       status):
+    """Abuse, in the app itself (behind the HTTP server's per-path limit): the restore
+    endpoint takes web.max_restore_bytes, no more (413, nothing staged), and not the 8 MiB
+    of the other paths."""
+    app, store, cfg = make_app(tmp_path / "state", sections={"web": {"max_restore_bytes": limit}})
+    c, auth = _token_client(app, store)
+    r = c.post("/api/v1/backup/restore", headers=auth, data=b"\0" * sent,
+               content_type="application/gzip")
+    assert r.status_code == status, r.data[:200]
+    assert r.json["code"] == {413: "too_large", 400: "invalid"}[status]
+    assert not backup.pending_path(cfg.state_dir).exists()
+    store.close()
+
+
 def test_retention_and_gc_settings_are_on_the_settings_page(web):
     app, store, cfg = web
     c = logged_in_client(app)
