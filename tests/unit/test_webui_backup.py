@@ -16,7 +16,7 @@ import pytest
 from appliance.domain import apitokens, settings, users
 from appliance.nix import gc
 from appliance.state import backup
-from appliance.state.db import Store
+from appliance.state.db import Store, now
 from tests.unit.test_api_settings import settings_form
 from tests.unit.test_web_hardening import BIG, Running, _headers, _oversized_post
 from tests.webapp import csrf_of, logged_in_client, make_app, post_form
@@ -172,6 +172,19 @@ def test_an_api_restore_takes_its_own_limit_and_stages_nothing_refused(tmp_path,
     assert r.json["code"] == {413: "too_large", 400: "invalid"}[status]
     assert not backup.pending_path(cfg.state_dir).exists()
     store.close()
+
+
+def test_a_flood_of_gc_requests_is_one_pending_request(web):
+    """Abuse: POST /api/v1/gc hammered. Every answer is 202 and no request runs nix: what
+    serve's gc service finds is one pending request (a flag, not a queue)."""
+    app, store, cfg = web
+    c, auth = _token_client(app, store)
+    answers = [c.post("/api/v1/gc", headers=auth) for _ in range(40)]
+    assert {(r.status_code, r.json["requested"]) for r in answers} == {(202, True)}
+    conn = store.conn()
+    assert conn.execute("SELECT count(*) FROM settings WHERE key LIKE 'gc.%'").fetchone()[0] == 1
+    assert gc.GcService(cfg, store).due(conn, started=now()) == "request"
+    assert gc.last(conn) is None  # no request ran a collection
 
 
 def test_retention_and_gc_settings_are_on_the_settings_page(web):
