@@ -215,3 +215,43 @@ def test_a_flood_of_push_requests_starts_one_install(web, tmp_path, monkeypatch)
             "SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0] < 2:
         time.sleep(0.1)
     assert conn.execute("SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0] == 2
+
+
+def test_huge_and_forged_install_bodies_start_nothing(web, tmp_path, monkeypatch):
+    """Abuse: bodies that must not start nixos-anywhere (a stand-in is on PATH, so a start
+    would show as an install.push event): over the app's body limit (413), not a JSON
+    object, push or dry_run of the wrong type (400)."""
+    _, store, _cfg, client, csrf = web
+    _boot(store)
+    _generation(store)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "nixos-anywhere").write_text(STAND_IN)
+    (bindir / "nixos-anywhere").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    monkeypatch.setenv("RELEASE", str(tmp_path / "release"))
+    url = "/api/v1/hosts/web1/install"
+    refused = [
+        (client.post(url, data=b'{"push": true, "x": "' + b"x" * (9 << 20) + b'"}',
+                     headers=csrf, content_type="application/json"), 413, None),
+        (client.post(url, data=b"[true", headers=csrf, content_type="application/json"),
+         400, None),
+        (client.post(url, json=[{"push": True}], headers=csrf), 400, None),
+        (client.post(url, json={"push": "true"}, headers=csrf), 400, "push"),
+        (client.post(url, json={"push": 1}, headers=csrf), 400, "push"),
+        (client.post(url, json={"push": True, "dry_run": "no"}, headers=csrf), 400, "dry_run"),
+    ]
+    for r, status, field in refused:
+        assert (r.status_code, r.json.get("field")) == (status, field), r.data[:200]
+    conn = store.conn()
+    assert not [k for (k,) in conn.execute("SELECT kind FROM events")
+                if k.startswith("install.push")]
+    # none of them holds the one-push lock: a good request starts the push now
+    assert client.post(url, json={"push": True}, headers=csrf).status_code == 202
+    (tmp_path / "release").touch()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not conn.execute(
+            "SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0]:
+        time.sleep(0.1)
+    kinds = [k for (k,) in conn.execute("SELECT kind FROM events WHERE kind LIKE 'install.push%'")]
+    assert kinds == ["install.push", "install.pushed"], kinds
