@@ -22,12 +22,9 @@ from .schemas import CURSOR, LIMIT, NAME, OFFSET, STR, arr, page_of, q, ref
        errors=(400,))
 def list_hosts():
     search = args.str_arg("search", 100)
-    limit = args.int_arg("limit", 100, 1, 1000)
-    offset = args.decode_cursor("o", "offset") or 0
     c = conn()
-    return jsonify(args.page(hosts.list_hosts(c, search=search, limit=limit + 1, offset=offset),
-                             limit, "o", offset, total=hosts.count_hosts(c, search=search),
-                             offset=offset))
+    return jsonify(args.offset_page(lambda **at: hosts.list_hosts(c, search=search, **at),
+                                    lambda: hosts.count_hosts(c, search=search), 100))
 
 
 @route("/hosts", "POST", "Add a host", tag="hosts", body=ref("HostInput"), response=ref("Host"),
@@ -92,9 +89,7 @@ def remove_host(name: str):
        params=[NAME, LIMIT, CURSOR], response=page_of(ref("Event")), errors=(400, 404))
 def host_events(name: str):
     h = hosts.get_host(conn(), name)
-    limit, before = args.int_arg("limit", 50, 1, 1000), args.decode_cursor("id")
-    return jsonify(args.page(events.recent(conn(), host_id=h["id"], limit=limit + 1,
-                                           before_id=before), limit, "id", before))
+    return jsonify(args.id_page(lambda **at: events.recent(conn(), host_id=h["id"], **at), 50))
 
 
 @route("/hosts/<name>/generations", "GET", "A host's generations (newest first)", tag="hosts",
