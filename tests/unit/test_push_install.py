@@ -177,6 +177,26 @@ echo "stand-in done: $*"
 """
 
 
+def _stand_in(tmp_path, monkeypatch):
+    """nixos-anywhere on PATH as STAND_IN; returns the file that lets it finish."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "nixos-anywhere").write_text(STAND_IN)
+    (bindir / "nixos-anywhere").chmod(0o755)
+    release = tmp_path / "release"
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    monkeypatch.setenv("RELEASE", str(release))
+    return release
+
+
+def _wait_pushed(conn, n: int) -> None:
+    """Until `n` pushes have finished (install.pushed events), at most 30 s."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and conn.execute(
+            "SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0] < n:
+        time.sleep(0.1)
+
+
 def test_a_flood_of_push_requests_starts_one_install(web, tmp_path, monkeypatch):
     """Abuse: the endpoint is hammered while a push runs. One nixos-anywhere runs (a
     stand-in on PATH, since the real one exists only on NixOS); every other request is
@@ -185,13 +205,7 @@ def test_a_flood_of_push_requests_starts_one_install(web, tmp_path, monkeypatch)
     _, store, cfg, client, csrf = web
     _boot(store)
     _generation(store)
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "nixos-anywhere").write_text(STAND_IN)
-    (bindir / "nixos-anywhere").chmod(0o755)
-    release = tmp_path / "release"
-    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
-    monkeypatch.setenv("RELEASE", str(release))
+    release = _stand_in(tmp_path, monkeypatch)
     codes = [client.post("/api/v1/hosts/web1/install", json={"push": True},
                          headers=csrf).status_code for _ in range(40)]
     assert codes.count(202) == 1 and codes.count(409) == 39, codes
@@ -202,18 +216,12 @@ def test_a_flood_of_push_requests_starts_one_install(web, tmp_path, monkeypatch)
     assert r.returncode != 0 and "a push install of web1 is already running" in r.stderr, r
     release.touch()
     conn = store.conn()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not conn.execute(
-            "SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0]:
-        time.sleep(0.1)
+    _wait_pushed(conn, 1)
     kinds = [k for (k,) in conn.execute("SELECT kind FROM events WHERE kind LIKE 'install.push%'")]
     assert kinds == ["install.push", "install.pushed"], kinds
     r = client.post("/api/v1/hosts/web1/install", json={"push": True}, headers=csrf)
     assert r.status_code == 202
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and conn.execute(
-            "SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0] < 2:
-        time.sleep(0.1)
+    _wait_pushed(conn, 2)
     assert conn.execute("SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0] == 2
 
 
@@ -224,12 +232,7 @@ def test_huge_and_forged_install_bodies_start_nothing(web, tmp_path, monkeypatch
     _, store, _cfg, client, csrf = web
     _boot(store)
     _generation(store)
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "nixos-anywhere").write_text(STAND_IN)
-    (bindir / "nixos-anywhere").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
-    monkeypatch.setenv("RELEASE", str(tmp_path / "release"))
+    release = _stand_in(tmp_path, monkeypatch)
     url = "/api/v1/hosts/web1/install"
     refused = [
         (client.post(url, data=b'{"push": true, "x": "' + b"x" * (9 << 20) + b'"}',
@@ -248,10 +251,7 @@ def test_huge_and_forged_install_bodies_start_nothing(web, tmp_path, monkeypatch
                 if k.startswith("install.push")]
     # none of them holds the one-push lock: a good request starts the push now
     assert client.post(url, json={"push": True}, headers=csrf).status_code == 202
-    (tmp_path / "release").touch()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not conn.execute(
-            "SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0]:
-        time.sleep(0.1)
+    release.touch()
+    _wait_pushed(conn, 1)
     kinds = [k for (k,) in conn.execute("SELECT kind FROM events WHERE kind LIKE 'install.push%'")]
     assert kinds == ["install.push", "install.pushed"], kinds
