@@ -174,6 +174,23 @@ def test_an_api_restore_takes_its_own_limit_and_stages_nothing_refused(tmp_path,
     store.close()
 
 
+def test_a_flood_of_restores_stages_one_archive_and_leaves_no_upload_behind(web):
+    """Abuse: POST /api/v1/backup/restore hammered, good archives and junk mixed. Each
+    upload is written to the state dir to be checked; what stays is the one staged
+    archive (the last good one), never an upload file per request."""
+    app, store, cfg = web
+    c, auth = _token_client(app, store)
+    archive = c.get("/api/v1/backup", headers=auth).data
+    codes = [c.post("/api/v1/backup/restore", headers=auth, content_type="application/gzip",
+                    data=archive if i % 2 else archive[: len(archive) // 2]).status_code
+             for i in range(12)]
+    assert codes == [400, 202] * 6
+    left = sorted(p.name for p in Path(cfg.state_dir).iterdir()
+                  if p.name.startswith(backup.RESTORE_PREFIX))
+    assert left == [backup.pending_path(cfg.state_dir).name]
+    assert backup.pending_path(cfg.state_dir).read_bytes() == archive
+
+
 def test_a_flood_of_gc_requests_is_one_pending_request(web):
     """Abuse: POST /api/v1/gc hammered. Every answer is 202 and no request runs nix: what
     serve's gc service finds is one pending request (a flag, not a queue)."""
