@@ -9,10 +9,8 @@ from pathlib import Path
 from appliance.cli.context import Ctx
 from appliance.cli.output import emit
 from appliance.cli.parser import Subparsers, leaf
-from appliance.config.schema import load_config
 from appliance.nix import gc
 from appliance.state import backup as state_backup
-from appliance.state.db import Store
 
 
 def _report(ctx: Ctx, data: dict, lines: list[str]) -> int:
@@ -31,8 +29,7 @@ def cmd_backup(ctx: Ctx) -> int:
 
 def cmd_restore(ctx: Ctx) -> int:
     res = state_backup.restore(ctx.args.file, ctx.cfg.state_dir)
-    cfg = load_config(ctx.args.config)
-    roots = gc.reroot(cfg, Store(cfg.db_path))
+    roots = gc.reroot(ctx.cfg, ctx.store)  # the store is opened now: the restored database
     missing = roots["missing"]
     return _report(ctx, {**res.to_dict(), "gc_roots": roots}, [
         f"restored {ctx.args.file} into {res.state_dir}: the database (schema "

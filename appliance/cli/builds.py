@@ -19,7 +19,7 @@ from appliance.state.status import running_status
 LOG_TAIL = 20  # log lines `build show` prints
 
 
-class BuildFailed(NixieError):
+class BuildTimeout(NixieError):
     """The build did not finish in time."""
 
     code = "timeout"
@@ -58,8 +58,8 @@ def follow(ctx: Ctx, build_id: int, timeout: float | None) -> dict[str, Any]:
         elif kind == "log":
             say(f"  | {item}")
         elif kind == "timeout":
-            raise BuildFailed(f"build {build_id} is still {item['status']} after {timeout:g} s "
-                              f"(it goes on; follow it with `nixie build log {build_id} --follow`)")
+            raise BuildTimeout(f"build {build_id} is still {item['status']} after {timeout:g} s "
+                               f"(it goes on; follow it with `nixie build log {build_id} --follow`)")
         else:
             return item
     raise AssertionError("builds.follow ended without a final build")  # pragma: no cover

@@ -63,3 +63,21 @@ def test_cancel_over_the_api(web):
     store.conn().execute("UPDATE builds SET status = 'succeeded' WHERE id = ?", (done["id"],))
     assert anon.post(f"/api/v1/builds/{done['id']}/cancel", headers=auth).status_code == 409
     assert builds.get_build(store.conn(), done["id"])["status"] == "succeeded"
+
+
+def test_a_flood_of_cancels_cancels_once(web):
+    """Abuse: POST cancel hammered (a replayed request). The build is cancelled once, with
+    one event; every other answer is 409 and changes nothing; forged ids are 404."""
+    client, store = web
+    b = builds.enqueue(store.conn(), "web1")
+    admin = store.conn().execute("SELECT id FROM users").fetchone()["id"]
+    auth = {"Authorization": f"Bearer {apitokens.create_token(store.conn(), admin, 'ci')[1]}"}
+    anon = client.application.test_client()
+    codes = [anon.post(f"/api/v1/builds/{b['id']}/cancel", headers=auth).status_code
+             for _ in range(30)]
+    assert codes.count(200) == 1 and codes.count(409) == 29, codes
+    conn = store.conn()
+    assert conn.execute("SELECT count(*) FROM events WHERE kind = 'build.cancelled'"
+                        ).fetchone()[0] == 1
+    for forged in ("0", "-1", "99999999999999999999", "1.5", "x"):
+        assert anon.post(f"/api/v1/builds/{forged}/cancel", headers=auth).status_code == 404

@@ -175,6 +175,25 @@ echo "stand-in done: $*"
 """
 
 
+def _stand_in(tmp_path, monkeypatch):
+    """nixos-anywhere on PATH as STAND_IN; returns the file that lets it finish."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "nixos-anywhere").write_text(STAND_IN)
+    (bindir / "nixos-anywhere").chmod(0o755)
+    release = tmp_path / "release"
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    monkeypatch.setenv("RELEASE", str(release))
+    return release
+
+
+def _wait_pushed(conn, n: int) -> None:
+    """Until `n` pushes have finished (install.pushed events), at most 30 s."""
+    wait_for(lambda: conn.execute(
+        "SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0] >= n,
+        timeout=30)
+
+
 def test_a_flood_of_push_requests_starts_one_install(web, tmp_path, monkeypatch):
     """Abuse: the endpoint is hammered while a push runs. One nixos-anywhere runs (a
     stand-in on PATH, since the real one exists only on NixOS); every other request is
@@ -183,13 +202,7 @@ def test_a_flood_of_push_requests_starts_one_install(web, tmp_path, monkeypatch)
     _, store, cfg, client, csrf = web
     _boot(store)
     _generation(store)
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "nixos-anywhere").write_text(STAND_IN)
-    (bindir / "nixos-anywhere").chmod(0o755)
-    release = tmp_path / "release"
-    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
-    monkeypatch.setenv("RELEASE", str(release))
+    release = _stand_in(tmp_path, monkeypatch)
     codes = [client.post("/api/v1/hosts/web1/install", json={"push": True},
                          headers=csrf).status_code for _ in range(40)]
     assert codes.count(202) == 1 and codes.count(409) == 39, codes
@@ -199,11 +212,7 @@ def test_a_flood_of_push_requests_starts_one_install(web, tmp_path, monkeypatch)
     assert r.returncode != 0 and "a push install of web1 is already running" in r.stderr, r
     release.touch()
     conn = store.conn()
-
-    def pushed() -> int:
-        return conn.execute("SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0]
-
-    wait_for(pushed, timeout=30)
+    _wait_pushed(conn, 1)
     kinds = [k for (k,) in conn.execute("SELECT kind FROM events WHERE kind LIKE 'install.push%'")]
     assert kinds == ["install.push", "install.pushed"], kinds
     # finished: its thread ended, and released the lock with it (after the event)
@@ -211,5 +220,37 @@ def test_a_flood_of_push_requests_starts_one_install(web, tmp_path, monkeypatch)
                     timeout=30)
     r = client.post("/api/v1/hosts/web1/install", json={"push": True}, headers=csrf)
     assert r.status_code == 202
-    wait_for(lambda: pushed() >= 2, timeout=30)
-    assert pushed() == 2
+    _wait_pushed(conn, 2)
+    assert conn.execute("SELECT count(*) FROM events WHERE kind = 'install.pushed'").fetchone()[0] == 2
+
+
+def test_huge_and_forged_install_bodies_start_nothing(web, tmp_path, monkeypatch):
+    """Abuse: bodies that must not start nixos-anywhere (a stand-in is on PATH, so a start
+    would show as an install.push event): over the app's body limit (413), not a JSON
+    object, push or dry_run of the wrong type (400)."""
+    _, store, _cfg, client, csrf = web
+    _boot(store)
+    _generation(store)
+    release = _stand_in(tmp_path, monkeypatch)
+    url = "/api/v1/hosts/web1/install"
+    refused = [
+        (client.post(url, data=b'{"push": true, "x": "' + b"x" * (9 << 20) + b'"}',
+                     headers=csrf, content_type="application/json"), 413, None),
+        (client.post(url, data=b"[true", headers=csrf, content_type="application/json"),
+         400, None),
+        (client.post(url, json=[{"push": True}], headers=csrf), 400, None),
+        (client.post(url, json={"push": "true"}, headers=csrf), 400, "push"),
+        (client.post(url, json={"push": 1}, headers=csrf), 400, "push"),
+        (client.post(url, json={"push": True, "dry_run": "no"}, headers=csrf), 400, "dry_run"),
+    ]
+    for r, status, field in refused:
+        assert (r.status_code, r.json.get("field")) == (status, field), r.data[:200]
+    conn = store.conn()
+    assert not [k for (k,) in conn.execute("SELECT kind FROM events")
+                if k.startswith("install.push")]
+    # none of them holds the one-push lock: a good request starts the push now
+    assert client.post(url, json={"push": True}, headers=csrf).status_code == 202
+    release.touch()
+    _wait_pushed(conn, 1)
+    kinds = [k for (k,) in conn.execute("SELECT kind FROM events WHERE kind LIKE 'install.push%'")]
+    assert kinds == ["install.push", "install.pushed"], kinds

@@ -16,7 +16,7 @@ import pytest
 from appliance.domain import apitokens, settings, users
 from appliance.nix import gc
 from appliance.state import backup
-from appliance.state.db import Store
+from appliance.state.db import Store, now
 from tests.unit.test_api_settings import settings_form
 from tests.unit.test_web_hardening import BIG, Running, _headers, _oversized_post
 from tests.webapp import csrf_of, logged_in_client, make_app, post_form
@@ -146,6 +146,62 @@ def test_a_huge_upload_is_refused_before_it_is_read(tmp_path):
             answer, sent = _oversized_post(run.port, path, BIG, tls=True)
             assert _headers(answer)[0] == 413, path
             assert sent < BIG // 2
+
+
+def _token_client(app, store):
+    logged_in_client(app)  # setup done
+    uid = store.conn().execute("SELECT id FROM users").fetchone()[0]
+    _tok, secret = apitokens.create_token(store.conn(), uid, "ci")
+    return app.test_client(), {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.mark.parametrize("limit, sent, status", [
+    (1 << 20, 2 << 20, 413),  # over web.max_restore_bytes: refused, never read
+    (16 << 20, 9 << 20, 400),  # over every other path's 8 MiB, within its own: read, checked
+])
+def test_an_api_restore_takes_its_own_limit_and_stages_nothing_refused(tmp_path, limit, sent,
+                                                                       status):
+    """Abuse, in the app itself (behind the HTTP server's per-path limit): the restore
+    endpoint takes web.max_restore_bytes, no more (413, nothing staged), and not the 8 MiB
+    of the other paths."""
+    app, store, cfg = make_app(tmp_path / "state", sections={"web": {"max_restore_bytes": limit}})
+    c, auth = _token_client(app, store)
+    r = c.post("/api/v1/backup/restore", headers=auth, data=b"\0" * sent,
+               content_type="application/gzip")
+    assert r.status_code == status, r.data[:200]
+    assert r.json["code"] == {413: "too_large", 400: "invalid"}[status]
+    assert not backup.pending_path(cfg.state_dir).exists()
+    store.close()
+
+
+def test_a_flood_of_restores_stages_one_archive_and_leaves_no_upload_behind(web):
+    """Abuse: POST /api/v1/backup/restore hammered, good archives and junk mixed. Each
+    upload is written to the state dir to be checked; what stays is the one staged
+    archive (the last good one), never an upload file per request."""
+    app, store, cfg = web
+    c, auth = _token_client(app, store)
+    archive = c.get("/api/v1/backup", headers=auth).data
+    codes = [c.post("/api/v1/backup/restore", headers=auth, content_type="application/gzip",
+                    data=archive if i % 2 else archive[: len(archive) // 2]).status_code
+             for i in range(12)]
+    assert codes == [400, 202] * 6
+    left = sorted(p.name for p in Path(cfg.state_dir).iterdir()
+                  if p.name.startswith(backup.RESTORE_PREFIX))
+    assert left == [backup.pending_path(cfg.state_dir).name]
+    assert backup.pending_path(cfg.state_dir).read_bytes() == archive
+
+
+def test_a_flood_of_gc_requests_is_one_pending_request(web):
+    """Abuse: POST /api/v1/gc hammered. Every answer is 202 and no request runs nix: what
+    serve's gc service finds is one pending request (a flag, not a queue)."""
+    app, store, cfg = web
+    c, auth = _token_client(app, store)
+    answers = [c.post("/api/v1/gc", headers=auth) for _ in range(40)]
+    assert {(r.status_code, r.json["requested"]) for r in answers} == {(202, True)}
+    conn = store.conn()
+    assert conn.execute("SELECT count(*) FROM settings WHERE key LIKE 'gc.%'").fetchone()[0] == 1
+    assert gc.GcService(cfg, store).due(conn, started=now()) == "request"
+    assert gc.last(conn) is None  # no request ran a collection
 
 
 def test_retention_and_gc_settings_are_on_the_settings_page(web):

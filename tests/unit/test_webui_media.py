@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,38 @@ def test_api_media(web, tmp_path):
     # a session without the CSRF header writes nothing
     assert c.post("/api/v1/media", json={"format": "iso"}).status_code == 400
     assert len(c.get("/api/v1/media", headers=auth).json["items"]) == 1
+
+
+def test_api_media_flood_and_huge_or_forged_bodies_leave_nothing_behind(web, tmp_path,
+                                                                        monkeypatch):
+    """Abuse: each POST builds a file. A flood gets one token and one answer per call, and
+    no build directory or file stays on the router's disk; a body over the app's limit
+    (413), a forged one (not JSON, wrong types, a label too long) make no token and no file."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where every build works
+    c, auth = api_client(web)
+    conn = web[1].conn()
+    refused = [
+        (c.post("/api/v1/media", data=b'{"format": "efi", "label": "' + b"x" * (9 << 20) + b'"}',
+                headers=auth, content_type="application/json"), 413, "too_large"),
+        (c.post("/api/v1/media", data=b"[", headers=auth, content_type="application/json"),
+         400, "invalid"),
+        (c.post("/api/v1/media", json=["efi"], headers=auth), 400, "invalid"),
+        (c.post("/api/v1/media", json={"format": 1}, headers=auth), 400, "invalid"),
+        (c.post("/api/v1/media", json={"format": "efi", "label": "x" * 65}, headers=auth),
+         400, "invalid"),
+        (c.post("/api/v1/media", json={"format": "efi", "host": "far1",
+                                                "address": "192.0.2.300/24"},
+                headers=auth), 400, "invalid"),
+    ]
+    for r, status, code in refused:
+        assert (r.status_code, r.json["code"]) == (status, code), r.data[:200]
+    assert media.list_tokens(conn) == [] and list(scratch.iterdir()) == []
+    answers = [c.post("/api/v1/media", json={"host": None, "format": "efi"}, headers=auth)
+               for _ in range(12)]
+    assert [r.status_code for r in answers] == [201] * 12
+    ids = [int(r.headers["X-Nixie-Media-Token-Id"]) for r in answers]
+    assert sorted(t["id"] for t in media.list_tokens(conn)) == sorted(set(ids))
+    assert len(set(ids)) == 12 and all(r.data for r in answers)
+    assert list(scratch.iterdir()) == []

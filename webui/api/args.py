@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Any
 
 from flask import request
@@ -105,3 +106,21 @@ def page(items: list[dict[str, Any]], limit: int, kind: str, position: int | Non
     if more and items:
         nxt = encode_cursor(kind, (position or 0) + limit if kind == "o" else items[-1]["id"])
     return {"items": items, "next_cursor": nxt, "limit": limit, **extra}
+
+
+def id_page(fetch: Callable[..., list[dict[str, Any]]], default_limit: int,
+            max_limit: int = 1000, legacy: str | None = None) -> dict[str, Any]:
+    """A list newest first, paged by the last id seen: ?limit= and ?cursor= (or the
+    `legacy` parameter) read, `fetch(limit=, before_id=)` asked for one row more than
+    the page."""
+    limit, before = int_arg("limit", default_limit, 1, max_limit), decode_cursor("id", legacy)
+    return page(fetch(limit=limit + 1, before_id=before), limit, "id", before)
+
+
+def offset_page(fetch: Callable[..., list[dict[str, Any]]], count: Callable[[], int],
+                default_limit: int, max_limit: int = 1000) -> dict[str, Any]:
+    """A list paged by offset, with its `total`: ?limit= and ?cursor= (or ?offset=) read,
+    `fetch(limit=, offset=)` asked for one row more than the page."""
+    limit, offset = int_arg("limit", default_limit, 1, max_limit), decode_cursor("o", "offset") or 0
+    return page(fetch(limit=limit + 1, offset=offset), limit, "o", offset, total=count(),
+                offset=offset)

@@ -42,10 +42,8 @@ def build_host_and_reboot(name: str):
 @route("/builds", "GET", "Recent builds, newest first", tag="builds",
        params=[q("host", STR), LIMIT, CURSOR], response=page_of(ref("Build")), errors=(400,))
 def list_builds():
-    limit, before = args.int_arg("limit", 50, 1, 1000), args.decode_cursor("id")
-    return jsonify(args.page(builds.list_builds(conn(), host_name=args.str_arg("host", 63),
-                                                limit=limit + 1, before_id=before),
-                             limit, "id", before))
+    return jsonify(args.id_page(
+        lambda **at: builds.list_builds(conn(), host_name=args.str_arg("host", 63), **at), 50))
 
 
 @route("/builds", "POST", "Queue a build of a host", tag="builds",

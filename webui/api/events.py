@@ -21,7 +21,6 @@ def list_events():
     host = args.str_arg("host", 63)
     host_id = hosts.get_host(conn(), host)["id"] if host else None
     level = args.str_arg("level", 16)
-    limit, before = args.int_arg("limit", 50, 1, 500), args.decode_cursor("id", "before")
-    return jsonify(args.page(events.search(conn(), kind=args.str_arg("kind", 64),
-                                           host_id=host_id, level=level, before_id=before,
-                                           limit=limit + 1), limit, "id", before))
+    return jsonify(args.id_page(
+        lambda **at: events.search(conn(), kind=args.str_arg("kind", 64), host_id=host_id,
+                                   level=level, **at), 50, 500, legacy="before"))

@@ -22,12 +22,9 @@ from .schemas import CURSOR, LIMIT, NAME, OFFSET, STR, arr, page_of, q, ref
        errors=(400,))
 def list_hosts():
     search = args.str_arg("search", 100)
-    limit = args.int_arg("limit", 100, 1, 1000)
-    offset = args.decode_cursor("o", "offset") or 0
     c = conn()
-    return jsonify(args.page(hosts.list_hosts(c, search=search, limit=limit + 1, offset=offset),
-                             limit, "o", offset, total=hosts.count_hosts(c, search=search),
-                             offset=offset))
+    return jsonify(args.offset_page(lambda **at: hosts.list_hosts(c, search=search, **at),
+                                    lambda: hosts.count_hosts(c, search=search), 100))
 
 
 @route("/hosts", "POST", "Add a host", tag="hosts", body=ref("HostInput"), response=ref("Host"),
@@ -39,13 +36,10 @@ def add_host():
         macs = [macs]
     if not isinstance(macs, list) or not all(isinstance(m, str) for m in macs):
         raise InvalidInput("macs must be a list of MAC address strings", field="macs")
-    ip = args.want(d, "ip_reservation", str, nullable=True)
-    ip6 = args.want(d, "ip6_reservation", str, nullable=True)
+    reserve = _reservations(d, null_clears=False)
     h = hosts.add_host(conn(), args.want(d, "name", str, True), macs,
                        args.want(d, "flake", str, True), args.want(d, "attr", str, nullable=True),
-                       args.want(d, "mode", str) or "netboot", ip=ip,
-                       network=config().lan.address if ip else None, ip6=ip6,
-                       network6=_prefix6() if ip6 else None)
+                       args.want(d, "mode", str) or "netboot", **reserve)
     return jsonify(h), 201
 
 
@@ -62,23 +56,26 @@ def update_host(name: str):
     unknown = set(d) - {"macs", "flake", "attr", "mode", "ip_reservation", "ip6_reservation"}
     if unknown:
         raise InvalidInput(f"unknown field {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
-    ip = args.want(d, "ip_reservation", str, nullable=True)
-    if "ip_reservation" in d and ip is None:
-        ip = ""  # null clears the reservation
-    ip6 = args.want(d, "ip6_reservation", str, nullable=True)
-    if "ip6_reservation" in d and ip6 is None:
-        ip6 = ""
+    reserve = _reservations(d, null_clears=True)
     return jsonify(hosts.update_host(conn(), name, macs=args.want(d, "macs", list),
                                      flake=args.want(d, "flake", str),
                                      attr=args.want(d, "attr", str),
-                                     mode=args.want(d, "mode", str), ip=ip,
-                                     network=config().lan.address if ip else None, ip6=ip6,
-                                     network6=_prefix6() if ip6 else None))
+                                     mode=args.want(d, "mode", str), **reserve))
 
 
-def _prefix6() -> str | None:
-    """The LAN IPv6 prefix an IPv6 reservation must be in."""
-    return lan_prefix6(conn(), config().lan.address6)
+def _reservations(d: dict, *, null_clears: bool) -> dict:
+    """hosts.add_host/update_host's ip, ip6 from the body's ip_reservation and
+    ip6_reservation, each with the LAN network it must be in (network, network6)."""
+    ip = _reservation(d, "ip_reservation", null_clears)
+    ip6 = _reservation(d, "ip6_reservation", null_clears)
+    return {"ip": ip, "network": config().lan.address if ip else None, "ip6": ip6,
+            "network6": lan_prefix6(conn(), config().lan.address6) if ip6 else None}
+
+
+def _reservation(d: dict, key: str, null_clears: bool) -> str | None:
+    """d[key]; with `null_clears`, null is "" (the reservation cleared)."""
+    v = args.want(d, key, str, nullable=True)
+    return "" if null_clears and key in d and v is None else v
 
 
 @route("/hosts/<name>", "DELETE", "Remove a host", tag="hosts", params=[NAME], status=204,
@@ -92,9 +89,7 @@ def remove_host(name: str):
        params=[NAME, LIMIT, CURSOR], response=page_of(ref("Event")), errors=(400, 404))
 def host_events(name: str):
     h = hosts.get_host(conn(), name)
-    limit, before = args.int_arg("limit", 50, 1, 1000), args.decode_cursor("id")
-    return jsonify(args.page(events.recent(conn(), host_id=h["id"], limit=limit + 1,
-                                           before_id=before), limit, "id", before))
+    return jsonify(args.id_page(lambda **at: events.recent(conn(), host_id=h["id"], **at), 50))
 
 
 @route("/hosts/<name>/generations", "GET", "A host's generations (newest first)", tag="hosts",

@@ -23,11 +23,7 @@ def list_leases():
     family = args.int_arg("family", None, 4, 6)
     if family == 5:
         raise InvalidInput("family must be 4 or 6", field="family")
-    limit = args.int_arg("limit", 100, 1, 1000)
-    offset = args.decode_cursor("o", "offset") or 0
     c = conn()
-    return jsonify(args.page(leases.list_leases(c, include_expired=include, limit=limit + 1,
-                                                offset=offset, family=family), limit, "o",
-                             offset, total=leases.count_leases(c, include_expired=include,
-                                                               family=family),
-                             offset=offset))
+    return jsonify(args.offset_page(
+        lambda **at: leases.list_leases(c, include_expired=include, family=family, **at),
+        lambda: leases.count_leases(c, include_expired=include, family=family), 100))

@@ -47,9 +47,7 @@ def media_response(host: str | None, fmt: str, url: str, static, label: str) -> 
 @route("/media", "GET", "Boot media tokens, newest first (never the tokens themselves)",
        tag="media", params=[LIMIT, CURSOR], response=page_of(ref("MediaToken")), errors=(400,))
 def list_media():
-    limit, before = args.int_arg("limit", 100, 1, 1000), args.decode_cursor("id")
-    return jsonify(args.page(media.list_tokens(conn(), limit=limit + 1, before_id=before),
-                             limit, "id", before))
+    return jsonify(args.id_page(lambda **at: media.list_tokens(conn(), **at), 100))
 
 
 @route("/media", "POST", "Write boot media; the answer is the file (its token id in "
