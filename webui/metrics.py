@@ -39,6 +39,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.utils import floatToGoString
 
 from appliance.domain import boots, overview
+from appliance.domain.ipv6 import lan_prefix6
 from appliance.state.db import now
 
 from . import fragments
@@ -61,8 +62,9 @@ def _allowed_networks(cfg) -> list:
             cfg.lan_interface.network]
     if cfg.vpn.enable:
         nets.append(ipaddress.IPv4Interface(cfg.vpn.address).network)
-    if cfg.lan.address6:
-        nets.append(ipaddress.IPv6Interface(cfg.lan.address6).network)
+    prefix6 = lan_prefix6(conn(), cfg.lan.address6)  # configured, else the generated ULA
+    if prefix6:
+        nets.append(ipaddress.ip_network(prefix6))
     nets += [ipaddress.ip_network(n) for n in cfg.metrics.allow]
     return nets
 

@@ -105,7 +105,7 @@ def test_paging_walks_every_list_once(web):
 @pytest.mark.parametrize("cursor", [
     "garbage!!", "x" * 65, encode_cursor("id", 5),  # another list's cursor
     encode_cursor("o", 1).replace("o", "p"), "bzotNQ",  # "o:-5"
-    "%00%ff", "b246",
+    "%00%ff", "b246", encode_cursor("o", 10**30),  # beyond SQLite's integers
 ])
 def test_a_forged_cursor_is_a_clear_400(web, cursor):
     client, _ = web

@@ -5,6 +5,7 @@ steps with durations, where a boot stopped and the hint."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import time
@@ -15,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.domain import boots, builds, events, hosts
+from appliance.domain.ipv6 import lan_address6
 from tests.webapp import logged_in_client, make_app
 from webui import fragments
 
@@ -128,6 +130,15 @@ def test_from_a_non_lan_address_refused(web):
         assert r.status_code == 403, addr
         assert b"nixie_" not in r.data
     assert scrape(app, "::ffff:127.0.0.1").status_code == 200
+
+
+def test_the_lan_ipv6_prefix_may_scrape_also_when_it_is_the_generated_ula(web):
+    """lan.address6 null (the default): the LAN's prefix is the ULA made at first start;
+    a LAN client over IPv6 may scrape, another IPv6 network may not."""
+    app, store, _ = web
+    ula = ipaddress.IPv6Interface(lan_address6(store.conn(), None)).network  # made, stored
+    assert scrape(app, str(ula.network_address + 0x50)).status_code == 200
+    assert scrape(app, "fd00:dead:beef::50").status_code == 403
 
 
 def test_forged_forwarded_for_and_a_refused_flood_render_nothing(tmp_path):

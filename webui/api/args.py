@@ -89,7 +89,7 @@ def decode_cursor(kind: str, legacy: str | None = None) -> int | None:
     try:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
         got, n = text.split(":")
-        if got != kind or not n.isdigit():
+        if got != kind or not n.isdigit() or int(n) > 2**62:  # SQLite integers are 64-bit
             raise ValueError
         return int(n)
     except (ValueError, UnicodeDecodeError, binascii.Error):
