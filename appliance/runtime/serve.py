@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 import time
 
 from appliance.config.schema import Config
@@ -17,6 +16,7 @@ from appliance.errors import NixieError
 from appliance.nix import gc
 from appliance.router.bmc.power import boot_from_network
 from appliance.runtime import wiring
+from appliance.runtime.stopsignal import StopSignal
 from appliance.state import backup
 from appliance.state.db import Store, secure_state
 from appliance.state.status import HEARTBEAT_SECONDS, write_status
@@ -41,14 +41,7 @@ def serve(cfg: Config, *, until=None, wake: list[str] | None = None) -> int:
     exit_code = 0
     runtime, supervisor = wiring.start(cfg, store)
     _announce_setup_code(cfg, store)
-    stopping = threading.Event()
-
-    def on_signal(signum, _frame):
-        log.info("signal received; stopping", extra={"signal": signal.Signals(signum).name})
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = StopSignal().install(signal.SIGTERM, signal.SIGINT)
     log.info("nixie serve starting", extra={"config": cfg.path, "state_dir": cfg.state_dir,
                                              "services": ",".join(s.name for s in supervisor.services)})
     _announce_web(runtime.cfg)
@@ -77,6 +70,8 @@ def serve(cfg: Config, *, until=None, wake: list[str] | None = None) -> int:
             if code is not None:
                 exit_code = code
                 break
+    if stopping.is_set():
+        log.info("signal received; stopping", extra={"signal": stopping.name})
     t0 = time.monotonic()
     clean = supervisor.stop(timeout=1.5)
     beat("stopped")

@@ -15,6 +15,7 @@ import threading
 
 from appliance.config.schema import parse_config
 from appliance.logs import setup_logging
+from appliance.runtime.stopsignal import StopSignal
 from appliance.runtime.webserver import STOP_GRACE_SECONDS, make_web_server, stored_health
 from appliance.runtime.wiring import web_app
 from appliance.state.db import Store
@@ -29,10 +30,11 @@ def worker_main() -> int:
     setup_logging(settings["log_level"])
     server = None
     done = threading.Event()
+    once = threading.Lock()
 
     def finish() -> None:
-        if done.is_set():
-            return
+        if not once.acquire(blocking=False):
+            return  # another thread is finishing: it ends the process
         done.set()
         if server is not None:
             server.close()  # no new connections; the answers being written finish
@@ -41,7 +43,10 @@ def worker_main() -> int:
 
     # watching from the start: a worker still starting must not keep the port from a new serve
     on_parent_gone(finish)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=finish, daemon=True).start())
+    # the handler only records the signal (see stopsignal); a thread of ours acts on it
+    term = StopSignal().install(signal.SIGTERM)
+    threading.Thread(target=lambda: term.wait() and finish(), name="sigterm-watch",
+                     daemon=True).start()
     cfg = parse_config(settings["config"], settings["config_path"])
     socks = [socket.socket(fileno=fd) for fd in settings["fds"]]
     store = Store(cfg.db_path)

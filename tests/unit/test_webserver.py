@@ -161,13 +161,16 @@ WAITRESS_CONNECTION_LIMIT = 100
 def test_web_workers_answer_while_slow_clients_hold_connections(config_file):
     """Slow clients (half a request, or nothing at all) hold more connections than
     one worker takes: the other worker, waiting on the same socket, takes the rest,
-    and every worker still answers a whole request at once."""
+    and every worker still answers a whole request at once. Each slow client has an
+    address of its own (127.0.1.x): from the checker's own address they would meet
+    the per-client cap, whatever worker took them (test_web_hardening tests that cap)."""
     with RunningWebWorkers(config_file) as run:
         assert wait_for(run.healthy, timeout=30)
         slow: list[socket.socket] = []
         try:
             for i in range(WAITRESS_CONNECTION_LIMIT * 3 // 2):
-                s = socket.create_connection(("127.0.0.1", run.port), timeout=10)
+                s = socket.create_connection(("127.0.0.1", run.port), timeout=10,
+                                             source_address=(f"127.0.1.{i + 1}", 0))
                 slow.append(s)
                 if i % 2:  # headers begun and never ended
                     s.sendall(b"GET /healthz HTTP/1.1\r\nHost: nixie\r\nX-Slow: ")

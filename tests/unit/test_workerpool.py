@@ -27,7 +27,7 @@ from tests.netns.serve_lab import pid_alive
 #   exit-at-once  say ready, then exit 3
 #   fail          print a line that is not JSON and exit 2 before it is ready
 CHILD = r'''
-import os, signal, socket, sys, threading
+import os, signal, socket, sys
 from netservices.workerpool import Reports, join_pool, on_parent_gone
 
 settings = join_pool()
@@ -36,12 +36,10 @@ out = Reports()
 if mode == "fail":
     print("cannot start: no such thing", flush=True)
     sys.exit(2)
-stop = threading.Event()
-why = []
+why = []  # a signal handler must take no lock (see appliance/runtime/stopsignal.py)
 
 def end(reason):
     why.append(reason)
-    stop.set()
 
 if mode == "stubborn":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -55,7 +53,7 @@ out.ready()
 if mode == "exit-at-once":
     sys.exit(3)
 served = 0
-while not stop.is_set():
+while not why:
     try:
         data, peer = sock.recvfrom(100)
     except (TimeoutError, InterruptedError):
