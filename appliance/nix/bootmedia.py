@@ -122,10 +122,9 @@ def ipxe_script(base_url: str, token: str, static: Static | None = None) -> str:
 
 def grub_script(base_url: str, token: str, static: Static | None = None) -> str:
     """The GRUB script on UEFI media: the same, through GRUB's network stack."""
+    base_url = media.validate_base_url(base_url, schemes=("http",))
     host = base_url.split("://", 1)[1].split("/", 1)[0]
     path = "/" + base_url.split("://", 1)[1].split("/", 1)[1] if base_url.count("/") > 2 else ""
-    if not base_url.startswith("http://"):
-        raise InvalidInput("UEFI media boot over http:// (GRUB has no TLS)", field="base_url")
     net = static.lines("net_add_addr nixie efinet0 {ip}\nnet_add_route nixie_lan {net} nixie",
                        "net_add_route nixie_default 0.0.0.0/0 gw {gw}", "net_add_dns {dns}") \
         if static else ["net_bootp"]
@@ -259,7 +258,8 @@ def create_media(conn: sqlite3.Connection, cfg, *, host: str | None, fmt: str, o
                            "public needs boot.media_url)", field="url")
     if fmt not in FORMATS:
         raise InvalidInput(f"format must be one of {', '.join(FORMATS)}", field="format")
-    row, token = media.create_token(conn, host=host, base_url=urls[url], fmt=fmt, label=label)
+    base_url = media.validate_base_url(urls[url], "url", schemes=("http",))  # GRUB: no TLS
+    row, token = media.create_token(conn, host=host, base_url=base_url, fmt=fmt, label=label)
     try:
         build(fmt, row["base_url"], token, out, static=static,
               tools=Tools(ipxe_dir=cfg.tftp.ipxe_dir))
