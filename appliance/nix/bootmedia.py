@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from appliance.domain import media
-from appliance.errors import InvalidInput
+from appliance.errors import InvalidInput, Unavailable
 
 FORMATS = ("iso", "usb", "efi")
 ISOLINUX_DIRS = ("/usr/lib/ISOLINUX", "/usr/share/syslinux", "/usr/lib/syslinux")
@@ -92,7 +92,14 @@ class Tools:
             p = os.path.join(d, name)
             if os.path.exists(p):
                 return p
-        raise InvalidInput(f"{name} not found (install isolinux/syslinux)")
+        raise Unavailable(f"{name} not found (install isolinux/syslinux)")
+
+    def ipxe(self, name: str) -> str:
+        """A packaged iPXE binary in `ipxe_dir` (tftp.ipxe_dir)."""
+        p = os.path.join(self.ipxe_dir, name)
+        if not os.path.isfile(p):
+            raise Unavailable(f"{p} is missing (install ipxe or set tftp.ipxe_dir)")
+        return p
 
 
 def script_url(base_url: str, token: str, kind: str) -> str:
@@ -148,7 +155,7 @@ def _run(args: list[str]) -> None:
     try:
         subprocess.run(args, check=True, capture_output=True, timeout=300)
     except FileNotFoundError:
-        raise InvalidInput(f"{args[0]} is not installed") from None
+        raise Unavailable(f"{args[0]} is not installed") from None
     except subprocess.CalledProcessError as e:
         err = e.stderr.decode(errors="replace").strip()[-400:]
         raise InvalidInput(f"{args[0]} failed: {err}") from None
@@ -220,7 +227,7 @@ def _iso(work: Path, efi: Path, script: str, out: Path, tools: Tools) -> None:
     mod_dirs = (tools.syslinux_modules,) if tools.syslinux_modules else SYSLINUX_MODULES
     shutil.copyfile(tools.find("isolinux.bin", iso_dirs), tree / "isolinux" / "isolinux.bin")
     shutil.copyfile(tools.find("ldlinux.c32", mod_dirs), tree / "isolinux" / "ldlinux.c32")
-    shutil.copyfile(os.path.join(tools.ipxe_dir, "ipxe.lkrn"), tree / "ipxe.lkrn")
+    shutil.copyfile(tools.ipxe("ipxe.lkrn"), tree / "ipxe.lkrn")
     (tree / "nixie.ipxe").write_text(script)
     (tree / "isolinux" / "isolinux.cfg").write_text(
         "DEFAULT nixie\nPROMPT 0\nTIMEOUT 0\nLABEL nixie\n  KERNEL /ipxe.lkrn\n"

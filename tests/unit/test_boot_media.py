@@ -233,3 +233,22 @@ def test_per_host_media_boots_the_rolled_back_generation(tmp_path, state_dir, wi
         assert f"{top[1]}/init" in grub and f"{top[2]}/init" not in grub, grub
     finally:
         ba.close()
+
+
+def test_cli_names_a_missing_packaged_boot_binary(config_file, tmp_path):
+    """`nixie media` with tftp.ipxe_dir lacking ipxe.lkrn: exit 1, the file named, no
+    traceback, no file and no token left."""
+    empty = tmp_path / "no-ipxe"
+    empty.mkdir()
+    data = json.loads(config_file.read_text())
+    data["tftp"]["ipxe_dir"] = str(empty)
+    config_file.write_text(json.dumps(data))
+    r = run_nixie("host", "add", "far1", "--mac", MAC, "--flake", "github:me/infra",
+                  config=config_file)
+    assert r.returncode == 0, r.stderr
+    r = run_nixie("media", "far1", "-o", str(tmp_path / "far1.iso"), config=config_file)
+    assert r.returncode == 1, r.stderr
+    assert f"{empty}/ipxe.lkrn" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "far1.iso").exists()
+    r = run_nixie("media", "--list", "--json", config=config_file)
+    assert json.loads(r.stdout) == []

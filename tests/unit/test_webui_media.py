@@ -200,3 +200,23 @@ def test_media_url_grub_cannot_boot_is_an_error_on_the_url_field(tmp_path):
     assert r.status_code == 400 and "http://" in field_error(r.data.decode(), "url")
     assert media.list_tokens(store.conn()) == []
     store.close()
+
+
+def test_missing_packaged_boot_binary_is_a_clear_answer(tmp_path):
+    """tftp.ipxe_dir without ipxe.lkrn (the ISO's BIOS loader): the API answers 503 naming
+    the file, the form flashes it, and no token is left behind (was a 500)."""
+    empty = tmp_path / "no-ipxe"
+    empty.mkdir()
+    app, store, _ = web = make_app(tmp_path / "state", sections={"tftp": {"ipxe_dir": str(empty)}})
+    hosts.add_host(store.conn(), "far1", [MAC], "github:me/infra")
+    c, auth = api_client(web)
+    r = c.post("/api/v1/media", json={"host": "far1", "format": "iso"}, headers=auth)
+    assert r.status_code == 503 and r.json["code"] == "unavailable", r.data[:300]
+    assert f"{empty}/ipxe.lkrn" in r.json["error"]
+    page = c.get("/media/").data.decode()
+    r = c.post("/media/", data={"csrf_token": csrf_of(page), "host": "far1", "format": "iso",
+                                "url": "lan"})
+    assert r.status_code == 503 and f"{empty}/ipxe.lkrn" in r.data.decode()
+    assert 'class="flash' in r.data.decode()
+    assert media.list_tokens(store.conn()) == []
+    store.close()
