@@ -51,6 +51,11 @@ class Static:
     def parse(cls, address: str | None, gateway: str | None = None,
               dns: str | None = None) -> Static | None:
         if not address:
+            for name, value in (("gateway", gateway), ("dns", dns)):
+                if value and value.strip():
+                    raise InvalidInput(f"a {'DNS server' if name == 'dns' else name} needs a "
+                                       "static address (without one the media use DHCP)",
+                                       field=name)
             return None
         try:
             iface = ipaddress.IPv4Interface(address.strip())

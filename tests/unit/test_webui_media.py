@@ -220,3 +220,20 @@ def test_missing_packaged_boot_binary_is_a_clear_answer(tmp_path):
     assert 'class="flash' in r.data.decode()
     assert media.list_tokens(store.conn()) == []
     store.close()
+
+
+def test_gateway_or_dns_without_an_address_is_a_field_error(web):
+    """Gateway and DNS only apply to a static address: given without one they are refused
+    on their field (they were silently dropped and the media used DHCP)."""
+    app, store, _ = web
+    c, auth = api_client(web)
+    page = c.get("/media/").data.decode()
+    for field, value in (("gateway", "192.0.2.1"), ("dns", "192.0.2.53")):
+        r = c.post("/media/", data={"csrf_token": csrf_of(page), "host": "far1",
+                                    "format": "efi", "url": "lan", field: value})
+        assert r.status_code == 400 and "address" in field_error(r.data.decode(), field)
+        assert f'value="{value}"' in r.data.decode()  # the input is kept
+        r = c.post("/api/v1/media", json={"host": "far1", "format": "efi", field: value},
+                   headers=auth)
+        assert r.status_code == 400 and r.json["field"] == field, r.json
+    assert media.list_tokens(store.conn()) == []
