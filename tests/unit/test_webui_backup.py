@@ -217,3 +217,25 @@ def test_retention_and_gc_settings_are_on_the_settings_page(web):
     assert r.status_code in (200, 302), r.data[:500]
     eff = settings.effective_config(cfg, store.conn())
     assert (eff.retention.event_days, eff.gc.interval_seconds, eff.gc.disk_warn_percent) == (30, 0, 75)
+
+
+def test_the_413_names_the_limit_of_the_path_that_refused(tmp_path):
+    """The restore paths take web.max_restore_bytes (here 2 MiB), every other path 8 MiB:
+    the refusal, page or API error, names the limit that applied, not always 8 MB."""
+    app, store, cfg = make_app(tmp_path / "state", sections={"web": {"max_restore_bytes": 2 << 20}})
+    browser = logged_in_client(app)
+    uid = store.conn().execute("SELECT id FROM users").fetchone()[0]
+    c, auth = app.test_client(), {
+        "Authorization": f"Bearer {apitokens.create_token(store.conn(), uid, 'ci')[1]}"}
+    page = browser.get("/backup/")
+    r = browser.post("/backup/restore", data={"csrf_token": csrf_of(page.data),
+                                              "file": (io.BytesIO(b"\0" * (3 << 20)), "b.tgz")})
+    text = r.data.decode()
+    assert r.status_code == 413 and "2.0 MiB" in text and "8 MB" not in text, text
+    r = c.post("/api/v1/backup/restore", headers=auth, data=b"\0" * (3 << 20),
+               content_type="application/gzip")
+    assert r.status_code == 413 and "2.0 MiB" in r.json["error"], r.json
+    r = c.post("/api/v1/hosts", headers=auth, data=b"\0" * (9 << 20),
+               content_type="application/json")
+    assert r.status_code == 413 and "8.0 MiB" in r.json["error"], r.json
+    store.close()
