@@ -79,9 +79,11 @@ def disk_use(state_dir: str | os.PathLike[str], store_dir: str | os.PathLike[str
              warn_percent: int) -> dict[str, Any]:
     """What the router's state takes and how full the filesystems holding `state_dir` and
     the Nix store are (`store_dir`, once when both are on one); `warnings` from
-    `warn_percent` used on."""
+    `warn_percent` used on; `measured_at`. It walks the whole state dir: serve's gc service
+    does it every minute, and readers take its figure (`measured_disk`)."""
     out: dict[str, Any] = {"state_dir": {"path": str(state_dir), "bytes": tree_bytes(state_dir)},
-                           "warn_percent": warn_percent, "filesystems": [], "warnings": []}
+                           "warn_percent": warn_percent, "filesystems": [], "warnings": [],
+                           "measured_at": now()}
     seen: dict[int, dict[str, Any]] = {}
     for role, path in (("state_dir", state_dir), ("nix_store", store_dir)):
         try:
@@ -109,6 +111,12 @@ def disk_use(state_dir: str | os.PathLike[str], store_dir: str | os.PathLike[str
     return out
 
 
+def measured_disk(health: dict[str, Any]) -> dict[str, Any] | None:
+    """The gc service's last `disk_use` in the health report (`appliance.nix.gc`), or None
+    while it has none (serve not running, or not measured yet)."""
+    return ((health.get("services") or {}).get("gc") or {}).get("stats", {}).get("disk")
+
+
 def disk_line(use: dict[str, Any]) -> str:
     """`disk_use` in one line: what the state takes, how full each filesystem is."""
     parts = [f"state {human_size(use['state_dir']['bytes'])}"]
@@ -131,7 +139,7 @@ def with_storage(health: dict[str, Any], state_dir: str | os.PathLike[str]) -> d
     if not disk["ok"]:
         warnings.append(disk["warning"])
     # the gc service's disk use (appliance.nix.gc), with its threshold's warnings
-    use = ((health.get("services") or {}).get("gc") or {}).get("stats", {}).get("disk")
+    use = measured_disk(health)
     if use:
         out["disk"] = use
         warnings.extend(use.get("warnings") or [])

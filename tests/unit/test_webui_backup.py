@@ -239,3 +239,26 @@ def test_the_413_names_the_limit_of_the_path_that_refused(tmp_path):
                content_type="application/json")
     assert r.status_code == 413 and "8.0 MiB" in r.json["error"], r.json
     store.close()
+
+
+def test_gc_state_uses_the_gc_services_last_measurement(tmp_path):
+    """GET /api/v1/gc and the Backup page show the disk use serve's gc service measured
+    last (with its time), without walking the state dir again; only without one is it
+    measured on the spot."""
+    measured = {"state_dir": {"path": "/x", "bytes": 424242}, "warn_percent": 90,
+                "filesystems": [], "warnings": [], "measured_at": now() - 180}
+    health = {"ok": True, "services": {"gc": {"state": "running",
+                                              "stats": {"disk": measured}}}}
+    app, store, cfg = make_app(tmp_path / "state", health=lambda: health)
+    (Path(cfg.state_dir) / "big").write_bytes(b"x" * (3 << 20))
+    browser = logged_in_client(app)
+    assert browser.get("/api/v1/gc").json["disk"] == measured
+    html = browser.get("/backup/").data.decode()
+    assert "414.3 KiB" in html and "measured 3" in html, html[html.find('id="disk"'):][:800]
+    store.close()
+    app, store, cfg = make_app(tmp_path / "state2")  # no gc service figure: measured now
+    (Path(cfg.state_dir) / "big").write_bytes(b"x" * (3 << 20))
+    c, auth = _token_client(app, store)
+    disk = c.get("/api/v1/gc", headers=auth).json["disk"]
+    assert disk["state_dir"]["bytes"] >= 3 << 20 and now() - disk["measured_at"] < 30
+    store.close()
