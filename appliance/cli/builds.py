@@ -100,8 +100,7 @@ def cmd_build_list(ctx: Ctx) -> int:
 def cmd_build_show(ctx: Ctx) -> int:
     b = builds.get_build(ctx.conn, ctx.args.id)
     b["progress"] = builds.progress_dict(b["progress"])
-    text, _, _ = builds.read_log(b, 0, limit=1 << 30)
-    tail = text.splitlines()[-LOG_TAIL:]
+    tail = builds.log_tail(b, LOG_TAIL)
 
     def human() -> None:
         print(describe(b))

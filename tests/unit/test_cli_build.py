@@ -146,3 +146,22 @@ def test_log_follow_json_ends_with_the_final_record(config_file):
     final = json.loads(out)
     assert (final["id"], final["status"], final["error"]) == (1, "failed", "exit 1"), out
     assert "building demo" in err
+
+
+def test_show_reads_the_tail_of_a_huge_log(config_file):
+    """`build show` prints the last lines of a log of more than 1 GiB (sparse here): it
+    reads from the end, not the first GiB (whose tail was NULs, not the log's end)."""
+    _host(config_file)
+    run_nixie("build", "demo", config=config_file)
+    cfg = load_config(config_file)
+    log = Path(cfg.state_dir) / "logs" / "build-1.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as f:
+        f.truncate((1 << 30) + 4096)
+        f.seek(0, 2)
+        f.write("".join(f"\nline {i} é" for i in range(30)).encode())
+    conn = sqlite3.connect(cfg.db_path)
+    conn.execute("UPDATE builds SET log_path = ? WHERE id = 1", (str(log),))
+    conn.commit()
+    shown = json.loads(run_nixie("build", "show", "1", "--json", config=config_file).stdout)
+    assert shown["log_tail"] == [f"line {i} é" for i in range(10, 30)]
