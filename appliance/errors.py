@@ -29,6 +29,14 @@ class Conflict(NixieError):
     code = "conflict"
 
 
+class Unavailable(NixieError):
+    """Something the router itself lacks (a packaged boot binary, a tool): not the
+    caller's fault; the same request works once the admin installs it (HTTP 503)."""
+
+    http_status = 503
+    code = "unavailable"
+
+
 class UsageError(NixieError):
     """The command line is wrong (`nixie`'s argument parser)."""
 

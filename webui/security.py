@@ -13,6 +13,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 from appliance.domain import apitokens, settings, users
 from appliance.domain.loginlimits import LoginLimits
 from appliance.errors import NixieError
+from appliance.state.status import human_size
 
 from .api.errors import api_error
 from .context import conn
@@ -222,7 +223,14 @@ def init_app(app: Flask) -> None:
              "There is no page at this address."),
             (405, "method {method} is not allowed here", "Method not allowed",
              "This page does not accept that request."),
-            (413, "request body too large", "Too large", "The upload is larger than 8 MB."),
             (500, "internal error; see the appliance log", "Internal error",
              "Something broke; the appliance log has the details.")):
         app.register_error_handler(code, http_error(code, api_message, title, message))
+
+    @app.errorhandler(413)
+    def too_large(e):
+        """The limit of the path that refused (a backup archive's is larger than a form's)."""
+        limit = human_size(request.max_content_length or 0)
+        return error_response(413, f"request body too large: this path takes at most {limit}",
+                              "Too large", f"The upload is larger than {limit}, the most this "
+                                           "page takes.")

@@ -100,8 +100,7 @@ def cmd_build_list(ctx: Ctx) -> int:
 def cmd_build_show(ctx: Ctx) -> int:
     b = builds.get_build(ctx.conn, ctx.args.id)
     b["progress"] = builds.progress_dict(b["progress"])
-    text, _, _ = builds.read_log(b, 0, limit=1 << 30)
-    tail = text.splitlines()[-LOG_TAIL:]
+    tail = builds.log_tail(b, LOG_TAIL)
 
     def human() -> None:
         print(describe(b))
@@ -124,7 +123,8 @@ def cmd_build_log(ctx: Ctx) -> int:
     a = ctx.args
     b = builds.get_build(ctx.conn, a.id)
     if a.follow and b["status"] not in builds.FINAL:
-        b = follow(ctx, a.id, a.timeout)
+        b = follow(ctx, a.id, a.timeout)  # the log went out as it came
+        emit(a, b, lambda: print(describe(b)))  # the final record, as `build --wait`
         return 0 if b["status"] == "succeeded" else 1
     text, _, _ = builds.read_log(b, 0, limit=1 << 30)
     emit(a, {"id": b["id"], "status": b["status"], "log": text},

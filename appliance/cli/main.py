@@ -10,6 +10,7 @@ With --json an error is the JSON document `{"error": message, "code": code}` on 
 
 from __future__ import annotations
 
+import argparse
 import os
 import sqlite3
 import sys
@@ -57,17 +58,25 @@ def build_parser() -> Parser:
     return p
 
 
+def json_mode(args: argparse.Namespace | None, argv: list[str]) -> bool:
+    """Whether errors print as JSON: the parsed `--json` option; when the command line
+    did not parse (a usage error), a `--json` among the options (before any `--`)."""
+    if args is not None:
+        return bool(getattr(args, "json", False))
+    return "--json" in (argv[:argv.index("--")] if "--" in argv else argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    json_mode = "--json" in argv
+    args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)
         return args.func(Ctx(args)) or 0
     except NixieError as e:
-        error(json_mode, str(e), e.code, getattr(e, "field", None))
+        error(json_mode(args, argv), str(e), e.code, getattr(e, "field", None))
         return e.exit_code
     except (OSError, sqlite3.Error) as e:  # the state dir or DB unusable: say so, no trace
-        error(json_mode, f"{type(e).__name__}: {e}", "failed")
+        error(json_mode(args, argv), f"{type(e).__name__}: {e}", "failed")
         return 1
     except KeyboardInterrupt:
         return 130

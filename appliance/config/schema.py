@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from appliance.config.macs import normalize_mac
 from appliance.errors import ConfigError
@@ -242,6 +243,45 @@ def check_opt_path(key: str, v: Any) -> str | None:
     return None if v is None else check_path(key, v)
 
 
+BOOT_URL_EXAMPLE = "http://10.0.0.1:8081"
+_URL_UNSAFE = frozenset(" \t\r\n$;\"'`\\{}<>|&")
+
+
+def url_problem(url: object, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
+    """Why `url` is no base URL a boot script (iPXE, GRUB) can carry, or None: one of
+    `schemes`, a host, no query, fragment, spaces or characters the scripts interpret,
+    at most 200 characters."""
+    text = url.strip() if isinstance(url, str) else ""
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+    except ValueError:
+        parts, host = None, None
+    if parts is None or parts.scheme not in schemes or not host or parts.query \
+            or parts.fragment or len(text) > 200 or any(c in _URL_UNSAFE for c in text):
+        return f"must look like {BOOT_URL_EXAMPLE}" + (
+            "" if "https" in schemes else " (http://: GRUB on boot media has no TLS)")
+    return None
+
+
+def check_opt_url(key: str, v: Any) -> str | None:
+    """None, or an http(s) base URL (`url_problem`)."""
+    if v is None:
+        return None
+    if (problem := url_problem(v)) is not None:
+        raise ConfigError(key, f"{problem}, got {json.dumps(v)}")
+    return v
+
+
+def check_opt_media_url(key: str, v: Any) -> str | None:
+    """None, or an http:// base URL boot media (GRUB) can reach."""
+    if v is None:
+        return None
+    if (problem := url_problem(v, ("http",))) is not None:
+        raise ConfigError(key, f"{problem}, got {json.dumps(v)}")
+    return v
+
+
 def check_mac_or_none(key: str, v: Any) -> str | None:
     if v is None:
         return None
@@ -341,14 +381,14 @@ SCHEMA = Section(
         "boot": Section(
             {
                 "http_listen": Key(check_opt_listen, None, "HTTP boot listener: iPXE scripts, kernels, initrds, the binary cache, the agent API (IPv4 or [IPv6]:port); null means the LAN address, port 8081, and the LAN IPv6 address when IPv6 runs on the LAN (ra.enable or dhcp6.mode)."),
-                "public_url": Key(check_opt_str, None, "Base URL clients use to reach http_listen; null derives it from lan.address."),
+                "public_url": Key(check_opt_url, None, "Base URL clients use to reach http_listen; null derives it from lan.address."),
                 "menu": Key(check_bool, True, "Show a menu of the host's generations, newest first; the default entry is the current generation (the newest, unless the admin rolled back), marked \"(current)\"."),
                 "menu_timeout_seconds": Key(int_range(0, 3600), 5, "Seconds before the menu's default entry boots; 0 boots the current generation without a menu."),
                 "cmdline": Key(check_opt_str, None, "Extra kernel parameters for every netbooted host."),
                 "token_seconds": Key(int_range(60, 30 * 86400), 3600, "How long a per-boot agent token stays valid unused after its boot script is fetched, and after each `installing` report of an install."),
                 "token_used_seconds": Key(int_range(10, 86400), 120, "How long a per-boot agent token stays valid after the report that ends its boot (booted, installed or failed): time for the agent's retries only."),
                 "remote": Key(check_bool, False, "Open the HTTP boot port on the WAN and VPN interfaces too (the firewall), for machines beyond the LAN that boot from downloaded media; they must present a media token there. false: only the LAN reaches it."),
-                "media_url": Key(check_opt_str, None, "Base URL baked into boot media for machines beyond the LAN (a WAN-side or port-forwarded address of the HTTP boot listener); null offers only the LAN and VPN addresses."),
+                "media_url": Key(check_opt_media_url, None, "Base URL baked into boot media for machines beyond the LAN (a WAN-side or port-forwarded address of the HTTP boot listener); null offers only the LAN and VPN addresses."),
                 "trusted_networks": Key(check_networks, [], "Networks besides the LAN whose clients may fetch boot scripts without a media token (segments behind a DHCP relay); everywhere else a script needs a media token."),
             },
             "HTTP boot.",

@@ -26,11 +26,8 @@ class SqliteBackend:
         if row is None:
             return None
         h = hosts.get_host_by_id(conn, row["host_id"]) if row["host_id"] is not None else None
-        host = None
-        if h is not None:
-            host = _record(h) if h["macs"] else HostRecord(
-                name=h["name"], id=h["id"], macs=(), mode=h["mode"], state=h["state"], ip=h["ip"])
-        return MediaGrant(host=host, base_url=row["base_url"])
+        # the whole record, MACs or none: its current generation (rollback) is the default
+        return MediaGrant(host=None if h is None else _record(h), base_url=row["base_url"])
 
     def host_by_ip(self, ip: str) -> HostRecord | None:
         """The host whose MAC holds a current (offered or bound) lease on `ip`."""

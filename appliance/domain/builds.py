@@ -121,6 +121,26 @@ def read_log(build: dict[str, Any], offset: int = 0, limit: int = LOG_CHUNK
     return chunk.decode("utf-8", "replace"), offset + len(chunk), offset + len(chunk) < size
 
 
+def log_tail(build: dict[str, Any], lines: int, max_bytes: int = 64 * 1024) -> list[str]:
+    """The last `lines` lines of the build's log, read from its end (at most `max_bytes`,
+    however long the log is)."""
+    path = build.get("log_path")
+    if not path:
+        return []
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            start = max(0, size - max_bytes)
+            f.seek(start)
+            chunk = f.read(max_bytes)
+    except FileNotFoundError:
+        return []
+    text = chunk.decode("utf-8", "replace").splitlines()
+    if start > 0 and text:
+        text = text[1:]  # the first line was cut
+    return text[-lines:]
+
+
 def whole_utf8(chunk: bytes) -> bytes:
     """Drop a UTF-8 sequence cut at the end of `chunk` (the next read takes it whole)."""
     for back in range(1, min(4, len(chunk)) + 1):

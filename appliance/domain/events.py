@@ -284,13 +284,14 @@ def recent(conn: sqlite3.Connection, *, limit: int = 100, host_id: int | None = 
 
 
 LEVELS = ("debug", "info", "warning", "error")
+PAGE_MAX = 500  # the largest page of `search` (GET /api/v1/events documents it)
 
 
 def search(conn: sqlite3.Connection, *, kind: str | None = None, host_id: int | None = None,
            level: str | None = None, before_id: int | None = None,
            limit: int = 50) -> list[dict[str, Any]]:
-    """Newest first, filtered; page on with `before_id` = the last id seen (at most 501
-    rows: a page of 500 and the one that says another follows).
+    """Newest first, filtered; page on with `before_id` = the last id seen (at most
+    PAGE_MAX + 1 rows: a page of PAGE_MAX and the one that says another follows).
     `kind` is exact or a `prefix*`; `level` keeps that level and above."""
     where, args = [], []
     if level:
@@ -301,7 +302,7 @@ def search(conn: sqlite3.Connection, *, kind: str | None = None, host_id: int | 
         args += wanted
     more, more_args = _filters(host_id, kind, before_id,
                                like_prefix=lambda p: p.replace("%", "").replace("_", ""))
-    return _newest_first(conn, where + more, args + more_args, max(1, min(int(limit), 501)))
+    return _newest_first(conn, where + more, args + more_args, max(1, min(int(limit), PAGE_MAX + 1)))
 
 
 PRUNE_SECONDS = 300.0

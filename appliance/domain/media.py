@@ -11,8 +11,8 @@ from __future__ import annotations
 import secrets
 import sqlite3
 from typing import Any
-from urllib.parse import urlsplit
 
+from appliance.config.schema import url_problem
 from appliance.domain import events, hosts
 from appliance.domain.apitokens import hash_token
 from appliance.errors import InvalidInput, NotFound
@@ -24,16 +24,14 @@ _COLUMNS = ("t.id, t.host_id, h.name AS host, t.label, t.base_url, t.format, t.c
             "t.last_used, t.last_ip, t.uses, t.revoked_at")
 
 
-def validate_base_url(url: object) -> str:
-    """An http(s) URL with a host and no query, fragment, spaces or characters iPXE or
-    GRUB would interpret; no trailing slash."""
-    text = url.strip() if isinstance(url, str) else ""
-    parts = urlsplit(text)
-    bad = any(c in text for c in " \t\r\n$;\"'`\\{}<>|&")
-    if bad or parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
-            or parts.fragment or len(text) > 200:
-        raise InvalidInput("the boot URL must look like http://10.0.0.1:8081", field="base_url")
-    return text.rstrip("/")
+def validate_base_url(url: object, field: str = "base_url",
+                      schemes: tuple[str, ...] = ("http", "https")) -> str:
+    """An http(s) URL (of `schemes`) with a host and no query, fragment, spaces or
+    characters iPXE or GRUB would interpret; no trailing slash (`config.schema.url_problem`)."""
+    problem = url_problem(url, schemes)
+    if problem is not None:
+        raise InvalidInput(f"the boot URL {problem}", field=field)
+    return str(url).strip().rstrip("/")
 
 
 def create_token(conn: sqlite3.Connection, *, host: str | None, base_url: str, fmt: str,

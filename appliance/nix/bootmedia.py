@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from appliance.domain import media
-from appliance.errors import InvalidInput
+from appliance.errors import InvalidInput, Unavailable
 
 FORMATS = ("iso", "usb", "efi")
 ISOLINUX_DIRS = ("/usr/lib/ISOLINUX", "/usr/share/syslinux", "/usr/lib/syslinux")
@@ -51,6 +51,11 @@ class Static:
     def parse(cls, address: str | None, gateway: str | None = None,
               dns: str | None = None) -> Static | None:
         if not address:
+            for name, value in (("gateway", gateway), ("dns", dns)):
+                if value and value.strip():
+                    raise InvalidInput(f"a {'DNS server' if name == 'dns' else name} needs a "
+                                       "static address (without one the media use DHCP)",
+                                       field=name)
             return None
         try:
             iface = ipaddress.IPv4Interface(address.strip())
@@ -92,7 +97,14 @@ class Tools:
             p = os.path.join(d, name)
             if os.path.exists(p):
                 return p
-        raise InvalidInput(f"{name} not found (install isolinux/syslinux)")
+        raise Unavailable(f"{name} not found (install isolinux/syslinux)")
+
+    def ipxe(self, name: str) -> str:
+        """A packaged iPXE binary in `ipxe_dir` (tftp.ipxe_dir)."""
+        p = os.path.join(self.ipxe_dir, name)
+        if not os.path.isfile(p):
+            raise Unavailable(f"{p} is missing (install ipxe or set tftp.ipxe_dir)")
+        return p
 
 
 def script_url(base_url: str, token: str, kind: str) -> str:
@@ -122,10 +134,9 @@ def ipxe_script(base_url: str, token: str, static: Static | None = None) -> str:
 
 def grub_script(base_url: str, token: str, static: Static | None = None) -> str:
     """The GRUB script on UEFI media: the same, through GRUB's network stack."""
+    base_url = media.validate_base_url(base_url, schemes=("http",))
     host = base_url.split("://", 1)[1].split("/", 1)[0]
     path = "/" + base_url.split("://", 1)[1].split("/", 1)[1] if base_url.count("/") > 2 else ""
-    if not base_url.startswith("http://"):
-        raise InvalidInput("UEFI media boot over http:// (GRUB has no TLS)", field="base_url")
     net = static.lines("net_add_addr nixie efinet0 {ip}\nnet_add_route nixie_lan {net} nixie",
                        "net_add_route nixie_default 0.0.0.0/0 gw {gw}", "net_add_dns {dns}") \
         if static else ["net_bootp"]
@@ -149,7 +160,7 @@ def _run(args: list[str]) -> None:
     try:
         subprocess.run(args, check=True, capture_output=True, timeout=300)
     except FileNotFoundError:
-        raise InvalidInput(f"{args[0]} is not installed") from None
+        raise Unavailable(f"{args[0]} is not installed") from None
     except subprocess.CalledProcessError as e:
         err = e.stderr.decode(errors="replace").strip()[-400:]
         raise InvalidInput(f"{args[0]} failed: {err}") from None
@@ -221,7 +232,7 @@ def _iso(work: Path, efi: Path, script: str, out: Path, tools: Tools) -> None:
     mod_dirs = (tools.syslinux_modules,) if tools.syslinux_modules else SYSLINUX_MODULES
     shutil.copyfile(tools.find("isolinux.bin", iso_dirs), tree / "isolinux" / "isolinux.bin")
     shutil.copyfile(tools.find("ldlinux.c32", mod_dirs), tree / "isolinux" / "ldlinux.c32")
-    shutil.copyfile(os.path.join(tools.ipxe_dir, "ipxe.lkrn"), tree / "ipxe.lkrn")
+    shutil.copyfile(tools.ipxe("ipxe.lkrn"), tree / "ipxe.lkrn")
     (tree / "nixie.ipxe").write_text(script)
     (tree / "isolinux" / "isolinux.cfg").write_text(
         "DEFAULT nixie\nPROMPT 0\nTIMEOUT 0\nLABEL nixie\n  KERNEL /ipxe.lkrn\n"
@@ -259,7 +270,8 @@ def create_media(conn: sqlite3.Connection, cfg, *, host: str | None, fmt: str, o
                            "public needs boot.media_url)", field="url")
     if fmt not in FORMATS:
         raise InvalidInput(f"format must be one of {', '.join(FORMATS)}", field="format")
-    row, token = media.create_token(conn, host=host, base_url=urls[url], fmt=fmt, label=label)
+    base_url = media.validate_base_url(urls[url], "url", schemes=("http",))  # GRUB: no TLS
+    row, token = media.create_token(conn, host=host, base_url=base_url, fmt=fmt, label=label)
     try:
         build(fmt, row["base_url"], token, out, static=static,
               tools=Tools(ipxe_dir=cfg.tftp.ipxe_dir))

@@ -23,6 +23,7 @@ push (the same `-o` options, the pinned key) with the real ssh against a real ss
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import shlex
@@ -31,6 +32,7 @@ import sqlite3
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,22 +177,29 @@ def _claim(state_dir: str | os.PathLike, name: str) -> int:
 
 
 def push_install(conn: sqlite3.Connection, state_dir: str | os.PathLike, name: str, *,
-                 timeout: float = 3600, claimed: bool = False) -> int:
+                 timeout: float = 3600, claimed: int | None = None) -> int:
     """Push host `name`'s current generation to its disk with nixos-anywhere, trusting only
     its pinned host key. Events: install.push (started), install.pushed or
-    install.push_failed (with the tail of the output). Returns nixos-anywhere's status.
-    `claimed`: the caller holds the host's push lock already."""
-    _need_nixos_anywhere()
-    fd = None if claimed else _claim(state_dir, name)
+    install.push_failed (with the tail of the output), the outcome recorded once the
+    host's push lock is released (a push started on seeing it is not refused). Returns
+    nixos-anywhere's status. `claimed`: the lock's fd the caller took (`_claim`); it is
+    released here."""
+    fd = claimed
     try:
-        return _push(conn, state_dir, name, timeout)
+        if fd is None:
+            _need_nixos_anywhere()
+            fd = _claim(state_dir, name)
+        code, outcome = _push(conn, state_dir, name, timeout)
     finally:
         if fd is not None:
-            os.close(fd)
+            os.close(fd)  # releases the lock
+    outcome()
+    return code
 
 
 def _push(conn: sqlite3.Connection, state_dir: str | os.PathLike, name: str,
-          timeout: float) -> int:
+          timeout: float) -> tuple[int, Callable[[], object]]:
+    """(nixos-anywhere's status, what records its outcome event)."""
     with tempfile.TemporaryDirectory(dir=ssh_dir(state_dir)) as tmp:
         known = Path(tmp) / "known_hosts"
         plan, text = push_plan(conn, state_dir, name, str(known))
@@ -203,13 +212,13 @@ def _push(conn: sqlite3.Connection, state_dir: str | os.PathLike, name: str,
             code, out = r.returncode, (r.stdout + r.stderr)[-2000:]
         except (OSError, subprocess.TimeoutExpired) as e:
             code, out = 1, str(e)
-        if code == 0:
-            events.record(conn, "install.pushed", f"nixos-anywhere installed {plan.toplevel}",
-                          host_id=h["id"], ip=plan.target_ip)
-        else:
-            events.record(conn, "install.push_failed", f"nixos-anywhere exited {code}: {out}",
-                          level="error", host_id=h["id"], ip=plan.target_ip)
-    return code
+    if code == 0:
+        return code, functools.partial(
+            events.record, conn, "install.pushed", f"nixos-anywhere installed {plan.toplevel}",
+            host_id=h["id"], ip=plan.target_ip)
+    return code, functools.partial(
+        events.record, conn, "install.push_failed", f"nixos-anywhere exited {code}: {out}",
+        level="error", host_id=h["id"], ip=plan.target_ip)
 
 
 def start_push_install(connect, state_dir: str | os.PathLike, name: str) -> list[str]:
@@ -224,9 +233,11 @@ def start_push_install(connect, state_dir: str | os.PathLike, name: str) -> list
 
     def run() -> None:
         try:
-            push_install(connect(), state_dir, name, claimed=True)
-        finally:
-            os.close(fd)  # releases the lock
+            thread_conn = connect()
+        except BaseException:
+            os.close(fd)
+            raise
+        push_install(thread_conn, state_dir, name, claimed=fd)  # it releases the lock
 
     threading.Thread(target=run, name=f"push-install-{name}", daemon=True).start()
     return argv

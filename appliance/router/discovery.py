@@ -8,6 +8,7 @@ static or SLAAC addresses and keep `last_seen` fresh. Pure part:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import sqlite3
 import threading
@@ -38,7 +39,11 @@ def read_neighbours(ifname: str, family: int = 2) -> dict[str, str]:
 
 
 def _link_local(ip: str) -> bool:
-    return ip.lower().startswith("fe80:")
+    """True for an IPv6 address in fe80::/10 (fe80:: to febf::, whatever its spelling)."""
+    try:
+        return ipaddress.IPv6Address(ip).is_link_local
+    except ValueError:
+        return False
 
 
 def changes(neighbours: dict[str, str], known: dict[str, tuple[int, str | None]]

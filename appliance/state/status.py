@@ -38,7 +38,8 @@ LOW_SPACE_BYTES = 64 << 20
 LOW_SPACE_FRACTION = 0.05  # on a small disk: this share of it
 
 
-def _size(n: float) -> str:
+def human_size(n: float) -> str:
+    """`n` bytes for people: 512 B, 8.0 MiB, 1.0 GiB."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -56,7 +57,7 @@ def storage(state_dir: str | os.PathLike[str]) -> dict[str, Any]:
                            "ok": not low}
     if low:
         out["warning"] = (
-            f"DISK {'FULL' if free == 0 else 'NEARLY FULL'}: {_size(free)} free of {_size(total)} "
+            f"DISK {'FULL' if free == 0 else 'NEARLY FULL'}: {human_size(free)} free of {human_size(total)} "
             f"under {state_dir}. The state database cannot grow: DHCP still renews the leases "
             "it has on disk but gives new clients no lease, and events are lost. Free space.")
     return out
@@ -78,9 +79,11 @@ def disk_use(state_dir: str | os.PathLike[str], store_dir: str | os.PathLike[str
              warn_percent: int) -> dict[str, Any]:
     """What the router's state takes and how full the filesystems holding `state_dir` and
     the Nix store are (`store_dir`, once when both are on one); `warnings` from
-    `warn_percent` used on."""
+    `warn_percent` used on; `measured_at`. It walks the whole state dir: serve's gc service
+    does it every minute, and readers take its figure (`measured_disk`)."""
     out: dict[str, Any] = {"state_dir": {"path": str(state_dir), "bytes": tree_bytes(state_dir)},
-                           "warn_percent": warn_percent, "filesystems": [], "warnings": []}
+                           "warn_percent": warn_percent, "filesystems": [], "warnings": [],
+                           "measured_at": now()}
     seen: dict[int, dict[str, Any]] = {}
     for role, path in (("state_dir", state_dir), ("nix_store", store_dir)):
         try:
@@ -103,17 +106,23 @@ def disk_use(state_dir: str | os.PathLike[str], store_dir: str | os.PathLike[str
         if fs["used_percent"] >= warn_percent:
             out["warnings"].append(
                 f"DISK {fs['used_percent']:.0f}% USED (warning from {warn_percent}%) on the "
-                f"filesystem of {' and '.join(fs['holds'])} ({fs['path']}): {_size(fs['free_bytes'])} "
+                f"filesystem of {' and '.join(fs['holds'])} ({fs['path']}): {human_size(fs['free_bytes'])} "
                 "free. Run nixie gc, lower builder.keep_generations or free space.")
     return out
 
 
+def measured_disk(health: dict[str, Any]) -> dict[str, Any] | None:
+    """The gc service's last `disk_use` in the health report (`appliance.nix.gc`), or None
+    while it has none (serve not running, or not measured yet)."""
+    return ((health.get("services") or {}).get("gc") or {}).get("stats", {}).get("disk")
+
+
 def disk_line(use: dict[str, Any]) -> str:
     """`disk_use` in one line: what the state takes, how full each filesystem is."""
-    parts = [f"state {_size(use['state_dir']['bytes'])}"]
+    parts = [f"state {human_size(use['state_dir']['bytes'])}"]
     for fs in use["filesystems"]:
         parts.append(f"{'+'.join(fs['holds'])} on {fs['path']}: {fs['used_percent']:.0f}% used, "
-                     f"{_size(fs['free_bytes'])} free")
+                     f"{human_size(fs['free_bytes'])} free")
     return "disk: " + "; ".join(parts)
 
 
@@ -130,7 +139,7 @@ def with_storage(health: dict[str, Any], state_dir: str | os.PathLike[str]) -> d
     if not disk["ok"]:
         warnings.append(disk["warning"])
     # the gc service's disk use (appliance.nix.gc), with its threshold's warnings
-    use = ((health.get("services") or {}).get("gc") or {}).get("stats", {}).get("disk")
+    use = measured_disk(health)
     if use:
         out["disk"] = use
         warnings.extend(use.get("warnings") or [])

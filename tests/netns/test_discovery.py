@@ -50,3 +50,19 @@ def test_ipv6_neighbour_table_gives_host_ip6(tmp_path):
     assert discovery.apply(conn, neighbours, 10) == 1
     h = hosts.get_host(conn, "m1")
     assert h["ip6"] == "fd00:77::57" and h["ip"] is None
+
+
+def test_whole_link_local_prefix_left_out():
+    """fe80::/10 is link-local as a whole (fe80:: to febf::), not only addresses written
+    `fe80:`: the kernel's table with neighbours at febf::7 and fe81::7 gives only the
+    routable neighbour."""
+    with Netns() as router:
+        bridge(router, "br-lan", "10.77.0.1/24")
+        for ip, mac in (("febf::7", "bc:24:11:00:00:71"), ("fe81::7", "bc:24:11:00:00:72"),
+                        ("fd00:77::7", "bc:24:11:00:00:73")):
+            router.run("ip", "-6", "neigh", "add", ip, "lladdr", mac, "dev", "br-lan",
+                       "nud", "permanent", check=True)
+        table = router.run(sys.executable, "-c",
+                           "import json,appliance.router.discovery as d;"
+                           "print(json.dumps(d.read_neighbours('br-lan', 10)))", check=True).stdout
+    assert json.loads(table) == {"bc:24:11:00:00:73": "fd00:77::7"}

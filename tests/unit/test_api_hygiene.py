@@ -147,3 +147,19 @@ def test_one_error_body_everywhere(web, tmp_path):
         assert set(body) <= {"error", "code", "field"} and body["error"], (what, body)
         assert body["code"] == code, (what, body)
     assert answers["bad limit"][0].json["field"] == "limit"
+
+
+def test_every_paged_list_takes_exactly_the_limit_its_document_states(web):
+    """The `limit` maximum in the OpenAPI document is what the endpoint takes: that
+    many is a page of that size (never cut short), one more is a 400 naming `limit`."""
+    client, store = web
+    hosts.add_host(store.conn(), "h1", "52:54:00:00:02:01", "/f")
+    doc = client.get("/api/v1/openapi.json").json
+    for path in sorted(PAGED):
+        url = "/api/v1" + path.replace("<name>", "h1")
+        op = doc["paths"]["/api/v1" + path.replace("<name>", "{name}")]["get"]
+        maximum = next(p["schema"]["maximum"] for p in op["parameters"] if p["name"] == "limit")
+        r = client.get(f"{url}?limit={maximum}")
+        assert r.status_code == 200 and r.json["limit"] == maximum, (path, r.json)
+        r = client.get(f"{url}?limit={maximum + 1}")
+        assert (r.status_code, r.json.get("field")) == (400, "limit"), (path, maximum, r.json)

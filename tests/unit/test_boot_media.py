@@ -9,11 +9,16 @@ import subprocess
 
 import pytest
 
-from appliance.domain import hosts, media
+from appliance.config.schema import load_config
+from appliance.domain import generations, hosts, media
+from appliance.domain.boot_backend import SqliteBackend
 from appliance.errors import InvalidInput
 from appliance.nix import bootmedia
+from appliance.nix.bootartifacts import StoreBootArtifacts
 from appliance.state import db
-from tests.conftest import run_nixie
+from netservices.backend import Artifact
+from netservices.httpboot import BootSettings, create_boot_app
+from tests.conftest import run_nixie, write_config
 from tests.unit.test_httpboot import call
 from tests.unit.test_httpboot_appliance import make_app
 
@@ -182,3 +187,68 @@ def test_cli_writes_lists_and_revokes(config_file, tmp_path):
     assert r.returncode == 0, r.stderr
     r = run_nixie("media", "--list", "far1", "--json", config=config_file)
     assert json.loads(r.stdout)[0]["revoked_at"] is not None
+
+
+class _ReadyArtifacts(StoreBootArtifacts):
+    """The real generations and rollback choice (boot_targets); every initrd ready
+    (building one is the netns tier's business)."""
+
+    def artifact(self, toplevel, name):
+        return Artifact(name, (), 0, "e")
+
+
+@pytest.mark.parametrize("with_mac", [True, False], ids=["with-mac", "no-mac"])
+def test_per_host_media_boots_the_rolled_back_generation(tmp_path, state_dir, with_mac):
+    """A rollback changes what a host's media boots, whether or not the host has a MAC
+    (its media token names it): the iPXE menu's default entry and GRUB's one system."""
+    cfg = load_config(write_config(tmp_path / "config.json", state_dir))
+    store = db.Store(tmp_path / "nixie.db")
+    backend = SqliteBackend(store)
+    ba = _ReadyArtifacts(cfg, store)
+    app = create_boot_app(hosts=backend, events=backend, artifacts=ba, agent=backend,
+                          settings=BootSettings(URL), tftp_root=str(tmp_path))
+    conn = store.conn()
+    h = hosts.add_host(conn, "far1", [MAC], "github:me/infra")
+    if not with_mac:  # a machine only its media knows (the schema allows a host no MAC)
+        conn.execute("DELETE FROM host_macs WHERE host_id = ?", (h["id"],))
+    top = {n: f"/nix/store/{n:032d}-nixos-system-far1-{n}" for n in (1, 2)}
+    for n in (1, 2):
+        conn.execute("INSERT INTO generations (host_id, number, toplevel, created_at) "
+                     "VALUES (?,?,?,0)", (h["id"], n, top[n]))
+    conn.execute("UPDATE hosts SET current_generation = 2 WHERE id = ?", (h["id"],))
+    _, token = media.create_token(conn, host="far1", base_url=URL, fmt="iso")
+
+    def scripts_():
+        got = [call(app, f"/boot/m/{token}.{kind}", environ={"REMOTE_ADDR": "192.0.2.9"})
+               for kind in ("ipxe", "grub")]
+        assert [g[0] for g in got] == [200, 200]
+        return [g[2].decode() for g in got]
+
+    try:
+        ipxe, grub = scripts_()
+        assert "--default gen0" in ipxe and f"{top[2]}/init" in grub
+        generations.rollback(conn, "far1")
+        ipxe, grub = scripts_()
+        assert "--default gen1" in ipxe, ipxe
+        assert f"{top[1]}/init" in grub and f"{top[2]}/init" not in grub, grub
+    finally:
+        ba.close()
+
+
+def test_cli_names_a_missing_packaged_boot_binary(config_file, tmp_path):
+    """`nixie media` with tftp.ipxe_dir lacking ipxe.lkrn: exit 1, the file named, no
+    traceback, no file and no token left."""
+    empty = tmp_path / "no-ipxe"
+    empty.mkdir()
+    data = json.loads(config_file.read_text())
+    data["tftp"]["ipxe_dir"] = str(empty)
+    config_file.write_text(json.dumps(data))
+    r = run_nixie("host", "add", "far1", "--mac", MAC, "--flake", "github:me/infra",
+                  config=config_file)
+    assert r.returncode == 0, r.stderr
+    r = run_nixie("media", "far1", "-o", str(tmp_path / "far1.iso"), config=config_file)
+    assert r.returncode == 1, r.stderr
+    assert f"{empty}/ipxe.lkrn" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "far1.iso").exists()
+    r = run_nixie("media", "--list", "--json", config=config_file)
+    assert json.loads(r.stdout) == []

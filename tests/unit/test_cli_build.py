@@ -112,3 +112,56 @@ def test_show_log_and_cancel(config_file):
     # a build log --follow of a finished build prints it and ends
     r = run_nixie("build", "log", "1", "--follow", config=config_file, timeout=10)
     assert r.returncode == 0 and "line 29" in r.stdout
+
+
+def test_log_follow_json_ends_with_the_final_record(config_file):
+    """`build log --follow --json`: the streamed lines on stderr, then stdout carries one
+    JSON document, the finished build (as `build --wait --json` prints), and the exit
+    code says how it ended."""
+    _host(config_file)
+    run_nixie("build", "demo", config=config_file)
+    cfg = load_config(config_file)
+    store = Store(cfg.db_path)
+    kv.put(store.conn(), "serve.status", {"pid": 1, "ts": time.time(), "state": "running",
+                                          "ok": True, "services": {}})
+    log = Path(cfg.state_dir) / "logs" / "build-1.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("building demo\n")
+    conn = sqlite3.connect(cfg.db_path)
+    conn.execute("UPDATE builds SET log_path = ?, status = 'running' WHERE id = 1", (str(log),))
+    conn.commit()
+    p = subprocess.Popen([*NIXIE, "build", "log", "1", "--follow", "--json", "--config",
+                          str(config_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        time.sleep(1.5)  # it is following
+        assert p.poll() is None, p.communicate()
+        conn.execute("UPDATE builds SET status = 'failed', error = 'exit 1', finished_at = ? "
+                     "WHERE id = 1", (time.time(),))
+        conn.commit()
+        out, err = p.communicate(timeout=20)
+    finally:
+        p.kill()
+    assert p.returncode == 1, err
+    final = json.loads(out)
+    assert (final["id"], final["status"], final["error"]) == (1, "failed", "exit 1"), out
+    assert "building demo" in err
+
+
+def test_show_reads_the_tail_of_a_huge_log(config_file):
+    """`build show` prints the last lines of a log of more than 1 GiB (sparse here): it
+    reads from the end, not the first GiB (whose tail was NULs, not the log's end)."""
+    _host(config_file)
+    run_nixie("build", "demo", config=config_file)
+    cfg = load_config(config_file)
+    log = Path(cfg.state_dir) / "logs" / "build-1.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as f:
+        f.truncate((1 << 30) + 4096)
+        f.seek(0, 2)
+        f.write("".join(f"\nline {i} é" for i in range(30)).encode())
+    conn = sqlite3.connect(cfg.db_path)
+    conn.execute("UPDATE builds SET log_path = ? WHERE id = 1", (str(log),))
+    conn.commit()
+    shown = json.loads(run_nixie("build", "show", "1", "--json", config=config_file).stdout)
+    assert shown["log_tail"] == [f"line {i} é" for i in range(10, 30)]

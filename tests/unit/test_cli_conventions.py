@@ -140,3 +140,17 @@ def test_zsh_script_is_the_bash_one_through_bashcompinit():
     assert r.returncode == 0
     assert r.stdout.startswith("#compdef nixie") and "bashcompinit" in r.stdout
     assert "complete -F _nixie nixie" in r.stdout
+
+
+def test_json_is_the_parsed_option_not_an_argument_spelt_json(config_file):
+    """A positional argument "--json" (after `--`) is a value, not the option: the error
+    about it is a human line on stderr, not a JSON document on stdout."""
+    r = subprocess.run([*NIXIE, "host", "show", "--config", str(config_file), "--", "--json"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 1 and r.stdout == "", r.stdout
+    assert r.stderr.startswith("nixie: ") and "--json" in r.stderr, r.stderr
+    # the option itself, before or after the verb, still gives JSON (also for usage errors)
+    for argv in (["--json", "host", "show", "nope"], ["host", "show", "nope", "--json"],
+                 ["host", "frobnicate", "--json"]):
+        r = run_nixie(*argv, config=config_file)
+        assert r.returncode in (1, 2) and json.loads(r.stdout)["code"] in ("not_found", "usage")

@@ -215,7 +215,7 @@ def test_a_flood_of_push_requests_starts_one_install(web, tmp_path, monkeypatch)
     _wait_pushed(conn, 1)
     kinds = [k for (k,) in conn.execute("SELECT kind FROM events WHERE kind LIKE 'install.push%'")]
     assert kinds == ["install.push", "install.pushed"], kinds
-    # finished: its thread ended, and released the lock with it (after the event)
+    # finished: its thread ended, and released the lock with it (before the event)
     assert wait_for(lambda: "push-install-web1" not in {t.name for t in threading.enumerate()},
                     timeout=30)
     r = client.post("/api/v1/hosts/web1/install", json={"push": True}, headers=csrf)
@@ -254,3 +254,30 @@ def test_huge_and_forged_install_bodies_start_nothing(web, tmp_path, monkeypatch
     _wait_pushed(conn, 1)
     kinds = [k for (k,) in conn.execute("SELECT kind FROM events WHERE kind LIKE 'install.push%'")]
     assert kinds == ["install.push", "install.pushed"], kinds
+
+
+def test_a_push_started_the_moment_install_pushed_is_recorded_is_accepted(web, tmp_path,
+                                                                        monkeypatch):
+    """A watcher that pushes again as soon as it sees `install.pushed` gets 202, not 409:
+    the lock is released before the event is recorded. The watcher reacts inside the
+    recording itself (the real record runs first), so there is no window to get lucky."""
+    _, store, _cfg, client, csrf = web
+    _boot(store)
+    _generation(store)
+    release = _stand_in(tmp_path, monkeypatch)
+    release.touch()  # every push finishes at once
+    real_record, again = install.events.record, []
+
+    def watcher(conn, kind, *a, **kw):
+        row = real_record(conn, kind, *a, **kw)
+        if kind == "install.pushed" and not again:
+            again.append(client.post("/api/v1/hosts/web1/install", json={"push": True},
+                                     headers=csrf))
+        return row
+
+    monkeypatch.setattr(install.events, "record", watcher)
+    assert client.post("/api/v1/hosts/web1/install", json={"push": True},
+                       headers=csrf).status_code == 202
+    conn = store.conn()
+    _wait_pushed(conn, 2)
+    assert again[0].status_code == 202, again[0].json

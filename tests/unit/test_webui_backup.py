@@ -217,3 +217,48 @@ def test_retention_and_gc_settings_are_on_the_settings_page(web):
     assert r.status_code in (200, 302), r.data[:500]
     eff = settings.effective_config(cfg, store.conn())
     assert (eff.retention.event_days, eff.gc.interval_seconds, eff.gc.disk_warn_percent) == (30, 0, 75)
+
+
+def test_the_413_names_the_limit_of_the_path_that_refused(tmp_path):
+    """The restore paths take web.max_restore_bytes (here 2 MiB), every other path 8 MiB:
+    the refusal, page or API error, names the limit that applied, not always 8 MB."""
+    app, store, cfg = make_app(tmp_path / "state", sections={"web": {"max_restore_bytes": 2 << 20}})
+    browser = logged_in_client(app)
+    uid = store.conn().execute("SELECT id FROM users").fetchone()[0]
+    c, auth = app.test_client(), {
+        "Authorization": f"Bearer {apitokens.create_token(store.conn(), uid, 'ci')[1]}"}
+    page = browser.get("/backup/")
+    r = browser.post("/backup/restore", data={"csrf_token": csrf_of(page.data),
+                                              "file": (io.BytesIO(b"\0" * (3 << 20)), "b.tgz")})
+    text = r.data.decode()
+    assert r.status_code == 413 and "2.0 MiB" in text and "8 MB" not in text, text
+    r = c.post("/api/v1/backup/restore", headers=auth, data=b"\0" * (3 << 20),
+               content_type="application/gzip")
+    assert r.status_code == 413 and "2.0 MiB" in r.json["error"], r.json
+    r = c.post("/api/v1/hosts", headers=auth, data=b"\0" * (9 << 20),
+               content_type="application/json")
+    assert r.status_code == 413 and "8.0 MiB" in r.json["error"], r.json
+    store.close()
+
+
+def test_gc_state_uses_the_gc_services_last_measurement(tmp_path):
+    """GET /api/v1/gc and the Backup page show the disk use serve's gc service measured
+    last (with its time), without walking the state dir again; only without one is it
+    measured on the spot."""
+    measured = {"state_dir": {"path": "/x", "bytes": 424242}, "warn_percent": 90,
+                "filesystems": [], "warnings": [], "measured_at": now() - 180}
+    health = {"ok": True, "services": {"gc": {"state": "running",
+                                              "stats": {"disk": measured}}}}
+    app, store, cfg = make_app(tmp_path / "state", health=lambda: health)
+    (Path(cfg.state_dir) / "big").write_bytes(b"x" * (3 << 20))
+    browser = logged_in_client(app)
+    assert browser.get("/api/v1/gc").json["disk"] == measured
+    html = browser.get("/backup/").data.decode()
+    assert "414.3 KiB" in html and "measured 3" in html, html[html.find('id="disk"'):][:800]
+    store.close()
+    app, store, cfg = make_app(tmp_path / "state2")  # no gc service figure: measured now
+    (Path(cfg.state_dir) / "big").write_bytes(b"x" * (3 << 20))
+    c, auth = _token_client(app, store)
+    disk = c.get("/api/v1/gc", headers=auth).json["disk"]
+    assert disk["state_dir"]["bytes"] >= 3 << 20 and now() - disk["measured_at"] < 30
+    store.close()

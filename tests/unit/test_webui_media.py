@@ -5,6 +5,7 @@ the iPXE shell one-liner."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import tempfile
@@ -13,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from appliance.domain import hosts, media
+from appliance.errors import InvalidInput
+from appliance.nix import bootmedia
+from tests.conftest import run_nixie
 from tests.unit.test_httpboot import call
 from tests.unit.test_httpboot_appliance import make_app as boot_app
 from tests.unit.test_webui_parity import api_client, field_error
@@ -160,3 +164,76 @@ def test_api_media_flood_and_huge_or_forged_bodies_leave_nothing_behind(web, tmp
     assert sorted(t["id"] for t in media.list_tokens(conn)) == sorted(set(ids))
     assert len(set(ids)) == 12 and all(r.data for r in answers)
     assert list(scratch.iterdir()) == []
+
+
+def test_boot_media_url_without_a_scheme_is_a_clear_error(tmp_path, config_file):
+    """boot.media_url: a URL without http:// is a config error (`nixie config check`, the
+    settings API), never a crash while writing media (grub_script split on "://")."""
+    data = json.loads(config_file.read_text())
+    data["boot"]["media_url"] = "router.example.com:8081"
+    config_file.write_text(json.dumps(data))
+    r = run_nixie("config", "check", config=config_file)
+    assert r.returncode != 0 and "boot.media_url" in r.stderr and "http://" in r.stderr, r.stderr
+    web = make_app(tmp_path / "state")
+    c, auth = api_client(web)
+    for bad in ("10.0.0.1:8081", "//10.0.0.1:8081", "http:/10.0.0.1", "http://x/?q=1"):
+        r = c.patch("/api/v1/settings", json={"boot.media_url": bad}, headers=auth)
+        assert (r.status_code, r.json["field"]) == (400, "boot.media_url"), (bad, r.json)
+    with pytest.raises(InvalidInput):
+        bootmedia.grub_script("10.0.0.1:8081", "t" * 32)
+    web[1].close()
+
+
+def test_media_url_grub_cannot_boot_is_an_error_on_the_url_field(tmp_path):
+    """An https boot URL (boot.public_url: fine for iPXE scripts) cannot go on media (GRUB
+    has no TLS): the API answers 400 naming the `url` field, the form shows it under the
+    field; no token is left."""
+    app, store, _ = web = make_app(tmp_path / "state",
+                                   sections={"boot": {"public_url": "https://boot.example.com"}})
+    c, auth = api_client(web)
+    r = c.post("/api/v1/media", json={"host": None, "format": "efi", "url": "lan"},
+               headers=auth)
+    assert r.status_code == 400 and r.json["field"] == "url" and "http://" in r.json["error"]
+    page = c.get("/media/").data.decode()
+    r = c.post("/media/", data={"csrf_token": csrf_of(page), "host": "", "format": "iso",
+                                "url": "lan"})
+    assert r.status_code == 400 and "http://" in field_error(r.data.decode(), "url")
+    assert media.list_tokens(store.conn()) == []
+    store.close()
+
+
+def test_missing_packaged_boot_binary_is_a_clear_answer(tmp_path):
+    """tftp.ipxe_dir without ipxe.lkrn (the ISO's BIOS loader): the API answers 503 naming
+    the file, the form flashes it, and no token is left behind (was a 500)."""
+    empty = tmp_path / "no-ipxe"
+    empty.mkdir()
+    app, store, _ = web = make_app(tmp_path / "state", sections={"tftp": {"ipxe_dir": str(empty)}})
+    hosts.add_host(store.conn(), "far1", [MAC], "github:me/infra")
+    c, auth = api_client(web)
+    r = c.post("/api/v1/media", json={"host": "far1", "format": "iso"}, headers=auth)
+    assert r.status_code == 503 and r.json["code"] == "unavailable", r.data[:300]
+    assert f"{empty}/ipxe.lkrn" in r.json["error"]
+    page = c.get("/media/").data.decode()
+    r = c.post("/media/", data={"csrf_token": csrf_of(page), "host": "far1", "format": "iso",
+                                "url": "lan"})
+    assert r.status_code == 503 and f"{empty}/ipxe.lkrn" in r.data.decode()
+    assert 'class="flash' in r.data.decode()
+    assert media.list_tokens(store.conn()) == []
+    store.close()
+
+
+def test_gateway_or_dns_without_an_address_is_a_field_error(web):
+    """Gateway and DNS only apply to a static address: given without one they are refused
+    on their field (they were silently dropped and the media used DHCP)."""
+    app, store, _ = web
+    c, auth = api_client(web)
+    page = c.get("/media/").data.decode()
+    for field, value in (("gateway", "192.0.2.1"), ("dns", "192.0.2.53")):
+        r = c.post("/media/", data={"csrf_token": csrf_of(page), "host": "far1",
+                                    "format": "efi", "url": "lan", field: value})
+        assert r.status_code == 400 and "address" in field_error(r.data.decode(), field)
+        assert f'value="{value}"' in r.data.decode()  # the input is kept
+        r = c.post("/api/v1/media", json={"host": "far1", "format": "efi", field: value},
+                   headers=auth)
+        assert r.status_code == 400 and r.json["field"] == field, r.json
+    assert media.list_tokens(store.conn()) == []

@@ -12,6 +12,8 @@ from flask import request
 
 from appliance.errors import InvalidInput
 
+from .schemas import MAX_LIMIT
+
 TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list of strings"}
 
 
@@ -109,7 +111,7 @@ def page(items: list[dict[str, Any]], limit: int, kind: str, position: int | Non
 
 
 def id_page(fetch: Callable[..., list[dict[str, Any]]], default_limit: int,
-            max_limit: int = 1000, legacy: str | None = None) -> dict[str, Any]:
+            max_limit: int = MAX_LIMIT, legacy: str | None = None) -> dict[str, Any]:
     """A list newest first, paged by the last id seen: ?limit= and ?cursor= (or the
     `legacy` parameter) read, `fetch(limit=, before_id=)` asked for one row more than
     the page."""
@@ -118,7 +120,7 @@ def id_page(fetch: Callable[..., list[dict[str, Any]]], default_limit: int,
 
 
 def offset_page(fetch: Callable[..., list[dict[str, Any]]], count: Callable[[], int],
-                default_limit: int, max_limit: int = 1000) -> dict[str, Any]:
+                default_limit: int, max_limit: int = MAX_LIMIT) -> dict[str, Any]:
     """A list paged by offset, with its `total`: ?limit= and ?cursor= (or ?offset=) read,
     `fetch(limit=, offset=)` asked for one row more than the page."""
     limit, offset = int_arg("limit", default_limit, 1, max_limit), decode_cursor("o", "offset") or 0

@@ -11,9 +11,9 @@ from flask import g, jsonify, request, send_file
 from appliance.domain import events
 from appliance.nix import gc
 from appliance.state import backup
-from appliance.state.status import disk_use
+from appliance.state.status import disk_use, measured_disk
 
-from ..context import config, conn
+from ..context import config, conn, ctx
 from .registry import route
 
 GZIP = "application/gzip"
@@ -71,9 +71,12 @@ GC_STATE = {"type": "object", "properties": {
 
 
 def gc_state() -> dict:
+    """The last collection, a pending request, and the disk use serve's gc service
+    measured last (`measured_at`); measured here only when it has no figure."""
     cfg = config()
-    return {"last": gc.last(conn()), "requested": gc.is_requested(conn()),
-            "disk": disk_use(cfg.state_dir, gc.STORE_DIR, cfg.gc.disk_warn_percent)}
+    disk = measured_disk(ctx().health()) or disk_use(cfg.state_dir, gc.STORE_DIR,
+                                                     cfg.gc.disk_warn_percent)
+    return {"last": gc.last(conn()), "requested": gc.is_requested(conn()), "disk": disk}
 
 
 @route("/gc", "GET", "The last Nix store garbage collection and disk use", tag="backup",

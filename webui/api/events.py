@@ -9,12 +9,13 @@ from appliance.domain import events, hosts
 from ..context import conn
 from . import args
 from .registry import route
-from .schemas import CURSOR, LIMIT, STR, page_of, q, ref
+from .schemas import CURSOR, STR, limit_param, page_of, q, ref
 
 
 @route("/events", "GET", "Events, newest first, paged", tag="events",
        params=[q("kind", STR, "exact kind or prefix*"), q("host", STR),
-               q("level", {"enum": list(events.LEVELS)}, "this level and above"), LIMIT, CURSOR,
+               q("level", {"enum": list(events.LEVELS)}, "this level and above"),
+               limit_param(events.PAGE_MAX), CURSOR,
                q("before", {"type": "integer", "minimum": 1}, "deprecated: use cursor")],
        response=page_of(ref("Event")), errors=(400, 404))
 def list_events():
@@ -23,4 +24,4 @@ def list_events():
     level = args.str_arg("level", 16)
     return jsonify(args.id_page(
         lambda **at: events.search(conn(), kind=args.str_arg("kind", 64), host_id=host_id,
-                                   level=level, **at), 50, 500, legacy="before"))
+                                   level=level, **at), 50, events.PAGE_MAX, legacy="before"))

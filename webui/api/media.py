@@ -52,7 +52,7 @@ def list_media():
 
 @route("/media", "POST", "Write boot media; the answer is the file (its token id in "
        "X-Nixie-Media-Token-Id)", tag="media", body=ref("MediaInput"),
-       response={"type": "string", "format": "binary"}, status=201, errors=(400, 404))
+       response={"type": "string", "format": "binary"}, status=201, errors=(400, 404, 503))
 def create_media():
     d = args.body()
     static = bootmedia.Static.parse(args.want(d, "address", str, nullable=True),

@@ -44,7 +44,16 @@ def p(name: str, schema: dict) -> dict[str, Any]:
 STR = {"type": "string"}
 INT = {"type": "integer"}
 NAME = p("name", {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"})
-LIMIT = q("limit", {"type": "integer", "minimum": 1, "maximum": 1000})
+MAX_LIMIT = 1000  # the largest page a list gives unless its domain says less
+
+
+def limit_param(maximum: int = MAX_LIMIT) -> dict[str, Any]:
+    """`?limit=`, documented with the maximum the route passes to `args.id_page` /
+    `args.offset_page` (the same constant in both places)."""
+    return q("limit", {"type": "integer", "minimum": 1, "maximum": maximum})
+
+
+LIMIT = limit_param()
 OFFSET = q("offset", {"type": "integer", "minimum": 0, "maximum": 10_000_000},
            "deprecated: use cursor")
 CURSOR = q("cursor", {"type": "string", "maxLength": 64},

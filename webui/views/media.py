@@ -44,7 +44,7 @@ def index():
                               static, form.label.data or "")
     except NixieError as e:
         attach_error(form, e)
-        return page(form, 400)
+        return page(form, e.http_status if e.http_status >= 500 else 400)
 
 
 @bp.post("/<int:token_id>/revoke")
