@@ -38,6 +38,12 @@ BOOT_TIMEOUT = 420
 def test_pxe_less_vms_boot_the_iso_bios_and_the_usb_image_uefi(appliance):
     ns, cfg_path, _cfg, tmp = appliance
     flake = labflake.materialise(tmp / "flake", release=f"media {uuid.uuid4()}")
+    nix = (flake / "flake.nix").read_text()  # a third system, like demo2, for the UEFI ISO
+    (flake / "flake.nix").write_text(nix.replace("        demo2 = lab.nixosSystem {", (
+        '        demo3 = lab.nixosSystem {\n          hostName = "demo3";\n'
+        f'          macs = [ "{UEFI_ISO_MAC}" ];\n        }};\n'
+        "        demo2 = lab.nixosSystem {")))
+    labflake.commit(flake, "demo3")
     add_and_build(cfg_path, flake, {"demo": BIOS_MAC, "demo2": UEFI_MAC, "demo3": UEFI_ISO_MAC})
     iso, usb, iso3 = tmp / "demo.iso", tmp / "demo2.img", tmp / "demo3.iso"
     for host, fmt, out in (("demo", "iso", iso), ("demo2", "usb", usb), ("demo3", "iso", iso3)):
