@@ -3,9 +3,10 @@ wrote and reach `booted` as their hosts.
 
 Three VMs run at once, one boot each: a BIOS VM boots the hybrid ISO as a CD-ROM
 (isolinux -> ipxe.lkrn with the media's iPXE script as its initrd), a UEFI VM boots the
-raw USB image as a USB stick, and a UEFI VM boots the hybrid ISO as a CD-ROM (GRUB EFI
-sources the same nixie.ipxe, the only file with URL and token, and loads
-/boot/m/<token>.grub: this proves GRUB parses the shared script). No NIC has an option
+raw USB image as a USB stick, and a UEFI VM boots the hybrid ISO as a CD-ROM with a
+static address (GRUB EFI sources the same nixie.ipxe, the only file with URL and token,
+sets the address from its `ifopen`/`${grub}set` lines and loads /boot/m/<token>.grub:
+this proves GRUB parses the shared script). No NIC has an option
 ROM, OVMF's PXE boot options are off, and the scripts came only through the media token:
 the router's events show `/boot/m/` fetches for every host and no plain `/boot/<mac>.ipxe`.
 
@@ -32,6 +33,7 @@ from tests.vm.pxe_lab import OtherDhcpServer, add_and_build, wait_booted
 BIOS_MAC = "52:54:00:4e:58:61"
 UEFI_MAC = "52:54:00:4e:58:62"
 UEFI_ISO_MAC = "52:54:00:4e:58:63"
+STATIC_IP = "10.77.0.50"
 BOOT_TIMEOUT = 420
 
 
@@ -46,8 +48,13 @@ def test_pxe_less_vms_boot_the_iso_bios_and_the_usb_image_uefi(appliance):
     labflake.commit(flake, "demo3")
     add_and_build(cfg_path, flake, {"demo": BIOS_MAC, "demo2": UEFI_MAC, "demo3": UEFI_ISO_MAC})
     iso, usb, iso3 = tmp / "demo.iso", tmp / "demo2.img", tmp / "demo3.iso"
-    for host, fmt, out in (("demo", "iso", iso), ("demo2", "usb", usb), ("demo3", "iso", iso3)):
-        r = run_nixie("media", host, "--format", fmt, "-o", str(out), config=cfg_path)
+    # demo3's ISO has a static address (GRUB runs the script's `ifopen`/`${grub}set` lines);
+    # its reservation is the same address, so the booted system's DHCP lease matches it
+    assert run_nixie("host", "set", "demo3", "--ip", STATIC_IP, config=cfg_path).returncode == 0
+    static = ("--address", f"{STATIC_IP}/24", "--gateway", "10.77.0.1")
+    for host, fmt, out, extra in (("demo", "iso", iso, ()), ("demo2", "usb", usb, ()),
+                                  ("demo3", "iso", iso3, static)):
+        r = run_nixie("media", host, "--format", fmt, "-o", str(out), *extra, config=cfg_path)
         assert r.returncode == 0, r.stderr
 
     with (PxeVM(ns, "br-lan", "bios", BIOS_MAC, tmp / "vms", media=iso) as bios,
@@ -78,6 +85,9 @@ def test_pxe_less_vms_boot_the_iso_bios_and_the_usb_image_uefi(appliance):
     tokens = json.loads(run_nixie("media", "--list", "--json", config=cfg_path).stdout)
     assert {t["host"]: t["uses"] >= 1 for t in tokens} == {"demo": True, "demo2": True,
                                                            "demo3": True}
+    # GRUB fetched demo3's script from the static address the ISO's script set
+    assert [t["last_ip"] for t in tokens if t["host"] == "demo3"] == [STATIC_IP], tokens
+    assert hosts["demo3"]["ip"] == STATIC_IP
 
 
 def test_vm_on_a_routed_segment_boots_its_media_with_the_token(appliance):
