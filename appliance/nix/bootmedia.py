@@ -1,13 +1,13 @@
 """Boot media (issue 20): a hybrid ISO, a raw USB image or an EFI binary that brings up the
 network and chains to the router's boot URL with a media token (`docs/boot-media.md`).
 
-Built offline from packaged binaries, never by compiling iPXE:
-- BIOS: syslinux's isolinux loads iPXE's `ipxe.lkrn` with the iPXE script as its initrd
-  (lkrn runs a script it is handed that way).
-- UEFI: the packaged iPXE (Debian's 2019 build) reads no autoexec.ipxe and no load options
-  (both came to iPXE in 2021 and 2023), so the UEFI side is GRUB EFI (`grub-mkstandalone`
-  with the GRUB script inside its memdisk): it does DHCP (or the static address) and
-  loads `/boot/m/<token>.grub`, the same kernel, initrd and command line as the iPXE path.
+The URL and the token are written once per medium, in one iPXE script (`media_script`,
+nixie.ipxe) that both loaders read:
+- BIOS: syslinux's isolinux loads iPXE's `ipxe.lkrn` with the script as its initrd.
+- UEFI: the packaged iPXE (Debian's 2019 build) reads no autoexec.ipxe and no load options,
+  so the UEFI side is GRUB EFI (`grub-mkstandalone`); its config (`GRUB_CFG`, the same on
+  every medium, nothing host-specific) defines the script's iPXE commands as GRUB
+  functions and sources it; its `chain` loads the router's `/boot/m/<token>.grub`.
 Every tool is a Debian package (isolinux, syslinux-common, ipxe, grub-efi-amd64-bin,
 xorriso, mtools, dosfstools) and a nixpkgs one (syslinux, ipxe, grub2_efi, xorriso, mtools,
 dosfstools), so the same code builds the media on the router image.
@@ -34,7 +34,8 @@ FORMATS = ("iso", "usb", "efi")
 ISOLINUX_DIRS = ("/usr/lib/ISOLINUX", "/usr/share/syslinux", "/usr/lib/syslinux")
 SYSLINUX_MODULES = ("/usr/lib/syslinux/modules/bios", "/usr/share/syslinux", "/usr/lib/syslinux")
 GRUB_MODULES = ("net", "efinet", "http", "linux", "normal", "configfile", "echo", "sleep",
-                "test", "true")
+                "test", "true", "regexp", "search", "search_fs_file", "iso9660", "fat",
+                "part_msdos", "part_gpt")
 USB_SIZE = 16 * 1024 * 1024
 USB_OFFSET = 1024 * 1024  # the FAT partition starts at 1 MiB
 
@@ -107,53 +108,100 @@ class Tools:
         return p
 
 
-def script_url(base_url: str, token: str, kind: str) -> str:
-    """The media's boot URL: token in the path, the MAC the firmware sees in the query."""
-    mac = "${net0/mac:hexhyp}" if kind == "ipxe" else "${net_default_mac}"
-    return f"{base_url}/boot/m/{token}.{kind}?mac={mac}"
+SCRIPT = "nixie.ipxe"  # the one file holding the router's URL and the token
+# GRUB's `set` is a builtin (a function cannot replace it) and takes only `name=value`: the
+# static lines call `${grub}set`, which iPXE reads as `set` (an unset setting expands to
+# nothing) and GRUB as its function `grub_set` (its config sets `grub=grub_`)
+STATIC_LINES = ("ifopen net0\n${{grub}}set net0/ip {ip}\n${{grub}}set net0/netmask {mask}",
+                "${{grub}}set net0/gateway {gw}", "${{grub}}set dns {dns}")
 
 
-def ipxe_script(base_url: str, token: str, static: Static | None = None) -> str:
-    """The iPXE script on BIOS media: network up, then chain; retry on failure."""
-    net = static.lines("ifopen net0\nset net0/ip {ip}\nset net0/netmask {mask}",
-                       "set net0/gateway {gw}", "set dns {dns}") if static \
-        else ["dhcp || goto failed"]
+def media_script(base_url: str, token: str, static: Static | None = None) -> str:
+    """The media's script, the only place its URL and token are written: iPXE runs it on
+    BIOS (ipxe.lkrn's initrd); GRUB sources it on UEFI, with `dhcp`, `ifopen`, `chain` and
+    `grub_set` defined as GRUB functions (`GRUB_CFG`). So it keeps to what both parse:
+    plain commands, no `||`, labels or `goto` (GRUB cannot parse those), and `${mac}`
+    (GRUB cannot parse `${net0/mac:hexhyp}`; the router reads either form)."""
+    base_url = media.validate_base_url(base_url, schemes=("http",))  # GRUB: no TLS
+    net = static.lines(*STATIC_LINES) if static else ["dhcp"]
     return "\n".join([
         "#!ipxe",
-        "echo Nixie boot media",
-        ":start",
+        "# Nixie boot media: iPXE runs this on BIOS, GRUB reads it on UEFI (docs/boot-media.md)",
+        "echo Nixie boot media: network, then the router",
         *net,
-        f"chain --replace {script_url(base_url, token, 'ipxe')} || goto failed",
-        ":failed",
-        "echo Nixie: could not reach the router; retrying in 10 seconds",
-        "sleep 10",
-        "goto start",
+        f"chain {base_url}/boot/m/{token}.ipxe?mac=${{mac}}",
         "",
     ])
 
 
-def grub_script(base_url: str, token: str, static: Static | None = None) -> str:
-    """The GRUB script on UEFI media: the same, through GRUB's network stack."""
-    base_url = media.validate_base_url(base_url, schemes=("http",))
-    host = base_url.split("://", 1)[1].split("/", 1)[0]
-    path = "/" + base_url.split("://", 1)[1].split("/", 1)[1] if base_url.count("/") > 2 else ""
-    net = static.lines("net_add_addr nixie efinet0 {ip}\nnet_add_route nixie_lan {net} nixie",
-                       "net_add_route nixie_default 0.0.0.0/0 gw {gw}", "net_add_dns {dns}") \
-        if static else ["net_bootp"]
-    url = script_url(base_url, token, "grub").split("/boot/m/", 1)[1]
-    return "\n".join([
-        "set timeout=0",
-        "insmod efinet",
-        "insmod http",
-        "echo 'Nixie boot media'",
-        *net,
-        "while true; do",
-        f"  configfile (http,{host}){path}/boot/m/{url}",
-        "  echo 'Nixie: could not reach the router; retrying in 10 seconds'",
-        "  sleep 10",
-        "done",
-        "",
-    ])
+def _netmask_table() -> str:
+    masks = (str(ipaddress.IPv4Network(f"0.0.0.0/{p}").netmask) + f"/{p}" for p in range(33))
+    return " ".join(masks)
+
+
+# GRUB's embedded config on every UEFI medium: no URL, no token, nothing host-specific.
+# It finds the medium's nixie.ipxe (in its memdisk: the EFI binary; else the ISO or the USB
+# stick's FAT), defines the iPXE commands that script uses, and sources it; `chain` turns
+# the iPXE URL into the router's `.grub` one. On failure it says so and tries again.
+GRUB_CFG = """\
+set timeout=0
+insmod efinet
+insmod http
+set grub=grub_
+set nixie_up=
+
+function dhcp {
+  if [ -z "$nixie_up" ]; then
+    echo 'Nixie: DHCP'
+    if net_bootp; then nixie_up=1; fi
+  fi
+  set mac="$net_default_mac"
+}
+
+function ifopen {
+  true
+}
+
+function grub_set {
+  if [ "$1" = net0/ip ]; then nixie_ip="$2"; fi
+  if [ "$1" = net0/netmask -a -z "$nixie_up" ]; then
+    for m in @MASKS@; do
+      if regexp --set=1:nixie_prefix "^$2/([0-9]+)\\$" "$m"; then true; fi
+    done
+    net_add_addr nixie efinet0 "$nixie_ip"
+    net_add_route nixie_lan "$nixie_ip/$nixie_prefix" nixie
+    set net_default_interface=nixie
+    set mac="$net_nixie_mac"
+    nixie_up=1
+  fi
+  if [ "$1" = net0/gateway ]; then net_add_route nixie_default 0.0.0.0/0 gw "$2"; fi
+  if [ "$1" = dns ]; then net_add_dns "$2"; fi
+}
+
+function chain {
+  if regexp --set=1:nixie_host --set=2:nixie_path --set=3:nixie_query '^http://([^/]+)(/.*)[.]ipxe(.*)$' "$1"; then
+    configfile "(http,$nixie_host)$nixie_path.grub$nixie_query"
+    echo "Nixie: could not load the boot script from $nixie_host"
+  else
+    echo "Nixie: $1 is not an http:// URL GRUB can load"
+  fi
+}
+
+if [ -f /@SCRIPT@ ]; then
+  nixie_script=/@SCRIPT@
+elif search --no-floppy --file --set=nixie_dev /@SCRIPT@; then
+  nixie_script="($nixie_dev)/@SCRIPT@"
+fi
+if [ -z "$nixie_script" ]; then
+  echo 'Nixie: @SCRIPT@ is not on this medium; rewrite it with nixie media'
+  sleep 60
+fi
+while [ -n "$nixie_script" ]; do
+  source "$nixie_script"
+  echo 'Nixie: could not reach the router; retrying in 10 seconds'
+  sleep 10
+done
+""".replace("@MASKS@", _netmask_table()).replace("@SCRIPT@", SCRIPT)
 
 
 def _run(args: list[str]) -> None:
@@ -166,14 +214,16 @@ def _run(args: list[str]) -> None:
         raise InvalidInput(f"{args[0]} failed: {err}") from None
 
 
-def grub_efi(cfg_text: str, out: Path, work: Path) -> None:
-    """A standalone GRUB EFI binary whose memdisk holds `cfg_text` as its grub.cfg."""
+def grub_efi(out: Path, work: Path, script: Path | None = None) -> None:
+    """A standalone GRUB EFI binary whose memdisk holds `GRUB_CFG` as its grub.cfg, and
+    `script` as /nixie.ipxe when given (the EFI binary: one file with everything)."""
     cfg = work / "grub.cfg"
-    cfg.write_text(cfg_text)
+    cfg.write_text(GRUB_CFG)
     mods = " ".join(GRUB_MODULES)
     _run(["grub-mkstandalone", "-O", "x86_64-efi", "--compress=no", "--locales=",
           "--fonts=", "--themes=", f"--install-modules={mods}", f"--modules={mods}",
-          "-o", str(out), f"boot/grub/grub.cfg={cfg}"])
+          "-o", str(out), f"boot/grub/grub.cfg={cfg}",
+          *([f"{SCRIPT}={script}"] if script else [])])
 
 
 def _fat_image(path: Path, size: int, files: dict[str, Path], offset: int = 0) -> None:
@@ -204,28 +254,34 @@ def _mbr(path: Path, start: int, size: int, ptype: int = 0xEF) -> None:
 
 def build(fmt: str, base_url: str, token: str, out: str | Path, *,
           static: Static | None = None, tools: Tools | None = None) -> Path:
-    """Write media of `fmt` (iso | usb | efi) to `out`; returns its path."""
+    """Write media of `fmt` (iso | usb | efi) to `out`; returns its path. Each holds the
+    URL and token once, in `media_script`: the ISO and the USB stick as a file next to the
+    loaders, the EFI binary in its GRUB memdisk."""
     if fmt not in FORMATS:
         raise InvalidInput(f"format must be one of {', '.join(FORMATS)}", field="format")
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="nixie-media-") as tmp:
         work = Path(tmp)
+        script = work / SCRIPT
+        script.write_text(media_script(base_url, token, static))
         efi = work / "BOOTX64.EFI"
-        grub_efi(grub_script(base_url, token, static), efi, work)
+        grub_efi(efi, work, script if fmt == "efi" else None)
         if fmt == "efi":
             shutil.copyfile(efi, out)
         elif fmt == "usb":
             img = work / "usb.img"
-            _fat_image(img, USB_SIZE, {"EFI/BOOT/BOOTX64.EFI": efi}, offset=USB_OFFSET)
+            _fat_image(img, USB_SIZE, {"EFI/BOOT/BOOTX64.EFI": efi, SCRIPT: script},
+                       offset=USB_OFFSET)
             _mbr(img, USB_OFFSET, USB_SIZE)
             shutil.copyfile(img, out)
         else:
-            _iso(work, efi, ipxe_script(base_url, token, static), out, tools or Tools())
+            _iso(work, efi, script, out, tools or Tools())
     return out
 
 
-def _iso(work: Path, efi: Path, script: str, out: Path, tools: Tools) -> None:
-    """Hybrid ISO: isolinux + ipxe.lkrn (BIOS, CD and USB) and an El Torito EFI image."""
+def _iso(work: Path, efi: Path, script: Path, out: Path, tools: Tools) -> None:
+    """Hybrid ISO: isolinux + ipxe.lkrn with the script as its initrd (BIOS, CD and USB),
+    and an El Torito EFI image whose GRUB finds the same script on the ISO (UEFI)."""
     tree = work / "iso"
     (tree / "isolinux").mkdir(parents=True)
     iso_dirs = (tools.isolinux_dir,) if tools.isolinux_dir else ISOLINUX_DIRS
@@ -233,10 +289,10 @@ def _iso(work: Path, efi: Path, script: str, out: Path, tools: Tools) -> None:
     shutil.copyfile(tools.find("isolinux.bin", iso_dirs), tree / "isolinux" / "isolinux.bin")
     shutil.copyfile(tools.find("ldlinux.c32", mod_dirs), tree / "isolinux" / "ldlinux.c32")
     shutil.copyfile(tools.ipxe("ipxe.lkrn"), tree / "ipxe.lkrn")
-    (tree / "nixie.ipxe").write_text(script)
+    shutil.copyfile(script, tree / SCRIPT)
     (tree / "isolinux" / "isolinux.cfg").write_text(
         "DEFAULT nixie\nPROMPT 0\nTIMEOUT 0\nLABEL nixie\n  KERNEL /ipxe.lkrn\n"
-        "  INITRD /nixie.ipxe\n")
+        f"  INITRD /{SCRIPT}\n")
     _fat_image(tree / "efiboot.img", 4 * 1024 * 1024 if efi.stat().st_size < 3_500_000
                else 8 * 1024 * 1024, {"EFI/BOOT/BOOTX64.EFI": efi})
     mbr = tools.find("isohdpfx.bin", iso_dirs)

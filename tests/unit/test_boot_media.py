@@ -19,6 +19,7 @@ from appliance.state import db
 from netservices.backend import Artifact
 from netservices.httpboot import BootSettings, create_boot_app
 from tests.conftest import run_nixie, write_config
+from tests.golden import assert_golden
 from tests.unit.test_httpboot import call
 from tests.unit.test_httpboot_appliance import make_app
 
@@ -116,42 +117,90 @@ def _extract_iso(iso, name, tmp_path):
     return out.read_bytes()
 
 
-@pytest.mark.parametrize("fmt", ["iso", "usb", "efi"])
-def test_media_files_carry_url_and_token_once_per_loader(tmp_path, fmt):
-    out = bootmedia.build(fmt, URL, TOKEN, tmp_path / f"m.{fmt}")
-    data = out.read_bytes()
-    loaders = 2 if fmt == "iso" else 1  # the ISO: iPXE's script (BIOS) and GRUB's (UEFI)
-    assert data.count(TOKEN.encode()) == loaders
-    assert data.count(b"10.0.0.1:8081") == loaders
-    assert b"far1" not in data and MAC.encode() not in data and b"/nix/store" not in data
+STATIC = ("192.0.2.10/24", "192.0.2.1", "192.0.2.53")
+
+
+def _medium_files(out, fmt, tmp_path):
+    """What each loader reads back: {name: bytes} for the script and GRUB's binary."""
     if fmt == "iso":
-        script = _extract_iso(out, "nixie.ipxe", tmp_path).decode()
-        assert script.startswith("#!ipxe\n") and "dhcp || goto failed" in script
-        assert f"chain --replace {URL}/boot/m/{TOKEN}.ipxe?mac=${{net0/mac:hexhyp}}" in script
-        cfg = _extract_iso(out, "isolinux/isolinux.cfg", tmp_path).decode()
-        assert "KERNEL /ipxe.lkrn" in cfg and "INITRD /nixie.ipxe" in cfg
-        assert _extract_iso(out, "ipxe.lkrn", tmp_path) == open("/usr/lib/ipxe/ipxe.lkrn", "rb").read()
+        return {n: _extract_iso(out, n, tmp_path)
+                for n in ("nixie.ipxe", "efiboot.img", "ipxe.lkrn", "isolinux/isolinux.cfg")}
+    if fmt == "usb":
+        return {n: subprocess.run(["mtype", "-i", f"{out}@@1M", f"::/{n}"], check=True,
+                                  capture_output=True).stdout
+                for n in ("nixie.ipxe", "EFI/BOOT/BOOTX64.EFI")}
+    return {"BOOTX64.EFI": out.read_bytes()}
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["dhcp", "static"])
+@pytest.mark.parametrize("generic", [False, True], ids=["host", "generic"])
+@pytest.mark.parametrize("fmt", ["iso", "usb", "efi"])
+def test_media_file_carries_url_and_token_exactly_once(tmp_path, fmt, generic, static):
+    """The whole file, read back as bytes: the router's URL and the token once each (one
+    script read by iPXE and by GRUB), no MAC, host name, store path or other secret."""
+    st = bootmedia.Static.parse(*STATIC) if static else None
+    token = TOKEN if not generic else TOKEN[::-1]
+    out = bootmedia.build(fmt, URL, token, tmp_path / f"m.{fmt}", static=st)
+    data = out.read_bytes()
+    assert data.count(token.encode()) == 1
+    assert data.count(b"10.0.0.1:8081") == 1
+    assert data.count(b"10.0.0.1") == 1
+    assert b"far1" not in data and MAC.encode() not in data and b"/nix/store" not in data
+    assert data.count(b"192.0.2.10") == (1 if static else 0)
+    script = bootmedia.media_script(URL, token, st)
+    assert data.count(script.encode()) == 1  # the script, whole, is where they are
+    files = _medium_files(out, fmt, tmp_path)
+    if fmt in ("iso", "usb"):
+        assert files["nixie.ipxe"].decode() == script
+        efi = files["efiboot.img" if fmt == "iso" else "EFI/BOOT/BOOTX64.EFI"]
+        assert token.encode() not in efi and b"10.0.0.1" not in efi  # GRUB holds neither
+        assert bootmedia.GRUB_CFG.encode() in efi
+    else:
+        assert files["BOOTX64.EFI"][:2] == b"MZ" and bootmedia.GRUB_CFG.encode() in data
+    if fmt == "iso":
+        assert "KERNEL /ipxe.lkrn" in files["isolinux/isolinux.cfg"].decode()
+        assert "INITRD /nixie.ipxe" in files["isolinux/isolinux.cfg"].decode()
+        assert files["ipxe.lkrn"] == open("/usr/lib/ipxe/ipxe.lkrn", "rb").read()
         assert data[510:512] == b"\x55\xaa"  # isohybrid: bootable as a USB disk too
-        efi_img = _extract_iso(out, "efiboot.img", tmp_path)
-        assert efi_img.count(TOKEN.encode()) == 1
     elif fmt == "usb":
         assert data[446 + 4] == 0xEF and data[510:512] == b"\x55\xaa"
-        efi = subprocess.run(["mtype", "-i", f"{out}@@1M", "::/EFI/BOOT/BOOTX64.EFI"],
-                             check=True, capture_output=True).stdout
-        assert efi[:2] == b"MZ" and efi.count(TOKEN.encode()) == 1
-        assert f"configfile (http,10.0.0.1:8081)/boot/m/{TOKEN}.grub?mac=${{net_default_mac}}".encode() in efi
-    else:
-        assert data[:2] == b"MZ" and b"net_bootp" in data
 
 
-def test_static_address_media(tmp_path):
-    st = bootmedia.Static.parse("192.0.2.10/24", "192.0.2.1", "192.0.2.53")
-    text = bootmedia.ipxe_script(URL, TOKEN, st)
-    assert "dhcp" not in text and "set net0/ip 192.0.2.10" in text
-    assert "set net0/netmask 255.255.255.0" in text and "set net0/gateway 192.0.2.1" in text
-    grub = bootmedia.grub_script(URL, TOKEN, st)
-    assert "net_bootp" not in grub and "net_add_addr nixie efinet0 192.0.2.10" in grub
-    assert "net_add_route nixie_default 0.0.0.0/0 gw 192.0.2.1" in grub
+def test_shared_script_and_grub_config_golden():
+    """The script both loaders read (DHCP and static), and GRUB's config: no URL, no token."""
+    assert_golden("media-dhcp.ipxe", bootmedia.media_script(URL, TOKEN))
+    assert_golden("media-static.ipxe", bootmedia.media_script(
+        URL, TOKEN, bootmedia.Static.parse(*STATIC)))
+    assert_golden("media-grub.cfg", bootmedia.GRUB_CFG)
+    assert "10.0.0.1" not in bootmedia.GRUB_CFG and "http://" not in bootmedia.GRUB_CFG.replace(
+        "^http://", "").replace("an http:// URL", "")
+
+
+def test_shared_script_is_what_grub_can_parse():
+    """GRUB 2.06 cannot parse `||`, labels or `${net0/...}` (a syntax error drops the line)
+    and its builtin `set` wins over a function: the script keeps to plain commands."""
+    for st in (None, bootmedia.Static.parse(*STATIC)):
+        text = bootmedia.media_script(URL, TOKEN, st)
+        body = [ln for ln in text.splitlines() if not ln.startswith("#")]
+        assert text.startswith("#!ipxe\n")
+        assert not [ln for ln in body if "||" in ln or "&&" in ln or ln.startswith(":")]
+        assert not [ln for ln in body if ln.split()[0] in ("set", "goto")]
+        assert "${net0/" not in text and f"chain {URL}/boot/m/{TOKEN}.ipxe?mac=${{mac}}" in text
+        for ln in body:
+            assert ln.split()[0] in ("echo", "dhcp", "ifopen", "${grub}set", "chain"), ln
+            fn = ln.split()[0].replace("${grub}", "grub_")
+            assert fn == "echo" or f"function {fn} {{" in bootmedia.GRUB_CFG
+    with pytest.raises(InvalidInput):
+        bootmedia.media_script("https://x", TOKEN)
+
+
+def test_static_address_media():
+    st = bootmedia.Static.parse(*STATIC)
+    text = bootmedia.media_script(URL, TOKEN, st)
+    assert "dhcp" not in text and "${grub}set net0/ip 192.0.2.10" in text
+    assert "${grub}set net0/netmask 255.255.255.0" in text
+    assert "${grub}set net0/gateway 192.0.2.1" in text and "${grub}set dns 192.0.2.53" in text
+    assert "255.255.255.0/24" in bootmedia.GRUB_CFG  # GRUB's netmask -> prefix table
     for bad in (("192.0.2.10",), ("192.0.2.10/24", "nope"), ("x/24",)):
         with pytest.raises(InvalidInput):
             bootmedia.Static.parse(*bad)
@@ -166,14 +215,14 @@ def test_cli_writes_lists_and_revokes(config_file, tmp_path):
     assert r.returncode == 0, r.stderr
     row = json.loads(r.stdout)
     assert row["host"] == "far1" and row["base_url"] == "http://127.0.0.1:8081"
-    efi = subprocess.run(["mtype", "-i", f"{out}@@1M", "::/EFI/BOOT/BOOTX64.EFI"],
-                         check=True, capture_output=True).stdout
-    assert b"(http,127.0.0.1:8081)/boot/m/" in efi
+    script = subprocess.run(["mtype", "-i", f"{out}@@1M", "::/nixie.ipxe"],
+                            check=True, capture_output=True).stdout
+    assert b"chain http://127.0.0.1:8081/boot/m/" in script
     r = run_nixie("media", "--generic", "--format", "iso", "-o", str(tmp_path / "g.iso"),
                   "--address", "192.0.2.10/24", "--gateway", "192.0.2.1", config=config_file)
     assert r.returncode == 0, r.stderr
     script = _extract_iso(tmp_path / "g.iso", "nixie.ipxe", tmp_path).decode()
-    assert "set net0/ip 192.0.2.10" in script
+    assert "${grub}set net0/ip 192.0.2.10" in script
     # errors name what is wrong, and write nothing
     r = run_nixie("media", "far1", "--format", "iso", "-o", str(tmp_path / "x.iso"), "--url", "vpn",
                   config=config_file)

@@ -58,7 +58,7 @@ def test_media_page_writes_the_iso_and_revokes(web, tmp_path):
                           "/nixie.ipxe", str(tmp_path / "s.ipxe")], capture_output=True)
     assert out.returncode == 0, out.stderr
     script = (tmp_path / "s.ipxe").read_text()
-    assert f"chain --replace {cfg.boot_base_url}/boot/m/" in script
+    assert f"chain {cfg.boot_base_url}/boot/m/" in script
     # the token the ISO carries, at the real HTTP boot endpoint over the same state
     token = re.search(r"/boot/m/([\w-]+)\.ipxe", script).group(1)
     boot, boot_store = boot_app(Path(cfg.state_dir))
@@ -108,10 +108,10 @@ def test_api_media(web, tmp_path):
     assert r.status_code == 201 and r.data[510:512] == b"\x55\xaa"
     img = tmp_path / "u.img"
     img.write_bytes(r.data)
-    efi = subprocess.run(["mtype", "-i", f"{img}@@1M", "::/EFI/BOOT/BOOTX64.EFI"],
-                         capture_output=True, check=True).stdout
-    assert b"/boot/m/" in efi
-    token = re.search(rb"/boot/m/([\w-]+)\.grub", efi).group(1).decode()
+    script = subprocess.run(["mtype", "-i", f"{img}@@1M", "::/nixie.ipxe"],
+                            capture_output=True, check=True).stdout
+    assert b"/boot/m/" in script
+    token = re.search(rb"/boot/m/([\w-]+)\.ipxe", script).group(1).decode()
     boot, boot_store = boot_app(Path(web[2].state_dir))
     query = f"mac={MAC.replace(':', '-')}"
     assert call(boot, f"/boot/m/{token}.grub", query=query)[0] == 200
@@ -168,7 +168,7 @@ def test_api_media_flood_and_huge_or_forged_bodies_leave_nothing_behind(web, tmp
 
 def test_boot_media_url_without_a_scheme_is_a_clear_error(tmp_path, config_file):
     """boot.media_url: a URL without http:// is a config error (`nixie config check`, the
-    settings API), never a crash while writing media (grub_script split on "://")."""
+    settings API), never a crash while writing media."""
     data = json.loads(config_file.read_text())
     data["boot"]["media_url"] = "router.example.com:8081"
     config_file.write_text(json.dumps(data))
@@ -180,7 +180,7 @@ def test_boot_media_url_without_a_scheme_is_a_clear_error(tmp_path, config_file)
         r = c.patch("/api/v1/settings", json={"boot.media_url": bad}, headers=auth)
         assert (r.status_code, r.json["field"]) == (400, "boot.media_url"), (bad, r.json)
     with pytest.raises(InvalidInput):
-        bootmedia.grub_script("10.0.0.1:8081", "t" * 32)
+        bootmedia.media_script("10.0.0.1:8081", "t" * 32)
     web[1].close()
 
 
