@@ -14,6 +14,7 @@ import pytest
 from lab.netns import stop_processes
 from tests.netns.dhcp6_lab import Lan6
 from tests.netns.serve_lab import admin_api_token
+from tests.netns.test_listen_defaults import listening
 
 pytestmark = pytest.mark.netns
 
@@ -95,4 +96,39 @@ def test_router_advertisements_and_dhcp6_switched_live(tmp_path):
     finally:
         if dump is not None:
             stop_processes([dump])
+        lan.close()
+
+
+def test_ipv6_switched_off_over_ipv6_answers_then_the_web_ui_leaves_ipv6(tmp_path):
+    """web.listen left null: turning IPv6 off moves the web UI's listeners. The admin
+    who does it over IPv6 gets the answer; then nothing listens on the LAN IPv6
+    address, and turning IPv6 on again (over IPv4) brings the listener back. (Here the
+    other rebuilds take longer than the answer's 2.5 s wait, so this does not single
+    out the web part's deferral, which covers a change that rebuilds little else.)"""
+    lan = Lan6(tmp_path, dhcp6={"mode": "off"})
+    try:
+        data = json.loads(lan.config.read_text())
+        data["web"].pop("listen")
+        lan.config.write_text(json.dumps(data))
+        token = admin_api_token(lan.config)
+        lan.client.run("ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0")
+        lan.client.run("ip", "-6", "addr", "add", "fd00:77::99/64", "dev", "eth0", "nodad")
+        lan.start(dhcp6=False)
+        v6 = "[fd00:77::1]:8080"
+        assert v6 in listening(lan.router)
+        r = lan.client.run("curl", "-sS", "-k", "-g", "--max-time", "20", "-X", "PATCH",
+                           "-H", f"Authorization: Bearer {token}",
+                           "-H", "Content-Type: application/json",
+                           "--data", json.dumps({"ra.enable": False}),
+                           f"https://{v6}/api/v1/settings", check=False)
+        assert r.returncode == 0, r.stderr  # answered, not cut
+        answer = json.loads(r.stdout)
+        outcome = applied(lan, answer, "ra.enable", [True, False])
+        assert outcome["ok"] and "web" in outcome["services"], outcome
+        wait(lambda: v6 not in listening(lan.router), 10, "the web UI stayed on IPv6")
+        assert f"{lan.ip}:8080" in listening(lan.router)
+        answer = patch(lan, token, {"ra.enable": True})
+        applied(lan, answer, "ra.enable", [False, True])
+        wait(lambda: v6 in listening(lan.router), 10, "the web UI did not come back on IPv6")
+    finally:
         lan.close()
