@@ -13,7 +13,8 @@ so a few hundred idle or dribbling connections lock everyone out. Here:
   its first byte (slow-loris: headers dribbled a byte at a time);
 - at `max_connections`, a new connection closes the idlest idle one instead of
   waiting behind them; a client address holding `max_per_client` connections
-  loses its own idlest one (or the new one, if none of its connections is idle);
+  loses its own idlest one (or the new one, if none of its connections is idle); an
+  IPv6 client is its /64 (`netservices.listen.client_key`);
 - poll() instead of select(), which cannot watch a descriptor above 1023.
 
 `create_server` builds one waitress server per listening socket over a shared
@@ -36,6 +37,8 @@ from waitress.parser import HTTPRequestParser
 from waitress.server import MultiSocketServer, TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 from waitress.utilities import RequestEntityTooLarge
+
+from .listen import client_key
 
 log = logging.getLogger("nixie.http")
 
@@ -98,6 +101,8 @@ class GuardedChannel(HTTPChannel):
     url_scheme: str | None = None  # None: waitress's (adj.url_scheme)
 
     def __init__(self, server, sock, addr, adj, map=None):
+        # who it counts against (an IPv6 client is its /64): worked out once, read per accept
+        self.client = client_key(addr[0] if isinstance(addr, tuple) else str(addr))
         super().__init__(server, sock, addr, adj, map)
         self.parser_class = functools.partial(LimitedParser, limits=server.limits,
                                               url_scheme=self.url_scheme)
@@ -165,7 +170,7 @@ class GuardedServer(TcpWSGIServer):
         """Room for one more connection from `addr`: close an idle one if a limit
         is reached. False: no room (every connection in the way is busy)."""
         channels = self._channels()
-        host = addr[0] if isinstance(addr, tuple) else addr
+        host = client_key(addr[0] if isinstance(addr, tuple) else str(addr))
         own = [c for c in channels if _client(c) == host]
         if len(own) >= self.limits.max_per_client and not _close_idlest(own):
             self._warn_full("a client reached its connection limit", host)
@@ -183,8 +188,9 @@ class GuardedServer(TcpWSGIServer):
 
 
 def _client(channel) -> str:
-    addr = channel.addr
-    return addr[0] if isinstance(addr, tuple) else str(addr)
+    """The client a connection counts against (netservices.listen.client_key: an IPv6
+    client is its /64)."""
+    return channel.client
 
 
 def _close_idlest(channels: list[GuardedChannel]) -> bool:

@@ -6,6 +6,7 @@ TFTP workers and the web UI's (appliance/runtime/webserver.py)."""
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
 import threading
@@ -21,6 +22,22 @@ def parse_listen(addr: str) -> tuple[int, str, int]:
     host, _, port = addr.rpartition(":")
     host = host.strip("[]")
     return (socket.AF_INET6 if ":" in host else socket.AF_INET), host, int(port)
+
+
+def client_key(addr: str) -> str:
+    """Who a client is, for per-client limits: its IPv4 address (also when it comes as
+    an IPv4-mapped IPv6 address), or its IPv6 /64. One IPv6 host may use any address
+    of its /64 (privacy addresses, or simply more of them), so a limit per IPv6
+    address would be a limit per connection. Anything not an address is itself."""
+    try:
+        ip = ipaddress.ip_address(addr.split("%")[0])
+    except ValueError:
+        return addr
+    if ip.version == 4:
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))
 
 
 def usable_cpus() -> int:

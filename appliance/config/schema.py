@@ -395,7 +395,7 @@ SCHEMA = Section(
         ),
         "web": Section(
             {
-                "listen": Key(check_opt_listen_list, None, "Admin web UI and REST API listeners; null means the LAN address, port 8080."),
+                "listen": Key(check_opt_listen_list, None, "Admin web UI and REST API listeners (IPv4 or [IPv6]:port); null means the LAN address, port 8080, and the LAN IPv6 address when IPv6 runs on the LAN (ra.enable or dhcp6.mode)."),
                 "secret_key_file": Key(check_opt_path, None, "File holding the session signing key; null creates state_dir/secret_key."),
                 "workers": Key(int_range(0, 64), 0, "Web server processes sharing the listeners; 0 means one per CPU (at most 4), 1 serves inside nixie serve."),
                 "tls": Key(check_bool, True, "Serve the admin UI and API over HTTPS (plain HTTP on the same port is redirected to it); false serves plain HTTP."),
@@ -408,7 +408,7 @@ SCHEMA = Section(
                 "idle_timeout_seconds": Key(int_range(1, 3600), 30, "Seconds a connection with no request in flight is kept open."),
                 "request_timeout_seconds": Key(int_range(1, 3600), 30, "Seconds a request (TLS handshake, headers and body) may take to arrive after its first byte; a slower one is cut off."),
                 "max_connections": Key(int_range(16, 4096), 256, "Open connections per web server process; a new one beyond it closes the idlest idle one."),
-                "max_connections_per_client": Key(int_range(1, 4096), 64, "Open connections per client address and web server process; beyond it the client's own idlest connection is closed (or the new one refused)."),
+                "max_connections_per_client": Key(int_range(1, 4096), 64, "Open connections per client (an IPv4 address, or an IPv6 /64) and web server process; beyond it the client's own idlest connection is closed (or the new one refused)."),
             },
             "Admin web UI.",
         ),

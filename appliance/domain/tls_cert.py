@@ -98,12 +98,14 @@ def _info(path: Path, cert: x509.Certificate) -> CertInfo:
                     self_signed=cert.issuer == cert.subject)
 
 
-def ensure(cfg: Config) -> CertInfo:
+def ensure(cfg: Config, listen: list[str] | None = None) -> CertInfo:
     """The certificate to serve, made (self-signed) when the managed pair does not
-    exist yet. Raises InvalidInput when the config's files are missing or bad."""
+    exist yet, for the names `_names` lists (`listen`: the addresses the web UI binds,
+    by default web.listen). Raises InvalidInput when the config's files are missing
+    or bad."""
     paths = cert_paths(cfg)
     if paths.managed and not (paths.cert.exists() and paths.key.exists()):
-        key, cert = self_signed(_names(cfg))
+        key, cert = self_signed(_names(cfg, listen))
         _write_pair(paths, cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
         return _info(paths.cert, cert)
     cert = _load_cert(paths.cert)
@@ -182,13 +184,14 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
         os.close(dfd)
 
 
-def _names(cfg: Config) -> list[str]:
+def _names(cfg: Config, listen: list[str] | None = None) -> list[str]:
     """Names and addresses the admin may type: the host name, its LAN name, the
-    LAN address and every web.listen address that is not a wildcard."""
+    LAN address and every address of `listen` (by default web.listen; in serve also
+    the LAN's IPv6 address when the web UI listens there) that is not a wildcard."""
     host = socket.gethostname() or "nixie"
     names = [host, f"{host}.{cfg.lan.domain}", cfg.lan_ip]
-    for listen in cfg.web.listen:
-        _, addr, _ = parse_listen(listen)
+    for where in cfg.web.listen if listen is None else listen:
+        _, addr, _ = parse_listen(where)
         if addr not in ("0.0.0.0", "::", ""):
             names.append(addr)
     return list(dict.fromkeys(names))

@@ -55,7 +55,8 @@ def worker_main() -> int:
     if done.is_set():  # serve went away while we started
         server.close()
         os._exit(0)
-    log.info("web worker serving", extra={"pid": os.getpid(), "listen": ",".join(cfg.web.listen)})
+    log.info("web worker serving", extra={"pid": os.getpid(), "listen": ",".join(
+        str(s.getsockname()[0]) + ":" + str(s.getsockname()[1]) for s in socks)})
     try:
         server.run()
     except (OSError, ValueError):

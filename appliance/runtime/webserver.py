@@ -33,6 +33,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,26 +81,29 @@ def web_limits(cfg: Config) -> Limits:
                   max_per_client=web.max_connections_per_client)
 
 
-def prepare_tls(cfg: Config) -> tls_cert.CertInfo | None:
-    """With web.tls: the certificate made (first start) or checked, and announced
-    by its fingerprint. Raises InvalidInput for a configured pair that is bad."""
+def prepare_tls(cfg: Config, listen: list[str] | None = None) -> tls_cert.CertInfo | None:
+    """With web.tls: the certificate made (first start; its names include every
+    address of `listen`, by default web.listen) or checked, and announced by its
+    fingerprint. Raises InvalidInput for a configured pair that is bad."""
     if not cfg.web.tls:
         return None
-    cert = tls_cert.ensure(cfg)
+    cert = tls_cert.ensure(cfg, listen)
     log.info("web UI certificate", extra={"sha256": cert.fingerprint, "cert": cert.path,
                                           "self_signed": cert.self_signed})
     return cert
 
 
 def make_web_server(app, cfg: Config, *, sockets: list[socket.socket] | None = None,
-                    threads: int = WAITRESS_THREADS):
-    """The admin UI's waitress server on `sockets` (else on web.listen)."""
+                    listen: list[str] | None = None, threads: int = WAITRESS_THREADS):
+    """The admin UI's waitress server on `sockets` (else on `listen`, by default
+    web.listen)."""
     channel = GuardedChannel
     if cfg.web.tls:
         paths = tls_cert.cert_paths(cfg)
         channel = tls_channel(CertSource(paths.cert, paths.key))
         app = https_only(app, cfg.web.hsts_seconds)
-    where = {"sockets": sockets} if sockets is not None else {"listen": " ".join(cfg.web.listen)}
+    where = {"sockets": sockets} if sockets is not None else {
+        "listen": " ".join(cfg.web.listen if listen is None else listen)}
     return create_server(app, limits=web_limits(cfg), channel_class=channel, threads=threads,
                          ident="nixie", **where)
 
@@ -130,16 +134,27 @@ def bind_listeners(listen: list[str], backlog: int = 1024) -> list[socket.socket
     return socks
 
 
+def prepared_bind(listen: list[str], prepare: Callable[[], None] | None
+                  ) -> list[socket.socket]:
+    """`bind_listeners(listen)` after `prepare` (e.g. the LAN's IPv6 address put in
+    place), run at every bind: also when a pool binds again."""
+    if prepare is not None:
+        prepare()
+    return bind_listeners(listen)
+
+
 class WebService:
-    """The admin UI + REST API on every `web.listen` address, under waitress, in
-    this process."""
+    """The admin UI + REST API on every `listen` address (by default web.listen),
+    under waitress, in this process; `prepare` runs before they are bound."""
 
     name = "web"
 
-    def __init__(self, app, cfg: Config, threads: int = WAITRESS_THREADS):
+    def __init__(self, app, cfg: Config, threads: int = WAITRESS_THREADS, *,
+                 listen: list[str] | None = None, prepare: Callable[[], None] | None = None):
         self.app = app
         self.cfg = cfg
-        self.listen = cfg.web.listen
+        self.listen = list(cfg.web.listen if listen is None else listen)
+        self.prepare = prepare
         self.threads = threads
         self._server = None
         self._lock = threading.Lock()
@@ -148,7 +163,8 @@ class WebService:
         with self._lock:
             if stop.is_set():
                 return
-            self._server = make_web_server(self.app, self.cfg, threads=self.threads)
+            self._server = make_web_server(self.app, self.cfg, threads=self.threads,
+                                           sockets=prepared_bind(self.listen, self.prepare))
         try:
             self._server.run()
         finally:
@@ -185,16 +201,19 @@ def metrics_dir(state_dir: str | Path) -> Path:
 
 
 class WebWorkers:
-    """`workers` processes serving the web UI on sockets this process bound
-    (netservices/workerpool.py): a worker that dies is replaced (with a growing
-    pause if it keeps dying), and all stop with serve (SIGTERM, SIGKILL after
-    STOP_GRACE_SECONDS)."""
+    """`workers` processes serving the web UI on sockets this process bound on every
+    `listen` address (by default web.listen; `prepare` first), netservices/workerpool.py:
+    a worker that dies is replaced (with a growing pause if it keeps dying), and all
+    stop with serve (SIGTERM, SIGKILL after STOP_GRACE_SECONDS)."""
 
     name = "web"
 
-    def __init__(self, cfg, workers: int):
+    def __init__(self, cfg, workers: int, *, listen: list[str] | None = None,
+                 prepare: Callable[[], None] | None = None):
         self.cfg = cfg
         self.workers = workers
+        self.listen = list(cfg.web.listen if listen is None else listen)
+        self.prepare = prepare
         self._pool: WorkerPool | None = None
         self._lock = threading.Lock()
 
@@ -216,7 +235,7 @@ class WebWorkers:
     def run(self, stop: threading.Event) -> None:
         pool = WorkerPool("web worker", self.workers,
                           [sys.executable, "-m", "appliance.runtime.web_worker"],
-                          bind=lambda: bind_listeners(self.cfg.web.listen),
+                          bind=lambda: prepared_bind(self.listen, self.prepare),
                           settings=self._settings(), log=log, reports=False,
                           pythonpath=str(ROOT), env=self._metrics_env(),
                           stop_grace=STOP_GRACE_SECONDS,

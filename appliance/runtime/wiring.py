@@ -71,6 +71,7 @@ log = logging.getLogger("nixie.wiring")
 
 APPLY_POLL_SECONDS = 0.5
 SETTLE_SECONDS = 0.8  # how long a rebuilt service must run before the change counts as applied
+DEFER_SECONDS = 1.0  # a deferred part's rebuild waits this long after the outcome is recorded
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,9 @@ class Part:
     build: Callable[[Config], Any | None]  # None: off in this config
     retune: Callable[[Any, Config], bool] | None = None  # in place; False: rebuild it
     live: tuple[str, ...] = ()  # the keys `retune` can take; a change to any other rebuilds
+    # applied after the outcome is recorded (and DEFER_SECONDS later): rebuilding it cuts
+    # the connection the change came in on, whose answer waits for that outcome
+    deferred: bool = False
 
     def affected(self, changed: dict[str, Any]) -> bool:
         return any(_under(k, self.keys) for k in changed)
@@ -151,6 +155,12 @@ def tftp_listeners(c: Config, router6: str | None) -> list[str]:
 
 def http_boot_listeners(c: Config, router6: str | None) -> list[str]:
     return lan_listeners(c, "boot.http_listen", [c.boot.http_listen], router6)
+
+
+def web_listeners(c: Config, router6: str | None) -> list[str]:
+    """Where the admin web UI (and the REST API, /metrics) listens: web.listen, and left
+    null with IPv6 on the LAN, the router's LAN IPv6 address too (same port)."""
+    return lan_listeners(c, "web.listen", c.web.listen, router6)
 
 
 def boot_url6(c: Config, router6: str | None) -> str:
@@ -236,7 +246,8 @@ class Runtime:
                        "boot.public_url", "dhcp.unknown_clients", "lan")),
             Part("builder", ("builder", "nix"), lambda c: BuildWorker(c, self.store),
                  _retune_builder, live=("builder", "nix")),
-            Part("web", ("web",), self._web),
+            Part("web", ("web", "lan", "ra.enable", "dhcp6.mode"), self._web, self._retune_web,
+                 live=("lan", "ra.enable", "dhcp6.mode"), deferred=True),
             Part("discovery", ("lan.interface",),
                  lambda c: DiscoveryService(self.store, c.lan.interface)),
             Part("network", ("network",),
@@ -316,18 +327,12 @@ class Runtime:
         if c.ipv6_lan:  # AAAA, ip6.arpa and clients of the LAN prefix; listening on it
             address6 = ipaddress.IPv6Interface(self.address6(c))
             network6, router6 = str(address6.network), str(address6.ip)
-            with_v6 = dns_listen(c, router6)
-            if len(with_v6) > len(listen):
-                try:  # bound before RA/DHCPv6 would put it there
-                    ensure_address6(c.lan.interface, str(address6))
-                    listen = with_v6
-                except OSError as e:
-                    log.warning("dns: not listening on IPv6", extra={"error": str(e)})
+            listen = dns_listen(c, router6)
         return make_dns_service(listen=listen, domain=c.lan.domain,
                                 network=str(c.lan_interface.network), directory=self.backend,
                                 upstreams=c.dns.upstream, clients=vpn,
                                 router_ip=str(c.lan_interface.ip), network6=network6,
-                                router_ip6=router6)
+                                router_ip6=router6, prepare=self._prepare_listeners(c, listen))
 
     def _httpboot(self, c: Config):
         """HTTP boot on boot.http_listen: scripts, kernels and initrds from the image
@@ -349,13 +354,22 @@ class Runtime:
         return True
 
     def _web(self, c: Config):
-        """`web.workers` processes sharing the listeners, or (1) waitress in this process."""
+        """`web.workers` processes sharing the listeners, or (1) waitress in this process;
+        on `web_listeners`, the LAN's IPv6 address put in place before they bind."""
         n = worker_count(c.web.workers)
-        prepare_tls(c)  # the certificate made (first start) before a server loads it
+        listens = web_listeners(c, self.router6(c))
+        prepare = self._prepare_listeners(c, listens)
+        prepare_tls(c, listens)  # the certificate made (first start) before a server loads it
         if n == 1:
-            return WebService(web_app(self.base, self.store, self.health), c)
+            return WebService(web_app(self.base, self.store, self.health), c, listen=listens,
+                              prepare=prepare)
         secret_key(c)  # made once here, before the workers read it
-        return WebWorkers(self.base, n)
+        return WebWorkers(self.base, n, listen=listens, prepare=prepare)
+
+    def _retune_web(self, svc: WebService | WebWorkers, c: Config) -> bool:
+        """A LAN or IPv6 change leaves the web UI running unless its listeners move (the
+        admin's own connection is not cut for a change of lan.domain)."""
+        return svc.listen == web_listeners(c, self.router6(c))
 
     def services(self) -> list[Any]:
         """Every service `serve` supervises, built from the resolved config."""
@@ -417,29 +431,53 @@ class ConfigApplier:
         if not changed:
             return self._record(conn, {"ok": True, "error": None, "changed": {}, "services": []},
                                 who, quiet=True)
-        done, errors = [], []
+        done, errors, later = [], [], []
         for part in rt.parts:
             running = rt.lagging.get(part.name, rt.cfg)
             part_changed = changed_keys(running, new)
             if not part.affected(part_changed):
                 continue
-            err, touched = self._apply_part(part, running, new, part_changed)
-            if err:
-                errors.append(f"{part.name}: {err}")
-                rt.lagging[part.name] = running
-            else:
-                if touched:
-                    done.append(part.name)
-                rt.lagging.pop(part.name, None)
+            if part.deferred:
+                svc = self.supervisor.get(part.name)
+                if svc is not None and part.retunable(part_changed) and part.retune(svc, new):
+                    rt.lagging.pop(part.name, None)
+                    continue  # it takes the change as it runs: nothing to rebuild
+                later.append((part, running, part_changed))
+                done.append(part.name)
+                continue
+            self._apply_one(part, running, new, part_changed, done, errors)
         rt.cfg = new
-        status = {"ok": not errors, "error": "; ".join(errors) or None,
-                  "changed": {k: list(v) for k, v in changed.items()}, "services": done}
-        return self._record(conn, status, who)
+        status = self._record(conn, self._status(changed, done, errors), who)
+        if later:
+            done = [n for n in done if n not in {p.name for p, _, _ in later}]
+            before = len(errors)
+            for part, running, part_changed in later:
+                self._apply_one(part, running, new, part_changed, done, errors,
+                                pause=DEFER_SECONDS)
+            if len(errors) > before:  # the first record said it was being applied
+                status = self._record(conn, self._status(changed, done, errors), who)
+        return status
+
+    @staticmethod
+    def _status(changed: dict[str, Any], done: list[str], errors: list[str]) -> dict[str, Any]:
+        return {"ok": not errors, "error": "; ".join(errors) or None,
+                "changed": {k: list(v) for k, v in changed.items()}, "services": list(done)}
+
+    def _apply_one(self, part: Part, running: Config, new: Config, changed: dict[str, Any],
+                   done: list[str], errors: list[str], pause: float = 0.0) -> None:
+        err, touched = self._apply_part(part, running, new, changed, pause)
+        if err:
+            errors.append(f"{part.name}: {err}")
+            self.runtime.lagging[part.name] = running
+        else:
+            if touched and part.name not in done:
+                done.append(part.name)
+            self.runtime.lagging.pop(part.name, None)
 
     def _apply_part(self, part: Part, old_cfg: Config, new_cfg: Config,
-                    changed: dict[str, Any]) -> tuple[str | None, bool]:
-        """Retune or rebuild one part; on failure put the old one back. Returns (the
-        error, whether a running service took the change)."""
+                    changed: dict[str, Any], pause: float = 0.0) -> tuple[str | None, bool]:
+        """Retune or rebuild one part (a rebuild `pause` s from now); on failure put the
+        old one back. Returns (the error, whether a running service took the change)."""
         sup = self.supervisor
         svc = sup.get(part.name)
         try:
@@ -451,6 +489,7 @@ class ConfigApplier:
             return f"{type(e).__name__}: {e}", False
         if fresh is None and svc is None:
             return None, False  # off before and after
+        time.sleep(pause)
         sup.replace(part.name, fresh)
         if fresh is None:
             return None, True  # turned off

@@ -20,6 +20,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..listen import parse_listen
@@ -80,8 +81,9 @@ class DnsService:
                  domain: str = "lan", network: str | None = None, refresh_seconds: float = 2.0,
                  ttl: int = 60, workers: int = 1, router_ip: str | None = None,
                  router_names: tuple[str, ...] = (), network6: str | None = None,
-                 router_ip6: str | None = None):
+                 router_ip6: str | None = None, prepare: Callable[[], None] | None = None):
         self.resolver = resolver
+        self.prepare = prepare  # before binding: e.g. put the LAN's IPv6 address in place
         self.views = [resolver] + [
             Resolver(resolver.zone, resolver.clients, resolver.upstreams, resolver.cache)
             for _ in range(max(1, workers) - 1)]
@@ -166,6 +168,8 @@ class DnsService:
             log.warning("initial zone load failed", exc_info=True)
         threads: list[threading.Thread] = []
         try:
+            if self.prepare is not None:
+                self.prepare()
             udp, tcp = self._bind()
             self._wake_r, self._wake_w = socket.socketpair()
             self._socks += [self._wake_r, self._wake_w]

@@ -9,17 +9,21 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
-from lab.netns import Netns, bridge, serving
+from lab.netns import Netns, bridge, serving, start_serve, stop_processes, veth
 from tests.netns.dhcp6_lab import Lan6
 from tests.netns.serve_lab import http_get, router_config
+from tests.netns.test_dns_hostile import answers
 
 LAN_IP = "10.77.0.1"
 WAN_IP = "192.0.2.1"
 ROUTER6 = "fd00:77::1"
 CLIENT6 = "fd00:77::99"
 OTHER6 = "2001:db8:9::1"
+
+LISTENERS = (("tftp", "listen"), ("boot", "http_listen"), ("web", "listen"), ("dns", "listen"))
 
 CONNECT = ("import socket,sys\n"
            "s=socket.socket(); s.settimeout(3)\n"
@@ -36,8 +40,7 @@ def listening(ns) -> set[str]:
 def test_listeners_default_to_the_lan_address(tmp_path):
     path = router_config(tmp_path, dns={"enable": True})
     data = json.loads(path.read_text())
-    for section, key in (("tftp", "listen"), ("boot", "http_listen"), ("web", "listen"),
-                         ("dns", "listen")):
+    for section, key in LISTENERS:
         data[section].pop(key)  # what a hand-written config that names no listener gets
     path.write_text(json.dumps(data))
     log = tmp_path / "serve.log"
@@ -64,20 +67,21 @@ def test_listeners_default_to_the_lan_address(tmp_path):
 
 def test_with_ipv6_on_the_lan_tftp_and_http_boot_listen_on_the_lan_ipv6_address_too(tmp_path):
     """Issue 16: RA and DHCPv6 on, listeners left null: TFTP and HTTP boot (scripts,
-    artifacts, the agent API) also listen on the LAN's IPv6 address, and only there.
-    A real tftp-hpa client and curl in a LAN namespace fetch over IPv6; a connection
-    to the router's other IPv6 address is refused."""
+    artifacts, the agent API), the web UI and DNS also listen on the LAN's IPv6 address,
+    and only there. A real tftp-hpa client and curl in a LAN namespace fetch over IPv6;
+    a connection to the router's other IPv6 address is refused."""
     lan = Lan6(tmp_path)
     try:
         data = json.loads(lan.config.read_text())
-        data["tftp"].pop("listen")
-        data["boot"].pop("http_listen")
+        for section, key in LISTENERS:
+            data[section].pop(key)
+        data["dns"]["enable"] = True
         lan.config.write_text(json.dumps(data))
         lan.router.run("ip", "-6", "addr", "add", f"{OTHER6}/64", "dev", "lo")
         lan.client.run("ip", "-6", "addr", "add", f"{CLIENT6}/64", "dev", "eth0", "nodad")
         lan.start()
         sockets = listening(lan.router)
-        for port in (69, 8081):
+        for port in (69, 8081, 8080, 53):
             assert f"{LAN_IP}:{port}" in sockets, sockets
             assert f"[{ROUTER6}]:{port}" in sockets, sockets
             assert not {s for s in sockets if s.endswith(f":{port}")} - {
@@ -120,3 +124,61 @@ def test_with_ipv6_on_the_lan_tftp_and_http_boot_listen_on_the_lan_ipv6_address_
         assert r.stdout.strip() != "0", f"[{OTHER6}]:8081 accepted a connection"
     finally:
         lan.close()
+
+
+def test_with_ipv6_on_the_lan_listeners_given_in_the_config_are_exactly_those(tmp_path):
+    """Issue 16: the LAN's IPv6 address is added only to listeners left null. With
+    every listener written out (IPv4 addresses) and IPv6 on, nothing listens on IPv6
+    on those ports, and a connection to the router's LAN IPv6 address is refused."""
+    lan = Lan6(tmp_path)
+    try:
+        data = json.loads(lan.config.read_text())
+        given = {"tftp": [f"{LAN_IP}:69"], "boot": f"{LAN_IP}:8081", "web": [f"{LAN_IP}:8080"],
+                 "dns": [f"{LAN_IP}:53"]}
+        for section, key in LISTENERS:
+            data[section][key] = given[section]
+        data["dns"]["enable"] = True
+        lan.config.write_text(json.dumps(data))
+        lan.start()
+        sockets = listening(lan.router)
+        for port in (69, 8081, 8080, 53):
+            assert {s for s in sockets if s.endswith(f":{port}")} == {f"{LAN_IP}:{port}"}, sockets
+        assert "[::]%lan0:547" in sockets, sockets  # IPv6 does run (DHCPv6)
+        for port in (8080, 8081, 53):
+            r = lan.router.run(sys.executable, "-c", CONNECT6, ROUTER6, str(port))
+            assert r.stdout.strip() != "0", f"[{ROUTER6}]:{port} accepted a connection"
+    finally:
+        lan.close()
+
+
+def test_dns_and_the_web_ui_take_the_lan_ipv6_address_when_the_lan_link_comes_late(tmp_path):
+    """Issue 16, review: DNS puts the LAN's IPv6 address in place when it binds, not
+    when it is built. serve starts before its LAN interface exists: every bind fails
+    and is retried; once the link is there, DNS and the web UI listen on IPv6 too (not
+    on IPv4 alone) and dig over IPv6 gets the router's AAAA."""
+    data = json.loads(router_config(tmp_path, address=f"{LAN_IP}/24").read_text())
+    data["lan"].update(interface="lan0", address6=f"{ROUTER6}/64", domain="lab.nixie")
+    data["ra"] = {"enable": True}
+    data["dns"].update(enable=True, upstream=[])
+    for section, key in LISTENERS:
+        data[section].pop(key)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    log = tmp_path / "serve.log"
+    with Netns() as router, Netns() as client:
+        proc = start_serve(router, path, log)
+        try:
+            time.sleep(3)  # serve runs without its LAN
+            assert proc.poll() is None, log.read_text()[-3000:]
+            veth(router, "lan0", client, "eth0")
+            router.run("ip", "addr", "add", f"{LAN_IP}/24", "dev", "lan0")
+            client.run("ip", "-6", "addr", "add", f"{CLIENT6}/64", "dev", "eth0", "nodad")
+            want = {f"{LAN_IP}:53", f"[{ROUTER6}]:53", f"{LAN_IP}:8080", f"[{ROUTER6}]:8080"}
+            deadline = time.monotonic() + 60
+            while not want <= listening(router) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert want <= listening(router), (listening(router), log.read_text()[-3000:])
+            name = router.run("hostname").stdout.strip()
+            assert answers(client, f"@{ROUTER6}", f"{name}.lab.nixie", "AAAA") == [ROUTER6]
+        finally:
+            stop_processes([proc], timeout=10, group=True)

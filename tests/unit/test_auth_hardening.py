@@ -209,6 +209,24 @@ def test_one_address_spraying_names_is_capped_per_address(tmp_path, monkeypatch)
     assert lim.retry_after(other, "10.0.0.10", "user0") == 0  # other addresses are not touched
 
 
+def test_an_ipv6_client_is_counted_by_its_64_not_per_address(tmp_path, monkeypatch):
+    """A host picks any address of its /64: a new address per try must not give it a
+    fresh count. Another /64, and IPv4 (also written IPv4-mapped), count apart."""
+    monkeypatch.setattr(loginlimits, "now", Clock())
+    conn = connect(tmp_path / "s.db")
+    lim = LoginLimits(free=1, per_ip=5)
+    for i in range(5):
+        assert lim.retry_after(conn, f"fd00:77::{i + 1:x}", f"user{i}") == 0
+        lim.failed(conn, f"fd00:77::{i + 1:x}", f"user{i}")
+    assert lim.retry_after(conn, "fd00:77::abcd:1", "someone-else") > 0
+    assert lim.retry_after(conn, "fd00:77::ffff:1", "user0") > 0  # the pair, too
+    assert lim.retry_after(conn, "fd00:78::1", "user0") == 0  # the next /64 is someone else
+    lim.failed(conn, "::ffff:10.0.0.9", "bob")
+    assert lim.retry_after(conn, "10.0.0.9", "bob") > 0  # the same IPv4 client
+    lim.succeeded(conn, "fd00:77::9", "user0")  # a success from the /64 clears its pair
+    assert lim._pair_wait(conn, "fd00:77::/64", "user0", loginlimits.now()) == 0
+
+
 def test_a_success_clears_only_its_own_pair(tmp_path, monkeypatch):
     clock = Clock()
     monkeypatch.setattr(loginlimits, "now", clock)

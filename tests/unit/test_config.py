@@ -11,6 +11,7 @@ from appliance.runtime.wiring import (
     dhcp6_settings,
     http_boot_listeners,
     tftp_listeners,
+    web_listeners,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,6 +104,17 @@ def test_default_listeners_add_the_lan_ipv6_address_only_when_ipv6_runs_and_only
                              "boot": {"http_listen": "10.0.0.1:8081"}})
     assert tftp_listeners(explicit, "fd00:1::1") == ["[fd00:1::7]:69"]
     assert boot_url6(explicit, "fd00:1::1") == ""
+
+
+def test_the_web_ui_listens_on_the_lan_ipv6_address_only_when_left_to_its_default():
+    """Issue 16: web.listen null gets the LAN's IPv6 address (same port) with IPv6 on;
+    an explicit list is exactly what is bound, IPv6 on or not."""
+    on = parse_config({"ra": {"enable": True}})
+    assert web_listeners(on, "fd00:1::1") == ["10.0.0.1:8080", "[fd00:1::1]:8080"]
+    assert web_listeners(parse_config({"ra": {"enable": False}}), None) == ["10.0.0.1:8080"]
+    for given in (["10.0.0.1:9443"], ["[fd00:1::7]:443"], ["127.0.0.1:8080", "[::1]:8080"]):
+        explicit = parse_config({"ra": {"enable": True}, "web": {"listen": given}})
+        assert web_listeners(explicit, "fd00:1::1") == given
 
 
 def test_dhcp6_boot_urls_follow_the_default_listeners():

@@ -159,3 +159,47 @@ def test_applier_rebuilds_the_affected_part_and_restores_it_when_the_new_one_fai
         assert sup.get("dhcp").ran.wait(2)
         kinds = [e["kind"] for e in events.recent(conn, limit=10)]
         assert "settings.apply_failed" in kinds and "settings.applied" in kinds
+
+
+def test_the_web_part_is_rebuilt_only_after_the_outcome_is_recorded(tmp_path):
+    """A change that moves the web UI's listeners (IPv6 on or off) rebuilds it, which
+    cuts the connection the change came in on: the outcome that request waits for is
+    recorded before the old web server is stopped, and a failing rebuild is recorded
+    again as a failure."""
+    store = Store(tmp_path / "nixie.db")
+    conn = store.conn()
+    cfg = base()
+    seen_at_stop = []
+
+    class Web(Waiter):
+        def run(self, stop):
+            self.ran.set()
+            if self.fail:
+                raise OSError("cannot bind [fd00::1]:8080")
+            stop.wait()
+            seen_at_stop.append(settings.apply_status(store.conn()))
+
+    first = Web("web")
+    built = iter([first, Web("web"), Web("web", fail=True), Web("web")])
+    rt = runtime_with(cfg, store, web=(lambda c: next(built), None),
+                      dhcp=(lambda c: Waiter("dhcp"), None))
+    with applying(rt) as sup:
+        t = time.time()
+        settings.update(cfg, conn, {"ra.enable": False}, who="alice")
+        st = settings.wait_applied(conn, t, 5)
+        assert st["ok"] and st["services"] == ["web"], st
+        assert first.ran.is_set()
+        deadline = time.monotonic() + 5
+        while not seen_at_stop and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen_at_stop and seen_at_stop[0]["at"] >= t  # recorded before the stop
+        t = time.time()
+        settings.update(cfg, conn, {"ra.enable": True}, who="alice")
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            st = settings.apply_status(conn)
+            if st["at"] >= t and not st["ok"]:
+                break
+            time.sleep(0.05)
+        assert not st["ok"] and "cannot bind [fd00::1]:8080" in st["error"], st
+        assert sup.get("web").ran.wait(2)  # the previous one put back

@@ -25,6 +25,7 @@ from appliance.domain import tls_cert
 from appliance.runtime import webserver
 from netservices.httpboot import BootSettings, create_boot_app, make_server
 from netservices.httpboot.streaming import Unsatisfiable, parse_range
+from netservices.listen import client_key
 from tests.bootlab import SpecBackend
 from tests.conftest import run_nixie, wait_for
 from tests.webapp import make_app
@@ -321,6 +322,16 @@ def test_one_client_cannot_take_every_connection(tmp_path):
         finally:
             for s in mine:
                 s.close()
+
+
+@pytest.mark.parametrize("addr, key", [
+    ("10.0.0.9", "10.0.0.9"), ("::ffff:10.0.0.9", "10.0.0.9"),
+    ("fd00:77::99", "fd00:77::/64"), ("fd00:77::abcd:ef01:2345:6789", "fd00:77::/64"),
+    ("fe80::1%eth0", "fe80::/64"), ("::1", "::/64"), ("unix-socket", "unix-socket")])
+def test_a_client_is_its_ipv4_address_or_its_ipv6_64(addr, key):
+    """What per-client limits (connections here, failed logins) count: an IPv6 host
+    may use any address of its /64, so its /64 is the client."""
+    assert client_key(addr) == key
 
 
 @pytest.mark.parametrize("tls", [False, True])
