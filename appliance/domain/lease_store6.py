@@ -16,15 +16,19 @@ from netservices.dhcp.store import EventRecord
 from netservices.dhcp6.store import Host6Entry, Lease6Record
 
 _LEASE6_HEAD = ("INSERT INTO leases6 (address, duid, iaid, mac, hostname, state, starts, expires, "
-                "updated_at) VALUES ")
+                "updated_at, host_id) VALUES ")
+# host_id: the host that has the lease's MAC (a primary-key probe of the small host_macs),
+# so that only registered hosts' leases enter the leases6_host index (migration 44)
+_ROW = "(?,?,?,?,?,?,?,?,?,(SELECT host_id FROM host_macs WHERE mac = ?))"
 _LEASE6_TAIL = (
     " ON CONFLICT(address) DO UPDATE SET duid = excluded.duid, iaid = excluded.iaid, "
-    "mac = coalesce(excluded.mac, leases6.mac), hostname = CASE WHEN excluded.duid = leases6.duid "
+    "mac = coalesce(excluded.mac, leases6.mac), "
+    "host_id = CASE WHEN excluded.mac IS NULL THEN leases6.host_id ELSE excluded.host_id END, "
+    "hostname = CASE WHEN excluded.duid = leases6.duid "
     "THEN coalesce(excluded.hostname, leases6.hostname) ELSE excluded.hostname END, "
     "state = excluded.state, starts = excluded.starts, expires = excluded.expires, "
     "updated_at = excluded.updated_at")
 _EVENT_HEAD = "INSERT INTO events (ts, kind, level, message, host_id, mac, ip, data) VALUES "
-_ROW9 = "(?,?,?,?,?,?,?,?,?)"
 CHUNK = 64
 
 
@@ -51,9 +55,10 @@ class SqliteLease6Store(SqliteLeaseStore):
             machines.record(c, seen or [])
             for k in range(0, len(leases), CHUNK):
                 part = leases[k : k + CHUNK]
-                c.execute(_LEASE6_HEAD + ",".join([_ROW9] * len(part)) + _LEASE6_TAIL,
+                c.execute(_LEASE6_HEAD + ",".join([_ROW] * len(part)) + _LEASE6_TAIL,
                           [v for r in part for v in (r.address, r.duid, r.iaid, r.mac, r.hostname,
-                                                     r.state, r.starts, r.expires, r.updated_at)])
+                                                     r.state, r.starts, r.expires, r.updated_at,
+                                                     r.mac)])
             if events:
                 _insert_rows(c, _EVENT_HEAD, "",
                              [(e.ts, e.kind, e.level, e.message, e.host_id, e.mac, e.ip,
