@@ -9,6 +9,7 @@ batch's REPLYs only once `commit` returned.
 from __future__ import annotations
 
 import json
+import sqlite3
 
 from appliance.domain import machines
 from appliance.domain.lease_store import SqliteLeaseStore, _insert_rows
@@ -46,6 +47,13 @@ class SqliteLease6Store(SqliteLeaseStore):
                 "SELECT m.mac, h.id, h.name, h.ip6_reservation "
                 "FROM host_macs m JOIN hosts h ON h.id = m.host_id").fetchall()
         return {r[0]: Host6Entry(r[1], r[2], r[3]) for r in rows}
+
+    def _not_durable(self, leases: list[Lease6Record]) -> set[str]:
+        """A batch the disk refused even without its events: unlike DHCPv4's ACKs, a held
+        REPLY is not matched to its rows (one REPLY may bind several IA_NAs), so none of
+        the batch's REPLYs leave; the commit raises and the service restarts from the DB."""
+        self.not_durable += sum(1 for r in leases if r.state == "bound")
+        raise sqlite3.OperationalError(f"DHCPv6 leases not written: {self.disk_error}")
 
     def _commit(self, leases: list[Lease6Record], events: list[EventRecord],
                 seen: list[machines.Sighting] | None = None) -> None:
