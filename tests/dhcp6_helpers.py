@@ -157,6 +157,8 @@ def put_lease6(conn, address: str, mac: str | None, *, hostname: str | None = No
     """A leases6 row as the DHCPv6 service stores it, for tests that start from the state
     DB rather than the wire. `duid` defaults to "0003" + the MAC's hex (as DUID-LL)."""
     conn.execute("INSERT OR REPLACE INTO leases6 (address, duid, iaid, mac, hostname, state, "
-                 "starts, expires, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 "starts, expires, updated_at, host_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                 "(SELECT host_id FROM host_macs WHERE mac = ?))",
                  (address, duid if duid is not None else "0003" + mac.replace(":", ""), iaid, mac,
-                  hostname, state, starts, expires, starts if updated_at is None else updated_at))
+                  hostname, state, starts, expires, starts if updated_at is None else updated_at,
+                  mac))

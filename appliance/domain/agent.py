@@ -58,8 +58,8 @@ def host_addresses(conn: sqlite3.Connection, host_id: int) -> set[str]:
         "SELECT l.ip FROM leases l JOIN host_macs m ON m.mac = l.mac WHERE m.host_id = ? "
         "AND l.state IN ('offered', 'bound') AND l.expires > ?", (host_id, t))}
     out |= {r[0] for r in conn.execute(
-        "SELECT l.address FROM leases6 l JOIN host_macs m ON m.mac = l.mac WHERE m.host_id = ? "
-        "AND l.state = 'bound' AND l.expires > ?", (host_id, t))}
+        "SELECT address FROM leases6 WHERE host_id = ? AND state = 'bound' AND expires > ?",
+        (host_id, t))}
     row = conn.execute("SELECT ip_reservation FROM hosts WHERE id = ?", (host_id,)).fetchone()
     if row is not None and row[0]:
         out.add(row[0])

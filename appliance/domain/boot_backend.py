@@ -63,7 +63,7 @@ class SqliteBackend:
         # address it was last seen at over IPv6 (agent report, neighbour table: SLAAC)
         out += [NameRecord(r["name"], r["addr6"], "host") for r in conn.execute(
             "SELECT name, coalesce(ip6_reservation, (SELECT l.address FROM leases6 l "
-            "JOIN host_macs m ON m.mac = l.mac WHERE m.host_id = hosts.id AND l.state = 'bound' "
+            "WHERE l.host_id = hosts.id AND l.state = 'bound' "
             "AND l.expires > ? ORDER BY l.starts DESC LIMIT 1), hosts.ip6) AS addr6 FROM hosts "
             "WHERE addr6 IS NOT NULL ORDER BY id", (t,))]
         out += [NameRecord(r["hostname"], r["ip"], "lease", r["mac"]) for r in conn.execute(

@@ -223,18 +223,15 @@ def get_host(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
     """The host, with `ip6_addresses`: the IPv6 addresses DHCPv6 has bound to its MACs
     now (newest first)."""
     h = _row_to_host(conn, _get_row(conn, name))
-    h["ip6_addresses"] = addresses6(conn, h["macs"])
+    h["ip6_addresses"] = addresses6(conn, h["id"])
     return h
 
 
-def addresses6(conn: sqlite3.Connection, macs: list[str]) -> list[str]:
-    """The active DHCPv6 bindings of these MACs, newest expiry first."""
-    if not macs:
-        return []
-    marks = ",".join("?" * len(macs))
+def addresses6(conn: sqlite3.Connection, host_id: int) -> list[str]:
+    """The active DHCPv6 bindings of the host's MACs, newest expiry first."""
     return [r[0] for r in conn.execute(
-        f"SELECT address FROM leases6 WHERE mac IN ({marks}) AND state = 'bound' "
-        "AND expires > ? ORDER BY expires DESC", (*macs, now()))]
+        "SELECT address FROM leases6 WHERE host_id = ? AND state = 'bound' "
+        "AND expires > ? ORDER BY expires DESC", (host_id, now()))]
 
 
 def get_host_by_id(conn: sqlite3.Connection, host_id: int) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ batch's REPLYs only once `commit` returned.
 from __future__ import annotations
 
 import json
+import sqlite3
 
 from appliance.domain import machines
 from appliance.domain.lease_store import SqliteLeaseStore, _insert_rows
@@ -16,15 +17,19 @@ from netservices.dhcp.store import EventRecord
 from netservices.dhcp6.store import Host6Entry, Lease6Record
 
 _LEASE6_HEAD = ("INSERT INTO leases6 (address, duid, iaid, mac, hostname, state, starts, expires, "
-                "updated_at) VALUES ")
+                "updated_at, host_id) VALUES ")
+# host_id: the host that has the lease's MAC (a primary-key probe of the small host_macs),
+# so that only registered hosts' leases enter the leases6_host index (migration 44)
+_ROW = "(?,?,?,?,?,?,?,?,?,(SELECT host_id FROM host_macs WHERE mac = ?))"
 _LEASE6_TAIL = (
     " ON CONFLICT(address) DO UPDATE SET duid = excluded.duid, iaid = excluded.iaid, "
-    "mac = coalesce(excluded.mac, leases6.mac), hostname = CASE WHEN excluded.duid = leases6.duid "
+    "mac = coalesce(excluded.mac, leases6.mac), "
+    "host_id = CASE WHEN excluded.mac IS NULL THEN leases6.host_id ELSE excluded.host_id END, "
+    "hostname = CASE WHEN excluded.duid = leases6.duid "
     "THEN coalesce(excluded.hostname, leases6.hostname) ELSE excluded.hostname END, "
     "state = excluded.state, starts = excluded.starts, expires = excluded.expires, "
     "updated_at = excluded.updated_at")
 _EVENT_HEAD = "INSERT INTO events (ts, kind, level, message, host_id, mac, ip, data) VALUES "
-_ROW9 = "(?,?,?,?,?,?,?,?,?)"
 CHUNK = 64
 
 
@@ -43,6 +48,13 @@ class SqliteLease6Store(SqliteLeaseStore):
                 "FROM host_macs m JOIN hosts h ON h.id = m.host_id").fetchall()
         return {r[0]: Host6Entry(r[1], r[2], r[3]) for r in rows}
 
+    def _not_durable(self, leases: list[Lease6Record]) -> set[str]:
+        """A batch the disk refused even without its events: unlike DHCPv4's ACKs, a held
+        REPLY is not matched to its rows (one REPLY may bind several IA_NAs), so none of
+        the batch's REPLYs leave; the commit raises and the service restarts from the DB."""
+        self.not_durable += sum(1 for r in leases if r.state == "bound")
+        raise sqlite3.OperationalError(f"DHCPv6 leases not written: {self.disk_error}")
+
     def _commit(self, leases: list[Lease6Record], events: list[EventRecord],
                 seen: list[machines.Sighting] | None = None) -> None:
         c = self.conn
@@ -51,9 +63,10 @@ class SqliteLease6Store(SqliteLeaseStore):
             machines.record(c, seen or [])
             for k in range(0, len(leases), CHUNK):
                 part = leases[k : k + CHUNK]
-                c.execute(_LEASE6_HEAD + ",".join([_ROW9] * len(part)) + _LEASE6_TAIL,
+                c.execute(_LEASE6_HEAD + ",".join([_ROW] * len(part)) + _LEASE6_TAIL,
                           [v for r in part for v in (r.address, r.duid, r.iaid, r.mac, r.hostname,
-                                                     r.state, r.starts, r.expires, r.updated_at)])
+                                                     r.state, r.starts, r.expires, r.updated_at,
+                                                     r.mac)])
             if events:
                 _insert_rows(c, _EVENT_HEAD, "",
                              [(e.ts, e.kind, e.level, e.message, e.host_id, e.mac, e.ip,
