@@ -241,6 +241,16 @@ class BootApp:
             return None
         return host.id if host else None
 
+    def _host_of(self, environ, basename: str) -> int | None:
+        """The host a fetch of `basename`'s files belongs to: the one whose script this
+        client fetched naming it, else the one holding the client's lease."""
+        ip = environ.get("REMOTE_ADDR") or ""
+        host_id = self.recent.host_id(ip, basename)
+        return host_id if host_id and host_id > 0 else self._host_id_by_ip(ip)
+
+    def _pending(self, start_response, p: Pending):
+        return self._plain(start_response, 503, f"{p}\n", [("Retry-After", str(p.retry_after))])
+
     def _settings(self, environ) -> BootSettings:
         """The boot settings for this request's client (its address family's URLs)."""
         return self.settings.for_client(environ.get("REMOTE_ADDR") or "")
@@ -432,10 +442,8 @@ class BootApp:
         try:
             art = self.artifacts.artifact(toplevel, name)
         except Pending as p:
-            return self._plain(start_response, 503, f"{p}\n", [("Retry-After", str(p.retry_after))])
-        ip = environ.get("REMOTE_ADDR") or ""
-        host_id = self.recent.host_id(ip, basename)
-        host_id = host_id if host_id and host_id > 0 else self._host_id_by_ip(ip)
+            return self._pending(start_response, p)
+        host_id = self._host_of(environ, basename)
         kind = f"boot.{name}"
         if art is None:
             self._event(kind, f"{name} missing for {basename}", environ, host_id=host_id,
@@ -479,14 +487,12 @@ class BootApp:
         try:
             listing = self.artifacts.closure_listing(toplevel)
         except Pending as p:
-            return self._plain(start_response, 503, f"{p}\n", [("Retry-After", str(p.retry_after))])
+            return self._pending(start_response, p)
         if listing is None:
             return self._plain(start_response, 404, f"no closure for {basename}\n")
-        ip = environ.get("REMOTE_ADDR") or ""
-        host_id = self.recent.host_id(ip, basename)
         total = sum(n for _, n in listing)
         self._event("boot.closure", f"closure listed: {len(listing)} store paths, {total} bytes",
-                    environ, host_id=host_id if host_id and host_id > 0 else None,
+                    environ, host_id=self._host_of(environ, basename),
                     data={"toplevel": toplevel, "paths": len(listing), "bytes": total})
         text = "".join(f"{b} {n}\n" for b, n in listing)
         return self._script(environ, start_response, text)
@@ -504,12 +510,10 @@ class BootApp:
         try:
             art = self.artifacts.path_artifact(toplevel, name)
         except Pending as p:
-            return self._plain(start_response, 503, f"{p}\n", [("Retry-After", str(p.retry_after))])
+            return self._pending(start_response, p)
         if art is None:
             return self._plain(start_response, 404, f"{name} is not in the closure of {basename}\n")
-        ip = environ.get("REMOTE_ADDR") or ""
-        host_id = self.recent.host_id(ip, basename)
-        host_id = host_id if host_id and host_id > 0 else self._host_id_by_ip(ip)
+        host_id = self._host_of(environ, basename)
 
         def on_close(sent: int, length: int) -> None:
             done = sent >= length

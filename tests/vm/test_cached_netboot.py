@@ -56,6 +56,21 @@ def wait_state(cfg: Path, state: str, after: int, vm: PxeVM) -> bool:
                       TIMEOUT, [vm])
 
 
+def boot(ns, tmp: Path, cfg: Path, disk: Path, tag: str, state: str) -> tuple[list[dict], str, float]:
+    """Power the VM on with `disk` until the host reports `state`: (the host's events of
+    this boot, the console, seconds from power-on). The VM is stopped whatever happens."""
+    mark = last_event_id(cfg)
+    t0 = time.monotonic()
+    vm = power_on(ns, tmp, disk, tag)
+    try:
+        assert wait_state(cfg, state, mark, vm), vm.console()[-3000:]
+        took = time.monotonic() - t0
+        console = vm.console()
+    finally:
+        vm.stop()
+    return since(cfg, mark), console, took
+
+
 def fetched_bytes(evs: list[dict]) -> int:
     return sum(e["data"]["bytes"] for e in evs if e["kind"] == "boot.path"
                and e["data"]["status"] == "completed")
@@ -75,14 +90,8 @@ def test_cached_netboot_fetches_only_what_the_disk_lacks(tmp_path):
 
         # 1. a disk too small: failed, with the reason, on the timeline and the console
         create_disk(disk, SMALL_DISK_MIB)
-        mark = last_event_id(cfg)
-        vm = power_on(ns, tmp, disk, "small")
-        try:
-            assert wait_state(cfg, "failed", mark, vm), vm.console()[-3000:]
-            console = vm.console()
-        finally:
-            vm.stop()
-        failed = [e for e in since(cfg, mark) if e["kind"] == "host.failed"][-1]
+        evs, console, _ = boot(ns, tmp, cfg, disk, "small", "failed")
+        failed = [e for e in evs if e["kind"] == "host.failed"][-1]
         assert "cached boot failed: disk /dev/vda is too small: 24 MiB" in failed["message"], failed
         assert "NIXIE-CACHED-FAILED disk /dev/vda is too small" in console
         h = host(cfg, "demo")
@@ -91,16 +100,7 @@ def test_cached_netboot_fetches_only_what_the_disk_lacks(tmp_path):
         # 2. an empty disk of the right size: layout made, whole closure fetched, booted
         create_disk(disk, DISK_MIB)
         gen1 = h["generations"][0]["toplevel"]
-        mark = last_event_id(cfg)
-        t0 = time.monotonic()
-        vm = power_on(ns, tmp, disk, "first")
-        try:
-            assert wait_state(cfg, "booted", mark, vm), vm.console()[-3000:]
-            figures["first boot s"] = time.monotonic() - t0
-            console = vm.console()
-        finally:
-            vm.stop()
-        evs = since(cfg, mark)
+        evs, console, figures["first boot s"] = boot(ns, tmp, cfg, disk, "first", "booted")
         listed = [e for e in evs if e["kind"] == "boot.closure"][-1]["data"]
         first = fetched_bytes(evs)
         figures["closure bytes"], figures["first fetched"] = listed["bytes"], first
@@ -124,16 +124,7 @@ def test_cached_netboot_fetches_only_what_the_disk_lacks(tmp_path):
         h = host(cfg, "demo")
         gen2 = h["generations"][0]["toplevel"]
         assert gen2 != gen1 and h["current_generation"] == 2
-        mark = last_event_id(cfg)
-        t0 = time.monotonic()
-        vm = power_on(ns, tmp, disk, "second")
-        try:
-            assert wait_state(cfg, "booted", mark, vm), vm.console()[-3000:]
-            figures["second boot s"] = time.monotonic() - t0
-            console = vm.console()
-        finally:
-            vm.stop()
-        evs = since(cfg, mark)
+        evs, console, figures["second boot s"] = boot(ns, tmp, cfg, disk, "second", "booted")
         second = fetched_bytes(evs)
         figures["second fetched"] = second
         paths = [e["data"]["path"] for e in evs if e["kind"] == "boot.path"]
