@@ -291,3 +291,13 @@ def test_a_cached_boot_reports_booted_with_boot_mode_cached_and_may_fail(tmp_pat
     with pytest.raises(agent.AgentRejected):  # a cached boot installs nothing
         backend.agent_report(agent.issue_token(conn, hid, None, client_ip="10.0.0.9",
                                                purpose="cached"), "installed", "", "10.0.0.9")
+
+
+def test_an_install_boot_carries_the_cache_key_too(cached):
+    """Issue 17: the router now sends `nixie.cache_key=` (the NixOS installer trusts the
+    router's cache with it); without a key made yet, nothing is sent."""
+    cached["backend"].spec["hosts"][0]["mode"] = "install"
+    text = call(cached["make"](cache_key=KEY), f"/boot/{MAC}.ipxe")[2].decode()
+    assert f"nixie.mode=install nixie.system=/nix/store/{cached['top'].name} " \
+           f"nixie.cache_key={KEY}" in text and "/initrd" in text
+    assert "nixie.cache_key" not in call(cached["make"](), f"/boot/{MAC}.ipxe")[2].decode()
