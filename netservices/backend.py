@@ -17,7 +17,7 @@ class HostRecord:
     name: str
     id: int
     macs: tuple[str, ...]
-    mode: str  # netboot | install | local
+    mode: str  # netboot | install | local | cached
     state: str = "unknown"
     ip: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -147,10 +147,17 @@ class BootArtifacts(Protocol):
         LookupError if there is no such thing."""
         ...
 
+    # Optional (HTTP boot looks them up with hasattr), for cached netboot:
+    # def closure_listing(self, toplevel: str) -> list[tuple[str, int]] | None:
+    #     (store path basename, archive bytes) of the toplevel's closure, toplevel last;
+    #     None if unknown; may raise Pending.
+    # def path_artifact(self, toplevel: str, basename: str) -> Artifact | None:
+    #     one closure path as a plain newc archive; None outside the closure.
+
     def issue_boot_token(self, host: HostRecord, target: BootTarget, client_ip: str,
                          purpose: str) -> str | None:
         """A per-boot agent token bound to the host, the generation booted, the boot's
-        purpose ("netboot" or "install") and the address that fetched the script; it
+        purpose ("netboot", "install" or "cached") and the address that fetched the script; it
         replaces the host's outstanding token for that generation. None when that
         address may not have one (it is not the host's): the script then carries none."""
         ...

@@ -31,7 +31,7 @@ from appliance.domain.apitokens import hash_token
 from appliance.state.db import now, transaction
 
 AGENT_EVENTS = ("booted", "installing", "installed", "failed")
-PURPOSES = ("netboot", "install")
+PURPOSES = ("netboot", "install", "cached")
 # which state each report moves a host to, from which host states it may come
 TRANSITIONS = {
     "booted": {"unknown", "booting", "booted", "installed", "failed", "installing"},
@@ -43,6 +43,8 @@ TRANSITIONS = {
 # one boot's reports: event -> the token's last reports it may follow (None: the first)
 STEPS: dict[str, dict[str, set[str | None]]] = {
     "netboot": {"booted": {None}, "failed": {None, "booted"}},
+    # cached netboot: the stage 1 may report failed (disk too small, router unreachable)
+    "cached": {"booted": {None}, "failed": {None, "booted"}},
     "install": {"installing": {None, "installing"}, "installed": {"installing"},
                 "failed": {None, "installing"}},
 }

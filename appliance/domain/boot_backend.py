@@ -91,7 +91,8 @@ class SqliteBackend:
         if boot is not None and ssh_host_key:
             hostkeys.pin(conn, boot.host_id, ssh_host_key, source_ip, token)
         if boot is not None and event in localboot.BOOT_MODE_OF_REPORT:
-            localboot.set_boot_mode(conn, boot.host_id, localboot.BOOT_MODE_OF_REPORT[event])
+            localboot.set_boot_mode(conn, boot.host_id, localboot.boot_mode_of(boot.purpose,
+                                                                               event))
         if boot is not None and event == "installed":
             result["local_token"] = localboot.issue_disk_token(conn, boot.host_id,
                                                                boot.generation_id, source_ip)

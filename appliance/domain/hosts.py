@@ -20,7 +20,7 @@ from appliance.domain.dropped import drop_for_gc
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.state.db import now, transaction
 
-MODES = ("netboot", "install", "local")
+MODES = ("netboot", "install", "local", "cached")
 SOURCES = ("manual", "flake", "adopted")  # who made the host: the admin, its flake, adoption
 STATES = ("unknown", "booting", "booted", "installing", "installed", "failed")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")

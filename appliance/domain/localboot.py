@@ -23,10 +23,18 @@ from appliance.domain.agent import AgentRejected, host_addresses
 from appliance.domain.apitokens import hash_token
 from appliance.state.db import now, transaction
 
-BOOT_MODES = ("netboot", "install", "local")
+BOOT_MODES = ("netboot", "install", "local", "cached")
 DISK_EVENTS = ("booted", "failed")
 # an agent report through a per-boot token -> how the host came up
 BOOT_MODE_OF_REPORT = {"booted": "netboot", "installing": "install", "installed": "install"}
+
+
+def boot_mode_of(purpose: str, event: str) -> str:
+    """How a host came up, from a per-boot token's report: a cached netboot's `booted`
+    is boot mode `cached` (its system runs from its disk's store)."""
+    if purpose == "cached" and event == "booted":
+        return "cached"
+    return BOOT_MODE_OF_REPORT[event]
 
 
 def set_boot_mode(conn: sqlite3.Connection, host_id: int, mode: str) -> None:

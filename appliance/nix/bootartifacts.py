@@ -29,6 +29,7 @@ from appliance.nix.netboot import (
     CpioCache,
     ImageBuilder,
     NotAStorePath,
+    PathArchives,
     nix_closure,
     nix_dump_db,
     store_basename,
@@ -76,6 +77,11 @@ class StoreBootArtifacts:
             images = ImageBuilder(cache, closure=nix_closure(self.nix),
                                   dump_db=nix_dump_db(self.nix))
         self.images = images
+        # cached netboot: plain per-path archives beside the zstd ones
+        plain = CpioCache(images.cache.dir / "plain", max_bytes=images.cache.max_bytes,
+                          workers=cfg.netboot.workers, store_dir=images.cache.store_dir,
+                          compress=False)
+        self.paths = PathArchives(images, plain)
         self._jobs: dict[str, Future] = {}
         self._jobs_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="resolve")
@@ -83,6 +89,7 @@ class StoreBootArtifacts:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.images.cache.close()
+        self.paths.cache.close()
 
     # ----------------------------------------------------------- targets
     def boot_targets(self, host: HostRecord) -> list[BootTarget]:
@@ -100,16 +107,51 @@ class StoreBootArtifacts:
             store_basename(toplevel)
         except NotAStorePath:
             return None
-        if not os.path.isdir(toplevel) or name not in ("kernel", "initrd"):
+        if not os.path.isdir(toplevel) or name not in ("kernel", "initrd", "stage1"):
             return None
         try:
             if name == "kernel":
                 return self.images.kernel(toplevel)
+            if name == "stage1":
+                return self.images.stage1(toplevel)
             return self.images.initrd(toplevel, timeout=self.wait_seconds)
         except FileNotFoundError:
             return None
         except FutureTimeout:
             raise Pending(f"building the initrd of {toplevel}", retry_after=5) from None
+
+    def closure_listing(self, toplevel: str) -> list[tuple[str, int]] | None:
+        """Cached netboot: (store path basename, archive bytes) of the toplevel's closure,
+        toplevel last; None if unknown. May raise Pending while archives are built."""
+        if not self._known(toplevel):
+            return None
+        try:
+            return self.paths.listing(toplevel, timeout=self.wait_seconds)
+        except FileNotFoundError:
+            return None
+        except FutureTimeout:
+            raise Pending(f"building the store path archives of {toplevel}", retry_after=5
+                          ) from None
+
+    def path_artifact(self, toplevel: str, basename: str) -> Artifact | None:
+        """Cached netboot: the plain newc archive of one path of the toplevel's closure;
+        None for an unknown toplevel or a path outside its closure."""
+        if not self._known(toplevel):
+            return None
+        try:
+            return self.paths.archive(toplevel, basename, timeout=self.wait_seconds)
+        except FileNotFoundError:
+            return None
+        except FutureTimeout:
+            raise Pending(f"building the archive of {basename}", retry_after=5) from None
+
+    @staticmethod
+    def _known(toplevel: str) -> bool:
+        try:
+            store_basename(toplevel)
+        except NotAStorePath:
+            return False
+        return is_bootable(toplevel)
 
     def issue_boot_token(self, host: HostRecord, target: BootTarget, client_ip: str,
                          purpose: str) -> str | None:

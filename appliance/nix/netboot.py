@@ -65,12 +65,27 @@ def write_path_archive(store_path: str, out, *, level: int = 3, threads: int = 0
     return write_tree_archive(store_path, f"nix/store/{base}", out, level=level, threads=threads)
 
 
+class _Plain:
+    """A stream_writer look-alike that writes straight through (uncompressed archives)."""
+
+    def __init__(self, out):
+        self.write = out.write
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
 def write_tree_archive(path: str, archive_name: str, out, *, level: int = 3,
-                       threads: int = 0) -> int:
+                       threads: int = 0, compress: bool = True) -> int:
     """Write `path` (file, dir or symlink) as a zstd newc archive whose entries
-    are named `archive_name`/...; returns bytes written."""
-    cctx = zstandard.ZstdCompressor(level=level, threads=threads)
-    with cctx.stream_writer(out, closefd=False) as w:
+    are named `archive_name`/...; returns bytes written. `compress=False`: a plain
+    newc archive (what busybox `cpio -i` reads: it has no zstd)."""
+    writer = (zstandard.ZstdCompressor(level=level, threads=threads).stream_writer(
+        out, closefd=False) if compress else _Plain(out))
+    with writer as w:
         ino = 0
         buf = bytearray()
         for e in cpio.walk_entries(path, archive_name):
@@ -131,12 +146,15 @@ def _path_size(path: str) -> int:
 
 
 class CpioCache:
-    """The on-disk cache of per-store-path archives."""
+    """The on-disk cache of per-store-path archives (`compress=False`: plain newc
+    archives, `<base>.cpio`, what cached netboot's busybox stage 1 unpacks)."""
 
     def __init__(self, cache_dir: str | os.PathLike, *, max_bytes: int = 20 << 30,
                  level: int = 1, workers: int = 0, grace_seconds: float = 300,
-                 store_dir: str = STORE_DIR):
+                 store_dir: str = STORE_DIR, compress: bool = True):
         self.store_dir = store_dir
+        self.compress = compress
+        self.suffix = ".cpio.zst" if compress else ".cpio"
         self.dir = Path(cache_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
@@ -150,7 +168,7 @@ class CpioCache:
         self.evicted = 0
         self._sizes: dict[str, int] = {}
         self._used: dict[str, float] = {}
-        for p in self.dir.glob("*.cpio.zst"):
+        for p in self.dir.glob(f"*{self.suffix}"):
             st = p.stat()
             self._sizes[p.name] = st.st_size
             self._used[p.name] = st.st_mtime
@@ -159,7 +177,7 @@ class CpioCache:
             p.unlink(missing_ok=True)
 
     def file_for(self, store_path: str) -> Path:
-        return self.dir / f"{store_basename(store_path, self.store_dir)}.cpio.zst"
+        return self.dir / f"{store_basename(store_path, self.store_dir)}{self.suffix}"
 
     @property
     def total_bytes(self) -> int:
@@ -228,13 +246,13 @@ class CpioCache:
                 with open(tmp, "wb") as f:
                     size = write_tree_archive(
                         store_path, f"nix/store/{store_basename(store_path, self.store_dir)}",
-                        f, level=self.level, threads=threads)
+                        f, level=self.level, threads=threads, compress=self.compress)
                 os.replace(tmp, target)
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
             with self._lock:
-                self.built[target.name.removesuffix(".cpio.zst")] += 1
+                self.built[target.name.removesuffix(self.suffix)] += 1
                 self._total += size - self._sizes.get(target.name, 0)
                 self._sizes[target.name] = size
                 self._used[target.name] = time.time()
@@ -320,6 +338,14 @@ class ImageBuilder:
         return Artifact("kernel", (Segment(real, 0, size),), size,
                         etag=hashlib.sha256(f"{real}:{size}".encode()).hexdigest()[:32])
 
+    def stage1(self, toplevel: str) -> Artifact:
+        """The system's own stage-1 initrd alone (cached netboot: the closure comes later,
+        path by path, onto the host's disk)."""
+        real = self._member(toplevel, "initrd")
+        size = os.path.getsize(real)
+        return Artifact("stage1", (Segment(real, 0, size),), size,
+                        etag=hashlib.sha256(f"{real}:{size}".encode()).hexdigest()[:32])
+
     def prelude(self, toplevel: str) -> str:
         target = self.prelude_dir / f"{store_basename(toplevel, self.store_dir)}.cpio.zst"
         if target.exists():
@@ -339,11 +365,7 @@ class ImageBuilder:
         closure = self.closure(toplevel)
         ready, pending = self.cache.acquire(closure)
         prelude = self.prelude(toplevel)  # meanwhile the pool builds what is missing
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for name, fut in pending.items():
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            fut.result(timeout=left)
-            ready[name] = self.cache.size_of(name)
+        _wait_all(self.cache, ready, pending, timeout)
         d = str(self.cache.dir)
         segs = [Segment(stage1, 0, os.path.getsize(stage1)),
                 Segment(prelude, 0, os.path.getsize(prelude))]
@@ -356,6 +378,60 @@ class ImageBuilder:
         etag = hashlib.sha256(("\n".join(f"{s.path}:{s.length}" for s in segs)
                                + f"\nlevel={self.cache.level}").encode()).hexdigest()[:32]
         return Artifact("initrd", tuple(segs), size, etag)
+
+
+def _wait_all(cache: CpioCache, ready: dict[str, int], pending: dict[str, Future[str]],
+              timeout: float | None) -> dict[str, int]:
+    """`ready` completed with the sizes of the `pending` archives, waiting up to `timeout`
+    s in all (raises concurrent.futures.TimeoutError, the builds go on)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for name, fut in pending.items():
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        fut.result(timeout=left)
+        ready[name] = cache.size_of(name)
+    return ready
+
+
+class PathArchives:
+    """Cached netboot: a toplevel's closure as one plain newc archive per store path
+    (`<base>.cpio`, what busybox `cpio -i` unpacks), so a host keeping `/nix/store` on its
+    disk fetches only the paths it lacks. Only paths of the named toplevel's closure are
+    served: any other name is refused before anything is built or opened."""
+
+    def __init__(self, images: ImageBuilder, cache: CpioCache):
+        self.images = images
+        self.cache = cache
+        self.store_dir = cache.store_dir
+
+    def _members(self, toplevel: str) -> dict[str, str]:
+        return {store_basename(p, self.store_dir): p for p in self.images.closure(toplevel)}
+
+    def listing(self, toplevel: str, timeout: float | None = None) -> list[tuple[str, int]]:
+        """(basename, archive bytes) of every closure path, toplevel last; builds the
+        missing archives (waits up to `timeout` s, else concurrent.futures.TimeoutError)."""
+        members = self._members(toplevel)
+        ready, pending = self.cache.acquire(list(members.values()))
+        sizes = _wait_all(self.cache, ready, pending, timeout)
+        top = store_basename(toplevel, self.store_dir)
+        names = sorted(members, key=lambda b: (b == top, b))
+        if self.cache.total_bytes > self.cache.max_bytes:
+            self.cache.evict(keep=set(sizes))
+        return [(b, sizes[f"{b}{self.cache.suffix}"]) for b in names]
+
+    def archive(self, toplevel: str, basename: str, timeout: float | None = None
+                ) -> Artifact | None:
+        """The archive of `basename`, one path of the toplevel's closure; None for any
+        other name."""
+        path = self._members(toplevel).get(basename)
+        if path is None:
+            return None
+        ready, pending = self.cache.acquire([path])
+        sizes = _wait_all(self.cache, ready, pending, timeout)
+        name = f"{basename}{self.cache.suffix}"
+        size = sizes[name]
+        f = str(self.cache.dir / name)
+        return Artifact("path", (Segment(f, 0, size),), size,
+                        etag=hashlib.sha256(f"{f}:{size}".encode()).hexdigest()[:32])
 
 
 def nix_closure(nix) -> Callable[[str], list[str]]:

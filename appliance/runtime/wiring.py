@@ -116,14 +116,16 @@ def boot_local_nets(cfg: Config) -> tuple[str, ...]:
     return tuple(nets)
 
 
-def boot_settings(cfg: Config, router6: str | None = None) -> BootSettings:
+def boot_settings(cfg: Config, router6: str | None = None, cache_key: str | None = None
+                  ) -> BootSettings:
     """HTTP boot's settings; `router6` the router's LAN IPv6 address when IPv6 runs on
-    the LAN (hosts that fetch their script over IPv6 get IPv6 URLs)."""
+    the LAN (hosts that fetch their script over IPv6 get IPv6 URLs); `cache_key` the
+    binary cache's public key, which install and cached boots get as `nixie.cache_key=`."""
     return BootSettings(base_url=cfg.boot_base_url, menu=cfg.boot.menu,
                         menu_timeout_seconds=cfg.boot.menu_timeout_seconds,
                         cmdline=cfg.boot.cmdline, unknown_clients=cfg.dhcp.unknown_clients,
                         base_url6="" if cfg.boot.public_url else boot_url6(cfg, router6),
-                        local_nets=boot_local_nets(cfg))
+                        local_nets=boot_local_nets(cfg), cache_key=cache_key or "")
 
 
 def _v6_host(listen: str, router6: str | None) -> str | None:
@@ -338,11 +340,11 @@ class Runtime:
         """HTTP boot on boot.http_listen: scripts, kernels and initrds from the image
         builder, the agent API, and the binary cache under /nix-cache."""
         router6 = self.router6(c)
+        cache = create_binary_cache(c, events=self.backend.event)
         app = create_boot_app(hosts=self.backend, events=self.backend,
                               artifacts=StoreBootArtifacts(c, self.store), agent=self.backend,
-                              settings=boot_settings(c, router6), tftp_root=str(c.tftp_root),
-                              mounts={"/nix-cache": create_binary_cache(
-                                  c, events=self.backend.event)})
+                              settings=boot_settings(c, router6, cache.public_key),
+                              tftp_root=str(c.tftp_root), mounts={"/nix-cache": cache})
         listens = http_boot_listeners(c, router6)
         return HttpBootService(app, listens, prepare=self._prepare_listeners(c, listens))
 
@@ -350,7 +352,8 @@ class Runtime:
         router6 = self.router6(c)
         if svc.listen != http_boot_listeners(c, router6):
             return False  # e.g. lan.address6 moved: new sockets
-        svc.app.settings = boot_settings(c, router6)  # the next request renders with these
+        # the next request renders with these (the cache key stays: the cache is not rebuilt)
+        svc.app.settings = boot_settings(c, router6, svc.app.settings.cache_key)
         return True
 
     def _web(self, c: Config):

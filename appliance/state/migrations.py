@@ -354,6 +354,23 @@ CREATE TABLE media_tokens (
 );
 CREATE INDEX media_tokens_host ON media_tokens(host_id);
 """,
+    # issue 17 item 4: cached netboot. A host in mode `cached` PXE-boots every time, keeps
+    # /nix/store on its disk and fetches only the paths it lacks; its boot tokens have
+    # purpose `cached` and it comes up with boot mode `cached`. Only CHECK constraints
+    # widen: SQLite's documented schema edit for changes that leave the stored data valid
+    # (a table rebuild would cascade deletes through the foreign keys). The table made and
+    # dropped last changes the schema cookie, so every other connection rereads the schema.
+    41: """
+PRAGMA writable_schema = ON;
+UPDATE sqlite_master SET sql = replace(sql, '''netboot'', ''install'', ''local'')',
+    '''netboot'', ''install'', ''local'', ''cached'')') WHERE type = 'table' AND name = 'hosts';
+UPDATE sqlite_master SET sql = replace(sql, 'purpose IN (''netboot'', ''install'')',
+    'purpose IN (''netboot'', ''install'', ''cached'')')
+    WHERE type = 'table' AND name = 'boot_tokens';
+PRAGMA writable_schema = RESET;
+CREATE TABLE schema_cookie_41 (x INTEGER);
+DROP TABLE schema_cookie_41;
+""",
     # issue 16: a DHCPv6 lease commit wrote one random page of leases6_mac per new client
     # (half the commit's cost). The lookups by MAC are for registered hosts only, so the
     # row carries its host (kept by these triggers when MACs move) and only those rows

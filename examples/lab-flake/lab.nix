@@ -13,6 +13,8 @@ let
   # what stage 1 loads to reach a virtio disk (ext4 is built into the kernel)
   diskModules = [ "virtio_ring" "virtio" "virtio_pci_modern_dev" "virtio_pci_legacy_dev"
                   "virtio_pci" "virtio_blk" ];
+  # what a cached netboot's stage 1 loads besides: the NIC, to fetch the store paths
+  cachedModules = [ "failover" "net_failover" "virtio_net" ];
   # what the installer adds: the disk, and FAT for the ESP
   installModules = [ "virtio_blk" "fat" "vfat" "nls_cp437" "nls_utf8" "nls_ascii" ];
 
@@ -29,6 +31,152 @@ let
     '' ];
   };
 
+  # udhcpc's script (stage 2's, and cached stage 1's with its own busybox as interpreter)
+  udhcpcBody = ''
+    case "$1" in
+      bound|renew)
+        ifconfig "$interface" "$ip" netmask "$subnet" up
+        if [ -n "$router" ]; then
+          for r in $router; do route add default gw "$r" dev "$interface"; break; done
+        fi
+        echo "udhcpc: $interface $ip"
+        ;;
+      deconfig) ifconfig "$interface" 0.0.0.0 ;;
+    esac
+  '';
+
+  # The disk layout an install applies, and a cached netboot creates when the disk has
+  # none, and their agent report (`post`, with $api and $token): one shell library both
+  # source. `disk_layout DEVICE ESP_MIB NEED_MIB` checks the
+  # disk's size, partitions it (MBR: an ESP of ESP_MIB, the root on the rest) and formats
+  # both, reporting through the caller's `step` and `fail`; it sets $part.
+  diskLayout = run "nixie-lab-disk-layout" ''
+    cat > "$out" <<'S'
+post() {  # EVENT MESSAGE: one agent report; the router's answer lands in /tmp/answer
+  [ -n "$api" ] || return 0
+  m=$(echo "$2" | tr -d '"\\' | tr '\n' ' ')
+  wget -q -O /tmp/answer --header "Authorization: Bearer $token" \
+    --header "Content-Type: application/json" \
+    --post-data "{\"event\":\"$1\",\"message\":\"$m\"}" "$api/api/v1/agent/events"
+}
+disk_wait() { i=0; while [ ! -b "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; }
+disk_part() { case "$(basename "$1")" in *[0-9]) echo "$1"p ;; *) echo "$1" ;; esac; }
+disk_layout() {
+  device=$1; esp_mib=$2; need_mib=$3
+  part=$(disk_part "$device")
+  size_mib=0
+  [ -b "$device" ] && size_mib=$(( $(cat /sys/block/$(basename "$device")/size) / 2048 ))
+  step "partition: $device ($size_mib MiB): ESP $esp_mib MiB, root ext2 on the rest"
+  [ -b "$device" ] || fail "no disk $device"
+  [ "$size_mib" -ge "$need_mib" ] || \
+    fail "disk $device is too small: $size_mib MiB, this system needs at least $need_mib MiB"
+  # fdisk would put a partition with a default start into the gap before the ESP
+  root_start=$(( 2048 + esp_mib * 2048 ))
+  printf 'o\nn\np\n1\n2048\n+%sM\nt\nef\nn\np\n2\n%s\n\na\n2\nw\n' "$esp_mib" "$root_start" \
+    | fdisk "$device" >/tmp/fdisk.log 2>&1 || fail "fdisk: $(tail -n 1 /tmp/fdisk.log)"
+  disk_wait "$part"2
+  [ -b "$part"2 ] || fail "the new partitions of $device did not appear"
+  step "format: ''${part}1 FAT (ESP), ''${part}2 ext2 (root)"
+  mkdosfs -n NIXIE-ESP "$part"1 >/tmp/mkdosfs.log 2>&1 || fail "mkdosfs: $(tail -n 1 /tmp/mkdosfs.log)"
+  mke2fs -F -L nixie-root "$part"2 >/tmp/mke2fs.log 2>&1 || fail "mke2fs: $(tail -n 1 /tmp/mke2fs.log)"
+}
+S
+  '';
+
+  # Cached netboot (nixie.mode=cached): stage 1 keeps /nix/store on the disk. It reads
+  # the system from init=, brings the NIC up, fetches the closure listing from the router
+  # (<nixie.api>/boot/<system>/closure: "<basename> <bytes>" per path, the system last)
+  # and the system's own path (its nixie-disk names the disk layout), mounts the disk's
+  # root filesystem (creating the layout when there is none), fetches each path the disk
+  # lacks as a plain newc archive (/boot/<system>/path/<basename>.cpio), unpacked beside
+  # the store and moved in whole (a cut fetch leaves no half path), then switches root to
+  # the disk. Failures are reported (`failed` with the reason) and stop the boot.
+  cachedStage1 = ''
+    system=''${init%/init}; tb=''${system##*/}
+    for m in ${builtins.concatStringsSep " " (diskModules ++ cachedModules)}; do
+      insmod /lib/modules/$m.ko 2>/dev/null
+    done
+    step() { echo "NIXIE-CACHED $1"; }
+    fail() {
+      echo "NIXIE-CACHED-FAILED $1"
+      umount /sysroot 2>/dev/null
+      post failed "cached boot failed: $1" || echo "NIXIE-REPORT-FAILED"
+      while true; do sleep 3600; done
+    }
+    get() {  # URL FILE: retried while the router builds (503) or is briefly away
+      tries=0
+      until wget -q -O "$2" "$1"; do
+        tries=$((tries + 1)); [ $tries -lt 20 ] || return 1; sleep 2
+      done
+    }
+    uptime_cs() { awk '{ printf "%d", $1 * 100 }' /proc/uptime; }
+    . /lib/nixie-disk-layout.sh
+    [ -n "$api" ] || fail "no nixie.api= on the kernel command line"
+    ip link set lo up
+    i=0
+    while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+    ip link set eth0 up
+    udhcpc -i eth0 -n -q -t 20 -T 1 -s /bin/udhcpc-script >/dev/null 2>&1 || echo "NIXIE-DHCP-FAILED"
+    t0=$(uptime_cs)
+    get "$api/boot/$tb/closure" /tmp/closure || fail "cannot fetch the closure of $system from $api"
+    total=0; count=0
+    while read b n; do total=$((total + n)); count=$((count + 1)); done < /tmp/closure
+    mkdir -p /tmp/top
+    get "$api/boot/$tb/path/$tb.cpio" /tmp/top.cpio || fail "cannot fetch $tb from $api"
+    (cd /tmp/top && cpio -i -d -m < /tmp/top.cpio 2>/dev/null) || fail "cannot unpack $tb"
+    got_bytes=$(wc -c < /tmp/top.cpio)
+    device=; esp_mib=
+    [ -r /tmp/top/nix/store/$tb/nixie-disk ] || fail "$system declares no disk layout (nixie-disk)"
+    . /tmp/top/nix/store/$tb/nixie-disk
+    store_mib=$((total / 1048576))
+    need_mib=$(( esp_mib + 1 + store_mib + store_mib / 4 + 16 ))
+    disk_wait "$device"
+    part=$(disk_part "$device")
+    mkdir -p /sysroot
+    if [ -b "$part"2 ] && mount -t ext4 "$part"2 /sysroot 2>/dev/null && [ -d /sysroot/nix/store ]; then
+      step "layout: $device holds its root filesystem ''${part}2 with /nix/store"
+    else
+      umount /sysroot 2>/dev/null
+      disk_layout "$device" "$esp_mib" "$need_mib"
+      mount -t ext4 "$part"2 /sysroot || fail "cannot mount the new root filesystem ''${part}2"
+      mkdir -p /sysroot/nix/store
+    fi
+    missing=0
+    while read b n; do [ -e /sysroot/nix/store/$b ] || missing=$((missing + n)); done < /tmp/closure
+    free_kib=$(df -k /sysroot | awk 'NR == 2 { print $4 }')
+    [ $((missing / 1024 + 4096)) -le "$free_kib" ] || \
+      fail "disk $device is full: $((free_kib / 1024)) MiB free, the missing paths need $((missing / 1048576 + 4)) MiB"
+    mkdir -p /sysroot/nix/.nixie /sysroot/nix/var/nix/profiles
+    got=0; kept=0; tmp=/sysroot/nix/.nixie/partial
+    while read b n; do
+      if [ -e /sysroot/nix/store/$b ]; then kept=$((kept + 1)); continue; fi
+      rm -rf $tmp; mkdir -p $tmp/nix/store
+      if [ "$b" = "$tb" ]; then
+        cp -a /tmp/top/nix/store/$tb $tmp/nix/store/ || fail "copying $tb"
+      else
+        get "$api/boot/$tb/path/$b.cpio" $tmp/a.cpio || fail "fetching $b from $api failed"
+        [ "$(wc -c < $tmp/a.cpio)" -eq "$n" ] || fail "fetching $b from $api: short read"
+        (cd $tmp && cpio -i -d -m < a.cpio 2>/dev/null) || fail "cannot unpack $b"
+        got_bytes=$((got_bytes + n))
+      fi
+      mv $tmp/nix/store/$b /sysroot/nix/store/$b || fail "cannot move $b into /nix/store"
+      got=$((got + 1))
+    done < /tmp/closure
+    rm -rf $tmp
+    sync
+    t1=$(uptime_cs)
+    ln -sfn "$system" /sysroot/nix/var/nix/profiles/system
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) / 100 }')
+    echo "fetched $got of $count store paths ($got_bytes bytes) in $secs s, $kept kept on the disk" \
+      > /sysroot/nix/.nixie/cached-last
+    echo "NIXIE-CACHED-FETCHED $got $count $got_bytes $kept"
+    [ -x "/sysroot$init" ] || fail "$init is not on the disk after the fetch"
+    mkdir -p /sysroot/dev /sysroot/proc /sysroot/sys /sysroot/tmp /sysroot/run /sysroot/bin
+    for d in dev proc sys; do mount --move /$d /sysroot/$d; done
+    echo "NIXIE-STAGE1-CACHED $device"
+    exec switch_root /sysroot "$init"
+  '';
+
   # Stage 1: a newc cpio with /init, its own busybox and the modules that reach
   # a virtio disk. Netboot: the closure arrives as the appended per-store-path
   # archives, so /init execs straight into /nix/store. Local boot (`root=` on
@@ -37,9 +185,18 @@ let
   stage1 = run "initrd-stage1" ''
     mkdir -p root/proc root/sys root/dev root/bin root/tmp root/run root/sysroot root/lib/modules
     cp ${bb} root/bin/busybox
-    for m in ${builtins.concatStringsSep " " diskModules}; do
+    for m in ${builtins.concatStringsSep " " (diskModules ++ cachedModules)}; do
       cp ${kernel}/modules/$m.ko root/lib/modules/
     done
+    cp ${diskLayout} root/lib/nixie-disk-layout.sh
+    { echo '#!/bin/busybox sh'; cat <<'S'
+${udhcpcBody}
+S
+    } > root/bin/udhcpc-script
+    chmod 0755 root/bin/udhcpc-script
+    cat > root/cached <<'CACHED'
+${cachedStage1}
+CACHED
     cat > root/init <<'INIT'
 #!/bin/busybox sh
 /bin/busybox mount -t devtmpfs devtmpfs /dev
@@ -49,13 +206,17 @@ exec </dev/console >/dev/console 2>&1
 /bin/busybox --install -s /bin
 export PATH=/bin
 echo "NIXIE-STAGE1"
-init=; root=
+init=; root=; mode=; api=; token=
 for w in $(cat /proc/cmdline); do
   case "$w" in
     init=*) init="''${w#init=}" ;;
     root=*) root="''${w#root=}" ;;
+    nixie.mode=*) mode="''${w#nixie.mode=}" ;;
+    nixie.api=*) api="''${w#nixie.api=}" ;;
+    nixie.token=*) token="''${w#nixie.token=}" ;;
   esac
 done
+[ "$mode" = cached ] && . /cached
 if [ -n "$root" ]; then
   for m in ${builtins.concatStringsSep " " diskModules}; do insmod /lib/modules/$m.ko 2>/dev/null; done
   i=0
@@ -99,13 +260,7 @@ INIT
 system=$1; api=$2; token=$3
 export PATH=/bin
 loaders=${bootloaders}
-post() {  # EVENT MESSAGE: one agent report; the router's answer lands in /tmp/answer
-  [ -n "$api" ] || return 0
-  m=$(echo "$2" | tr -d '"\\' | tr '\n' ' ')
-  wget -q -O /tmp/answer --header "Authorization: Bearer $token" \
-    --header "Content-Type: application/json" \
-    --post-data "{\"event\":\"$1\",\"message\":\"$m\"}" "$api/api/v1/agent/events"
-}
+. ${diskLayout}
 step() { echo "NIXIE-INSTALL $1"; post installing "$1" || echo "NIXIE-REPORT-FAILED"; }
 fail() {
   echo "NIXIE-INSTALL-FAILED $1"
@@ -135,30 +290,11 @@ device=; esp_mib=
 for m in ${builtins.concatStringsSep " " installModules}; do
   insmod ${kernel}/modules/$m.ko 2>/dev/null
 done
-i=0
-while [ ! -b "$device" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
-dev=$(basename "$device")
-case "$dev" in *[0-9]) part="$device"p ;; *) part="$device" ;; esac
-size_mib=0
-[ -b "$device" ] && size_mib=$(( $(cat /sys/block/$dev/size) / 2048 ))
+disk_wait "$device"
 store_mib=$(du -sm /nix/store | cut -f1)
 paths=$(ls /nix/store | wc -l)
 need_mib=$(( esp_mib + 1 + store_mib + store_mib / 4 + 16 ))
-step "partition: $device ($size_mib MiB): ESP $esp_mib MiB, root ext2 on the rest"
-[ -b "$device" ] || fail "no disk $device"
-[ "$size_mib" -ge "$need_mib" ] || \
-  fail "disk $device is too small: $size_mib MiB, this system needs at least $need_mib MiB"
-# fdisk would put a partition with a default start into the gap before the ESP
-root_start=$(( 2048 + esp_mib * 2048 ))
-printf 'o\nn\np\n1\n2048\n+%sM\nt\nef\nn\np\n2\n%s\n\na\n2\nw\n' "$esp_mib" "$root_start" \
-  | fdisk "$device" >/tmp/fdisk.log 2>&1 || fail "fdisk: $(tail -n 1 /tmp/fdisk.log)"
-i=0
-while [ ! -b "$part"2 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
-[ -b "$part"2 ] || fail "the new partitions of $device did not appear"
-
-step "format: ''${part}1 FAT (ESP), ''${part}2 ext2 (root)"
-mkdosfs -n NIXIE-ESP "$part"1 >/tmp/mkdosfs.log 2>&1 || fail "mkdosfs: $(tail -n 1 /tmp/mkdosfs.log)"
-mke2fs -F -L nixie-root "$part"2 >/tmp/mke2fs.log 2>&1 || fail "mke2fs: $(tail -n 1 /tmp/mke2fs.log)"
+disk_layout "$device" "$esp_mib" "$need_mib"
 mkdir -p /mnt /esp
 mount -t ext4 "$part"2 /mnt || fail "cannot mount the new root filesystem ''${part}2"
 
@@ -238,16 +374,7 @@ S
   udhcpcScript = run "udhcpc-script" ''
     cat > "$out" <<'S'
 #!${bb} sh
-case "$1" in
-  bound|renew)
-    ifconfig "$interface" "$ip" netmask "$subnet" up
-    if [ -n "$router" ]; then
-      for r in $router; do route add default gw "$r" dev "$interface"; break; done
-    fi
-    echo "udhcpc: $interface $ip"
-    ;;
-  deconfig) ifconfig "$interface" 0.0.0.0 ;;
-esac
+${udhcpcBody}
 S
     chmod 0755 "$out"
   '';
@@ -311,6 +438,10 @@ S
       exec ${installer} "$self" "$api" "$token"
     fi
     msg="${hostName} reached stage 2 of $self"
+    if [ "$mode" = cached ]; then
+      msg="${hostName} booted $self from its disk's /nix/store (mode cached): $(cat /nix/.nixie/cached-last 2>/dev/null)"
+      echo "NIXIE-CACHED-BOOT ${hostName} $self"
+    fi
     if [ "$boot" = local ]; then
       token=$(cat /nix/.nixie/agent-token 2>/dev/null)
       msg="${hostName} booted $self from its disk (mode local)"

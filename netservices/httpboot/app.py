@@ -85,8 +85,10 @@ def _route_of(path: str) -> str:
     """The route a request path names, for the counters (a fixed set: no label per URL)."""
     parts = [p for p in path.split("/") if p]
     if parts[:1] == ["boot"]:
-        if len(parts) == 3 and parts[2] in ("kernel", "initrd"):
+        if len(parts) == 3 and parts[2] in ("kernel", "initrd", "stage1", "closure"):
             return parts[2]
+        if len(parts) == 4 and parts[2] == "path":
+            return "path"
         return "script"
     if parts[:1] in (["ipxe"], ["dispatch"], ["nix-cache"]):
         return parts[0]
@@ -178,8 +180,8 @@ class BootApp:
                                    "beyond the LAN, boot through media with a token (/boot/m/)\n")
             if len(parts) == 2 and parts[0] == "boot" and parts[1].endswith(".ipxe"):
                 return self.host_script(environ, start_response, parts[1][:-5])
-            if len(parts) == 3 and parts[0] == "boot" and parts[2] in ("kernel", "initrd"):
-                return self.artifact(environ, start_response, parts[1], parts[2])
+            if len(parts) in (3, 4) and parts[0] == "boot" and parts[2] != "netboot.ipxe":
+                return self._store_route(environ, start_response, parts)
             if len(parts) == 3 and parts[0] == "boot" and parts[2] == "netboot.ipxe":
                 return self.dispatch(environ, start_response, "closure", [parts[1]])
             if len(parts) >= 3 and parts[0] == "dispatch":
@@ -194,6 +196,16 @@ class BootApp:
 
     def stats(self) -> dict[str, Any]:
         return self.counters.to_dict()
+
+    def _store_route(self, environ, start_response, parts: list[str]):
+        """`/boot/<toplevel>/kernel|initrd|stage1|closure` and `/boot/<toplevel>/path/<p>`."""
+        if len(parts) == 3 and parts[2] in ("kernel", "initrd", "stage1"):
+            return self.artifact(environ, start_response, parts[1], parts[2])
+        if len(parts) == 3 and parts[2] == "closure":
+            return self.closure_listing(environ, start_response, parts[1])
+        if len(parts) == 4 and parts[2] == "path":
+            return self.path_archive(environ, start_response, parts[1], parts[3])
+        return self._plain(start_response, 404, "not found\n")
 
     # ------------------------------------------------------------ helpers
     @staticmethod
@@ -228,6 +240,16 @@ class BootApp:
         except Exception:  # noqa: BLE001 - attribution is best effort
             return None
         return host.id if host else None
+
+    def _host_of(self, environ, basename: str) -> int | None:
+        """The host a fetch of `basename`'s files belongs to: the one whose script this
+        client fetched naming it, else the one holding the client's lease."""
+        ip = environ.get("REMOTE_ADDR") or ""
+        host_id = self.recent.host_id(ip, basename)
+        return host_id if host_id and host_id > 0 else self._host_id_by_ip(ip)
+
+    def _pending(self, start_response, p: Pending):
+        return self._plain(start_response, 503, f"{p}\n", [("Retry-After", str(p.retry_after))])
 
     def _settings(self, environ) -> BootSettings:
         """The boot settings for this request's client (its address family's URLs)."""
@@ -337,12 +359,14 @@ class BootApp:
 
     def _bootable(self, host: HostRecord, s: BootSettings) -> tuple[list[BootTarget], BootTarget]:
         """The host's targets and the default one, whose initrd is there (asking for it
-        builds it); Pending when there is none yet or it is being built."""
+        builds it; a cached-netboot host needs only the stage 1); Pending when there is
+        none yet or it is being built."""
         targets = list(self.artifacts.boot_targets(host))
         if not targets:
             raise Pending("no system built yet", s.retry_seconds)
         default = targets[scripts.default_target(targets)]
-        if self.artifacts.artifact(default.toplevel, "initrd") is None:
+        initrd = "stage1" if host.mode == "cached" else "initrd"
+        if self.artifacts.artifact(default.toplevel, initrd) is None:
             raise Pending("initrd not available yet", s.retry_seconds)
         return targets, default
 
@@ -362,17 +386,25 @@ class BootApp:
             # the installer installs the system it was booted with (`nixie.system`)
             return (scripts.target_script(t, s, self_url, title=f"{host.name} installer",
                                           token=token, extra=["nixie.mode=install",
-                                                              f"nixie.system={t.toplevel}"]),
+                                                              f"nixie.system={t.toplevel}",
+                                                              *scripts.cache_key_params(s)]),
                     "install", [t])
+        # cached: the same menu and generations, but only the stage-1 initrd; the stage 1
+        # keeps /nix/store on the disk and fetches the paths it lacks
+        cached = host.mode == "cached"
+        purpose, extra = ("cached", scripts.cached_params(s)) if cached else ("netboot", [])
+        initrd = "stage1" if cached else "initrd"
         if s.menu and s.menu_timeout_seconds > 0:
             # one token per generation listed: each replaces that generation's last one
             text = scripts.menu_script(
                 host, targets, s, self_url,
-                lambda t: self.artifacts.issue_boot_token(host, t, client_ip, "netboot"))
-            return text, "menu", targets
+                lambda t: self.artifacts.issue_boot_token(host, t, client_ip, purpose),
+                extra=extra, initrd=initrd)
+            return text, "cached" if cached else "menu", targets
         t = default
-        token = self.artifacts.issue_boot_token(host, t, client_ip, "netboot")
-        return scripts.target_script(t, s, self_url, title=host.name, token=token), "netboot", [t]
+        token = self.artifacts.issue_boot_token(host, t, client_ip, purpose)
+        return (scripts.target_script(t, s, self_url, title=host.name, token=token, extra=extra,
+                                      initrd=initrd), purpose, [t])
 
     # ------------------------------------------------------------ dispatch kinds
     def dispatch(self, environ, start_response, kind: str, args: list[str]):
@@ -410,10 +442,8 @@ class BootApp:
         try:
             art = self.artifacts.artifact(toplevel, name)
         except Pending as p:
-            return self._plain(start_response, 503, f"{p}\n", [("Retry-After", str(p.retry_after))])
-        ip = environ.get("REMOTE_ADDR") or ""
-        host_id = self.recent.host_id(ip, basename)
-        host_id = host_id if host_id and host_id > 0 else self._host_id_by_ip(ip)
+            return self._pending(start_response, p)
+        host_id = self._host_of(environ, basename)
         kind = f"boot.{name}"
         if art is None:
             self._event(kind, f"{name} missing for {basename}", environ, host_id=host_id,
@@ -437,6 +467,65 @@ class BootApp:
                                         data={"toplevel": toplevel, "offset": start,
                                               "bytes": n, "status": "started"}),
                                     on_close=on_close)
+
+    # ------------------------------------------------------------ cached netboot
+    def _cached_backend(self, start_response, basename: str):
+        """The toplevel of `basename`, or a 404 answer when this is no store path or the
+        backend has no cached netboot."""
+        if not scripts.is_store_basename(basename) or not hasattr(self.artifacts,
+                                                                   "closure_listing"):
+            return None, self._plain(start_response, 404, "not a store path\n")
+        return "/nix/store/" + basename, None
+
+    def closure_listing(self, environ, start_response, basename: str):
+        """`/boot/<toplevel>/closure`: the closure a cached-netboot stage 1 needs, one line
+        per store path, `<basename> <archive bytes>`, the toplevel last. The host fetches
+        those its disk lacks from `/boot/<toplevel>/path/<basename>.cpio`."""
+        toplevel, refused = self._cached_backend(start_response, basename)
+        if refused is not None:
+            return refused
+        try:
+            listing = self.artifacts.closure_listing(toplevel)
+        except Pending as p:
+            return self._pending(start_response, p)
+        if listing is None:
+            return self._plain(start_response, 404, f"no closure for {basename}\n")
+        total = sum(n for _, n in listing)
+        self._event("boot.closure", f"closure listed: {len(listing)} store paths, {total} bytes",
+                    environ, host_id=self._host_of(environ, basename),
+                    data={"toplevel": toplevel, "paths": len(listing), "bytes": total})
+        text = "".join(f"{b} {n}\n" for b, n in listing)
+        return self._script(environ, start_response, text)
+
+    def path_archive(self, environ, start_response, basename: str, filename: str):
+        """`/boot/<toplevel>/path/<store path basename>.cpio`: one path of that toplevel's
+        closure as a plain newc archive (entries `nix/store/<basename>/...`). Anything
+        else, including paths outside the closure, is a 404 before any file is opened."""
+        toplevel, refused = self._cached_backend(start_response, basename)
+        if refused is not None:
+            return refused
+        name = filename.removesuffix(".cpio")
+        if name == filename or not scripts.is_store_basename(name):
+            return self._plain(start_response, 404, "expected <store path basename>.cpio\n")
+        try:
+            art = self.artifacts.path_artifact(toplevel, name)
+        except Pending as p:
+            return self._pending(start_response, p)
+        if art is None:
+            return self._plain(start_response, 404, f"{name} is not in the closure of {basename}\n")
+        host_id = self._host_of(environ, basename)
+
+        def on_close(sent: int, length: int) -> None:
+            done = sent >= length
+            self.counters.transfer("path", sent, done)
+            self._event("boot.path", f"{name} sent ({sent} bytes)" if done else
+                        f"{name} interrupted after {sent} of {length} bytes", environ,
+                        host_id=host_id, level="info" if done else "warning",
+                        data={"toplevel": toplevel, "path": name, "bytes": sent,
+                              "status": "completed" if done else "interrupted"})
+
+        return self._serve_segments(environ, start_response, art.segments, art.size, art.etag,
+                                    art.content_type, ARTIFACT_CACHE, on_close=on_close)
 
     def _serve_segments(self, environ, start_response, segments: tuple[Segment, ...], size: int,
                         etag: str, content_type: str, cache: str, on_start=None, on_close=None):

@@ -39,6 +39,9 @@ class BootSettings:
     # networks whose clients may fetch scripts without a media token (the LAN, relayed
     # segments); empty: everyone may (a server with no notion of its LAN)
     local_nets: tuple[str, ...] = ()
+    # the router's binary cache public key (`name:base64`), sent as `nixie.cache_key=` to
+    # install and cached boots (NixOS trusts the cache with it); "": none made yet
+    cache_key: str = ""
 
     @cached_property
     def local_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -96,14 +99,15 @@ def is_store_basename(text: str) -> bool:
 
 def boot_lines(target: BootTarget, s: BootSettings, *, token: str | None = None,
                extra: Sequence[str] = (), prefix: Sequence[str] = (),
-               suffix: Sequence[str] = ()) -> list[str]:
+               suffix: Sequence[str] = (), initrd: str = "initrd") -> list[str]:
     """`kernel`, `initrd`, `boot` for one target. UEFI needs `initrd=initrd` naming
-    the initrd, so the initrd gets that name explicitly."""
+    the initrd, so the initrd gets that name explicitly. `initrd="stage1"`: the system's
+    stage-1 initrd alone (cached netboot fetches the closure itself)."""
     b = store_basename(target.toplevel)
     args = kernel_args(target, s, token=token, extra=extra, prefix=prefix, suffix=suffix)
     return [
         f"kernel {s.base_url}/boot/{b}/kernel {' '.join(args)}",
-        f"initrd --name initrd {s.base_url}/boot/{b}/initrd",
+        f"initrd --name initrd {s.base_url}/boot/{b}/{initrd}",
         "boot",
     ]
 
@@ -203,11 +207,24 @@ def unknown_menu_script(mac: str, self_url: str, timeout_seconds: int) -> str:
     ])
 
 
+def cached_params(s: BootSettings) -> list[str]:
+    """What a cached netboot's stage 1 reads from the kernel line: the mode and the
+    router's cache (its key, for the NixOS path). The stage 1 derives the system from
+    `init=` and fetches `<nixie.api>/boot/<system>/closure` and the paths it lacks."""
+    return ["nixie.mode=cached", *cache_key_params(s)]
+
+
+def cache_key_params(s: BootSettings) -> list[str]:
+    return [f"nixie.cache_key={s.cache_key}"] if s.cache_key else []
+
+
 def target_script(target: BootTarget, s: BootSettings, self_url: str, *, title: str,
                   token: str | None = None, extra: Sequence[str] = (),
-                  prefix: Sequence[str] = (), suffix: Sequence[str] = ()) -> str:
+                  prefix: Sequence[str] = (), suffix: Sequence[str] = (),
+                  initrd: str = "initrd") -> str:
     """Boot one target straight away; on failure, wait and ask again."""
-    lines = boot_lines(target, s, token=token, extra=extra, prefix=prefix, suffix=suffix)
+    lines = boot_lines(target, s, token=token, extra=extra, prefix=prefix, suffix=suffix,
+                       initrd=initrd)
     return "\n".join([
         *_header(f"{title}: {target.label}"),
         *lines[:2],
@@ -231,7 +248,7 @@ def default_target(targets: Sequence[BootTarget]) -> int:
 
 def menu_script(host: HostRecord, targets: Sequence[BootTarget], s: BootSettings,
                 self_url: str, token_for: Callable[[BootTarget], str | None],
-                extra: Sequence[str] = ()) -> str:
+                extra: Sequence[str] = (), initrd: str = "initrd") -> str:
     """The host's generations, newest first; the default is the current one (the
     newest unless the admin chose another) and keys 0-9 pick one directly, so any
     other generation is one keypress away."""
@@ -248,8 +265,8 @@ def menu_script(host: HostRecord, targets: Sequence[BootTarget], s: BootSettings
             f"|| goto gen{d}",
             "goto ${selected}"]
     for i, t in enumerate(targets):
-        kernel, initrd, _ = boot_lines(t, s, token=token_for(t), extra=extra)
-        out += [f":gen{i}", f"echo Booting {name}: {safe_label(t.label)}", kernel, initrd,
+        kernel, initrd_line, _ = boot_lines(t, s, token=token_for(t), extra=extra, initrd=initrd)
+        out += [f":gen{i}", f"echo Booting {name}: {safe_label(t.label)}", kernel, initrd_line,
                 "boot || goto failed"]
     out += [":local", "iseq ${platform} efi && exit 1 ||",
             "sanboot --no-describe --drive 0x80 || exit 0",
