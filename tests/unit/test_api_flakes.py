@@ -193,7 +193,7 @@ def test_oversized_flake_requests_are_refused_and_store_nothing(web):
     _, store, _, client, csrf = web
     huge = json.dumps({"url": "path:/srv/" + "x" * (9 << 20)})  # over the 8 MB body limit
     r = client.post("/api/v1/flakes", data=huge, content_type="application/json", headers=csrf)
-    assert r.status_code == 413 and r.json["error"] == "request body too large"
+    assert r.status_code == 413 and r.json["error"].startswith("request body too large")
     # a body within the limit carrying a URL no flake has
     r = client.post("/api/v1/flakes", json={"url": "path:/srv/" + "x" * (1 << 20)}, headers=csrf)
     assert r.status_code == 400 and r.json["field"] == "url"

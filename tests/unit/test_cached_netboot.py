@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import sqlite3
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,9 @@ import pytest
 from appliance.domain import agent, hosts
 from appliance.domain.boot_backend import SqliteBackend
 from appliance.nix.netboot import CpioCache, ImageBuilder, PathArchives
+from appliance.state import db
 from appliance.state.db import Store
+from appliance.state.migrations import MIGRATIONS
 from netservices.httpboot import BootSettings, create_boot_app, make_server
 from tests.bootlab import SpecBackend
 from tests.golden import assert_golden
@@ -235,11 +238,6 @@ def test_migration_41_widens_the_checks_and_keeps_every_row(tmp_path):
     """A database at version 39 with a host, a MAC, a boot token and an event: after the
     migrations the rows (and their foreign keys) are all there, `cached` is accepted as a
     mode, boot mode and token purpose, and anything else is still refused."""
-    import sqlite3
-
-    from appliance.state import db
-    from appliance.state.migrations import MIGRATIONS
-
     path = tmp_path / "nixie.db"
     old = sqlite3.connect(path, isolation_level=None)
     old.row_factory = sqlite3.Row
@@ -248,9 +246,13 @@ def test_migration_41_widens_the_checks_and_keeps_every_row(tmp_path):
         for stmt in db._split_sql(MIGRATIONS[v]):
             old.execute(stmt)
     old.execute("PRAGMA user_version = 39")
-    hosts.add_host(old, "web1", [MAC], "f", mode="local")
-    hid = hosts.get_host(old, "web1")["id"]
-    agent.issue_token(old, hid, None, client_ip="10.0.0.9", purpose="install")
+    # rows written as version 39 knew them (today's domain functions read later columns)
+    hid = old.execute("INSERT INTO hosts (name, flake, attr, mode, created_at) "
+                      "VALUES ('web1', 'f', 'web1', 'local', 1)"
+                      ).lastrowid
+    old.execute("INSERT INTO host_macs (host_id, mac) VALUES (?, ?)", (hid, MAC))
+    old.execute("INSERT INTO boot_tokens (token_hash, host_id, client_ip, purpose, created_at,"
+                " expires_at) VALUES ('h', ?, '10.0.0.9', 'install', 1, 2)", (hid,))
     with pytest.raises(sqlite3.IntegrityError):
         old.execute("UPDATE hosts SET mode = 'cached'")
     old.close()
