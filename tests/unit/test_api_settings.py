@@ -146,7 +146,7 @@ def test_patch_refuses_a_huge_body_and_forged_or_replayed_csrf_tokens(locked_web
     before = client.get("/api/v1/settings").json
     huge = json.dumps({"boot.cmdline": "x" * (9 << 20)})  # over the 8 MB body limit
     r = client.patch("/api/v1/settings", data=huge, content_type="application/json", headers=csrf)
-    assert r.status_code == 413 and r.json["error"] == "request body too large"
+    assert r.status_code == 413 and r.json["error"].startswith("request body too large")
     # the token of another session (replayed), a made-up one, none
     other = client.application.test_client()
     assert post_form(other, "/login", {"username": "admin", "password": PASSWORD}).status_code == 302
