@@ -17,6 +17,7 @@ evicted, so an image being streamed keeps its segments.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -65,26 +66,13 @@ def write_path_archive(store_path: str, out, *, level: int = 3, threads: int = 0
     return write_tree_archive(store_path, f"nix/store/{base}", out, level=level, threads=threads)
 
 
-class _Plain:
-    """A stream_writer look-alike that writes straight through (uncompressed archives)."""
-
-    def __init__(self, out):
-        self.write = out.write
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
 def write_tree_archive(path: str, archive_name: str, out, *, level: int = 3,
                        threads: int = 0, compress: bool = True) -> int:
     """Write `path` (file, dir or symlink) as a zstd newc archive whose entries
     are named `archive_name`/...; returns bytes written. `compress=False`: a plain
     newc archive (what busybox `cpio -i` reads: it has no zstd)."""
     writer = (zstandard.ZstdCompressor(level=level, threads=threads).stream_writer(
-        out, closefd=False) if compress else _Plain(out))
+        out, closefd=False) if compress else contextlib.nullcontext(out))
     with writer as w:
         ino = 0
         buf = bytearray()
@@ -334,17 +322,13 @@ class ImageBuilder:
 
     def kernel(self, toplevel: str) -> Artifact:
         real = self._member(toplevel, "kernel")
-        size = os.path.getsize(real)
-        return Artifact("kernel", (Segment(real, 0, size),), size,
-                        etag=hashlib.sha256(f"{real}:{size}".encode()).hexdigest()[:32])
+        return file_artifact("kernel", real)
 
     def stage1(self, toplevel: str) -> Artifact:
         """The system's own stage-1 initrd alone (cached netboot: the closure comes later,
         path by path, onto the host's disk)."""
         real = self._member(toplevel, "initrd")
-        size = os.path.getsize(real)
-        return Artifact("stage1", (Segment(real, 0, size),), size,
-                        etag=hashlib.sha256(f"{real}:{size}".encode()).hexdigest()[:32])
+        return file_artifact("stage1", real)
 
     def prelude(self, toplevel: str) -> str:
         target = self.prelude_dir / f"{store_basename(toplevel, self.store_dir)}.cpio.zst"
@@ -378,6 +362,14 @@ class ImageBuilder:
         etag = hashlib.sha256(("\n".join(f"{s.path}:{s.length}" for s in segs)
                                + f"\nlevel={self.cache.level}").encode()).hexdigest()[:32]
         return Artifact("initrd", tuple(segs), size, etag)
+
+
+def file_artifact(name: str, path: str, size: int | None = None) -> Artifact:
+    """One whole file as an Artifact, its etag from its path and size (store files and
+    cached archives never change in place)."""
+    size = os.path.getsize(path) if size is None else size
+    return Artifact(name, (Segment(path, 0, size),), size,
+                    etag=hashlib.sha256(f"{path}:{size}".encode()).hexdigest()[:32])
 
 
 def _wait_all(cache: CpioCache, ready: dict[str, int], pending: dict[str, Future[str]],
@@ -428,10 +420,7 @@ class PathArchives:
         ready, pending = self.cache.acquire([path])
         sizes = _wait_all(self.cache, ready, pending, timeout)
         name = f"{basename}{self.cache.suffix}"
-        size = sizes[name]
-        f = str(self.cache.dir / name)
-        return Artifact("path", (Segment(f, 0, size),), size,
-                        etag=hashlib.sha256(f"{f}:{size}".encode()).hexdigest()[:32])
+        return file_artifact("path", str(self.cache.dir / name), sizes[name])
 
 
 def nix_closure(nix) -> Callable[[str], list[str]]:
