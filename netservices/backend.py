@@ -147,12 +147,16 @@ class BootArtifacts(Protocol):
         LookupError if there is no such thing."""
         ...
 
-    # Optional (HTTP boot looks them up with hasattr), for cached netboot:
-    # def closure_listing(self, toplevel: str) -> list[tuple[str, int]] | None:
-    #     (store path basename, archive bytes) of the toplevel's closure, toplevel last;
-    #     None if unknown; may raise Pending.
-    # def path_artifact(self, toplevel: str, basename: str) -> Artifact | None:
-    #     one closure path as a plain newc archive; None outside the closure.
+    def closure_listing(self, toplevel: str) -> list[tuple[str, int]] | None:
+        """Cached netboot: (store path basename, archive bytes) of the toplevel's
+        closure, toplevel last; None if unknown (or this backend has no cached
+        netboot). May raise Pending."""
+        ...
+
+    def path_artifact(self, toplevel: str, basename: str) -> Artifact | None:
+        """Cached netboot: one closure path as a plain newc archive; None outside the
+        closure (or without cached netboot)."""
+        ...
 
     def issue_boot_token(self, host: HostRecord, target: BootTarget, client_ip: str,
                          purpose: str) -> str | None:

@@ -14,7 +14,7 @@ so a few hundred idle or dribbling connections lock everyone out. Here:
 - at `max_connections`, a new connection closes the idlest idle one instead of
   waiting behind them; a client address holding `max_per_client` connections
   loses its own idlest one (or the new one, if none of its connections is idle); an
-  IPv6 client is its /64 (`netservices.listen.client_key`);
+  IPv6 client is its /64 (`netservices.listen.client_group`);
 - poll() instead of select(), which cannot watch a descriptor above 1023.
 
 `create_server` builds one waitress server per listening socket over a shared
@@ -38,7 +38,7 @@ from waitress.server import MultiSocketServer, TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 from waitress.utilities import RequestEntityTooLarge
 
-from .listen import client_key
+from .listen import client_group
 
 log = logging.getLogger("nixie.http")
 
@@ -102,7 +102,7 @@ class GuardedChannel(HTTPChannel):
 
     def __init__(self, server, sock, addr, adj, map=None):
         # who it counts against (an IPv6 client is its /64): worked out once, read per accept
-        self.client = client_key(addr[0] if isinstance(addr, tuple) else str(addr))
+        self.client = client_group(addr[0] if isinstance(addr, tuple) else str(addr))
         super().__init__(server, sock, addr, adj, map)
         self.parser_class = functools.partial(LimitedParser, limits=server.limits,
                                               url_scheme=self.url_scheme)
@@ -170,7 +170,7 @@ class GuardedServer(TcpWSGIServer):
         """Room for one more connection from `addr`: close an idle one if a limit
         is reached. False: no room (every connection in the way is busy)."""
         channels = self._channels()
-        host = client_key(addr[0] if isinstance(addr, tuple) else str(addr))
+        host = client_group(addr[0] if isinstance(addr, tuple) else str(addr))
         own = [c for c in channels if _client(c) == host]
         if len(own) >= self.limits.max_per_client and not _close_idlest(own):
             self._warn_full("a client reached its connection limit", host)
@@ -188,7 +188,7 @@ class GuardedServer(TcpWSGIServer):
 
 
 def _client(channel) -> str:
-    """The client a connection counts against (netservices.listen.client_key: an IPv6
+    """The client a connection counts against (netservices.listen.client_group: an IPv6
     client is its /64)."""
     return channel.client
 

@@ -24,11 +24,13 @@ def parse_listen(addr: str) -> tuple[int, str, int]:
     return (socket.AF_INET6 if ":" in host else socket.AF_INET), host, int(port)
 
 
-def client_key(addr: str) -> str:
-    """Who a client is, for per-client limits: its IPv4 address (also when it comes as
-    an IPv4-mapped IPv6 address), or its IPv6 /64. One IPv6 host may use any address
-    of its /64 (privacy addresses, or simply more of them), so a limit per IPv6
-    address would be a limit per connection. Anything not an address is itself."""
+def client_group(addr: str) -> str:
+    """The group of addresses one client counts as, for per-client limits (HTTP
+    connections, failed logins; not DHCP's `pool.client_key`, a lease's client): its
+    IPv4 address (also when it comes as an IPv4-mapped IPv6 address), or its IPv6 /64.
+    One IPv6 host may use any address of its /64 (privacy addresses, or simply more of
+    them), so a limit per IPv6 address would be a limit per connection. Anything not
+    an address is itself."""
     try:
         ip = ipaddress.ip_address(addr.split("%")[0])
     except ValueError:

@@ -29,6 +29,7 @@ import sys
 import threading
 from pathlib import Path
 
+from appliance.runtime.stopsignal import StopSignal
 from netservices.backend import Artifact, BootTarget, HostRecord, Pending, Segment
 
 
@@ -91,6 +92,12 @@ class SpecBackend:
         tag = hashlib.sha256(json.dumps([(p, os.stat(p).st_size, os.stat(p).st_mtime_ns)
                                          for p in paths]).encode()).hexdigest()[:32]
         return Artifact(name=name, segments=segs, size=sum(x.length for x in segs), etag=tag)
+
+    def closure_listing(self, toplevel: str) -> list[tuple[str, int]] | None:
+        return None  # no cached netboot here (tests/unit/test_cached_netboot.py has it)
+
+    def path_artifact(self, toplevel: str, basename: str) -> Artifact | None:
+        return None
 
     def resolve(self, kind: str, args: list[str]) -> BootTarget:
         key = "/".join([kind, *args])
@@ -162,16 +169,18 @@ def main(argv: list[str] | None = None) -> int:
                           settings=settings, tftp_root=args.tftp_root, zero_copy=not args.copy)
     servers = make_servers(app, args.listen, args.workers, args.threads, zero_copy=not args.copy)
 
-    def stop(*_):
-        for s in servers:
-            s.close()
-
-    signal.signal(signal.SIGTERM, stop)
-    others = [threading.Thread(target=run_quietly, args=(s,), daemon=True) for s in servers[1:]]
-    for t in others:
+    # the handler only records the signal (StopSignal takes no lock); the main thread
+    # closes the servers, as serve does
+    stopping = StopSignal().install(signal.SIGTERM)
+    threads = [threading.Thread(target=run_quietly, args=(s,), daemon=True) for s in servers]
+    for t in threads:
         t.start()
     print("ready", flush=True)
-    run_quietly(servers[0])
+    stopping.wait()
+    for s in servers:
+        s.close()
+    for t in threads:
+        t.join(timeout=5)
     return 0
 
 

@@ -10,6 +10,7 @@ from appliance.cli.output import done, emit, print_table, timestamp
 from appliance.cli.parser import Subparsers, group, leaf
 from appliance.domain import tls_cert, users
 from appliance.errors import InvalidInput
+from appliance.runtime.wiring import web_listen_now
 
 
 def _read_password(a) -> str | None:
@@ -44,7 +45,7 @@ def cmd_admin_cert_install(ctx: Ctx) -> int:
 
 
 def cmd_admin_cert_show(ctx: Ctx) -> int:
-    web = tls_cert.web_summary(ctx.runtime_cfg)
+    web = tls_cert.web_summary(ctx.runtime_cfg, web_listen_now(ctx.runtime_cfg, ctx.conn))
     cert = web["certificate"]
 
     def human():

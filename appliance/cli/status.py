@@ -7,6 +7,7 @@ from appliance.cli.output import emit, print_table, timestamp
 from appliance.cli.parser import Subparsers, leaf
 from appliance.domain import events, hosts, settings, setupcode, tls_cert
 from appliance.nix.gc import STORE_DIR
+from appliance.runtime.wiring import web_listen_now
 from appliance.state.db import now
 from appliance.state.status import disk_line, disk_use, read_status, with_storage
 
@@ -38,7 +39,7 @@ def cmd_status(ctx: Ctx) -> int:
         "setup": ({"pending": False} if settings.is_setup_complete(conn) else
                   {"pending": True,
                    "setup_code_file": str(setupcode.code_path(ctx.cfg.state_dir))}),
-        "web": tls_cert.web_summary(ctx.runtime_cfg),
+        "web": tls_cert.web_summary(ctx.runtime_cfg, web_listen_now(ctx.runtime_cfg, ctx.conn)),
     }
 
     def human():
@@ -69,6 +70,10 @@ def cmd_status(ctx: Ctx) -> int:
             print(f"  certificate sha256 {cert['sha256']}"
                   + (" (self-signed)" if cert["self_signed"] else "")
                   + f", valid until {cert['not_after']}")
+            if web.get("previous_certificate"):
+                print(f"  replaces certificate sha256 {web['previous_certificate']['sha256']}"
+                      f" (kept as {web['previous_certificate']['path']}): made again for "
+                      "addresses the old one lacked")
         elif web["tls"]:
             print("  certificate: not made yet (nixie serve makes it at its first start)")
 

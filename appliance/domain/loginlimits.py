@@ -13,7 +13,7 @@ Two counts, neither of which one address can use against someone else:
 There is no count per user name alone: wrong passwords for `admin` sent from one
 address slow down that address, never the admin logging in from another.
 
-"Address" is `netservices.listen.client_key`'s: an IPv4 address, or an IPv6 /64 (a
+"Address" is `netservices.listen.client_group`'s: an IPv4 address, or an IPv6 /64 (a
 host picks any address of its /64 at will, so counting per IPv6 address would give
 each try a fresh count).
 """
@@ -24,7 +24,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from appliance.state.db import now, transaction
-from netservices.listen import client_key
+from netservices.listen import client_group
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,13 @@ class LoginLimits:
 
     def retry_after(self, conn: sqlite3.Connection, ip: str, username: str) -> float:
         """Seconds until this address may try this user name again; 0 when it may now."""
-        ip = client_key(ip)
+        ip = client_group(ip)
         t = now()
         return max(self._pair_wait(conn, ip, username, t), self._ip_wait(conn, ip, t))
 
     def failed(self, conn: sqlite3.Connection, ip: str, username: str) -> float:
         """Count a failure; returns the seconds the pair must now wait."""
-        ip = client_key(ip)
+        ip = client_group(ip)
         t = now()
         with transaction(conn):
             conn.executemany("INSERT INTO login_failures (scope, key, ts) VALUES (?, ?, ?)",
@@ -81,6 +81,6 @@ class LoginLimits:
         return self.retry_after(conn, ip, username)
 
     def succeeded(self, conn: sqlite3.Connection, ip: str, username: str) -> None:
-        ip = client_key(ip)
+        ip = client_group(ip)
         conn.execute("DELETE FROM login_failures WHERE scope = 'pair' AND key = ?",
                      (self._pair(ip, username),))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
+import logging
 import os
 import socket
 import tempfile
@@ -27,6 +28,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from appliance.config.schema import Config
 from appliance.errors import InvalidInput
 from netservices.listen import parse_listen
+
+log = logging.getLogger(__name__)
 
 VALID_DAYS = 3650  # a self-signed certificate is trusted by its fingerprint, not by its age
 ORGANISATION = "Nixie Router"
@@ -101,16 +104,75 @@ def _info(path: Path, cert: x509.Certificate) -> CertInfo:
 def ensure(cfg: Config, listen: list[str] | None = None) -> CertInfo:
     """The certificate to serve, made (self-signed) when the managed pair does not
     exist yet, for the names `_names` lists (`listen`: the addresses the web UI binds,
-    by default web.listen). Raises InvalidInput when the config's files are missing
-    or bad."""
+    by default web.listen); made again when the router's own self-signed certificate
+    (`made_here`) lacks one of those addresses, the old pair kept as `cert.pem.old`
+    and `key.pem.old`. An installed certificate is never replaced. Raises
+    InvalidInput when the config's files are missing or bad."""
     paths = cert_paths(cfg)
+    names = _names(cfg, listen)
     if paths.managed and not (paths.cert.exists() and paths.key.exists()):
-        key, cert = self_signed(_names(cfg, listen))
+        key, cert = self_signed(names)
         _write_pair(paths, cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
         return _info(paths.cert, cert)
     cert = _load_cert(paths.cert)
-    _check_key(paths.key, cert)
+    key_pem = _check_key(paths.key, cert)
+    missing = _missing_addresses(cert, names)
+    if paths.managed and made_here(cert) and missing:
+        # the router's own certificate, made before the web UI listened on these
+        # addresses (e.g. IPv6 turned on): made again, the old pair kept as .old
+        _write_atomic(_old(paths.cert), paths.cert.read_bytes(), 0o644)
+        _write_atomic(_old(paths.key), key_pem, 0o600)
+        key, new = self_signed(names)
+        _write_pair(paths, new.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+        log.warning("the web UI's self-signed certificate lacked addresses it listens on: "
+                    "made a new one (compare its fingerprint again)",
+                    extra={"missing": " ".join(missing), "old_sha256": fingerprint(cert),
+                           "sha256": fingerprint(new), "old": str(_old(paths.cert))})
+        return _info(paths.cert, new)
     return _info(paths.cert, cert)
+
+
+def made_here(cert: x509.Certificate) -> bool:
+    """The router's own self-signed certificate (`self_signed`'s), never one the admin
+    installed: self-issued, organisation ORGANISATION."""
+    org = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return cert.issuer == cert.subject and [a.value for a in org] == [ORGANISATION]
+
+
+def _missing_addresses(cert: x509.Certificate, names: list[str]) -> list[str]:
+    """The IP addresses among `names` the certificate does not name."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        have = {str(a) for a in san.get_values_for_type(x509.IPAddress)}
+    except x509.ExtensionNotFound:
+        have = set()
+    out = []
+    for n in names:
+        try:
+            addr = ipaddress.ip_address(n)
+        except ValueError:
+            continue
+        if str(addr) not in have:
+            out.append(str(addr))
+    return out
+
+
+def _old(path: Path) -> Path:
+    return path.with_name(path.name + ".old")
+
+
+def previous(cfg: Config) -> CertInfo | None:
+    """The router's previous self-signed certificate (`cert.pem.old`), kept when a new
+    one was made for new addresses; None when there is none or the certificate in use
+    is not the router's own."""
+    paths = cert_paths(cfg)
+    if not paths.managed:
+        return None
+    try:
+        current, old = _load_cert(paths.cert), _load_cert(_old(paths.cert))
+    except InvalidInput:
+        return None
+    return _info(_old(paths.cert), old) if made_here(current) else None
 
 
 def install(cfg: Config, cert_file: str | os.PathLike, key_file: str | os.PathLike) -> CertInfo:
@@ -228,15 +290,18 @@ def self_signed(names: list[str]) -> tuple[ec.EllipticCurvePrivateKey, x509.Cert
     return key, cert
 
 
-def web_summary(cfg: Config) -> dict:
-    """Where the admin UI is, and the certificate an admin compares before trusting
-    it (`nixie status`, serve's start-up lines)."""
+def web_summary(cfg: Config, listen: list[str] | None = None) -> dict:
+    """Where the admin UI is (a URL per address of `listen`, the addresses it listens
+    on: the runtime's `web_listen_now`; by default web.listen), and the certificate an
+    admin compares before trusting it (`nixie status`, serve's start-up lines)."""
     scheme = "https" if cfg.web.tls else "http"
     urls = []
-    for listen in cfg.web.listen:
-        _, host, port = parse_listen(listen)
+    for listen_on in cfg.web.listen if listen is None else listen:
+        _, host, port = parse_listen(listen_on)
         if host in ("0.0.0.0", "::"):
             host = cfg.lan_ip
         urls.append(f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}/")
     cert = info(cfg) if cfg.web.tls else None
-    return {"tls": cfg.web.tls, "urls": urls, "certificate": cert.to_dict() if cert else None}
+    old = previous(cfg) if cert else None
+    return {"tls": cfg.web.tls, "urls": urls, "certificate": cert.to_dict() if cert else None,
+            "previous_certificate": old.to_dict() if old else None}

@@ -25,7 +25,7 @@ import re
 import stat
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -384,19 +384,39 @@ def _wait_all(cache: CpioCache, ready: dict[str, int], pending: dict[str, Future
     return ready
 
 
+MEMBER_TOPLEVELS = 4  # toplevels whose closure index PathArchives keeps (a few boot at once)
+
+
 class PathArchives:
     """Cached netboot: a toplevel's closure as one plain newc archive per store path
     (`<base>.cpio`, what busybox `cpio -i` unpacks), so a host keeping `/nix/store` on its
     disk fetches only the paths it lacks. Only paths of the named toplevel's closure are
     served: any other name is refused before anything is built or opened."""
 
-    def __init__(self, images: ImageBuilder, cache: CpioCache):
+    def __init__(self, images: ImageBuilder, cache: CpioCache,
+                 keep_toplevels: int = MEMBER_TOPLEVELS):
         self.images = images
         self.cache = cache
         self.store_dir = cache.store_dir
+        self.keep_toplevels = keep_toplevels
+        # toplevel -> {basename: store path} of its closure, the most recently used last:
+        # made once per toplevel, not on every path fetch (a closure never changes)
+        self._by_toplevel: OrderedDict[str, dict[str, str]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def _members(self, toplevel: str) -> dict[str, str]:
-        return {store_basename(p, self.store_dir): p for p in self.images.closure(toplevel)}
+        with self._lock:
+            members = self._by_toplevel.get(toplevel)
+            if members is not None:
+                self._by_toplevel.move_to_end(toplevel)
+                return members
+        members = {store_basename(p, self.store_dir): p for p in self.images.closure(toplevel)}
+        with self._lock:
+            self._by_toplevel[toplevel] = members
+            self._by_toplevel.move_to_end(toplevel)
+            while len(self._by_toplevel) > self.keep_toplevels:
+                self._by_toplevel.popitem(last=False)
+        return members
 
     def listing(self, toplevel: str, timeout: float | None = None) -> list[tuple[str, int]]:
         """(basename, archive bytes) of every closure path, toplevel last; builds the

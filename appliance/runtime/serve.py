@@ -44,7 +44,7 @@ def serve(cfg: Config, *, until=None, wake: list[str] | None = None) -> int:
     stopping = StopSignal().install(signal.SIGTERM, signal.SIGINT)
     log.info("nixie serve starting", extra={"config": cfg.path, "state_dir": cfg.state_dir,
                                              "services": ",".join(s.name for s in supervisor.services)})
-    _announce_web(runtime.cfg)
+    _announce_web(runtime.cfg, wiring.web_listen_now(runtime.cfg, store.conn()))
     def beat(state: str = "running") -> None:
         try:
             write_status(store, runtime.health(), state=state)
@@ -93,10 +93,11 @@ def _announce_setup_code(cfg: Config, store: Store) -> None:
                     extra={"file": path})
 
 
-def _announce_web(cfg: Config) -> None:
-    """The admin UI's address and certificate fingerprint, on the console at every
-    start: what an admin compares with the browser's certificate dialog."""
-    web = tls_cert.web_summary(cfg)
+def _announce_web(cfg: Config, listen: list[str]) -> None:
+    """The admin UI's addresses (every one it listens on) and certificate fingerprint,
+    on the console at every start: what an admin compares with the browser's
+    certificate dialog."""
+    web = tls_cert.web_summary(cfg, listen)
     cert = web["certificate"] or {}
     log.info("admin web UI", extra={"url": " ".join(web["urls"]),
                                     **({"sha256": cert["sha256"]} if cert else {})})

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -165,6 +166,20 @@ def web_listeners(c: Config, router6: str | None) -> list[str]:
     return lan_listeners(c, "web.listen", c.web.listen, router6)
 
 
+def router6_of(c: Config, conn: sqlite3.Connection) -> str | None:
+    """The router's LAN IPv6 address (no prefix) when IPv6 runs on the LAN, else None:
+    lan.address6 or the stored ULA (made and stored on first use)."""
+    if not c.ipv6_lan:
+        return None
+    return str(ipaddress.IPv6Interface(lan_address6(conn, c.lan.address6)).ip)
+
+
+def web_listen_now(c: Config, conn: sqlite3.Connection) -> list[str]:
+    """Every address the web UI listens on with config `c` (`web_listeners` with the
+    router's LAN IPv6 address): what serve binds and what `nixie status` shows."""
+    return web_listeners(c, router6_of(c, conn))
+
+
 def boot_url6(c: Config, router6: str | None) -> str:
     """http://[addr]:port of HTTP boot over IPv6, or "" when it does not listen on IPv6."""
     for listen in http_boot_listeners(c, router6):
@@ -280,9 +295,7 @@ class Runtime:
 
     def router6(self, c: Config) -> str | None:
         """The router's LAN IPv6 address when IPv6 runs on the LAN, else None."""
-        if not c.ipv6_lan:
-            return None
-        return str(ipaddress.IPv6Interface(self.address6(c)).ip)
+        return router6_of(c, self.store.conn())
 
     def _prepare_listeners(self, c: Config, listens: list[str]) -> Callable[[], None] | None:
         """Put the LAN's IPv6 address in place first when a listener binds it."""

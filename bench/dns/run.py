@@ -29,6 +29,7 @@ DOMAIN = "lab.nixie"
 OURS = """
 import sys, threading, signal
 sys.path.insert(0, {root!r})
+from appliance.runtime.stopsignal import StopSignal
 from netservices.dns import make_dns_service
 names = [(f"host{{i}}", f"10.60.{{i // 250}}.{{i % 250 + 1}}") for i in range({n})]
 class Directory:
@@ -38,8 +39,12 @@ svc = make_dns_service(listen=["{server}:{port}"], domain="{domain}", network="1
                        directory=Directory(), upstreams=["{upstream}"], clients=["10.60.0.0/16"],
                        workers={workers})
 stop = threading.Event()
-signal.signal(signal.SIGTERM, lambda *a: (stop.set(), svc.shutdown()))
-svc.run(stop)
+runner = threading.Thread(target=svc.run, args=(stop,))
+runner.start()
+StopSignal().install(signal.SIGTERM).wait()  # its handler takes no lock; this thread stops svc
+stop.set()
+svc.shutdown()
+runner.join()
 print(svc.stats(), file=sys.stderr, flush=True)
 """
 

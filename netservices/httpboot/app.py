@@ -53,6 +53,12 @@ class NoArtifacts:
     def resolve(self, kind: str, args: list[str]) -> BootTarget:
         raise LookupError(f"no {kind} {'/'.join(args)}")
 
+    def closure_listing(self, toplevel: str) -> list[tuple[str, int]] | None:
+        return None
+
+    def path_artifact(self, toplevel: str, basename: str) -> Artifact | None:
+        return None
+
     def issue_boot_token(self, host: HostRecord, target: BootTarget, client_ip: str,
                          purpose: str) -> str | None:
         raise LookupError("no tokens without boot targets")
@@ -469,11 +475,9 @@ class BootApp:
                                     on_close=on_close)
 
     # ------------------------------------------------------------ cached netboot
-    def _cached_backend(self, start_response, basename: str):
-        """The toplevel of `basename`, or a 404 answer when this is no store path or the
-        backend has no cached netboot."""
-        if not scripts.is_store_basename(basename) or not hasattr(self.artifacts,
-                                                                   "closure_listing"):
+    def _store_toplevel(self, start_response, basename: str):
+        """The toplevel of `basename`, or a 404 answer when this is no store path."""
+        if not scripts.is_store_basename(basename):
             return None, self._plain(start_response, 404, "not a store path\n")
         return "/nix/store/" + basename, None
 
@@ -481,7 +485,7 @@ class BootApp:
         """`/boot/<toplevel>/closure`: the closure a cached-netboot stage 1 needs, one line
         per store path, `<basename> <archive bytes>`, the toplevel last. The host fetches
         those its disk lacks from `/boot/<toplevel>/path/<basename>.cpio`."""
-        toplevel, refused = self._cached_backend(start_response, basename)
+        toplevel, refused = self._store_toplevel(start_response, basename)
         if refused is not None:
             return refused
         try:
@@ -501,7 +505,7 @@ class BootApp:
         """`/boot/<toplevel>/path/<store path basename>.cpio`: one path of that toplevel's
         closure as a plain newc archive (entries `nix/store/<basename>/...`). Anything
         else, including paths outside the closure, is a 404 before any file is opened."""
-        toplevel, refused = self._cached_backend(start_response, basename)
+        toplevel, refused = self._store_toplevel(start_response, basename)
         if refused is not None:
             return refused
         name = filename.removesuffix(".cpio")

@@ -6,6 +6,8 @@
   client renews and keeps its address, a new client is not ACKed a lease that is not on
   disk, and /healthz, `nixie status` and the log say the disk is full; with space again
   the new client gets its lease;
+- the same for DHCPv6: a real dhclient -6 gets no REPLY while its lease cannot be
+  written, and is bound once there is room again;
 - `nixie serve` makes an existing world-readable state directory 0700 and nixie.db 0600.
 """
 
@@ -24,6 +26,7 @@ import pytest
 
 from lab.netns import Netns, stop_processes, veth
 from tests.conftest import run_nixie
+from tests.netns.dhcp6_lab import Lan6
 from tests.netns.dhcp_lab import Lan
 from tests.netns.serve_lab import http_get
 
@@ -251,4 +254,47 @@ def test_a_full_disk_keeps_renewals_and_refuses_undurable_leases(tmp_path):
             lan.close()
         finally:
             newcomer.close()
+            subprocess.run(["umount", "-l", str(state)], check=False)
+
+
+def test_a_full_disk_sends_no_dhcpv6_reply_for_a_lease_it_cannot_store(tmp_path):
+    """The DHCPv6 case, with a real full filesystem (not a capped database): the state
+    dir on a small tmpfs filled up, a real dhclient -6 is advertised an address and asks
+    for it, but no REPLY leaves while its lease cannot be written; once there is room
+    again the client is bound and the lease is on disk."""
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "nixie-full-test6",
+                    str(state)], check=True)
+    lan = None
+    try:
+        lan = Lan6(tmp_path)
+        lan.start()
+        _fill(state)
+        _proc, out = lan.dhclient6()
+        log = tmp_path / "dhclient6.log"
+        deadline = time.monotonic() + 20
+        while "XMT: Request" not in (log.read_text() if log.exists() else "") \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(5)  # a few Request retransmissions (1 s, 2 s, ...) go unanswered
+        text = log.read_text()
+        assert "RCV: Advertise" in text and "XMT: Request" in text, text
+        assert "RCV: Reply" not in text and "BOUND6" not in (
+            out.read_text() if out.exists() else ""), text
+        assert not lan.leases6(), lan.leases6()
+
+        # room again: the client's next Request is answered, its lease on disk
+        (state / "filler").unlink()
+        conn = sqlite3.connect(state / "nixie.db", timeout=10)
+        conn.execute("DELETE FROM events WHERE kind = 'test.fill'")
+        conn.commit()
+        conn.close()
+        address = lan.wait_line(out, "BOUND6", timeout=60)[1]
+        assert lan.leases6()[address]["state"] == "bound", lan.leases6()
+    finally:
+        try:
+            if lan is not None:
+                lan.close()
+        finally:
             subprocess.run(["umount", "-l", str(state)], check=False)

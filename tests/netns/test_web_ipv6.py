@@ -16,13 +16,20 @@ to its default and IPv6 on the LAN:
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import re
 import subprocess
 import sys
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from appliance.domain import tls_cert
+from tests.conftest import run_nixie
 from tests.netns.dhcp6_lab import Lan6
 from tests.netns.serve_lab import admin_api_token
 from tests.netns.test_listen_defaults import listening
@@ -98,6 +105,40 @@ print(s.recv(4096).decode("latin-1").split("\\r\\n")[0])
 """
 
 
+# the certificate the web UI serves at host:port, as PEM
+PEER_CERT = """
+import ssl, sys
+print(ssl.get_server_certificate((sys.argv[1], int(sys.argv[2])), timeout=10))
+"""
+
+
+def _pem(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _write_old_certificate(state) -> str:
+    """The router's own self-signed certificate as made before the web UI listened on
+    IPv6 (no IPv6 address in its names); its fingerprint."""
+    key, cert = tls_cert.self_signed(["nixie", LAN_IP])
+    d = state / "tls"
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (d / "key.pem").write_bytes(_pem(key))
+    (d / "key.pem").chmod(0o600)
+    (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return tls_cert.fingerprint(cert)
+
+
+def _served(lan, host: str) -> x509.Certificate:
+    out = lan.client.run(sys.executable, "-c", PEER_CERT, host, str(PORT), timeout=30).stdout
+    return x509.load_pem_x509_certificate(out.encode())
+
+
+def _ip_names(cert: x509.Certificate) -> set[str]:
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(a) for a in san.get_values_for_type(x509.IPAddress)}
+
+
 @pytest.fixture(scope="module")
 def lan(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("web6")
@@ -109,6 +150,7 @@ def lan(tmp_path_factory):
                            request_timeout_seconds=2, idle_timeout_seconds=60)
         lan.config.write_text(json.dumps(data))
         admin_api_token(lan.config)  # the admin user (setup complete)
+        lan.old_sha256 = _write_old_certificate(lan.tmp / "state")
         c = lan.client
         c.run("ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0")
         c.run("ip", "addr", "add", f"{OUTSIDE_IP}/24", "dev", "eth0")
@@ -139,6 +181,45 @@ def test_the_web_ui_listens_on_the_lan_ipv6_address_and_nowhere_else(lan):
              "print(s.connect_ex((sys.argv[1], int(sys.argv[2]))))\n")
     r = lan.router.run(sys.executable, "-c", probe, OTHER6, str(PORT))
     assert r.stdout.strip() != "0", f"[{OTHER6}]:{PORT} accepted a connection"
+
+
+def test_status_and_the_start_up_line_name_the_ipv6_url_and_it_answers(lan):
+    """`nixie status` and serve's "admin web UI" line list every address the web UI
+    listens on, the LAN IPv6 one included; curl to exactly the listed URL answers."""
+    r = run_nixie("status", config=lan.config, ns=lan.router)
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.startswith("web: "))
+    urls = line.removeprefix("web: ").split(", ")
+    assert urls == [f"{URL4}/", f"{URL6}/"], line
+    r = run_nixie("status", "--json", config=lan.config, ns=lan.router)
+    assert json.loads(r.stdout)["web"]["urls"] == urls, r.stdout
+    announced = re.search(r'admin web UI.* url="([^"]+)"', lan.log.read_text())
+    assert announced and announced.group(1).split() == urls, lan.log.read_text()[-2000:]
+    out = curl(lan, "-o", "/dev/null", "-w", "%{http_code}", f"{urls[1]}login")
+    assert out == "200", out
+
+
+def test_an_old_self_signed_certificate_is_made_again_with_the_ipv6_address(lan):
+    """serve started with the router's own certificate from before the IPv6 listener:
+    the certificate served over IPv6 names the IPv6 address, the old pair is kept as
+    .old, the log and `nixie status` show the fingerprint change."""
+    served = _served(lan, ROUTER6)
+    assert {ROUTER6, LAN_IP} <= _ip_names(served), _ip_names(served)
+    new = tls_cert.fingerprint(served)
+    assert new != lan.old_sha256
+    tls = lan.tmp / "state" / "tls"
+    old = x509.load_pem_x509_certificate((tls / "cert.pem.old").read_bytes())
+    assert tls_cert.fingerprint(old) == lan.old_sha256
+    assert (tls / "key.pem.old").stat().st_mode & 0o777 == 0o600
+    log = lan.log.read_text()
+    assert (f"old_sha256={lan.old_sha256}" in log and f"sha256={new}" in log
+            and f"missing={ROUTER6}" in log), log[-2000:]
+    r = run_nixie("status", "--json", config=lan.config, ns=lan.router)
+    web = json.loads(r.stdout)["web"]
+    assert web["certificate"]["sha256"] == new, web
+    assert web["previous_certificate"]["sha256"] == lan.old_sha256, web
+    text = run_nixie("status", config=lan.config, ns=lan.router).stdout
+    assert f"certificate sha256 {new}" in text and f"replaces certificate sha256 {lan.old_sha256}" in text, text
 
 
 def test_login_over_ipv6_with_the_certificate_verified(lan):
@@ -206,3 +287,36 @@ def test_one_ipv6_client_is_its_64_for_the_connection_limit(lan):
         if held.poll() is None:
             held.kill()
     assert left <= PER_CLIENT * WORKERS, left
+
+
+def test_an_installed_certificate_is_never_replaced(lan, tmp_path):
+    """Last in this module (it restarts serve): a CA-signed certificate without the
+    IPv6 address, installed with `nixie admin cert install`, is the one served over
+    IPv6 after a restart, byte for byte on disk; no new one is made."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "test CA")])
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, LAN_IP)]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(LAN_IP))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "k.pem").write_bytes(_pem(key))
+    r = run_nixie("admin", "cert", "install", str(tmp_path / "c.pem"), str(tmp_path / "k.pem"),
+                  config=lan.config)
+    assert r.returncode == 0, r.stdout + r.stderr
+    tls = lan.tmp / "state" / "tls"
+    installed, old = (tls / "cert.pem").read_bytes(), (tls / "cert.pem.old").read_bytes()
+    lan.stop()
+    lan.start(dhcp6=False)
+    assert tls_cert.fingerprint(_served(lan, ROUTER6)) == tls_cert.fingerprint(cert)
+    assert (tls / "cert.pem").read_bytes() == installed
+    assert (tls / "cert.pem.old").read_bytes() == old
+    web = json.loads(run_nixie("status", "--json", config=lan.config).stdout)["web"]
+    assert web["certificate"]["self_signed"] is False and web["previous_certificate"] is None
