@@ -39,28 +39,63 @@ def is_disk_error(e: BaseException) -> bool:
     return isinstance(e, sqlite3.OperationalError) and code is not None and \
         (code & 0xFF) in (_SQLITE_FULL, _SQLITE_IOERR)
 
-_LEASE_HEAD = "INSERT INTO leases (ip, mac, client_id, hostname, state, starts, expires, updated_at) VALUES "
 _LEASE_TAIL = (
     " ON CONFLICT(ip) DO UPDATE SET mac = excluded.mac, "
     "client_id = excluded.client_id, hostname = CASE WHEN excluded.mac = leases.mac "
     "THEN coalesce(excluded.hostname, leases.hostname) ELSE excluded.hostname END, "
     "state = excluded.state, starts = excluded.starts, expires = excluded.expires, "
     "updated_at = excluded.updated_at")
-_EVENT_HEAD = "INSERT INTO events (ts, kind, level, message, host_id, mac, ip, data) VALUES "
-_ROW8 = "(?,?,?,?,?,?,?,?)"
-CHUNK = 64
+CHUNK = 64  # rows per statement step at most
+SHAPE_STEP = 8  # a statement's row count is a multiple of this: CHUNK / SHAPE_STEP shapes
 
 
-def _insert_rows(conn, head: str, tail: str, rows: list[tuple]) -> None:
-    """Multi-row INSERTs of up to CHUNK rows: one statement step per chunk rather
-    than one per row (each step hands the GIL to the DHCP loop and back)."""
-    for k in range(0, len(rows), CHUNK):
-        part = rows[k : k + CHUNK]
-        sql = head + ",".join([_ROW8] * len(part)) + tail
-        conn.execute(sql, [v for row in part for v in row])
+class BatchInsert:
+    """Multi-row INSERTs (or upserts) of up to CHUNK rows per statement: one step per
+    chunk rather than one per row (each step hands the GIL to the DHCP loop and back).
+
+    A batch's rows are padded with all-NULL rows up to the next multiple of SHAPE_STEP,
+    which the statement's `WHERE column1 IS NOT NULL` drops (the first column is never
+    NULL in a real row). So a table has CHUNK / SHAPE_STEP statement shapes, not one per
+    batch size: each is compiled once (`prepare`, at the store's start) and stays in the
+    connection's statement cache. One shape per size meant a fresh DHCP server compiled
+    up to 64 upserts and 64 event inserts (~40 ms) during its first thousand leases, and
+    the 130 shapes did not fit the 128-statement cache, so some were compiled again and
+    again (bench/dhcp6)."""
+
+    def __init__(self, into: str, width: int, select: str = "*", tail: str = ""):
+        self.width = width
+        row = "(" + ",".join("?" * width) + ")"
+        self._sql = {n: f"INSERT INTO {into} SELECT {select} FROM (VALUES "
+                        f"{','.join([row] * n)}) WHERE column1 IS NOT NULL{tail}"
+                     for n in range(SHAPE_STEP, CHUNK + 1, SHAPE_STEP)}
+
+    def statements(self) -> list[str]:
+        return list(self._sql.values())
+
+    def prepare(self, conn: sqlite3.Connection) -> None:
+        """Compile every shape (each runs once with only padding: it writes nothing)."""
+        for n, sql in self._sql.items():
+            conn.execute(sql, [None] * (self.width * n))
+
+    def run(self, conn: sqlite3.Connection, rows: list[tuple]) -> None:
+        w = self.width
+        for k in range(0, len(rows), CHUNK):
+            part = rows[k : k + CHUNK]
+            n = -(-len(part) // SHAPE_STEP) * SHAPE_STEP
+            params = [v for row in part for v in row]
+            params += [None] * (w * (n - len(part)))
+            conn.execute(self._sql[n], params)
+
+
+_LEASES = BatchInsert(
+    "leases (ip, mac, client_id, hostname, state, starts, expires, updated_at)", 8,
+    tail=_LEASE_TAIL)
+EVENTS = BatchInsert("events (ts, kind, level, message, host_id, mac, ip, data)", 8)
 
 
 class SqliteLeaseStore:
+    _batches: tuple[BatchInsert, ...] = (_LEASES, EVENTS)
+
     def __init__(self, db_path: str | Path, sync: str = "full"):
         if sync not in ("full", "normal"):
             raise ValueError(f"lease sync must be full or normal, not {sync!r}")
@@ -74,6 +109,11 @@ class SqliteLeaseStore:
         self.conn.execute("PRAGMA cache_size = -65536")
         self.conn.execute("PRAGMA wal_autocheckpoint = 0")
         self.conn.execute(f"PRAGMA journal_size_limit = {64 << 20}")  # WAL kept after a restart
+        try:
+            for b in self._batches:
+                b.prepare(self.conn)  # before the first lease, not during the first thousand
+        except sqlite3.OperationalError:  # busy or full: each shape compiles at first use
+            log.warning("could not prepare the lease statements", exc_info=True)
         self._db_path = db_path
         self._stop = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop,
@@ -185,13 +225,11 @@ class SqliteLeaseStore:
         try:
             machines.record(c, seen or [])
             if leases:
-                _insert_rows(c, _LEASE_HEAD, _LEASE_TAIL,
-                             [(r.ip, r.mac, r.client_id, r.hostname, r.state, r.starts, r.expires,
-                               r.updated_at) for r in leases])
+                _LEASES.run(c, [(r.ip, r.mac, r.client_id, r.hostname, r.state, r.starts,
+                                 r.expires, r.updated_at) for r in leases])
             if events:
-                _insert_rows(c, _EVENT_HEAD, "",
-                             [(e.ts, e.kind, e.level, e.message, e.host_id, e.mac, e.ip,
-                               json.dumps(e.data) if e.data else None) for e in events])
+                EVENTS.run(c, [(e.ts, e.kind, e.level, e.message, e.host_id, e.mac, e.ip,
+                                json.dumps(e.data) if e.data else None) for e in events])
             c.execute("COMMIT")  # on a full disk this is usually what fails
         except BaseException:
             if c.in_transaction:  # SQLite may have rolled back already

@@ -12,15 +12,10 @@ import json
 import sqlite3
 
 from appliance.domain import machines
-from appliance.domain.lease_store import SqliteLeaseStore, _insert_rows
+from appliance.domain.lease_store import EVENTS, BatchInsert, SqliteLeaseStore
 from netservices.dhcp.store import EventRecord
 from netservices.dhcp6.store import Host6Entry, Lease6Record
 
-_LEASE6_HEAD = ("INSERT INTO leases6 (address, duid, iaid, mac, hostname, state, starts, expires, "
-                "updated_at, host_id) VALUES ")
-# host_id: the host that has the lease's MAC (a primary-key probe of the small host_macs),
-# so that only registered hosts' leases enter the leases6_host index (migration 44)
-_ROW = "(?,?,?,?,?,?,?,?,?,(SELECT host_id FROM host_macs WHERE mac = ?))"
 _LEASE6_TAIL = (
     " ON CONFLICT(address) DO UPDATE SET duid = excluded.duid, iaid = excluded.iaid, "
     "mac = coalesce(excluded.mac, leases6.mac), "
@@ -29,11 +24,17 @@ _LEASE6_TAIL = (
     "THEN coalesce(excluded.hostname, leases6.hostname) ELSE excluded.hostname END, "
     "state = excluded.state, starts = excluded.starts, expires = excluded.expires, "
     "updated_at = excluded.updated_at")
-_EVENT_HEAD = "INSERT INTO events (ts, kind, level, message, host_id, mac, ip, data) VALUES "
-CHUNK = 64
+# host_id: the host that has the lease's MAC (a primary-key probe of the small host_macs),
+# so that only registered hosts' leases enter the leases6_host index (migration 44)
+_LEASES6 = BatchInsert(
+    "leases6 (address, duid, iaid, mac, hostname, state, starts, expires, updated_at, host_id)",
+    9, select="column1, column2, column3, column4, column5, column6, column7, column8, column9, "
+    "(SELECT host_id FROM host_macs WHERE mac = column4)", tail=_LEASE6_TAIL)
 
 
 class SqliteLease6Store(SqliteLeaseStore):
+    _batches = (_LEASES6, EVENTS)
+
     def load_leases6(self) -> list[Lease6Record]:
         with self._lock:
             rows = self.conn.execute(
@@ -61,16 +62,12 @@ class SqliteLease6Store(SqliteLeaseStore):
         c.execute("BEGIN IMMEDIATE")
         try:
             machines.record(c, seen or [])
-            for k in range(0, len(leases), CHUNK):
-                part = leases[k : k + CHUNK]
-                c.execute(_LEASE6_HEAD + ",".join([_ROW] * len(part)) + _LEASE6_TAIL,
-                          [v for r in part for v in (r.address, r.duid, r.iaid, r.mac, r.hostname,
-                                                     r.state, r.starts, r.expires, r.updated_at,
-                                                     r.mac)])
+            if leases:
+                _LEASES6.run(c, [(r.address, r.duid, r.iaid, r.mac, r.hostname, r.state,
+                                  r.starts, r.expires, r.updated_at) for r in leases])
             if events:
-                _insert_rows(c, _EVENT_HEAD, "",
-                             [(e.ts, e.kind, e.level, e.message, e.host_id, e.mac, e.ip,
-                               json.dumps(e.data) if e.data else None) for e in events])
+                EVENTS.run(c, [(e.ts, e.kind, e.level, e.message, e.host_id, e.mac, e.ip,
+                                json.dumps(e.data) if e.data else None) for e in events])
             c.execute("COMMIT")  # on a full disk this is usually what fails
         except BaseException:
             if c.in_transaction:  # SQLite may have rolled back already

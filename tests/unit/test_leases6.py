@@ -112,3 +112,36 @@ def test_migration_44_gives_existing_leases_their_host(tmp_path):
     assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = "
                                        "'leases6' AND type = 'index' ORDER BY name")] == [
         "leases6_host", "leases6_state_expires", "sqlite_autoindex_leases6_1"]
+
+
+def test_commits_of_every_batch_size_write_exactly_their_rows_through_eight_statement_shapes(
+        tmp_path):
+    """The lease and event INSERTs come in a few fixed shapes (rows padded with NULL rows the
+    statement drops), compiled when the store opens, instead of one statement per batch
+    size compiled during a fresh server's first leases: what lands on disk is exactly each
+    batch's rows and events, in order, for every size up to two statements' worth."""
+    store = SqliteLease6Store(tmp_path / "nixie.db")
+    inserts: list[str] = []
+    store.conn.set_trace_callback(lambda sql: inserts.append(sql) if sql.startswith(
+        "INSERT INTO") else None)
+    t = 1_800_000_000.25
+    expected_leases, expected_events, a = {}, [], 0
+    for n in range(1, 140):
+        rows, evs = [], []
+        for _ in range(n):
+            a += 1
+            r = Lease6Record(f"fd00:77::{a:x}", f"00030001525400{a:06x}", a, None, None,
+                             "bound", t + a, t + a + 600.5, t)
+            rows.append(r)
+            evs.append(EventRecord("dhcp6.lease", f"{r.address} leased", t + a,
+                                   data={"iaid": a}))
+        store.commit(rows, evs)
+        expected_leases.update({r.address: r for r in rows})
+        expected_events += [(e.ts, e.message, json.dumps(e.data)) for e in evs]
+    got = {r.address: r for r in store.load_leases6()}
+    assert got == expected_leases
+    assert [tuple(r) for r in store.conn.execute(
+        "SELECT ts, message, data FROM events ORDER BY id")] == expected_events
+    shapes = {sql.split(" SELECT")[0] + f" x{sql.count('),(') + 1}" for sql in inserts}
+    assert len(shapes) <= 2 * 8, sorted(shapes)  # leases6 and events, 8 row counts each
+    store.close()
