@@ -47,6 +47,8 @@ from .store import EventRecord, HostEntry, LeaseRecord
 ZERO = b"\0\0\0\0"
 _SNAME_FILE = bytes(64 + 128)
 BROADCAST_ADDR = "255.255.255.255"
+# iPXE's encapsulated options (175): sub-option 176 "no-pxedhcp" = 1
+IPXE_NO_PXEDHCP = encode_option(codec.OPT_IPXE_ENCAP, bytes((176, 1, 1)))
 CLIENT_PORT, SERVER_PORT, PXE_PORT = 68, 67, 4011
 
 
@@ -189,11 +191,18 @@ class _Base:
     # ask again on port 4011, so the authoritative server echoes only
     # "HTTPClient" (which UEFI HTTP Boot requires).
     echo_pxeclient = False
+    # iPXE holds its DHCPREQUEST for ~3 s after an OFFER, waiting for a ProxyDHCP
+    # OFFER, unless the OFFER carries its "no-pxedhcp" setting (option 175, sub-option
+    # 176 = 1). The authoritative server is the boot server: there is nothing to wait
+    # for, so iPXE gets it (each iPXE DHCP round, BIOS and UEFI, ~3 s shorter).
+    tell_ipxe_no_proxydhcp = False
 
     def _boot_options(self, ans: BootAnswer) -> bytes:
         opts = [encode_option(codec.OPT_BOOTFILE, ans.filename.encode())]
         if self.echo_pxeclient or ans.kind == "http":
             opts.insert(0, encode_option(codec.OPT_VENDOR_CLASS, ans.vendor_class))
+        if self.tell_ipxe_no_proxydhcp and ans.kind == "script":
+            opts.append(IPXE_NO_PXEDHCP)
         if ans.tftp_server:
             opts.append(encode_option(codec.OPT_TFTP_SERVER, ans.tftp_server.encode()))
         return b"".join(opts)
@@ -209,6 +218,8 @@ class _Base:
 
 class AuthoritativeEngine(_Base):
     """Hands out addresses from the pool; every ACK waits for its lease's commit."""
+
+    tell_ipxe_no_proxydhcp = True
 
     def __init__(self, settings: DhcpSettings, *, decline_quarantine: float | None = None):
         super().__init__(settings)

@@ -262,6 +262,27 @@ def test_pxe_clients_get_boot_answers_and_boot_events():
     assert dict(e.counters.boot) == {"tftp": 1, "script": 1} and dict(e2.counters.boot) == {"none": 1}
 
 
+def test_ipxe_is_told_not_to_wait_for_proxydhcp():
+    """iPXE holds its REQUEST ~3 s for a ProxyDHCP OFFER unless the OFFER says
+    "no-pxedhcp" (175.176 = 1): the authoritative server's OFFER and ACK to iPXE carry
+    it; PXE firmware (not iPXE) and the proxy server's answers do not."""
+    e = AuthoritativeEngine(settings())
+    ipxe = dict(opt77=b"iPXE", opt93=b"\x00\x00")
+    _, offer = one(e.handle(client_packet(DISCOVER, mac(1), 1, **ipxe), 1000.0))
+    assert offer.message_type == OFFER
+    assert offer.options[codec.OPT_IPXE_ENCAP] == bytes((176, 1, 1))
+    ack = dora(e, mac(1), **ipxe)[1]
+    assert ack.options[codec.OPT_IPXE_ENCAP] == bytes((176, 1, 1))
+    _, fw = one(e.handle(client_packet(DISCOVER, mac(2), 1, opt60=b"PXEClient:Arch:00000:UNDI:002001",
+                                       opt93=b"\x00\x00"), 1000.0))
+    assert fw.file == b"undionly.kpxe" and codec.OPT_IPXE_ENCAP not in fw.options
+    _, plain = one(e.handle(client_packet(DISCOVER, mac(3), 1), 1000.0))
+    assert codec.OPT_IPXE_ENCAP not in plain.options
+    p = ProxyEngine(settings(mode="proxy"))
+    _, po = one(p.handle(client_packet(DISCOVER, mac(1), 1, opt60=b"PXEClient", **ipxe), 1000.0, port=67))
+    assert po.file.endswith(b".ipxe") and codec.OPT_IPXE_ENCAP not in po.options
+
+
 def test_proxy_answers_only_pxe_clients_without_an_address():
     e = ProxyEngine(settings(mode="proxy"))
     assert e.handle(client_packet(DISCOVER, mac(1), 1), 1000.0) == []

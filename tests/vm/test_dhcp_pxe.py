@@ -93,6 +93,12 @@ def test_ovmf_uefi_pxe_gets_snponly_over_tftp_then_the_http_script(lab, tmp_path
     assert firmware_offer[0].siaddr == codec.ip_bytes("10.77.0.1")
     firmware_req = [p for p in pkts if p.op == 1 and p.client_arch == 7 and b"iPXE" not in p.user_classes]
     assert firmware_req and firmware_req[0].vendor_class.startswith(b"PXEClient:Arch:00007")
+    # iPXE is told there is no ProxyDHCP to wait for (175.176 no-pxedhcp): it REQUESTs on
+    # the first OFFER, instead of re-sending its DISCOVER while it waits ~3 s for one
+    assert ipxe_offer[0].options.get(codec.OPT_IPXE_ENCAP) == bytes((176, 1, 1))
+    ipxe_sent = [p.message_type for p in pkts if p.op == 1 and b"iPXE" in p.user_classes]
+    assert codec.REQUEST in ipxe_sent, ipxe_sent
+    assert ipxe_sent[:ipxe_sent.index(codec.REQUEST)] == [codec.DISCOVER], ipxe_sent
     db = tmp_path / "state" / "nixie.db"
     boots = events(db, "boot.dhcp")
     assert ("snponly.efi" in [d["boot_file"] for _, d in boots])
