@@ -19,7 +19,13 @@
 #   `nixie.token` on the kernel command line) with the SSH host key, except on an
 #   install boot (`nixie.mode=install`: nixosModules.installer reports);
 # * links the system's disko script (when the configuration uses disko) into its
-#   toplevel as `nixie-disko`: the layout the installer and the push install apply.
+#   toplevel as `nixie-disko`: the layout the installer and the push install apply;
+# * with nixie.netboot.cached.enable, cached netboot (`nixie.mode=cached`, scripted
+#   stage 1): the network up in the initrd, then nixos-image/cached/nixie-cached mounts
+#   the disk's store filesystem (label nixie-store, made on cached.device when missing)
+#   at /nix under the tmpfs root and substitutes only the paths of init='s system it
+#   lacks from <nixie.api>/nix-cache, trusting exactly nixie.cache_key=, with a static
+#   nix in the initrd; stage 2 then runs from the disk's store.
 { config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption mkIf mkDefault mkOverride types;
@@ -29,9 +35,19 @@ let
   # where the registration may be: ours, and nix-netboot-serve's layout
   registrations = lib.unique [ cfg.registration "/nix/.nix-netboot-serve-db/registration" ];
 
+  # cached netboot's stage 1: the one script, in the initrd at /nixie-cached
+  cachedScript = ./cached/nixie-cached;
+  cachedStage1 = ''
+    if grep -qw nixie.mode=cached /proc/cmdline; then
+      NIXIE_CACHED_DEVICE=${lib.escapeShellArg cfg.cached.device} sh /nixie-cached boot "$targetRoot" \
+        || fail "cached netboot: the system could not be fetched from the router"
+    fi
+  '';
+
   # copy the initramfs store (and the registration) under the new root
+  # (not on a cached boot: the disk's store is at /nix there)
   keepStore = root: ''
-    if [ -d /nix/store ]; then
+    if [ -d /nix/store ] && ! grep -qw nixie.mode=cached /proc/cmdline; then
       mkdir -p ${root}/nix/store ${root}/nix/.nixie
       # one cp for the whole store (a process per path costs 3x, bench/stage1)
       cp -a /nix/store/. ${root}/nix/store/
@@ -69,6 +85,32 @@ in
       default = "75%";
       description = "Size limit of the tmpfs root, which also holds the Nix store (tmpfs `size=`).";
     };
+    cached = {
+      enable = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Support cached netboot (`nixie.mode=cached` on the kernel command line, the
+          router's mode `cached`): stage 1 keeps /nix on the disk and fetches only the
+          store paths it lacks from the router's binary cache. Scripted stage 1 only.
+          Brings the network up in the initrd on every boot.
+        '';
+      };
+      device = mkOption {
+        type = types.str;
+        default = "/dev/vda";
+        description = ''
+          The disk the store filesystem (ext4, label `nixie-store`, mounted at /nix) is made
+          on when no filesystem has that label. The whole disk: its contents are lost.
+        '';
+      };
+      nix = mkOption {
+        type = types.package;
+        default = pkgs.nixStatic;
+        defaultText = lib.literalExpression "pkgs.nixStatic";
+        description = "The nix put in the initrd (`nix copy` from the router's cache): static, one file.";
+      };
+    };
     agent = {
       enable = mkOption {
         type = types.bool;
@@ -94,7 +136,19 @@ in
     };
     boot.loader.grub.enable = mkDefault false;
 
-    boot.initrd.postMountCommands = mkIf (!config.boot.initrd.systemd.enable) (keepStore "$targetRoot");
+    boot.initrd.postMountCommands = mkIf (!config.boot.initrd.systemd.enable)
+      ((lib.optionalString cfg.cached.enable cachedStage1) + keepStore "$targetRoot");
+
+    assertions = [{
+      assertion = !(cfg.cached.enable && config.boot.initrd.systemd.enable);
+      message = "nixie.netboot.cached needs the scripted stage 1 (boot.initrd.systemd.enable = false)";
+    }];
+    boot.initrd.network.enable = mkIf cfg.cached.enable true;
+    boot.initrd.extraFiles = mkIf cfg.cached.enable { "/nixie-cached".source = cachedScript; };
+    boot.initrd.extraUtilsCommands = mkIf cfg.cached.enable ''
+      copy_bin_and_libs ${cfg.cached.nix}/bin/nix
+      copy_bin_and_libs ${pkgs.e2fsprogs}/bin/mkfs.ext4
+    '';
 
     # cp -a, chown, chmod for the unit below (on PATH in systemd's stage 1)
     boot.initrd.systemd.initrdBin = mkIf config.boot.initrd.systemd.enable [ pkgs.coreutils ];

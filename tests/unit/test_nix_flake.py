@@ -120,6 +120,8 @@ def test_netboot_client_registration_path_is_the_contract():
     assert set(got["options"]) == {
         "nixie.netboot.enable", "nixie.netboot.registration", "nixie.netboot.rootSize",
         "nixie.netboot.agent.enable", "nixie.netboot.agent.package",
+        "nixie.netboot.cached.enable", "nixie.netboot.cached.device",
+        "nixie.netboot.cached.nix",
     }
 
 

@@ -352,3 +352,34 @@ def test_hw_profile_evaluates_whole(profile):
         assert "console=ttyS0,115200n8" in params
     if profile in ("generic-x86_64", "qemu"):
         assert c["networking"]["usePredictableInterfaceNames"] is False
+
+
+def test_netboot_client_cached_puts_the_script_and_a_static_nix_in_the_initrd():
+    """nixie.netboot.cached: the initrd has nixos-image/cached/nixie-cached (the script
+    tests/netns/test_cached_nixos_fetch.py runs) at /nixie-cached, a static nix and
+    mkfs.ext4, the network up; stage 1 runs it on nixie.mode=cached before (and instead of)
+    keeping the initramfs store."""
+    off = module_config("nixos-image/netboot-client.nix")["config"]["boot"]["initrd"]
+    assert "nixie-cached" not in off["postMountCommands"] and "extraFiles" not in off
+    c = module_config("nixos-image/netboot-client.nix",
+                      '{ nixie.netboot.cached.enable = true; '
+                      'nixie.netboot.cached.device = "/dev/nvme0n1"; }')["config"]
+    initrd = c["boot"]["initrd"]
+    source = initrd["extraFiles"]["/nixie-cached"]["source"]  # the file, copied to the store
+    assert source.startswith("/nix/store/") and source.endswith("-nixie-cached")
+    assert "copy_bin_and_libs /nix/store/stub-nixStatic/bin/nix" in initrd["extraUtilsCommands"]
+    assert "copy_bin_and_libs /nix/store/stub-e2fsprogs/bin/mkfs.ext4" in initrd["extraUtilsCommands"]
+    assert initrd["network"]["enable"] is True
+    cmds = initrd["postMountCommands"]
+    run = "NIXIE_CACHED_DEVICE='/dev/nvme0n1' sh /nixie-cached boot \"$targetRoot\""
+    assert run in cmds and cmds.index(run) < cmds.index("cp -a /nix/store/.")
+    assert "! grep -qw nixie.mode=cached /proc/cmdline" in cmds  # no store copy over the disk's
+    assert c["assertions"][0]["assertion"] is True
+    on_systemd = module_config("nixos-image/netboot-client.nix",
+                               "{ nixie.netboot.cached.enable = true; boot.initrd.systemd.enable = true; }")
+    assert on_systemd["config"]["assertions"][0]["assertion"] is False
+    # the script reads the kernel line keys the router writes (netservices/httpboot cached_params)
+    script = (ROOT / "nixos-image/cached/nixie-cached").read_text()
+    for key in ("init=", "nixie.api=", "nixie.token=", "nixie.cache_key="):
+        assert f"{key}*)" in script
+    assert "nixie.netboot.cached.enable" in (ROOT / "docs/install.md").read_text()

@@ -14,7 +14,7 @@ let
   pkg' = name: { outPath = "/nix/store/stub-${name}"; };
   names = [
     "git" "openssh" "iproute2" "nftables" "jq" "makeWrapper" "coreutils" "gnused" "gawk" "curl"
-    "systemd" "parted" "dosfstools" "e2fsprogs" "nix" "ipxe" "busybox" "qemu_test"
+    "systemd" "parted" "dosfstools" "e2fsprogs" "nix" "nixStatic" "ipxe" "busybox" "qemu_test"
     "wireguard-tools" "ipmitool" "syslinux" "grub2_efi" "xorriso" "mtools"
   ];
   base = builtins.listToAttrs (map (n: { name = n; value = pkg n; }) names);
