@@ -84,30 +84,62 @@ S
   '';
 
   # Cached netboot (nixie.mode=cached): stage 1 keeps /nix/store on the disk. It reads
-  # the system from init=, brings the NIC up, fetches the closure listing from the router
+  # the system from init=, brings the NIC up (DHCPv4, or SLAAC when nixie.api= is an IPv6
+  # URL), fetches the closure listing from the router
   # (<nixie.api>/boot/<system>/closure: "<basename> <bytes>" per path, the system last)
   # and the system's own path (its nixie-disk names the disk layout), mounts the disk's
-  # root filesystem (creating the layout when there is none), fetches each path the disk
+  # root filesystem (creating the layout when there is none), checks each path the disk
+  # holds against the manifest written when it was moved in (a truncated or missing file,
+  # a changed link: the path is dropped and fetched again), fetches each path the disk
   # lacks as a plain newc archive (/boot/<system>/path/<basename>.cpio), unpacked beside
   # the store and moved in whole (a cut fetch leaves no half path), then switches root to
-  # the disk. Failures are reported (`failed` with the reason) and stop the boot.
+  # the disk. Each fetch is tried nixie.fetch_tries= times (default 20), 2 s apart.
+  # Failures are printed, reported (`failed` with the reason, retried every 5 s for up
+  # to 5 min while the router is away) and stop the boot.
   cachedStage1 = ''
     system=''${init%/init}; tb=''${system##*/}
     for m in ${builtins.concatStringsSep " " (diskModules ++ cachedModules)}; do
       insmod /lib/modules/$m.ko 2>/dev/null
     done
+    fetch_tries=20
+    for w in $(cat /proc/cmdline); do
+      case "$w" in nixie.fetch_tries=*) fetch_tries="''${w#nixie.fetch_tries=}" ;; esac
+    done
+    case "$fetch_tries" in
+      ""|*[!0-9]*|0) echo "NIXIE-CACHED bad nixie.fetch_tries=$fetch_tries (a count from 1): 20"
+                     fetch_tries=20 ;;
+    esac
     step() { echo "NIXIE-CACHED $1"; }
-    fail() {
+    fail() {  # the reason on the console, then `failed` to the router: retried while it is away
       echo "NIXIE-CACHED-FAILED $1"
       umount /sysroot 2>/dev/null
-      post failed "cached boot failed: $1" || echo "NIXIE-REPORT-FAILED"
+      n=0
+      until post failed "cached boot failed: $1" 2>/tmp/post.err; do
+        n=$((n + 1))
+        if grep -q 'HTTP/1.[01] 4' /tmp/post.err || [ $n -ge 60 ]; then  # refused, or 5 min
+          echo "NIXIE-REPORT-FAILED $(tail -n 1 /tmp/post.err)"
+          while true; do sleep 3600; done
+        fi
+        [ $n -eq 1 ] && echo "NIXIE-REPORT-RETRY every 5 s: $(tail -n 1 /tmp/post.err)"
+        sleep 5
+      done
+      echo "NIXIE-REPORTED-FAILED"
       while true; do sleep 3600; done
     }
-    get() {  # URL FILE: retried while the router builds (503) or is briefly away
+    get() {  # URL FILE: retried while the router builds (503) or is away; sets $why
       tries=0
-      until wget -q -O "$2" "$1"; do
-        tries=$((tries + 1)); [ $tries -lt 20 ] || return 1; sleep 2
+      until wget -q -O "$2" "$1" 2>/tmp/wget.err; do
+        tries=$((tries + 1)); why="$(tail -n 1 /tmp/wget.err)"
+        [ $tries -lt $fetch_tries ] || { why="$fetch_tries tries, the last: $why"; return 1; }
+        echo "NIXIE-CACHED-RETRY $tries of $fetch_tries: $1: $why"
+        sleep 2
       done
+    }
+    # What a path is, cheaply: every file's type and name, each regular file's size and
+    # each link's target (stat reads inodes, no content): written when the path is moved
+    # in, compared on every boot.
+    manifest() {  # STORE/NAME (a directory, or a path that is one file)
+      (cd "''${1%/*}" && b="''${1##*/}" && { find "$b" -type d; find "$b" ! -type d -exec stat -c '%s %N' {} +; } | sort)
     }
     uptime_cs() { awk '{ printf "%d", $1 * 100 }' /proc/uptime; }
     . /lib/nixie-disk-layout.sh
@@ -116,13 +148,20 @@ S
     i=0
     while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
     ip link set eth0 up
-    udhcpc -i eth0 -n -q -t 20 -T 1 -s /bin/udhcpc-script >/dev/null 2>&1 || echo "NIXIE-DHCP-FAILED"
+    case "$api" in
+      *://\[*)  # booted over IPv6: the address the router advertises (SLAAC), no DHCPv4
+        i=0
+        while ! ip -6 addr show dev eth0 | grep 'scope global' | grep -qv tentative \
+            && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
+        step "ipv6: $(ip -6 addr show dev eth0 | grep 'scope global')" ;;
+      *) udhcpc -i eth0 -n -q -t 20 -T 1 -s /bin/udhcpc-script >/dev/null 2>&1 || echo "NIXIE-DHCP-FAILED" ;;
+    esac
     t0=$(uptime_cs)
-    get "$api/boot/$tb/closure" /tmp/closure || fail "cannot fetch the closure of $system from $api"
+    get "$api/boot/$tb/closure" /tmp/closure || fail "cannot fetch the closure of $system from $api: $why"
     total=0; count=0
     while read b n; do total=$((total + n)); count=$((count + 1)); done < /tmp/closure
     mkdir -p /tmp/top
-    get "$api/boot/$tb/path/$tb.cpio" /tmp/top.cpio || fail "cannot fetch $tb from $api"
+    get "$api/boot/$tb/path/$tb.cpio" /tmp/top.cpio || fail "cannot fetch $tb from $api: $why"
     (cd /tmp/top && cpio -i -d -m < /tmp/top.cpio 2>/dev/null) || fail "cannot unpack $tb"
     got_bytes=$(wc -c < /tmp/top.cpio)
     device=; esp_mib=
@@ -141,6 +180,16 @@ S
       mount -t ext4 "$part"2 /sysroot || fail "cannot mount the new root filesystem ''${part}2"
       mkdir -p /sysroot/nix/store
     fi
+    man=/sysroot/nix/.nixie/manifests
+    mkdir -p $man
+    damaged=0
+    while read b n; do  # a path not as it was moved in (or with no manifest) is fetched again
+      [ -e /sysroot/nix/store/$b ] || continue
+      manifest /sysroot/nix/store/$b | cmp -s - $man/$b && continue
+      step "damaged: $b differs from its manifest: fetched again"
+      rm -rf /sysroot/nix/store/$b $man/$b
+      damaged=$((damaged + 1))
+    done < /tmp/closure
     missing=0
     while read b n; do [ -e /sysroot/nix/store/$b ] || missing=$((missing + n)); done < /tmp/closure
     free_kib=$(df -k /sysroot | awk 'NR == 2 { print $4 }')
@@ -154,12 +203,14 @@ S
       if [ "$b" = "$tb" ]; then
         cp -a /tmp/top/nix/store/$tb $tmp/nix/store/ || fail "copying $tb"
       else
-        get "$api/boot/$tb/path/$b.cpio" $tmp/a.cpio || fail "fetching $b from $api failed"
+        get "$api/boot/$tb/path/$b.cpio" $tmp/a.cpio || fail "fetching $b from $api failed: $why"
         [ "$(wc -c < $tmp/a.cpio)" -eq "$n" ] || fail "fetching $b from $api: short read"
         (cd $tmp && cpio -i -d -m < a.cpio 2>/dev/null) || fail "cannot unpack $b"
         got_bytes=$((got_bytes + n))
       fi
+      manifest $tmp/nix/store/$b > $man/$b.new || fail "cannot list $b"
       mv $tmp/nix/store/$b /sysroot/nix/store/$b || fail "cannot move $b into /nix/store"
+      mv $man/$b.new $man/$b
       got=$((got + 1))
     done < /tmp/closure
     rm -rf $tmp
@@ -167,9 +218,9 @@ S
     t1=$(uptime_cs)
     ln -sfn "$system" /sysroot/nix/var/nix/profiles/system
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) / 100 }')
-    echo "fetched $got of $count store paths ($got_bytes bytes) in $secs s, $kept kept on the disk" \
+    echo "fetched $got of $count store paths ($got_bytes bytes) in $secs s, $kept kept on the disk, $damaged damaged fetched again" \
       > /sysroot/nix/.nixie/cached-last
-    echo "NIXIE-CACHED-FETCHED $got $count $got_bytes $kept"
+    echo "NIXIE-CACHED-FETCHED $got $count $got_bytes $kept $damaged"
     [ -x "/sysroot$init" ] || fail "$init is not on the disk after the fetch"
     mkdir -p /sysroot/dev /sysroot/proc /sysroot/sys /sysroot/tmp /sysroot/run /sysroot/bin
     for d in dev proc sys; do mount --move /$d /sysroot/$d; done

@@ -17,11 +17,14 @@ import pytest
 
 from appliance.domain import agent, hosts
 from appliance.domain.boot_backend import SqliteBackend
-from appliance.nix.netboot import CpioCache, ImageBuilder, PathArchives
+from appliance.nix.bootartifacts import StoreBootArtifacts
+from appliance.nix.netboot import MEMBER_TOPLEVELS, CpioCache, ImageBuilder, PathArchives
 from appliance.state import db
 from appliance.state.db import Store
 from appliance.state.migrations import MIGRATIONS
+from netservices.backend import BootArtifacts
 from netservices.httpboot import BootSettings, create_boot_app, make_server
+from netservices.httpboot.app import NoArtifacts
 from tests.bootlab import SpecBackend
 from tests.golden import assert_golden
 from tests.unit.test_httpboot import BASE, call
@@ -191,6 +194,59 @@ def test_anything_but_a_closure_path_is_404_and_builds_nothing(cached, path):
     assert status == 404, (url, body)
     assert not cached["cache"].built and not list(cached["cache"].dir.glob("*.cpio"))
     assert b"not in any closure" not in body
+
+
+def test_the_closure_index_is_made_once_per_toplevel_and_a_few_are_kept(cached, monkeypatch):
+    """Path fetches of one toplevel look its closure up once, not once per fetch; the
+    index keeps MEMBER_TOPLEVELS toplevels, the least recently used one goes first."""
+    paths, top = cached["backend"].paths, str(cached["top"])
+    asked: list[str] = []
+    closure = paths.images.closure
+    monkeypatch.setattr(paths.images, "closure", lambda t: asked.append(t) or closure(t))
+    app = cached["make"]()
+    inside = os.path.basename(cached["closure"][0])
+    for _ in range(20):
+        status, _, body = call(app, f"/boot/{cached['top'].name}/path/{inside}.cpio")
+        assert status == 200, body
+    assert call(app, f"/boot/{cached['top'].name}/path/{'9' * 32}-nope.cpio")[0] == 404
+    assert asked == [top]
+    others = [str(p) for p in cached["closure"] if p != top]  # toplevels of their own
+    for t in others[:MEMBER_TOPLEVELS - 1]:
+        assert paths.archive(t, os.path.basename(t)) is not None
+    assert paths.archive(top, inside) is not None and asked.count(top) == 1  # still kept
+    for t in others[MEMBER_TOPLEVELS - 1:] + [str(cached["outside"])]:
+        paths.archive(t, os.path.basename(t))
+    asked.clear()
+    paths.archive(others[0], os.path.basename(others[0]))  # least recently used: gone
+    paths.archive(top, inside)  # used since: kept
+    assert asked == [others[0]], asked
+
+
+def _port_members(port: type) -> set[str]:
+    return {n for n, v in vars(port).items() if callable(v) and not n.startswith("_")}
+
+
+@pytest.mark.parametrize("backend", [StoreBootArtifacts, NoArtifacts, SpecBackend, CachedBackend])
+def test_cached_netboot_is_on_the_typed_artifacts_port_and_every_backend_has_it(backend):
+    """closure_listing and path_artifact are members of BootArtifacts (HTTP boot calls
+    them, it does not probe for them), and every backend implements the whole port."""
+    members = _port_members(BootArtifacts)
+    assert {"closure_listing", "path_artifact"} <= members, members
+    assert not [n for n in members if not callable(getattr(backend, n, None))]
+
+
+def test_a_backend_without_cached_netboot_is_asked_and_answers_404(tmp_path):
+    """A backend whose port answers None (no cached netboot) is asked through the port:
+    the 404 names the missing closure, not "not a store path"."""
+    backend = SpecBackend({"hosts": [], "systems": {}})
+    app = create_boot_app(hosts=backend, events=backend, artifacts=backend, agent=backend,
+                          settings=BootSettings(BASE), tftp_root=str(tmp_path))
+    top = "z" * 32 + "-nixos-system-c1"
+    status, _, body = call(app, f"/boot/{top}/closure")
+    assert (status, body) == (404, f"no closure for {top}\n".encode())
+    inside = "1" * 32 + "-linux"
+    status, _, body = call(app, f"/boot/{top}/path/{inside}.cpio")
+    assert (status, body) == (404, f"{inside} is not in the closure of {top}\n".encode())
 
 
 def test_a_flood_of_unknown_paths_builds_nothing_and_one_path_is_built_once(cached):
