@@ -238,6 +238,8 @@ class BinaryCache:
     a minute per kind), so a broken cache shows in the event log."""
 
     EVENT_INTERVAL = 60.0
+    RESCAN_INTERVAL = 1.0  # a miss rescans the store at least this often, changed or not
+    RACY_SECONDS = 0.05  # a store mtime this recent may hide a path added in the same tick
 
     def __init__(self, nix: Nix, signatures: Signatures | None, *, priority: int = 40,
                  store_dir: str = STORE_DIR, problem: str | None = None,
@@ -253,6 +255,7 @@ class BinaryCache:
         self._index: dict[str, str] = {}
         self._infos: dict[str, dict[str, Any]] = {}  # basename -> signed path info
         self._index_time = 0.0
+        self._index_mtime: int | None = None
         self._last_event: dict[str, float] = {}
         self.stats = {"requests": 0, "narinfo": 0, "narinfo_missing": 0, "unsigned": 0,
                       "nar": 0, "nar_bytes": 0, "bad_requests": 0, "unavailable": 0}
@@ -260,12 +263,14 @@ class BinaryCache:
     # ------------------------------------------------------------ lookups
     def path_for_hash(self, hash_part: str) -> str | None:
         """The store path with this hash part. The store's listing is kept in
-        memory and read again on a miss at most once a second, so clients
-        probing for paths we lack (most narinfo requests) cost no rescans."""
+        memory and read again on a miss only when the store directory changed
+        since it was read (its mtime) or RESCAN_INTERVAL passed: clients probing
+        for paths we lack (most narinfo requests) cost no rescans, and a path a
+        build adds right after a miss is served at once."""
         if not _HASH.match(hash_part):
             return None
         name = self._index.get(hash_part)
-        if name is None and time.monotonic() - self._index_time > 1.0:
+        if name is None and self._stale():
             self._rescan()
             name = self._index.get(hash_part)
         if name is None:
@@ -273,7 +278,23 @@ class BinaryCache:
         path = os.path.join(self.store_dir, name)
         return path if os.path.lexists(path) else None
 
+    def _store_mtime(self) -> int | None:
+        try:
+            return os.stat(self.store_dir).st_mtime_ns
+        except OSError:
+            return None
+
+    def _stale(self) -> bool:
+        return (self._index_mtime is None or self._store_mtime() != self._index_mtime
+                or time.monotonic() - self._index_time > self.RESCAN_INTERVAL)
+
     def _rescan(self) -> None:
+        # the mtime is read before the listing: a path added while it is read shows as
+        # a later mtime. One within RACY_SECONDS of now may share its timestamp with a
+        # path added after the listing (coarse clock ticks), so it forces the next rescan.
+        mtime = self._store_mtime()
+        if mtime is not None and time.time() - mtime / 1e9 < self.RACY_SECONDS:
+            mtime = None
         index = {}
         try:
             with os.scandir(self.store_dir) as it:
@@ -282,7 +303,7 @@ class BinaryCache:
                         index[e.name[:32]] = e.name
         except FileNotFoundError:
             pass
-        self._index, self._index_time = index, time.monotonic()
+        self._index, self._index_time, self._index_mtime = index, time.monotonic(), mtime
 
     def path_info(self, path: str) -> dict[str, Any] | None:
         """Path info of a valid path the router signed, with its signature; None when

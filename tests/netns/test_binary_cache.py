@@ -24,6 +24,7 @@ from appliance.nix.binary_cache import (
     create_binary_cache,
     nix32,
     render_narinfo,
+    sign_closure,
     to_nix32_hash,
 )
 from appliance.nix.buildworker import BuildWorker, claim_next
@@ -222,6 +223,36 @@ def test_unknown_and_malformed_requests_get_404(tmp_path, toplevel, flake_dir):
     status, body = call(top, "HEAD")
     assert status.startswith("200") and body == b""
     assert cache.stats["bad_requests"] == 1
+
+
+def test_a_path_added_right_after_a_miss_is_served_at_once(tmp_path):
+    """A client asks for a path, the router lacks it (404); a build adds and signs it a
+    moment later: the next ask is answered from the store's new listing, without
+    waiting for the periodic rescan (here an hour: only the store's change can do it)."""
+    _, cfg = lab_config(tmp_path)
+    cache = create_binary_cache(cfg)
+    cache.RESCAN_INTERVAL = 3600.0
+    nix = Nix(extra_config=NIX_EXTRA)
+    src = tmp_path / "payload"
+    src.write_text(f"added after a miss {uuid.uuid4()}\n")
+    digest = nix.run(["nix-hash", "--type", "sha256", "--flat", "--base32", str(src)]).strip()
+    path = nix.run(["nix-store", "--print-fixed-path", "sha256", digest, "payload"]).strip()
+    url = f"/{os.path.basename(path)[:32]}.narinfo"
+    statuses = []
+
+    def call():
+        body = b"".join(cache({"PATH_INFO": url, "REQUEST_METHOD": "GET"},
+                              lambda s, h, *a: statuses.append(s)))
+        return statuses[-1], body
+
+    assert call()[0].startswith("404")
+    assert call()[0].startswith("404")  # a second miss, store unchanged: still a miss
+    added = nix.run(["nix", "store", "add-file", "--name", "payload", str(src)]).strip()
+    assert added == path
+    assert sign_closure(nix, cache.sigs, [path]) == 1
+    status, body = call()
+    assert status.startswith("200"), body
+    assert f"StorePath: {path}".encode() in body
 
 
 def test_an_unusable_key_or_a_failing_nix_is_a_503_with_an_event_never_a_500(tmp_path,
