@@ -349,6 +349,15 @@ disk_layout "$device" "$esp_mib" "$need_mib"
 mkdir -p /mnt /esp
 mount -t ext4 "$part"2 /mnt || fail "cannot mount the new root filesystem ''${part}2"
 
+ref_copy() {  # the reference: plain cp -a of the same closure onto the same disk; seconds
+  r0=$(uptime_cs); mkdir -p /mnt/tmp/ref
+  cp -a /nix/store/. /mnt/tmp/ref/ && sync
+  r1=$(uptime_cs); rm -rf /mnt/tmp/ref; sync
+  secs $r0 $r1
+}
+# compared: the reference runs before and after the install's copy, so neither pays alone
+# for the new filesystem's first writes or has the other's page cache
+[ -n "$compare" ] && ref_before=$(ref_copy)
 step "copy: $paths store paths, $store_mib MiB, into /nix/store on ''${part}2"
 t0=$(uptime_cs)
 mkdir -p /mnt/nix/store /mnt/nix/.nixie /mnt/nix/var/nix/profiles
@@ -363,11 +372,8 @@ ln -sfn "$system" /mnt/nix/var/nix/profiles/system-1-link
 ln -sfn system-1-link /mnt/nix/var/nix/profiles/system
 mkdir -p /mnt/dev /mnt/proc /mnt/sys /mnt/tmp /mnt/run /mnt/bin
 copied="copied $paths paths ($store_mib MiB) in $(secs $t0 $t1) s"
-if [ -n "$compare" ]; then  # the reference: plain cp -a of the same closure, same disk
-  r0=$(uptime_cs); mkdir -p /mnt/tmp/ref
-  cp -a /nix/store/. /mnt/tmp/ref/ && sync
-  r1=$(uptime_cs); rm -rf /mnt/tmp/ref; sync
-  copied="$copied; reference cp -a $(secs $r0 $r1) s"
+if [ -n "$compare" ]; then
+  copied="$copied; reference cp -a $ref_before s before, $(ref_copy) s after"
 fi
 echo "NIXIE-INSTALL $copied"
 
