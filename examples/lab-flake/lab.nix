@@ -83,31 +83,133 @@ disk_layout() {
 S
   '';
 
+  # The store on the disk of a cached netboot: a shell library its stage 1 sources (and
+  # tests/unit/test_cached_content_check.py runs with busybox against a real router).
+  # The caller sets $root (the disk's root filesystem, mounted), $work (scratch space in
+  # RAM), $api, $tb (the system's basename), $fetch_tries and $verify (`content` or
+  # `sizes`), and defines `step` and `fail`. Per path the disk keeps, in
+  # $root/nix/.nixie: manifests/<basename> (types, names, sizes, links: checked every
+  # boot, reads inodes only) and sha256/<basename> (each regular file's sha256, busybox
+  # `sha256sum` lines relative to /nix/store: checked with nixie.verify=content, reads
+  # every byte), both written when the path is moved in.
+  cachedStore = ''
+    get() {  # URL FILE: retried while the router builds (503) or is away; sets $why
+      tries=0
+      until wget -q -O "$2" "$1" 2>$work/wget.err; do
+        tries=$((tries + 1)); why="$(tail -n 1 $work/wget.err)"
+        [ $tries -lt $fetch_tries ] || { why="$fetch_tries tries, the last: $why"; return 1; }
+        echo "NIXIE-CACHED-RETRY $tries of $fetch_tries: $1: $why"
+        sleep 2
+      done
+    }
+    # What a path is, cheaply: every file's type and name, each regular file's size and
+    # each link's target (stat reads inodes, no content): written when the path is moved
+    # in, compared on every boot.
+    manifest() {  # STORE/NAME (a directory, or a path that is one file)
+      (cd "''${1%/*}" && b="''${1##*/}" && { find "$b" -type d; find "$b" ! -type d -exec stat -c '%s %N' {} +; } | sort)
+    }
+    # What a path holds: each regular file's sha256 (`sha256sum -c` input, relative to
+    # the store); no lines for a path without regular files.
+    sums() {  # STORE/NAME
+      (cd "''${1%/*}" && find "''${1##*/}" -type f -exec sha256sum {} + | sort -k 2)
+    }
+    # The system's own path, fetched first (its nixie-disk names the disk layout):
+    # unpacked into $work/top; sets $got_bytes.
+    fetch_top() {
+      mkdir -p $work/top
+      get "$api/boot/$tb/path/$tb.cpio" $work/top.cpio || fail "cannot fetch $tb from $api: $why"
+      (cd $work/top && cpio -i -d -m < $work/top.cpio 2>/dev/null) || fail "cannot unpack $tb"
+      got_bytes=$(wc -c < $work/top.cpio)
+    }
+    # Each path of the listing the disk holds that is not as it was moved in is removed,
+    # to be fetched again: its manifest differs (or is missing), or, with
+    # nixie.verify=content, a file's content differs from its sha256 sums (or it has
+    # none). Sets $damaged and $checked (what was compared, for the report).
+    store_dirs() { store=$root/nix/store; man=$root/nix/.nixie/manifests; sha=$root/nix/.nixie/sha256; mkdir -p $man $sha; }
+    store_check() {  # LISTING ("<basename> <bytes>" per line)
+      store_dirs
+      damaged=0; c0=$(uptime_cs)
+      while read b n; do
+        [ -e $store/$b ] || continue
+        if ! manifest $store/$b | cmp -s - $man/$b; then
+          why="differs from its manifest"
+        elif [ "$verify" = content ] && [ ! -r $sha/$b ]; then
+          why="has no sha256 sums"
+        elif [ "$verify" = content ] && [ -s $sha/$b ] \
+            && ! (cd $store && sha256sum -c -s $sha/$b 2>/dev/null) </dev/null; then
+          why="content differs from its sha256 sums"
+        else
+          continue
+        fi
+        step "damaged: $b $why: fetched again"
+        rm -rf $store/$b $man/$b $sha/$b
+        damaged=$((damaged + 1))
+      done < "$1"
+      checked="sizes checked"
+      [ "$verify" = content ] && checked="content checked"
+      checked="$checked in $(awk -v a="$c0" -v b="$(uptime_cs)" 'BEGIN { printf "%.2f", (b - a) / 100 }') s"
+    }
+    # Each path of the listing the disk lacks: fetched as a plain newc archive, unpacked
+    # beside the store, its manifest and sha256 sums written, then moved in whole (a cut
+    # fetch leaves no half path). Sets $got and $kept, adds to $got_bytes.
+    store_fetch() {  # LISTING
+      store_dirs
+      got=0; kept=0; tmp=$root/nix/.nixie/partial
+      while read b n; do
+        if [ -e $store/$b ]; then kept=$((kept + 1)); continue; fi
+        rm -rf $tmp; mkdir -p $tmp/nix/store
+        if [ "$b" = "$tb" ]; then
+          cp -a $work/top/nix/store/$tb $tmp/nix/store/ || fail "copying $tb"
+        else
+          get "$api/boot/$tb/path/$b.cpio" $tmp/a.cpio || fail "fetching $b from $api failed: $why"
+          [ "$(wc -c < $tmp/a.cpio)" -eq "$n" ] || fail "fetching $b from $api: short read"
+          (cd $tmp && cpio -i -d -m < a.cpio 2>/dev/null) || fail "cannot unpack $b"
+          got_bytes=$((got_bytes + n))
+        fi
+        manifest $tmp/nix/store/$b > $man/$b.new || fail "cannot list $b"
+        sums $tmp/nix/store/$b > $sha/$b.new || fail "cannot hash $b"
+        mv $tmp/nix/store/$b $store/$b || fail "cannot move $b into /nix/store"
+        mv $man/$b.new $man/$b
+        mv $sha/$b.new $sha/$b
+        got=$((got + 1))
+      done < "$1"
+      rm -rf $tmp
+    }
+    uptime_cs() { awk '{ printf "%d", $1 * 100 }' /proc/uptime; }
+  '';
+
   # Cached netboot (nixie.mode=cached): stage 1 keeps /nix/store on the disk. It reads
   # the system from init=, brings the NIC up (DHCPv4, or SLAAC when nixie.api= is an IPv6
   # URL), fetches the closure listing from the router
   # (<nixie.api>/boot/<system>/closure: "<basename> <bytes>" per path, the system last)
   # and the system's own path (its nixie-disk names the disk layout), mounts the disk's
   # root filesystem (creating the layout when there is none), checks each path the disk
-  # holds against the manifest written when it was moved in (a truncated or missing file,
-  # a changed link: the path is dropped and fetched again), fetches each path the disk
-  # lacks as a plain newc archive (/boot/<system>/path/<basename>.cpio), unpacked beside
-  # the store and moved in whole (a cut fetch leaves no half path), then switches root to
-  # the disk. Each fetch is tried nixie.fetch_tries= times (default 20), 2 s apart.
-  # Failures are printed, reported (`failed` with the reason, retried every 5 s for up
-  # to 5 min while the router is away) and stop the boot.
+  # holds (cachedStore's store_check: its manifest, and with nixie.verify=content its
+  # files' sha256; a path that differs is dropped and fetched again), fetches each path
+  # the disk lacks as a plain newc archive (/boot/<system>/path/<basename>.cpio),
+  # unpacked beside the store and moved in whole (a cut fetch leaves no half path), then
+  # switches root to the disk. Each fetch is tried nixie.fetch_tries= times (default
+  # 20), 2 s apart. Failures are printed, reported (`failed` with the reason, retried
+  # every 5 s for up to 5 min while the router is away) and stop the boot.
   cachedStage1 = ''
     system=''${init%/init}; tb=''${system##*/}
     for m in ${builtins.concatStringsSep " " (diskModules ++ cachedModules)}; do
       insmod /lib/modules/$m.ko 2>/dev/null
     done
-    fetch_tries=20
+    fetch_tries=20; verify=sizes
     for w in $(cat /proc/cmdline); do
-      case "$w" in nixie.fetch_tries=*) fetch_tries="''${w#nixie.fetch_tries=}" ;; esac
+      case "$w" in
+        nixie.fetch_tries=*) fetch_tries="''${w#nixie.fetch_tries=}" ;;
+        nixie.verify=*) verify="''${w#nixie.verify=}" ;;
+      esac
     done
     case "$fetch_tries" in
       ""|*[!0-9]*|0) echo "NIXIE-CACHED bad nixie.fetch_tries=$fetch_tries (a count from 1): 20"
                      fetch_tries=20 ;;
+    esac
+    case "$verify" in
+      sizes|content) ;;
+      *) echo "NIXIE-CACHED bad nixie.verify=$verify (sizes or content): sizes"; verify=sizes ;;
     esac
     step() { echo "NIXIE-CACHED $1"; }
     fail() {  # the reason on the console, then `failed` to the router: retried while it is away
@@ -126,23 +228,9 @@ S
       echo "NIXIE-REPORTED-FAILED"
       while true; do sleep 3600; done
     }
-    get() {  # URL FILE: retried while the router builds (503) or is away; sets $why
-      tries=0
-      until wget -q -O "$2" "$1" 2>/tmp/wget.err; do
-        tries=$((tries + 1)); why="$(tail -n 1 /tmp/wget.err)"
-        [ $tries -lt $fetch_tries ] || { why="$fetch_tries tries, the last: $why"; return 1; }
-        echo "NIXIE-CACHED-RETRY $tries of $fetch_tries: $1: $why"
-        sleep 2
-      done
-    }
-    # What a path is, cheaply: every file's type and name, each regular file's size and
-    # each link's target (stat reads inodes, no content): written when the path is moved
-    # in, compared on every boot.
-    manifest() {  # STORE/NAME (a directory, or a path that is one file)
-      (cd "''${1%/*}" && b="''${1##*/}" && { find "$b" -type d; find "$b" ! -type d -exec stat -c '%s %N' {} +; } | sort)
-    }
-    uptime_cs() { awk '{ printf "%d", $1 * 100 }' /proc/uptime; }
+    root=/sysroot; work=/tmp
     . /lib/nixie-disk-layout.sh
+    . /lib/nixie-cached-store.sh
     [ -n "$api" ] || fail "no nixie.api= on the kernel command line"
     ip link set lo up
     i=0
@@ -160,10 +248,7 @@ S
     get "$api/boot/$tb/closure" /tmp/closure || fail "cannot fetch the closure of $system from $api: $why"
     total=0; count=0
     while read b n; do total=$((total + n)); count=$((count + 1)); done < /tmp/closure
-    mkdir -p /tmp/top
-    get "$api/boot/$tb/path/$tb.cpio" /tmp/top.cpio || fail "cannot fetch $tb from $api: $why"
-    (cd /tmp/top && cpio -i -d -m < /tmp/top.cpio 2>/dev/null) || fail "cannot unpack $tb"
-    got_bytes=$(wc -c < /tmp/top.cpio)
+    fetch_top
     device=; esp_mib=
     [ -r /tmp/top/nix/store/$tb/nixie-disk ] || fail "$system declares no disk layout (nixie-disk)"
     . /tmp/top/nix/store/$tb/nixie-disk
@@ -180,47 +265,21 @@ S
       mount -t ext4 "$part"2 /sysroot || fail "cannot mount the new root filesystem ''${part}2"
       mkdir -p /sysroot/nix/store
     fi
-    man=/sysroot/nix/.nixie/manifests
-    mkdir -p $man
-    damaged=0
-    while read b n; do  # a path not as it was moved in (or with no manifest) is fetched again
-      [ -e /sysroot/nix/store/$b ] || continue
-      manifest /sysroot/nix/store/$b | cmp -s - $man/$b && continue
-      step "damaged: $b differs from its manifest: fetched again"
-      rm -rf /sysroot/nix/store/$b $man/$b
-      damaged=$((damaged + 1))
-    done < /tmp/closure
+    store_check /tmp/closure
     missing=0
     while read b n; do [ -e /sysroot/nix/store/$b ] || missing=$((missing + n)); done < /tmp/closure
     free_kib=$(df -k /sysroot | awk 'NR == 2 { print $4 }')
     [ $((missing / 1024 + 4096)) -le "$free_kib" ] || \
       fail "disk $device is full: $((free_kib / 1024)) MiB free, the missing paths need $((missing / 1048576 + 4)) MiB"
     mkdir -p /sysroot/nix/.nixie /sysroot/nix/var/nix/profiles
-    got=0; kept=0; tmp=/sysroot/nix/.nixie/partial
-    while read b n; do
-      if [ -e /sysroot/nix/store/$b ]; then kept=$((kept + 1)); continue; fi
-      rm -rf $tmp; mkdir -p $tmp/nix/store
-      if [ "$b" = "$tb" ]; then
-        cp -a /tmp/top/nix/store/$tb $tmp/nix/store/ || fail "copying $tb"
-      else
-        get "$api/boot/$tb/path/$b.cpio" $tmp/a.cpio || fail "fetching $b from $api failed: $why"
-        [ "$(wc -c < $tmp/a.cpio)" -eq "$n" ] || fail "fetching $b from $api: short read"
-        (cd $tmp && cpio -i -d -m < a.cpio 2>/dev/null) || fail "cannot unpack $b"
-        got_bytes=$((got_bytes + n))
-      fi
-      manifest $tmp/nix/store/$b > $man/$b.new || fail "cannot list $b"
-      mv $tmp/nix/store/$b /sysroot/nix/store/$b || fail "cannot move $b into /nix/store"
-      mv $man/$b.new $man/$b
-      got=$((got + 1))
-    done < /tmp/closure
-    rm -rf $tmp
+    store_fetch /tmp/closure
     sync
     t1=$(uptime_cs)
     ln -sfn "$system" /sysroot/nix/var/nix/profiles/system
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) / 100 }')
-    echo "fetched $got of $count store paths ($got_bytes bytes) in $secs s, $kept kept on the disk, $damaged damaged fetched again" \
+    echo "fetched $got of $count store paths ($got_bytes bytes) in $secs s, $kept kept on the disk, $damaged damaged fetched again; $checked" \
       > /sysroot/nix/.nixie/cached-last
-    echo "NIXIE-CACHED-FETCHED $got $count $got_bytes $kept $damaged"
+    echo "NIXIE-CACHED-FETCHED $got $count $got_bytes $kept $damaged $verify"
     [ -x "/sysroot$init" ] || fail "$init is not on the disk after the fetch"
     mkdir -p /sysroot/dev /sysroot/proc /sysroot/sys /sysroot/tmp /sysroot/run /sysroot/bin
     for d in dev proc sys; do mount --move /$d /sysroot/$d; done
@@ -240,6 +299,9 @@ S
       cp ${kernel}/modules/$m.ko root/lib/modules/
     done
     cp ${diskLayout} root/lib/nixie-disk-layout.sh
+    cat > root/lib/nixie-cached-store.sh <<'STORE'
+${cachedStore}
+STORE
     { echo '#!/bin/busybox sh'; cat <<'S'
 ${udhcpcBody}
 S
@@ -531,4 +593,6 @@ S
 in
 {
   inherit nixosSystem;
+  # the cached netboot's store library, as text (tests/unit/test_cached_content_check.py)
+  inherit cachedStore;
 }

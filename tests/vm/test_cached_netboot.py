@@ -17,10 +17,13 @@ quickly. Four power-ons of one BIOS VM:
    mid-fetch, only until the stage 1 has retried once; the boot completes, the system
    reports `booted` with boot mode `cached`, and the disk (read offline) holds every path
    of the closure whole (its NAR equals the router's) and nothing else;
-4. one path damaged on the disk offline (a file truncated) and a one-path change (a new
-   generation whose toplevel alone differs): the next boot fetches the new toplevel and
-   the damaged path again, nothing else (less than 10 % of the closure's bytes), the new
-   generation runs from the disk (console and agent say so) and the path is whole again.
+4. two paths damaged on the disk offline, one file truncated (a size the manifest sees)
+   and 16 bytes of another path's file inverted (same size: only its content differs),
+   the router's `boot.cmdline` set to `nixie.verify=content`, and a one-path change (a
+   new generation whose toplevel alone differs): the next boot fetches the new toplevel
+   and the two damaged paths again, nothing else (less than 10 % of the closure's
+   bytes), says it checked content, the new generation runs from the disk (console and
+   agent say so) and both paths are whole again.
 
 The bytes are counted from the router's `boot.path` events (one per archive sent, with its
 size), as a test or an admin reads them from the host's timeline."""
@@ -136,8 +139,9 @@ def check_store_whole(disk: Path, toplevel: str, out: Path) -> None:
     for p in closure:
         assert nar_sha256(store / Path(p).name) == nar_sha256(p), p
     assert not (store.parent / ".nixie" / "partial").exists()
-    assert sorted(m.name for m in (store.parent / ".nixie" / "manifests").iterdir()) == \
-        sorted(Path(p).name for p in closure)
+    for kept in ("manifests", "sha256"):  # each path's manifest and its files' sha256
+        assert sorted(m.name for m in (store.parent / ".nixie" / kept).iterdir()) == \
+            sorted(Path(p).name for p in closure), kept
 
 
 def damage(disk: Path, basename: str, tmp: Path) -> None:
@@ -148,6 +152,22 @@ def damage(disk: Path, basename: str, tmp: Path) -> None:
     half.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     cmds = tmp / "damage.debugfs"
     cmds.write_text(f"cd /nix/store\nrm {basename}\nwrite {half} {basename}\n")
+    r = subprocess.run(["debugfs", "-w", "-f", str(cmds), f"{disk}?offset={root_offset(disk)}"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "rror" not in r.stderr, r.stderr
+
+
+def flip(disk: Path, basename: str, rel: str, tmp: Path, at: int = 200) -> None:
+    """Invert 16 bytes of the file `rel` of the store path `basename` on the disk image
+    offline: the same size (the manifest does not see it), other content."""
+    data = bytearray((Path("/nix/store") / basename / rel).read_bytes())
+    assert len(data) >= at + 16, len(data)
+    data[at:at + 16] = bytes(b ^ 0xFF for b in data[at:at + 16])
+    flipped = tmp / "flipped"
+    flipped.write_bytes(bytes(data))
+    parent, name = f"/nix/store/{basename}/{rel}".rsplit("/", 1)
+    cmds = tmp / "flip.debugfs"
+    cmds.write_text(f"cd {parent}\nrm {name}\nwrite {flipped} {name}\n")
     r = subprocess.run(["debugfs", "-w", "-f", str(cmds), f"{disk}?offset={root_offset(disk)}"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "rror" not in r.stderr, r.stderr
@@ -237,16 +257,24 @@ def test_cached_netboot_fetches_only_what_the_disk_lacks(tmp_path):
             assert marker in console, f"no {marker}\n{console[-3000:]}"
         # the kernel line named the stage 1 alone: the closure initrd was never sent
         assert not [e for e in evs if e["kind"] == "boot.initrd"], evs
+        booted = [e for e in evs if e["kind"] == "host.booted"][-1]["message"]
+        assert "; sizes checked in " in booted and "nixie.verify=" not in console, booted
         h = host(cfg, "demo")
         assert (h["state"], h["boot_mode"]) == ("booted", "cached"), h
         check_store_whole(disk, gen1, tmp / "offline-1")
 
-        # 4. a path damaged on the disk offline (one file, truncated) and a one-path change
-        # (a new generation): the next boot fetches exactly those two paths
-        victim = next(Path(p).name for p in subprocess.run(
-            ["nix-store", "-qR", gen1], capture_output=True, text=True, check=True
-        ).stdout.split() if p.endswith("-udhcpc-script"))
+        # 4. two paths damaged on the disk offline (one file truncated; 16 bytes of the
+        # boot loaders' mbr.bin inverted, same size), the content check turned on for every
+        # host, and a one-path change (a new generation): the next boot fetches exactly
+        # those three paths
+        closure1 = subprocess.run(["nix-store", "-qR", gen1], capture_output=True, text=True,
+                                  check=True).stdout.split()
+        victim = next(Path(p).name for p in closure1 if p.endswith("-udhcpc-script"))
+        flipped = next(Path(p).name for p in closure1 if p.endswith("-nixie-lab-bootloaders"))
         damage(disk, victim, tmp)
+        flip(disk, flipped, "mbr.bin", tmp)
+        r = run_nixie("config", "set", "boot.cmdline=nixie.verify=content", "--json", config=cfg)
+        assert r.returncode == 0 and json.loads(r.stdout)["outcome"] == "applied", r.stdout
         labflake.set_release(flake, f"cached 2 {uuid.uuid4()}")
         assert build(cfg, "demo")["status"] == "succeeded"
         h = host(cfg, "demo")
@@ -254,25 +282,31 @@ def test_cached_netboot_fetches_only_what_the_disk_lacks(tmp_path):
         assert gen2 != gen1 and h["current_generation"] == 2
         evs, console, figures["second boot s"] = boot(ns, tmp, cfg, disk, "second", "booted")
         paths = [e["data"]["path"] for e in evs if e["kind"] == "boot.path"]
-        assert sorted(paths) == sorted([Path(gen2).name, victim]), paths
+        assert sorted(paths) == sorted([Path(gen2).name, victim, flipped]), paths
+        assert " nixie.verify=content" in console  # the router's kernel line carried it
         assert f"NIXIE-CACHED damaged: {victim} differs from its manifest" in console
-        assert "NIXIE-CACHED damaged:" not in console.replace(f"damaged: {victim}", "")
+        assert f"NIXIE-CACHED damaged: {flipped} content differs from its sha256 sums" \
+            in console, console[-3000:]
+        assert console.count("NIXIE-CACHED damaged:") == 2, console[-3000:]
         second = sum(e["data"]["bytes"] for e in evs if e["kind"] == "boot.path"
                      and e["data"]["path"] == Path(gen2).name)
         figures["second fetched (the changed path)"] = second
-        figures["damaged path fetched again"] = fetched_bytes(evs) - second
+        figures["damaged paths fetched again"] = fetched_bytes(evs) - second
         assert second < 0.10 * listed["bytes"], figures
         assert "NIXIE-CACHED layout: /dev/vda holds its root filesystem" in console
         assert "NIXIE-CACHED partition:" not in console  # the disk was kept
         assert f"NIXIE-CACHED-BOOT demo {gen2}" in console, console[-3000:]
         booted = [e for e in evs if e["kind"] == "host.booted"][-1]
         assert gen2 in booted["message"] and "mode cached" in booted["message"], booted
-        assert f"fetched 2 of {listed['paths']} store paths" in booted["message"], booted
-        assert "1 damaged fetched again" in booted["message"], booted
+        assert f"fetched 3 of {listed['paths']} store paths" in booted["message"], booted
+        assert "2 damaged fetched again; content checked in " in booted["message"], booted
+        figures["content check s"] = float(booted["message"].split("content checked in ")[1]
+                                           .split()[0])
         h = host(cfg, "demo")
         assert (h["state"], h["boot_mode"]) == ("booted", "cached"), h
         store = store_offline(disk, tmp / "offline-2")
-        assert nar_sha256(store / victim) == nar_sha256(Path("/nix/store") / victim)
+        for whole in (victim, flipped):
+            assert nar_sha256(store / whole) == nar_sha256(Path("/nix/store") / whole), whole
         kernel = sum(e["data"]["bytes"] for e in evs if e["kind"] in ("boot.kernel", "boot.stage1")
                      and e["data"].get("status") == "completed")
         figures["kernel+stage1 per boot"] = kernel
