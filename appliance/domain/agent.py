@@ -75,6 +75,22 @@ def eui64_interface_id(mac: str) -> int:
     return int.from_bytes(bytes(b[:3]) + b"\xff\xfe" + bytes(b[3:]), "big")
 
 
+def mac_of_slaac(ip: str) -> str | None:
+    """The MAC an IPv6 address's modified EUI-64 interface identifier was made from
+    (xx:xx:xx:ff:fe:xx:xx:xx, universal/local bit flipped back), or None when it has none."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    if not isinstance(addr, ipaddress.IPv6Address) or addr.ipv4_mapped is not None:
+        return None
+    iid = bytearray((int(addr) & (2**64 - 1)).to_bytes(8, "big"))
+    if iid[3:5] != b"\xff\xfe":
+        return None
+    iid[0] ^= 0x02
+    return ":".join(f"{b:02x}" for b in iid[:3] + iid[5:])
+
+
 def slaac_of_host(conn: sqlite3.Connection, host_id: int, ip: str) -> bool:
     """`ip` is an IPv6 address made from one of the host's MACs (SLAAC with an EUI-64
     interface identifier: what iPXE and Linux make from the RA's prefix by default)."""

@@ -30,11 +30,26 @@ class SqliteBackend:
         return MediaGrant(host=None if h is None else _record(h), base_url=row["base_url"])
 
     def host_by_ip(self, ip: str) -> HostRecord | None:
-        """The host whose MAC holds a current (offered or bound) lease on `ip`."""
-        row = self.store.conn().execute(
-            "SELECT mac FROM leases WHERE ip = ? AND state IN ('offered', 'bound') "
-            "ORDER BY updated_at DESC LIMIT 1", (ip,)).fetchone()
-        return self.host_by_mac(row[0]) if row else None
+        """The host a fetch from `ip` belongs to (attribution of boot events and transfer
+        counters, never a permission): IPv4, the host whose MAC holds a current (offered
+        or bound) lease on it; IPv6, the host of a bound DHCPv6 lease on it, else the host
+        of the MAC its SLAAC interface identifier was made from (a lab stage 1 or an
+        installer comes up by SLAAC after iPXE fetched the script by DHCPv6)."""
+        conn = self.store.conn()
+        if ":" not in ip:
+            row = conn.execute(
+                "SELECT mac FROM leases WHERE ip = ? AND state IN ('offered', 'bound') "
+                "ORDER BY updated_at DESC LIMIT 1", (ip,)).fetchone()
+            return self.host_by_mac(row[0]) if row else None
+        row = conn.execute(
+            "SELECT host_id FROM leases6 WHERE address = ? AND state = 'bound' "
+            "AND expires > ? AND host_id IS NOT NULL", (ip, now())).fetchone()
+        if row is not None:
+            h = hosts.get_host_by_id(conn, row[0])
+            if h is not None:
+                return _record(h)
+        mac = agent.mac_of_slaac(ip)
+        return self.host_by_mac(mac) if mac else None
 
     def event(self, kind: str, message: str = "", *, level: str = "info",
               host_id: int | None = None, mac: str | None = None, ip: str | None = None,

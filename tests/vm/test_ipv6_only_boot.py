@@ -168,6 +168,8 @@ def check_cached_boot(host: dict, events: list[dict], console: str, disk: Path, 
     assert fetched == listed["data"]["bytes"], (fetched, listed)
     for e in [listed, *paths, *(e for e in events if e["kind"] == "host.booted")]:
         assert ipaddress.ip_address(e["ip"]) == slaac, (e["kind"], e["ip"], str(slaac))
+        # on the host's timeline: the router knows the SLAAC address's MAC is the host's
+        assert e["host"] == host["name"], (e["kind"], e["host"])
     for e in events:
         if e.get("ip"):
             assert ipaddress.ip_address(e["ip"]).version == 6, e
