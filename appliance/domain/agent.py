@@ -94,15 +94,10 @@ def mac_of_slaac(ip: str) -> str | None:
 def slaac_of_host(conn: sqlite3.Connection, host_id: int, ip: str) -> bool:
     """`ip` is an IPv6 address made from one of the host's MACs (SLAAC with an EUI-64
     interface identifier: what iPXE and Linux make from the RA's prefix by default)."""
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    if not isinstance(addr, ipaddress.IPv6Address) or addr.ipv4_mapped is not None:
-        return False
-    iid = int(addr) & (2**64 - 1)
-    return any(eui64_interface_id(r[0]) == iid for r in conn.execute(
-        "SELECT mac FROM host_macs WHERE host_id = ?", (host_id,)))
+    mac = mac_of_slaac(ip)
+    return mac is not None and conn.execute(
+        "SELECT 1 FROM host_macs WHERE host_id = ? AND mac = ?", (host_id, mac)).fetchone() \
+        is not None
 
 
 def issue_token(conn: sqlite3.Connection, host_id: int, generation_id: int | None, *,

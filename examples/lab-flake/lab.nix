@@ -45,6 +45,13 @@ let
     esac
   '';
 
+  # Booted over IPv6 (nixie.api=http://[...]): wait up to 20 s for eth0's global address,
+  # the one the router advertises (SLAAC; no DHCPv4). Stage 1 and stage 2 both run it.
+  slaacWait = ''
+    i=0
+    while ! ip -6 addr show dev eth0 | grep 'scope global' | grep -qv tentative \
+        && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done'';
+
   # The disk layout an install applies, and a cached netboot creates when the disk has
   # none, and their agent report (`post`, with $api and $token): one shell library both
   # source. `disk_layout DEVICE ESP_MIB NEED_MIB` checks the
@@ -238,9 +245,7 @@ S
     ip link set eth0 up
     case "$api" in
       *://\[*)  # booted over IPv6: the address the router advertises (SLAAC), no DHCPv4
-        i=0
-        while ! ip -6 addr show dev eth0 | grep 'scope global' | grep -qv tentative \
-            && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
+        ${slaacWait}
         step "ipv6: $(ip -6 addr show dev eth0 | grep 'scope global')" ;;
       *) udhcpc -i eth0 -n -q -t 20 -T 1 -s /bin/udhcpc-script >/dev/null 2>&1 || echo "NIXIE-DHCP-FAILED" ;;
     esac
@@ -545,9 +550,7 @@ S
     done
     case "$api" in
       *://\[*)  # booted over IPv6: the address the router advertises (SLAAC), no DHCPv4
-        i=0
-        while ! ip -6 addr show dev eth0 | grep 'scope global' | grep -qv tentative \
-            && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
+        ${slaacWait}
         echo "NIXIE-IPV6 $(ip -6 addr show dev eth0 | grep 'scope global')" ;;
       *) udhcpc -i eth0 -n -q -t 20 -T 1 -s ${udhcpcScript} || echo "NIXIE-DHCP-FAILED" ;;
     esac
