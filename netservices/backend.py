@@ -26,9 +26,10 @@ class HostRecord:
 class HostDirectory(Protocol):
     def host_by_mac(self, mac: str) -> HostRecord | None: ...
 
-    # Optional (boot services look it up with getattr): the host holding a current
-    # DHCP lease on `ip`, so TFTP and HTTP fetches land on that host's timeline.
-    # def host_by_ip(self, ip: str) -> HostRecord | None: ...
+    def host_by_ip(self, ip: str) -> HostRecord | None:
+        """The host a TFTP or HTTP fetch from `ip` belongs to, for its timeline and
+        counters (attribution only, never a permission); None when unknown."""
+        ...
 
 
 class NameRecord(NamedTuple):

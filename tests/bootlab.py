@@ -58,6 +58,9 @@ class SpecBackend:
                                   mode=h.get("mode", "netboot"))
         return None
 
+    def host_by_ip(self, ip: str) -> HostRecord | None:
+        return None  # a spec has no leases: fetches go on a host by its script only
+
     # EventSink
     def event(self, kind, message="", *, level="info", host_id=None, mac=None, ip=None,
               data=None) -> None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from appliance.domain import events, hosts
 from appliance.domain.apitokens import hash_token
 from appliance.state.db import now, transaction
+from netservices.dhcp6.codec import mac_of_eui64
 
 AGENT_EVENTS = ("booted", "installing", "installed", "failed")
 PURPOSES = ("netboot", "install", "cached")
@@ -79,16 +80,11 @@ def mac_of_slaac(ip: str) -> str | None:
     """The MAC an IPv6 address's modified EUI-64 interface identifier was made from
     (xx:xx:xx:ff:fe:xx:xx:xx, universal/local bit flipped back), or None when it has none."""
     try:
-        addr = ipaddress.ip_address(ip)
+        addr = ipaddress.IPv6Address(ip)
     except ValueError:
         return None
-    if not isinstance(addr, ipaddress.IPv6Address) or addr.ipv4_mapped is not None:
-        return None
-    iid = bytearray((int(addr) & (2**64 - 1)).to_bytes(8, "big"))
-    if iid[3:5] != b"\xff\xfe":
-        return None
-    iid[0] ^= 0x02
-    return ":".join(f"{b:02x}" for b in iid[:3] + iid[5:])
+    mac = None if addr.ipv4_mapped is not None else mac_of_eui64(addr.packed)
+    return mac.hex(":") if mac else None
 
 
 def slaac_of_host(conn: sqlite3.Connection, host_id: int, ip: str) -> bool:

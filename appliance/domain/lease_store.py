@@ -69,9 +69,6 @@ class BatchInsert:
                         f"{','.join([row] * n)}) WHERE column1 IS NOT NULL{tail}"
                      for n in range(SHAPE_STEP, CHUNK + 1, SHAPE_STEP)}
 
-    def statements(self) -> list[str]:
-        return list(self._sql.values())
-
     def prepare(self, conn: sqlite3.Connection) -> None:
         """Compile every shape (each runs once with only padding: it writes nothing)."""
         for n, sql in self._sql.items():

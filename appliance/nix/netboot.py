@@ -18,6 +18,7 @@ evicted, so an image being streamed keeps its segments.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -25,7 +26,7 @@ import re
 import stat
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -398,25 +399,13 @@ class PathArchives:
         self.images = images
         self.cache = cache
         self.store_dir = cache.store_dir
-        self.keep_toplevels = keep_toplevels
-        # toplevel -> {basename: store path} of its closure, the most recently used last:
-        # made once per toplevel, not on every path fetch (a closure never changes)
-        self._by_toplevel: OrderedDict[str, dict[str, str]] = OrderedDict()
-        self._lock = threading.Lock()
+        # toplevel -> {basename: store path} of its closure, for the keep_toplevels most
+        # recently used: made once per toplevel, not on every path fetch (a closure
+        # never changes)
+        self._members = functools.lru_cache(maxsize=keep_toplevels)(self._closure_members)
 
-    def _members(self, toplevel: str) -> dict[str, str]:
-        with self._lock:
-            members = self._by_toplevel.get(toplevel)
-            if members is not None:
-                self._by_toplevel.move_to_end(toplevel)
-                return members
-        members = {store_basename(p, self.store_dir): p for p in self.images.closure(toplevel)}
-        with self._lock:
-            self._by_toplevel[toplevel] = members
-            self._by_toplevel.move_to_end(toplevel)
-            while len(self._by_toplevel) > self.keep_toplevels:
-                self._by_toplevel.popitem(last=False)
-        return members
+    def _closure_members(self, toplevel: str) -> dict[str, str]:
+        return {store_basename(p, self.store_dir): p for p in self.images.closure(toplevel)}
 
     def listing(self, toplevel: str, timeout: float | None = None) -> list[tuple[str, int]]:
         """(basename, archive bytes) of every closure path, toplevel last; builds the

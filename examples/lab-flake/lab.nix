@@ -154,7 +154,7 @@ S
       done < "$1"
       checked="sizes checked"
       [ "$verify" = content ] && checked="content checked"
-      checked="$checked in $(awk -v a="$c0" -v b="$(uptime_cs)" 'BEGIN { printf "%.2f", (b - a) / 100 }') s"
+      checked="$checked in $(secs $c0 $(uptime_cs)) s"
     }
     # Each path of the listing the disk lacks: fetched as a plain newc archive, unpacked
     # beside the store, its manifest and sha256 sums written, then moved in whole (a cut
@@ -183,6 +183,7 @@ S
       rm -rf $tmp
     }
     uptime_cs() { awk '{ printf "%d", $1 * 100 }' /proc/uptime; }
+    secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 100 }'; }  # CS0 CS1
   '';
 
   # Cached netboot (nixie.mode=cached): stage 1 keeps /nix/store on the disk. It reads
@@ -281,8 +282,7 @@ S
     sync
     t1=$(uptime_cs)
     ln -sfn "$system" /sysroot/nix/var/nix/profiles/system
-    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) / 100 }')
-    echo "fetched $got of $count store paths ($got_bytes bytes) in $secs s, $kept kept on the disk, $damaged damaged fetched again; $checked" \
+    echo "fetched $got of $count store paths ($got_bytes bytes) in $(secs $t0 $t1) s, $kept kept on the disk, $damaged damaged fetched again; $checked" \
       > /sysroot/nix/.nixie/cached-last
     echo "NIXIE-CACHED-FETCHED $got $count $got_bytes $kept $damaged $verify"
     [ -x "/sysroot$init" ] || fail "$init is not on the disk after the fetch"

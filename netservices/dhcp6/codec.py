@@ -199,11 +199,20 @@ def mac_from_duid(duid: bytes) -> bytes | None:
     return None
 
 
-def mac_from_link_local(addr: bytes) -> bytes | None:
-    """The MAC in a modified EUI-64 link-local address (fe80::xxff:fexx:xxxx), if any."""
-    if len(addr) == 16 and addr[:8] == b"\xfe\x80" + bytes(6) and addr[11:13] == b"\xff\xfe":
+_LINK_LOCAL_PREFIX = b"\xfe\x80" + bytes(6)
+
+
+def mac_of_eui64(addr: bytes) -> bytes | None:
+    """The MAC a 16-byte IPv6 address's modified EUI-64 interface identifier was made
+    from (any prefix: link-local, or SLAAC on the LAN's /64), if it is one."""
+    if len(addr) == 16 and addr[11:13] == b"\xff\xfe":
         return bytes((addr[8] ^ 0x02,)) + addr[9:11] + addr[13:16]
     return None
+
+
+def mac_from_link_local(addr: bytes) -> bytes | None:
+    """The MAC in a modified EUI-64 link-local address (fe80::xxff:fexx:xxxx), if any."""
+    return mac_of_eui64(addr) if addr[:8] == _LINK_LOCAL_PREFIX else None
 
 
 def duid_ll(mac: bytes) -> bytes:

@@ -238,11 +238,10 @@ class BootApp:
             log.warning("could not record a boot event", exc_info=True)
 
     def _host_id_by_ip(self, ip: str) -> int | None:
-        lookup = getattr(self.hosts, "host_by_ip", None)
-        if lookup is None or not ip:
+        if not ip:
             return None
         try:
-            host = lookup(ip)
+            host = self.hosts.host_by_ip(ip)
         except Exception:  # noqa: BLE001 - attribution is best effort
             return None
         return host.id if host else None

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import workerpool
+from ..backend import HostDirectory
 from ..listen import parse_listen, usable_cpus
 from ..workerpool import Worker, WorkerFailed
 from .server import bind_listeners
@@ -46,12 +47,13 @@ def resolve_workers(workers: int) -> int:
 class WorkerPool(workerpool.WorkerPool):
     """N worker processes serving `root` on `listen`, supervised by `run(stop)`."""
 
-    def __init__(self, root: str, listen: list[str], workers: int, events=None, hosts=None,
+    def __init__(self, root: str, listen: list[str], workers: int, events=None,
+                 hosts: HostDirectory | None = None,
                  python: str = sys.executable, busy_poll_us: int = 0):
         self.root = str(root)
         self.listen = list(listen)
         self.events = events
-        self._host_by_ip = getattr(hosts, "host_by_ip", None)
+        self.hosts = hosts
         super().__init__(
             "tftp worker", workers, [python, "-m", "netservices.tftp.worker"],
             bind=lambda: [s for s, _ in bind_listeners(self.listen)],
@@ -70,7 +72,7 @@ class WorkerPool(workerpool.WorkerPool):
             return
         ip = ev.get("ip")
         try:
-            host = self._host_by_ip(ip) if self._host_by_ip and ip else None
+            host = self.hosts.host_by_ip(ip) if self.hosts is not None and ip else None
             self.events.event(ev.get("kind", "boot.tftp"), ev.get("message", ""),
                               level=ev.get("level", "info"), ip=ip, data=ev.get("data"),
                               host_id=host.id if host else None,
